@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * proto/burrow: the Burrow v1.0 URL grammar (reference/burrow-api.md
+ * sections 1 and 2). Pure: no I/O, no logging.
+ *
+ * Paths arrive raw (still percent-encoded: the daemons install a no-op
+ * unescape callback in libmicrohttpd). Each segment is percent-decoded into a
+ * caller-supplied buffer; ids may hold any byte but '/' and NUL, and at most
+ * PROTO_BURROW_ID_MAX bytes once decoded.
+ *
+ * Ownership: results are slices into the caller's <buf> (or into the caller's
+ * input for raw values) and live as long as that buffer.
+ */
+#ifndef PROTO_BURROW_H
+#define PROTO_BURROW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROTO_BURROW_ID_MAX   255  /* decoded bytes in one id */
+#define PROTO_BURROW_PATH_MAX 2048 /* raw bytes in a path */
+#define PROTO_BURROW_VERSION  "v1.0"
+
+/* Module error codes, returned negated; see proto_strerror(). */
+enum {
+    PROTO_ENOTFOUND = 2000, /* not a Burrow route: answer 404, empty body */
+    PROTO_EBADENC,          /* bad percent-encoding or a decoded NUL: 400 */
+    PROTO_ETOOLONG,         /* id or path over its maximum: 400 */
+    PROTO_EBADVALUE,        /* a query value that is not what it must be: 400 */
+};
+
+struct proto_slice {
+    const char *ptr;
+    size_t len;
+};
+
+enum proto_burrow_level {
+    PROTO_BURROW_ROOT = 0,     /* "/" */
+    PROTO_BURROW_ACCOUNTS = 1, /* "/v1.0" */
+    PROTO_BURROW_QUEUES = 2,   /* "/v1.0/a" */
+    PROTO_BURROW_MESSAGES = 3, /* "/v1.0/a/q" */
+    PROTO_BURROW_MESSAGE = 4,  /* "/v1.0/a/q/m" */
+};
+
+struct proto_burrow_path {
+    enum proto_burrow_level level;
+    struct proto_slice account; /* decoded, into buf; len 0 if absent */
+    struct proto_slice queue;   /* decoded, into buf; len 0 if absent */
+    struct proto_slice message; /* decoded, into buf; len 0 if absent */
+};
+
+/* Parse raw <path> (no query string) of <len> bytes. Decoded ids go into
+ * <buf> (<buflen> >= 3 * PROTO_BURROW_ID_MAX + 3 is always enough).
+ * Returns 0, -PROTO_ENOTFOUND (other version, empty segment, trailing slash,
+ * more than 4 segments, decoded '/'), -PROTO_EBADENC, -PROTO_ETOOLONG. */
+int proto_burrow_parse_path(const char *path, size_t len, char *buf, size_t buflen,
+                            struct proto_burrow_path *out);
+
+enum proto_burrow_detail {
+    PROTO_DETAIL_DEFAULT = 0, /* not given: use the operation's default */
+    PROTO_DETAIL_NONE,
+    PROTO_DETAIL_ID,
+    PROTO_DETAIL_ATTRIBUTES,
+    PROTO_DETAIL_BODY,
+    PROTO_DETAIL_ALL,
+};
+
+/* Burrow query parameters. Integers are validated; strings are decoded. */
+struct proto_burrow_query {
+    int64_t limit; /* 0 when absent; <= 0 means unlimited */
+    bool has_limit;
+    struct proto_slice marker; /* decoded; ptr NULL when absent */
+    bool match_hidden;         /* only "true", any case, sets it */
+    enum proto_burrow_detail detail;
+    struct proto_slice detail_raw; /* decoded, for the 400 body */
+    bool detail_bad;               /* detail given but not a known word */
+    int64_t ttl, hide, wait;       /* seconds, >= 0 */
+    bool has_ttl, has_hide, has_wait;
+};
+
+void proto_burrow_query_init(struct proto_burrow_query *q);
+
+/* Apply one raw (still percent-encoded) key=value pair; the last repeat wins.
+ * Decoded strings go into <buf> at *<used> (advanced). Unknown keys are
+ * ignored as in the reference. Returns 0, -PROTO_EBADVALUE (non-integer or
+ * negative limit/ttl/hide/wait... see .c), -PROTO_EBADENC, -PROTO_ETOOLONG. */
+int proto_burrow_query_set(struct proto_burrow_query *q, const char *key, size_t klen,
+                           const char *val, size_t vlen, char *buf, size_t buflen, size_t *used);
+
+/* Parse a whole raw query string "k=v&k2=v2" (no leading '?'). */
+int proto_burrow_query_parse(struct proto_burrow_query *q, const char *qs, size_t len, char *buf,
+                             size_t buflen);
+
+/* Is <d> allowed at <level>? (accounts/queues: none, id, all; messages:
+ * none, id, attributes, body, all). DEFAULT is always allowed. */
+bool proto_burrow_detail_ok(enum proto_burrow_level level, enum proto_burrow_detail d);
+
+/* Percent-decode <len> bytes of <s> into <out>. Returns the decoded length,
+ * or -PROTO_EBADENC (bad escape), -PROTO_ETOOLONG (outlen too small). '+' is
+ * kept as '+'. NUL bytes are refused when <allow_nul> is false. */
+long proto_pct_decode(const char *s, size_t len, char *out, size_t outlen, bool allow_nul);
+
+/* Percent-encode <len> bytes of <s> into <out>: RFC 3986 unreserved bytes are
+ * copied, every other byte becomes %XX. Returns the length written (without
+ * the NUL it always appends) or -PROTO_ETOOLONG when <outlen> is too small. */
+long proto_pct_encode(const char *s, size_t len, char *out, size_t outlen);
+
+/* Text for a code returned by any proto_ module (negated or not). */
+const char *proto_strerror(int err);
+
+#endif /* PROTO_BURROW_H */
