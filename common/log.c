@@ -30,7 +30,7 @@ log_set_debug(bool debug)
     log_debug_on = debug;
 }
 
-static void
+static void __attribute__((format(printf, 3, 0)))
 vlog(int prio, const char *err, const char *fmt, va_list ap)
 {
     char line[LOG_LINE_MAX];
