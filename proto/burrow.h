@@ -18,9 +18,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_BURROW_ID_MAX   255  /* decoded bytes in one id */
-#define PROTO_BURROW_PATH_MAX 2048 /* raw bytes in a path */
-#define PROTO_BURROW_VERSION  "v1.0"
+#define PROTO_BURROW_ID_MAX      255  /* decoded bytes in one id */
+#define PROTO_BURROW_PATH_MAX    2048 /* raw bytes in a path */
+#define PROTO_BURROW_VERSION     "v1.0"
+#define PROTO_BURROW_SECONDS_MAX 3153600000LL /* ttl, hide, wait: 100 years; 400 beyond */
 
 /* Module error codes, returned negated; see proto_strerror(). */
 enum {
@@ -82,9 +83,14 @@ struct proto_burrow_query {
 void proto_burrow_query_init(struct proto_burrow_query *q);
 
 /* Apply one raw (still percent-encoded) key=value pair; the last repeat wins.
- * Decoded strings go into <buf> at *<used> (advanced). Unknown keys are
- * ignored as in the reference. Returns 0, -PROTO_EBADVALUE (non-integer or
- * negative limit/ttl/hide/wait... see .c), -PROTO_EBADENC, -PROTO_ETOOLONG. */
+ * Keys and values are form-decoded ('+' is a space, as WebOb does). Decoded
+ * strings go into <buf> at *<used> (advanced). Unknown keys are ignored as in
+ * the reference. Integers are strict (optional sign, digits only).
+ * Returns 0, -PROTO_EBADVALUE (non-integer limit/ttl/hide/wait, or negative
+ * or over PROTO_BURROW_SECONDS_MAX ttl/hide/wait; a negative limit is
+ * accepted and means unlimited), -PROTO_EBADENC (bad escape, NUL in a
+ * string), -PROTO_ETOOLONG (marker or detail over PROTO_BURROW_ID_MAX bytes
+ * or over <buflen>). */
 int proto_burrow_query_set(struct proto_burrow_query *q, const char *key, size_t klen,
                            const char *val, size_t vlen, char *buf, size_t buflen, size_t *used);
 
