@@ -69,8 +69,12 @@ class Proc:
         if self.alive():
             self.p.send_signal(sig)
 
-    def stop(self, sig=signal.SIGTERM, timeout=10.0):
-        """Stop and return the exit code; SIGKILL after <timeout> seconds."""
+    def stop(self, sig=None, timeout=10.0):
+        """Stop and return the exit code; SIGKILL after <timeout> seconds.
+        <sig> defaults to SIGTERM (the method signal() above hides the module
+        in the class body, so the default cannot name signal.SIGTERM)."""
+        if sig is None:
+            sig = signal.SIGTERM
         if self.alive():
             self.p.send_signal(sig)
             try:
