@@ -1,10 +1,610 @@
 /* SPDX-License-Identifier: ISC */
-/* shedc: placeholder until the client lands. */
+/*
+ * shedc: the Burrow command line on top of the shed client library. Speaks
+ * put, get, list, claim, delete and update for people (plain text) and
+ * scripts (--json), shows the redirect chain with --verbose, and prints what
+ * it pinned with `stat` or --stat-after (pins live in the process, so they
+ * are shown after the requests of the same invocation).
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/burrow.h"
+#include "client/client.h"
+
+#define BODY_MAX (16u << 20) /* stdin body limit for put */
+
+enum {
+    EXIT_OK = 0,
+    EXIT_NOTFOUND = 1,
+    EXIT_USAGE = 2,
+    EXIT_SERVER = 3,
+    EXIT_REFUSED = 4,
+};
+
+static bool json_out;
+
+static void
+usage(FILE *f)
+{
+    fputs("usage: shedc [--shed HOST:PORT]... [--verbose] [--json] [--stat-after]\n"
+          "             [--max-hops N] [--retries N] [--timeout MS] [--no-pin] COMMAND ...\n"
+          "\n"
+          "commands (URL is http://burrow.service/v1.0/ACCOUNT/QUEUE/MESSAGE or a prefix):\n"
+          "  put URL [--ttl N] [--hide N]      store stdin as the message body\n"
+          "  get URL [--detail D]              print one message (body; --json: object)\n"
+          "  list URL [--limit N] [--all] [--marker ID] [--detail D] [--match-hidden]\n"
+          "           [--wait N]               list accounts, queues or messages\n"
+          "  claim URL [--hide N] [--wait N] [--limit N]   claim messages of a queue\n"
+          "  delete URL                        delete a message (or a list level)\n"
+          "  update URL [--ttl N] [--hide N] [--detail D]  change ttl/hide\n"
+          "  stat [URL]...                     GET each URL, then print pins and counters\n"
+          "\n"
+          "options:\n"
+          "  --shed HOST:PORT  send NAME.service requests to this shed instead of DNS\n"
+          "                    (repeat for several; tried in turn on failure)\n"
+          "  --verbose, -v     show every hop of the redirect chain on stderr\n"
+          "  --json            machine-readable output on stdout\n"
+          "  --stat-after      after the command, print pins and counters (as `stat`)\n"
+          "  --no-pin          never pin: ask a shed on every request\n"
+          "\n"
+          "exit status: 0 ok, 1 not found (404), 2 usage error,\n"
+          "             3 server or transport error (5xx, unreachable, redirect loop),\n"
+          "             4 request refused (another 4xx, e.g. 400)\n",
+          f);
+}
+
+static int
+exit_for(int rc)
+{
+    switch (-rc) {
+    case 0:
+        return EXIT_OK;
+    case SHED_CLIENT_ENOTFOUND:
+        return EXIT_NOTFOUND;
+    case SHED_CLIENT_EREFUSED:
+        return EXIT_REFUSED;
+    case EINVAL:
+    case ERANGE:
+        return EXIT_USAGE;
+    default:
+        return EXIT_SERVER;
+    }
+}
+
+static int
+parse_i64(const char *s, const char *what, int64_t *out)
+{
+    char *end;
+    long long v;
+
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0' || end == s || v < 0) {
+        fprintf(stderr, "shedc: %s: not a non-negative integer: %s\n", what, s);
+        return -1;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+static void
+report_error(const char *op, const char *url, int rc, const struct client_burrow_result *r)
+{
+    if (json_out) {
+        json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s#}", "error", shed_client_strerror(rc), "op",
+                              op, "status", (json_int_t)r->status, "url", url, "body",
+                              r->body ? r->body : "", r->body ? (int)r->body_len : 0);
+
+        if (o != NULL) {
+            json_dumpf(o, stdout, JSON_COMPACT);
+            fputc('\n', stdout);
+            json_decref(o);
+        }
+    }
+    if (r->status != 0)
+        fprintf(stderr, "shedc: %s %s: %s (HTTP %ld)%s%.*s\n", op, url, shed_client_strerror(rc),
+                r->status, r->body_len ? ": " : "", (int)(r->body_len > 200 ? 200 : r->body_len),
+                r->body ? r->body : "");
+    else
+        fprintf(stderr, "shedc: %s %s: %s\n", op, url, shed_client_strerror(rc));
+}
+
+static void
+print_json(json_t *j)
+{
+    json_dumpf(j, stdout, JSON_COMPACT | JSON_ENCODE_ANY);
+    fputc('\n', stdout);
+}
+
+/* One list item as a text line: ids bare, messages "id ttl=.. hide=.. body". */
+static void
+print_item(json_t *item)
+{
+    if (json_is_string(item)) {
+        printf("%s\n", json_string_value(item));
+    } else if (json_is_object(item)) {
+        json_t *id = json_object_get(item, "id");
+        json_t *ttl = json_object_get(item, "ttl");
+        json_t *hide = json_object_get(item, "hide");
+        json_t *body = json_object_get(item, "body");
+
+        printf("%s", json_is_string(id) ? json_string_value(id) : "?");
+        if (json_is_integer(ttl))
+            printf("\tttl=%" JSON_INTEGER_FORMAT, json_integer_value(ttl));
+        if (json_is_integer(hide))
+            printf("\thide=%" JSON_INTEGER_FORMAT, json_integer_value(hide));
+        if (json_is_string(body))
+            printf("\t%s", json_string_value(body));
+        putchar('\n');
+    } else {
+        print_json(item);
+    }
+}
+
+static char *
+read_stdin(size_t *len)
+{
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+
+    if (buf == NULL)
+        return NULL;
+    for (;;) {
+        size_t r;
+
+        if (n == cap) {
+            char *nb;
+
+            if (cap >= BODY_MAX) {
+                fprintf(stderr, "shedc: body over %u bytes\n", BODY_MAX);
+                free(buf);
+                return NULL;
+            }
+            nb = realloc(buf, cap * 2);
+            if (nb == NULL) {
+                free(buf);
+                return NULL;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        r = fread(buf + n, 1, cap - n, stdin);
+        n += r;
+        if (r == 0)
+            break;
+    }
+    *len = n;
+    return buf;
+}
+
+static void
+print_stat(struct shed_client *c)
+{
+    struct shed_client_metrics m;
+    struct client_pin *pins = calloc(1024, sizeof(*pins));
+    size_t n = pins ? shed_client_pins(c, pins, 1024) : 0;
+    uint64_t now = shed_client_now_ms(c);
+
+    shed_client_metrics(c, &m);
+    if (json_out) {
+        json_t *arr = json_array();
+        json_t *o;
+
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(
+                arr, json_pack("{s:s, s:I, s:s, s:I, s:I, s:I, s:s}", "service", pins[i].service,
+                               "bucket", (json_int_t)pins[i].bucket, "host", pins[i].host,
+                               "generation", (json_int_t)pins[i].generation, "expires_in_ms",
+                               (json_int_t)(pins[i].expires_ms - now), "hits",
+                               (json_int_t)pins[i].hits, "why", pins[i].why));
+        o = json_pack("{s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}", "pins", arr,
+                      "metrics", "requests", (json_int_t)m.requests, "http", (json_int_t)m.http,
+                      "redirects", (json_int_t)m.redirects, "pinned", (json_int_t)m.pinned,
+                      "shed_asks", (json_int_t)m.shed_asks, "failures", (json_int_t)m.failures,
+                      "retries", (json_int_t)m.retries, "pins_set", (json_int_t)m.pins_set,
+                      "pins_dropped", (json_int_t)m.pins_dropped);
+        if (o != NULL) {
+            print_json(o);
+            json_decref(o);
+        }
+    } else {
+        printf("pins: %zu\n", n);
+        for (size_t i = 0; i < n; i++)
+            printf("  %s bucket %" PRIu32 " -> %s  gen %" PRIu64 "  expires in %.1fs  hits %" PRIu64
+                   "  (%s)\n",
+                   pins[i].service, pins[i].bucket, pins[i].host, pins[i].generation,
+                   (double)(pins[i].expires_ms - now) / 1000.0, pins[i].hits, pins[i].why);
+        printf("requests %" PRIu64 "  http %" PRIu64 "  redirects %" PRIu64 "  pinned %" PRIu64
+               "  shed_asks %" PRIu64 "  failures %" PRIu64 "  retries %" PRIu64
+               "  pins_set %" PRIu64 "  pins_dropped %" PRIu64 "\n",
+               m.requests, m.http, m.redirects, m.pinned, m.shed_asks, m.failures, m.retries,
+               m.pins_set, m.pins_dropped);
+    }
+    free(pins);
+}
+
+struct cmd_opts {
+    int64_t ttl, hide, wait, limit;
+    const char *detail, *marker;
+    bool all, match_hidden;
+};
+
+/* Parse the options after COMMAND (they may follow the URL). Returns the
+ * count of argv[0] (the command) plus the positional arguments, which are
+ * moved to argv[1..] in order; -1 on a bad option. */
+static int
+parse_cmd_opts(int argc, char **argv, struct cmd_opts *co)
+{
+    static const struct option lo[] = {
+        {"ttl", required_argument, NULL, 't'},
+        {"hide", required_argument, NULL, 'h'},
+        {"wait", required_argument, NULL, 'w'},
+        {"limit", required_argument, NULL, 'l'},
+        {"detail", required_argument, NULL, 'd'},
+        {"marker", required_argument, NULL, 'm'},
+        {"all", no_argument, NULL, 'a'},
+        {"match-hidden", no_argument, NULL, 'H'},
+        {NULL, 0, NULL, 0},
+    };
+    int ch, npos = 1; /* argv[0] is the command */
+
+    co->ttl = co->hide = co->wait = co->limit = -1;
+    optind = 0; /* glibc: full re-initialisation for the second pass */
+    while ((ch = getopt_long(argc, argv, "-", lo, NULL)) != -1) {
+        switch (ch) {
+        case 1:
+            argv[npos++] = optarg; /* positional, kept in order */
+            break;
+        case 't':
+            if (parse_i64(optarg, "--ttl", &co->ttl) != 0)
+                return -1;
+            break;
+        case 'h':
+            if (parse_i64(optarg, "--hide", &co->hide) != 0)
+                return -1;
+            break;
+        case 'w':
+            if (parse_i64(optarg, "--wait", &co->wait) != 0)
+                return -1;
+            break;
+        case 'l':
+            if (parse_i64(optarg, "--limit", &co->limit) != 0)
+                return -1;
+            break;
+        case 'd':
+            co->detail = optarg;
+            break;
+        case 'm':
+            co->marker = optarg;
+            break;
+        case 'a':
+            co->all = true;
+            break;
+        case 'H':
+            co->match_hidden = true;
+            break;
+        default:
+            return -1;
+        }
+    }
+    return npos;
+}
+
+static int
+cmd_put(struct shed_client *c, const char *url, const struct cmd_opts *co)
+{
+    struct client_burrow_result r;
+    size_t len = 0;
+    char *body = read_stdin(&len);
+    int rc;
+
+    if (body == NULL)
+        return EXIT_USAGE;
+    rc = client_burrow_put(c, url, body, len, co->ttl, co->hide, &r);
+    free(body);
+    if (rc != 0) {
+        report_error("put", url, rc, &r);
+    } else if (json_out) {
+        json_t *o = json_pack("{s:i, s:b, s:s, s:b, s:i}", "status", (int)r.status, "created",
+                              r.status == 201, "url", url, "pinned", r.pinned, "hops", r.hops);
+        print_json(o);
+        json_decref(o);
+    } else {
+        printf("%s %s\n", r.status == 201 ? "created" : "replaced", url);
+    }
+    client_burrow_result_free(&r);
+    return exit_for(rc);
+}
+
+static int
+cmd_get(struct shed_client *c, const char *url, const struct cmd_opts *co)
+{
+    struct client_burrow_result r;
+    int rc = client_burrow_get(c, url, co->detail, &r);
+
+    if (rc != 0) {
+        report_error("get", url, rc, &r);
+    } else if (json_out) {
+        if (r.json != NULL) {
+            print_json(r.json);
+        } else {
+            json_t *s = json_stringn(r.body, r.body_len);
+            print_json(s ? s : json_null());
+            json_decref(s);
+        }
+    } else if (json_is_object(r.json) && json_is_string(json_object_get(r.json, "body"))) {
+        /* Human output of a message: its body, as written. */
+        json_t *b = json_object_get(r.json, "body");
+        fwrite(json_string_value(b), 1, json_string_length(b), stdout);
+        putchar('\n');
+    } else if (r.json != NULL) {
+        print_json(r.json);
+    } else {
+        fwrite(r.body, 1, r.body_len, stdout);
+        if (r.body_len > 0 && r.body[r.body_len - 1] != '\n')
+            putchar('\n');
+    }
+    client_burrow_result_free(&r);
+    return exit_for(rc);
+}
+
+static int
+cmd_list(struct shed_client *c, const char *url, const struct cmd_opts *co)
+{
+    struct client_burrow_list_opts o;
+    json_t *all = json_array();
+    int rc = 0;
+    size_t n = 0;
+
+    client_burrow_list_opts_init(&o);
+    o.limit = co->limit;
+    o.marker = co->marker;
+    o.detail = co->detail;
+    o.match_hidden = co->match_hidden;
+    o.wait = co->wait;
+    if (co->all) {
+        struct client_burrow_iter it;
+        json_t *item;
+
+        rc = client_burrow_iter_init(&it, c, url, &o);
+        if (rc == 0) {
+            while ((rc = client_burrow_iter_next(&it, &item)) == 1) {
+                n++;
+                if (json_out)
+                    json_array_append(all, item);
+                else
+                    print_item(item);
+            }
+        }
+        client_burrow_iter_free(&it);
+        if (rc == 0 && n == 0)
+            rc = -SHED_CLIENT_ENOTFOUND;
+        if (rc < 0) {
+            struct client_burrow_result none = {0};
+            report_error("list", url, rc, &none);
+        }
+    } else {
+        struct client_burrow_result r;
+
+        rc = client_burrow_list(c, url, &o, &r);
+        if (rc != 0) {
+            report_error("list", url, rc, &r);
+        } else if (json_is_array(r.json)) {
+            size_t i;
+            json_t *item;
+
+            json_array_foreach(r.json, i, item)
+            {
+                n++;
+                if (json_out)
+                    json_array_append(all, item);
+                else
+                    print_item(item);
+            }
+        }
+        client_burrow_result_free(&r);
+    }
+    if (json_out && rc >= 0)
+        print_json(all);
+    json_decref(all);
+    return exit_for(rc < 0 ? rc : 0);
+}
+
+static int
+cmd_claim(struct shed_client *c, const char *url, const struct cmd_opts *co)
+{
+    struct client_burrow_result r;
+    int rc = client_burrow_claim(c, url, co->limit, co->hide, co->wait, &r);
+
+    if (rc != 0) {
+        report_error("claim", url, rc, &r);
+    } else if (json_out) {
+        print_json(r.json ? r.json : json_array());
+    } else if (json_is_array(r.json)) {
+        size_t i;
+        json_t *item;
+
+        json_array_foreach(r.json, i, item)
+        {
+            print_item(item);
+        }
+    }
+    client_burrow_result_free(&r);
+    return exit_for(rc);
+}
+
+static int
+cmd_simple(struct shed_client *c, const char *op, const char *url, const struct cmd_opts *co)
+{
+    struct client_burrow_result r;
+    int rc;
+
+    if (strcmp(op, "delete") == 0)
+        rc = client_burrow_delete(c, url, &r);
+    else
+        rc = client_burrow_update(c, url, co->ttl, co->hide, co->detail, &r);
+    if (rc != 0) {
+        report_error(op, url, rc, &r);
+    } else if (json_out) {
+        if (r.json != NULL) {
+            print_json(r.json);
+        } else {
+            json_t *o = json_pack("{s:i, s:s, s:b}", "status", (int)r.status, "url", url, "pinned",
+                                  r.pinned);
+            print_json(o);
+            json_decref(o);
+        }
+    } else if (r.json != NULL) {
+        print_json(r.json);
+    } else {
+        printf("%s %s\n", strcmp(op, "delete") == 0 ? "deleted" : "updated", url);
+    }
+    client_burrow_result_free(&r);
+    return exit_for(rc);
+}
+
+static int
+cmd_stat(struct shed_client *c, int npos, char **pos)
+{
+    int worst = EXIT_OK;
+
+    for (int i = 1; i < npos; i++) {
+        struct client_burrow_result r;
+        int rc = client_burrow_get(c, pos[i], NULL, &r);
+
+        if (rc != 0 && rc != -SHED_CLIENT_ENOTFOUND) {
+            report_error("get", pos[i], rc, &r);
+            worst = exit_for(rc);
+        }
+        client_burrow_result_free(&r);
+    }
+    print_stat(c);
+    return worst;
+}
 
 int
-main(void)
+main(int argc, char **argv)
 {
-    fputs("shedc: not built yet\n", stderr);
-    return 1;
+    static const struct option lo[] = {
+        {"shed", required_argument, NULL, 's'},     {"verbose", no_argument, NULL, 'v'},
+        {"json", no_argument, NULL, 'j'},           {"stat-after", no_argument, NULL, 'S'},
+        {"max-hops", required_argument, NULL, 'M'}, {"retries", required_argument, NULL, 'r'},
+        {"timeout", required_argument, NULL, 'T'},  {"no-pin", no_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+    };
+    struct shed_client_options o;
+    struct shed_client *c = NULL;
+    struct cmd_opts co;
+    bool stat_after = false;
+    const char *cmd;
+    int ch, rc, npos, status = EXIT_USAGE;
+    int64_t v;
+
+    shed_client_options_init(&o);
+    while ((ch = getopt_long(argc, argv, "+vjh", lo, NULL)) != -1) {
+        switch (ch) {
+        case 's':
+            if (o.nsheds == SHED_CLIENT_MAX_SHEDS) {
+                fprintf(stderr, "shedc: at most %d --shed\n", SHED_CLIENT_MAX_SHEDS);
+                return EXIT_USAGE;
+            }
+            o.sheds[o.nsheds++] = optarg;
+            break;
+        case 'v':
+            o.trace = stderr;
+            break;
+        case 'j':
+            json_out = true;
+            break;
+        case 'S':
+            stat_after = true;
+            break;
+        case 'M':
+            if (parse_i64(optarg, "--max-hops", &v) != 0 || v < 1 || v > SHED_CLIENT_MAX_HOPS)
+                return EXIT_USAGE;
+            o.max_hops = (unsigned)v;
+            break;
+        case 'r':
+            if (parse_i64(optarg, "--retries", &v) != 0 || v < 1 || v > 100)
+                return EXIT_USAGE;
+            o.retries = (unsigned)v;
+            break;
+        case 'T':
+            if (parse_i64(optarg, "--timeout", &v) != 0 || v < 1 || v > 3600000)
+                return EXIT_USAGE;
+            o.timeout_ms = (long)v;
+            break;
+        case 'n':
+            o.no_pin = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    argv += optind;
+    argc -= optind;
+    cmd = argv[0];
+    npos = parse_cmd_opts(argc, argv, &co);
+    if (npos < 1) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(cmd, "put") != 0 && strcmp(cmd, "get") != 0 && strcmp(cmd, "list") != 0 &&
+        strcmp(cmd, "claim") != 0 && strcmp(cmd, "delete") != 0 && strcmp(cmd, "update") != 0 &&
+        strcmp(cmd, "stat") != 0) {
+        fprintf(stderr, "shedc: unknown command %s\n", cmd);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(cmd, "stat") != 0 && npos != 2) {
+        fprintf(stderr, "shedc: %s takes exactly one URL\n", cmd);
+        return EXIT_USAGE;
+    }
+    if (strcmp(cmd, "update") == 0 && co.ttl < 0 && co.hide < 0) {
+        fputs("shedc: update needs --ttl and/or --hide\n", stderr);
+        return EXIT_USAGE;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fputs("shedc: libcurl initialisation failed\n", stderr);
+        return EXIT_SERVER;
+    }
+    rc = shed_client_create(&o, &c);
+    if (rc != 0) {
+        fprintf(stderr, "shedc: %s\n",
+                rc == -EINVAL ? "bad --shed (want HOST:PORT)" : shed_client_strerror(rc));
+        curl_global_cleanup();
+        return EXIT_USAGE;
+    }
+    if (strcmp(cmd, "put") == 0)
+        status = cmd_put(c, argv[1], &co);
+    else if (strcmp(cmd, "get") == 0)
+        status = cmd_get(c, argv[1], &co);
+    else if (strcmp(cmd, "list") == 0)
+        status = cmd_list(c, argv[1], &co);
+    else if (strcmp(cmd, "claim") == 0)
+        status = cmd_claim(c, argv[1], &co);
+    else if (strcmp(cmd, "delete") == 0 || strcmp(cmd, "update") == 0)
+        status = cmd_simple(c, cmd, argv[1], &co);
+    else
+        status = cmd_stat(c, npos, argv);
+    if (stat_after && strcmp(cmd, "stat") != 0)
+        print_stat(c);
+    shed_client_destroy(c);
+    curl_global_cleanup();
+    return status;
 }

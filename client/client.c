@@ -1,0 +1,904 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * client/client: follow shed redirects once per bucket, then talk to the
+ * pinned host directly. One attempt = one redirect chain (shed -> ... ->
+ * final host) or one pinned exchange; a failed attempt drops the pins it
+ * relied on and the next one goes back to a shed, after a jittered backoff,
+ * naming the failed host. Everything HTTP is libcurl; the redirect logic is
+ * ours because CURLOPT_FOLLOWLOCATION would hide the Shed-* headers and turns
+ * some methods into GET.
+ */
+#include "client/client.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client/wire.h"
+#include "proto/burrow.h"
+#include "ring/ring.h"
+
+#define POOL_MAX      64   /* idle easy handles kept */
+#define HDR_VAL_MAX   2048 /* bytes kept of any one header we read */
+#define PIN_TTL_MAX_S 86400
+
+struct easy_node {
+    struct easy_node *next;
+    CURL *h;
+};
+
+struct shed_client {
+    struct shed_client_options o; /* copy; sheds[] point into shed_store */
+    char shed_store[SHED_CLIENT_MAX_SHEDS][CLIENT_WIRE_ORIGIN_MAX];
+    CURLSH *share; /* DNS cache shared by every easy handle */
+    pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+    pthread_mutex_t pool_lock; /* guards pool */
+    struct easy_node *pool;    /* idle easy handles, owned */
+    size_t npool;
+    struct client_pins *pins;   /* owned */
+    _Atomic uint64_t rng;       /* splitmix64 state */
+    _Atomic unsigned shed_next; /* round-robin over o.sheds */
+    _Atomic uint64_t m_requests, m_http, m_redirects, m_pinned, m_shed_asks, m_failures, m_retries,
+        m_pins_set, m_pins_dropped;
+};
+
+/* What one HTTP exchange told us. */
+struct hop {
+    long status;
+    CURLcode cc;
+    bool too_big;
+    char location[HDR_VAL_MAX];
+    char sh_bucket[32], sh_gen[32], sh_ttl[32], sh_ring[256];
+    char link[HDR_VAL_MAX];
+    char ctype[128];
+    char *body; /* owned */
+    size_t len, cap, max;
+};
+
+static uint64_t
+mono_ms(void *arg)
+{
+    struct timespec ts;
+
+    (void)arg;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t
+shed_client_now_ms(struct shed_client *c)
+{
+    return c->o.clock(c->o.clock_arg);
+}
+
+static uint64_t
+rnd64(struct shed_client *c)
+{
+    uint64_t z = atomic_fetch_add(&c->rng, 0x9e3779b97f4a7c15ull) + 0x9e3779b97f4a7c15ull;
+
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void
+sleep_ms(uint64_t ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+static void
+lock_cb(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
+{
+    struct shed_client *c = arg;
+
+    (void)h;
+    (void)access;
+    if ((int)data >= 0 && data < CURL_LOCK_DATA_LAST)
+        pthread_mutex_lock(&c->share_locks[data]);
+}
+
+static void
+unlock_cb(CURL *h, curl_lock_data data, void *arg)
+{
+    struct shed_client *c = arg;
+
+    (void)h;
+    if ((int)data >= 0 && data < CURL_LOCK_DATA_LAST)
+        pthread_mutex_unlock(&c->share_locks[data]);
+}
+
+void
+shed_client_options_init(struct shed_client_options *o)
+{
+    memset(o, 0, sizeof(*o));
+}
+
+/* "host:port" with a non-empty host and a port 1..65535. */
+static bool
+valid_hostport(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    char *end;
+    long port;
+
+    if (colon == NULL || colon == s || strlen(s) >= CLIENT_WIRE_ORIGIN_MAX)
+        return false;
+    for (const char *p = s; *p != '\0'; p++)
+        if ((unsigned char)*p <= 0x20 || *p == '/' || *p == '@')
+            return false;
+    errno = 0;
+    port = strtol(colon + 1, &end, 10);
+    return errno == 0 && *end == '\0' && end != colon + 1 && port > 0 && port <= 65535;
+}
+
+int
+shed_client_create(const struct shed_client_options *o, struct shed_client **out)
+{
+    struct shed_client *c;
+    struct shed_client_options def;
+
+    if (o == NULL) {
+        shed_client_options_init(&def);
+        o = &def;
+    }
+    if (o->nsheds > SHED_CLIENT_MAX_SHEDS || o->max_hops > SHED_CLIENT_MAX_HOPS)
+        return -EINVAL;
+    for (size_t i = 0; i < o->nsheds; i++)
+        if (o->sheds[i] == NULL || !valid_hostport(o->sheds[i]))
+            return -EINVAL;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return -ENOMEM;
+    c->o = *o;
+    for (size_t i = 0; i < o->nsheds; i++) {
+        strcpy(c->shed_store[i], o->sheds[i]);
+        c->o.sheds[i] = c->shed_store[i];
+    }
+    if (c->o.max_hops == 0)
+        c->o.max_hops = 5;
+    if (c->o.retries == 0)
+        c->o.retries = 3;
+    if (c->o.backoff_base_ms == 0)
+        c->o.backoff_base_ms = 20;
+    if (c->o.backoff_max_ms == 0)
+        c->o.backoff_max_ms = 1000;
+    if (c->o.connect_timeout_ms == 0)
+        c->o.connect_timeout_ms = 2000;
+    if (c->o.timeout_ms == 0)
+        c->o.timeout_ms = 30000;
+    if (c->o.max_pins == 0)
+        c->o.max_pins = 65536;
+    if (c->o.body_max == 0)
+        c->o.body_max = 16u << 20;
+    if (c->o.body_max > SHED_CLIENT_BODY_MAX)
+        c->o.body_max = SHED_CLIENT_BODY_MAX;
+    if (c->o.clock == NULL)
+        c->o.clock = mono_ms;
+    if (client_pins_create(c->o.max_pins, &c->pins) != 0) {
+        free(c);
+        return -ENOMEM;
+    }
+    /* Harmless when the program already did it; not thread-safe otherwise
+     * (documented in the header). */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_init(&c->share_locks[i], NULL);
+    pthread_mutex_init(&c->pool_lock, NULL);
+    c->share = curl_share_init();
+    if (c->share == NULL) {
+        shed_client_destroy(c);
+        return -ENOMEM;
+    }
+    curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, lock_cb);
+    curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, unlock_cb);
+    curl_share_setopt(c->share, CURLSHOPT_USERDATA, c);
+    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    atomic_store(&c->rng, mono_ms(NULL) ^ ((uint64_t)(uintptr_t)c << 16));
+    atomic_store(&c->shed_next, (unsigned)(rnd64(c) % (o->nsheds ? o->nsheds : 1)));
+    *out = c;
+    return 0;
+}
+
+void
+shed_client_destroy(struct shed_client *c)
+{
+    if (c == NULL)
+        return;
+    while (c->pool != NULL) {
+        struct easy_node *n = c->pool;
+        c->pool = n->next;
+        curl_easy_cleanup(n->h);
+        free(n);
+    }
+    /* Easy handles are gone, so nothing holds the share any more. */
+    curl_share_cleanup(c->share);
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_destroy(&c->share_locks[i]);
+    pthread_mutex_destroy(&c->pool_lock);
+    client_pins_destroy(c->pins);
+    free(c);
+}
+
+/* Borrow an easy handle (its connection cache comes with it). */
+static struct easy_node *
+easy_get(struct shed_client *c)
+{
+    struct easy_node *n;
+
+    pthread_mutex_lock(&c->pool_lock);
+    n = c->pool;
+    if (n != NULL) {
+        c->pool = n->next;
+        c->npool--;
+    }
+    pthread_mutex_unlock(&c->pool_lock);
+    if (n != NULL)
+        return n;
+    n = calloc(1, sizeof(*n));
+    if (n == NULL)
+        return NULL;
+    n->h = curl_easy_init();
+    if (n->h == NULL) {
+        free(n);
+        return NULL;
+    }
+    return n;
+}
+
+static void
+easy_put(struct shed_client *c, struct easy_node *n)
+{
+    if (n == NULL)
+        return;
+    pthread_mutex_lock(&c->pool_lock);
+    if (c->npool < POOL_MAX) {
+        n->next = c->pool;
+        c->pool = n;
+        c->npool++;
+        n = NULL;
+    }
+    pthread_mutex_unlock(&c->pool_lock);
+    if (n != NULL) {
+        curl_easy_cleanup(n->h);
+        free(n);
+    }
+}
+
+static void
+copy_val(char *dst, size_t dstlen, const struct client_wire_slice *v)
+{
+    size_t n = v->len < dstlen - 1 ? v->len : dstlen - 1;
+
+    memcpy(dst, v->ptr, n);
+    dst[n] = '\0';
+}
+
+static size_t
+header_cb(char *line, size_t size, size_t nitems, void *arg)
+{
+    struct hop *h = arg;
+    size_t len = size * nitems;
+    struct client_wire_slice v;
+
+    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        /* A new response (after a 100 Continue): forget the interim one. */
+        h->location[0] = h->sh_bucket[0] = h->sh_gen[0] = h->sh_ttl[0] = '\0';
+        h->sh_ring[0] = h->link[0] = h->ctype[0] = '\0';
+    } else if (client_wire_header(line, len, "Location", &v)) {
+        copy_val(h->location, sizeof(h->location), &v);
+    } else if (client_wire_header(line, len, "Shed-Bucket", &v)) {
+        copy_val(h->sh_bucket, sizeof(h->sh_bucket), &v);
+    } else if (client_wire_header(line, len, "Shed-Generation", &v)) {
+        copy_val(h->sh_gen, sizeof(h->sh_gen), &v);
+    } else if (client_wire_header(line, len, "Shed-Pin-TTL", &v)) {
+        copy_val(h->sh_ttl, sizeof(h->sh_ttl), &v);
+    } else if (client_wire_header(line, len, "Shed-Ring", &v)) {
+        copy_val(h->sh_ring, sizeof(h->sh_ring), &v);
+    } else if (client_wire_header(line, len, "Link", &v)) {
+        copy_val(h->link, sizeof(h->link), &v);
+    } else if (client_wire_header(line, len, "Content-Type", &v)) {
+        copy_val(h->ctype, sizeof(h->ctype), &v);
+    }
+    return len;
+}
+
+static size_t
+write_cb(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct hop *h = arg;
+    size_t len = size * nmemb;
+
+    if (h->len + len > h->max) {
+        h->too_big = true;
+        return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+    }
+    if (h->len + len + 1 > h->cap) {
+        size_t cap = h->cap ? h->cap : 1024;
+        char *nb;
+
+        while (cap < h->len + len + 1)
+            cap *= 2;
+        nb = realloc(h->body, cap);
+        if (nb == NULL)
+            return 0;
+        h->body = nb;
+        h->cap = cap;
+    }
+    memcpy(h->body + h->len, data, len);
+    h->len += len;
+    h->body[h->len] = '\0';
+    return len;
+}
+
+/* One HTTP exchange on a borrowed easy handle. <connect_to> routes the
+ * request to a shed ("HOST:PORT:SHEDHOST:SHEDPORT") or is NULL. */
+static void
+exchange(struct shed_client *c, CURL *e, const struct shed_client_request *req, const char *url,
+         const char *connect_to, const char *failed, bool expect, struct hop *h)
+{
+    struct curl_slist *hdrs = NULL, *cto = NULL;
+    char line[CLIENT_WIRE_ORIGIN_MAX + 32];
+    bool has_body =
+        req->body != NULL || strcmp(req->method, "PUT") == 0 || strcmp(req->method, "POST") == 0;
+
+    curl_easy_reset(e);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_SHARE, c->share);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXCONNECTS, 32L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->o.connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms ? req->timeout_ms : c->o.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "shedc/0.1");
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, h);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
+    if (strcmp(req->method, "GET") == 0) {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(req->method, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+    }
+    if (has_body && strcmp(req->method, "HEAD") != 0) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? (const char *)req->body : "");
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        snprintf(line, sizeof(line), "Content-Type: %s",
+                 req->content_type ? req->content_type : "application/octet-stream");
+        hdrs = curl_slist_append(hdrs, line);
+        /* To a shed, a large body waits for the go-ahead: the redirect comes
+         * first and the body is uploaded only to the final host. */
+        hdrs = curl_slist_append(hdrs, expect ? "Expect: 100-continue" : "Expect:");
+    }
+    if (failed != NULL && failed[0] != '\0') {
+        snprintf(line, sizeof(line), "Shed-Failed: %s", failed);
+        hdrs = curl_slist_append(hdrs, line);
+    }
+    if (hdrs != NULL)
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+    if (connect_to != NULL) {
+        cto = curl_slist_append(NULL, connect_to);
+        curl_easy_setopt(e, CURLOPT_CONNECT_TO, cto);
+    }
+    atomic_fetch_add(&c->m_http, 1);
+    h->cc = curl_easy_perform(e);
+    h->status = 0;
+    if (h->cc == CURLE_OK)
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &h->status);
+    else if (h->too_big)
+        h->status = 0;
+    curl_slist_free_all(hdrs);
+    curl_slist_free_all(cto);
+}
+
+static void
+hop_reset(struct hop *h, size_t max)
+{
+    free(h->body);
+    memset(h, 0, sizeof(*h));
+    h->max = max;
+}
+
+static bool
+is_redirect(long s)
+{
+    return s == 301 || s == 302 || s == 307 || s == 308;
+}
+
+/* Resolve a Location / Link target against <base> (absolute URL). */
+static int
+resolve(const char *base, const char *ref, char *out, size_t outlen)
+{
+    struct client_wire_url bu;
+    int n;
+
+    if (strncmp(ref, "http://", 7) == 0 || strncmp(ref, "https://", 8) == 0) {
+        n = snprintf(out, outlen, "%s", ref);
+    } else if (ref[0] == '/' && ref[1] != '/') {
+        if (client_wire_parse_url(base, &bu) != 0)
+            return -SHED_CLIENT_EBADREDIRECT;
+        n = snprintf(out, outlen, "%.*s://%.*s%s", (int)bu.scheme.len, bu.scheme.ptr,
+                     (int)bu.hostport.len, bu.hostport.ptr, ref);
+    } else {
+        return -SHED_CLIENT_EBADREDIRECT;
+    }
+    if (n < 0 || (size_t)n >= outlen)
+        return -SHED_CLIENT_EBADREDIRECT;
+    return 0;
+}
+
+/* What the Shed-* headers of a chain taught us. */
+struct learned {
+    bool have_pin, have_ring;
+    uint32_t bucket;
+    uint64_t generation, ttl_s;
+    struct ring_config ring;
+    char from[CLIENT_WIRE_ORIGIN_MAX]; /* host:port of the redirecting shed */
+    long code;
+};
+
+static void
+learn(const struct hop *h, const char *url, const char *shed, struct learned *l)
+{
+    uint64_t b, g = 0, t;
+    struct client_wire_url u;
+
+    if (h->sh_ring[0] != '\0' &&
+        client_wire_parse_ring(h->sh_ring, strlen(h->sh_ring), &l->ring) == 0)
+        l->have_ring = true;
+    if (h->sh_bucket[0] == '\0' || h->sh_ttl[0] == '\0')
+        return;
+    if (client_wire_parse_uint(h->sh_bucket, strlen(h->sh_bucket), RING_MAX_BUCKETS - 1, &b) != 0 ||
+        client_wire_parse_uint(h->sh_ttl, strlen(h->sh_ttl), PIN_TTL_MAX_S, &t) != 0)
+        return;
+    if (h->sh_gen[0] != '\0')
+        (void)client_wire_parse_uint(h->sh_gen, strlen(h->sh_gen), UINT64_MAX, &g);
+    l->have_pin = true;
+    l->bucket = (uint32_t)b;
+    l->ttl_s = t;
+    l->generation = g;
+    l->code = h->status;
+    l->from[0] = '\0';
+    if (shed != NULL)
+        snprintf(l->from, sizeof(l->from), "%s", shed);
+    else if (client_wire_parse_url(url, &u) == 0)
+        (void)client_wire_hostport(&u, l->from, sizeof(l->from));
+}
+
+enum chain_end {
+    CHAIN_DONE,      /* an HTTP answer that is not a redirect */
+    CHAIN_TRANSPORT, /* could not talk to <failed_url> */
+    CHAIN_ERROR,     /* -SHED_CLIENT_E* in rc */
+};
+
+struct chain {
+    enum chain_end end;
+    int rc;
+    struct hop last; /* final exchange (body owned) */
+    char url[sizeof(((struct shed_client_response *)0)->final_url)]; /* last URL asked */
+    unsigned hops;
+    struct learned learned;
+};
+
+/* Follow one redirect chain from <start>. Hop 0 goes through <connect_to>
+ * (a shed override) when given. */
+static void
+run_chain(struct shed_client *c, CURL *e, const struct shed_client_request *req, const char *start,
+          const char *connect_to, const char *shed, const char *via, const char *failed,
+          bool to_shed, struct chain *ch)
+{
+    char visited[SHED_CLIENT_MAX_HOPS + 1][sizeof(ch->url)];
+    unsigned nvisited = 0;
+
+    snprintf(ch->url, sizeof(ch->url), "%s", start);
+    for (;;) {
+        bool first = ch->hops == 0;
+        bool expect = to_shed && first && req->body_len > 1024;
+
+        hop_reset(&ch->last, c->o.body_max);
+        if (c->o.trace != NULL)
+            fprintf(c->o.trace, "shedc: > %s %s%s%s%s\n", req->method, ch->url,
+                    first && via ? " (" : "", first && via ? via : "", first && via ? ")" : "");
+        exchange(c, e, req, ch->url, first ? connect_to : NULL, first ? failed : NULL, expect,
+                 &ch->last);
+        if (first && to_shed)
+            atomic_fetch_add(&c->m_shed_asks, 1);
+        if (ch->last.too_big) {
+            ch->end = CHAIN_ERROR;
+            ch->rc = -SHED_CLIENT_ETOOBIG;
+            return;
+        }
+        if (ch->last.cc != CURLE_OK) {
+            if (c->o.trace != NULL)
+                fprintf(c->o.trace, "shedc: ! %s: %s\n", ch->url, curl_easy_strerror(ch->last.cc));
+            ch->end = CHAIN_TRANSPORT;
+            return;
+        }
+        if (c->o.trace != NULL)
+            fprintf(c->o.trace, "shedc: < %ld%s%s%s%s%s%s%s%s\n", ch->last.status,
+                    ch->last.location[0] ? " Location: " : "", ch->last.location,
+                    ch->last.sh_bucket[0] ? " Shed-Bucket: " : "", ch->last.sh_bucket,
+                    ch->last.sh_ttl[0] ? " Shed-Pin-TTL: " : "", ch->last.sh_ttl,
+                    ch->last.sh_ring[0] ? " Shed-Ring: " : "", ch->last.sh_ring);
+        if (!is_redirect(ch->last.status)) {
+            ch->end = CHAIN_DONE;
+            return;
+        }
+        learn(&ch->last, ch->url, first ? shed : NULL, &ch->learned);
+        if (ch->hops >= c->o.max_hops) {
+            ch->end = CHAIN_ERROR;
+            ch->rc = -SHED_CLIENT_EHOPS;
+            return;
+        }
+        snprintf(visited[nvisited++], sizeof(visited[0]), "%s", ch->url);
+        {
+            char next[sizeof(ch->url)];
+
+            if (ch->last.location[0] == '\0' ||
+                resolve(ch->url, ch->last.location, next, sizeof(next)) != 0) {
+                ch->end = CHAIN_ERROR;
+                ch->rc = -SHED_CLIENT_EBADREDIRECT;
+                return;
+            }
+            for (unsigned i = 0; i < nvisited; i++) {
+                if (strcmp(visited[i], next) == 0) {
+                    ch->end = CHAIN_ERROR;
+                    ch->rc = -SHED_CLIENT_ELOOP;
+                    return;
+                }
+            }
+            memcpy(ch->url, next, sizeof(next));
+        }
+        ch->hops++;
+        atomic_fetch_add(&c->m_redirects, 1);
+    }
+}
+
+/* Move the round-robin past <idx> unless another thread already did. */
+static void
+next_shed(struct shed_client *c, unsigned idx)
+{
+    unsigned expect = idx;
+
+    atomic_compare_exchange_strong(&c->shed_next, &expect, (idx + 1) % (unsigned)c->o.nsheds);
+}
+
+/* The request's routing facts: service, and for a message the bucket key. */
+struct target {
+    struct client_wire_url u;
+    char service[CLIENT_WIRE_SERVICE_MAX + 1];
+    bool is_service;
+    bool is_message;
+    char idbuf[3 * PROTO_BURROW_ID_MAX + 8];
+    struct proto_burrow_path path;
+    char key[2 * PROTO_BURROW_ID_MAX + 2]; /* "queue/message", decoded */
+    size_t keylen;
+};
+
+static int
+classify(const char *url, struct target *t)
+{
+    int rc = client_wire_parse_url(url, &t->u);
+
+    if (rc != 0)
+        return rc;
+    t->is_service = client_wire_service(&t->u, t->service, sizeof(t->service));
+    t->is_message = false;
+    if (!t->is_service)
+        return 0;
+    if (proto_burrow_parse_path(t->u.path.ptr, t->u.path.len, t->idbuf, sizeof(t->idbuf),
+                                &t->path) != 0)
+        return 0; /* not a Burrow path: the shed will say so */
+    if (t->path.level == PROTO_BURROW_MESSAGE) {
+        t->keylen = t->path.queue.len + 1 + t->path.message.len;
+        memcpy(t->key, t->path.queue.ptr, t->path.queue.len);
+        t->key[t->path.queue.len] = '/';
+        memcpy(t->key + t->path.queue.len + 1, t->path.message.ptr, t->path.message.len);
+        t->key[t->keylen] = '\0';
+        t->is_message = true;
+    }
+    return 0;
+}
+
+int
+shed_client_url_bucket(const struct ring_config *cfg, const char *url, uint32_t *bucket)
+{
+    struct target *t = calloc(1, sizeof(*t));
+    int rc;
+
+    if (t == NULL)
+        return -ENOMEM;
+    rc = classify(url, t);
+    if (rc == 0 && !t->is_message)
+        rc = -ENOENT;
+    if (rc == 0)
+        *bucket = ring_bucket(cfg, t->path.account.ptr, t->path.account.len, t->key, t->keylen);
+    free(t);
+    return rc;
+}
+
+/* Build "origin + path + ?query" of <t> on <host> (an origin). */
+static int
+pinned_url(const struct target *t, const char *host, char *out, size_t outlen)
+{
+    int n = snprintf(out, outlen, "%s%.*s%s%.*s", host, (int)t->u.path.len, t->u.path.ptr,
+                     t->u.query.len ? "?" : "", (int)t->u.query.len, t->u.query.ptr);
+
+    return (n < 0 || (size_t)n >= outlen) ? -ERANGE : 0;
+}
+
+static void
+finish(struct shed_client_response *resp, struct chain *ch)
+{
+    resp->status = ch->last.status;
+    resp->body = ch->last.body;
+    resp->body_len = ch->last.len;
+    ch->last.body = NULL;
+    if (resp->body == NULL) {
+        resp->body = calloc(1, 1);
+        resp->body_len = 0;
+    }
+    snprintf(resp->content_type, sizeof(resp->content_type), "%s", ch->last.ctype);
+    snprintf(resp->final_url, sizeof(resp->final_url), "%s", ch->url);
+    resp->hops = ch->hops;
+    resp->link_next[0] = '\0';
+    if (ch->last.link[0] != '\0') {
+        struct client_wire_slice s;
+        char ref[sizeof(resp->link_next)];
+
+        if (client_wire_link_next(ch->last.link, strlen(ch->last.link), &s) == 0 &&
+            s.len < sizeof(ref)) {
+            memcpy(ref, s.ptr, s.len);
+            ref[s.len] = '\0';
+            if (resolve(ch->url, ref, resp->link_next, sizeof(resp->link_next)) != 0)
+                resp->link_next[0] = '\0';
+        }
+    }
+}
+
+int
+shed_client_request(struct shed_client *c, const struct shed_client_request *req,
+                    struct shed_client_response *resp)
+{
+    struct target *t = NULL;
+    struct easy_node *en = NULL;
+    struct chain *ch = NULL;
+    char failed[CLIENT_WIRE_ORIGIN_MAX] = "";
+    char start[sizeof(ch->url)];
+    char cto[2 * CLIENT_WIRE_ORIGIN_MAX];
+    int rc;
+
+    memset(resp, 0, sizeof(*resp));
+    atomic_fetch_add(&c->m_requests, 1);
+    if (req->method == NULL || req->url == NULL)
+        return -EINVAL;
+    t = calloc(1, sizeof(*t));
+    ch = calloc(1, sizeof(*ch));
+    if (t == NULL || ch == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = classify(req->url, t);
+    if (rc != 0)
+        goto out;
+    en = easy_get(c);
+    if (en == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = -SHED_CLIENT_ETRANSPORT;
+    for (unsigned attempt = 0; attempt <= c->o.retries; attempt++) {
+        struct ring_config rcfg;
+        struct client_pin pin;
+        const char *connect_to = NULL;
+        bool pinned = false;
+        bool last = attempt == c->o.retries;
+        unsigned shed_idx = 0;
+        char host[CLIENT_WIRE_ORIGIN_MAX];
+        char via[2 * CLIENT_WIRE_ORIGIN_MAX + 40];
+
+        if (attempt > 0) {
+            atomic_fetch_add(&c->m_retries, 1);
+            sleep_ms(client_wire_backoff_ms(attempt, c->o.backoff_base_ms, c->o.backoff_max_ms,
+                                            rnd64(c)));
+        }
+        hop_reset(&ch->last, c->o.body_max);
+        memset(ch, 0, sizeof(*ch));
+        resp->has_bucket = false;
+        if (t->is_message && client_pins_get_ring(c->pins, t->service, &rcfg) == 0) {
+            resp->bucket =
+                ring_bucket(&rcfg, t->path.account.ptr, t->path.account.len, t->key, t->keylen);
+            resp->has_bucket = true;
+            if (!c->o.no_pin &&
+                client_pins_get(c->pins, t->service, resp->bucket, shed_client_now_ms(c), &pin) ==
+                    0 &&
+                pinned_url(t, pin.host, start, sizeof(start)) == 0)
+                pinned = true;
+        }
+        if (!pinned) {
+            snprintf(start, sizeof(start), "%s", req->url);
+            if (t->is_service && c->o.nsheds > 0) {
+                shed_idx = atomic_load(&c->shed_next) % (unsigned)c->o.nsheds;
+                snprintf(cto, sizeof(cto), "%.*s:%u:%s", (int)t->u.host.len, t->u.host.ptr,
+                         (unsigned)t->u.port, c->o.sheds[shed_idx]);
+                connect_to = cto;
+            }
+        } else {
+            atomic_fetch_add(&c->m_pinned, 1);
+        }
+        if (pinned)
+            snprintf(via, sizeof(via), "pinned bucket %u", resp->bucket);
+        else if (connect_to != NULL)
+            snprintf(via, sizeof(via), "shed %s%s%s", c->o.sheds[shed_idx],
+                     failed[0] ? ", Shed-Failed: " : "", failed);
+        else
+            via[0] = '\0';
+        run_chain(c, en->h, req, start, connect_to, connect_to ? c->o.sheds[shed_idx] : NULL,
+                  via[0] ? via : NULL, t->is_service && !pinned ? failed : NULL,
+                  t->is_service && !pinned, ch);
+        resp->attempts = attempt + 1;
+        resp->pinned = pinned && ch->hops == 0;
+        if (ch->end == CHAIN_ERROR) {
+            rc = ch->rc;
+            goto out;
+        }
+        if (t->is_service && !pinned)
+            failed[0] = '\0'; /* the shed has heard about it */
+        if (ch->end == CHAIN_TRANSPORT) {
+            struct client_wire_url fu;
+
+            atomic_fetch_add(&c->m_failures, 1);
+            rc = -SHED_CLIENT_ETRANSPORT;
+            snprintf(resp->final_url, sizeof(resp->final_url), "%s", ch->url);
+            if (ch->hops == 0 && connect_to != NULL) {
+                /* The shed itself is unreachable: try the next one. */
+                next_shed(c, shed_idx);
+                continue;
+            }
+            if (client_wire_parse_url(ch->url, &fu) == 0 &&
+                client_wire_origin(&fu, host, sizeof(host)) > 0) {
+                size_t n = client_pins_drop_host(c->pins, host);
+
+                atomic_fetch_add(&c->m_pins_dropped, n);
+                if (!(ch->hops == 0 && t->is_service && !pinned))
+                    (void)client_wire_hostport(&fu, failed, sizeof(failed));
+            }
+            continue;
+        }
+        /* CHAIN_DONE: an HTTP answer. */
+        if (ch->last.status >= 500 || ch->last.status == 421) {
+            bool from_shed = ch->hops == 0 && !pinned && t->is_service;
+
+            atomic_fetch_add(&c->m_failures, 1);
+            if (pinned && resp->has_bucket &&
+                client_pins_drop(c->pins, t->service, resp->bucket) == 0)
+                atomic_fetch_add(&c->m_pins_dropped, 1);
+            if (from_shed && c->o.nsheds > 0)
+                next_shed(c, shed_idx);
+            if (!from_shed && ch->last.status != 421) {
+                struct client_wire_url fu;
+
+                if (client_wire_parse_url(ch->url, &fu) == 0)
+                    (void)client_wire_hostport(&fu, failed, sizeof(failed));
+            }
+            if (!last && !(req->no_retry && ch->last.status != 421 && !from_shed) && t->is_service)
+                continue;
+        } else if (t->is_message && ch->learned.have_pin && ch->hops > 0 && !c->o.no_pin) {
+            /* Success through a redirect: pin bucket -> final host. */
+            struct client_wire_url fu;
+            char why[CLIENT_PINS_WHY_MAX];
+
+            if (ch->learned.have_ring)
+                (void)client_pins_set_ring(c->pins, t->service, &ch->learned.ring);
+            if (client_wire_parse_url(ch->url, &fu) == 0 &&
+                client_wire_origin(&fu, host, sizeof(host)) > 0) {
+                /* Truncation is fine: it is a note for `shedc stat`. */
+                if (snprintf(why, sizeof(why), "%ld from %s for %s %.*s/%.*s", ch->learned.code,
+                             ch->learned.from, req->method, (int)t->path.account.len,
+                             t->path.account.ptr, (int)(t->keylen > 100 ? 100 : t->keylen),
+                             t->key) < 0)
+                    why[0] = '\0';
+                if (client_pins_set(c->pins, t->service, ch->learned.bucket, host,
+                                    ch->learned.generation, ch->learned.ttl_s * 1000,
+                                    shed_client_now_ms(c), why) == 0)
+                    atomic_fetch_add(&c->m_pins_set, 1);
+            }
+            if (c->o.trace != NULL && client_pins_get_ring(c->pins, t->service, &rcfg) == 0) {
+                uint32_t mine =
+                    ring_bucket(&rcfg, t->path.account.ptr, t->path.account.len, t->key, t->keylen);
+                if (mine != ch->learned.bucket)
+                    fprintf(c->o.trace, "shedc: ! bucket mismatch: computed %u, shed said %u\n",
+                            mine, ch->learned.bucket);
+            }
+        }
+        finish(resp, ch);
+        rc = 0;
+        goto out;
+    }
+out:
+    if (ch != NULL)
+        free(ch->last.body);
+    if (resp->body == NULL) {
+        resp->body = calloc(1, 1);
+        resp->body_len = 0;
+    }
+    easy_put(c, en);
+    free(ch);
+    free(t);
+    return rc;
+}
+
+void
+shed_client_response_free(struct shed_client_response *resp)
+{
+    if (resp == NULL)
+        return;
+    free(resp->body);
+    resp->body = NULL;
+    resp->body_len = 0;
+}
+
+void
+shed_client_metrics(struct shed_client *c, struct shed_client_metrics *m)
+{
+    m->requests = atomic_load(&c->m_requests);
+    m->http = atomic_load(&c->m_http);
+    m->redirects = atomic_load(&c->m_redirects);
+    m->pinned = atomic_load(&c->m_pinned);
+    m->shed_asks = atomic_load(&c->m_shed_asks);
+    m->failures = atomic_load(&c->m_failures);
+    m->retries = atomic_load(&c->m_retries);
+    m->pins_set = atomic_load(&c->m_pins_set);
+    m->pins_dropped = atomic_load(&c->m_pins_dropped);
+}
+
+size_t
+shed_client_pins(struct shed_client *c, struct client_pin *out, size_t max)
+{
+    return client_pins_list(c->pins, shed_client_now_ms(c), out, max);
+}
+
+const char *
+shed_client_strerror(int err)
+{
+    if (err < 0)
+        err = -err;
+    switch (err) {
+    case 0:
+        return "success";
+    case SHED_CLIENT_ETRANSPORT:
+        return "could not reach the server (after retries)";
+    case SHED_CLIENT_EHOPS:
+        return "too many redirects";
+    case SHED_CLIENT_ELOOP:
+        return "redirect loop";
+    case SHED_CLIENT_EBADREDIRECT:
+        return "redirect without a usable Location";
+    case SHED_CLIENT_ETOOBIG:
+        return "response body too large";
+    case SHED_CLIENT_ENOTFOUND:
+        return "not found";
+    case SHED_CLIENT_EREFUSED:
+        return "request refused by the server";
+    case SHED_CLIENT_ESERVER:
+        return "server error";
+    case SHED_CLIENT_EBADREPLY:
+        return "unexpected reply from the server";
+    default:
+        break;
+    }
+    if (err >= 2000 && err < 3000)
+        return proto_strerror(-err);
+    if (err >= 1000 && err < 2000)
+        return ring_strerror(-err);
+    return strerror(err);
+}
