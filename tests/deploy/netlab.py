@@ -8,9 +8,11 @@ root namespace, so a lab never touches the machine's own network). Host
 namespaces resolve names through their datacenter's dnsmasq
 (/etc/netns/<ns>/resolv.conf, which `ip netns exec` bind-mounts).
 
-Every namespace is named <prefix><run>-<host> with a per-run tag; Lab.close()
-kills what runs in them and deletes them, and is registered with atexit.
-clean_stale() removes what an earlier crashed run left with the same prefix.
+Every namespace is named <prefix><pid>-<host> (the test's pid in hex);
+Lab.close() kills what runs in them and deletes them, and is registered with
+atexit. clean_stale() removes what earlier runs left with the same prefix
+once their test process is gone (a run in another build directory at the
+same moment is left alone).
 
 in_ns(ns, fn) runs fn in a thread that has entered the namespace, so the test
 process itself can open sockets there (HTTP probes, port waits) without
@@ -60,11 +62,28 @@ def _kill_ns(ns):
     shutil.rmtree("/etc/netns/" + ns, ignore_errors=True)
 
 
+def _owner_alive(ns, prefix):
+    """Namespaces are named <prefix><pid in hex>-<host>: is that pid alive?
+    (Another build directory may be running this test right now.)"""
+    try:
+        pid = int(ns[len(prefix):].split("-", 1)[0], 16)
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return b"python" in f.read()
+    except OSError:
+        return False
+
+
 def clean_stale(prefix=PREFIX):
-    """Delete namespaces (and their processes) left by earlier runs."""
+    """Delete namespaces (and their processes) left by earlier runs whose
+    test process is gone."""
     n = 0
     for ns in list_ns():
-        if ns.startswith(prefix):
+        if ns.startswith(prefix) and not _owner_alive(ns, prefix):
             _kill_ns(ns)
             n += 1
     return n
@@ -107,7 +126,7 @@ def _port_open(host, port):
 
 class Lab:
     def __init__(self, prefix=PREFIX):
-        self.tag = "%s%04x" % (prefix, os.getpid() & 0xFFFF)
+        self.tag = "%s%x" % (prefix, os.getpid())
         self.router = self.tag + "-r"
         self.hosts = {}  # name -> {"ns", "ip", "dc", "link"}
         self.dcs = {}
