@@ -1,0 +1,1677 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * shed/agg: the aggregator's request state machine (see agg.h and
+ * docs/aggregator.md). One struct shed_agg_req per client request walks
+ * through phases, each a batch on the fan-out engine:
+ *
+ *   marker probe   which server holds the client's marker (when no cursor)
+ *   fetch          list pages from every server from the marker's on
+ *   dedup probe    does an earlier-preference server hold a copy?
+ *   sequential     destructive op with a limit, one server after the other
+ *   wait poll      non-destructive long-poll on every server, first wins
+ *
+ * The membership (servers, their order, each bucket's preference rows) is
+ * copied out of the routing view when the request starts, so nothing here
+ * touches the registry afterwards.
+ */
+#include "shed/agg.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "proto/burrow.h"
+#include "proto/marker.h"
+#include "shed/fanout.h"
+#include "shed/merge.h"
+
+#define NOPOS        UINT32_MAX
+#define PREF_MAX     (2 * RING_MAX_R)
+#define QBUF_MAX     (2 * PROTO_BURROW_ID_MAX + 64)
+#define BACKENDS_MAX 4096
+
+struct shed_agg {
+    struct shed_fanout *fan;
+    _Atomic bool list_all;
+    _Atomic uint64_t timeout_ms;
+    size_t max_probes;
+    _Atomic uint64_t requests, backend_errors, partial, probes;
+};
+
+enum phase {
+    PH_NONE = 0,
+    PH_IDS,       /* account / queue lists */
+    PH_IDS_DEL,   /* deleting the selected accounts / queues */
+    PH_MARKER,    /* marker probe */
+    PH_FETCH,     /* message list pages */
+    PH_DEDUP,     /* dedup probes */
+    PH_DESTR_ALL, /* destructive, unlimited, parallel */
+    PH_DESTR_SEQ, /* destructive with limit, sequential */
+    PH_WAIT,      /* long-poll */
+    PH_BADDETAIL, /* non-destructive check of a bad detail */
+};
+
+enum method { M_GET, M_POST, M_DELETE };
+
+struct backend {
+    char id[RING_ID_MAX + 1];
+    char url[SHED_URL_MAX];
+    bool live;   /* not known down */
+    bool failed; /* unreachable during this request */
+};
+
+struct gen {
+    struct ring_config cfg;
+    uint32_t k;
+    uint32_t row[RING_MAX_K][RING_MAX_R]; /* backend indices, NOPOS when none */
+};
+
+struct probe {
+    uint32_t list, item, be;
+};
+
+struct shed_agg_req {
+    struct shed_agg *agg;
+    shed_agg_done_fn done;
+    void *done_arg;
+    _Atomic bool finished;
+
+    /* request */
+    enum method m;
+    enum proto_burrow_level level;
+    char ids[3 * PROTO_BURROW_ID_MAX + 3];
+    struct proto_burrow_path path;
+    struct proto_burrow_query q;
+    char qbuf[QBUF_MAX];
+    enum proto_burrow_detail detail;  /* effective, for the client */
+    enum proto_burrow_detail bdetail; /* asked of backends */
+    struct proto_marker_cursor cursor;
+    bool has_cursor;
+    uint64_t timeout_ms;
+    uint64_t deadline; /* wait deadline, monotonic ms; 0 without wait */
+
+    /* membership snapshot */
+    struct backend *be; /* sorted by id */
+    size_t nbe;
+    struct gen gens[2];
+    size_t ngens;
+
+    /* progress */
+    enum phase phase;
+    uint32_t start;   /* first backend index of message ops */
+    bool marker_live; /* send the marker to be[start] */
+    uint32_t *order;  /* backend index per list */
+    struct shed_merge_list *lists;
+    size_t nlists;
+    struct shed_merge_pick *picks;
+    size_t npicks;
+    bool more;
+    struct probe *probes;
+    size_t nprobes;
+    int64_t remaining;
+    size_t seq; /* next backend position in sequential mode */
+    bool wait_polled;
+    bool bcast; /* DELETE of whole levels: one broadcast */
+    char notfound[128];
+
+    /* answer */
+    struct shed_merge_out out;
+    char partial[SHED_AGG_HEADER_MAX];
+    char link[SHED_AGG_HEADER_MAX];
+    bool retry_after;
+};
+
+static uint64_t
+now_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+/* ---------------------------------------------------------------- setup */
+
+int
+shed_agg_create(const struct shed_agg_config *cfg, struct shed_agg **out)
+{
+    struct shed_fanout_config fc = {0};
+    struct shed_agg *agg;
+    int rc;
+
+    agg = calloc(1, sizeof(*agg));
+    if (agg == NULL)
+        return -ENOMEM;
+    fc.max_body = cfg->max_body;
+    fc.max_conns = 512;
+    rc = shed_fanout_create(&fc, &agg->fan);
+    if (rc < 0) {
+        free(agg);
+        return rc;
+    }
+    agg->max_probes = cfg->max_probes ? cfg->max_probes : 1024;
+    shed_agg_reconfigure(agg, cfg);
+    *out = agg;
+    return 0;
+}
+
+void
+shed_agg_reconfigure(struct shed_agg *agg, const struct shed_agg_config *cfg)
+{
+    atomic_store(&agg->list_all, cfg->list_all);
+    atomic_store(&agg->timeout_ms, cfg->backend_timeout_ms ? cfg->backend_timeout_ms : 2000);
+}
+
+void
+shed_agg_destroy(struct shed_agg *agg)
+{
+    if (agg == NULL)
+        return;
+    shed_fanout_destroy(agg->fan);
+    free(agg);
+}
+
+uint64_t
+shed_agg_backend_errors(const struct shed_agg *agg)
+{
+    return atomic_load(&agg->backend_errors);
+}
+
+size_t
+shed_agg_metrics(const struct shed_agg *agg, char *buf, size_t len)
+{
+    int n;
+
+    if (len == 0)
+        return 0;
+    n = snprintf(buf, len,
+                 "# TYPE shed_agg_requests_total counter\n"
+                 "shed_agg_requests_total %llu\n"
+                 "# TYPE shed_agg_backend_errors_total counter\n"
+                 "shed_agg_backend_errors_total %llu\n"
+                 "# TYPE shed_agg_partial_total counter\n"
+                 "shed_agg_partial_total %llu\n"
+                 "# TYPE shed_agg_dedup_probes_total counter\n"
+                 "shed_agg_dedup_probes_total %llu\n",
+                 (unsigned long long)atomic_load(&agg->requests),
+                 (unsigned long long)atomic_load(&agg->backend_errors),
+                 (unsigned long long)atomic_load(&agg->partial),
+                 (unsigned long long)atomic_load(&agg->probes));
+    if (n < 0)
+        return 0;
+    return (size_t)n < len ? (size_t)n : len - 1;
+}
+
+bool
+shed_agg_wants(const char *path, size_t len)
+{
+    char buf[3 * PROTO_BURROW_ID_MAX + 3];
+    struct proto_burrow_path p;
+    int rc = proto_burrow_parse_path(path, len, buf, sizeof(buf), &p);
+
+    /* Bad encodings at list level are ours too (a clean 400). */
+    if (rc == -PROTO_EBADENC || rc == -PROTO_ETOOLONG) {
+        size_t slashes = 0;
+
+        for (size_t i = 0; i < len; i++)
+            slashes += path[i] == '/';
+        return len > 5 && memcmp(path, "/v1.0", 5) == 0 && slashes <= 3;
+    }
+    return rc == 0 && p.level >= PROTO_BURROW_ACCOUNTS && p.level <= PROTO_BURROW_MESSAGES;
+}
+
+/* ------------------------------------------------------------ finishing */
+
+static void
+finish(struct shed_agg_req *r)
+{
+    size_t nfail = 0, ntot = r->nbe, o;
+
+    for (size_t i = 0; i < r->nbe; i++)
+        nfail += r->be[i].failed || !r->be[i].live;
+    if (nfail > 0 && r->out.status != 400 && r->out.status != 403 && r->out.status != 405) {
+        int n = snprintf(r->partial, sizeof(r->partial), "%zu of %zu backends unreachable: ", nfail,
+                         ntot);
+
+        o = n > 0 ? (size_t)n : 0;
+        for (size_t i = 0; i < r->nbe && o < sizeof(r->partial); i++) {
+            long w;
+
+            if (!r->be[i].failed && r->be[i].live)
+                continue;
+            if (o + 2 >= sizeof(r->partial))
+                break;
+            if (r->partial[o - 1] != ' ') {
+                r->partial[o++] = ',';
+            }
+            w = proto_pct_encode(r->be[i].id, strlen(r->be[i].id), r->partial + o,
+                                 sizeof(r->partial) - o);
+            if (w < 0)
+                break;
+            o += (size_t)w;
+        }
+        r->partial[o < sizeof(r->partial) ? o : sizeof(r->partial) - 1] = '\0';
+        atomic_fetch_add(&r->agg->partial, 1);
+    }
+    atomic_store(&r->finished, true);
+    r->done(r->done_arg);
+}
+
+static void
+answer_text(struct shed_agg_req *r, int status, const char *text)
+{
+    shed_merge_out_clear(&r->out);
+    if (shed_merge_text(&r->out, status, text, strlen(text)) < 0)
+        r->out.status = status; /* body lost, status kept */
+    finish(r);
+}
+
+static void
+answer_empty(struct shed_agg_req *r, int status)
+{
+    shed_merge_out_clear(&r->out);
+    r->out.status = status;
+    finish(r);
+}
+
+static void
+answer_unavailable(struct shed_agg_req *r, const char *why)
+{
+    r->retry_after = true;
+    answer_text(r, 503, why);
+}
+
+/* ------------------------------------------------------------- URLs */
+
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool over;
+};
+
+static void
+sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->over || b->len + n + 1 > b->cap) {
+        b->over = true;
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void
+sb_str(struct sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+static void
+sb_enc(struct sbuf *b, const char *s, size_t n)
+{
+    long w;
+
+    if (b->over)
+        return;
+    w = proto_pct_encode(s, n, b->p + b->len, b->cap - b->len);
+    if (w < 0) {
+        b->over = true;
+        return;
+    }
+    b->len += (size_t)w;
+}
+
+static void
+sb_int(struct sbuf *b, const char *key, int64_t v)
+{
+    char t[48];
+    int n = snprintf(t, sizeof(t), "%s=%lld&", key, (long long)v);
+
+    sb_add(b, t, (size_t)n);
+}
+
+static const char *
+detail_name(enum proto_burrow_detail d)
+{
+    switch (d) {
+    case PROTO_DETAIL_NONE:
+        return "none";
+    case PROTO_DETAIL_ID:
+        return "id";
+    case PROTO_DETAIL_ATTRIBUTES:
+        return "attributes";
+    case PROTO_DETAIL_BODY:
+        return "body";
+    default:
+        return "all";
+    }
+}
+
+/* The path of the request's level (plus <msg> when given) on backend <b>. */
+static void
+sb_path(struct sbuf *b, const struct shed_agg_req *r, const char *msg, size_t mlen)
+{
+    sb_str(b, "/v1.0");
+    if (r->level >= PROTO_BURROW_QUEUES) {
+        sb_str(b, "/");
+        sb_enc(b, r->path.account.ptr, r->path.account.len);
+    }
+    if (r->level >= PROTO_BURROW_MESSAGES) {
+        sb_str(b, "/");
+        sb_enc(b, r->path.queue.ptr, r->path.queue.len);
+    }
+    if (msg != NULL) {
+        sb_str(b, "/");
+        sb_enc(b, msg, mlen);
+    }
+}
+
+struct urlopts {
+    const char *detail; /* NULL: not sent */
+    int64_t limit;      /* <= 0: not sent */
+    bool marker;        /* send the client's marker */
+    bool attrs;         /* send ttl / hide */
+    int64_t wait;       /* > 0: send */
+    bool match_hidden;
+};
+
+static int
+make_url(char *out, size_t len, const struct shed_agg_req *r, uint32_t be, const char *msg,
+         size_t mlen, const struct urlopts *o)
+{
+    struct sbuf b = {out, 0, len, false};
+
+    out[0] = '\0';
+    sb_str(&b, r->be[be].url);
+    sb_path(&b, r, msg, mlen);
+    sb_str(&b, "?");
+    if (o->detail != NULL) {
+        sb_str(&b, "detail=");
+        sb_str(&b, o->detail);
+        sb_str(&b, "&");
+    }
+    if (o->limit > 0)
+        sb_int(&b, "limit", o->limit);
+    if (o->marker && r->q.marker.ptr != NULL) {
+        sb_str(&b, "marker=");
+        sb_enc(&b, r->q.marker.ptr, r->q.marker.len);
+        sb_str(&b, "&");
+    }
+    if (o->attrs && r->q.has_ttl)
+        sb_int(&b, "ttl", r->q.ttl);
+    if (o->attrs && r->q.has_hide)
+        sb_int(&b, "hide", r->q.hide);
+    if (o->wait > 0)
+        sb_int(&b, "wait", o->wait);
+    if (o->match_hidden)
+        sb_str(&b, "match_hidden=true&");
+    if (b.over)
+        return -ENAMETOOLONG;
+    if (out[b.len - 1] == '&' || out[b.len - 1] == '?')
+        out[--b.len] = '\0';
+    return 0;
+}
+
+static const char *
+method_name(enum method m)
+{
+    return m == M_GET ? "GET" : m == M_POST ? "POST" : "DELETE";
+}
+
+/* ------------------------------------------------------ batch plumbing */
+
+static void on_batch(void *arg, const struct shed_fanout_res *res, size_t n);
+static bool on_each_wait(void *arg, size_t idx, const struct shed_fanout_res *res);
+
+/* A request's batch under construction. */
+struct batch {
+    struct shed_fanout_req *reqs;
+    char *urls;
+    size_t n, cap;
+};
+
+static int
+batch_init(struct batch *b, size_t cap)
+{
+    b->n = 0;
+    b->cap = cap;
+    b->reqs = calloc(cap ? cap : 1, sizeof(*b->reqs));
+    b->urls = malloc((cap ? cap : 1) * SHED_FANOUT_URL_MAX);
+    if (b->reqs == NULL || b->urls == NULL) {
+        free(b->reqs);
+        free(b->urls);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static void
+batch_free(struct batch *b)
+{
+    free(b->reqs);
+    free(b->urls);
+}
+
+static int
+batch_add(struct batch *b, const struct shed_agg_req *r, const char *method, uint32_t be,
+          const char *msg, size_t mlen, const struct urlopts *o, uint64_t timeout_ms)
+{
+    char *u = b->urls + b->n * SHED_FANOUT_URL_MAX;
+    int rc;
+
+    if (b->n == b->cap)
+        return -ENOSPC;
+    rc = make_url(u, SHED_FANOUT_URL_MAX, r, be, msg, mlen, o);
+    if (rc < 0)
+        return rc;
+    b->reqs[b->n].method = method;
+    b->reqs[b->n].url = u;
+    b->reqs[b->n].timeout_ms = (long)timeout_ms;
+    b->n++;
+    return 0;
+}
+
+/* Submit; on failure answer 503 (the request is finished either way). */
+static void
+batch_go(struct shed_agg_req *r, struct batch *b, enum phase ph, bool wait)
+{
+    int rc;
+
+    r->phase = ph;
+    if (b->n == 0) {
+        batch_free(b);
+        on_batch(r, NULL, 0);
+        return;
+    }
+    rc = shed_fanout_submit(r->agg->fan, b->reqs, b->n, wait ? on_each_wait : NULL, on_batch, r);
+    batch_free(b);
+    if (rc < 0)
+        answer_unavailable(r, "aggregator busy");
+}
+
+/* Classify one backend result: true when it is a usable Burrow answer. */
+static bool
+usable(struct shed_agg_req *r, uint32_t be, const struct shed_fanout_res *res)
+{
+    if (res->err == -ECANCELED)
+        return false;
+    if (res->status == 0 || res->status >= 500) {
+        if (!r->be[be].failed) {
+            r->be[be].failed = true;
+            atomic_fetch_add(&r->agg->backend_errors, 1);
+            log_debug("agg: backend=%s unreachable (status %d, err %d)", r->be[be].id, res->status,
+                      res->err);
+        }
+        return false;
+    }
+    return true;
+}
+
+static void
+keep_notfound(struct shed_agg_req *r, const struct shed_fanout_res *res)
+{
+    if (res->status == 404 && r->notfound[0] == '\0' && res->len > 0 &&
+        res->len < sizeof(r->notfound)) {
+        memcpy(r->notfound, res->body, res->len);
+        r->notfound[res->len] = '\0';
+    }
+}
+
+static const char *
+notfound_text(struct shed_agg_req *r)
+{
+    if (r->notfound[0] != '\0')
+        return r->notfound;
+    switch (r->level) {
+    case PROTO_BURROW_ACCOUNTS:
+        return "Account not found";
+    case PROTO_BURROW_QUEUES:
+        return "Account not found";
+    default:
+        return "Queue not found";
+    }
+}
+
+/* A 400 from any backend is the answer. Returns true when it answered. */
+static bool
+pass_400(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (res[i].status == 400) {
+            answer_text(r, 400, res[i].body);
+            return true;
+        }
+    }
+    return false;
+}
+
+static void
+lists_reset(struct shed_agg_req *r, size_t n)
+{
+    for (size_t i = 0; i < r->nlists; i++)
+        shed_merge_list_clear(&r->lists[i]);
+    r->nlists = 0;
+    if (n > 0) {
+        memset(r->lists, 0, n * sizeof(*r->lists));
+    }
+}
+
+/* ------------------------------------------------- account / queue lists */
+
+static void
+ids_fetch(struct shed_agg_req *r)
+{
+    struct urlopts o = {.detail = "id"};
+    const char *method = "GET";
+    struct batch b;
+
+    /* DELETE without limit or marker takes everything: one broadcast. */
+    r->bcast = r->m == M_DELETE && r->q.limit <= 0 && r->q.marker.ptr == NULL;
+    if (r->bcast)
+        method = "DELETE";
+
+    if (batch_init(&b, r->nbe) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    r->nlists = 0;
+    for (uint32_t i = 0; i < r->nbe; i++) {
+        if (!r->be[i].live)
+            continue;
+        r->order[b.n] = i;
+        if (batch_add(&b, r, method, i, NULL, 0, &o, r->timeout_ms) < 0) {
+            batch_free(&b);
+            answer_text(r, 400, "request too long");
+            return;
+        }
+    }
+    batch_go(r, &b, PH_IDS, false);
+}
+
+static size_t
+all_items(const struct shed_agg_req *r)
+{
+    size_t t = 0;
+
+    for (size_t i = 0; i < r->nlists; i++)
+        t += r->lists[i].n;
+    return t;
+}
+
+static int
+take_lists(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n,
+           const int64_t *asked, bool *any)
+{
+    *any = false;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t be = r->order[i];
+
+        memset(&r->lists[i], 0, sizeof(r->lists[i]));
+        r->nlists = i + 1;
+        if (!usable(r, be, &res[i])) {
+            r->lists[i].status = 0;
+            continue;
+        }
+        *any = true;
+        keep_notfound(r, &res[i]);
+        if (shed_merge_parse(&r->lists[i], res[i].status, res[i].body, res[i].len,
+                             asked ? asked[i] : 0) < 0) {
+            /* A backend that answers garbage is as good as unreachable. */
+            if (!r->be[be].failed) {
+                r->be[be].failed = true;
+                atomic_fetch_add(&r->agg->backend_errors, 1);
+            }
+        }
+    }
+    return 0;
+}
+
+static int
+picks_room(struct shed_agg_req *r)
+{
+    size_t need = all_items(r) + 1;
+
+    free(r->picks);
+    r->picks = calloc(need, sizeof(*r->picks));
+    r->npicks = 0;
+    return r->picks == NULL ? -ENOMEM : 0;
+}
+
+static void
+render(struct shed_agg_req *r)
+{
+    shed_merge_out_clear(&r->out);
+    if (shed_merge_render(r->level, r->detail, r->lists, r->picks, r->npicks, notfound_text(r),
+                          &r->out) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    finish(r);
+}
+
+static void
+ids_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
+    bool any;
+    long np;
+
+    if (pass_400(r, res, n))
+        return;
+    take_lists(r, res, n, NULL, &any);
+    if (!any) {
+        answer_unavailable(r, "no backend reachable");
+        return;
+    }
+    if (picks_room(r) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    np = shed_merge_window(r->lists, r->nlists, r->q.marker.ptr, r->q.marker.len, r->q.limit,
+                           r->picks, all_items(r) + 1);
+    if (np < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    r->npicks = (size_t)np;
+    if (r->m == M_DELETE && !r->bcast && r->npicks > 0) {
+        /* Delete exactly the selected ids, on every server. */
+        struct urlopts o = {.detail = "none", .match_hidden = true};
+        struct batch b;
+        size_t cap = r->npicks * r->nbe;
+
+        if (cap > SHED_FANOUT_MAX_BATCH || batch_init(&b, cap) < 0) {
+            answer_unavailable(r, "too many ids to delete at once");
+            return;
+        }
+        for (size_t p = 0; p < r->npicks; p++) {
+            const struct shed_merge_item *it = &r->lists[r->picks[p].list].items[r->picks[p].item];
+
+            for (uint32_t i = 0; i < r->nbe; i++) {
+                if (!r->be[i].live)
+                    continue;
+                /* DELETE /v1.0/<account> deletes an account; DELETE
+                 * /v1.0/a/<queue>?match_hidden=true empties a queue. */
+                if (batch_add(&b, r, "DELETE", i, it->id, it->idlen, &o, r->timeout_ms) < 0) {
+                    batch_free(&b);
+                    answer_text(r, 400, "request too long");
+                    return;
+                }
+            }
+        }
+        batch_go(r, &b, PH_IDS_DEL, false);
+        return;
+    }
+    render(r);
+}
+
+/* ----------------------------------------------------- message helpers */
+
+/* Preference order (backend indices) of the message <id> of this queue:
+ * the current generation's row for its bucket, then the previous one's. */
+static size_t
+pref_of(const struct shed_agg_req *r, const char *id, size_t idlen, uint32_t *out)
+{
+    char key[2 * PROTO_BURROW_ID_MAX + 2];
+    size_t klen = r->path.queue.len + 1 + idlen, n = 0;
+
+    if (klen > sizeof(key))
+        return 0;
+    memcpy(key, r->path.queue.ptr, r->path.queue.len);
+    key[r->path.queue.len] = '/';
+    memcpy(key + r->path.queue.len + 1, id, idlen);
+    for (size_t g = 0; g < r->ngens; g++) {
+        const struct gen *gn = &r->gens[g];
+        uint32_t ki = ring_key_index(&gn->cfg, key, klen);
+
+        for (uint32_t j = 0; j < gn->cfg.r && j < RING_MAX_R; j++) {
+            uint32_t be = gn->row[ki][j];
+            bool dup = false;
+
+            if (be == NOPOS)
+                continue;
+            for (size_t x = 0; x < n; x++)
+                dup |= out[x] == be;
+            if (!dup && n < PREF_MAX)
+                out[n++] = be;
+        }
+    }
+    return n;
+}
+
+static void msgs_run(struct shed_agg_req *r);
+
+/* Resolve the marker's owner by asking its preference row (single-message
+ * GET works on hidden messages too). */
+static void
+marker_probe(struct shed_agg_req *r)
+{
+    uint32_t pref[PREF_MAX];
+    size_t np = pref_of(r, r->q.marker.ptr, r->q.marker.len, pref);
+    struct urlopts o = {.detail = "id"};
+    struct batch b;
+
+    if (batch_init(&b, np) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < np; i++) {
+        if (!r->be[pref[i]].live)
+            continue;
+        r->order[b.n] = pref[i];
+        if (batch_add(&b, r, "GET", pref[i], r->q.marker.ptr, r->q.marker.len, &o, r->timeout_ms) <
+            0) {
+            batch_free(&b);
+            answer_text(r, 400, "request too long");
+            return;
+        }
+    }
+    batch_go(r, &b, PH_MARKER, false);
+}
+
+static void
+marker_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
+    /* The first server in preference order that has it owns the position. */
+    r->start = 0;
+    r->marker_live = false;
+    for (size_t i = 0; i < n; i++) {
+        if (usable(r, r->order[i], &res[i]) && res[i].status == 200) {
+            r->start = r->order[i];
+            r->marker_live = true;
+            break;
+        }
+    }
+    msgs_run(r);
+}
+
+/* The servers a message op visits, in global order, from the start. */
+static size_t
+visit_list(struct shed_agg_req *r)
+{
+    size_t n = 0;
+
+    for (uint32_t i = r->start; i < r->nbe; i++)
+        if (r->be[i].live)
+            r->order[n++] = i;
+    return n;
+}
+
+static struct urlopts
+op_opts(const struct shed_agg_req *r, uint32_t be, int64_t limit)
+{
+    struct urlopts o = {0};
+
+    o.detail = detail_name(r->bdetail);
+    o.limit = limit;
+    o.marker = r->marker_live && be == r->start;
+    o.attrs = r->m == M_POST;
+    o.match_hidden = r->q.match_hidden;
+    return o;
+}
+
+static void
+fetch(struct shed_agg_req *r)
+{
+    size_t n = visit_list(r);
+    struct batch b;
+
+    if (batch_init(&b, n) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct urlopts o = op_opts(r, r->order[i], r->q.limit > 0 ? r->q.limit : 0);
+
+        if (batch_add(&b, r, "GET", r->order[i], NULL, 0, &o, r->timeout_ms) < 0) {
+            batch_free(&b);
+            answer_text(r, 400, "request too long");
+            return;
+        }
+    }
+    batch_go(r, &b, PH_FETCH, false);
+}
+
+/* Position of backend <be> in <pref> (n when absent). */
+static size_t
+pref_pos(const uint32_t *pref, size_t n, uint32_t be)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pref[i] == be)
+            return i;
+    return n;
+}
+
+/* The list index of backend <be> in this fetch, or NOPOS. */
+static uint32_t
+list_of(const struct shed_agg_req *r, uint32_t be)
+{
+    for (size_t i = 0; i < r->nlists; i++)
+        if (r->order[i] == be)
+            return (uint32_t)i;
+    return NOPOS;
+}
+
+static bool
+list_has(const struct shed_merge_list *l, const char *id, size_t len)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (l->items[i].idlen == len && memcmp(l->items[i].id, id, len) == 0)
+            return true;
+    return false;
+}
+
+static void page_done(struct shed_agg_req *r);
+
+/* Decide which copies lose to an earlier-preference copy. A copy on its
+ * bucket's first server always wins; otherwise every earlier server either
+ * showed the id in this fetch (drop), showed its whole list from the start
+ * without it (keep), or is asked with a single-message GET (probe). */
+static void
+dedup(struct shed_agg_req *r)
+{
+    struct urlopts o = {.detail = "id"};
+    struct batch b = {0};
+    size_t nprobe = 0;
+
+    free(r->probes);
+    r->probes = NULL;
+    r->nprobes = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t li = 0; li < r->nlists; li++) {
+            struct shed_merge_list *l = &r->lists[li];
+            uint32_t be = r->order[li];
+
+            for (size_t ii = 0; ii < l->n; ii++) {
+                struct shed_merge_item *it = &l->items[ii];
+                uint32_t pref[PREF_MAX];
+                size_t np = pref_of(r, it->id, it->idlen, pref), pos = pref_pos(pref, np, be);
+
+                for (size_t e = 0; e < pos && !it->drop; e++) {
+                    uint32_t el = list_of(r, pref[e]);
+
+                    if (el != NOPOS && list_has(&r->lists[el], it->id, it->idlen)) {
+                        if (pass == 0)
+                            it->drop = true;
+                        continue;
+                    }
+                    if (!r->be[pref[e]].live || r->be[pref[e]].failed)
+                        continue; /* cannot know; keep this copy */
+                    if (el != NOPOS && !r->lists[el].truncated &&
+                        !(r->marker_live && pref[e] == r->start))
+                        continue; /* its whole list was seen: it has none */
+                    if (pass == 0) {
+                        nprobe++;
+                    } else if (r->nprobes < b.cap) {
+                        r->probes[r->nprobes].list = (uint32_t)li;
+                        r->probes[r->nprobes].item = (uint32_t)ii;
+                        r->probes[r->nprobes].be = pref[e];
+                        r->order[r->nlists + r->nprobes] = pref[e];
+                        if (batch_add(&b, r, "GET", pref[e], it->id, it->idlen, &o,
+                                      r->timeout_ms) == 0)
+                            r->nprobes++;
+                    }
+                }
+            }
+        }
+        if (pass == 0) {
+            if (nprobe == 0) {
+                page_done(r);
+                return;
+            }
+            if (nprobe > r->agg->max_probes)
+                nprobe = r->agg->max_probes;
+            r->probes = calloc(nprobe, sizeof(*r->probes));
+            if (r->probes == NULL || batch_init(&b, nprobe) < 0) {
+                answer_unavailable(r, "out of memory");
+                return;
+            }
+        }
+    }
+    atomic_fetch_add(&r->agg->probes, r->nprobes);
+    batch_go(r, &b, PH_DEDUP, false);
+}
+
+static void
+dedup_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
+    for (size_t i = 0; i < n && i < r->nprobes; i++) {
+        const struct probe *p = &r->probes[i];
+
+        /* Probe failures mean "unknown": the copy we have is kept. */
+        if (res[i].err == 0 && res[i].status == 200)
+            r->lists[p->list].items[p->item].drop = true;
+    }
+    page_done(r);
+}
+
+static void
+make_link(struct shed_agg_req *r)
+{
+    const struct shed_merge_pick *last = &r->picks[r->npicks - 1];
+    const struct shed_merge_item *it = &r->lists[last->list].items[last->item];
+    const struct backend *be = &r->be[r->order[last->list]];
+    struct proto_marker_cursor c = {0};
+    char cur[PROTO_MARKER_CURSOR_MAX];
+    struct sbuf b = {r->link, 0, sizeof(r->link), false};
+
+    c.marker_hash = proto_marker_hash(it->id, it->idlen);
+    c.backend_len = strlen(be->id);
+    memcpy(c.backend, be->id, c.backend_len + 1);
+    if (proto_marker_pack(&c, cur, sizeof(cur)) < 0)
+        return;
+    sb_str(&b, "<");
+    sb_path(&b, r, NULL, 0);
+    sb_str(&b, "?marker=");
+    sb_enc(&b, it->id, it->idlen);
+    sb_str(&b, "&");
+    sb_int(&b, "limit", r->q.limit);
+    if (r->q.detail != PROTO_DETAIL_DEFAULT) {
+        sb_str(&b, "detail=");
+        sb_str(&b, detail_name(r->q.detail));
+        sb_str(&b, "&");
+    }
+    if (r->q.match_hidden)
+        sb_str(&b, "match_hidden=true&");
+    sb_str(&b, PROTO_MARKER_PARAM "=");
+    sb_str(&b, cur);
+    sb_str(&b, ">; rel=\"next\"");
+    if (b.over)
+        r->link[0] = '\0';
+}
+
+static void wait_poll(struct shed_agg_req *r);
+
+static void
+page_done(struct shed_agg_req *r)
+{
+    long np;
+
+    if (picks_room(r) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    np = shed_merge_concat(r->lists, r->nlists, r->q.limit, r->picks, all_items(r) + 1, &r->more);
+    if (np < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    r->npicks = (size_t)np;
+    if (r->npicks == 0 && r->deadline != 0 && now_ms() < r->deadline) {
+        wait_poll(r);
+        return;
+    }
+    if (r->npicks > 0 && r->more && r->q.limit > 0)
+        make_link(r);
+    render(r);
+}
+
+static void
+fetch_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
+    int64_t *asked;
+    bool any;
+
+    if (pass_400(r, res, n))
+        return;
+    asked = calloc(n ? n : 1, sizeof(*asked));
+    if (asked == NULL) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        asked[i] = r->q.limit > 0 ? r->q.limit : 0;
+    take_lists(r, res, n, asked, &any);
+    free(asked);
+    if (!any && n > 0) {
+        answer_unavailable(r, "no backend reachable");
+        return;
+    }
+    dedup(r);
+}
+
+/* ------------------------------------------------------- destructive ops */
+
+static void
+destr_all(struct shed_agg_req *r)
+{
+    size_t n = visit_list(r);
+    struct batch b;
+
+    if (batch_init(&b, n) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct urlopts o = op_opts(r, r->order[i], 0);
+
+        if (batch_add(&b, r, method_name(r->m), r->order[i], NULL, 0, &o, r->timeout_ms) < 0) {
+            batch_free(&b);
+            answer_text(r, 400, "request too long");
+            return;
+        }
+    }
+    batch_go(r, &b, PH_DESTR_ALL, false);
+}
+
+static void
+destr_finish(struct shed_agg_req *r)
+{
+    long np;
+
+    if (picks_room(r) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < r->nlists; i++)
+        r->lists[i].truncated = false;
+    np = shed_merge_concat(r->lists, r->nlists, 0, r->picks, all_items(r) + 1, &r->more);
+    if (np < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    r->npicks = (size_t)np;
+    if (r->npicks == 0 && r->deadline != 0 && now_ms() < r->deadline) {
+        wait_poll(r);
+        return;
+    }
+    render(r);
+}
+
+static void
+destr_all_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
+    bool any;
+
+    if (pass_400(r, res, n))
+        return;
+    take_lists(r, res, n, NULL, &any);
+    if (!any && n > 0) {
+        answer_unavailable(r, "no backend reachable");
+        return;
+    }
+    destr_finish(r);
+}
+
+/* One step of the sequential walk: the next live server gets the rest. */
+static void
+destr_seq_next(struct shed_agg_req *r)
+{
+    struct batch b;
+    struct urlopts o;
+    uint32_t be;
+
+    if (r->remaining <= 0 || r->seq >= r->nlists) {
+        destr_finish(r);
+        return;
+    }
+    be = r->order[r->seq];
+    o = op_opts(r, be, r->remaining);
+    if (batch_init(&b, 1) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    if (batch_add(&b, r, method_name(r->m), be, NULL, 0, &o, r->timeout_ms) < 0) {
+        batch_free(&b);
+        answer_text(r, 400, "request too long");
+        return;
+    }
+    batch_go(r, &b, PH_DESTR_SEQ, false);
+}
+
+static void
+destr_seq_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
+    struct shed_merge_list *l = &r->lists[r->seq];
+    uint32_t be = r->order[r->seq];
+
+    if (n == 1 && res[0].status == 400) {
+        /* Only the first server can say 400 before anything changed. */
+        answer_text(r, 400, res[0].body);
+        return;
+    }
+    memset(l, 0, sizeof(*l));
+    if (n == 1 && usable(r, be, &res[0])) {
+        keep_notfound(r, &res[0]);
+        if (shed_merge_parse(l, res[0].status, res[0].body, res[0].len, 0) < 0)
+            r->be[be].failed = true;
+        r->remaining -= (int64_t)l->n;
+    }
+    r->seq++;
+    destr_seq_next(r);
+}
+
+static void
+destr_seq(struct shed_agg_req *r)
+{
+    size_t n = visit_list(r);
+
+    /* Every list slot is a server to visit; the ones never visited stay
+     * empty. */
+    lists_reset(r, n);
+    r->nlists = n;
+    r->seq = 0;
+    r->remaining = r->q.limit;
+    destr_seq_next(r);
+}
+
+static void
+msgs_run(struct shed_agg_req *r)
+{
+    lists_reset(r, 0);
+    if (r->m == M_GET)
+        fetch(r);
+    else if (r->q.limit > 0)
+        destr_seq(r);
+    else
+        destr_all(r);
+}
+
+/* ------------------------------------------------------------------ wait */
+
+static bool
+on_each_wait(void *arg, size_t idx, const struct shed_fanout_res *res)
+{
+    (void)arg;
+    (void)idx;
+    /* The first server with something visible releases the wait. */
+    return res->err == 0 && res->status == 200;
+}
+
+static void
+wait_poll(struct shed_agg_req *r)
+{
+    uint64_t now = now_ms(), left_ms = r->deadline > now ? r->deadline - now : 0;
+    int64_t secs = (int64_t)((left_ms + 999) / 1000);
+    size_t n = visit_list(r);
+    struct batch b;
+
+    lists_reset(r, 0);
+    if (secs <= 0 || n == 0) {
+        render(r);
+        return;
+    }
+    if (batch_init(&b, n) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct urlopts o = {0};
+
+        o.detail = "id";
+        o.limit = 1;
+        o.marker = r->marker_live && r->order[i] == r->start;
+        o.wait = secs;
+        o.match_hidden = r->q.match_hidden;
+        if (batch_add(&b, r, "GET", r->order[i], NULL, 0, &o,
+                      (uint64_t)secs * 1000 + r->timeout_ms) < 0) {
+            batch_free(&b);
+            answer_text(r, 400, "request too long");
+            return;
+        }
+    }
+    r->wait_polled = true;
+    batch_go(r, &b, PH_WAIT, true);
+}
+
+static void
+wait_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
+    bool hit = false, answered = false;
+
+    for (size_t i = 0; i < n; i++) {
+        if (res[i].err == -ECANCELED)
+            continue;
+        if (usable(r, r->order[i], &res[i]))
+            answered = true;
+        hit |= res[i].err == 0 && res[i].status == 200;
+    }
+    if (hit) {
+        /* Something is there: run the real operation (a destructive one
+         * goes through the sequential walk, so no message is taken twice). */
+        msgs_run(r);
+        return;
+    }
+    if (!answered || now_ms() + 50 >= r->deadline) {
+        r->deadline = 0;
+        lists_reset(r, 0);
+        r->npicks = 0;
+        render(r);
+        return;
+    }
+    wait_poll(r);
+}
+
+/* --------------------------------------------------------- bad detail */
+
+static void
+baddetail_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
+    if (pass_400(r, res, n))
+        return;
+    answer_text(r, 404, notfound_text(r));
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static void
+on_batch(void *arg, const struct shed_fanout_res *res, size_t n)
+{
+    struct shed_agg_req *r = arg;
+
+    switch (r->phase) {
+    case PH_IDS:
+        ids_done(r, res, n);
+        break;
+    case PH_IDS_DEL:
+        render(r);
+        break;
+    case PH_MARKER:
+        marker_done(r, res, n);
+        break;
+    case PH_FETCH:
+        fetch_done(r, res, n);
+        break;
+    case PH_DEDUP:
+        dedup_done(r, res, n);
+        break;
+    case PH_DESTR_ALL:
+        destr_all_done(r, res, n);
+        break;
+    case PH_DESTR_SEQ:
+        destr_seq_done(r, res, n);
+        break;
+    case PH_WAIT:
+        wait_done(r, res, n);
+        break;
+    case PH_BADDETAIL:
+        baddetail_done(r, res, n);
+        break;
+    case PH_NONE:
+        answer_unavailable(r, "internal error");
+        break;
+    }
+}
+
+/* --------------------------------------------------------------- start */
+
+static int
+cmp_backend(const void *a, const void *b)
+{
+    return strcmp(((const struct backend *)a)->id, ((const struct backend *)b)->id);
+}
+
+static uint32_t
+find_backend(const struct shed_agg_req *r, const char *id)
+{
+    size_t lo = 0, hi = r->nbe;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(r->be[mid].id, id);
+
+        if (c == 0)
+            return (uint32_t)mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NOPOS;
+}
+
+static int
+add_member(struct shed_agg_req *r, size_t cap, const struct ring_member *m, bool live)
+{
+    size_t ul;
+
+    for (size_t i = 0; i < r->nbe; i++) {
+        if (strcmp(r->be[i].id, m->id) == 0) {
+            r->be[i].live |= live;
+            return 0;
+        }
+    }
+    if (r->nbe == cap)
+        return -ENOSPC;
+    snprintf(r->be[r->nbe].id, sizeof(r->be[0].id), "%s", m->id);
+    snprintf(r->be[r->nbe].url, sizeof(r->be[0].url), "%s", m->url);
+    ul = strlen(r->be[r->nbe].url);
+    while (ul > 0 && r->be[r->nbe].url[ul - 1] == '/')
+        r->be[r->nbe].url[--ul] = '\0';
+    r->be[r->nbe].live = live;
+    r->nbe++;
+    return 0;
+}
+
+/* Live as routers see it: only a member known down is left out. */
+static bool
+member_live(const struct registry_route *route, const struct ring *ring, uint32_t idx)
+{
+    uint32_t cur;
+
+    if (ring == route->ring)
+        return atomic_load(&route->live[idx]) != REGISTRY_DOWN;
+    cur = ring_find(route->ring, ring_member_at(ring, idx)->id);
+    return cur != RING_NONE && atomic_load(&route->live[cur]) != REGISTRY_DOWN;
+}
+
+/* A member of the previous generation only has left the cell (evicted or
+ * deregistered): it is not asked and not reported as unreachable. */
+static bool
+member_gone(const struct registry_route *route, const struct ring *ring, uint32_t idx)
+{
+    return ring != route->ring &&
+           ring_find(route->ring, ring_member_at(ring, idx)->id) == RING_NONE;
+}
+
+static int
+snapshot(struct shed_agg_req *r, const struct registry_route *route)
+{
+    const struct ring *rings[2] = {route->ring, route->prev};
+    size_t cap = 0;
+
+    for (int g = 0; g < 2; g++)
+        if (rings[g] != NULL)
+            cap += r->level == PROTO_BURROW_ACCOUNTS
+                       ? ring_size(rings[g])
+                       : (size_t)ring_config(rings[g])->k * ring_config(rings[g])->r;
+    if (cap > BACKENDS_MAX)
+        cap = BACKENDS_MAX;
+    r->be = calloc(cap ? cap : 1, sizeof(*r->be));
+    if (r->be == NULL)
+        return -ENOMEM;
+    for (int g = 0; g < 2; g++) {
+        const struct ring *ring = rings[g];
+
+        if (ring == NULL)
+            continue;
+        if (r->level == PROTO_BURROW_ACCOUNTS) {
+            for (uint32_t i = 0; i < ring_size(ring); i++) {
+                if (member_gone(route, ring, i))
+                    continue;
+                if (add_member(r, cap, ring_member_at(ring, i), member_live(route, ring, i)) < 0)
+                    break;
+            }
+            continue;
+        }
+        {
+            const struct ring_config *cfg = ring_config(ring);
+            uint32_t buckets[RING_MAX_K], row[RING_MAX_R];
+
+            ring_account_buckets(cfg, r->path.account.ptr, r->path.account.len, buckets);
+            for (uint32_t k = 0; k < cfg->k; k++) {
+                size_t nr = ring_row(ring, buckets[k], row);
+
+                for (size_t j = 0; j < nr; j++) {
+                    if (member_gone(route, ring, row[j]))
+                        continue;
+                    if (add_member(r, cap, ring_member_at(ring, row[j]),
+                                   member_live(route, ring, row[j])) < 0)
+                        break;
+                }
+            }
+        }
+    }
+    qsort(r->be, r->nbe, sizeof(*r->be), cmp_backend);
+
+    /* Preference rows, as backend indices of the sorted array. */
+    r->ngens = 0;
+    for (int g = 0; g < 2 && r->level != PROTO_BURROW_ACCOUNTS; g++) {
+        const struct ring *ring = rings[g];
+        struct gen *gn = &r->gens[r->ngens];
+        uint32_t buckets[RING_MAX_K], row[RING_MAX_R];
+
+        if (ring == NULL)
+            continue;
+        gn->cfg = *ring_config(ring);
+        ring_account_buckets(&gn->cfg, r->path.account.ptr, r->path.account.len, buckets);
+        for (uint32_t k = 0; k < gn->cfg.k; k++) {
+            size_t nr = ring_row(ring, buckets[k], row);
+
+            for (uint32_t j = 0; j < RING_MAX_R; j++)
+                gn->row[k][j] = j < nr ? find_backend(r, ring_member_at(ring, row[j])->id) : NOPOS;
+        }
+        r->ngens++;
+    }
+    r->order = calloc(r->nbe + r->agg->max_probes + 1, sizeof(*r->order));
+    r->lists = calloc(r->nbe + 1, sizeof(*r->lists));
+    if (r->order == NULL || r->lists == NULL)
+        return -ENOMEM;
+    return 0;
+}
+
+static void
+begin(struct shed_agg_req *r, const struct registry_route *route, const char *method,
+      const char *path, size_t plen, const char *query, size_t qlen)
+{
+    int rc;
+
+    if (route == NULL) {
+        answer_empty(r, 404);
+        return;
+    }
+    rc = proto_burrow_parse_path(path, plen, r->ids, sizeof(r->ids), &r->path);
+    if (rc == -PROTO_ENOTFOUND || (rc == 0 && (r->path.level < PROTO_BURROW_ACCOUNTS ||
+                                               r->path.level > PROTO_BURROW_MESSAGES))) {
+        answer_empty(r, 404);
+        return;
+    }
+    if (rc < 0) {
+        answer_text(r, 400, proto_strerror(rc));
+        return;
+    }
+    r->level = r->path.level;
+    if (strcmp(method, "GET") == 0)
+        r->m = M_GET;
+    else if (strcmp(method, "DELETE") == 0)
+        r->m = M_DELETE;
+    else if (strcmp(method, "POST") == 0 && r->level == PROTO_BURROW_MESSAGES)
+        r->m = M_POST;
+    else {
+        answer_empty(r, 405);
+        return;
+    }
+    proto_burrow_query_init(&r->q);
+    rc = proto_burrow_query_parse(&r->q, query ? query : "", query ? qlen : 0, r->qbuf,
+                                  sizeof(r->qbuf));
+    if (rc < 0) {
+        answer_text(r, 400, proto_strerror(rc));
+        return;
+    }
+    if (r->level == PROTO_BURROW_ACCOUNTS && !atomic_load(&r->agg->list_all)) {
+        answer_text(r, 403, "listing all accounts is disabled");
+        return;
+    }
+    /* The cursor rides next to the marker (see proto/marker.h). */
+    if (query != NULL && r->q.marker.ptr != NULL) {
+        const char *p = query, *end = query + qlen;
+        size_t kl = strlen(PROTO_MARKER_PARAM);
+
+        while (p < end) {
+            const char *amp = memchr(p, '&', (size_t)(end - p));
+            size_t l = amp ? (size_t)(amp - p) : (size_t)(end - p);
+
+            if (l > kl + 1 && memcmp(p, PROTO_MARKER_PARAM "=", kl + 1) == 0 &&
+                proto_marker_unpack(p + kl + 1, l - kl - 1, &r->cursor) == 0 &&
+                r->cursor.marker_hash == proto_marker_hash(r->q.marker.ptr, r->q.marker.len))
+                r->has_cursor = true;
+            p += l + 1;
+        }
+    }
+    r->detail = r->q.detail != PROTO_DETAIL_DEFAULT
+                    ? r->q.detail
+                    : shed_merge_default_detail(r->level, r->m == M_GET);
+    r->bdetail = shed_merge_backend_detail(r->level, r->detail);
+    if (r->q.detail_bad && r->level == PROTO_BURROW_ACCOUNTS) {
+        char raw[PROTO_BURROW_ID_MAX + 1];
+
+        snprintf(raw, sizeof(raw), "%.*s", (int)r->q.detail_raw.len,
+                 r->q.detail_raw.ptr ? r->q.detail_raw.ptr : "");
+        answer_text(r, 400, raw);
+        return;
+    }
+    if (snapshot(r, route) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    if (r->nbe == 0) {
+        answer_unavailable(r, "no backend for this service");
+        return;
+    }
+    if (r->q.detail_bad) {
+        /* Burrow checks existence before detail: let the servers say 404 or
+         * 400, with a harmless GET even for destructive methods. */
+        struct batch b;
+        char raw[PROTO_BURROW_ID_MAX + 1];
+        struct urlopts o = {0};
+
+        snprintf(raw, sizeof(raw), "%.*s", (int)r->q.detail_raw.len, r->q.detail_raw.ptr);
+        o.detail = raw;
+        if (batch_init(&b, r->nbe) < 0) {
+            answer_unavailable(r, "out of memory");
+            return;
+        }
+        for (uint32_t i = 0; i < r->nbe; i++) {
+            if (!r->be[i].live)
+                continue;
+            /* detail text is sent encoded through sb_str: keep it a word */
+            if (strspn(raw, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") !=
+                strlen(raw)) {
+                batch_free(&b);
+                answer_text(r, 400, raw);
+                return;
+            }
+            r->order[b.n] = i;
+            batch_add(&b, r, "GET", i, NULL, 0, &o, r->timeout_ms);
+        }
+        batch_go(r, &b, PH_BADDETAIL, false);
+        return;
+    }
+    if (r->q.has_wait && r->q.wait > 0 && r->level == PROTO_BURROW_MESSAGES)
+        r->deadline = now_ms() + (uint64_t)r->q.wait * 1000;
+    if (r->level != PROTO_BURROW_MESSAGES) {
+        ids_fetch(r);
+        return;
+    }
+    r->start = 0;
+    r->marker_live = false;
+    if (r->q.marker.ptr != NULL) {
+        if (r->has_cursor) {
+            /* Continue in the named server; if it is gone, at the next one
+             * in the global order, from its beginning. */
+            uint32_t i = 0;
+
+            while (i < r->nbe && strcmp(r->be[i].id, r->cursor.backend) < 0)
+                i++;
+            r->start = i;
+            r->marker_live = i < r->nbe && strcmp(r->be[i].id, r->cursor.backend) == 0;
+            if (i == r->nbe) {
+                answer_text(r, 404, notfound_text(r));
+                return;
+            }
+        } else {
+            marker_probe(r);
+            return;
+        }
+    }
+    msgs_run(r);
+}
+
+int
+shed_agg_start(struct shed_agg *agg, const struct registry_route *route, const char *method,
+               const char *path, size_t plen, const char *query, size_t qlen, shed_agg_done_fn done,
+               void *arg, struct shed_agg_req **out)
+{
+    struct shed_agg_req *r = calloc(1, sizeof(*r));
+
+    if (r == NULL)
+        return -ENOMEM;
+    r->agg = agg;
+    r->done = done;
+    r->done_arg = arg;
+    r->timeout_ms = atomic_load(&agg->timeout_ms);
+    atomic_fetch_add(&agg->requests, 1);
+    *out = r;
+    begin(r, route, method, path, plen, query, qlen);
+    return 0;
+}
+
+void
+shed_agg_req_free(struct shed_agg_req *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->nlists; i++)
+        shed_merge_list_clear(&r->lists[i]);
+    free(r->lists);
+    free(r->order);
+    free(r->picks);
+    free(r->probes);
+    free(r->be);
+    shed_merge_out_clear(&r->out);
+    free(r);
+}
+
+struct MHD_Response *
+shed_agg_response(struct shed_agg_req *r, unsigned *status)
+{
+    struct MHD_Response *resp;
+
+    resp = MHD_create_response_from_buffer(r->out.len, r->out.body ? r->out.body : (char *)"",
+                                           MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL)
+        return NULL;
+    if (r->out.ctype != NULL)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->out.ctype);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (r->partial[0] != '\0')
+        MHD_add_response_header(resp, "Shed-Partial", r->partial);
+    if (r->link[0] != '\0')
+        MHD_add_response_header(resp, "Link", r->link);
+    if (r->retry_after)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    *status = (unsigned)r->out.status;
+    return resp;
+}
+
+static void
+resume_conn(void *arg)
+{
+    MHD_resume_connection(arg);
+}
+
+enum MHD_Result
+shed_agg_serve(struct shed_agg *agg, const struct registry_route *route,
+               struct MHD_Connection *conn, const char *method, const char *path, const char *query,
+               void **slot)
+{
+    struct shed_agg_req *r = *slot;
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+    unsigned status = 500;
+
+    if (r == NULL) {
+        MHD_suspend_connection(conn);
+        if (shed_agg_start(agg, route, method, path, strlen(path), query, query ? strlen(query) : 0,
+                           resume_conn, conn, &r) < 0) {
+            MHD_resume_connection(conn);
+            return MHD_NO;
+        }
+        *slot = r;
+        return MHD_YES;
+    }
+    if (!atomic_load(&r->finished))
+        return MHD_YES; /* spurious call before the answer: keep waiting */
+    resp = shed_agg_response(r, &status);
+    *slot = NULL;
+    shed_agg_req_free(r);
+    if (resp == NULL)
+        return MHD_NO;
+    ret = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}

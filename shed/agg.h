@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * shed/agg: the fan-out aggregator role (DESIGN.md section 6,
+ * docs/aggregator.md). A list-level Burrow request (GET/POST/DELETE on
+ * /v1.0, /v1.0/a, /v1.0/a/q) is answered here: the servers of the account's
+ * buckets (both ring generations in the drain window; every server of the
+ * cell for /v1.0) are asked in parallel through shed/fanout, and shed/merge
+ * builds the one Burrow answer. Destructive operations with a limit walk the
+ * backends one after the other passing the remaining limit; wait long-polls
+ * every backend with a non-destructive GET and then runs the operation.
+ *
+ * The daemon side: the HTTP handler suspends the MHD connection, calls
+ * shed_agg_start() and, when <done> fires (on the fan-out thread, or inside
+ * shed_agg_start() itself), resumes it; on the next handler call it sends
+ * shed_agg_response() and frees the request. shed_agg_serve() does all of
+ * that for an MHD access handler in one call.
+ *
+ * Ownership: shed_agg_create() returns an owned aggregator,
+ * shed_agg_destroy(NULL) is a no-op; a started request is owned by the
+ * caller and freed with shed_agg_req_free() after <done> fired. Thread-safe:
+ * any thread may start requests; counters are atomic.
+ */
+#ifndef SHED_AGG_H
+#define SHED_AGG_H
+
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shed/registry.h"
+
+#define SHED_AGG_HEADER_MAX 1024 /* bytes in Shed-Partial or Link */
+
+struct shed_agg_config {
+    bool list_all;               /* false: /v1.0 answers 403 */
+    uint64_t backend_timeout_ms; /* per backend request (0: 2000) */
+    size_t max_body;             /* bytes accepted from one backend (0: 16 MiB) */
+    size_t max_probes;           /* dedup probes per page (0: 1024) */
+};
+
+struct shed_agg;
+struct shed_agg_req;
+
+typedef void (*shed_agg_done_fn)(void *arg);
+
+/* Start the fan-out engine. 0 or a negative errno. */
+int shed_agg_create(const struct shed_agg_config *cfg, struct shed_agg **out);
+/* Cancel what runs (their done callbacks fire first) and free. */
+void shed_agg_destroy(struct shed_agg *agg);
+/* New list_all / timeout values for requests started from now on. */
+void shed_agg_reconfigure(struct shed_agg *agg, const struct shed_agg_config *cfg);
+
+/* Is <method> on raw <path> a request this role answers (list level:
+ * /v1.0, /v1.0/a, /v1.0/a/q, whatever the method)? */
+bool shed_agg_wants(const char *path, size_t len);
+
+/* Start one request. <route> is read only during the call (the caller holds
+ * its read-side section); NULL means an unknown service (404). <query> is
+ * the raw query string without '?' (may be NULL). On 0 <done> fires exactly
+ * once (possibly before this returns) and *<out> must be freed after it; on
+ * error (-ENOMEM) nothing fires and nothing is allocated. */
+int shed_agg_start(struct shed_agg *agg, const struct registry_route *route, const char *method,
+                   const char *path, size_t plen, const char *query, size_t qlen,
+                   shed_agg_done_fn done, void *arg, struct shed_agg_req **out);
+
+/* The finished answer as a new MHD response (Content-Length always set) and
+ * its status; NULL on allocation failure. Only after <done> fired. */
+struct MHD_Response *shed_agg_response(struct shed_agg_req *req, unsigned *status);
+
+void shed_agg_req_free(struct shed_agg_req *req);
+
+/* For MHD access handlers: on the first call for a request (*<slot> NULL)
+ * suspend <conn>, start the request and keep it in *<slot>; on the call after
+ * the resume queue the answer and free it. <query> as for shed_agg_start().
+ * If the connection goes away while a request is held, the handler's
+ * completion callback must call shed_agg_req_free(*slot) (a no-op for
+ * NULL). */
+enum MHD_Result shed_agg_serve(struct shed_agg *agg, const struct registry_route *route,
+                               struct MHD_Connection *conn, const char *method, const char *path,
+                               const char *query, void **slot);
+
+/* Append Prometheus text for the aggregator's counters to <buf> (at most
+ * <len> bytes, NUL-terminated); returns the length written. */
+size_t shed_agg_metrics(const struct shed_agg *agg, char *buf, size_t len);
+
+/* Counters. */
+uint64_t shed_agg_backend_errors(const struct shed_agg *agg);
+
+#endif /* SHED_AGG_H */

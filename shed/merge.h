@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * shed/merge: the aggregator's pure half. Given the answers of several Burrow
+ * backends to one list operation, in the aggregator's fixed backend order,
+ * build the one answer a single Burrow server would have given: ids
+ * de-duplicated, a global limit, the marker window for account and queue
+ * lists, the detail level shaped at the end, 404 when everything is empty.
+ * No network, no MHD: unit-testable with literal JSON.
+ *
+ * Global order (docs/aggregator.md): backends in a fixed order (member ids,
+ * bytewise), then each backend's own insertion order; an id seen again later
+ * in that order is a repeat and is skipped; a message copy that the caller
+ * marked <drop> (a copy that loses to one on an earlier-preference server)
+ * is skipped too.
+ *
+ * Ownership: a shed_merge_list owns its parsed JSON and item array; items
+ * borrow from it. shed_merge_list_clear() frees both and is idempotent.
+ * shed_merge_out.body is malloc'd and owned by the caller (free()).
+ * Not thread-safe per object; distinct objects are independent.
+ */
+#ifndef SHED_MERGE_H
+#define SHED_MERGE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/burrow.h"
+
+#define SHED_MERGE_MAX_ITEMS 1000000 /* items accepted from one backend answer */
+
+struct shed_merge_item {
+    const char *id; /* borrowed from the list's JSON */
+    size_t idlen;
+    json_t *val; /* borrowed: a string (detail=id) or an object with "id" */
+    bool drop;   /* set by the caller: a losing failover copy */
+};
+
+struct shed_merge_list {
+    int status;                    /* backend HTTP status, 0 when unreachable */
+    json_t *root;                  /* owned parsed array, NULL when none */
+    struct shed_merge_item *items; /* owned, n entries */
+    size_t n;
+    bool truncated; /* answered as many items as asked for: more may follow */
+};
+
+struct shed_merge_pick {
+    uint32_t list; /* index into the lists */
+    uint32_t item; /* index into that list's items */
+};
+
+struct shed_merge_out {
+    int status;        /* HTTP status to send */
+    const char *ctype; /* static string, NULL for no Content-Type */
+    char *body;        /* malloc'd (may be NULL when len is 0) */
+    size_t len;
+};
+
+/* Parse one backend answer into <l> (which must be zeroed or cleared).
+ * 200: a JSON array of ids or of objects with an "id"; 204 and 404: empty;
+ * anything else: kept as a status with no items. <asked> is the limit that
+ * backend was sent (<= 0: none), to tell whether more may follow.
+ * Returns 0, -EBADMSG for a 200 whose body is not such an array, -E2BIG for
+ * more than SHED_MERGE_MAX_ITEMS items, -ENOMEM. On error <l> stays empty
+ * with its status set. */
+int shed_merge_parse(struct shed_merge_list *l, int status, const char *body, size_t len,
+                     int64_t asked);
+void shed_merge_list_clear(struct shed_merge_list *l);
+
+/* Message lists: walk <lists> in order, skipping dropped items and ids seen
+ * before, writing up to <limit> picks (<= 0: unlimited) into <picks> (room
+ * for <max>). Stops after the first truncated list, whose tail is unknown,
+ * so the page never jumps over items. *<more> tells whether anything may
+ * follow the page. Returns the number of picks or -ENOMEM. */
+long shed_merge_concat(const struct shed_merge_list *lists, size_t n, int64_t limit,
+                       struct shed_merge_pick *picks, size_t max, bool *more);
+
+/* Account and queue lists (fetched whole): de-duplicate across <lists> in
+ * order, then keep the items strictly after <marker> (ignored when NULL or
+ * not found, as in Burrow) up to <limit>. Returns the number of picks or
+ * -ENOMEM. */
+long shed_merge_window(const struct shed_merge_list *lists, size_t n, const char *marker,
+                       size_t mlen, int64_t limit, struct shed_merge_pick *picks, size_t max);
+
+/* The operation's default detail (burrow-api.md section 1). */
+enum proto_burrow_detail shed_merge_default_detail(enum proto_burrow_level level, bool is_get);
+
+/* The detail to ask backends for so that ids can be counted and the client's
+ * <detail> can still be produced. */
+enum proto_burrow_detail shed_merge_backend_detail(enum proto_burrow_level level,
+                                                   enum proto_burrow_detail detail);
+
+/* Shape the final answer from <picks>: 404 with <notfound> text when there
+ * are none, 204 for detail none, else 200 with a JSON array at <detail>
+ * (must not be DEFAULT). Returns 0 or -ENOMEM. */
+int shed_merge_render(enum proto_burrow_level level, enum proto_burrow_detail detail,
+                      const struct shed_merge_list *lists, const struct shed_merge_pick *picks,
+                      size_t n, const char *notfound, struct shed_merge_out *out);
+
+/* A plain text answer (octet-stream as Burrow does). Returns 0 or -ENOMEM. */
+int shed_merge_text(struct shed_merge_out *out, int status, const char *text, size_t len);
+
+/* Free out->body and zero <out>. */
+void shed_merge_out_clear(struct shed_merge_out *out);
+
+/* Small open-addressing set of byte strings (borrowed), used for
+ * de-duplication here and by the aggregator. */
+struct shed_merge_set {
+    const char **keys;
+    size_t *lens;
+    size_t cap, n;
+};
+int shed_merge_set_init(struct shed_merge_set *s, size_t expect);
+/* 1 if inserted, 0 if already present, -ENOMEM. */
+int shed_merge_set_add(struct shed_merge_set *s, const char *key, size_t len);
+bool shed_merge_set_has(const struct shed_merge_set *s, const char *key, size_t len);
+void shed_merge_set_free(struct shed_merge_set *s);
+
+#endif /* SHED_MERGE_H */

@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: ISC */
+/* tests/agg/test_fanout: the libcurl multi engine against a plain HTTP server
+ * started by the test (libmicrohttpd, a thread per connection so a slow
+ * answer only holds its own thread). */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shed/fanout.h"
+
+static struct MHD_Daemon *d;
+static uint16_t port;
+static _Atomic int conns;
+
+static enum MHD_Result
+handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+        const char *version, const char *upload, size_t *upload_size, void **ctx)
+{
+    static char big[100000];
+    struct MHD_Response *r;
+    const char *body = "ok";
+    size_t len = 2;
+    unsigned status = 200;
+    enum MHD_Result ret;
+
+    (void)cls, (void)version, (void)upload, (void)upload_size;
+    if (*ctx == NULL) {
+        *ctx = c;
+        return MHD_YES;
+    }
+    if (strcmp(url, "/slow") == 0) {
+        usleep(1500 * 1000);
+    } else if (strcmp(url, "/big") == 0) {
+        memset(big, 'x', sizeof(big));
+        body = big;
+        len = sizeof(big);
+    } else if (strcmp(url, "/method") == 0) {
+        body = method;
+        len = strlen(method);
+    } else if (strcmp(url, "/404") == 0) {
+        status = 404;
+        body = "Queue not found";
+        len = strlen(body);
+    }
+    r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static void
+notify(void *cls, struct MHD_Connection *c, void **socket_ctx,
+       enum MHD_ConnectionNotificationCode t)
+{
+    (void)cls, (void)c, (void)socket_ctx;
+    if (t == MHD_CONNECTION_NOTIFY_STARTED)
+        atomic_fetch_add(&conns, 1);
+}
+
+static void
+start_server(void)
+{
+    const union MHD_DaemonInfo *info;
+
+    d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL,
+                         NULL, handler, NULL, MHD_OPTION_NOTIFY_CONNECTION, notify, NULL,
+                         MHD_OPTION_END);
+    cr_assert_not_null(d);
+    info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    port = info->port;
+}
+
+static void
+stop_server(void)
+{
+    MHD_stop_daemon(d);
+}
+
+struct waiter {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    size_t n;
+    struct shed_fanout_res res[8];
+    char bodies[8][64];
+    int cancel_after_first;
+};
+
+static bool
+on_each(void *arg, size_t idx, const struct shed_fanout_res *res)
+{
+    struct waiter *w = arg;
+
+    (void)idx;
+    return w->cancel_after_first && res->status == 200;
+}
+
+static void
+on_done(void *arg, const struct shed_fanout_res *res, size_t n)
+{
+    struct waiter *w = arg;
+
+    pthread_mutex_lock(&w->lock);
+    w->n = n;
+    for (size_t i = 0; i < n && i < 8; i++) {
+        w->res[i] = res[i];
+        snprintf(w->bodies[i], sizeof(w->bodies[i]), "%.*s",
+                 (int)(res[i].len < 63 ? res[i].len : 63), res[i].body);
+        w->res[i].body = NULL;
+    }
+    w->done = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void
+run(struct shed_fanout *f, const struct shed_fanout_req *reqs, size_t n, struct waiter *w)
+{
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    w->done = false;
+    cr_assert_eq(shed_fanout_submit(f, reqs, n, on_each, on_done, w), 0);
+    pthread_mutex_lock(&w->lock);
+    while (!w->done)
+        pthread_cond_wait(&w->cond, &w->lock);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static double
+now_s(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+TestSuite(fanout, .init = start_server, .fini = stop_server, .timeout = 30);
+
+Test(fanout, batch_and_methods)
+{
+    struct shed_fanout_config cfg = {0};
+    struct shed_fanout *f;
+    struct waiter w = {0};
+    char u1[64], u2[64], u3[64];
+    struct shed_fanout_req reqs[3] = {{"GET", u1, 2000}, {"POST", u2, 2000}, {"DELETE", u3, 2000}};
+
+    snprintf(u1, sizeof(u1), "http://127.0.0.1:%u/404", port);
+    snprintf(u2, sizeof(u2), "http://127.0.0.1:%u/method", port);
+    snprintf(u3, sizeof(u3), "http://127.0.0.1:%u/method", port);
+    cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
+    run(f, reqs, 3, &w);
+    cr_assert_eq(w.n, 3);
+    cr_assert_eq(w.res[0].status, 404);
+    cr_assert_str_eq(w.bodies[0], "Queue not found");
+    cr_assert_str_eq(w.bodies[1], "POST");
+    cr_assert_str_eq(w.bodies[2], "DELETE");
+    shed_fanout_destroy(f);
+}
+
+Test(fanout, slow_backend_times_out_alone)
+{
+    struct shed_fanout_config cfg = {0};
+    struct shed_fanout *f;
+    struct waiter w = {0};
+    char u1[64], u2[64], u3[64];
+    struct shed_fanout_req reqs[3] = {{"GET", u1, 300}, {"GET", u2, 300}, {"GET", u3, 300}};
+    double t0;
+
+    snprintf(u1, sizeof(u1), "http://127.0.0.1:%u/slow", port);
+    snprintf(u2, sizeof(u2), "http://127.0.0.1:%u/fast", port);
+    snprintf(u3, sizeof(u3), "http://127.0.0.1:1/dead"); /* nothing listens on port 1 */
+    cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
+    t0 = now_s();
+    run(f, reqs, 3, &w);
+    cr_assert_lt(now_s() - t0, 1.0, "the batch waits for the timeout, not the slow answer");
+    cr_assert_eq(w.res[0].status, 0);
+    cr_assert_eq(w.res[0].err, -ETIMEDOUT);
+    cr_assert_eq(w.res[1].status, 200);
+    cr_assert_lt(w.res[1].ms, 250.0);
+    cr_assert_eq(w.res[2].status, 0);
+    cr_assert_eq(w.res[2].err, -ECONNREFUSED);
+    shed_fanout_destroy(f);
+}
+
+Test(fanout, first_answer_cancels_the_rest)
+{
+    struct shed_fanout_config cfg = {0};
+    struct shed_fanout *f;
+    struct waiter w = {0};
+    char u1[64], u2[64];
+    struct shed_fanout_req reqs[2] = {{"GET", u1, 5000}, {"GET", u2, 5000}};
+    double t0;
+
+    snprintf(u1, sizeof(u1), "http://127.0.0.1:%u/slow", port);
+    snprintf(u2, sizeof(u2), "http://127.0.0.1:%u/fast", port);
+    w.cancel_after_first = 1;
+    cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
+    t0 = now_s();
+    run(f, reqs, 2, &w);
+    cr_assert_lt(now_s() - t0, 1.0);
+    cr_assert_eq(w.res[0].err, -ECANCELED);
+    cr_assert_eq(w.res[1].status, 200);
+    shed_fanout_destroy(f);
+}
+
+Test(fanout, connections_are_reused)
+{
+    struct shed_fanout_config cfg = {0};
+    struct shed_fanout *f;
+    char u[64];
+    struct shed_fanout_req req = {"GET", u, 2000};
+    int before;
+
+    snprintf(u, sizeof(u), "http://127.0.0.1:%u/fast", port);
+    cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
+    before = atomic_load(&conns);
+    for (int i = 0; i < 20; i++) {
+        struct waiter w = {0};
+
+        run(f, &req, 1, &w);
+        cr_assert_eq(w.res[0].status, 200);
+    }
+    cr_assert_leq(atomic_load(&conns) - before, 2, "20 sequential requests, %d connections",
+                  atomic_load(&conns) - before);
+    cr_assert_eq(shed_fanout_started(f), 20);
+    shed_fanout_destroy(f);
+}
+
+Test(fanout, body_cap)
+{
+    struct shed_fanout_config cfg = {.max_body = 1000};
+    struct shed_fanout *f;
+    struct waiter w = {0};
+    char u[64];
+    struct shed_fanout_req req = {"GET", u, 2000};
+
+    snprintf(u, sizeof(u), "http://127.0.0.1:%u/big", port);
+    cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
+    run(f, &req, 1, &w);
+    cr_assert_eq(w.res[0].status, 0);
+    cr_assert_eq(w.res[0].err, -E2BIG);
+    shed_fanout_destroy(f);
+}
+
+Test(fanout, bad_submissions)
+{
+    struct shed_fanout_config cfg = {0};
+    struct shed_fanout *f;
+    struct shed_fanout_req bad[] = {{"GET", "http://127.0.0.1:1/", 0},
+                                    {"PATCHWORKS", "http://x/", 1}};
+
+    cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
+    cr_assert_eq(shed_fanout_submit(f, bad, 0, NULL, on_done, NULL), -EINVAL);
+    cr_assert_eq(shed_fanout_submit(f, &bad[0], 1, NULL, on_done, NULL), -EINVAL);
+    cr_assert_eq(shed_fanout_submit(f, &bad[1], 1, NULL, on_done, NULL), -EINVAL);
+    shed_fanout_destroy(f);
+}
+
+Test(fanout, destroy_cancels_running)
+{
+    struct shed_fanout_config cfg = {0};
+    struct shed_fanout *f;
+    struct waiter w = {0};
+    char u[64];
+    struct shed_fanout_req req = {"GET", u, 10000};
+
+    snprintf(u, sizeof(u), "http://127.0.0.1:%u/slow", port);
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
+    cr_assert_eq(shed_fanout_submit(f, &req, 1, NULL, on_done, &w), 0);
+    usleep(100 * 1000);
+    shed_fanout_destroy(f);
+    cr_assert(w.done, "done fired before destroy returned");
+    cr_assert_eq(w.res[0].err, -ECANCELED);
+}

@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: ISC */
+/* tests/agg/test_merge: dedup, global limit, marker window, detail shaping
+ * and status rules of the aggregator's merge, from literal backend answers. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+
+#include "shed/merge.h"
+
+struct in {
+    int status;
+    const char *body;
+    int64_t asked;
+};
+
+#define MAXL 8
+
+static size_t
+load(struct shed_merge_list *lists, const struct in *in, size_t n)
+{
+    memset(lists, 0, sizeof(*lists) * MAXL);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(shed_merge_parse(&lists[i], in[i].status, in[i].body,
+                                      in[i].body ? strlen(in[i].body) : 0, in[i].asked),
+                     0, "list %zu", i);
+    return n;
+}
+
+static void
+clear(struct shed_merge_list *lists, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        shed_merge_list_clear(&lists[i]);
+}
+
+/* Ids of the picks joined by ',' */
+static void
+ids(const struct shed_merge_list *lists, const struct shed_merge_pick *p, long n, char *out)
+{
+    out[0] = '\0';
+    for (long i = 0; i < n; i++) {
+        const struct shed_merge_item *it = &lists[p[i].list].items[p[i].item];
+
+        if (i)
+            strcat(out, ",");
+        strncat(out, it->id, it->idlen);
+    }
+}
+
+Test(merge, parse_shapes)
+{
+    struct shed_merge_list l = {0};
+
+    cr_assert_eq(shed_merge_parse(&l, 200, "[\"a\",\"b\"]", 9, 0), 0);
+    cr_assert_eq(l.n, 2);
+    cr_assert_str_eq(l.items[1].id, "b");
+    cr_assert_eq(shed_merge_parse(&l, 200, "[{\"id\":\"m\",\"ttl\":0}]", 20, 1), 0);
+    cr_assert_eq(l.n, 1);
+    cr_assert(l.truncated, "asked 1, got 1: more may follow");
+    cr_assert_eq(shed_merge_parse(&l, 404, "Queue not found", 15, 0), 0);
+    cr_assert_eq(l.n, 0);
+    cr_assert_eq(l.status, 404);
+    cr_assert_eq(shed_merge_parse(&l, 200, "{\"a\":1}", 7, 0), -EBADMSG);
+    cr_assert_eq(shed_merge_parse(&l, 200, "[1]", 3, 0), -EBADMSG);
+    cr_assert_eq(shed_merge_parse(&l, 200, "[{\"x\":1}]", 9, 0), -EBADMSG);
+    cr_assert_eq(shed_merge_parse(&l, 200, "not json", 8, 0), -EBADMSG);
+    cr_assert_eq(l.n, 0);
+    shed_merge_list_clear(&l);
+    shed_merge_list_clear(&l);
+}
+
+struct concat_case {
+    struct in in[4];
+    size_t n;
+    int64_t limit;
+    const char *drop; /* "list:item" pairs, e.g. "1:0" */
+    const char *want;
+    bool more;
+};
+
+Test(merge, concat_table)
+{
+    static const struct concat_case cases[] = {
+        /* plain concatenation in backend order */
+        {{{200, "[\"a\",\"b\"]", 0}, {200, "[\"c\"]", 0}}, 2, 0, NULL, "a,b,c", false},
+        /* 404 = empty */
+        {{{404, "Queue not found", 0}, {200, "[\"c\"]", 0}}, 2, 0, NULL, "c", false},
+        /* global limit across backends */
+        {{{200, "[\"a\",\"b\"]", 3}, {200, "[\"c\",\"d\",\"e\"]", 3}}, 2, 3, NULL, "a,b,c", true},
+        /* a truncated backend stops the page (its tail is unknown) */
+        {{{200, "[\"a\",\"b\"]", 2}, {200, "[\"c\"]", 2}}, 2, 5, NULL, "a,b", true},
+        /* repeated id: first occurrence wins */
+        {{{200, "[\"a\",\"x\"]", 0}, {200, "[\"x\",\"c\"]", 0}}, 2, 0, NULL, "a,x,c", false},
+        /* a dropped (losing) copy is skipped, the other copy stays */
+        {{{200, "[\"a\",\"x\"]", 0}, {200, "[\"x\",\"c\"]", 0}}, 2, 0, "0:1", "a,x,c", false},
+        /* limit exactly reached: more may follow */
+        {{{200, "[\"a\"]", 0}, {200, "[\"b\"]", 0}}, 2, 2, NULL, "a,b", true},
+        /* everything empty */
+        {{{404, "", 0}, {204, "", 0}, {0, "", 0}}, 3, 10, NULL, "", false},
+        /* unlimited, objects */
+        {{{200, "[{\"id\":\"m1\",\"body\":\"x\"}]", 0}, {200, "[{\"id\":\"m2\"}]", 0}},
+         2,
+         -1,
+         NULL,
+         "m1,m2",
+         false},
+    };
+
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        struct shed_merge_list lists[MAXL];
+        struct shed_merge_pick picks[32];
+        char got[256];
+        bool more;
+        size_t n = load(lists, cases[c].in, cases[c].n);
+        long np;
+
+        if (cases[c].drop != NULL) {
+            unsigned li, ii;
+
+            cr_assert_eq(sscanf(cases[c].drop, "%u:%u", &li, &ii), 2);
+            lists[li].items[ii].drop = true;
+        }
+        np = shed_merge_concat(lists, n, cases[c].limit, picks, 32, &more);
+        cr_assert_geq(np, 0);
+        ids(lists, picks, np, got);
+        cr_assert_str_eq(got, cases[c].want, "case %zu", c);
+        cr_assert_eq(more, cases[c].more, "case %zu more", c);
+        clear(lists, n);
+    }
+}
+
+struct window_case {
+    const char *marker;
+    int64_t limit;
+    const char *want;
+};
+
+Test(merge, window_table)
+{
+    static const struct in in[] = {
+        {200, "[\"a1\",\"a2\"]", 0}, {200, "[\"a2\",\"a3\"]", 0}, {404, "Account not found", 0}};
+    static const struct window_case cases[] = {
+        {NULL, 0, "a1,a2,a3"}, {"a1", 0, "a2,a3"}, {"a2", 1, "a3"}, {"unknown", 0, "a1,a2,a3"},
+        {"a3", 0, ""},         {NULL, 2, "a1,a2"}, {"a1", 1, "a2"}, {NULL, -1, "a1,a2,a3"},
+    };
+
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        struct shed_merge_list lists[MAXL];
+        struct shed_merge_pick picks[32];
+        char got[256];
+        size_t n = load(lists, in, 3);
+        const char *m = cases[c].marker;
+        long np = shed_merge_window(lists, n, m, m ? strlen(m) : 0, cases[c].limit, picks, 32);
+
+        cr_assert_geq(np, 0);
+        ids(lists, picks, np, got);
+        cr_assert_str_eq(got, cases[c].want, "case %zu", c);
+        clear(lists, n);
+    }
+}
+
+struct render_case {
+    enum proto_burrow_level level;
+    enum proto_burrow_detail detail;
+    int status;
+    const char *body;
+};
+
+Test(merge, render_table)
+{
+    static const struct in msgs[] = {
+        {200, "[{\"id\":\"m1\",\"ttl\":5,\"hide\":0,\"body\":\"b1\"}]", 0}};
+    static const struct in qs[] = {{200, "[\"q1\",\"q2\"]", 0}};
+    static const struct render_case mcases[] = {
+        {PROTO_BURROW_MESSAGES, PROTO_DETAIL_ID, 200, "[\"m1\"]"},
+        {PROTO_BURROW_MESSAGES, PROTO_DETAIL_BODY, 200, "[\"b1\"]"},
+        {PROTO_BURROW_MESSAGES, PROTO_DETAIL_ATTRIBUTES, 200,
+         "[{\"id\":\"m1\",\"ttl\":5,\"hide\":0}]"},
+        {PROTO_BURROW_MESSAGES, PROTO_DETAIL_ALL, 200,
+         "[{\"id\":\"m1\",\"ttl\":5,\"hide\":0,\"body\":\"b1\"}]"},
+        {PROTO_BURROW_MESSAGES, PROTO_DETAIL_NONE, 204, ""},
+    };
+    static const struct render_case qcases[] = {
+        {PROTO_BURROW_QUEUES, PROTO_DETAIL_ID, 200, "[\"q1\",\"q2\"]"},
+        {PROTO_BURROW_QUEUES, PROTO_DETAIL_ALL, 200, "[{\"id\":\"q1\"},{\"id\":\"q2\"}]"},
+        {PROTO_BURROW_QUEUES, PROTO_DETAIL_NONE, 204, ""},
+    };
+
+    for (int set = 0; set < 2; set++) {
+        const struct render_case *cs = set ? qcases : mcases;
+        size_t nc = set ? 3 : 5;
+
+        for (size_t c = 0; c < nc; c++) {
+            struct shed_merge_list lists[MAXL];
+            struct shed_merge_pick picks[8];
+            struct shed_merge_out out;
+            bool more;
+            size_t n = load(lists, set ? qs : msgs, 1);
+            long np = shed_merge_concat(lists, n, 0, picks, 8, &more);
+
+            cr_assert_eq(
+                shed_merge_render(cs[c].level, cs[c].detail, lists, picks, (size_t)np, "nf", &out),
+                0);
+            cr_assert_eq(out.status, cs[c].status, "set %d case %zu", set, c);
+            cr_assert_eq(out.len, strlen(cs[c].body));
+            if (out.len)
+                cr_assert_eq(memcmp(out.body, cs[c].body, out.len), 0, "got %.*s", (int)out.len,
+                             out.body);
+            shed_merge_out_clear(&out);
+            clear(lists, n);
+        }
+    }
+}
+
+Test(merge, render_empty_is_404)
+{
+    struct shed_merge_out out;
+
+    cr_assert_eq(shed_merge_render(PROTO_BURROW_MESSAGES, PROTO_DETAIL_ALL, NULL, NULL, 0,
+                                   "Queue not found", &out),
+                 0);
+    cr_assert_eq(out.status, 404);
+    cr_assert_eq(out.len, 15);
+    cr_assert_str_eq(out.ctype, "application/octet-stream");
+    shed_merge_out_clear(&out);
+}
+
+Test(merge, details_and_defaults)
+{
+    cr_assert_eq(shed_merge_default_detail(PROTO_BURROW_MESSAGES, true), PROTO_DETAIL_ALL);
+    cr_assert_eq(shed_merge_default_detail(PROTO_BURROW_QUEUES, true), PROTO_DETAIL_ID);
+    cr_assert_eq(shed_merge_default_detail(PROTO_BURROW_MESSAGES, false), PROTO_DETAIL_NONE);
+    cr_assert_eq(shed_merge_backend_detail(PROTO_BURROW_MESSAGES, PROTO_DETAIL_NONE),
+                 PROTO_DETAIL_ID);
+    cr_assert_eq(shed_merge_backend_detail(PROTO_BURROW_MESSAGES, PROTO_DETAIL_BODY),
+                 PROTO_DETAIL_ALL);
+    cr_assert_eq(shed_merge_backend_detail(PROTO_BURROW_MESSAGES, PROTO_DETAIL_ATTRIBUTES),
+                 PROTO_DETAIL_ATTRIBUTES);
+    cr_assert_eq(shed_merge_backend_detail(PROTO_BURROW_ACCOUNTS, PROTO_DETAIL_ALL),
+                 PROTO_DETAIL_ID);
+}
+
+Test(merge, set_grows)
+{
+    struct shed_merge_set s;
+    static char keys[5000][8];
+
+    cr_assert_eq(shed_merge_set_init(&s, 1), 0);
+    for (int i = 0; i < 5000; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "k%d", i);
+        cr_assert_eq(shed_merge_set_add(&s, keys[i], strlen(keys[i])), 1);
+    }
+    for (int i = 0; i < 5000; i++)
+        cr_assert_eq(shed_merge_set_add(&s, keys[i], strlen(keys[i])), 0);
+    cr_assert(shed_merge_set_has(&s, "k4999", 5));
+    cr_assert(!shed_merge_set_has(&s, "k5000", 5));
+    cr_assert_eq(shed_merge_set_add(&s, "", 0), 1);
+    cr_assert(shed_merge_set_has(&s, "", 0));
+    shed_merge_set_free(&s);
+}
