@@ -1,10 +1,270 @@
 /* SPDX-License-Identifier: ISC */
-/* burrowd: placeholder until the server lands. */
+/*
+ * burrowd: the reference in-memory Burrow v1.0 server. Parses the command
+ * line, starts the HTTP front end (burrow/http) and, when asked, the
+ * heartbeat announcer; exits cleanly (deregistering) on SIGTERM or SIGINT.
+ */
+#include "burrow/announce_glue.h"
+#include "burrow/http.h"
+#include "common/log.h"
+#include "proto/burrow.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#define CREDENTIAL_MAX 1024
+#define URL_MAX        512
+
+static void
+usage(FILE *f)
+{
+    fputs("usage: burrowd --listen ADDR:PORT [--default-ttl SECONDS] [--default-hide SECONDS]\n"
+          "               [--max-message-bytes N] [--announce URL]... [--id ID] [--zone ZONE]\n"
+          "               [--weight N] [--credential SECRET | --credential-file PATH]\n"
+          "               [--public-url URL] [--service NAME] [--debug] [--help]\n"
+          "\n"
+          "  --listen ADDR:PORT       numeric address to serve on, [v6]:port for IPv6\n"
+          "  --default-ttl SECONDS    ttl of a PUT without ttl (600; 0: never expires)\n"
+          "  --default-hide SECONDS   hide of a PUT without hide (0)\n"
+          "  --max-message-bytes N    largest message body, 413 beyond (1048576)\n"
+          "  --announce URL           heartbeat to this shed (repeatable, up to 16)\n"
+          "  --id ID                  backend id in heartbeats (default: the listen address)\n"
+          "  --zone ZONE              failure domain in heartbeats (\"\")\n"
+          "  --weight N               ring weight in heartbeats (1)\n"
+          "  --credential SECRET      cluster credential for heartbeats\n"
+          "  --credential-file PATH   read the credential from the first line of PATH\n"
+          "  --public-url URL         where clients reach this server (http://ADDR:PORT)\n"
+          "  --service NAME           service name in heartbeats (burrow)\n",
+          f);
+}
+
+static int64_t
+num_arg(const char *name, const char *s, int64_t min, int64_t max)
+{
+    char *end;
+    long long v;
+
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < min || v > max)
+        fatalx("%s: bad value \"%s\" (want %" PRId64 "..%" PRId64 ")", name, s, min, max);
+    return (int64_t)v;
+}
+
+/* "1.2.3.4:80" or "[::1]:80" into <host> and <port>. */
+static void
+split_listen(const char *s, char *host, size_t hostlen, uint16_t *port)
+{
+    const char *colon;
+    size_t n;
+
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+
+        if (rb == NULL || rb[1] != ':')
+            fatalx("--listen: bad address \"%s\"", s);
+        n = (size_t)(rb - s - 1);
+        if (n >= hostlen)
+            fatalx("--listen: address too long");
+        memcpy(host, s + 1, n);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL)
+            fatalx("--listen: want ADDR:PORT, got \"%s\"", s);
+        n = (size_t)(colon - s);
+        if (n >= hostlen)
+            fatalx("--listen: address too long");
+        memcpy(host, s, n);
+    }
+    host[n] = '\0';
+    *port = (uint16_t)num_arg("--listen port", colon + 1, 0, 65535);
+}
+
+static void
+read_credential(const char *path, char *out, size_t outlen)
+{
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL)
+        fatal("--credential-file %s", path);
+    if (fgets(out, (int)outlen, f) == NULL)
+        fatalx("--credential-file %s: empty", path);
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+}
+
+/* Room for many connections: raise the soft descriptor limit. */
+static void
+raise_nofile(unsigned want)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+        return;
+    if (rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+        log_warn("setrlimit NOFILE");
+}
 
 int
-main(void)
+main(int argc, char **argv)
 {
-    fputs("burrowd: not built yet\n", stderr);
-    return 1;
+    enum {
+        O_LISTEN = 256,
+        O_TTL,
+        O_HIDE,
+        O_MAXMSG,
+        O_ANNOUNCE,
+        O_ID,
+        O_ZONE,
+        O_WEIGHT,
+        O_CRED,
+        O_CREDFILE,
+        O_PUBURL,
+        O_SERVICE,
+        O_DEBUG,
+        O_HELP,
+    };
+    static const struct option opts[] = {
+        {"listen", required_argument, NULL, O_LISTEN},
+        {"default-ttl", required_argument, NULL, O_TTL},
+        {"default-hide", required_argument, NULL, O_HIDE},
+        {"max-message-bytes", required_argument, NULL, O_MAXMSG},
+        {"announce", required_argument, NULL, O_ANNOUNCE},
+        {"id", required_argument, NULL, O_ID},
+        {"zone", required_argument, NULL, O_ZONE},
+        {"weight", required_argument, NULL, O_WEIGHT},
+        {"credential", required_argument, NULL, O_CRED},
+        {"credential-file", required_argument, NULL, O_CREDFILE},
+        {"public-url", required_argument, NULL, O_PUBURL},
+        {"service", required_argument, NULL, O_SERVICE},
+        {"debug", no_argument, NULL, O_DEBUG},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    struct burrow_http_config cfg = {
+        .default_ttl = 600,
+        .max_message_bytes = BURROW_HTTP_MAX_MESSAGE_DEFAULT,
+    };
+    struct announce_config ac = {.service = "burrow", .zone = "", .weight = 1};
+    static char host[64], credential[CREDENTIAL_MAX], public_url[URL_MAX];
+    const char *listen = NULL, *credfile = NULL;
+    struct burrow_http *h = NULL;
+    struct burrow_announce *an = NULL;
+    bool debug = false;
+    sigset_t sigs;
+    int c, sig, rc;
+
+    log_init("burrowd", false);
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_LISTEN:
+            listen = optarg;
+            break;
+        case O_TTL:
+            cfg.default_ttl = num_arg("--default-ttl", optarg, 0, PROTO_BURROW_SECONDS_MAX);
+            break;
+        case O_HIDE:
+            cfg.default_hide = num_arg("--default-hide", optarg, 0, PROTO_BURROW_SECONDS_MAX);
+            break;
+        case O_MAXMSG:
+            cfg.max_message_bytes =
+                (size_t)num_arg("--max-message-bytes", optarg, 1, (int64_t)UINT32_MAX);
+            break;
+        case O_ANNOUNCE:
+            if (ac.ntargets == ANNOUNCE_MAX_TARGETS)
+                fatalx("--announce: at most %d targets", ANNOUNCE_MAX_TARGETS);
+            ac.targets[ac.ntargets++] = optarg;
+            break;
+        case O_ID:
+            ac.id = optarg;
+            break;
+        case O_ZONE:
+            ac.zone = optarg;
+            break;
+        case O_WEIGHT:
+            ac.weight = (uint32_t)num_arg("--weight", optarg, 1, UINT32_MAX);
+            break;
+        case O_CRED:
+            snprintf(credential, sizeof(credential), "%s", optarg);
+            break;
+        case O_CREDFILE:
+            credfile = optarg;
+            break;
+        case O_PUBURL:
+            ac.url = optarg;
+            break;
+        case O_SERVICE:
+            ac.service = optarg;
+            break;
+        case O_DEBUG:
+            debug = true;
+            break;
+        case O_HELP:
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc || listen == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    log_set_debug(debug);
+    split_listen(listen, host, sizeof(host), &cfg.port);
+    cfg.host = host;
+    if (credfile)
+        read_credential(credfile, credential, sizeof(credential));
+    ac.credential = credential;
+    if (ac.id == NULL)
+        ac.id = listen;
+    if (ac.url == NULL) {
+        snprintf(public_url, sizeof(public_url), "http://%s", listen);
+        ac.url = public_url;
+    }
+
+    /* Handle SIGTERM/SIGINT synchronously: block them before any thread
+     * starts (threads inherit the mask), then sigwait below. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    cfg.connection_limit = 10000;
+    raise_nofile(cfg.connection_limit + 64);
+    rc = burrow_http_start(&cfg, &h);
+    if (rc < 0)
+        fatalx("listen %s: %s", listen, strerror(-rc));
+    log_info("listening on %s:%u, default ttl %" PRId64 " s, max message %zu bytes", host,
+             (unsigned)burrow_http_port(h), cfg.default_ttl, cfg.max_message_bytes);
+    if (ac.ntargets > 0) {
+        rc = burrow_announce_begin(&ac, &an);
+        if (rc < 0)
+            log_warnx("announce: %s (serving without heartbeats)", strerror(-rc));
+    }
+
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGTERM || sig == SIGINT)
+            break;
+    }
+    log_info("signal %d: shutting down", sig);
+    burrow_announce_end(an);
+    burrow_http_stop(h);
+    return 0;
 }

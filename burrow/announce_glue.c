@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * burrow/announce_glue: --announce through common/announce (heartbeats
+ * from a background thread, deregistration on stop).
+ */
+#include "burrow/announce_glue.h"
+
+int
+burrow_announce_begin(const struct announce_config *cfg, struct burrow_announce **out)
+{
+    return announce_start(cfg, (struct announce **)out);
+}
+
+void
+burrow_announce_end(struct burrow_announce *a)
+{
+    announce_stop((struct announce *)a);
+}

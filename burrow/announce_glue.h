@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * burrow/announce_glue: burrowd's link to the heartbeat announcer
+ * (common/announce.h). Built from announce_glue.c when common/announce.c is
+ * in the tree, and from announce_none.c (which refuses with -ENOSYS)
+ * otherwise, so burrowd always links.
+ *
+ * Ownership: burrow_announce_begin() copies what it needs from <cfg>;
+ * burrow_announce_end(NULL) is a no-op. Not thread-safe: call both from
+ * the main thread.
+ */
+#ifndef BURROW_ANNOUNCE_GLUE_H
+#define BURROW_ANNOUNCE_GLUE_H
+
+#include "common/announce.h"
+
+struct burrow_announce;
+
+/* Start heartbeating to cfg->targets. 0 or a negative errno. */
+int burrow_announce_begin(const struct announce_config *cfg, struct burrow_announce **out);
+
+/* Deregister and stop. */
+void burrow_announce_end(struct burrow_announce *a);
+
+#endif /* BURROW_ANNOUNCE_GLUE_H */

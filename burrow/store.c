@@ -1,0 +1,1004 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * burrow/store: burrowd's in-memory accounts, queues and messages. See
+ * store.h for the model and the costs; this file keeps three intrusive
+ * chained hash tables, insertion-ordered doubly linked lists, a visible-only
+ * list per queue and one min-heap of deadlines. A message is one allocation:
+ * its header, then its id, then its body.
+ */
+#include "burrow/store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define HEAP_NONE UINT32_MAX
+
+/* Every hashed object starts with this node. */
+struct hnode {
+    struct hnode *hnext;
+    uint32_t hash;
+};
+
+struct htab {
+    struct hnode **b;
+    size_t mask; /* buckets - 1; 0 buckets when b is NULL */
+    size_t n;
+};
+
+struct account {
+    struct hnode h;
+    struct account *prev, *next; /* store order */
+    struct queue *qhead, *qtail; /* queue order */
+    size_t nqueues;
+    uint8_t id_len;
+    char id[];
+};
+
+struct queue {
+    struct hnode h;
+    struct queue *prev, *next; /* account order */
+    struct account *acct;
+    struct msg *head, *tail;   /* every message, insertion order */
+    struct msg *vhead, *vtail; /* visible messages, insertion order */
+    size_t nmsgs;
+    uint64_t seq; /* next insertion number */
+    uint8_t id_len;
+    char id[];
+};
+
+struct msg {
+    struct hnode h;
+    uint32_t heap_idx;         /* in s->heap, HEAP_NONE if no deadline */
+    struct msg *prev, *next;   /* queue order */
+    struct msg *vprev, *vnext; /* visible order; both NULL and not vhead when hidden */
+    struct queue *q;
+    uint64_t seq;  /* insertion number within the queue */
+    int64_t ttl;   /* absolute expiry, 0: never */
+    int64_t hide;  /* absolute un-hide time, 0: visible */
+    uint32_t blen; /* body bytes */
+    uint8_t id_len;
+    char data[]; /* id, then body */
+};
+
+struct burrow_store {
+    struct htab accounts, queues, msgs;
+    struct account *ahead, *atail;
+    size_t naccounts;
+    struct msg **heap; /* min-heap on next_event() */
+    size_t nheap, heapcap;
+    burrow_store_notify_fn notify;
+    void *notify_arg;
+};
+
+/* ---- hash tables ---------------------------------------------------- */
+
+static uint32_t
+hash_id(const void *seed, const char *id, size_t len)
+{
+    return (uint32_t)XXH3_64bits_withSeed(id, len, (uint64_t)(uintptr_t)seed);
+}
+
+static int
+htab_resize(struct htab *t, size_t nb)
+{
+    struct hnode **b = calloc(nb, sizeof(*b));
+
+    if (b == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; t->b && i <= t->mask; i++) {
+        struct hnode *n = t->b[i], *next;
+
+        for (; n; n = next) {
+            next = n->hnext;
+            n->hnext = b[n->hash & (nb - 1)];
+            b[n->hash & (nb - 1)] = n;
+        }
+    }
+    free(t->b);
+    t->b = b;
+    t->mask = nb - 1;
+    return 0;
+}
+
+/* Make room for one more entry before it is allocated, so an insert
+ * cannot fail half-way. */
+static int
+htab_reserve(struct htab *t)
+{
+    if (t->b == NULL)
+        return htab_resize(t, 16);
+    if (t->n + 1 > t->mask + 1)
+        return htab_resize(t, (t->mask + 1) * 2);
+    return 0;
+}
+
+static void
+htab_insert(struct htab *t, struct hnode *n)
+{
+    struct hnode **b = &t->b[n->hash & t->mask];
+
+    n->hnext = *b;
+    *b = n;
+    t->n++;
+}
+
+static void
+htab_remove(struct htab *t, struct hnode *n)
+{
+    struct hnode **pp = &t->b[n->hash & t->mask];
+
+    while (*pp != n)
+        pp = &(*pp)->hnext;
+    *pp = n->hnext;
+    t->n--;
+    /* Shrink lazily so a drained million-message queue gives memory back;
+     * a failed shrink just keeps the bigger table. */
+    if (t->mask + 1 > 64 && t->n < (t->mask + 1) / 8)
+        (void)htab_resize(t, (t->mask + 1) / 4);
+}
+
+static struct hnode *
+htab_first(const struct htab *t, uint32_t hash)
+{
+    return t->b ? t->b[hash & t->mask] : NULL;
+}
+
+/* ---- lookups --------------------------------------------------------- */
+
+static struct account *
+account_find(struct burrow_store *s, const char *a, size_t alen)
+{
+    uint32_t h = hash_id(NULL, a, alen);
+
+    for (struct hnode *n = htab_first(&s->accounts, h); n; n = n->hnext) {
+        struct account *ac = (struct account *)n;
+
+        if (n->hash == h && ac->id_len == alen && memcmp(ac->id, a, alen) == 0)
+            return ac;
+    }
+    return NULL;
+}
+
+static struct queue *
+queue_find(struct burrow_store *s, struct account *ac, const char *q, size_t qlen)
+{
+    uint32_t h = hash_id(ac, q, qlen);
+
+    for (struct hnode *n = htab_first(&s->queues, h); n; n = n->hnext) {
+        struct queue *qu = (struct queue *)n;
+
+        if (n->hash == h && qu->acct == ac && qu->id_len == qlen && memcmp(qu->id, q, qlen) == 0)
+            return qu;
+    }
+    return NULL;
+}
+
+static struct msg *
+msg_find(struct burrow_store *s, struct queue *qu, const char *m, size_t mlen)
+{
+    uint32_t h = hash_id(qu, m, mlen);
+
+    for (struct hnode *n = htab_first(&s->msgs, h); n; n = n->hnext) {
+        struct msg *ms = (struct msg *)n;
+
+        if (n->hash == h && ms->q == qu && ms->id_len == mlen && memcmp(ms->data, m, mlen) == 0)
+            return ms;
+    }
+    return NULL;
+}
+
+/* ---- deadline heap ---------------------------------------------------- */
+
+static int64_t
+next_event(const struct msg *m)
+{
+    if (m->ttl > 0 && m->hide > 0)
+        return m->ttl < m->hide ? m->ttl : m->hide;
+    return m->ttl > 0 ? m->ttl : m->hide;
+}
+
+static void
+heap_set(struct burrow_store *s, size_t i, struct msg *m)
+{
+    s->heap[i] = m;
+    m->heap_idx = (uint32_t)i;
+}
+
+static void
+heap_up(struct burrow_store *s, size_t i)
+{
+    struct msg *m = s->heap[i];
+    int64_t k = next_event(m);
+
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+
+        if (next_event(s->heap[p]) <= k)
+            break;
+        heap_set(s, i, s->heap[p]);
+        i = p;
+    }
+    heap_set(s, i, m);
+}
+
+static void
+heap_down(struct burrow_store *s, size_t i)
+{
+    struct msg *m = s->heap[i];
+    int64_t k = next_event(m);
+
+    for (;;) {
+        size_t c = 2 * i + 1;
+
+        if (c >= s->nheap)
+            break;
+        if (c + 1 < s->nheap && next_event(s->heap[c + 1]) < next_event(s->heap[c]))
+            c++;
+        if (next_event(s->heap[c]) >= k)
+            break;
+        heap_set(s, i, s->heap[c]);
+        i = c;
+    }
+    heap_set(s, i, m);
+}
+
+static void
+heap_remove(struct burrow_store *s, struct msg *m)
+{
+    size_t i = m->heap_idx;
+
+    if (i == HEAP_NONE)
+        return;
+    m->heap_idx = HEAP_NONE;
+    s->nheap--;
+    if (i == s->nheap)
+        return;
+    struct msg *last = s->heap[s->nheap];
+
+    heap_set(s, i, last);
+    heap_up(s, i);
+    heap_down(s, last->heap_idx);
+}
+
+static int
+heap_reserve(struct burrow_store *s)
+{
+    if (s->nheap < s->heapcap)
+        return 0;
+    size_t cap = s->heapcap ? s->heapcap * 2 : 64;
+    struct msg **h = realloc(s->heap, cap * sizeof(*h));
+
+    if (h == NULL)
+        return -ENOMEM;
+    s->heap = h;
+    s->heapcap = cap;
+    return 0;
+}
+
+/* Put <m> where its deadlines say; the caller reserved heap room. */
+static void
+heap_update(struct burrow_store *s, struct msg *m)
+{
+    bool want = next_event(m) > 0;
+
+    if (m->heap_idx != HEAP_NONE) {
+        if (!want) {
+            heap_remove(s, m);
+            return;
+        }
+        heap_up(s, m->heap_idx);
+        heap_down(s, m->heap_idx);
+    } else if (want) {
+        heap_set(s, s->nheap++, m);
+        heap_up(s, m->heap_idx);
+    }
+}
+
+/* ---- visible list ------------------------------------------------------ */
+
+static bool
+visible(const struct msg *m)
+{
+    return m->hide == 0;
+}
+
+static void
+vis_remove(struct queue *q, struct msg *m)
+{
+    if (m->vprev)
+        m->vprev->vnext = m->vnext;
+    else
+        q->vhead = m->vnext;
+    if (m->vnext)
+        m->vnext->vprev = m->vprev;
+    else
+        q->vtail = m->vprev;
+    m->vprev = m->vnext = NULL;
+}
+
+/* Insert <m> in seq order, walking from both ends at once. */
+static void
+vis_insert(struct queue *q, struct msg *m)
+{
+    struct msg *after = NULL; /* insert after this one (NULL: at head) */
+    struct msg *fwd = q->vhead, *back = q->vtail;
+
+    while (back != NULL) {
+        if (back->seq < m->seq) {
+            after = back;
+            break;
+        }
+        if (fwd->seq > m->seq) {
+            after = fwd->vprev;
+            break;
+        }
+        back = back->vprev;
+        fwd = fwd->vnext;
+    }
+    m->vprev = after;
+    m->vnext = after ? after->vnext : q->vhead;
+    if (m->vnext)
+        m->vnext->vprev = m;
+    else
+        q->vtail = m;
+    if (after)
+        after->vnext = m;
+    else
+        q->vhead = m;
+}
+
+/* ---- creation and removal ----------------------------------------------- */
+
+static void
+notify(struct burrow_store *s, struct queue *q)
+{
+    if (s->notify)
+        s->notify(s->notify_arg, q->acct->id, q->acct->id_len, q->id, q->id_len);
+}
+
+static void
+account_free(struct burrow_store *s, struct account *ac)
+{
+    htab_remove(&s->accounts, &ac->h);
+    if (ac->prev)
+        ac->prev->next = ac->next;
+    else
+        s->ahead = ac->next;
+    if (ac->next)
+        ac->next->prev = ac->prev;
+    else
+        s->atail = ac->prev;
+    s->naccounts--;
+    free(ac);
+}
+
+/* Unlink an empty queue, and its account if that was the last queue.
+ * Returns true when the account went too. */
+static bool
+queue_free(struct burrow_store *s, struct queue *q)
+{
+    struct account *ac = q->acct;
+
+    htab_remove(&s->queues, &q->h);
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        ac->qhead = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    else
+        ac->qtail = q->prev;
+    ac->nqueues--;
+    free(q);
+    if (ac->nqueues == 0) {
+        account_free(s, ac);
+        return true;
+    }
+    return false;
+}
+
+/* What went with a freed message. */
+enum gone { GONE_MSG = 0, GONE_QUEUE, GONE_ACCOUNT };
+
+/* Free one message, and its queue and account when they become empty. */
+static enum gone
+msg_free(struct burrow_store *s, struct msg *m)
+{
+    struct queue *q = m->q;
+
+    htab_remove(&s->msgs, &m->h);
+    heap_remove(s, m);
+    if (visible(m))
+        vis_remove(q, m);
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        q->head = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    else
+        q->tail = m->prev;
+    q->nmsgs--;
+    free(m);
+    if (q->nmsgs == 0)
+        return queue_free(s, q) ? GONE_ACCOUNT : GONE_QUEUE;
+    return GONE_MSG;
+}
+
+static int64_t
+deadline(int64_t now, int64_t secs)
+{
+    return secs > 0 ? now + secs : 0;
+}
+
+static int64_t
+remaining(int64_t now, int64_t dl)
+{
+    return dl > 0 ? dl - now : dl;
+}
+
+struct burrow_store *
+burrow_store_create(burrow_store_notify_fn fn, void *arg)
+{
+    struct burrow_store *s = calloc(1, sizeof(*s));
+
+    if (s == NULL)
+        return NULL;
+    s->notify = fn;
+    s->notify_arg = arg;
+    return s;
+}
+
+void
+burrow_store_destroy(struct burrow_store *s)
+{
+    if (s == NULL)
+        return;
+    for (struct account *ac = s->ahead, *an; ac; ac = an) {
+        an = ac->next;
+        for (struct queue *q = ac->qhead, *qn; q; q = qn) {
+            qn = q->next;
+            for (struct msg *m = q->head, *mn; m; m = mn) {
+                mn = m->next;
+                free(m);
+            }
+            free(q);
+        }
+        free(ac);
+    }
+    free(s->accounts.b);
+    free(s->queues.b);
+    free(s->msgs.b);
+    free(s->heap);
+    free(s);
+}
+
+void
+burrow_store_tick(struct burrow_store *s, int64_t now)
+{
+    while (s->nheap > 0 && next_event(s->heap[0]) <= now) {
+        struct msg *m = s->heap[0];
+
+        if (m->ttl > 0 && m->ttl <= now) {
+            (void)msg_free(s, m);
+            continue;
+        }
+        m->hide = 0;
+        vis_insert(m->q, m);
+        heap_update(s, m);
+        notify(s, m->q);
+    }
+}
+
+static void
+view(const struct msg *m, int64_t now, struct burrow_msg_view *v)
+{
+    v->id = m->data;
+    v->id_len = m->id_len;
+    v->body = m->data + m->id_len;
+    v->body_len = m->blen;
+    v->ttl = remaining(now, m->ttl);
+    v->hide = remaining(now, m->hide);
+}
+
+/* Find or create the account and queue for a put; nothing is left behind
+ * on failure. */
+static int
+queue_get_or_create(struct burrow_store *s, const char *a, size_t alen, const char *q, size_t qlen,
+                    struct queue **out)
+{
+    struct account *ac = account_find(s, a, alen);
+    struct queue *qu;
+    bool new_ac = false;
+
+    if (ac) {
+        qu = queue_find(s, ac, q, qlen);
+        if (qu) {
+            *out = qu;
+            return 0;
+        }
+    } else {
+        if (htab_reserve(&s->accounts) < 0)
+            return -ENOMEM;
+        ac = calloc(1, sizeof(*ac) + alen);
+        if (ac == NULL)
+            return -ENOMEM;
+        memcpy(ac->id, a, alen);
+        ac->id_len = (uint8_t)alen;
+        ac->h.hash = hash_id(NULL, a, alen);
+        new_ac = true;
+    }
+    if (htab_reserve(&s->queues) < 0 || (qu = calloc(1, sizeof(*qu) + qlen)) == NULL) {
+        if (new_ac)
+            free(ac);
+        return -ENOMEM;
+    }
+    if (new_ac) {
+        htab_insert(&s->accounts, &ac->h);
+        ac->prev = s->atail;
+        if (s->atail)
+            s->atail->next = ac;
+        else
+            s->ahead = ac;
+        s->atail = ac;
+        s->naccounts++;
+    }
+    memcpy(qu->id, q, qlen);
+    qu->id_len = (uint8_t)qlen;
+    qu->acct = ac;
+    qu->h.hash = hash_id(ac, q, qlen);
+    htab_insert(&s->queues, &qu->h);
+    qu->prev = ac->qtail;
+    if (ac->qtail)
+        ac->qtail->next = qu;
+    else
+        ac->qhead = qu;
+    ac->qtail = qu;
+    ac->nqueues++;
+    *out = qu;
+    return 0;
+}
+
+/* <nm> replaces <om> (same id, same place): repoint every link. */
+static void
+msg_relink(struct burrow_store *s, struct msg *om, struct msg *nm)
+{
+    struct queue *q = om->q;
+    struct hnode **pp = &s->msgs.b[om->h.hash & s->msgs.mask];
+
+    while (*pp != &om->h)
+        pp = &(*pp)->hnext;
+    *pp = &nm->h;
+    if (nm->prev)
+        nm->prev->next = nm;
+    else
+        q->head = nm;
+    if (nm->next)
+        nm->next->prev = nm;
+    else
+        q->tail = nm;
+    if (visible(om)) {
+        if (nm->vprev)
+            nm->vprev->vnext = nm;
+        else
+            q->vhead = nm;
+        if (nm->vnext)
+            nm->vnext->vprev = nm;
+        else
+            q->vtail = nm;
+    }
+    if (om->heap_idx != HEAP_NONE)
+        s->heap[om->heap_idx] = nm;
+}
+
+int
+burrow_store_put(struct burrow_store *s, int64_t now, const char *a, size_t alen, const char *q,
+                 size_t qlen, const char *m, size_t mlen, const char *body, size_t blen,
+                 int64_t ttl, int64_t hide)
+{
+    struct queue *qu;
+    struct msg *om, *nm;
+    bool was_visible;
+    int rc;
+
+    if (alen == 0 || alen > UINT8_MAX || qlen == 0 || qlen > UINT8_MAX || mlen == 0 ||
+        mlen > UINT8_MAX || blen > UINT32_MAX)
+        return -EINVAL;
+    burrow_store_tick(s, now);
+    if (heap_reserve(s) < 0 || htab_reserve(&s->msgs) < 0)
+        return -ENOMEM;
+    rc = queue_get_or_create(s, a, alen, q, qlen, &qu);
+    if (rc < 0)
+        return rc;
+    om = msg_find(s, qu, m, mlen);
+    nm = malloc(offsetof(struct msg, data) + mlen + blen);
+    if (nm == NULL) {
+        if (qu->nmsgs == 0)
+            queue_free(s, qu);
+        return -ENOMEM;
+    }
+    if (om) {
+        /* Replace: same links, same seq, new body and deadlines. */
+        memcpy(nm, om, offsetof(struct msg, data));
+        msg_relink(s, om, nm);
+        was_visible = visible(om);
+        free(om);
+    } else {
+        memset(nm, 0, offsetof(struct msg, data));
+        nm->q = qu;
+        nm->seq = qu->seq++;
+        nm->heap_idx = HEAP_NONE;
+        nm->id_len = (uint8_t)mlen;
+        nm->h.hash = hash_id(qu, m, mlen);
+        htab_insert(&s->msgs, &nm->h);
+        nm->prev = qu->tail;
+        if (qu->tail)
+            qu->tail->next = nm;
+        else
+            qu->head = nm;
+        qu->tail = nm;
+        qu->nmsgs++;
+        was_visible = false;
+    }
+    memcpy(nm->data, m, mlen);
+    if (blen)
+        memcpy(nm->data + mlen, body, blen);
+    nm->blen = (uint32_t)blen;
+    nm->ttl = deadline(now, ttl);
+    nm->hide = deadline(now, hide);
+    if (was_visible && !visible(nm))
+        vis_remove(qu, nm);
+    else if (!was_visible && visible(nm))
+        vis_insert(qu, nm);
+    heap_update(s, nm);
+    if (visible(nm))
+        notify(s, qu);
+    return om ? 0 : 1;
+}
+
+/* Resolve account and queue (and message when <m> is not NULL). */
+static int
+resolve(struct burrow_store *s, const char *a, size_t alen, const char *q, size_t qlen,
+        const char *m, size_t mlen, struct queue **qout, struct msg **mout)
+{
+    struct account *ac = account_find(s, a, alen);
+
+    if (ac == NULL)
+        return -BURROW_STORE_ENOACCOUNT;
+    *qout = queue_find(s, ac, q, qlen);
+    if (*qout == NULL)
+        return -BURROW_STORE_ENOQUEUE;
+    if (m == NULL)
+        return 0;
+    *mout = msg_find(s, *qout, m, mlen);
+    return *mout ? 0 : -BURROW_STORE_ENOMESSAGE;
+}
+
+int
+burrow_store_get(struct burrow_store *s, int64_t now, const char *a, size_t alen, const char *q,
+                 size_t qlen, const char *m, size_t mlen, burrow_store_msg_fn visit, void *arg)
+{
+    struct burrow_msg_view v;
+    struct queue *qu;
+    struct msg *ms;
+    int rc;
+
+    burrow_store_tick(s, now);
+    rc = resolve(s, a, alen, q, qlen, m, mlen, &qu, &ms);
+    if (rc < 0 || visit == NULL)
+        return rc;
+    view(ms, now, &v);
+    return visit(arg, &v);
+}
+
+/* Set ttl/hide on one message, keeping lists and heap right. Returns true
+ * when the message became (or stays, by request) visible: a notification. */
+static bool
+msg_set(struct burrow_store *s, int64_t now, struct msg *ms, const int64_t *ttl,
+        const int64_t *hide)
+{
+    bool was = visible(ms);
+
+    if (ttl)
+        ms->ttl = deadline(now, *ttl);
+    if (hide)
+        ms->hide = deadline(now, *hide);
+    if (was && !visible(ms))
+        vis_remove(ms->q, ms);
+    else if (!was && visible(ms))
+        vis_insert(ms->q, ms);
+    heap_update(s, ms);
+    return hide && *hide == 0;
+}
+
+int
+burrow_store_update(struct burrow_store *s, int64_t now, const char *a, size_t alen, const char *q,
+                    size_t qlen, const char *m, size_t mlen, const int64_t *ttl,
+                    const int64_t *hide, burrow_store_msg_fn visit, void *arg)
+{
+    struct burrow_msg_view v;
+    struct queue *qu;
+    struct msg *ms;
+    int rc;
+
+    burrow_store_tick(s, now);
+    if (heap_reserve(s) < 0)
+        return -ENOMEM;
+    rc = resolve(s, a, alen, q, qlen, m, mlen, &qu, &ms);
+    if (rc < 0)
+        return rc;
+    if (msg_set(s, now, ms, ttl, hide))
+        notify(s, qu);
+    if (visit == NULL)
+        return 0;
+    view(ms, now, &v);
+    return visit(arg, &v);
+}
+
+int
+burrow_store_delete(struct burrow_store *s, int64_t now, const char *a, size_t alen, const char *q,
+                    size_t qlen, const char *m, size_t mlen, burrow_store_msg_fn visit, void *arg)
+{
+    struct burrow_msg_view v;
+    struct queue *qu;
+    struct msg *ms;
+    int rc;
+
+    burrow_store_tick(s, now);
+    rc = resolve(s, a, alen, q, qlen, m, mlen, &qu, &ms);
+    if (rc < 0)
+        return rc;
+    if (visit) {
+        view(ms, now, &v);
+        rc = visit(arg, &v);
+        if (rc < 0)
+            return rc;
+    }
+    (void)msg_free(s, ms);
+    return 0;
+}
+
+bool
+burrow_store_has_account(struct burrow_store *s, int64_t now, const char *a, size_t alen)
+{
+    burrow_store_tick(s, now);
+    return account_find(s, a, alen) != NULL;
+}
+
+bool
+burrow_store_has_queue(struct burrow_store *s, int64_t now, const char *a, size_t alen,
+                       const char *q, size_t qlen)
+{
+    struct queue *qu;
+
+    burrow_store_tick(s, now);
+    return resolve(s, a, alen, q, qlen, NULL, 0, &qu, NULL) == 0;
+}
+
+/* First message a message-list walk visits, after the marker. */
+static struct msg *
+msg_first(struct burrow_store *s, struct queue *qu, const struct burrow_store_filter *f)
+{
+    struct msg *mk = f->marker ? msg_find(s, qu, f->marker, f->marker_len) : NULL;
+
+    if (f->match_hidden)
+        return mk ? mk->next : qu->head;
+    if (mk == NULL)
+        return qu->vhead;
+    if (visible(mk))
+        return mk->vnext;
+    /* Hidden marker: walk to the next visible message (documented cost). */
+    for (mk = mk->next; mk && !visible(mk); mk = mk->next)
+        ;
+    return mk;
+}
+
+static struct msg *
+msg_step(const struct msg *m, bool match_hidden)
+{
+    return match_hidden ? m->next : m->vnext;
+}
+
+enum msg_op { OP_LIST, OP_UPDATE, OP_DELETE };
+
+static int
+messages_op(struct burrow_store *s, int64_t now, const char *a, size_t alen, const char *q,
+            size_t qlen, const struct burrow_store_filter *f, enum msg_op op, const int64_t *ttl,
+            const int64_t *hide, burrow_store_msg_fn visit, void *arg)
+{
+    struct burrow_msg_view v;
+    struct queue *qu;
+    struct msg *ms, *next;
+    bool wake = false;
+    int64_t n = 0;
+    int rc;
+
+    burrow_store_tick(s, now);
+    if (op == OP_UPDATE && heap_reserve(s) < 0)
+        return -ENOMEM;
+    rc = resolve(s, a, alen, q, qlen, NULL, 0, &qu, NULL);
+    if (rc < 0)
+        return rc;
+    for (ms = msg_first(s, qu, f); ms; ms = next) {
+        if (f->limit > 0 && n >= f->limit)
+            break;
+        next = msg_step(ms, f->match_hidden);
+        if (op == OP_UPDATE) {
+            /* heap_update below may need one more slot for each message
+             * that gets a deadline: reserve it first. */
+            if (heap_reserve(s) < 0) {
+                rc = -ENOMEM;
+                break;
+            }
+            wake |= msg_set(s, now, ms, ttl, hide);
+        }
+        if (visit) {
+            view(ms, now, &v);
+            rc = visit(arg, &v);
+            if (rc < 0)
+                break;
+        }
+        n++;
+        if (op == OP_DELETE && msg_free(s, ms) != GONE_MSG)
+            break; /* the queue is gone */
+    }
+    if (wake)
+        notify(s, qu);
+    if (rc < 0)
+        return rc;
+    if (n == 0)
+        return -BURROW_STORE_ENOMESSAGE;
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+int
+burrow_store_list_messages(struct burrow_store *s, int64_t now, const char *a, size_t alen,
+                           const char *q, size_t qlen, const struct burrow_store_filter *f,
+                           burrow_store_msg_fn visit, void *arg)
+{
+    return messages_op(s, now, a, alen, q, qlen, f, OP_LIST, NULL, NULL, visit, arg);
+}
+
+int
+burrow_store_update_messages(struct burrow_store *s, int64_t now, const char *a, size_t alen,
+                             const char *q, size_t qlen, const struct burrow_store_filter *f,
+                             const int64_t *ttl, const int64_t *hide, burrow_store_msg_fn visit,
+                             void *arg)
+{
+    return messages_op(s, now, a, alen, q, qlen, f, OP_UPDATE, ttl, hide, visit, arg);
+}
+
+int
+burrow_store_delete_messages(struct burrow_store *s, int64_t now, const char *a, size_t alen,
+                             const char *q, size_t qlen, const struct burrow_store_filter *f,
+                             burrow_store_msg_fn visit, void *arg)
+{
+    return messages_op(s, now, a, alen, q, qlen, f, OP_DELETE, NULL, NULL, visit, arg);
+}
+
+/* Delete every message of <q> (so <q> too); true when its account went. */
+static bool
+queue_drop(struct burrow_store *s, struct queue *q)
+{
+    enum gone g;
+
+    do {
+        g = msg_free(s, q->head);
+    } while (g == GONE_MSG);
+    return g == GONE_ACCOUNT;
+}
+
+int
+burrow_store_list_queues(struct burrow_store *s, int64_t now, const char *a, size_t alen,
+                         const struct burrow_store_filter *f, burrow_store_id_fn visit, void *arg)
+{
+    struct account *ac;
+    struct queue *qu;
+    int64_t n = 0;
+    int rc;
+
+    burrow_store_tick(s, now);
+    ac = account_find(s, a, alen);
+    if (ac == NULL)
+        return -BURROW_STORE_ENOACCOUNT;
+    qu = f->marker ? queue_find(s, ac, f->marker, f->marker_len) : NULL;
+    for (qu = qu ? qu->next : ac->qhead; qu; qu = qu->next) {
+        if (f->limit > 0 && n >= f->limit)
+            break;
+        if (visit && (rc = visit(arg, qu->id, qu->id_len)) < 0)
+            return rc;
+        n++;
+    }
+    if (n == 0)
+        return -BURROW_STORE_ENOQUEUE;
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+int
+burrow_store_delete_queues(struct burrow_store *s, int64_t now, const char *a, size_t alen,
+                           const struct burrow_store_filter *f, burrow_store_id_fn visit, void *arg)
+{
+    struct account *ac;
+    struct queue *qu, *next;
+    int64_t n = 0;
+    int rc;
+
+    burrow_store_tick(s, now);
+    ac = account_find(s, a, alen);
+    if (ac == NULL)
+        return -BURROW_STORE_ENOACCOUNT;
+    qu = f->marker ? queue_find(s, ac, f->marker, f->marker_len) : NULL;
+    for (qu = qu ? qu->next : ac->qhead; qu; qu = next) {
+        if (f->limit > 0 && n >= f->limit)
+            break;
+        if (visit && (rc = visit(arg, qu->id, qu->id_len)) < 0)
+            return rc;
+        n++;
+        next = qu->next;
+        if (queue_drop(s, qu))
+            break; /* the account is gone */
+    }
+    if (n == 0)
+        return -BURROW_STORE_ENOQUEUE;
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+int
+burrow_store_list_accounts(struct burrow_store *s, int64_t now, const struct burrow_store_filter *f,
+                           burrow_store_id_fn visit, void *arg)
+{
+    struct account *ac;
+    int64_t n = 0;
+    int rc;
+
+    burrow_store_tick(s, now);
+    ac = f->marker ? account_find(s, f->marker, f->marker_len) : NULL;
+    for (ac = ac ? ac->next : s->ahead; ac; ac = ac->next) {
+        if (f->limit > 0 && n >= f->limit)
+            break;
+        if (visit && (rc = visit(arg, ac->id, ac->id_len)) < 0)
+            return rc;
+        n++;
+    }
+    if (n == 0)
+        return -BURROW_STORE_ENOACCOUNT;
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+int
+burrow_store_delete_accounts(struct burrow_store *s, int64_t now,
+                             const struct burrow_store_filter *f, burrow_store_id_fn visit,
+                             void *arg)
+{
+    struct account *ac, *next;
+    int64_t n = 0;
+    int rc;
+
+    burrow_store_tick(s, now);
+    ac = f->marker ? account_find(s, f->marker, f->marker_len) : NULL;
+    for (ac = ac ? ac->next : s->ahead; ac; ac = next) {
+        if (f->limit > 0 && n >= f->limit)
+            break;
+        if (visit && (rc = visit(arg, ac->id, ac->id_len)) < 0)
+            return rc;
+        n++;
+        next = ac->next;
+        /* Dropping the last queue frees the account. */
+        while (!queue_drop(s, ac->qhead))
+            ;
+    }
+    if (n == 0)
+        return -BURROW_STORE_ENOACCOUNT;
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+void
+burrow_store_stats(const struct burrow_store *s, struct burrow_store_stats *out)
+{
+    out->accounts = s->naccounts;
+    out->queues = s->queues.n;
+    out->messages = s->msgs.n;
+    out->timed = s->nheap;
+}
