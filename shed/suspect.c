@@ -1,0 +1,379 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * shed/suspect: independent-client failure reports and the confirmation
+ * probe. A table of hosts, each with the last few distinct reporters; one
+ * mutex (reports are rare: only clients that just failed send them).
+ */
+#include "shed/suspect.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "common/log.h"
+
+#define PROBE_QUEUE 32
+
+struct report {
+    char client[SHED_SUSPECT_CLIENT_MAX];
+    uint64_t at;
+};
+
+struct host {
+    char hostport[SHED_SUSPECT_HOST_MAX];
+    struct report reports[SHED_SUSPECT_MAX_REPORTS];
+    size_t nreports;
+    bool suspect;
+    uint64_t until; /* confirmed: suspect until then; 0 while the probe runs */
+    uint64_t last;  /* last report, for reuse of idle slots */
+};
+
+struct probe {
+    char hostport[SHED_SUSPECT_HOST_MAX];
+    char url[600];
+};
+
+struct shed_suspect {
+    pthread_mutex_t lock;
+    struct shed_suspect_config cfg;
+    struct host *hosts; /* SHED_SUSPECT_MAX_HOSTS */
+    size_t nhosts;
+    /* probe worker */
+    pthread_cond_t cond;
+    pthread_t thread;
+    bool running, stop;
+    struct probe queue[PROBE_QUEUE];
+    size_t qhead, qlen;
+    shed_suspect_done_fn *fn;
+    void *arg;
+};
+
+int
+shed_suspect_create(const struct shed_suspect_config *cfg, struct shed_suspect **out)
+{
+    struct shed_suspect *s = calloc(1, sizeof(*s));
+
+    if (s == NULL)
+        return -ENOMEM;
+    s->hosts = calloc(SHED_SUSPECT_MAX_HOSTS, sizeof(*s->hosts));
+    if (s->hosts == NULL) {
+        free(s);
+        return -ENOMEM;
+    }
+    if (cfg != NULL)
+        s->cfg = *cfg;
+    if (s->cfg.quorum < 2)
+        s->cfg.quorum = 2; /* one client alone must never be enough */
+    if (s->cfg.quorum > SHED_SUSPECT_MAX_REPORTS)
+        s->cfg.quorum = SHED_SUSPECT_MAX_REPORTS;
+    if (s->cfg.window_ms == 0)
+        s->cfg.window_ms = 2000;
+    if (s->cfg.hold_ms == 0)
+        s->cfg.hold_ms = 3000;
+    if (s->cfg.probe_timeout_ms == 0)
+        s->cfg.probe_timeout_ms = 300;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    *out = s;
+    return 0;
+}
+
+void
+shed_suspect_destroy(struct shed_suspect *s)
+{
+    if (s == NULL)
+        return;
+    if (s->running) {
+        pthread_mutex_lock(&s->lock);
+        s->stop = true;
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->thread, NULL);
+    }
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
+    free(s->hosts);
+    free(s);
+}
+
+static bool
+is_suspect(const struct host *h, uint64_t now)
+{
+    return h->suspect && (h->until == 0 || now < h->until);
+}
+
+static struct host *
+find(struct shed_suspect *s, const char *hostport)
+{
+    for (size_t i = 0; i < s->nhosts; i++)
+        if (strcmp(s->hosts[i].hostport, hostport) == 0)
+            return &s->hosts[i];
+    return NULL;
+}
+
+static struct host *
+find_or_add(struct shed_suspect *s, const char *hostport, uint64_t now)
+{
+    struct host *h = find(s, hostport);
+
+    if (h != NULL)
+        return h;
+    if (s->nhosts < SHED_SUSPECT_MAX_HOSTS) {
+        h = &s->hosts[s->nhosts++];
+    } else {
+        /* Reuse a slot that is neither suspect nor recently reported. */
+        for (size_t i = 0; i < s->nhosts && h == NULL; i++)
+            if (!is_suspect(&s->hosts[i], now) && now - s->hosts[i].last > s->cfg.window_ms)
+                h = &s->hosts[i];
+        if (h == NULL)
+            return NULL;
+    }
+    memset(h, 0, sizeof(*h));
+    snprintf(h->hostport, sizeof(h->hostport), "%s", hostport);
+    return h;
+}
+
+int
+shed_suspect_report(struct shed_suspect *s, const char *hostport, const char *client, uint64_t now)
+{
+    struct host *h;
+    size_t live = 0, j = 0;
+    int rc;
+
+    if (hostport[0] == '\0' || strlen(hostport) >= SHED_SUSPECT_HOST_MAX || client[0] == '\0' ||
+        strlen(client) >= SHED_SUSPECT_CLIENT_MAX)
+        return -EINVAL;
+    pthread_mutex_lock(&s->lock);
+    h = find_or_add(s, hostport, now);
+    if (h == NULL) {
+        rc = -ENOSPC;
+        goto out;
+    }
+    h->last = now;
+    if (is_suspect(h, now)) {
+        rc = SHED_SUSPECT_ALREADY;
+        goto out;
+    }
+    if (h->suspect) {
+        /* A confirmed suspicion ran out: start counting afresh. */
+        h->suspect = false;
+        h->nreports = 0;
+    }
+    /* Drop reports outside the window and this client's previous one. */
+    for (size_t i = 0; i < h->nreports; i++) {
+        if (now - h->reports[i].at > s->cfg.window_ms || h->reports[i].at > now ||
+            strcmp(h->reports[i].client, client) == 0)
+            continue;
+        h->reports[j++] = h->reports[i];
+    }
+    h->nreports = j;
+    if (h->nreports == SHED_SUSPECT_MAX_REPORTS) {
+        memmove(&h->reports[0], &h->reports[1], (h->nreports - 1) * sizeof(h->reports[0]));
+        h->nreports--;
+    }
+    snprintf(h->reports[h->nreports].client, sizeof(h->reports[0].client), "%s", client);
+    h->reports[h->nreports].at = now;
+    h->nreports++;
+    live = h->nreports;
+    if (live >= s->cfg.quorum) {
+        h->suspect = true;
+        h->until = 0; /* until the probe says otherwise */
+        rc = SHED_SUSPECT_NEW;
+    } else {
+        rc = SHED_SUSPECT_COUNTED;
+    }
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+bool
+shed_suspect_is(struct shed_suspect *s, const char *hostport, uint64_t now)
+{
+    struct host *h;
+    bool r;
+
+    pthread_mutex_lock(&s->lock);
+    h = find(s, hostport);
+    r = h != NULL && is_suspect(h, now);
+    pthread_mutex_unlock(&s->lock);
+    return r;
+}
+
+void
+shed_suspect_clear(struct shed_suspect *s, const char *hostport)
+{
+    struct host *h;
+
+    pthread_mutex_lock(&s->lock);
+    h = find(s, hostport);
+    if (h != NULL) {
+        h->suspect = false;
+        h->until = 0;
+        h->nreports = 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+void
+shed_suspect_confirm(struct shed_suspect *s, const char *hostport, uint64_t now)
+{
+    struct host *h;
+
+    pthread_mutex_lock(&s->lock);
+    h = find(s, hostport);
+    if (h != NULL && h->suspect)
+        h->until = now + s->cfg.hold_ms;
+    pthread_mutex_unlock(&s->lock);
+}
+
+size_t
+shed_suspect_count(struct shed_suspect *s, uint64_t now)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->nhosts; i++)
+        if (is_suspect(&s->hosts[i], now))
+            n++;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+static size_t
+discard(char *p, size_t sz, size_t nm, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return sz * nm;
+}
+
+int
+shed_suspect_probe_sync(const char *url, uint64_t timeout_ms)
+{
+    CURL *h = curl_easy_init();
+    CURLcode cc;
+
+    if (h == NULL)
+        return -ENOMEM;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    cc = curl_easy_perform(h);
+    curl_easy_cleanup(h);
+    /* Any HTTP answer, even an error status, means the server is there. */
+    return cc == CURLE_OK ? 0 : -EHOSTDOWN;
+}
+
+static void *
+worker(void *arg)
+{
+    struct shed_suspect *s = arg;
+
+    for (;;) {
+        struct probe p;
+
+        pthread_mutex_lock(&s->lock);
+        while (!s->stop && s->qlen == 0)
+            pthread_cond_wait(&s->cond, &s->lock);
+        if (s->stop) {
+            pthread_mutex_unlock(&s->lock);
+            break;
+        }
+        p = s->queue[s->qhead];
+        s->qhead = (s->qhead + 1) % PROBE_QUEUE;
+        s->qlen--;
+        pthread_mutex_unlock(&s->lock);
+
+        bool alive = shed_suspect_probe_sync(p.url, s->cfg.probe_timeout_ms) == 0;
+        log_info("suspect: probe %s: %s", p.hostport, alive ? "alive, cleared" : "failed");
+        s->fn(s->arg, p.hostport, alive);
+    }
+    return NULL;
+}
+
+int
+shed_suspect_probe_start(struct shed_suspect *s, shed_suspect_done_fn *fn, void *arg)
+{
+    int rc;
+
+    s->fn = fn;
+    s->arg = arg;
+    rc = pthread_create(&s->thread, NULL, worker, s);
+    if (rc != 0)
+        return -rc;
+    s->running = true;
+    return 0;
+}
+
+int
+shed_suspect_probe(struct shed_suspect *s, const char *hostport, const char *url)
+{
+    int rc = 0;
+
+    if (strlen(hostport) >= SHED_SUSPECT_HOST_MAX || strlen(url) >= sizeof(s->queue[0].url))
+        return -EINVAL;
+    pthread_mutex_lock(&s->lock);
+    if (!s->running) {
+        rc = -ENOTCONN;
+        goto out;
+    }
+    for (size_t i = 0; i < s->qlen; i++)
+        if (strcmp(s->queue[(s->qhead + i) % PROBE_QUEUE].hostport, hostport) == 0) {
+            rc = -EALREADY;
+            goto out;
+        }
+    if (s->qlen == PROBE_QUEUE) {
+        rc = -ENOSPC;
+        goto out;
+    }
+    struct probe *p = &s->queue[(s->qhead + s->qlen) % PROBE_QUEUE];
+    snprintf(p->hostport, sizeof(p->hostport), "%s", hostport);
+    snprintf(p->url, sizeof(p->url), "%s", url);
+    s->qlen++;
+    pthread_cond_signal(&s->cond);
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int
+shed_suspect_hostport(const char *url, char *out, size_t outlen)
+{
+    const char *p = url, *end;
+    size_t n;
+    int w;
+
+    if (strncmp(p, "http://", 7) == 0)
+        p += 7;
+    else if (strncmp(p, "https://", 8) == 0)
+        p += 8;
+    else
+        return -EINVAL;
+    end = p + strcspn(p, "/?#");
+    n = (size_t)(end - p);
+    if (n == 0)
+        return -EINVAL;
+    /* Has it a port? ("[::1]:80", "h:80"; a bare IPv6 literal has none). */
+    const char *colon = NULL;
+    for (const char *q = p; q < end; q++)
+        if (*q == ':')
+            colon = q;
+    const char *bracket = memchr(p, ']', n);
+    bool has_port = colon != NULL && (p[0] != '[' || (bracket != NULL && colon > bracket));
+    if (has_port)
+        w = snprintf(out, outlen, "%.*s", (int)n, p);
+    else
+        w = snprintf(out, outlen, "%.*s:%d", (int)n, p, strncmp(url, "https", 5) == 0 ? 443 : 80);
+    if (w < 0 || (size_t)w >= outlen)
+        return -ERANGE;
+    return 0;
+}
