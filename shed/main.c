@@ -1,10 +1,180 @@
 /* SPDX-License-Identifier: ISC */
-/* shed: placeholder until the daemon lands. */
+/*
+ * shed: the daemon entry point. `shed [-d] [-t] -c FILE` runs (or with -t
+ * only checks) a config; `shed announce ...` is the heartbeat sidecar for a
+ * backend we did not write (shed/sidecar.c).
+ *
+ * The main thread owns the signals (blocked everywhere, taken with
+ * sigtimedwait) and the registry's timers: every 50 ms it calls
+ * registry_tick(); SIGHUP reloads the config without touching the registry's
+ * members or the open connections; SIGTERM stops accepting, lets in-flight
+ * requests finish (bounded) and exits 0.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "shed/config.h"
+#include "shed/http.h"
+#include "shed/rcu.h"
+#include "shed/registry.h"
+#include "shed/sidecar.h"
+
+#define TICK_MS       50
+#define DRAIN_WAIT_MS 2000 /* SIGTERM: how long in-flight requests may take */
+
+static void
+usage(void)
+{
+    fprintf(stderr,
+            "usage: shed [-d] [-t] -c FILE\n"
+            "       shed announce --backend URL --announce URL ... (see shed announce -h)\n");
+    exit(2);
+}
+
+static void
+raise_nofile(const struct shed_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+        return;
+    rlim_t want = (rlim_t)cfg->limits.connections + 64;
+    if (rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = want <= rl.rlim_max ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+        log_warn("setrlimit(RLIMIT_NOFILE)");
+    if (rl.rlim_cur < want)
+        log_warnx("limits: connections=%u but only %llu file descriptors are allowed",
+                  cfg->limits.connections, (unsigned long long)rl.rlim_cur);
+}
+
+static void
+reload(struct shed_ctx *ctx, const char *path)
+{
+    char err[SHED_ERR_MAX];
+    struct shed_config *next;
+    if (shed_config_load(path, &next, err, sizeof(err)) < 0) {
+        log_warnx("config: reload failed, keeping the running config: %s", err);
+        return;
+    }
+    struct shed_config *cur = atomic_load(&ctx->cfg);
+    bool listen_same = cur->nlisten == next->nlisten && cur->threads == next->threads;
+    for (size_t i = 0; listen_same && i < cur->nlisten; i++)
+        listen_same = strcmp(cur->listen[i], next->listen[i]) == 0;
+    if (!listen_same)
+        log_warnx("config: listen and threads changes take effect at the next restart");
+    if (cur->limits.connections != next->limits.connections ||
+        cur->limits.connection_memory != next->limits.connection_memory ||
+        cur->limits.idle_timeout_ms != next->limits.idle_timeout_ms)
+        log_warnx("config: connection limits change at the next restart");
+    if (cur->roles != next->roles)
+        log_info("config: roles changed");
+    if (strcmp(cur->credential, next->credential) != 0)
+        log_info("config: credential changed");
+    struct shed_config *old = atomic_exchange(&ctx->cfg, next);
+    char what[1024];
+    if (registry_reconfigure(ctx->reg, next, shed_now_ms(), what, sizeof(what)) < 0)
+        log_warnx("config: registry reconfigure failed (out of memory)");
+    log_info("config: reloaded %s%s%s", path, what[0] ? ": " : "", what);
+    shed_rcu_synchronize();
+    shed_config_free(old);
+}
 
 int
-main(void)
+main(int argc, char **argv)
 {
-    fputs("shed: not built yet\n", stderr);
-    return 1;
+    const char *path = NULL;
+    bool check = false, debug = false;
+    int ch;
+
+    if (argc > 1 && strcmp(argv[1], "announce") == 0)
+        return shed_sidecar_main(argc - 1, argv + 1);
+    log_init("shed", false);
+    while ((ch = getopt(argc, argv, "c:dth")) != -1) {
+        switch (ch) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'd':
+            debug = true;
+            break;
+        case 't':
+            check = true;
+            break;
+        default:
+            usage();
+        }
+    }
+    if (path == NULL || optind != argc)
+        usage();
+    log_set_debug(debug);
+
+    char err[SHED_ERR_MAX];
+    struct shed_config *cfg;
+    if (shed_config_load(path, &cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "shed: %s\n", err);
+        return 1;
+    }
+    if (check) {
+        fprintf(stderr, "shed: %s: configuration OK\n", path);
+        shed_config_free(cfg);
+        return 0;
+    }
+    if (!(cfg->roles & SHED_ROLE_LINE))
+        log_warnx("config: only the line role is implemented in this build; other roles "
+                  "serve the shed endpoints only");
+    raise_nofile(cfg);
+
+    /* Signals: blocked in every thread, taken by this one. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    struct shed_ctx ctx;
+    atomic_init(&ctx.cfg, cfg);
+    int rc = registry_create(cfg, (uint64_t)rt.tv_nsec ^ (uint64_t)getpid() << 32, &ctx.reg);
+    if (rc < 0)
+        fatalx("registry: %s", rc == -ENOMEM ? "out of memory" : ring_strerror(rc));
+    if (shed_http_start(&ctx, cfg) < 0)
+        fatalx("cannot start the HTTP front end");
+    log_info("cell=%s started, %zu service%s", cfg->cell, cfg->nservices,
+             cfg->nservices == 1 ? "" : "s");
+
+    for (;;) {
+        struct timespec ts = {0, TICK_MS * 1000000L};
+        int sig = sigtimedwait(&set, NULL, &ts);
+        if (sig == SIGHUP) {
+            reload(&ctx, path);
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            break;
+        }
+        registry_tick(ctx.reg, shed_now_ms());
+    }
+
+    log_info("stopping: no new connections, finishing in-flight requests");
+    shed_http_quiesce();
+    uint64_t deadline = shed_now_ms() + DRAIN_WAIT_MS;
+    while (shed_http_connections() > 0 && shed_now_ms() < deadline) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    shed_http_stop();
+    registry_destroy(ctx.reg);
+    shed_config_free(atomic_load(&ctx.cfg));
+    log_info("stopped");
+    return 0;
 }

@@ -1,0 +1,326 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * shed/http: libmicrohttpd in its fastest mode for this work (one internal
+ * polling thread with epoll per listener; a pool with `threads`), the limits
+ * from the config, a no-op unescape callback (paths arrive raw and are
+ * decoded by proto/burrow), and dispatch() below: the one place that decides
+ * which code answers a request.
+ */
+#include "shed/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "shed/line.h"
+#include "shed/ops.h"
+#include "shed/rcu.h"
+
+/* A role handler: answers (true) or declines (false). */
+typedef bool shed_role_fn(struct shed_call *c);
+
+/* Roles in the order they get a request. The aggregator goes first when it
+ * is in the same process (a list request is then served here instead of
+ * being redirected to ourselves); the master last. */
+static const struct {
+    unsigned role;
+    shed_role_fn *fn;
+} roles[] = {
+    {SHED_ROLE_LINE, shed_line_handle},
+};
+
+char shed_http_seen;
+
+static struct MHD_Daemon *daemons[SHED_MAX_LISTEN];
+static size_t ndaemons;
+
+uint64_t
+shed_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static enum shed_method
+method_of(const char *m)
+{
+    switch (m[0]) {
+    case 'G':
+        return strcmp(m, "GET") == 0 ? SHED_M_GET : SHED_M_OTHER;
+    case 'H':
+        return strcmp(m, "HEAD") == 0 ? SHED_M_HEAD : SHED_M_OTHER;
+    case 'P':
+        if (strcmp(m, "PUT") == 0)
+            return SHED_M_PUT;
+        return strcmp(m, "POST") == 0 ? SHED_M_POST : SHED_M_OTHER;
+    case 'D':
+        return strcmp(m, "DELETE") == 0 ? SHED_M_DELETE : SHED_M_OTHER;
+    default:
+        return SHED_M_OTHER;
+    }
+}
+
+enum MHD_Result
+shed_http_text(struct MHD_Connection *conn, unsigned status, const char *text)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", "text/plain");
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+enum MHD_Result
+shed_http_answer(struct MHD_Connection *conn, const struct shed_answer *a)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        a->body_len, (void *)(a->body != NULL ? a->body : ""), MHD_RESPMEM_PERSISTENT);
+    if (r == NULL)
+        return MHD_NO;
+    if (a->body_len > 0)
+        MHD_add_response_header(r, "Content-Type",
+                                a->content_type != NULL ? a->content_type : "text/plain");
+    if (a->location_len > 0) {
+        MHD_add_response_header(r, "Location", a->location);
+        MHD_add_response_header(r, "Cache-Control", "no-store");
+        if (a->bucket[0] != '\0')
+            MHD_add_response_header(r, "Shed-Bucket", a->bucket);
+        if (a->generation[0] != '\0')
+            MHD_add_response_header(r, "Shed-Generation", a->generation);
+        if (a->pin_ttl[0] != '\0')
+            MHD_add_response_header(r, "Shed-Pin-TTL", a->pin_ttl);
+        if (a->ring != NULL)
+            MHD_add_response_header(r, "Shed-Ring", a->ring);
+    }
+    if (a->retry_after > 0) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%u", a->retry_after);
+        MHD_add_response_header(r, "Retry-After", ra);
+    }
+    enum MHD_Result ret = MHD_queue_response(conn, a->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+bool
+shed_http_authorized(struct MHD_Connection *conn, const char *credential)
+{
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    static const char bearer[] = "Bearer ";
+    if (h == NULL || strncmp(h, bearer, sizeof(bearer) - 1) != 0 || credential[0] == '\0')
+        return false;
+    h += sizeof(bearer) - 1;
+    size_t hl = strlen(h), cl = strlen(credential);
+    /* Constant time in the credential's length: every byte is compared. */
+    volatile unsigned char diff = (unsigned char)(hl != cl);
+    for (size_t i = 0; i < cl; i++)
+        diff |= (unsigned char)(credential[i] ^ (i < hl ? h[i] : 0));
+    return diff == 0;
+}
+
+static bool
+announces_body(struct MHD_Connection *conn)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl != NULL && !(cl[0] == '0' && cl[1] == '\0'))
+        return true;
+    return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding") != NULL;
+}
+
+/* The one dispatch: internal endpoints, then the roles in order. */
+static bool
+dispatch(struct shed_call *c)
+{
+    if (shed_ops_match(c->path))
+        return shed_ops_handle(c);
+    for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
+        if ((c->cfg->roles & roles[i].role) && roles[i].fn(c))
+            return true;
+    shed_metrics_response(404);
+    shed_http_text(c->conn, 404, "not found\n");
+    return true;
+}
+
+static enum MHD_Result
+handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+        const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+    (void)version;
+    uint64_t t0 = now_ns();
+    struct shed_ctx *ctx = cls;
+    unsigned tok = shed_rcu_enter();
+    struct shed_call c = {
+        .ctx = ctx,
+        .cfg = atomic_load(&ctx->cfg),
+        .view = registry_view(ctx->reg),
+        .conn = conn,
+        .method = method,
+        .m = method_of(method),
+        .path = url,
+        .upload_data = upload_data,
+        .upload_data_size = upload_data_size,
+        .con_cls = con_cls,
+        .first = *con_cls == NULL,
+        .now_ms = t0 / 1000000,
+    };
+    c.has_body = c.first ? announces_body(conn) : false;
+    bool queued = dispatch(&c);
+    shed_rcu_leave(tok);
+    if (*con_cls == NULL || !c.first)
+        shed_metrics_duration(now_ns() - t0);
+    return queued ? MHD_YES : MHD_NO;
+}
+
+static void
+completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+          enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    struct shed_req_ctx *ctx = *con_cls;
+    if (ctx != NULL && *con_cls != SHED_HTTP_SEEN)
+        ctx->free_fn(ctx);
+    *con_cls = NULL;
+}
+
+static size_t
+unescape_noop(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    return strlen(s);
+}
+
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char buf[512];
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    size_t n = strlen(buf);
+    while (n > 0 && buf[n - 1] == '\n')
+        buf[--n] = '\0';
+    log_debug("mhd: %s", buf);
+}
+
+static int
+listen_addr(const char *s, struct sockaddr_storage *ss)
+{
+    char host[64];
+    const char *colon;
+    memset(ss, 0, sizeof(*ss));
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || (size_t)(close - s - 1) >= sizeof(host))
+            return -EINVAL;
+        memcpy(host, s + 1, (size_t)(close - s - 1));
+        host[close - s - 1] = '\0';
+        colon = close + 1;
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)atoi(colon + 1));
+        return inet_pton(AF_INET6, host, &a6->sin6_addr) == 1 ? 0 : -EINVAL;
+    }
+    colon = strrchr(s, ':');
+    if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)atoi(colon + 1));
+    return inet_pton(AF_INET, host, &a4->sin_addr) == 1 ? 0 : -EINVAL;
+}
+
+int
+shed_http_start(struct shed_ctx *ctx, const struct shed_config *cfg)
+{
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        struct sockaddr_storage ss;
+        if (listen_addr(cfg->listen[i], &ss) < 0) {
+            log_warnx("http: bad listen address %s", cfg->listen[i]);
+            return -EINVAL;
+        }
+        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+        if (ss.ss_family == AF_INET6)
+            flags |= MHD_USE_IPv6;
+        struct MHD_OptionItem opts[] = {
+            {MHD_OPTION_SOCK_ADDR, 0, &ss},
+            {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->limits.connections, NULL},
+            {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->limits.connection_memory, NULL},
+            {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)((cfg->limits.idle_timeout_ms + 999) / 1000),
+             NULL},
+            {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
+            {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_noop, NULL},
+            {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, NULL},
+            {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL},
+            {cfg->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+             (intptr_t)cfg->threads, NULL},
+            {MHD_OPTION_END, 0, NULL},
+        };
+        struct MHD_Daemon *d = MHD_start_daemon(flags, 0, NULL, NULL, handler, ctx,
+                                                MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+        if (d == NULL) {
+            log_warnx("http: cannot listen on %s", cfg->listen[i]);
+            shed_http_stop();
+            return -EADDRINUSE;
+        }
+        daemons[ndaemons++] = d;
+        log_info("http: listening on %s (%u thread%s)", cfg->listen[i], cfg->threads,
+                 cfg->threads > 1 ? "s" : "");
+    }
+    return 0;
+}
+
+void
+shed_http_quiesce(void)
+{
+    for (size_t i = 0; i < ndaemons; i++) {
+        MHD_socket s = MHD_quiesce_daemon(daemons[i]);
+        if (s != MHD_INVALID_SOCKET)
+            close(s);
+    }
+}
+
+unsigned
+shed_http_connections(void)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < ndaemons; i++) {
+        const union MHD_DaemonInfo *info =
+            MHD_get_daemon_info(daemons[i], MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        if (info != NULL)
+            n += info->num_connections;
+    }
+    return n;
+}
+
+void
+shed_http_stop(void)
+{
+    for (size_t i = 0; i < ndaemons; i++)
+        MHD_stop_daemon(daemons[i]);
+    ndaemons = 0;
+}

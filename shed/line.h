@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * shed/line: the line-shed role. Message-level Burrow requests are
+ * redirected to the live primary of the request's bucket; list-level ones to
+ * the cell's aggregator; stateless ("any") services to a live local instance
+ * (weighted, the less loaded of two random choices). With no live local
+ * server the answer is decided in one place, shed_line_no_server(), which
+ * the escalation work replaces.
+ *
+ * The routing functions below are pure apart from randomness and the
+ * registry's atomic load counters: no allocation, no lock, no I/O. They are
+ * thread-safe.
+ */
+#ifndef SHED_LINE_H
+#define SHED_LINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "proto/burrow.h"
+#include "shed/http.h"
+
+/* Service named by <host> ("burrow.service" or "burrow.service:8080", any
+ * case) into <out>. A host that is not NAME.service uses <default_service>
+ * when it is not "". 0, -ENOENT (no service applies), -EINVAL (bad host). */
+int shed_line_host_service(const char *host, const char *default_service, char out[SHED_NAME_MAX]);
+
+/* Write "<base>/<enc(seg0)>/<enc(seg1)>...[?k=v&...]" into <buf>: each
+ * segment and each query key and value (raw, percent-encoded) is decoded,
+ * checked and re-encoded. Returns the length, -PROTO_EBADENC (bad escape or
+ * NUL in the query), -PROTO_ETOOLONG (does not fit). */
+long shed_line_location(char *buf, size_t len, const char *base, const struct proto_slice *segs,
+                        size_t nsegs, const struct shed_query *q);
+
+/* Decide the answer for a request to the line role. <slot>/<level> receive
+ * the metrics labels when the answer is a redirect. */
+void shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
+                     enum shed_method m, const char *host, const char *path,
+                     const struct shed_query *q, struct shed_answer *a, unsigned *slot,
+                     enum shed_level *level);
+
+/* The answer when no live local server can take a request: 503 with a
+ * jittered Retry-After. (Escalation to a master shed replaces this.) */
+void shed_line_no_server(const struct shed_config *cfg, const struct registry_route *route,
+                         struct shed_answer *a);
+
+/* The role handler for shed/http.c's dispatch. */
+bool shed_line_handle(struct shed_call *c);
+
+#endif /* SHED_LINE_H */

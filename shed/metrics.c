@@ -1,0 +1,256 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * shed/metrics: fixed arrays of relaxed atomic counters. Relaxed is enough:
+ * each counter is independent and a scrape may see any recent value. The
+ * service-name table is the only thing behind a mutex, and it is touched
+ * only when the registry adds a service.
+ */
+#include "shed/metrics.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shed/config.h"
+#include "shed/registry.h"
+
+#define RENDER_MAX (4u << 20) /* bytes of metrics text */
+
+static const unsigned resp_codes[] = {200, 204, 400, 401, 403, 404, 405,
+                                      409, 413, 414, 431, 500, 503, 0 /* other */};
+#define NRESP (sizeof(resp_codes) / sizeof(resp_codes[0]))
+
+static const double hist_bounds[] = {0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025,
+                                     0.0005,   0.001,   0.0025,   0.005,   0.01,   0.1};
+#define NHIST (sizeof(hist_bounds) / sizeof(hist_bounds[0]))
+
+static const char *hb_names[SHED_HB_COUNT] = {
+    "ok",        "deregistered", "unauthorized",    "forbidden", "bad_request",
+    "too_large", "stale",        "unknown_service", "full",
+};
+static const char *level_names[SHED_LEVEL_COUNT] = {"message", "list", "any"};
+
+static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER;
+static char slot_names[SHED_METRICS_SLOTS][SHED_NAME_MAX];
+static _Atomic unsigned nslots;
+
+static _Atomic uint64_t redirects[SHED_METRICS_SLOTS][SHED_LEVEL_COUNT][2]; /* 302, 307 */
+static _Atomic uint64_t responses[NRESP];
+static _Atomic uint64_t heartbeats[SHED_HB_COUNT];
+static _Atomic uint64_t failed_reports;
+static _Atomic uint64_t hist[NHIST + 1];
+static _Atomic uint64_t hist_sum_ns;
+
+unsigned
+shed_metrics_service_slot(const char *name)
+{
+    pthread_mutex_lock(&slot_mu);
+    unsigned n = atomic_load(&nslots), i;
+    for (i = 0; i < n; i++)
+        if (strcmp(slot_names[i], name) == 0)
+            goto out;
+    if (n == SHED_METRICS_SLOTS - 1) {
+        i = n;
+        snprintf(slot_names[i], SHED_NAME_MAX, "%s", "_other");
+        goto out;
+    }
+    snprintf(slot_names[n], SHED_NAME_MAX, "%s", name);
+    atomic_store(&nslots, n + 1);
+    i = n;
+out:
+    pthread_mutex_unlock(&slot_mu);
+    return i;
+}
+
+void
+shed_metrics_redirect(unsigned slot, enum shed_level level, unsigned code)
+{
+    if (slot >= SHED_METRICS_SLOTS || level >= SHED_LEVEL_COUNT)
+        return;
+    atomic_fetch_add_explicit(&redirects[slot][level][code == 307], 1, memory_order_relaxed);
+}
+
+void
+shed_metrics_response(unsigned code)
+{
+    size_t i;
+    for (i = 0; i < NRESP - 1; i++)
+        if (resp_codes[i] == code)
+            break;
+    atomic_fetch_add_explicit(&responses[i], 1, memory_order_relaxed);
+}
+
+void
+shed_metrics_heartbeat(enum shed_hb_result r)
+{
+    if (r < SHED_HB_COUNT)
+        atomic_fetch_add_explicit(&heartbeats[r], 1, memory_order_relaxed);
+}
+
+void
+shed_metrics_failed_report(void)
+{
+    atomic_fetch_add_explicit(&failed_reports, 1, memory_order_relaxed);
+}
+
+void
+shed_metrics_duration(uint64_t ns)
+{
+    size_t i;
+    double s = (double)ns / 1e9;
+    for (i = 0; i < NHIST; i++)
+        if (s <= hist_bounds[i])
+            break;
+    atomic_fetch_add_explicit(&hist[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hist_sum_ns, ns, memory_order_relaxed);
+}
+
+uint64_t
+shed_metrics_redirects(unsigned slot, enum shed_level level, unsigned code)
+{
+    if (slot >= SHED_METRICS_SLOTS || level >= SHED_LEVEL_COUNT)
+        return 0;
+    return atomic_load(&redirects[slot][level][code == 307]);
+}
+
+uint64_t
+shed_metrics_heartbeats(enum shed_hb_result r)
+{
+    return r < SHED_HB_COUNT ? atomic_load(&heartbeats[r]) : 0;
+}
+
+struct buf {
+    char *p;
+    size_t len, cap;
+    bool err;
+};
+
+static void bprintf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+bprintf(struct buf *b, const char *fmt, ...)
+{
+    if (b->err)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->err = true;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t ncap = b->cap * 2;
+        if (ncap > RENDER_MAX) {
+            b->err = true;
+            return;
+        }
+        char *np = realloc(b->p, ncap);
+        if (np == NULL) {
+            b->err = true;
+            return;
+        }
+        b->p = np;
+        b->cap = ncap;
+    }
+}
+
+int
+shed_metrics_render(struct registry *reg, char **out, size_t *len)
+{
+    struct buf b = {.p = malloc(16384), .len = 0, .cap = 16384};
+    if (b.p == NULL)
+        return -ENOMEM;
+    unsigned n = atomic_load(&nslots);
+    bprintf(&b, "# HELP shed_redirects_total Redirects given.\n"
+                "# TYPE shed_redirects_total counter\n");
+    for (unsigned s = 0; s < n; s++)
+        for (int l = 0; l < SHED_LEVEL_COUNT; l++)
+            for (int c = 0; c < 2; c++) {
+                uint64_t v = atomic_load_explicit(&redirects[s][l][c], memory_order_relaxed);
+                if (v != 0)
+                    bprintf(&b,
+                            "shed_redirects_total{service=\"%s\",level=\"%s\",code=\"%d\"} %" PRIu64
+                            "\n",
+                            slot_names[s], level_names[l], c ? 307 : 302, v);
+            }
+    bprintf(&b, "# HELP shed_responses_total Responses that are not redirects.\n"
+                "# TYPE shed_responses_total counter\n");
+    for (size_t i = 0; i < NRESP; i++) {
+        uint64_t v = atomic_load_explicit(&responses[i], memory_order_relaxed);
+        if (v != 0) {
+            if (resp_codes[i] != 0)
+                bprintf(&b, "shed_responses_total{code=\"%u\"} %" PRIu64 "\n", resp_codes[i], v);
+            else
+                bprintf(&b, "shed_responses_total{code=\"other\"} %" PRIu64 "\n", v);
+        }
+    }
+    bprintf(&b, "# HELP shed_heartbeats_total Heartbeat and deregistration requests by result.\n"
+                "# TYPE shed_heartbeats_total counter\n");
+    for (int i = 0; i < SHED_HB_COUNT; i++)
+        bprintf(&b, "shed_heartbeats_total{result=\"%s\"} %" PRIu64 "\n", hb_names[i],
+                atomic_load_explicit(&heartbeats[i], memory_order_relaxed));
+    bprintf(&b,
+            "# HELP shed_failed_reports_total Shed-Failed reports from clients.\n"
+            "# TYPE shed_failed_reports_total counter\nshed_failed_reports_total %" PRIu64 "\n",
+            atomic_load(&failed_reports));
+    if (reg != NULL) {
+        struct registry_counts counts[SHED_MAX_SERVICES];
+        size_t ns = registry_counts(reg, counts, SHED_MAX_SERVICES);
+        if (ns > SHED_MAX_SERVICES)
+            ns = SHED_MAX_SERVICES;
+        bprintf(&b,
+                "# HELP shed_registry_members Members in the registry, every state.\n"
+                "# TYPE shed_registry_members gauge\nshed_registry_members %zu\n",
+                registry_size(reg));
+        bprintf(&b, "# HELP shed_members Members by service and state.\n"
+                    "# TYPE shed_members gauge\n");
+        for (size_t i = 0; i < ns; i++) {
+            const struct registry_counts *c = &counts[i];
+            const char *states[] = {"joining", "up", "draining", "suspect", "down"};
+            uint32_t vals[] = {c->joining, c->up, c->draining, c->suspect, c->down};
+            for (int k = 0; k < 5; k++)
+                bprintf(&b, "shed_members{service=\"%s\",state=\"%s\"} %u\n", c->name, states[k],
+                        vals[k]);
+        }
+        bprintf(&b, "# HELP shed_ring_generation Current ring generation.\n"
+                    "# TYPE shed_ring_generation gauge\n");
+        for (size_t i = 0; i < ns; i++)
+            bprintf(&b, "shed_ring_generation{service=\"%s\"} %" PRIu64 "\n", counts[i].name,
+                    counts[i].generation);
+        bprintf(&b,
+                "# HELP shed_evictions_total Members evicted from a ring.\n"
+                "# TYPE shed_evictions_total counter\nshed_evictions_total %" PRIu64 "\n",
+                registry_evictions(reg));
+    }
+    bprintf(&b, "# HELP shed_request_duration_seconds Time the shed spends deciding a request.\n"
+                "# TYPE shed_request_duration_seconds histogram\n");
+    uint64_t cum = 0;
+    for (size_t i = 0; i < NHIST; i++) {
+        cum += atomic_load_explicit(&hist[i], memory_order_relaxed);
+        bprintf(&b, "shed_request_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", hist_bounds[i],
+                cum);
+    }
+    cum += atomic_load_explicit(&hist[NHIST], memory_order_relaxed);
+    bprintf(&b, "shed_request_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+    bprintf(&b, "shed_request_duration_seconds_sum %.9f\n",
+            (double)atomic_load(&hist_sum_ns) / 1e9);
+    bprintf(&b, "shed_request_duration_seconds_count %" PRIu64 "\n", cum);
+    if (b.err) {
+        free(b.p);
+        return -ENOMEM;
+    }
+    *out = b.p;
+    *len = b.len;
+    return 0;
+}

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * shed/metrics: Prometheus counters for the daemon. Process-wide, lock-free
+ * on the hot path (relaxed atomic adds); rendering reads them with no lock
+ * and asks the registry for membership gauges.
+ *
+ * Series: shed_redirects_total{service,level,code}, shed_responses_total{code},
+ * shed_heartbeats_total{result}, shed_failed_reports_total,
+ * shed_registry_members, shed_members{service,state},
+ * shed_ring_generation{service}, shed_evictions_total,
+ * shed_request_duration_seconds (histogram of the time the shed spends
+ * deciding a request, from handler entry to the queued response).
+ *
+ * Thread-safe.
+ */
+#ifndef SHED_METRICS_H
+#define SHED_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct registry;
+
+#define SHED_METRICS_SLOTS 64 /* distinct service names ever seen */
+
+enum shed_level {
+    SHED_LEVEL_MESSAGE = 0, /* /v1.0/a/q/m */
+    SHED_LEVEL_LIST,        /* /v1.0, /v1.0/a, /v1.0/a/q (to the aggregator) */
+    SHED_LEVEL_ANY,         /* a stateless service */
+    SHED_LEVEL_COUNT,
+};
+
+enum shed_hb_result {
+    SHED_HB_OK = 0,
+    SHED_HB_DEREGISTERED,
+    SHED_HB_UNAUTHORIZED,
+    SHED_HB_FORBIDDEN,
+    SHED_HB_BAD_REQUEST,
+    SHED_HB_TOO_LARGE,
+    SHED_HB_STALE,
+    SHED_HB_UNKNOWN,
+    SHED_HB_FULL,
+    SHED_HB_COUNT,
+};
+
+/* A stable slot for service <name> (same name, same slot, across reloads);
+ * SHED_METRICS_SLOTS - 1 collects overflow. */
+unsigned shed_metrics_service_slot(const char *name);
+
+void shed_metrics_redirect(unsigned slot, enum shed_level level, unsigned code);
+void shed_metrics_response(unsigned code);
+void shed_metrics_heartbeat(enum shed_hb_result r);
+void shed_metrics_failed_report(void);
+void shed_metrics_duration(uint64_t ns);
+
+/* Render every series as Prometheus text into a new buffer (*out, *len);
+ * the caller frees *out. 0 or -ENOMEM. */
+int shed_metrics_render(struct registry *reg, char **out, size_t *len);
+
+/* Read one counter (tests). */
+uint64_t shed_metrics_redirects(unsigned slot, enum shed_level level, unsigned code);
+uint64_t shed_metrics_heartbeats(enum shed_hb_result r);
+
+#endif /* SHED_METRICS_H */

@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * shed/ops: heartbeat registration, status and metrics endpoints. Not on the
+ * redirect hot path: these may allocate (a body buffer per heartbeat, the
+ * rendered metrics and status text).
+ */
+#include "shed/ops.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "proto/heartbeat.h"
+
+static const char status_path[] = "/_shed/v1/status";
+static const char metrics_path[] = "/metrics";
+
+struct hb_ctx {
+    struct shed_req_ctx base;
+    size_t len, max;
+    bool too_big;
+    char data[]; /* max bytes */
+};
+
+static void
+hb_free(struct shed_req_ctx *ctx)
+{
+    free(ctx);
+}
+
+bool
+shed_ops_match(const char *path)
+{
+    return strcmp(path, metrics_path) == 0 || strncmp(path, "/_shed/", 7) == 0;
+}
+
+static bool
+answer_text(struct shed_call *c, unsigned status, const char *txt)
+{
+    shed_metrics_response(status);
+    shed_http_text(c->conn, status, txt);
+    return true;
+}
+
+static bool
+hb_result(struct shed_call *c, enum shed_hb_result r, unsigned status, const char *txt)
+{
+    shed_metrics_heartbeat(r);
+    return answer_text(c, status, txt);
+}
+
+static bool
+serve_metrics(struct shed_call *c)
+{
+    char *text;
+    size_t len;
+    if (shed_metrics_render(c->ctx->reg, &text, &len) < 0)
+        return answer_text(c, 503, "out of memory\n");
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL) {
+        free(text);
+        return answer_text(c, 503, "out of memory\n");
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    MHD_queue_response(c->conn, 200, resp);
+    MHD_destroy_response(resp);
+    shed_metrics_response(200);
+    return true;
+}
+
+static bool
+serve_status(struct shed_call *c)
+{
+    json_t *root = registry_status(c->ctx->reg, c->now_ms);
+    if (root == NULL)
+        return answer_text(c, 503, "out of memory\n");
+    json_t *roles = json_array();
+    for (unsigned bit = 1; bit <= SHED_ROLE_MASTER; bit <<= 1)
+        if (c->cfg->roles & bit)
+            json_array_append_new(roles, json_string(shed_role_name(bit)));
+    json_object_set_new(root, "cell", json_string(c->cfg->cell));
+    json_object_set_new(root, "roles", roles);
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (text == NULL)
+        return answer_text(c, 503, "out of memory\n");
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL) {
+        free(text);
+        return answer_text(c, 503, "out of memory\n");
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    MHD_queue_response(c->conn, 200, resp);
+    MHD_destroy_response(resp);
+    shed_metrics_response(200);
+    return true;
+}
+
+/* Declared body length; -1 when chunked or absent. */
+static long long
+content_length(struct shed_call *c)
+{
+    const char *v = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Content-Length");
+    if (v == NULL)
+        return -1;
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    if (*end != '\0' || n < 0)
+        return -1;
+    return n;
+}
+
+static bool
+heartbeat_put(struct shed_call *c, const char *svc, size_t slen, const char *id, size_t idlen)
+{
+    struct hb_ctx *h = *c->con_cls;
+    if (c->first) {
+        size_t max = c->cfg->limits.heartbeat_body;
+        long long cl = content_length(c);
+        if (cl > (long long)max)
+            return hb_result(c, SHED_HB_TOO_LARGE, 413, "heartbeat body too large\n");
+        h = malloc(sizeof(*h) + max);
+        if (h == NULL)
+            return answer_text(c, 503, "out of memory\n");
+        h->base.free_fn = hb_free;
+        h->len = 0;
+        h->max = max;
+        h->too_big = false;
+        *c->con_cls = h;
+        return true;
+    }
+    if (*c->upload_data_size != 0) {
+        size_t n = *c->upload_data_size;
+        if (h->too_big || n > h->max - h->len)
+            h->too_big = true;
+        else
+            memcpy(h->data + h->len, c->upload_data, n);
+        if (!h->too_big)
+            h->len += n;
+        *c->upload_data_size = 0;
+        return true;
+    }
+    if (h->too_big)
+        return hb_result(c, SHED_HB_TOO_LARGE, 413, "heartbeat body too large\n");
+    struct proto_heartbeat hb;
+    const char *what = NULL;
+    int rc = proto_heartbeat_decode(h->data, h->len, &hb, &what);
+    if (rc == -EBADMSG)
+        return hb_result(c, SHED_HB_BAD_REQUEST, 400, "heartbeat body is not a JSON object\n");
+    if (rc < 0) {
+        if (what != NULL && strcmp(what, "url") == 0)
+            return hb_result(c, SHED_HB_BAD_REQUEST, 400, "heartbeat: bad url\n");
+        return hb_result(c, SHED_HB_BAD_REQUEST, 400, "heartbeat: bad or missing field\n");
+    }
+    if (strlen(hb.service) != slen || memcmp(hb.service, svc, slen) != 0 ||
+        strlen(hb.id) != idlen || memcmp(hb.id, id, idlen) != 0)
+        return hb_result(c, SHED_HB_BAD_REQUEST, 400,
+                         "heartbeat: service and id differ from the path\n");
+    struct proto_hb_host host;
+    if (proto_hb_url_host(hb.url, &host) < 0)
+        return hb_result(c, SHED_HB_BAD_REQUEST, 400, "heartbeat: bad url\n");
+    if (!shed_cidr_match(c->cfg->networks, c->cfg->nnetworks, host.host)) {
+        log_warnx("heartbeat: service=%s id=%s url host outside register_networks", hb.service,
+                  hb.id);
+        return hb_result(c, SHED_HB_FORBIDDEN, 403,
+                         "heartbeat: url host is not inside register_networks\n");
+    }
+    struct proto_heartbeat_reply reply;
+    rc = registry_heartbeat(c->ctx->reg, &hb, c->now_ms, &reply);
+    switch (rc) {
+    case 0:
+        break;
+    case -ENOENT:
+        return hb_result(c, SHED_HB_UNKNOWN, 404, "heartbeat: unknown service\n");
+    case -ESTALE:
+        return hb_result(c, SHED_HB_STALE, 409, "heartbeat: a newer incarnation is registered\n");
+    case -ERANGE:
+        return hb_result(c, SHED_HB_BAD_REQUEST, 400,
+                         "heartbeat: weight above the service's weight_scale\n");
+    case -ENOSPC:
+        return hb_result(c, SHED_HB_FULL, 503, "heartbeat: registry full\n");
+    default:
+        return hb_result(c, SHED_HB_FULL, 503, "heartbeat: out of memory\n");
+    }
+    char buf[256];
+    long n = proto_heartbeat_reply_encode(&reply, buf, sizeof(buf));
+    if (n < 0)
+        return answer_text(c, 503, "heartbeat: reply too long\n");
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer((size_t)n, buf, MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL)
+        return answer_text(c, 503, "out of memory\n");
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    MHD_queue_response(c->conn, 200, resp);
+    MHD_destroy_response(resp);
+    shed_metrics_heartbeat(SHED_HB_OK);
+    shed_metrics_response(200);
+    return true;
+}
+
+static bool
+heartbeat_delete(struct shed_call *c, const char *svc, size_t slen, const char *id, size_t idlen)
+{
+    if (c->first && !c->has_body) {
+        *c->con_cls = SHED_HTTP_SEEN;
+        return true;
+    }
+    if (!c->first && *c->upload_data_size != 0) {
+        *c->upload_data_size = 0;
+        return true;
+    }
+    const char *inc = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "incarnation");
+    char *end;
+    if (inc == NULL || inc[0] < '0' || inc[0] > '9')
+        return hb_result(c, SHED_HB_BAD_REQUEST, 400, "deregister: incarnation=N required\n");
+    errno = 0;
+    unsigned long long n = strtoull(inc, &end, 10);
+    if (errno != 0 || *end != '\0' || n > PROTO_HB_INC_MAX)
+        return hb_result(c, SHED_HB_BAD_REQUEST, 400, "deregister: bad incarnation\n");
+    int rc = registry_deregister(c->ctx->reg, svc, slen, id, idlen, n, c->now_ms);
+    if (rc == -ENOENT)
+        return hb_result(c, SHED_HB_UNKNOWN, 404, "deregister: no such member\n");
+    if (rc == -ESTALE)
+        return hb_result(c, SHED_HB_STALE, 409, "deregister: a newer incarnation is registered\n");
+    return hb_result(c, SHED_HB_DEREGISTERED, 200, "deregistered\n");
+}
+
+bool
+shed_ops_handle(struct shed_call *c)
+{
+    if (strcmp(c->path, metrics_path) == 0 || strcmp(c->path, status_path) == 0) {
+        if (c->m != SHED_M_GET && c->m != SHED_M_HEAD)
+            return answer_text(c, 405, "method not allowed\n");
+        if (c->first && !c->has_body) {
+            *c->con_cls = SHED_HTTP_SEEN;
+            return true;
+        }
+        if (!c->first && *c->upload_data_size != 0) {
+            *c->upload_data_size = 0;
+            return true;
+        }
+        return c->path[1] == 'm' ? serve_metrics(c) : serve_status(c);
+    }
+    static const char prefix[] = PROTO_HB_PREFIX;
+    if (strncmp(c->path, prefix, sizeof(prefix) - 1) != 0)
+        return answer_text(c, 404, "not found\n");
+    if (c->m != SHED_M_PUT && c->m != SHED_M_DELETE)
+        return answer_text(c, 405, "method not allowed\n");
+    if (c->first && !shed_http_authorized(c->conn, c->cfg->credential))
+        return hb_result(c, SHED_HB_UNAUTHORIZED, 401, "credential required\n");
+    const char *rest = c->path + sizeof(prefix) - 1;
+    const char *svc, *id;
+    size_t slen, idlen;
+    if (proto_hb_path(rest, strlen(rest), &svc, &slen, &id, &idlen) < 0)
+        return hb_result(c, SHED_HB_BAD_REQUEST, 400, "bad member path\n");
+    if (c->m == SHED_M_PUT)
+        return heartbeat_put(c, svc, slen, id, idlen);
+    return heartbeat_delete(c, svc, slen, id, idlen);
+}

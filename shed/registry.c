@@ -1,0 +1,844 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * shed/registry: member records behind one mutex (heartbeats are a few
+ * thousand a second at most), and the routing view published to request
+ * threads through an atomic pointer guarded by shed/rcu. Rings are rebuilt
+ * only in registry_tick(), so a heartbeat never pays for a ring build.
+ *
+ * Generations: a rebuild pushes a new ring with ring_gen_push(); the table
+ * that falls out, the old view and the old live/load arrays go on a garbage
+ * list that is freed after shed_rcu_synchronize().
+ */
+#include "shed/registry.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "shed/metrics.h"
+#include "shed/rcu.h"
+
+#define HB_BUDGET_PER_S 2000 /* heartbeats a second before intervals stretch */
+#define GARBAGE_MAX     (4 * SHED_MAX_SERVICES + 8)
+
+struct member {
+    char id[PROTO_HB_ID_MAX + 1];
+    char url[PROTO_HB_URL_MAX + 1];
+    char zone[PROTO_HB_ZONE_MAX + 1];
+    uint32_t weight;
+    enum proto_hb_state announced; /* what its last heartbeat said */
+    uint64_t incarnation;
+    uint64_t last_seen;   /* ms */
+    uint64_t lease_until; /* ms */
+    uint64_t down_since;  /* ms, when down */
+    uint32_t beats;       /* heartbeats of this incarnation */
+    bool down;            /* lease expired or deregistered */
+    bool suspect;         /* reported failed by clients (later work) */
+    bool in_ring;         /* part of the current ring */
+    bool stale_record;    /* url/zone/weight differ from the ring's copy */
+    bool gone;            /* deregistered: leaves at the next rebuild */
+    uint32_t ring_idx;    /* index in the current ring when in_ring */
+};
+
+struct service {
+    struct shed_service_config cfg;
+    unsigned slot;
+    struct member **members; /* owned */
+    size_t n, cap;
+    struct ring_gen gen;    /* owns cur and prev */
+    uint64_t prev_until;    /* end of the drain window */
+    _Atomic uint8_t *live;  /* for gen.cur, owned */
+    _Atomic uint32_t *load; /* for gen.cur, owned */
+    bool dirty;             /* membership changed: rebuild at the next tick */
+    uint64_t window_start;  /* eviction cap window */
+    uint32_t evicted_in_window;
+};
+
+struct registry {
+    pthread_mutex_t mu;
+    struct shed_timings t;
+    uint32_t max_members;
+    struct service *svcs[SHED_MAX_SERVICES];
+    size_t nsvcs;
+    size_t total;
+    uint64_t rng;
+    uint64_t last_decay;
+    _Atomic uint64_t evictions;
+    _Atomic uint64_t failed_reports;
+    struct registry_view *_Atomic view;
+    void *garbage[GARBAGE_MAX]; /* freed after the next synchronize */
+    size_t ngarbage;
+    struct ring *garbage_rings[GARBAGE_MAX];
+    size_t ngarbage_rings;
+};
+
+const char *
+registry_live_name(enum registry_live l)
+{
+    switch (l) {
+    case REGISTRY_UP:
+        return "up";
+    case REGISTRY_DRAINING:
+        return "draining";
+    case REGISTRY_SUSPECT:
+        return "suspect";
+    case REGISTRY_DOWN:
+        return "down";
+    }
+    return "?";
+}
+
+static uint64_t
+rnd(struct registry *reg)
+{
+    /* xorshift64*: jitter only, not security. */
+    uint64_t x = reg->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    reg->rng = x;
+    return x * 2685821657736338717ull;
+}
+
+static enum registry_live
+live_of(const struct member *m)
+{
+    if (m->down || m->gone)
+        return REGISTRY_DOWN;
+    if (m->suspect)
+        return REGISTRY_SUSPECT;
+    if (m->announced == PROTO_HB_DRAINING)
+        return REGISTRY_DRAINING;
+    return REGISTRY_UP;
+}
+
+static void
+garbage(struct registry *reg, void *p)
+{
+    if (p == NULL)
+        return;
+    if (reg->ngarbage == GARBAGE_MAX) {
+        /* Cannot happen with the bound above; never free under readers. */
+        log_warnx("registry: garbage list full, leaking %p", p);
+        return;
+    }
+    reg->garbage[reg->ngarbage++] = p;
+}
+
+static void
+garbage_ring(struct registry *reg, struct ring *r)
+{
+    if (r == NULL)
+        return;
+    if (reg->ngarbage_rings == GARBAGE_MAX) {
+        log_warnx("registry: ring garbage list full, leaking a table");
+        return;
+    }
+    reg->garbage_rings[reg->ngarbage_rings++] = r;
+}
+
+static void
+ring_header(const struct ring_config *rc, char *buf, size_t len)
+{
+    snprintf(buf, len, "b=%" PRIu32 "; k=%" PRIu32 "; sa=%016" PRIx64 "; sk=%016" PRIx64,
+             rc->buckets, rc->k, rc->seed_account, rc->seed_key);
+}
+
+/* Build and publish a new view from the services' current state; frees the
+ * old view and all garbage once no reader can hold them. Caller holds mu. */
+static int
+publish(struct registry *reg)
+{
+    struct registry_view *v = calloc(1, sizeof(*v));
+    struct registry_route *routes = calloc(reg->nsvcs ? reg->nsvcs : 1, sizeof(*routes));
+    if (v == NULL || routes == NULL) {
+        free(v);
+        free(routes);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < reg->nsvcs; i++) {
+        struct service *s = reg->svcs[i];
+        struct registry_route *r = &routes[i];
+        snprintf(r->name, sizeof(r->name), "%s", s->cfg.name);
+        r->name_len = strlen(r->name);
+        r->kind = s->cfg.kind;
+        r->slot = s->slot;
+        r->ring = s->gen.cur;
+        r->prev = s->gen.prev;
+        r->generation = s->gen.number;
+        r->prev_generation = s->gen.prev != NULL && s->gen.number > 0 ? s->gen.number - 1 : 0;
+        ring_digest(s->gen.cur, r->digest);
+        ring_header(&s->cfg.ring, r->ring_header, sizeof(r->ring_header));
+        r->pin_ttl_s = (uint32_t)(reg->t.pin_lifetime_ms / 1000);
+        r->max_weight = 1;
+        for (size_t k = 0; k < ring_size(s->gen.cur); k++)
+            if (ring_member_at(s->gen.cur, (uint32_t)k)->weight > r->max_weight)
+                r->max_weight = ring_member_at(s->gen.cur, (uint32_t)k)->weight;
+        r->live = s->live;
+        r->load = s->load;
+    }
+    v->nroutes = reg->nsvcs;
+    v->routes = routes;
+    struct registry_view *old = atomic_exchange(&reg->view, v);
+    shed_rcu_synchronize();
+    if (old != NULL) {
+        free(old->routes);
+        free(old);
+    }
+    for (size_t i = 0; i < reg->ngarbage; i++)
+        free(reg->garbage[i]);
+    reg->ngarbage = 0;
+    for (size_t i = 0; i < reg->ngarbage_rings; i++)
+        ring_destroy(reg->garbage_rings[i]);
+    reg->ngarbage_rings = 0;
+    return 0;
+}
+
+static struct member *
+find_member(struct service *s, const char *id, size_t len, size_t *pos)
+{
+    /* Linear, but only over one service's members and only on heartbeats
+     * (not on the redirect path). */
+    for (size_t i = 0; i < s->n; i++) {
+        struct member *m = s->members[i];
+        if (strncmp(m->id, id, len) == 0 && m->id[len] == '\0') {
+            if (pos != NULL)
+                *pos = i;
+            return m;
+        }
+    }
+    return NULL;
+}
+
+static struct service *
+find_service(struct registry *reg, const char *name, size_t len)
+{
+    for (size_t i = 0; i < reg->nsvcs; i++) {
+        struct service *s = reg->svcs[i];
+        if (strncmp(s->cfg.name, name, len) == 0 && s->cfg.name[len] == '\0')
+            return s;
+    }
+    return NULL;
+}
+
+static void
+remove_member(struct registry *reg, struct service *s, size_t pos)
+{
+    free(s->members[pos]);
+    s->members[pos] = s->members[--s->n];
+    reg->total--;
+}
+
+/* Rebuild s's ring from its members: those already in the ring (but not
+ * gone) and those that proved themselves. Caller holds mu. */
+static int
+rebuild(struct registry *reg, struct service *s, uint64_t now)
+{
+    struct ring_member *recs = calloc(s->n ? s->n : 1, sizeof(*recs));
+    if (recs == NULL)
+        return -ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        struct member *m = s->members[i];
+        if (m->gone)
+            continue;
+        if (m->in_ring || (m->beats >= reg->t.join_heartbeats && !m->down))
+            recs[n++] = (struct ring_member){m->id, m->url, m->zone, m->weight};
+    }
+    struct ring *next = NULL;
+    int rc = ring_build(&s->cfg.ring, recs, n, &next);
+    free(recs);
+    if (rc < 0) {
+        log_warnx("registry: service=%s ring build failed: %s", s->cfg.name, ring_strerror(rc));
+        return rc;
+    }
+    size_t sz = ring_size(next);
+    _Atomic uint8_t *live = calloc(sz ? sz : 1, sizeof(*live));
+    _Atomic uint32_t *load = calloc(sz ? sz : 1, sizeof(*load));
+    if (live == NULL || load == NULL) {
+        free(live);
+        free(load);
+        ring_destroy(next);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        struct member *m = s->members[i];
+        uint32_t idx = m->gone ? RING_NONE : ring_find(next, m->id);
+        m->in_ring = idx != RING_NONE;
+        m->ring_idx = idx;
+        m->stale_record = false;
+        if (m->in_ring)
+            atomic_store(&live[idx], (uint8_t)live_of(m));
+    }
+    /* Drop gone members now that the ring no longer names them. */
+    for (size_t i = 0; i < s->n;)
+        if (s->members[i]->gone)
+            remove_member(reg, s, i);
+        else
+            i++;
+    garbage_ring(reg, ring_gen_push(&s->gen, next));
+    garbage(reg, (void *)s->live);
+    garbage(reg, (void *)s->load);
+    s->live = live;
+    s->load = load;
+    s->prev_until = now + reg->t.drain_window_ms;
+    s->dirty = false;
+    char digest[33];
+    ring_digest(next, digest);
+    log_info("registry: service=%s generation=%" PRIu64 " members=%zu digest=%s", s->cfg.name,
+             s->gen.number, sz, digest);
+    return 0;
+}
+
+static int
+service_new(struct registry *reg, const struct shed_service_config *cfg, struct service **out)
+{
+    struct service *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -ENOMEM;
+    s->cfg = *cfg;
+    s->slot = shed_metrics_service_slot(cfg->name);
+    struct ring *empty = NULL;
+    int rc = ring_build(&cfg->ring, NULL, 0, &empty);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    s->live = calloc(1, sizeof(*s->live));
+    s->load = calloc(1, sizeof(*s->load));
+    if (s->live == NULL || s->load == NULL) {
+        free((void *)s->live);
+        free((void *)s->load);
+        ring_destroy(empty);
+        free(s);
+        return -ENOMEM;
+    }
+    /* The empty table is generation 0: nothing has joined yet. */
+    s->gen.cur = empty;
+    s->gen.number = 0;
+    (void)reg;
+    *out = s;
+    return 0;
+}
+
+static void
+service_free(struct service *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->n; i++)
+        free(s->members[i]);
+    free(s->members);
+    ring_destroy(s->gen.cur);
+    ring_destroy(s->gen.prev);
+    free((void *)s->live);
+    free((void *)s->load);
+    free(s);
+}
+
+static void
+set_params(struct registry *reg, const struct shed_config *cfg)
+{
+    reg->t = cfg->timings;
+    reg->max_members = cfg->limits.max_members;
+}
+
+int
+registry_create(const struct shed_config *cfg, uint64_t seed, struct registry **out)
+{
+    struct registry *reg = calloc(1, sizeof(*reg));
+    if (reg == NULL)
+        return -ENOMEM;
+    pthread_mutex_init(&reg->mu, NULL);
+    set_params(reg, cfg);
+    reg->rng = seed | 1;
+    int rc = 0;
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        rc = service_new(reg, &cfg->services[i], &reg->svcs[reg->nsvcs]);
+        if (rc < 0)
+            goto fail;
+        reg->nsvcs++;
+    }
+    rc = publish(reg);
+    if (rc < 0)
+        goto fail;
+    *out = reg;
+    return 0;
+fail:
+    registry_destroy(reg);
+    return rc;
+}
+
+void
+registry_destroy(struct registry *reg)
+{
+    if (reg == NULL)
+        return;
+    struct registry_view *v = atomic_load(&reg->view);
+    if (v != NULL) {
+        free(v->routes);
+        free(v);
+    }
+    for (size_t i = 0; i < reg->ngarbage; i++)
+        free(reg->garbage[i]);
+    for (size_t i = 0; i < reg->ngarbage_rings; i++)
+        ring_destroy(reg->garbage_rings[i]);
+    for (size_t i = 0; i < reg->nsvcs; i++)
+        service_free(reg->svcs[i]);
+    pthread_mutex_destroy(&reg->mu);
+    free(reg);
+}
+
+const struct registry_view *
+registry_view(const struct registry *reg)
+{
+    return atomic_load_explicit(&((struct registry *)reg)->view, memory_order_seq_cst);
+}
+
+const struct registry_route *
+registry_route_find(const struct registry_view *view, const char *name, size_t len)
+{
+    for (size_t i = 0; i < view->nroutes; i++) {
+        const struct registry_route *r = &view->routes[i];
+        if (r->name_len == len && memcmp(r->name, name, len) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+/* Lease and interval for the next heartbeat: stretched when the registry is
+ * big enough that heartbeats would exceed HB_BUDGET_PER_S, and jittered by
+ * +-10% so that registrants do not synchronise. */
+static void
+pace(struct registry *reg, struct proto_heartbeat_reply *reply)
+{
+    uint64_t base = reg->t.heartbeat_interval_ms;
+    uint64_t lease = reg->t.lease_ms;
+    uint64_t per_s = base > 0 ? reg->total * 1000 / base : 0;
+    if (per_s > HB_BUDGET_PER_S) {
+        uint64_t f100 = per_s * 100 / HB_BUDGET_PER_S; /* factor x100 */
+        base = base * f100 / 100;
+        lease = lease * f100 / 100;
+    }
+    uint64_t spread = base / 5; /* +-10% */
+    uint64_t iv = base - spread / 2 + (spread ? rnd(reg) % (spread + 1) : 0);
+    if (iv > lease * 9 / 10)
+        iv = lease * 9 / 10;
+    if (iv == 0)
+        iv = 1;
+    reply->lease_ms = lease;
+    reply->interval_ms = iv;
+}
+
+int
+registry_heartbeat(struct registry *reg, const struct proto_heartbeat *hb, uint64_t now,
+                   struct proto_heartbeat_reply *reply)
+{
+    int rc = 0;
+    pthread_mutex_lock(&reg->mu);
+    struct service *s = find_service(reg, hb->service, strlen(hb->service));
+    if (s == NULL) {
+        rc = -ENOENT;
+        goto out;
+    }
+    if (hb->weight > s->cfg.ring.weight_scale) {
+        rc = -ERANGE;
+        goto out;
+    }
+    struct member *m = find_member(s, hb->id, strlen(hb->id), NULL);
+    if (m == NULL) {
+        if (reg->total >= reg->max_members) {
+            rc = -ENOSPC;
+            goto out;
+        }
+        if (s->n == s->cap) {
+            size_t ncap = s->cap ? s->cap * 2 : 16;
+            struct member **nm = realloc(s->members, ncap * sizeof(*nm));
+            if (nm == NULL) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            s->members = nm;
+            s->cap = ncap;
+        }
+        m = calloc(1, sizeof(*m));
+        if (m == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        snprintf(m->id, sizeof(m->id), "%s", hb->id);
+        m->incarnation = hb->incarnation;
+        m->ring_idx = RING_NONE;
+        s->members[s->n++] = m;
+        reg->total++;
+        log_info("registry: service=%s id=%s new, url=%s", s->cfg.name, hb->id, hb->url);
+    } else if (hb->incarnation < m->incarnation) {
+        rc = -ESTALE;
+        goto out;
+    } else if (m->gone) {
+        /* Deregistered but still named by the ring until the next tick:
+         * only a newer incarnation may come back. */
+        if (hb->incarnation == m->incarnation) {
+            rc = -ESTALE;
+            goto out;
+        }
+        m->gone = false;
+        m->beats = 0;
+    }
+    if (hb->incarnation > m->incarnation) {
+        log_info("registry: service=%s id=%s incarnation %" PRIu64 " -> %" PRIu64, s->cfg.name,
+                 m->id, m->incarnation, hb->incarnation);
+        m->incarnation = hb->incarnation;
+        if (!m->in_ring)
+            m->beats = 0;
+    }
+    bool changed =
+        strcmp(m->url, hb->url) != 0 || strcmp(m->zone, hb->zone) != 0 || m->weight != hb->weight;
+    if (changed) {
+        snprintf(m->url, sizeof(m->url), "%s", hb->url);
+        snprintf(m->zone, sizeof(m->zone), "%s", hb->zone);
+        m->weight = hb->weight;
+        if (m->in_ring) {
+            m->stale_record = true;
+            s->dirty = true;
+        }
+    }
+    if (m->down)
+        log_info("registry: service=%s id=%s up again", s->cfg.name, m->id);
+    m->announced = hb->state;
+    m->last_seen = now;
+    m->down = false;
+    m->suspect = false;
+    if (m->beats < UINT32_MAX)
+        m->beats++;
+    if (!m->in_ring && m->beats >= reg->t.join_heartbeats)
+        s->dirty = true;
+    if (m->in_ring)
+        atomic_store(&s->live[m->ring_idx], (uint8_t)live_of(m));
+    pace(reg, reply);
+    m->lease_until = now + reply->lease_ms;
+    reply->generation = s->gen.number;
+out:
+    pthread_mutex_unlock(&reg->mu);
+    return rc;
+}
+
+int
+registry_deregister(struct registry *reg, const char *service, size_t slen, const char *id,
+                    size_t idlen, uint64_t incarnation, uint64_t now)
+{
+    int rc = 0;
+    (void)now;
+    pthread_mutex_lock(&reg->mu);
+    struct service *s = find_service(reg, service, slen);
+    size_t pos;
+    struct member *m = s != NULL ? find_member(s, id, idlen, &pos) : NULL;
+    if (m == NULL) {
+        rc = -ENOENT;
+        goto out;
+    }
+    if (incarnation < m->incarnation) {
+        rc = -ESTALE;
+        goto out;
+    }
+    log_info("registry: service=%s id=%s deregistered", s->cfg.name, m->id);
+    if (m->in_ring) {
+        m->gone = true;
+        m->incarnation = incarnation;
+        atomic_store(&s->live[m->ring_idx], (uint8_t)REGISTRY_DOWN);
+        s->dirty = true;
+    } else {
+        remove_member(reg, s, pos);
+    }
+out:
+    pthread_mutex_unlock(&reg->mu);
+    return rc;
+}
+
+static bool
+tick_service(struct registry *reg, struct service *s, uint64_t now)
+{
+    bool changed = false;
+    if (now - s->window_start >= reg->t.heartbeat_interval_ms || now < s->window_start) {
+        s->window_start = now;
+        s->evicted_in_window = 0;
+    }
+    size_t nlive = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        struct member *m = s->members[i];
+        if (m->gone)
+            continue;
+        if (!m->down && now >= m->lease_until) {
+            m->down = true;
+            m->down_since = m->lease_until;
+            log_info("registry: service=%s id=%s down (lease expired)", s->cfg.name, m->id);
+            if (m->in_ring)
+                atomic_store(&s->live[m->ring_idx], (uint8_t)REGISTRY_DOWN);
+        }
+        if (!m->down && m->in_ring)
+            nlive++;
+    }
+    for (size_t i = 0; i < s->n;) {
+        struct member *m = s->members[i];
+        if (!m->down || m->gone || now - m->down_since < reg->t.evict_after_ms) {
+            i++;
+            continue;
+        }
+        if (!m->in_ring) {
+            /* Never joined: forget it quietly, no generation change. */
+            remove_member(reg, s, i);
+            continue;
+        }
+        /* A shed cut off from its cell sees everyone go down at once: keep
+         * the ring whole rather than empty it. */
+        if (nlive == 0 || s->evicted_in_window >= reg->t.evict_cap) {
+            i++;
+            continue;
+        }
+        log_info("registry: service=%s id=%s evicted (down %" PRIu64 "ms)", s->cfg.name, m->id,
+                 now - m->down_since);
+        m->gone = true;
+        s->evicted_in_window++;
+        atomic_fetch_add(&reg->evictions, 1);
+        s->dirty = true;
+        i++;
+    }
+    for (size_t i = 0; i < s->n && !s->dirty; i++) {
+        const struct member *m = s->members[i];
+        if (!m->in_ring && !m->down && !m->gone && m->beats >= reg->t.join_heartbeats)
+            s->dirty = true;
+    }
+    if (s->dirty) {
+        if (rebuild(reg, s, now) == 0)
+            changed = true;
+    } else if (s->gen.prev != NULL && now >= s->prev_until) {
+        log_info("registry: service=%s drain window of generation %" PRIu64 " over", s->cfg.name,
+                 s->gen.number - 1);
+        garbage_ring(reg, ring_gen_drop_prev(&s->gen));
+        changed = true;
+    }
+    return changed;
+}
+
+bool
+registry_tick(struct registry *reg, uint64_t now)
+{
+    bool changed = false;
+    pthread_mutex_lock(&reg->mu);
+    for (size_t i = 0; i < reg->nsvcs; i++)
+        changed |= tick_service(reg, reg->svcs[i], now);
+    /* Halve the recent-redirect counts every second: "recent" load. */
+    if (now - reg->last_decay >= 1000) {
+        reg->last_decay = now;
+        for (size_t i = 0; i < reg->nsvcs; i++) {
+            struct service *s = reg->svcs[i];
+            size_t sz = ring_size(s->gen.cur);
+            for (size_t k = 0; k < sz; k++)
+                atomic_store_explicit(&s->load[k],
+                                      atomic_load_explicit(&s->load[k], memory_order_relaxed) / 2,
+                                      memory_order_relaxed);
+        }
+    }
+    if (changed && publish(reg) < 0) {
+        log_warnx("registry: out of memory publishing a view");
+        changed = false;
+    }
+    pthread_mutex_unlock(&reg->mu);
+    return changed;
+}
+
+int
+registry_reconfigure(struct registry *reg, const struct shed_config *cfg, uint64_t now, char *log,
+                     size_t loglen)
+{
+    int rc = 0;
+    size_t used = 0;
+    log[0] = '\0';
+#define NOTE(...)                                                                                  \
+    do {                                                                                           \
+        if (used < loglen) {                                                                       \
+            int n_ = snprintf(log + used, loglen - used, __VA_ARGS__);                             \
+            if (n_ > 0)                                                                            \
+                used += (size_t)n_;                                                                \
+        }                                                                                          \
+    } while (0)
+    pthread_mutex_lock(&reg->mu);
+    if (memcmp(&reg->t, &cfg->timings, sizeof(reg->t)) != 0)
+        NOTE("timings changed; ");
+    if (reg->max_members != cfg->limits.max_members)
+        NOTE("max_members %u -> %u; ", reg->max_members, cfg->limits.max_members);
+    set_params(reg, cfg);
+    struct service *next[SHED_MAX_SERVICES];
+    size_t nnext = 0;
+    bool keep[SHED_MAX_SERVICES] = {false};
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        const struct shed_service_config *sc = &cfg->services[i];
+        struct service *s = NULL;
+        for (size_t k = 0; k < reg->nsvcs; k++)
+            if (strcmp(reg->svcs[k]->cfg.name, sc->name) == 0) {
+                s = reg->svcs[k];
+                keep[k] = true;
+            }
+        if (s == NULL) {
+            rc = service_new(reg, sc, &s);
+            if (rc < 0) {
+                for (size_t k = 0; k < nnext; k++)
+                    if (next[k]->gen.number == 0 && next[k]->n == 0 &&
+                        find_service(reg, next[k]->cfg.name, strlen(next[k]->cfg.name)) == NULL)
+                        service_free(next[k]);
+                goto out;
+            }
+            NOTE("service %s added; ", sc->name);
+        } else if (s->cfg.kind != sc->kind ||
+                   memcmp(&s->cfg.ring, &sc->ring, sizeof(sc->ring)) != 0) {
+            NOTE("service %s ring parameters changed, rebuilding; ", sc->name);
+            s->cfg = *sc;
+            s->dirty = true;
+        }
+        next[nnext++] = s;
+    }
+    for (size_t k = 0; k < reg->nsvcs; k++)
+        if (!keep[k]) {
+            NOTE("service %s removed with %zu members; ", reg->svcs[k]->cfg.name, reg->svcs[k]->n);
+            reg->total -= reg->svcs[k]->n;
+            /* Readers may still use its ring: free it after the publish. */
+            struct service *s = reg->svcs[k];
+            garbage_ring(reg, s->gen.cur);
+            garbage_ring(reg, s->gen.prev);
+            garbage(reg, (void *)s->live);
+            garbage(reg, (void *)s->load);
+            s->gen.cur = s->gen.prev = NULL;
+            s->live = NULL;
+            s->load = NULL;
+            for (size_t i = 0; i < s->n; i++)
+                free(s->members[i]);
+            free(s->members);
+            free(s);
+        }
+    memcpy(reg->svcs, next, nnext * sizeof(next[0]));
+    reg->nsvcs = nnext;
+    for (size_t i = 0; i < reg->nsvcs; i++)
+        if (reg->svcs[i]->dirty)
+            rebuild(reg, reg->svcs[i], now);
+    rc = publish(reg);
+out:
+    pthread_mutex_unlock(&reg->mu);
+#undef NOTE
+    return rc;
+}
+
+int
+registry_report_failed(struct registry *reg, const char *hostport, size_t len, uint64_t now)
+{
+    (void)hostport;
+    (void)len;
+    (void)now;
+    atomic_fetch_add(&reg->failed_reports, 1);
+    return 0;
+}
+
+size_t
+registry_counts(struct registry *reg, struct registry_counts *out, size_t max)
+{
+    pthread_mutex_lock(&reg->mu);
+    size_t n = reg->nsvcs;
+    for (size_t i = 0; i < n && i < max; i++) {
+        const struct service *s = reg->svcs[i];
+        struct registry_counts *c = &out[i];
+        memset(c, 0, sizeof(*c));
+        snprintf(c->name, sizeof(c->name), "%s", s->cfg.name);
+        c->generation = s->gen.number;
+        for (size_t k = 0; k < s->n; k++) {
+            const struct member *m = s->members[k];
+            if (!m->in_ring && !m->down && !m->gone) {
+                c->joining++;
+                continue;
+            }
+            switch (live_of(m)) {
+            case REGISTRY_UP:
+                c->up++;
+                break;
+            case REGISTRY_DRAINING:
+                c->draining++;
+                break;
+            case REGISTRY_SUSPECT:
+                c->suspect++;
+                break;
+            case REGISTRY_DOWN:
+                c->down++;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&reg->mu);
+    return n;
+}
+
+uint64_t
+registry_evictions(const struct registry *reg)
+{
+    return atomic_load(&((struct registry *)reg)->evictions);
+}
+
+size_t
+registry_size(struct registry *reg)
+{
+    pthread_mutex_lock(&reg->mu);
+    size_t n = reg->total;
+    pthread_mutex_unlock(&reg->mu);
+    return n;
+}
+
+json_t *
+registry_status(struct registry *reg, uint64_t now)
+{
+    json_t *root = json_object();
+    json_t *svcs = json_array();
+    if (root == NULL || svcs == NULL) {
+        json_decref(root);
+        json_decref(svcs);
+        return NULL;
+    }
+    json_object_set_new(root, "services", svcs);
+    pthread_mutex_lock(&reg->mu);
+    for (size_t i = 0; i < reg->nsvcs; i++) {
+        const struct service *s = reg->svcs[i];
+        char digest[33];
+        ring_digest(s->gen.cur, digest);
+        json_t *members = json_array();
+        for (size_t k = 0; k < s->n; k++) {
+            const struct member *m = s->members[k];
+            const char *state =
+                !m->in_ring && !m->down && !m->gone ? "joining" : registry_live_name(live_of(m));
+            json_array_append_new(
+                members,
+                json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:b, s:I}", "id", m->id, "url", m->url,
+                          "zone", m->zone, "weight", (json_int_t)m->weight, "state", state,
+                          "incarnation", (json_int_t)m->incarnation, "in_ring", m->in_ring,
+                          "age_ms", (json_int_t)(now >= m->last_seen ? now - m->last_seen : 0)));
+        }
+        const struct ring_config *rc = &s->cfg.ring;
+        char sa[17], sk[17], sp[17];
+        snprintf(sa, sizeof(sa), "%016" PRIx64, rc->seed_account);
+        snprintf(sk, sizeof(sk), "%016" PRIx64, rc->seed_key);
+        snprintf(sp, sizeof(sp), "%016" PRIx64, rc->seed_place);
+        json_array_append_new(
+            svcs,
+            json_pack("{s:s, s:s, s:I, s:I, s:s, s:I, s:{s:I, s:I, s:I, s:I, s:f, s:s, "
+                      "s:s, s:s}, s:o}",
+                      "name", s->cfg.name, "kind",
+                      s->cfg.kind == SHED_KIND_BURROW ? "burrow" : "any", "generation",
+                      (json_int_t)s->gen.number, "ring_size", (json_int_t)ring_size(s->gen.cur),
+                      "digest", digest, "prev_generation",
+                      (json_int_t)(s->gen.prev != NULL ? s->gen.number - 1 : 0), "ring", "buckets",
+                      (json_int_t)rc->buckets, "k", (json_int_t)rc->k, "r", (json_int_t)rc->r,
+                      "weight_scale", (json_int_t)rc->weight_scale, "eps", rc->eps, "seed_account",
+                      sa, "seed_key", sk, "seed_place", sp, "members", members));
+    }
+    pthread_mutex_unlock(&reg->mu);
+    return root;
+}

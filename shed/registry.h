@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * shed/registry: the membership of every service this shed routes, fed by
+ * heartbeats, and the routing view built from it.
+ *
+ * Records:  registry_heartbeat() / registry_deregister() (any thread).
+ * Timing:   registry_tick() expires leases (member down: skipped, the ring
+ *           stays), evicts members down longer than evict_after (at most
+ *           evict_cap per heartbeat interval, never the last live members of a
+ *           service), lets new members join after join_heartbeats heartbeats,
+ *           rebuilds rings (a new generation, the old one kept for the drain
+ *           window) and ends drain windows. The daemon calls it every ~50 ms;
+ *           tests call it with their own clock. Every function takes the time
+ *           as <now> (milliseconds, any monotonic origin): the clock is injected.
+ *
+ * Routing view: an immutable struct registry_view (per service: the current
+ * and previous ring, generation, digest, header text) published with an
+ * atomic pointer. Readers take no lock:
+ *
+ *     unsigned t = shed_rcu_enter();
+ *     const struct registry_view *v = registry_view(reg);
+ *     ... use v, route->live[], route->load[] ...
+ *     shed_rcu_leave(t);
+ *
+ * Liveness changes do not rebuild anything: they are atomic stores into the
+ * current generation's live[] array (indexed like ring_member_at()).
+ *
+ * Ownership: registry_create() returns an owned registry; registry_destroy
+ * (NULL) is a no-op. Views belong to the registry and stay valid inside the
+ * read-side section that loaded them. All functions are thread-safe.
+ */
+#ifndef SHED_REGISTRY_H
+#define SHED_REGISTRY_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/heartbeat.h"
+#include "ring/ring.h"
+#include "shed/config.h"
+
+/* Liveness of a ring member, as routers see it (route->live[idx]). */
+enum registry_live {
+    REGISTRY_UP = 0,       /* route to it */
+    REGISTRY_DRAINING = 1, /* no new primaries: skipped for primary choice */
+    REGISTRY_SUSPECT = 2,  /* reported failed by clients: skipped */
+    REGISTRY_DOWN = 3,     /* lease expired or deregistered: skipped */
+};
+
+/* One service in the routing view. Immutable but for the atomics. */
+struct registry_route {
+    char name[SHED_NAME_MAX];
+    size_t name_len;
+    enum shed_service_kind kind;
+    unsigned slot;            /* stable metrics slot of this service name */
+    const struct ring *ring;  /* current generation, never NULL (may be empty) */
+    const struct ring *prev;  /* previous generation in the drain window, or NULL */
+    uint64_t generation;      /* of ring; 0 before the first member joined */
+    uint64_t prev_generation; /* of prev, 0 if none */
+    char digest[33];          /* ring_digest(ring) */
+    char ring_header[160];    /* Shed-Ring value: "b=..; k=..; sa=..; sk=.." */
+    uint32_t pin_ttl_s;       /* Shed-Pin-TTL */
+    uint32_t max_weight;      /* largest member weight in ring (>= 1) */
+    _Atomic uint8_t *live;    /* enum registry_live per ring member index */
+    _Atomic uint32_t *load;   /* recent redirects per ring member index (decays) */
+};
+
+struct registry_view {
+    size_t nroutes;
+    struct registry_route *routes;
+};
+
+/* Counts per service for /metrics. */
+struct registry_counts {
+    char name[SHED_NAME_MAX];
+    uint64_t generation;
+    uint32_t joining, up, draining, suspect, down;
+};
+
+struct registry;
+
+/* Build a registry for <cfg>'s services and timings (<cfg> is copied from,
+ * not kept). <seed> seeds the interval jitter. 0 or -ENOMEM / -RING_E*. */
+int registry_create(const struct shed_config *cfg, uint64_t seed, struct registry **out);
+void registry_destroy(struct registry *reg);
+
+/* Apply a reloaded config: new timings and limits at once; services whose
+ * kind or ring parameters changed rebuild their ring (new generation); new
+ * services start empty; removed services are dropped with their members.
+ * Describes what changed in <log> (may be "" when nothing did). 0 or -errno. */
+int registry_reconfigure(struct registry *reg, const struct shed_config *cfg, uint64_t now,
+                         char *log, size_t loglen);
+
+/* Record a heartbeat. On 0, <reply> holds the lease, the (jittered, longer
+ * under load) interval and the service's ring generation. Errors: -ENOENT
+ * (unknown service), -ESTALE (incarnation lower than the one registered),
+ * -ERANGE (weight above the service's weight_scale), -ENOSPC (max_members). */
+int registry_heartbeat(struct registry *reg, const struct proto_heartbeat *hb, uint64_t now,
+                       struct proto_heartbeat_reply *reply);
+
+/* Remove a member at once (clean shutdown); it stops getting redirects now
+ * and leaves the ring at the next tick. Errors: -ENOENT (unknown service or
+ * member), -ESTALE (<incarnation> lower than the registered one). */
+int registry_deregister(struct registry *reg, const char *service, size_t slen, const char *id,
+                        size_t idlen, uint64_t incarnation, uint64_t now);
+
+/* Timers: leases, evictions, joins, rebuilds, drain windows, load decay.
+ * Returns true if a new view was published. */
+bool registry_tick(struct registry *reg, uint64_t now);
+
+/* The current view; only inside a shed_rcu read-side section. */
+const struct registry_view *registry_view(const struct registry *reg);
+
+/* The route of service <name> in <view>, or NULL. */
+const struct registry_route *registry_route_find(const struct registry_view *view, const char *name,
+                                                 size_t len);
+
+/* A client reported (Shed-Failed) that it could not reach <hostport>. Only
+ * counted for now: the failure-detection work hooks in here. 0. */
+int registry_report_failed(struct registry *reg, const char *hostport, size_t len, uint64_t now);
+
+/* Fill up to <max> per-service counts; returns how many services exist. */
+size_t registry_counts(struct registry *reg, struct registry_counts *out, size_t max);
+
+/* Evictions since start (all services). */
+uint64_t registry_evictions(const struct registry *reg);
+
+/* Members in the registry (all services, every state). */
+size_t registry_size(struct registry *reg);
+
+/* Status as a new JSON object {services: [{name, kind, generation, digest,
+ * prev_generation, members: [{id, url, zone, weight, state, incarnation,
+ * in_ring, age_ms}]}]}; the caller owns it. NULL on allocation failure. */
+json_t *registry_status(struct registry *reg, uint64_t now);
+
+/* Text for enum registry_live. */
+const char *registry_live_name(enum registry_live l);
+
+#endif /* SHED_REGISTRY_H */
