@@ -255,6 +255,7 @@ parse_cmd_opts(int argc, char **argv, struct cmd_opts *co)
     };
     int ch, npos = 1; /* argv[0] is the command */
 
+    memset(co, 0, sizeof(*co));
     co->ttl = co->hide = co->wait = co->limit = -1;
     optind = 0; /* glibc: full re-initialisation for the second pass */
     while ((ch = getopt_long(argc, argv, "-", lo, NULL)) != -1) {
