@@ -1,0 +1,441 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * ring-bench: the ring against a ketama baseline, side by side in one run
+ * (reference/hashing.md 4.6 targets). Prints "name: value unit" lines.
+ *
+ *   ring-bench           full run (N = 1000, 10000, 100000; a few minutes)
+ *   ring-bench --quick   smoke run (small B, N = 1000 only), for CI
+ *
+ * Members: equal weights, 10 zones round-robin, R = 3. Movement counts
+ * bucket-replicas whose member set changed ("all") or buckets whose primary
+ * changed ("prim"), as a multiple of the optimal 1/(N+1) (join) or 1/N
+ * (leave of an arbitrary member). Ketama: 160 points per unit weight, 32-bit
+ * points, binary search over the sorted continuum (nginx / twemproxy style),
+ * one result per lookup; ours returns the full row of R.
+ */
+#include "ring/ring.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+#define NKEYS 4096
+
+struct set {
+    struct ring_member *m;
+    char (*id)[32];
+    char (*url)[48];
+    size_t n;
+};
+
+static bool quick;
+
+static double
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static const char *zones[10] = {"z0", "z1", "z2", "z3", "z4", "z5", "z6", "z7", "z8", "z9"};
+
+/* Members srv-0 .. srv-(n-1) plus room for one more. */
+static void
+set_make(struct set *s, size_t n)
+{
+    s->m = calloc(n + 1, sizeof(*s->m));
+    s->id = calloc(n + 1, sizeof(*s->id));
+    s->url = calloc(n + 1, sizeof(*s->url));
+    if (!s->m || !s->id || !s->url) {
+        fprintf(stderr, "ring-bench: out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i <= n; i++) {
+        snprintf(s->id[i], sizeof(s->id[i]), "srv-%07zu", i);
+        snprintf(s->url[i], sizeof(s->url[i]), "http://10.%zu.%zu.%zu:8080", i >> 16,
+                 (i >> 8) & 255, i & 255);
+        s->m[i] = (struct ring_member){s->id[i], s->url[i], zones[i % 10], 100};
+    }
+    s->n = n;
+}
+
+static void
+set_free(struct set *s)
+{
+    free(s->m);
+    free(s->id);
+    free(s->url);
+}
+
+static struct ring *
+build(const struct ring_config *cfg, const struct ring_member *m, size_t n, double *ms)
+{
+    struct ring *r = NULL;
+    double t0 = now_ms();
+    int rc = ring_build(cfg, m, n, &r);
+    if (ms)
+        *ms = now_ms() - t0;
+    if (rc < 0) {
+        fprintf(stderr, "ring-bench: build: %s\n", ring_strerror(rc));
+        exit(1);
+    }
+    return r;
+}
+
+/* peak/mean of primaries and of all replicas (equal weights). */
+static void
+balance(const struct ring *r, double *prim, double *all)
+{
+    size_t n = ring_size(r);
+    uint32_t *cp = calloc(n, sizeof(*cp)), *ca = calloc(n, sizeof(*ca));
+    uint32_t row[RING_MAX_R];
+    uint32_t b = ring_config(r)->buckets;
+    size_t len = 0;
+    for (uint32_t i = 0; i < b; i++) {
+        len = ring_row(r, i, row);
+        cp[row[0]]++;
+        for (size_t j = 0; j < len; j++)
+            ca[row[j]]++;
+    }
+    uint32_t mp = 0, ma = 0;
+    for (size_t i = 0; i < n; i++) {
+        mp = cp[i] > mp ? cp[i] : mp;
+        ma = ca[i] > ma ? ca[i] : ma;
+    }
+    *prim = mp / ((double)b / (double)n);
+    *all = ma / ((double)b * (double)len / (double)n);
+    free(cp);
+    free(ca);
+}
+
+/* Changed bucket-replicas (by id) and changed primaries between two tables. */
+static void
+movement(const struct ring *a, const struct ring *b, double *all, double *prim)
+{
+    uint32_t ra[RING_MAX_R], rb[RING_MAX_R];
+    uint32_t nb = ring_config(a)->buckets;
+    size_t moved = 0, pmoved = 0, cells = 0;
+    for (uint32_t i = 0; i < nb; i++) {
+        size_t la = ring_row(a, i, ra), lb = ring_row(b, i, rb);
+        for (size_t x = 0; x < lb; x++) {
+            const char *id = ring_member_at(b, rb[x])->id;
+            bool found = false;
+            for (size_t y = 0; y < la; y++)
+                found |= strcmp(ring_member_at(a, ra[y])->id, id) == 0;
+            moved += !found;
+        }
+        pmoved += strcmp(ring_member_at(a, ra[0])->id, ring_member_at(b, rb[0])->id) != 0;
+        cells += lb;
+    }
+    *all = (double)moved / (double)cells;
+    *prim = (double)pmoved / nb;
+}
+
+/* ---- ketama ------------------------------------------------------------- */
+
+struct kpoint {
+    uint32_t point;
+    uint32_t server;
+};
+
+static int
+cmp_kpoint(const void *a, const void *b)
+{
+    const struct kpoint *x = a, *y = b;
+    if (x->point != y->point)
+        return x->point < y->point ? -1 : 1;
+    return x->server < y->server ? -1 : x->server > y->server;
+}
+
+static struct kpoint *
+ketama_build(const struct set *s, size_t *np)
+{
+    size_t n = s->n * 160;
+    struct kpoint *p = malloc(n * sizeof(*p));
+    char buf[64];
+    for (size_t i = 0; i < s->n; i++) {
+        for (unsigned k = 0; k < 160; k++) {
+            int len = snprintf(buf, sizeof(buf), "%s-%u", s->id[i], k);
+            p[i * 160 + k] = (struct kpoint){(uint32_t)XXH3_64bits(buf, (size_t)len), (uint32_t)i};
+        }
+    }
+    qsort(p, n, sizeof(*p), cmp_kpoint);
+    *np = n;
+    return p;
+}
+
+static uint32_t
+ketama_lookup(const struct kpoint *p, size_t n, uint32_t h)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (p[mid].point < h)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return p[lo == n ? 0 : lo].server;
+}
+
+/* ---- route timing ------------------------------------------------------- */
+
+struct keys {
+    char acct[NKEYS][24];
+    char queue[NKEYS][16];
+    char both[NKEYS][40];
+    size_t alen[NKEYS], qlen[NKEYS], blen[NKEYS];
+};
+
+static void
+keys_make(struct keys *k)
+{
+    for (unsigned i = 0; i < NKEYS; i++) {
+        k->alen[i] = (size_t)snprintf(k->acct[i], sizeof(k->acct[i]), "account-%08x-%04u",
+                                      i * 2654435761u, i % 9973);
+        k->qlen[i] = (size_t)snprintf(k->queue[i], sizeof(k->queue[i]), "queue-%05u/m", i);
+        k->blen[i] =
+            (size_t)snprintf(k->both[i], sizeof(k->both[i]), "%s/%s", k->acct[i], k->queue[i]);
+    }
+}
+
+static volatile uint32_t sink;
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Mean ns per route over <iters>, and p99 from <samples> individually timed
+ * routes minus the timer's own median cost. which: 0 = ring, 1 = ketama. */
+static void
+route_time(int which, const struct ring *r, const struct kpoint *kp, size_t kn,
+           const struct keys *k, long iters, double *mean, double *p99)
+{
+    const struct ring_config *cfg = ring_config(r);
+    uint32_t row[RING_MAX_R];
+    uint32_t acc = 0;
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < iters; i++) {
+        unsigned j = (unsigned)(i * 7919) & (NKEYS - 1);
+        if (which == 0) {
+            uint32_t b = ring_bucket(cfg, k->acct[j], k->alen[j], k->queue[j], k->qlen[j]);
+            ring_row(r, b, row);
+            acc += row[0];
+        } else {
+            uint32_t h = (uint32_t)XXH3_64bits(k->both[j], k->blen[j]);
+            acc += ketama_lookup(kp, kn, h);
+        }
+    }
+    *mean = (double)(now_ns() - t0) / (double)iters;
+    enum { SAMPLES = 200000 };
+    uint64_t *s = malloc(SAMPLES * sizeof(*s)), *e = malloc(SAMPLES * sizeof(*e));
+    for (long i = 0; i < SAMPLES; i++) {
+        uint64_t a = now_ns();
+        e[i] = now_ns() - a;
+    }
+    for (long i = 0; i < SAMPLES; i++) {
+        unsigned j = (unsigned)(i * 104729) & (NKEYS - 1);
+        uint64_t a = now_ns();
+        if (which == 0) {
+            uint32_t b = ring_bucket(cfg, k->acct[j], k->alen[j], k->queue[j], k->qlen[j]);
+            ring_row(r, b, row);
+            acc += row[0];
+        } else {
+            acc += ketama_lookup(kp, kn, (uint32_t)XXH3_64bits(k->both[j], k->blen[j]));
+        }
+        s[i] = now_ns() - a;
+    }
+    qsort(s, SAMPLES, sizeof(*s), cmp_u64);
+    qsort(e, SAMPLES, sizeof(*e), cmp_u64);
+    double over = (double)e[SAMPLES / 2];
+    *p99 = (double)s[SAMPLES * 99 / 100] - over;
+    if (*p99 < 0)
+        *p99 = 0;
+    sink = acc;
+    free(s);
+    free(e);
+}
+
+/* ---- scenarios ---------------------------------------------------------- */
+
+static void
+scenario_n1000(void)
+{
+    struct ring_config cfg;
+    ring_config_default(&cfg);
+    cfg.buckets = quick ? 1u << 16 : 1u << 20;
+    cfg.eps = quick ? 0.05 : 0.03;
+    size_t n = 1000;
+    struct set s;
+    set_make(&s, n);
+    double ms, prim, all;
+    struct ring *base = build(&cfg, s.m, n, &ms);
+    printf("ring.build_ms.n1000: %.1f ms (B=2^%d, eps=%.2f)\n", ms, __builtin_ctz(cfg.buckets),
+           cfg.eps);
+    balance(base, &prim, &all);
+    printf("ring.peak_mean.n1000: %.4f ratio (primaries)\n", prim);
+    printf("ring.peak_mean_all.n1000: %.4f ratio (all replicas)\n", all);
+
+    /* Join: srv-n added. */
+    double mall, mprim;
+    struct ring *join = build(&cfg, s.m, n + 1, NULL);
+    movement(base, join, &mall, &mprim);
+    printf("ring.move_join.n1000: %.3f x_optimal (all replicas)\n", mall * (double)(n + 1));
+    printf("ring.move_join_prim.n1000: %.3f x_optimal (primaries)\n", mprim * (double)(n + 1));
+    ring_destroy(join);
+
+    /* Leave: an arbitrary member (the middle one) removed. */
+    struct ring_member victim = s.m[n / 2];
+    s.m[n / 2] = s.m[n - 1];
+    struct ring *leave = build(&cfg, s.m, n - 1, NULL);
+    s.m[n - 1] = s.m[n / 2];
+    s.m[n / 2] = victim;
+    movement(base, leave, &mall, &mprim);
+    printf("ring.move_leave.n1000: %.3f x_optimal (all replicas)\n", mall * (double)n);
+    printf("ring.move_leave_prim.n1000: %.3f x_optimal (primaries)\n", mprim * (double)n);
+    ring_destroy(leave);
+
+    /* Same records, reversed order: same digest (and a rebuild: same digest). */
+    char d1[33], d2[33];
+    ring_digest(base, d1);
+    struct ring_member *rev = malloc(n * sizeof(*rev));
+    for (size_t i = 0; i < n; i++)
+        rev[i] = s.m[n - 1 - i];
+    struct ring *again = build(&cfg, rev, n, NULL);
+    ring_digest(again, d2);
+    printf("ring.digest_stable: %s\n", strcmp(d1, d2) == 0 ? "yes" : "no");
+    ring_destroy(again);
+    free(rev);
+
+    /* Route: ours vs ketama, same keys, same run. */
+    struct keys *k = malloc(sizeof(*k));
+    keys_make(k);
+    size_t kn;
+    struct kpoint *kp = ketama_build(&s, &kn);
+    long iters = quick ? 500000 : 5000000;
+    double rmean, rp99, kmean, kp99;
+    route_time(0, base, kp, kn, k, iters, &rmean, &rp99);
+    route_time(1, base, kp, kn, k, iters, &kmean, &kp99);
+    printf("ring.route_ns.n1000: %.1f ns (B=2^%d, full row of 3)\n", rmean,
+           __builtin_ctz(cfg.buckets));
+    printf("ring.route_p99_ns.n1000: %.1f ns\n", rp99);
+    printf("ketama.route_ns.n1000: %.1f ns (160 points, 1 server)\n", kmean);
+    printf("ketama.route_p99_ns.n1000: %.1f ns\n", kp99);
+    printf("ring.route_vs_ketama.n1000: %.2f x_faster\n", kmean / rmean);
+
+    /* Ketama balance for reference: arc share of the largest server. */
+    double *share = calloc(n, sizeof(*share));
+    for (size_t i = 0; i < kn; i++) {
+        uint32_t prev = i ? kp[i - 1].point : kp[kn - 1].point;
+        share[kp[i].server] += (double)(uint32_t)(kp[i].point - prev) / 4294967296.0;
+    }
+    double mx = 0;
+    for (size_t i = 0; i < n; i++)
+        mx = share[i] > mx ? share[i] : mx;
+    printf("ketama.peak_mean.n1000: %.4f ratio\n", mx * (double)n);
+    free(share);
+    free(kp);
+    free(k);
+    ring_destroy(base);
+    set_free(&s);
+}
+
+static void
+scenario_n10000(void)
+{
+    struct ring_config cfg;
+    ring_config_default(&cfg);
+    size_t n = 10000;
+    struct set s;
+    set_make(&s, n);
+    double ms, prim, all;
+
+    /* T7: pure build at B=2^16. */
+    cfg.buckets = 1u << 16;
+    cfg.eps = 0;
+    struct ring *r = build(&cfg, s.m, n, &ms);
+    printf("ring.build_ms.n10000: %.1f ms (B=2^16, eps=0)\n", ms);
+    ring_destroy(r);
+
+    /* T5: balance at B=2^22 with the bounded-load pass. */
+    cfg.buckets = 1u << 22;
+    cfg.eps = 0.04;
+    r = build(&cfg, s.m, n, &ms);
+    balance(r, &prim, &all);
+    printf("ring.build_ms_balanced.n10000: %.1f ms (B=2^22, eps=0.04)\n", ms);
+    printf("ring.peak_mean.n10000: %.4f ratio (primaries, B=2^22)\n", prim);
+    printf("ring.peak_mean_all.n10000: %.4f ratio (all replicas, B=2^22)\n", all);
+    struct ring *join = build(&cfg, s.m, n + 1, NULL);
+    double mall, mprim;
+    movement(r, join, &mall, &mprim);
+    printf("ring.move_join.n10000: %.3f x_optimal (all replicas, B=2^22)\n",
+           mall * (double)(n + 1));
+    printf("ring.move_join_prim.n10000: %.3f x_optimal (primaries, B=2^22)\n",
+           mprim * (double)(n + 1));
+    ring_destroy(join);
+    ring_destroy(r);
+    set_free(&s);
+}
+
+static void
+scenario_n100000(void)
+{
+    struct ring_config cfg;
+    ring_config_default(&cfg);
+    cfg.buckets = 1u << 20;
+    cfg.eps = 0;
+    size_t n = 100000;
+    struct set s;
+    set_make(&s, n);
+    double ms, best = 1e30;
+    struct ring *r = NULL;
+    for (int i = 0; i < 3; i++) {
+        ring_destroy(r);
+        r = build(&cfg, s.m, n, &ms);
+        best = ms < best ? ms : best;
+    }
+    printf("ring.build_ms.n100000: %.1f ms (B=2^20, eps=0, best of 3)\n", best);
+    size_t table = (size_t)cfg.buckets * cfg.r * 4;
+    printf("ring.bytes_per_server.n100000: %.1f bytes (records + strings + zone index)\n",
+           (double)(ring_bytes(r) - table) / (double)n);
+    printf("ring.table_bytes.n100000: %zu bytes (B*R*4)\n", table);
+    double prim, all;
+    balance(r, &prim, &all);
+    printf("ring.peak_mean_pure.n100000: %.4f ratio (primaries, eps=0)\n", prim);
+    ring_destroy(r);
+    set_free(&s);
+}
+
+int
+main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            quick = true;
+        } else {
+            fprintf(stderr, "usage: ring-bench [--quick]\n");
+            return 2;
+        }
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    scenario_n1000();
+    if (!quick) {
+        scenario_n10000();
+        scenario_n100000();
+    }
+    return 0;
+}
