@@ -951,6 +951,8 @@ unescape_none(void *cls, struct MHD_Connection *c, char *s)
     return strlen(s);
 }
 
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
 static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
