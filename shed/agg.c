@@ -17,6 +17,7 @@
 #include "shed/agg.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,20 +28,25 @@
 #include "proto/burrow.h"
 #include "proto/marker.h"
 #include "shed/fanout.h"
+#include "shed/http.h"
+#include "shed/line.h"
 #include "shed/merge.h"
 
-#define NOPOS        UINT32_MAX
-#define PREF_MAX     (2 * RING_MAX_R)
-#define QBUF_MAX     (2 * PROTO_BURROW_ID_MAX + 64)
-#define BACKENDS_MAX 4096
+#define NOPOS              UINT32_MAX
+#define PREF_MAX           (2 * RING_MAX_R)
+#define QBUF_MAX           (2 * PROTO_BURROW_ID_MAX + 64)
+#define BACKENDS_MAX       4096
+#define SHED_AGG_FETCH_MAX 10000 /* widest per-backend window of one page */
 
 struct shed_agg {
     struct shed_fanout *fan;
     _Atomic bool list_all;
     _Atomic uint64_t timeout_ms;
     size_t max_probes;
-    _Atomic uint64_t requests, backend_errors, partial, probes;
 };
+
+/* Process-wide counters, so /metrics needs no aggregator instance. */
+static _Atomic uint64_t n_requests, n_backend_errors, n_partial, n_probes;
 
 enum phase {
     PH_NONE = 0,
@@ -115,7 +121,9 @@ struct shed_agg_req {
     int64_t remaining;
     size_t seq; /* next backend position in sequential mode */
     bool wait_polled;
-    bool bcast; /* DELETE of whole levels: one broadcast */
+    bool bcast;          /* DELETE of whole levels: one broadcast */
+    int64_t fetch_limit; /* per-backend limit of a page fetch (0: none) */
+    unsigned refetches;  /* page fetches widened because of dropped copies */
     char notfound[128];
 
     /* answer */
@@ -176,31 +184,36 @@ shed_agg_destroy(struct shed_agg *agg)
 }
 
 uint64_t
-shed_agg_backend_errors(const struct shed_agg *agg)
+shed_agg_backend_errors(void)
 {
-    return atomic_load(&agg->backend_errors);
+    return atomic_load(&n_backend_errors);
 }
 
 size_t
-shed_agg_metrics(const struct shed_agg *agg, char *buf, size_t len)
+shed_agg_metrics(char *buf, size_t len)
 {
     int n;
 
     if (len == 0)
         return 0;
     n = snprintf(buf, len,
+                 "# HELP shed_agg_requests_total List requests answered by the aggregator.\n"
                  "# TYPE shed_agg_requests_total counter\n"
                  "shed_agg_requests_total %llu\n"
+                 "# HELP shed_agg_backend_errors_total Backend requests of the aggregator "
+                 "that got no answer or a 5xx.\n"
                  "# TYPE shed_agg_backend_errors_total counter\n"
                  "shed_agg_backend_errors_total %llu\n"
+                 "# HELP shed_agg_partial_total Aggregated answers marked Shed-Partial.\n"
                  "# TYPE shed_agg_partial_total counter\n"
                  "shed_agg_partial_total %llu\n"
+                 "# HELP shed_agg_dedup_probes_total Single-message probes for duplicates.\n"
                  "# TYPE shed_agg_dedup_probes_total counter\n"
                  "shed_agg_dedup_probes_total %llu\n",
-                 (unsigned long long)atomic_load(&agg->requests),
-                 (unsigned long long)atomic_load(&agg->backend_errors),
-                 (unsigned long long)atomic_load(&agg->partial),
-                 (unsigned long long)atomic_load(&agg->probes));
+                 (unsigned long long)atomic_load(&n_requests),
+                 (unsigned long long)atomic_load(&n_backend_errors),
+                 (unsigned long long)atomic_load(&n_partial),
+                 (unsigned long long)atomic_load(&n_probes));
     if (n < 0)
         return 0;
     return (size_t)n < len ? (size_t)n : len - 1;
@@ -255,7 +268,7 @@ finish(struct shed_agg_req *r)
             o += (size_t)w;
         }
         r->partial[o < sizeof(r->partial) ? o : sizeof(r->partial) - 1] = '\0';
-        atomic_fetch_add(&r->agg->partial, 1);
+        atomic_fetch_add(&n_partial, 1);
     }
     atomic_store(&r->finished, true);
     r->done(r->done_arg);
@@ -503,7 +516,7 @@ usable(struct shed_agg_req *r, uint32_t be, const struct shed_fanout_res *res)
     if (res->status == 0 || res->status >= 500) {
         if (!r->be[be].failed) {
             r->be[be].failed = true;
-            atomic_fetch_add(&r->agg->backend_errors, 1);
+            atomic_fetch_add(&n_backend_errors, 1);
             log_debug("agg: backend=%s unreachable (status %d, err %d)", r->be[be].id, res->status,
                       res->err);
         }
@@ -624,7 +637,7 @@ take_lists(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n,
             /* A backend that answers garbage is as good as unreachable. */
             if (!r->be[be].failed) {
                 r->be[be].failed = true;
-                atomic_fetch_add(&r->agg->backend_errors, 1);
+                atomic_fetch_add(&n_backend_errors, 1);
             }
         }
     }
@@ -825,7 +838,7 @@ fetch(struct shed_agg_req *r)
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        struct urlopts o = op_opts(r, r->order[i], r->q.limit > 0 ? r->q.limit : 0);
+        struct urlopts o = op_opts(r, r->order[i], r->fetch_limit);
 
         if (batch_add(&b, r, "GET", r->order[i], NULL, 0, &o, r->timeout_ms) < 0) {
             batch_free(&b);
@@ -932,7 +945,7 @@ dedup(struct shed_agg_req *r)
             }
         }
     }
-    atomic_fetch_add(&r->agg->probes, r->nprobes);
+    atomic_fetch_add(&n_probes, r->nprobes);
     batch_go(r, &b, PH_DEDUP, false);
 }
 
@@ -1001,6 +1014,18 @@ page_done(struct shed_agg_req *r)
         return;
     }
     r->npicks = (size_t)np;
+    if (r->q.limit > 0 && (int64_t)r->npicks < r->q.limit && r->more && r->refetches < 4 &&
+        r->fetch_limit < SHED_AGG_FETCH_MAX) {
+        /* The page stopped short at a server whose window held losing
+         * copies: ask again with wider windows, so that a page is never
+         * short (or empty) just because of duplicates. */
+        r->refetches++;
+        r->fetch_limit =
+            r->fetch_limit * 4 > SHED_AGG_FETCH_MAX ? SHED_AGG_FETCH_MAX : r->fetch_limit * 4;
+        lists_reset(r, 0);
+        fetch(r);
+        return;
+    }
     if (r->npicks == 0 && r->deadline != 0 && now_ms() < r->deadline) {
         wait_poll(r);
         return;
@@ -1024,7 +1049,7 @@ fetch_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
         return;
     }
     for (size_t i = 0; i < n; i++)
-        asked[i] = r->q.limit > 0 ? r->q.limit : 0;
+        asked[i] = r->fetch_limit;
     take_lists(r, res, n, asked, &any);
     free(asked);
     if (!any && n > 0) {
@@ -1163,6 +1188,8 @@ static void
 msgs_run(struct shed_agg_req *r)
 {
     lists_reset(r, 0);
+    r->fetch_limit = r->q.limit > 0 ? r->q.limit : 0;
+    r->refetches = 0;
     if (r->m == M_GET)
         fetch(r);
     else if (r->q.limit > 0)
@@ -1506,6 +1533,8 @@ begin(struct shed_agg_req *r, const struct registry_route *route, const char *me
                     ? r->q.detail
                     : shed_merge_default_detail(r->level, r->m == M_GET);
     r->bdetail = shed_merge_backend_detail(r->level, r->detail);
+    if (!r->q.detail_bad && !proto_burrow_detail_ok(r->level, r->q.detail))
+        r->q.detail_bad = true; /* a known word, but not at this level */
     if (r->q.detail_bad && r->level == PROTO_BURROW_ACCOUNTS) {
         char raw[PROTO_BURROW_ID_MAX + 1];
 
@@ -1594,7 +1623,7 @@ shed_agg_start(struct shed_agg *agg, const struct registry_route *route, const c
     r->done = done;
     r->done_arg = arg;
     r->timeout_ms = atomic_load(&agg->timeout_ms);
-    atomic_fetch_add(&agg->requests, 1);
+    atomic_fetch_add(&n_requests, 1);
     *out = r;
     begin(r, route, method, path, plen, query, qlen);
     return 0;
@@ -1627,6 +1656,12 @@ shed_agg_response(struct shed_agg_req *r, unsigned *status)
         return NULL;
     if (r->out.ctype != NULL)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->out.ctype);
+    if (r->out.status == MHD_HTTP_NO_CONTENT) {
+        /* MHD leaves Content-Length out of a 204; Burrow clients read it
+         * from every 2xx answer (burrow-api.md section 1.3). */
+        MHD_set_response_options(resp, MHD_RF_INSANITY_HEADER_CONTENT_LENGTH, MHD_RO_END);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_LENGTH, "0");
+    }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (r->partial[0] != '\0')
         MHD_add_response_header(resp, "Shed-Partial", r->partial);
@@ -1638,40 +1673,147 @@ shed_agg_response(struct shed_agg_req *r, unsigned *status)
     return resp;
 }
 
+/* ------------------------------------------------------- daemon glue */
+
+/* Per-request context in *con_cls (shed/http frees it on completion). */
+struct agg_ctx {
+    struct shed_req_ctx hdr; /* first member, see shed/http.h */
+    struct shed_agg_req *req;
+    struct MHD_Connection *conn;
+};
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shed_agg *_Atomic g_agg;
+
+static void
+ctx_free(struct shed_req_ctx *h)
+{
+    struct agg_ctx *x = (struct agg_ctx *)h;
+
+    shed_agg_req_free(x->req);
+    free(x);
+}
+
 static void
 resume_conn(void *arg)
 {
     MHD_resume_connection(arg);
 }
 
-enum MHD_Result
-shed_agg_serve(struct shed_agg *agg, const struct registry_route *route,
-               struct MHD_Connection *conn, const char *method, const char *path, const char *query,
-               void **slot)
+static struct shed_agg *
+instance(const struct shed_config *cfg)
 {
-    struct shed_agg_req *r = *slot;
+    struct shed_agg_config ac = {0};
+    struct shed_agg *agg = atomic_load(&g_agg);
+
+    ac.list_all = cfg->list_all;
+    ac.backend_timeout_ms = cfg->backend_timeout_ms;
+    if (agg != NULL) {
+        /* Cheap enough per request, and follows SIGHUP reloads. */
+        shed_agg_reconfigure(agg, &ac);
+        return agg;
+    }
+    pthread_mutex_lock(&g_lock);
+    agg = atomic_load(&g_agg);
+    if (agg == NULL && shed_agg_create(&ac, &agg) == 0)
+        atomic_store(&g_agg, agg);
+    pthread_mutex_unlock(&g_lock);
+    return agg;
+}
+
+/* The raw query string again, from MHD's raw (not unescaped) arguments. */
+struct qs {
+    char buf[PROTO_BURROW_PATH_MAX];
+    size_t len;
+    bool over;
+};
+
+static enum MHD_Result
+collect(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct qs *q = cls;
+    int n;
+
+    (void)kind;
+    n = snprintf(q->buf + q->len, sizeof(q->buf) - q->len, "%s%s%s%s", q->len ? "&" : "", key,
+                 value ? "=" : "", value ? value : "");
+    if (n < 0 || (size_t)n >= sizeof(q->buf) - q->len) {
+        q->over = true;
+        return MHD_NO;
+    }
+    q->len += (size_t)n;
+    return MHD_YES;
+}
+
+static bool
+answer_now(struct shed_call *c, unsigned status, const char *text)
+{
+    shed_metrics_response(status);
+    shed_http_text(c->conn, status, text);
+    return true;
+}
+
+bool
+shed_agg_handle(struct shed_call *c)
+{
+    struct agg_ctx *x;
+    struct shed_agg *agg;
     struct MHD_Response *resp;
-    enum MHD_Result ret;
+    char svc[SHED_NAME_MAX];
+    const char *host;
+    struct qs q;
     unsigned status = 500;
 
-    if (r == NULL) {
-        MHD_suspend_connection(conn);
-        if (shed_agg_start(agg, route, method, path, strlen(path), query, query ? strlen(query) : 0,
-                           resume_conn, conn, &r) < 0) {
-            MHD_resume_connection(conn);
-            return MHD_NO;
-        }
-        *slot = r;
-        return MHD_YES;
+    if (*c->con_cls != NULL && *c->con_cls != SHED_HTTP_SEEN) {
+        /* Our context: the call after the resume (or a spurious one). */
+        x = (struct agg_ctx *)*c->con_cls;
+        if (x->hdr.free_fn != ctx_free)
+            return false;
+        if (x->req == NULL || !atomic_load(&x->req->finished))
+            return true;
+        resp = shed_agg_response(x->req, &status);
+        if (resp == NULL)
+            return false;
+        shed_metrics_response(status);
+        MHD_queue_response(c->conn, status, resp);
+        MHD_destroy_response(resp);
+        return true;
     }
-    if (!atomic_load(&r->finished))
-        return MHD_YES; /* spurious call before the answer: keep waiting */
-    resp = shed_agg_response(r, &status);
-    *slot = NULL;
-    shed_agg_req_free(r);
-    if (resp == NULL)
-        return MHD_NO;
-    ret = MHD_queue_response(conn, status, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    if (!shed_agg_wants(c->path, strlen(c->path)))
+        return false;
+    /* Same call pattern as the line role: answer on a later call, so the
+     * connection stays alive; a body nobody asked for is dropped. */
+    if (c->first) {
+        *c->con_cls = SHED_HTTP_SEEN;
+        return true;
+    }
+    if (*c->upload_data_size != 0) {
+        *c->upload_data_size = 0;
+        return true;
+    }
+    agg = instance(c->cfg);
+    if (agg == NULL)
+        return answer_now(c, 503, "aggregator unavailable\n");
+    q.len = 0;
+    q.over = false;
+    q.buf[0] = '\0';
+    MHD_get_connection_values(c->conn, MHD_GET_ARGUMENT_KIND, collect, &q);
+    if (q.over)
+        return answer_now(c, 400, "query too long\n");
+    host = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Host");
+    if (shed_line_host_service(host, c->cfg->default_service, svc) < 0)
+        return answer_now(c, 404, "unknown service\n");
+    x = calloc(1, sizeof(*x));
+    if (x == NULL)
+        return answer_now(c, 503, "out of memory\n");
+    x->hdr.free_fn = ctx_free;
+    x->conn = c->conn;
+    *c->con_cls = x;
+    MHD_suspend_connection(c->conn);
+    if (shed_agg_start(agg, registry_route_find(c->view, svc, strlen(svc)), c->method, c->path,
+                       strlen(c->path), q.buf, q.len, resume_conn, c->conn, &x->req) < 0) {
+        MHD_resume_connection(c->conn);
+        return answer_now(c, 503, "out of memory\n");
+    }
+    return true;
 }

@@ -12,8 +12,8 @@
  * The daemon side: the HTTP handler suspends the MHD connection, calls
  * shed_agg_start() and, when <done> fires (on the fan-out thread, or inside
  * shed_agg_start() itself), resumes it; on the next handler call it sends
- * shed_agg_response() and frees the request. shed_agg_serve() does all of
- * that for an MHD access handler in one call.
+ * shed_agg_response() and frees the request. shed_agg_handle() does all of
+ * that as a role of shed/http's dispatch.
  *
  * Ownership: shed_agg_create() returns an owned aggregator,
  * shed_agg_destroy(NULL) is a no-op; a started request is owned by the
@@ -70,21 +70,20 @@ struct MHD_Response *shed_agg_response(struct shed_agg_req *req, unsigned *statu
 
 void shed_agg_req_free(struct shed_agg_req *req);
 
-/* For MHD access handlers: on the first call for a request (*<slot> NULL)
- * suspend <conn>, start the request and keep it in *<slot>; on the call after
- * the resume queue the answer and free it. <query> as for shed_agg_start().
- * If the connection goes away while a request is held, the handler's
- * completion callback must call shed_agg_req_free(*slot) (a no-op for
- * NULL). */
-enum MHD_Result shed_agg_serve(struct shed_agg *agg, const struct registry_route *route,
-                               struct MHD_Connection *conn, const char *method, const char *path,
-                               const char *query, void **slot);
+/* The aggregator role for shed/http's dispatch (struct shed_call): answers
+ * list-level Burrow requests (declines anything else), suspending the MHD
+ * connection while the fan-out runs. Uses one process-wide aggregator,
+ * created on the first request from the config of that call; later calls
+ * apply a reloaded aggregation section. Thread-safe. */
+struct shed_call;
+bool shed_agg_handle(struct shed_call *c);
 
-/* Append Prometheus text for the aggregator's counters to <buf> (at most
- * <len> bytes, NUL-terminated); returns the length written. */
-size_t shed_agg_metrics(const struct shed_agg *agg, char *buf, size_t len);
+/* Append Prometheus text for the aggregator's process-wide counters
+ * (shed_agg_backend_errors_total and friends) to <buf> (at most <len>
+ * bytes, NUL-terminated); returns the length written. */
+size_t shed_agg_metrics(char *buf, size_t len);
 
-/* Counters. */
-uint64_t shed_agg_backend_errors(const struct shed_agg *agg);
+/* Backend requests that failed (no answer or 5xx), process-wide. */
+uint64_t shed_agg_backend_errors(void);
 
 #endif /* SHED_AGG_H */
