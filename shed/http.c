@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "shed/agg.h"
 #include "shed/line.h"
 #include "shed/ops.h"
 #include "shed/rcu.h"
@@ -34,6 +35,7 @@ static const struct {
     unsigned role;
     shed_role_fn *fn;
 } roles[] = {
+    {SHED_ROLE_AGGREGATOR, shed_agg_handle},
     {SHED_ROLE_LINE, shed_line_handle},
 };
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shed/agg.h"
 #include "shed/config.h"
 #include "shed/registry.h"
 
@@ -232,6 +233,11 @@ shed_metrics_render(struct registry *reg, char **out, size_t *len)
                 "# HELP shed_evictions_total Members evicted from a ring.\n"
                 "# TYPE shed_evictions_total counter\nshed_evictions_total %" PRIu64 "\n",
                 registry_evictions(reg));
+    }
+    {
+        char agg[1024]; /* the aggregator's counters (shed/agg) */
+        if (shed_agg_metrics(agg, sizeof(agg)) > 0)
+            bprintf(&b, "%s", agg);
     }
     bprintf(&b, "# HELP shed_request_duration_seconds Time the shed spends deciding a request.\n"
                 "# TYPE shed_request_duration_seconds histogram\n");
