@@ -26,9 +26,21 @@
 #define HDR_VAL_MAX   2048 /* bytes kept of any one header we read */
 #define PIN_TTL_MAX_S 86400
 
+struct target;
+struct chain;
+struct easy_node;
+
+static void easy_free(struct easy_node *n);
+static size_t scratch_target_size(void);
+static size_t scratch_chain_size(void);
+
+/* A pooled easy handle with the scratch memory of one request, so the hot
+ * path does not allocate. */
 struct easy_node {
     struct easy_node *next;
     CURL *h;
+    struct target *t; /* owned scratch */
+    struct chain *ch; /* owned scratch */
 };
 
 struct shed_client {
@@ -215,8 +227,7 @@ shed_client_destroy(struct shed_client *c)
     while (c->pool != NULL) {
         struct easy_node *n = c->pool;
         c->pool = n->next;
-        curl_easy_cleanup(n->h);
-        free(n);
+        easy_free(n);
     }
     /* Easy handles are gone, so nothing holds the share any more. */
     curl_share_cleanup(c->share);
@@ -225,6 +236,16 @@ shed_client_destroy(struct shed_client *c)
     pthread_mutex_destroy(&c->pool_lock);
     client_pins_destroy(c->pins);
     free(c);
+}
+
+static void
+easy_free(struct easy_node *n)
+{
+    if (n->h != NULL)
+        curl_easy_cleanup(n->h);
+    free(n->t);
+    free(n->ch);
+    free(n);
 }
 
 /* Borrow an easy handle (its connection cache comes with it). */
@@ -246,8 +267,10 @@ easy_get(struct shed_client *c)
     if (n == NULL)
         return NULL;
     n->h = curl_easy_init();
-    if (n->h == NULL) {
-        free(n);
+    n->t = calloc(1, scratch_target_size());
+    n->ch = calloc(1, scratch_chain_size());
+    if (n->h == NULL || n->t == NULL || n->ch == NULL) {
+        easy_free(n);
         return NULL;
     }
     return n;
@@ -266,10 +289,8 @@ easy_put(struct shed_client *c, struct easy_node *n)
         n = NULL;
     }
     pthread_mutex_unlock(&c->pool_lock);
-    if (n != NULL) {
-        curl_easy_cleanup(n->h);
-        free(n);
-    }
+    if (n != NULL)
+        easy_free(n);
 }
 
 static void
@@ -609,6 +630,18 @@ classify(const char *url, struct target *t)
     return 0;
 }
 
+static size_t
+scratch_target_size(void)
+{
+    return sizeof(struct target);
+}
+
+static size_t
+scratch_chain_size(void)
+{
+    return sizeof(struct chain);
+}
+
 int
 shed_client_url_bucket(const struct ring_config *cfg, const char *url, uint32_t *bucket)
 {
@@ -681,20 +714,17 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
     atomic_fetch_add(&c->m_requests, 1);
     if (req->method == NULL || req->url == NULL)
         return -EINVAL;
-    t = calloc(1, sizeof(*t));
-    ch = calloc(1, sizeof(*ch));
-    if (t == NULL || ch == NULL) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    rc = classify(req->url, t);
-    if (rc != 0)
-        goto out;
     en = easy_get(c);
     if (en == NULL) {
         rc = -ENOMEM;
         goto out;
     }
+    t = en->t;
+    ch = en->ch;
+    memset(ch, 0, sizeof(*ch));
+    rc = classify(req->url, t);
+    if (rc != 0)
+        goto out;
     rc = -SHED_CLIENT_ETRANSPORT;
     for (unsigned attempt = 0; attempt <= c->o.retries; attempt++) {
         struct ring_config rcfg;
@@ -825,15 +855,15 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
         goto out;
     }
 out:
-    if (ch != NULL)
+    if (ch != NULL) {
         free(ch->last.body);
+        ch->last.body = NULL;
+    }
     if (resp->body == NULL) {
         resp->body = calloc(1, 1);
         resp->body_len = 0;
     }
     easy_put(c, en);
-    free(ch);
-    free(t);
     return rc;
 }
 
