@@ -28,7 +28,8 @@ usage(FILE *f)
     fputs("usage: burrowd --listen ADDR:PORT [--default-ttl SECONDS] [--default-hide SECONDS]\n"
           "               [--max-message-bytes N] [--announce URL]... [--id ID] [--zone ZONE]\n"
           "               [--weight N] [--credential SECRET | --credential-file PATH]\n"
-          "               [--public-url URL] [--service NAME] [--debug] [--help]\n"
+          "               [--public-url URL] [--service NAME] [--idle-timeout SECONDS]\n"
+          "               [--max-connections N] [--debug] [--help]\n"
           "\n"
           "  --listen ADDR:PORT       numeric address to serve on, [v6]:port for IPv6\n"
           "  --default-ttl SECONDS    ttl of a PUT without ttl (600; 0: never expires)\n"
@@ -41,7 +42,9 @@ usage(FILE *f)
           "  --credential SECRET      cluster credential for heartbeats\n"
           "  --credential-file PATH   read the credential from the first line of PATH\n"
           "  --public-url URL         where clients reach this server (http://ADDR:PORT)\n"
-          "  --service NAME           service name in heartbeats (burrow)\n",
+          "  --service NAME           service name in heartbeats (burrow)\n"
+          "  --idle-timeout SECONDS   close idle keep-alive connections after (65)\n"
+          "  --max-connections N      concurrent connections, long-polls included (10000)\n",
           f);
 }
 
@@ -133,6 +136,8 @@ main(int argc, char **argv)
         O_PUBURL,
         O_SERVICE,
         O_DEBUG,
+        O_IDLE,
+        O_MAXCONN,
         O_HELP,
     };
     static const struct option opts[] = {
@@ -149,6 +154,8 @@ main(int argc, char **argv)
         {"public-url", required_argument, NULL, O_PUBURL},
         {"service", required_argument, NULL, O_SERVICE},
         {"debug", no_argument, NULL, O_DEBUG},
+        {"idle-timeout", required_argument, NULL, O_IDLE},
+        {"max-connections", required_argument, NULL, O_MAXCONN},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -210,6 +217,12 @@ main(int argc, char **argv)
         case O_DEBUG:
             debug = true;
             break;
+        case O_IDLE:
+            cfg.connection_timeout = (unsigned)num_arg("--idle-timeout", optarg, 1, 86400);
+            break;
+        case O_MAXCONN:
+            cfg.connection_limit = (unsigned)num_arg("--max-connections", optarg, 1, 1000000);
+            break;
         case O_HELP:
         case 'h':
             usage(stdout);
@@ -244,7 +257,8 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    cfg.connection_limit = 10000;
+    if (cfg.connection_limit == 0)
+        cfg.connection_limit = 10000;
     raise_nofile(cfg.connection_limit + 64);
     rc = burrow_http_start(&cfg, &h);
     if (rc < 0)

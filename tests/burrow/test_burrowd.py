@@ -270,6 +270,10 @@ def test_ids_and_bodies():
     r = expect("GET", "/v1.0/%s/%s?marker=%s" % (q(a), q(qu), q("unknown id")), 200)
     assert js(r)[0]["id"] == m
     expect("GET", "/v1.0/%s/%s?marker=%s" % (q(a), q(qu), q(m)), 404)
+    expect("PUT", "/v1.0/p/q/a+b", 201, body=b"plus")  # '+' is literal in paths
+    assert js(expect("GET", "/v1.0/p/q?detail=id", 200)) == ["a+b"]
+    expect("PUT", "/v1.0/p/q/c", 201, body=b"c")
+    assert js(expect("GET", "/v1.0/p/q?detail=id&marker=a%2Bb", 200)) == ["c"]
     uni = "k\u00e9y-\u65e5\u672c"
     expect("PUT", "/v1.0/u/%s/%s" % (q(uni), q("?#%+&")), 201, body=b"u")
     assert js(expect("GET", "/v1.0/u", 200)) == [uni]
@@ -484,6 +488,15 @@ def read_all(socks, timeout):
             if not chunk:
                 pending.discard(s)
     return done
+
+
+def test_wait_outlives_idle_timeout():
+    p, port = start(["--idle-timeout", "1"])
+    try:
+        r, dt = timed(lambda: req("GET", "/v1.0/a/q?wait=3", port=port))
+        assert r.status == 404 and 2.9 <= dt < 5, (r, dt)
+    finally:
+        assert p.stop() == 0
 
 
 def test_many_long_polls():
