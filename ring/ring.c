@@ -43,7 +43,6 @@
 #include "ring/ring.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -623,13 +622,19 @@ fill_sub(struct pass *ps, const struct stream *st, uint32_t base, uint32_t lo, u
 
 /* Candidates per bucket to aim for: enumeration costs ~10 ns a candidate, a
  * bucket left with fewer than <need> costs an O(N) scan (~4 ns a member);
- * minimise the sum over the Poisson count. Only speed depends on this. */
+ * minimise the sum over the Poisson count. With eps == 0 only speed depends
+ * on this; with eps > 0 the caps consult exactly the members below the
+ * threshold, so it is part of the definition: computed with IEEE basic
+ * operations only (no libm), hence the same on every machine. */
 static double
 candidates_wanted(unsigned need, size_t n)
 {
-    double best = 0, best_cost = 0;
+    double best = 0, best_cost = 0, emc = 1.0;
+    for (unsigned c = 1; c < need + 2; c++)
+        emc *= 0.36787944117144233; /* e^-c with basic operations only */
     for (unsigned c = need + 2; c <= 4 * need + 16; c++) {
-        double term = exp(-(double)c), cdf = 0;
+        emc *= 0.36787944117144233;
+        double term = emc, cdf = 0;
         for (unsigned k = 0; k < need; k++) {
             cdf += term;
             term *= (double)c / (double)(k + 1);
