@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: ISC */
 /*
  * burrow/announce_glue: burrowd's link to the heartbeat announcer
- * (common/announce.h). Built from announce_glue.c when common/announce.c is
- * in the tree, and from announce_none.c (which refuses with -ENOSYS)
- * otherwise, so burrowd always links.
+ * (common/announce.h), kept apart from main.c so the daemon's own code does
+ * not depend on the announcer's internals.
  *
  * Ownership: burrow_announce_begin() copies what it needs from <cfg>;
  * burrow_announce_end(NULL) is a no-op. Not thread-safe: call both from

@@ -6,6 +6,7 @@ reference/burrow-api.md over loopback, endpoint by endpoint, plus long-polls
 burrowd runs with --default-ttl 0 like the reference test harness.
 """
 import http.client
+import http.server
 import json
 import os
 import resource
@@ -606,6 +607,53 @@ def test_sigterm_exits_zero_with_waiters():
     finally:
         for s in socks:
             s.close()
+
+
+class FakeShed(http.server.BaseHTTPRequestHandler):
+    """Records heartbeat requests and accepts them."""
+    seen = []
+
+    def _record(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        FakeShed.seen.append((self.command, self.path, self.headers.get("Authorization"), body))
+        out = json.dumps({"lease_ms": 3000, "interval_ms": 200, "generation": 1}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_PUT = _record
+    do_DELETE = _record
+
+    def log_message(self, *args):
+        pass
+
+
+def test_announce_registers_and_deregisters():
+    shed_port = harness.free_port()
+    srv = http.server.ThreadingHTTPServer((HOST, shed_port), FakeShed)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    FakeShed.seen = []
+    try:
+        p, port = start(["--announce", "http://%s:%d" % (HOST, shed_port), "--id", "b1",
+                         "--zone", "z1", "--weight", "3", "--credential", "sekrit"])
+        harness.wait_until(lambda: any(m == "PUT" for m, *_ in FakeShed.seen), timeout=10,
+                           what="a heartbeat")
+        m, path, auth, body = next(x for x in FakeShed.seen if x[0] == "PUT")
+        assert path == "/_shed/v1/members/burrow/b1", path
+        assert auth == "Bearer sekrit", auth
+        hb = json.loads(body)
+        assert hb["url"] == "http://%s:%d" % (HOST, port) and hb["zone"] == "z1", hb
+        assert hb["weight"] == 3 and hb["service"] == "burrow", hb
+        expect("GET", "/", 200, port=port)  # serving while announcing
+        assert p.stop() == 0
+        dels = [x for x in FakeShed.seen if x[0] == "DELETE"]
+        assert dels and dels[0][1].startswith("/_shed/v1/members/burrow/b1?incarnation="), dels
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def main():
