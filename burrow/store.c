@@ -682,7 +682,7 @@ burrow_store_get(struct burrow_store *s, int64_t now, const char *a, size_t alen
 {
     struct burrow_msg_view v;
     struct queue *qu;
-    struct msg *ms;
+    struct msg *ms = NULL;
     int rc;
 
     burrow_store_tick(s, now);
@@ -720,7 +720,7 @@ burrow_store_update(struct burrow_store *s, int64_t now, const char *a, size_t a
 {
     struct burrow_msg_view v;
     struct queue *qu;
-    struct msg *ms;
+    struct msg *ms = NULL;
     int rc;
 
     burrow_store_tick(s, now);
@@ -743,7 +743,7 @@ burrow_store_delete(struct burrow_store *s, int64_t now, const char *a, size_t a
 {
     struct burrow_msg_view v;
     struct queue *qu;
-    struct msg *ms;
+    struct msg *ms = NULL;
     int rc;
 
     burrow_store_tick(s, now);
