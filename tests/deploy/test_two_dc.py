@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 
 if os.geteuid() != 0:
     print("skip: test_two_dc needs root to create network namespaces (ip netns add)")
@@ -46,7 +47,7 @@ _loader.exec_module(local)
 
 DCS = (1, 2)
 BACKENDS = 3
-ACCOUNT = "acme"
+ACCOUNTS = ("acme", "globex", "initech")  # several accounts: buckets spread over backends
 QUEUE = "orders"
 N = 12  # messages per phase
 
@@ -218,11 +219,14 @@ def put_phase(client, phase, want_dc, min_hops, max_hops):
     got = []
     for i in range(N):
         mid = "%s-%02d" % (phase, i)
+        acct = ACCOUNTS[i % len(ACCOUNTS)]
         body = ("body of %s %s" % (mid, "x" * i)).encode()
-        url = "http://burrow.service/v1.0/%s/%s/%s" % (ACCOUNT, QUEUE, mid)
+        url = "http://burrow.service/v1.0/%s/%s/%s" % (acct, QUEUE, mid)
         st, hops, eff, _ = curl(client, "PUT", url, body)
         assert st in (201, 204), "PUT %s from %s -> %d via %s" % (mid, client, st, eff)
-        ctx["acked"].append({"id": mid, "body": body, "effective": eff, "phase": phase})
+        ctx["acked"].append({"id": mid, "account": acct, "body": body, "phase": phase,
+                             "effective": urllib.parse.urlsplit(eff)._replace(
+                                 query="", fragment="").geturl()})
         assert host_of(eff) in dc_backends(want_dc), \
             "PUT %s landed on %s, not on a dc%d backend" % (mid, eff, want_dc)
         assert min_hops <= hops <= max_hops, "PUT %s: %d redirects" % (mid, hops)
@@ -231,7 +235,7 @@ def put_phase(client, phase, want_dc, min_hops, max_hops):
 
 
 def check_read(client, m):
-    url = "http://burrow.service/v1.0/%s/%s/%s?detail=body" % (ACCOUNT, QUEUE, m["id"])
+    url = "http://burrow.service/v1.0/%s/%s/%s?detail=body" % (m["account"], QUEUE, m["id"])
     st, _, eff, text = curl(client, "GET", url)
     assert st == 200 and text.encode() == m["body"], \
         "GET %s from %s -> %d %r via %s" % (m["id"], client, st, text[:80], eff)
@@ -271,24 +275,26 @@ def test_home_puts_and_reads():
 
 def test_list_via_aggregator():
     needs_setup()
-    url = "http://burrow.service/v1.0/%s/%s?detail=id&limit=1000" % (ACCOUNT, QUEUE)
-    st, hops, eff, text = curl("client1", "GET", url)
-    assert st == 200, "list -> %d via %s: %s" % (st, eff, text[:200])
-    assert host_of(eff) == ip(1, 21), "list answered by %s, not dc1's aggregator" % eff
-    ids = set(json.loads(text))
-    want = {m["id"] for m in ctx["acked"]}
-    assert want <= ids, "list misses %s" % sorted(want - ids)
+    for acct in ACCOUNTS:
+        url = "http://burrow.service/v1.0/%s/%s?detail=id&limit=1000" % (acct, QUEUE)
+        st, hops, eff, text = curl("client1", "GET", url)
+        assert st == 200, "list -> %d via %s: %s" % (st, eff, text[:200])
+        assert host_of(eff) == ip(1, 21), "list answered by %s, not dc1's aggregator" % eff
+        ids = set(json.loads(text))
+        want = {m["id"] for m in ctx["acked"] if m["account"] == acct}
+        assert want and want <= ids, "list of %s misses %s" % (acct, sorted(want - ids))
 
 
 def test_shedc_through_dns():
     needs_setup()
     shedc = harness.binary("shedc")
     mid = "shedc-1"
-    url = "http://burrow.service/v1.0/%s/%s/%s" % (ACCOUNT, QUEUE, mid)
+    url = "http://burrow.service/v1.0/%s/%s/%s" % (ACCOUNTS[0], QUEUE, mid)
     body = b"written by shedc through DNS"
     rc, out, err = ctx["lab"].run("client1", [shedc, "put", url], input=body)
     assert rc == 0, "shedc put -> rc %d: %s%s" % (rc, out, err)
-    ctx["acked"].append({"id": mid, "body": body, "effective": None, "phase": "home"})
+    ctx["acked"].append({"id": mid, "account": ACCOUNTS[0], "body": body, "effective": None,
+                         "phase": "home"})
     rc, out, err = ctx["lab"].run("client1", [shedc, "get", url + "?detail=body"])
     assert rc == 0 and body.decode() in out, "shedc get -> rc %d: %r %s" % (rc, out, err)
 
