@@ -194,6 +194,8 @@ main(int argc, char **argv)
                (double)(m1.pinned - m0.pinned) / (double)(m1.requests - m0.requests));
         printf("client.shed_asks_during_bench: %llu asks\n",
                (unsigned long long)(m1.shed_asks - m0.shed_asks));
+        printf("client.failures_during_bench: %llu failures\n",
+               (unsigned long long)(m1.failures - m0.failures));
     }
     curl_easy_cleanup(e_direct);
     curl_easy_cleanup(e_naive);

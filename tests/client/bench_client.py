@@ -13,7 +13,7 @@ from test_client import Cluster  # noqa: E402
 
 
 def main():
-    cl = Cluster(pin_lifetime="30s")
+    cl = Cluster(pin_lifetime="60s")
     exe = os.path.join(harness.BUILD_DIR, "tests", "client", "bench-client")
     # Short windows, many rounds, modes interleaved: load drift on a shared
     # machine hits all three alike.
