@@ -124,6 +124,11 @@ struct shed_agg_req {
     bool bcast;          /* DELETE of whole levels: one broadcast */
     int64_t fetch_limit; /* per-backend limit of a page fetch (0: none) */
     unsigned refetches;  /* page fetches widened because of dropped copies */
+    size_t nvisit;       /* servers a message op visits (order[0..nvisit)) */
+    int wave;            /* page fetch: 1 = the starting server, 2 = the rest */
+    size_t wave_from;    /* first list of the running wave */
+    int64_t wave_limit;  /* per-server limit of the running wave */
+    bool any_answer;     /* some server answered during this fetch */
     char notfound[128];
 
     /* answer */
@@ -616,24 +621,25 @@ all_items(const struct shed_agg_req *r)
     return t;
 }
 
+/* Parse <n> answers into lists [off, off + n) (servers order[off..]). */
 static int
-take_lists(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n,
-           const int64_t *asked, bool *any)
+take_lists_at(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n, size_t off,
+              int64_t asked, bool *any)
 {
     *any = false;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t k = 0; k < n; k++) {
+        size_t i = off + k;
         uint32_t be = r->order[i];
 
         memset(&r->lists[i], 0, sizeof(r->lists[i]));
         r->nlists = i + 1;
-        if (!usable(r, be, &res[i])) {
+        if (!usable(r, be, &res[k])) {
             r->lists[i].status = 0;
             continue;
         }
         *any = true;
-        keep_notfound(r, &res[i]);
-        if (shed_merge_parse(&r->lists[i], res[i].status, res[i].body, res[i].len,
-                             asked ? asked[i] : 0) < 0) {
+        keep_notfound(r, &res[k]);
+        if (shed_merge_parse(&r->lists[i], res[k].status, res[k].body, res[k].len, asked) < 0) {
             /* A backend that answers garbage is as good as unreachable. */
             if (!r->be[be].failed) {
                 r->be[be].failed = true;
@@ -642,6 +648,13 @@ take_lists(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n,
         }
     }
     return 0;
+}
+
+static int
+take_lists(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n, int64_t asked,
+           bool *any)
+{
+    return take_lists_at(r, res, n, 0, asked, any);
 }
 
 static int
@@ -675,7 +688,7 @@ ids_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
 
     if (pass_400(r, res, n))
         return;
-    take_lists(r, res, n, NULL, &any);
+    take_lists(r, res, n, 0, &any);
     if (!any) {
         answer_unavailable(r, "no backend reachable");
         return;
@@ -827,18 +840,20 @@ op_opts(const struct shed_agg_req *r, uint32_t be, int64_t limit)
     return o;
 }
 
+/* Fetch pages from order[from..to) with a per-server limit of <limit>. */
 static void
-fetch(struct shed_agg_req *r)
+fetch_range(struct shed_agg_req *r, size_t from, size_t to, int64_t limit)
 {
-    size_t n = visit_list(r);
     struct batch b;
 
-    if (batch_init(&b, n) < 0) {
+    r->wave_from = from;
+    r->wave_limit = limit;
+    if (batch_init(&b, to - from) < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        struct urlopts o = op_opts(r, r->order[i], r->fetch_limit);
+    for (size_t i = from; i < to; i++) {
+        struct urlopts o = op_opts(r, r->order[i], limit);
 
         if (batch_add(&b, r, "GET", r->order[i], NULL, 0, &o, r->timeout_ms) < 0) {
             batch_free(&b);
@@ -847,6 +862,23 @@ fetch(struct shed_agg_req *r)
         }
     }
     batch_go(r, &b, PH_FETCH, false);
+}
+
+/* A page with a limit is fetched in two waves: first the server the page
+ * starts in (most pages end inside it: one request, no over-fetch), then,
+ * only if it ran out, every later server at once with what is missing. */
+static void
+fetch(struct shed_agg_req *r)
+{
+    r->nvisit = visit_list(r);
+    r->any_answer = false;
+    if (r->fetch_limit > 0 && r->nvisit > 1) {
+        r->wave = 1;
+        fetch_range(r, 0, 1, r->fetch_limit);
+    } else {
+        r->wave = 2;
+        fetch_range(r, 0, r->nvisit, r->fetch_limit);
+    }
 }
 
 /* Position of backend <be> in <pref> (n when absent). */
@@ -923,7 +955,6 @@ dedup(struct shed_agg_req *r)
                         r->probes[r->nprobes].list = (uint32_t)li;
                         r->probes[r->nprobes].item = (uint32_t)ii;
                         r->probes[r->nprobes].be = pref[e];
-                        r->order[r->nlists + r->nprobes] = pref[e];
                         if (batch_add(&b, r, "GET", pref[e], it->id, it->idlen, &o,
                                       r->timeout_ms) == 0)
                             r->nprobes++;
@@ -1014,6 +1045,14 @@ page_done(struct shed_agg_req *r)
         return;
     }
     r->npicks = (size_t)np;
+    if (r->wave == 1 && r->q.limit > 0 && (int64_t)r->npicks < r->q.limit &&
+        !r->lists[0].truncated) {
+        /* The starting server ran out: the rest of the page comes from the
+         * servers after it. */
+        r->wave = 2;
+        fetch_range(r, 1, r->nvisit, r->fetch_limit - (int64_t)r->npicks);
+        return;
+    }
     if (r->q.limit > 0 && (int64_t)r->npicks < r->q.limit && r->more && r->refetches < 4 &&
         r->fetch_limit < SHED_AGG_FETCH_MAX) {
         /* The page stopped short at a server whose window held losing
@@ -1038,21 +1077,13 @@ page_done(struct shed_agg_req *r)
 static void
 fetch_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
 {
-    int64_t *asked;
     bool any;
 
     if (pass_400(r, res, n))
         return;
-    asked = calloc(n ? n : 1, sizeof(*asked));
-    if (asked == NULL) {
-        answer_unavailable(r, "out of memory");
-        return;
-    }
-    for (size_t i = 0; i < n; i++)
-        asked[i] = r->fetch_limit;
-    take_lists(r, res, n, asked, &any);
-    free(asked);
-    if (!any && n > 0) {
+    take_lists_at(r, res, n, r->wave_from, r->wave_limit, &any);
+    r->any_answer |= any;
+    if (r->wave == 2 && !r->any_answer && r->nvisit > 0) {
         answer_unavailable(r, "no backend reachable");
         return;
     }
@@ -1114,7 +1145,7 @@ destr_all_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t
 
     if (pass_400(r, res, n))
         return;
-    take_lists(r, res, n, NULL, &any);
+    take_lists(r, res, n, 0, &any);
     if (!any && n > 0) {
         answer_unavailable(r, "no backend reachable");
         return;
@@ -1464,7 +1495,7 @@ snapshot(struct shed_agg_req *r, const struct registry_route *route)
         }
         r->ngens++;
     }
-    r->order = calloc(r->nbe + r->agg->max_probes + 1, sizeof(*r->order));
+    r->order = calloc(r->nbe + 1, sizeof(*r->order));
     r->lists = calloc(r->nbe + 1, sizeof(*r->lists));
     if (r->order == NULL || r->lists == NULL)
         return -ENOMEM;

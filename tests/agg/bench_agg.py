@@ -1,0 +1,104 @@
+# SPDX-License-Identifier: ISC
+"""Benchmark of the aggregator: a page of 100 messages from a queue of an
+account that spans nine servers (K=3, R=3: the aggregator asks all nine;
+the messages sit on the account's bucket primaries, where the line shed put
+them), against the same page from one server directly, measured side by
+side in one run over keep-alive connections.
+
+Prints:
+  agg.list_ms.p50 / agg.list_ms.p99   page of 100 through the aggregator
+  single.list_ms.p50                   page of 100 from one burrowd
+  agg.vs_single                        ratio of the p50s (target <= 1.5)
+  agg.lists_per_s                      pages per second, 4 client threads
+  agg.servers_asked                    servers of the account
+"""
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import aggenv  # noqa: E402
+
+N_MSG = int(os.environ.get("AGG_BENCH_MESSAGES", "3000"))
+ROUNDS = int(os.environ.get("AGG_BENCH_ROUNDS", "400"))
+PAGE = 100
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p / 100.0))]
+
+
+def main():
+    cell = aggenv.Cell(backend_timeout_ms=2000)
+    try:
+        # An account whose K rows cover nine distinct servers.
+        account = next(a for a in ("bench%d" % i for i in range(200))
+                       if len(cell.ring_info(a)[0]) == 9)
+        queue = "q"
+        for i in range(N_MSG):
+            cell.put(account, queue, "m%05d" % i, b"x" * 64)
+        # The single server: the one holding the most of this queue.
+        counts = {}
+        for b in cell.backends:
+            r = cell.client.request("GET", "%s/v1.0/%s/%s?detail=id" % (b["url"], account, queue))
+            counts[b["id"]] = len(r.json()) if r.status == 200 else 0
+        single = cell.backend(max(counts, key=counts.get))
+        assert counts[single["id"]] >= PAGE, counts
+
+        c = aggenv.Client()
+        agg_ms, single_ms = [], []
+        url = None
+        for i in range(ROUNDS):
+            if url is None:
+                url = "/v1.0/%s/%s?limit=%d" % (account, queue, PAGE)
+            t0 = time.perf_counter()
+            r = c.request("GET", cell.agg + url)
+            agg_ms.append((time.perf_counter() - t0) * 1e3)
+            if r.status == 404:  # paged past the end: start over
+                agg_ms.pop()
+                url = None
+                continue
+            assert r.status == 200 and len(r.json()) <= PAGE, r
+            link = r.header("link")
+            url = link[1:link.index(">")] if link else None
+            t0 = time.perf_counter()
+            r = c.request("GET", "%s/v1.0/%s/%s?limit=%d" % (single["url"], account, queue, PAGE))
+            single_ms.append((time.perf_counter() - t0) * 1e3)
+            assert r.status == 200 and len(r.json()) == PAGE
+
+        # Throughput: 4 client threads for 3 seconds, first pages.
+        stop = time.monotonic() + 3.0
+        done = [0] * 4
+
+        def worker(k):
+            cl = aggenv.Client()
+            while time.monotonic() < stop:
+                rr = cl.request("GET", "%s/v1.0/%s/%s?limit=%d" % (cell.agg, account, queue, PAGE))
+                assert rr.status == 200
+                done[k] += 1
+
+        t0 = time.monotonic()
+        ts = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        rate = sum(done) / (time.monotonic() - t0)
+
+        p50, p99, s50 = pct(agg_ms, 50), pct(agg_ms, 99), pct(single_ms, 50)
+        print("agg.list_ms.p50: %.3f ms" % p50)
+        print("agg.list_ms.p99: %.3f ms" % p99)
+        print("single.list_ms.p50: %.3f ms" % s50)
+        print("single.list_ms.p99: %.3f ms" % pct(single_ms, 99))
+        print("agg.vs_single: %.2f ratio" % (p50 / s50))
+        print("agg.lists_per_s: %.0f pages/s" % rate)
+        print("agg.servers_asked: 9 servers")
+        print("agg.servers_with_data: %d servers" % sum(1 for v in counts.values() if v))
+    finally:
+        cell.stop()
+
+
+if __name__ == "__main__":
+    main()
