@@ -21,6 +21,7 @@
 
 #include "common/log.h"
 #include "shed/agg.h"
+#include "shed/cluster.h"
 #include "shed/line.h"
 #include "shed/ops.h"
 #include "shed/rcu.h"
@@ -37,6 +38,7 @@ static const struct {
 } roles[] = {
     {SHED_ROLE_AGGREGATOR, shed_agg_handle},
     {SHED_ROLE_LINE, shed_line_handle},
+    {SHED_ROLE_MASTER, shed_cluster_master_handle},
 };
 
 char shed_http_seen;
@@ -153,6 +155,8 @@ announces_body(struct MHD_Connection *conn)
 static bool
 dispatch(struct shed_call *c)
 {
+    if (shed_cluster_match(c->path)) /* sync and master endpoints */
+        return shed_cluster_handle(c);
     if (shed_ops_match(c->path))
         return shed_ops_handle(c);
     for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)

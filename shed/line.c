@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "shed/cluster.h"
 
 #define WALK_MAX 64 /* handoff candidates looked at beyond the R of a row */
 
@@ -62,8 +63,12 @@ rnd(void)
 int
 shed_line_host_service(const char *host, const char *default_service, char out[SHED_NAME_MAX])
 {
-    if (host == NULL)
+    if (host == NULL) {
+        /* HTTP/1.1 requires Host; without one only a default service fits. */
+        if (default_service == NULL || default_service[0] == '\0')
+            return -EINVAL;
         goto fallback;
+    }
     size_t len = strlen(host);
     /* Strip ":port" (not inside an IPv6 literal). */
     const char *colon = strrchr(host, ':');
@@ -169,9 +174,11 @@ shed_line_location(char *buf, size_t len, const char *base, const struct proto_s
 
 void
 shed_line_no_server(const struct shed_config *cfg, const struct registry_route *route,
-                    struct shed_answer *a)
+                    enum shed_method m, const struct proto_slice *segs, size_t nsegs,
+                    const struct shed_query *q, struct shed_answer *a)
 {
-    (void)route;
+    if (shed_cluster_escalate(cfg, route, m, segs, nsegs, q, a))
+        return;
     /* Retry after about one heartbeat interval or two, jittered so that
      * clients turned away together do not come back together. */
     uint64_t base = cfg->timings.heartbeat_interval_ms / 1000;
@@ -296,7 +303,7 @@ route_any(const struct shed_config *cfg, const struct registry_route *r, enum sh
     }
     uint32_t c1 = pick_weighted(r), c2 = pick_weighted(r);
     if (c1 == RING_NONE) {
-        shed_line_no_server(cfg, r, a);
+        shed_line_no_server(cfg, r, m, segs, nsegs, q, a);
         return;
     }
     if (c2 != RING_NONE && c2 != c1) {
@@ -410,8 +417,8 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
             TEXT(a, 403, txt_list_all);
             return;
         }
-        if (cfg->aggregator[0] == '\0') {
-            shed_line_no_server(cfg, r, a);
+        if (cfg->aggregator[0] == '\0' || shed_cluster_list_escalates(cfg, r)) {
+            shed_line_no_server(cfg, r, m, segs, (size_t)bp.level, q, a);
             return;
         }
         long e = shed_line_location(a->location, sizeof(a->location), cfg->aggregator, segs,
@@ -435,7 +442,7 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
         ring_bucket(rc_, bp.account.ptr, bp.account.len, key, bp.queue.len + 1 + bp.message.len);
     uint32_t idx = pick_primary(r, bucket);
     if (idx == RING_NONE) {
-        shed_line_no_server(cfg, r, a);
+        shed_line_no_server(cfg, r, m, segs, 4, q, a);
         return;
     }
     long e = shed_line_location(a->location, sizeof(a->location), ring_member_at(r->ring, idx)->url,
@@ -482,6 +489,7 @@ failed_report(struct shed_call *c)
             return;
     shed_metrics_failed_report();
     registry_report_failed(c->ctx->reg, v, len, c->now_ms);
+    shed_cluster_failed(c, v);
 }
 
 bool

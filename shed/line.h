@@ -40,9 +40,12 @@ void shed_line_route(const struct shed_config *cfg, const struct registry_view *
                      enum shed_level *level);
 
 /* The answer when no live local server can take a request: 503 with a
- * jittered Retry-After. (Escalation to a master shed replaces this.) */
+ * jittered Retry-After, unless masters are configured: then a redirect to a
+ * master with an escalation token (shed/cluster.c; <segs> are the decoded
+ * path segments to re-encode, <q> the query). */
 void shed_line_no_server(const struct shed_config *cfg, const struct registry_route *route,
-                         struct shed_answer *a);
+                         enum shed_method m, const struct proto_slice *segs, size_t nsegs,
+                         const struct shed_query *q, struct shed_answer *a);
 
 /* The role handler for shed/http.c's dispatch. */
 bool shed_line_handle(struct shed_call *c);

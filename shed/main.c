@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "shed/cluster.h"
 #include "shed/config.h"
 #include "shed/http.h"
 #include "shed/rcu.h"
@@ -149,6 +150,8 @@ main(int argc, char **argv)
     int rc = registry_create(cfg, (uint64_t)rt.tv_nsec ^ (uint64_t)getpid() << 32, &ctx.reg);
     if (rc < 0)
         fatalx("registry: %s", rc == -ENOMEM ? "out of memory" : ring_strerror(rc));
+    if (shed_cluster_start(&ctx, cfg) < 0)
+        fatalx("cannot start sync, master or snapshot (see above)");
     if (shed_http_start(&ctx, cfg) < 0)
         fatalx("cannot start the HTTP front end");
     log_info("cell=%s started, %zu service%s", cfg->cell, cfg->nservices,
@@ -163,6 +166,7 @@ main(int argc, char **argv)
             break;
         }
         registry_tick(ctx.reg, shed_now_ms());
+        shed_cluster_tick(&ctx, shed_now_ms());
     }
 
     log_info("stopping: no new connections, finishing in-flight requests");
@@ -173,6 +177,7 @@ main(int argc, char **argv)
         nanosleep(&ts, NULL);
     }
     shed_http_stop();
+    shed_cluster_stop(&ctx);
     registry_destroy(ctx.reg);
     shed_config_free(atomic_load(&ctx.cfg));
     log_info("stopped");

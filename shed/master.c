@@ -379,7 +379,7 @@ shed_master_route(struct shed_master *m, const struct shed_master_req *req,
     const struct shed_service_config *sc;
     int rc = -ENOENT;
 
-    if (req->token != NULL && req->token->hops >= m->max_hops)
+    if (req->token != NULL && req->token->hops > m->max_hops)
         return -ELOOP;
     memset(out, 0, sizeof(*out));
     pthread_rwlock_rdlock(&m->lock);

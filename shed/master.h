@@ -73,7 +73,7 @@ int shed_master_apply(struct shed_master *m, const struct proto_sync_msg *msg, u
                       struct proto_sync_ack *ack);
 
 /* Choose where <req> goes. Returns 0 and fills <out>; -ELOOP when the
- * token's hop count is already at the maximum; -ENOENT when no cell
+ * token's hop count is above the maximum; -ENOENT when no cell
  * outside the visited ones has a live server (answer 503). */
 int shed_master_route(struct shed_master *m, const struct shed_master_req *req,
                       struct shed_master_pick *out);

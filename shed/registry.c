@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "shed/metrics.h"
 #include "shed/rcu.h"
+#include "shed/suspect.h"
 
 #define HB_BUDGET_PER_S 2000 /* heartbeats a second before intervals stretch */
 #define GARBAGE_MAX     (4 * SHED_MAX_SERVICES + 8)
@@ -42,7 +43,23 @@ struct member {
     bool stale_record;    /* url/zone/weight differ from the ring's copy */
     bool gone;            /* deregistered: leaves at the next rebuild */
     uint32_t ring_idx;    /* index in the current ring when in_ring */
+    /* Replication (docs/masters.md): */
+    uint64_t seq;           /* registry sequence of the last change */
+    bool remote;            /* last change learned from a peer or a snapshot */
+    uint64_t suspect_until; /* suspect until then (UINT64_MAX: probe pending) */
 };
+
+/* A removed member, kept so that peers and masters learn of the removal. */
+struct tomb {
+    char service[SHED_NAME_MAX];
+    char id[PROTO_HB_ID_MAX + 1];
+    char url[PROTO_HB_URL_MAX + 1];
+    char zone[PROTO_HB_ZONE_MAX + 1];
+    uint32_t weight;
+    uint64_t incarnation, seq;
+    bool remote;
+};
+#define TOMB_MAX 512
 
 struct service {
     struct shed_service_config cfg;
@@ -56,6 +73,8 @@ struct service {
     bool dirty;             /* membership changed: rebuild at the next tick */
     uint64_t window_start;  /* eviction cap window */
     uint32_t evicted_in_window;
+    uint64_t empty_seq; /* sequence at which the last live member went away */
+    bool had_live;      /* live members at the last tick */
 };
 
 struct registry {
@@ -74,7 +93,34 @@ struct registry {
     size_t ngarbage;
     struct ring *garbage_rings[GARBAGE_MAX];
     size_t ngarbage_rings;
+    uint64_t seq;             /* replication sequence, bumped on every change */
+    struct tomb *tombs;       /* TOMB_MAX, a ring buffer */
+    size_t ntombs, tomb_head; /* tomb_head: oldest */
+    uint64_t tomb_horizon;    /* highest seq of a tomb dropped for room */
 };
+
+static void
+tomb_add(struct registry *reg, const struct service *s, const struct member *m, bool remote)
+{
+    struct tomb *t;
+
+    if (reg->tombs == NULL)
+        return;
+    if (reg->ntombs == TOMB_MAX) {
+        reg->tomb_horizon = reg->tombs[reg->tomb_head].seq;
+        reg->tomb_head = (reg->tomb_head + 1) % TOMB_MAX;
+        reg->ntombs--;
+    }
+    t = &reg->tombs[(reg->tomb_head + reg->ntombs++) % TOMB_MAX];
+    snprintf(t->service, sizeof(t->service), "%s", s->cfg.name);
+    snprintf(t->id, sizeof(t->id), "%s", m->id);
+    snprintf(t->url, sizeof(t->url), "%s", m->url);
+    snprintf(t->zone, sizeof(t->zone), "%s", m->zone);
+    t->weight = m->weight ? m->weight : 1;
+    t->incarnation = m->incarnation;
+    t->seq = ++reg->seq;
+    t->remote = remote;
+}
 
 const char *
 registry_live_name(enum registry_live l)
@@ -148,10 +194,40 @@ ring_header(const struct ring_config *rc, char *buf, size_t len)
              rc->buckets, rc->k, rc->seed_account, rc->seed_key);
 }
 
-/* Build and publish a new view from the services' current state; frees the
- * old view and all garbage once no reader can hold them. Caller holds mu. */
+/* What a publish retired: freed by retire() after shed_rcu_synchronize(),
+ * which must never run under mu (a request thread inside a read-side
+ * section may be waiting for mu in registry_heartbeat()). */
+struct retired {
+    struct registry_view *view;
+    void *p[GARBAGE_MAX];
+    size_t np;
+    struct ring *r[GARBAGE_MAX];
+    size_t nr;
+};
+
+/* Wait for readers, then free what <rt> holds. Caller does NOT hold mu. */
+static void
+retire(struct retired *rt)
+{
+    if (rt->view == NULL && rt->np == 0 && rt->nr == 0)
+        return;
+    shed_rcu_synchronize();
+    if (rt->view != NULL) {
+        free(rt->view->routes);
+        free(rt->view);
+    }
+    for (size_t i = 0; i < rt->np; i++)
+        free(rt->p[i]);
+    for (size_t i = 0; i < rt->nr; i++)
+        ring_destroy(rt->r[i]);
+    rt->view = NULL;
+    rt->np = rt->nr = 0;
+}
+
+/* Build and publish a new view from the services' current state; the old
+ * view and all garbage move to <rt> for retire(). Caller holds mu. */
 static int
-publish(struct registry *reg)
+publish(struct registry *reg, struct retired *rt)
 {
     struct registry_view *v = calloc(1, sizeof(*v));
     struct registry_route *routes = calloc(reg->nsvcs ? reg->nsvcs : 1, sizeof(*routes));
@@ -184,16 +260,17 @@ publish(struct registry *reg)
     v->nroutes = reg->nsvcs;
     v->routes = routes;
     struct registry_view *old = atomic_exchange(&reg->view, v);
-    shed_rcu_synchronize();
-    if (old != NULL) {
-        free(old->routes);
-        free(old);
+    /* Several publishes may happen before one retire(): keep the views. */
+    if (rt->view != NULL) {
+        garbage(reg, rt->view->routes);
+        garbage(reg, rt->view);
     }
-    for (size_t i = 0; i < reg->ngarbage; i++)
-        free(reg->garbage[i]);
+    rt->view = old;
+    for (size_t i = 0; i < reg->ngarbage && rt->np < GARBAGE_MAX; i++)
+        rt->p[rt->np++] = reg->garbage[i];
     reg->ngarbage = 0;
-    for (size_t i = 0; i < reg->ngarbage_rings; i++)
-        ring_destroy(reg->garbage_rings[i]);
+    for (size_t i = 0; i < reg->ngarbage_rings && rt->nr < GARBAGE_MAX; i++)
+        rt->r[rt->nr++] = reg->garbage_rings[i];
     reg->ngarbage_rings = 0;
     return 0;
 }
@@ -355,6 +432,11 @@ registry_create(const struct shed_config *cfg, uint64_t seed, struct registry **
         return -ENOMEM;
     pthread_mutex_init(&reg->mu, NULL);
     set_params(reg, cfg);
+    reg->tombs = calloc(TOMB_MAX, sizeof(*reg->tombs));
+    if (reg->tombs == NULL) {
+        free(reg);
+        return -ENOMEM;
+    }
     reg->rng = seed | 1;
     int rc = 0;
     for (size_t i = 0; i < cfg->nservices; i++) {
@@ -363,7 +445,9 @@ registry_create(const struct shed_config *cfg, uint64_t seed, struct registry **
             goto fail;
         reg->nsvcs++;
     }
-    rc = publish(reg);
+    struct retired rt = {0};
+    rc = publish(reg, &rt);
+    retire(&rt);
     if (rc < 0)
         goto fail;
     *out = reg;
@@ -390,6 +474,7 @@ registry_destroy(struct registry *reg)
     for (size_t i = 0; i < reg->nsvcs; i++)
         service_free(reg->svcs[i]);
     pthread_mutex_destroy(&reg->mu);
+    free(reg->tombs);
     free(reg);
 }
 
@@ -512,7 +597,12 @@ registry_heartbeat(struct registry *reg, const struct proto_heartbeat *hb, uint6
     m->announced = hb->state;
     m->last_seen = now;
     m->down = false;
-    m->suspect = false;
+    if (now >= m->suspect_until) {
+        m->suspect = false; /* a probe pending or a confirmed suspicion outlives heartbeats */
+        m->suspect_until = 0;
+    }
+    m->seq = ++reg->seq;
+    m->remote = false;
     if (m->beats < UINT32_MAX)
         m->beats++;
     if (!m->in_ring && m->beats >= reg->t.join_heartbeats)
@@ -546,6 +636,8 @@ registry_deregister(struct registry *reg, const char *service, size_t slen, cons
         goto out;
     }
     log_info("registry: service=%s id=%s deregistered", s->cfg.name, m->id);
+    m->incarnation = incarnation;
+    tomb_add(reg, s, m, false);
     if (m->in_ring) {
         m->gone = true;
         m->incarnation = incarnation;
@@ -575,13 +667,31 @@ tick_service(struct registry *reg, struct service *s, uint64_t now)
         if (!m->down && now >= m->lease_until) {
             m->down = true;
             m->down_since = m->lease_until;
+            m->seq = ++reg->seq;
             log_info("registry: service=%s id=%s down (lease expired)", s->cfg.name, m->id);
             if (m->in_ring)
                 atomic_store(&s->live[m->ring_idx], (uint8_t)REGISTRY_DOWN);
         }
+        if (m->suspect && m->suspect_until != UINT64_MAX && now >= m->suspect_until) {
+            m->suspect = false;
+            m->suspect_until = 0;
+            if (m->in_ring)
+                atomic_store(&s->live[m->ring_idx], (uint8_t)live_of(m));
+        }
         if (!m->down && m->in_ring)
             nlive++;
     }
+    /* The ordering rule for escalation: remember when the cell lost its
+     * last live member of this service (shed/cluster.c reads it). */
+    size_t nserving = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        const struct member *m = s->members[i];
+        if (m->in_ring && !m->down && !m->gone && !m->suspect)
+            nserving++;
+    }
+    if (s->had_live && nserving == 0)
+        s->empty_seq = ++reg->seq;
+    s->had_live = nserving > 0;
     for (size_t i = 0; i < s->n;) {
         struct member *m = s->members[i];
         if (!m->down || m->gone || now - m->down_since < reg->t.evict_after_ms) {
@@ -602,6 +712,7 @@ tick_service(struct registry *reg, struct service *s, uint64_t now)
         log_info("registry: service=%s id=%s evicted (down %" PRIu64 "ms)", s->cfg.name, m->id,
                  now - m->down_since);
         m->gone = true;
+        tomb_add(reg, s, m, false);
         s->evicted_in_window++;
         atomic_fetch_add(&reg->evictions, 1);
         s->dirty = true;
@@ -628,6 +739,7 @@ bool
 registry_tick(struct registry *reg, uint64_t now)
 {
     bool changed = false;
+    struct retired rt = {0};
     pthread_mutex_lock(&reg->mu);
     for (size_t i = 0; i < reg->nsvcs; i++)
         changed |= tick_service(reg, reg->svcs[i], now);
@@ -643,11 +755,12 @@ registry_tick(struct registry *reg, uint64_t now)
                                       memory_order_relaxed);
         }
     }
-    if (changed && publish(reg) < 0) {
+    if (changed && publish(reg, &rt) < 0) {
         log_warnx("registry: out of memory publishing a view");
         changed = false;
     }
     pthread_mutex_unlock(&reg->mu);
+    retire(&rt);
     return changed;
 }
 
@@ -666,6 +779,7 @@ registry_reconfigure(struct registry *reg, const struct shed_config *cfg, uint64
                 used += (size_t)n_;                                                                \
         }                                                                                          \
     } while (0)
+    struct retired rt = {0};
     pthread_mutex_lock(&reg->mu);
     if (memcmp(&reg->t, &cfg->timings, sizeof(reg->t)) != 0)
         NOTE("timings changed; ");
@@ -724,9 +838,10 @@ registry_reconfigure(struct registry *reg, const struct shed_config *cfg, uint64
     for (size_t i = 0; i < reg->nsvcs; i++)
         if (reg->svcs[i]->dirty)
             rebuild(reg, reg->svcs[i], now);
-    rc = publish(reg);
+    rc = publish(reg, &rt);
 out:
     pthread_mutex_unlock(&reg->mu);
+    retire(&rt);
 #undef NOTE
     return rc;
 }
@@ -841,4 +956,284 @@ registry_status(struct registry *reg, uint64_t now)
     }
     pthread_mutex_unlock(&reg->mu);
     return root;
+}
+
+/* ---- Replication, warm restart and client failure reports (issue 5,
+ * docs/masters.md). Appended by the master/sync work. ---- */
+
+/* A copy of our own heartbeat coming back through a peer looks a few ms
+ * newer (transit): do not let it turn a locally heard member into a remote
+ * one. */
+#define SYNC_SKEW_MS 100
+
+static enum proto_sync_state
+sync_state(const struct member *m)
+{
+    if (m->gone)
+        return PROTO_SYNC_GONE;
+    if (m->down)
+        return PROTO_SYNC_DOWN;
+    return m->announced == PROTO_HB_DRAINING ? PROTO_SYNC_DRAINING : PROTO_SYNC_UP;
+}
+
+int64_t
+registry_export(struct registry *reg, uint64_t since, bool for_peer, uint64_t now,
+                struct proto_sync_msg *msg)
+{
+    struct proto_sync_entry e;
+    int64_t rc;
+
+    pthread_mutex_lock(&reg->mu);
+    if (since > 0 && since < reg->tomb_horizon) {
+        /* Removals the target has not seen were forgotten: full snapshot. */
+        since = 0;
+        msg->kind = PROTO_SYNC_FULL;
+    }
+    for (size_t i = 0; i < reg->nsvcs; i++) {
+        const struct service *s = reg->svcs[i];
+        for (size_t k = 0; k < s->n; k++) {
+            const struct member *m = s->members[k];
+            if (!m->in_ring && m->beats < reg->t.join_heartbeats)
+                continue; /* not proved yet: nobody routes to it */
+            if (m->seq <= since || (for_peer && since > 0 && m->remote))
+                continue;
+            memset(&e, 0, sizeof(e));
+            snprintf(e.service, sizeof(e.service), "%s", s->cfg.name);
+            snprintf(e.id, sizeof(e.id), "%s", m->id);
+            snprintf(e.url, sizeof(e.url), "%s", m->url);
+            snprintf(e.zone, sizeof(e.zone), "%s", m->zone);
+            e.weight = m->weight ? m->weight : 1;
+            e.incarnation = m->incarnation;
+            e.state = sync_state(m);
+            e.age_ms = now > m->last_seen ? now - m->last_seen : 0;
+            e.seq = m->seq;
+            if (proto_sync_msg_add(msg, &e) < 0)
+                goto tombs; /* bounded: the rest goes in the next round */
+        }
+    }
+tombs:
+    for (size_t i = 0; i < reg->ntombs; i++) {
+        const struct tomb *t = &reg->tombs[(reg->tomb_head + i) % TOMB_MAX];
+        if (t->seq <= since || (for_peer && since > 0 && t->remote))
+            continue;
+        memset(&e, 0, sizeof(e));
+        snprintf(e.service, sizeof(e.service), "%s", t->service);
+        snprintf(e.id, sizeof(e.id), "%s", t->id);
+        snprintf(e.url, sizeof(e.url), "%s", t->url);
+        snprintf(e.zone, sizeof(e.zone), "%s", t->zone);
+        e.weight = t->weight;
+        e.incarnation = t->incarnation;
+        e.state = PROTO_SYNC_GONE;
+        e.seq = t->seq;
+        if (proto_sync_msg_add(msg, &e) < 0)
+            break;
+    }
+    rc = (int64_t)reg->seq;
+    pthread_mutex_unlock(&reg->mu);
+    return rc;
+}
+
+/* Would a heartbeat with these fields pass ops.c's checks? Peers are
+ * trusted (credential) but what they send still ends up in Location. */
+static bool
+entry_valid(const struct service *s, const struct proto_sync_entry *e)
+{
+    struct proto_hb_host host;
+
+    return proto_hb_id_ok(e->id, strlen(e->id)) && strlen(e->url) <= PROTO_HB_URL_MAX &&
+           proto_hb_url_host(e->url, &host) == 0 && proto_hb_zone_ok(e->zone, strlen(e->zone)) &&
+           e->weight >= 1 && e->weight <= s->cfg.ring.weight_scale &&
+           e->incarnation <= PROTO_HB_INC_MAX;
+}
+
+static void
+apply_gone(struct registry *reg, struct service *s, const struct proto_sync_entry *e)
+{
+    size_t pos;
+    struct member *m = find_member(s, e->id, strlen(e->id), &pos);
+
+    if (m == NULL || m->gone || e->incarnation < m->incarnation)
+        return;
+    log_info("registry: service=%s id=%s removed (from a peer)", s->cfg.name, m->id);
+    m->incarnation = e->incarnation;
+    tomb_add(reg, s, m, true);
+    if (m->in_ring) {
+        m->gone = true;
+        atomic_store(&s->live[m->ring_idx], (uint8_t)REGISTRY_DOWN);
+        s->dirty = true;
+    } else {
+        remove_member(reg, s, pos);
+    }
+}
+
+int
+registry_apply(struct registry *reg, const struct proto_sync_msg *msg, uint64_t now,
+               bool unconfirmed, size_t *napplied)
+{
+    size_t applied = 0, bad = 0;
+
+    pthread_mutex_lock(&reg->mu);
+    for (size_t i = 0; i < msg->nentries; i++) {
+        const struct proto_sync_entry *e = &msg->entries[i];
+        struct service *s = find_service(reg, e->service, strlen(e->service));
+        if (s == NULL)
+            continue;
+        if (!entry_valid(s, e)) {
+            bad++;
+            continue;
+        }
+        if (e->state == PROTO_SYNC_GONE) {
+            if (!unconfirmed)
+                apply_gone(reg, s, e);
+            continue;
+        }
+        uint64_t age = e->age_ms < now ? e->age_ms : now;
+        uint64_t heard = unconfirmed ? now : now - age;
+        struct member *m = find_member(s, e->id, strlen(e->id), NULL);
+        if (m == NULL) {
+            if (e->state == PROTO_SYNC_DOWN || reg->total >= reg->max_members)
+                continue;
+            if (s->n == s->cap) {
+                size_t ncap = s->cap ? s->cap * 2 : 16;
+                struct member **nm = realloc(s->members, ncap * sizeof(*nm));
+                if (nm == NULL)
+                    break;
+                s->members = nm;
+                s->cap = ncap;
+            }
+            m = calloc(1, sizeof(*m));
+            if (m == NULL)
+                break;
+            snprintf(m->id, sizeof(m->id), "%s", e->id);
+            m->incarnation = e->incarnation;
+            m->ring_idx = RING_NONE;
+            m->down = true; /* until the lease below says otherwise */
+            s->members[s->n++] = m;
+            reg->total++;
+            log_info("registry: service=%s id=%s new from %s, url=%s", s->cfg.name, e->id,
+                     unconfirmed ? "snapshot (unconfirmed)" : "a peer", e->url);
+        } else if (e->incarnation < m->incarnation ||
+                   (e->incarnation == m->incarnation &&
+                    (m->gone || heard <= m->last_seen + (m->remote ? 0 : SYNC_SKEW_MS)))) {
+            continue; /* older, or nothing we did not know */
+        } else if (m->gone) {
+            m->gone = false;
+            m->beats = 0;
+        }
+        if (unconfirmed && e->state == PROTO_SYNC_DOWN)
+            continue;
+        m->incarnation = e->incarnation;
+        if (strcmp(m->url, e->url) != 0 || strcmp(m->zone, e->zone) != 0 ||
+            m->weight != e->weight) {
+            snprintf(m->url, sizeof(m->url), "%.*s", (int)sizeof(m->url) - 1, e->url);
+            snprintf(m->zone, sizeof(m->zone), "%s", e->zone);
+            m->weight = e->weight;
+            if (m->in_ring) {
+                m->stale_record = true;
+                s->dirty = true;
+            }
+        }
+        m->announced = e->state == PROTO_SYNC_DRAINING ? PROTO_HB_DRAINING : PROTO_HB_UP;
+        m->last_seen = heard;
+        m->lease_until = heard + reg->t.lease_ms;
+        if (e->state == PROTO_SYNC_DOWN && m->lease_until > now)
+            m->lease_until = now; /* the peer saw the lease run out */
+        if (m->lease_until > now && m->down) {
+            m->down = false;
+            log_info("registry: service=%s id=%s up (from %s)", s->cfg.name, m->id,
+                     unconfirmed ? "snapshot" : "a peer");
+        }
+        /* The sender only exports members that proved themselves. */
+        if (m->beats < reg->t.join_heartbeats)
+            m->beats = reg->t.join_heartbeats;
+        if (!m->in_ring && !m->down)
+            s->dirty = true;
+        if (m->in_ring)
+            atomic_store(&s->live[m->ring_idx], (uint8_t)live_of(m));
+        m->seq = ++reg->seq;
+        m->remote = true;
+        applied++;
+    }
+    pthread_mutex_unlock(&reg->mu);
+    if (bad > 0)
+        log_warnx("registry: %zu invalid entries from %s ignored", bad,
+                  msg->origin[0] ? msg->origin : "a snapshot");
+    if (napplied != NULL)
+        *napplied = applied;
+    return 0;
+}
+
+uint64_t
+registry_escalation_seq(struct registry *reg, const char *service, size_t len)
+{
+    uint64_t seq = 0;
+
+    pthread_mutex_lock(&reg->mu);
+    struct service *s = find_service(reg, service, len);
+    if (s != NULL)
+        /* Routers saw no live member before the tick did: a change is in
+         * flight, so the masters must have everything up to now. */
+        seq = s->had_live ? reg->seq : s->empty_seq;
+    pthread_mutex_unlock(&reg->mu);
+    return seq;
+}
+
+uint64_t
+registry_seq(struct registry *reg)
+{
+    pthread_mutex_lock(&reg->mu);
+    uint64_t seq = reg->seq;
+    pthread_mutex_unlock(&reg->mu);
+    return seq;
+}
+
+uint64_t
+registry_last_empty_seq(struct registry *reg)
+{
+    uint64_t seq = 0;
+
+    pthread_mutex_lock(&reg->mu);
+    for (size_t i = 0; i < reg->nsvcs; i++)
+        if (reg->svcs[i]->empty_seq > seq)
+            seq = reg->svcs[i]->empty_seq;
+    pthread_mutex_unlock(&reg->mu);
+    return seq;
+}
+
+size_t
+registry_set_suspect(struct registry *reg, const char *hostport, uint64_t until, char *url,
+                     size_t urllen)
+{
+    size_t n = 0;
+    char hp[SHED_SUSPECT_HOST_MAX];
+
+    pthread_mutex_lock(&reg->mu);
+    for (size_t i = 0; i < reg->nsvcs; i++) {
+        struct service *s = reg->svcs[i];
+        for (size_t k = 0; k < s->n; k++) {
+            struct member *m = s->members[k];
+            if (m->gone || shed_suspect_hostport(m->url, hp, sizeof(hp)) < 0 ||
+                strcmp(hp, hostport) != 0)
+                continue;
+            if (n == 0 && url != NULL)
+                snprintf(url, urllen, "%s", m->url);
+            n++;
+            if (until == 0) {
+                if (m->suspect)
+                    log_info("registry: service=%s id=%s no longer suspect", s->cfg.name, m->id);
+                m->suspect = false;
+                m->suspect_until = 0;
+            } else {
+                if (!m->suspect)
+                    log_info("registry: service=%s id=%s suspect (client reports)", s->cfg.name,
+                             m->id);
+                m->suspect = true;
+                m->suspect_until = until;
+            }
+            if (m->in_ring)
+                atomic_store(&s->live[m->ring_idx], (uint8_t)live_of(m));
+        }
+    }
+    pthread_mutex_unlock(&reg->mu);
+    return n;
 }

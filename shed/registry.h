@@ -39,6 +39,7 @@
 #include <stdint.h>
 
 #include "proto/heartbeat.h"
+#include "proto/sync.h"
 #include "ring/ring.h"
 #include "shed/config.h"
 
@@ -135,6 +136,39 @@ size_t registry_size(struct registry *reg);
  * prev_generation, members: [{id, url, zone, weight, state, incarnation,
  * in_ring, age_ms}]}]}; the caller owns it. NULL on allocation failure. */
 json_t *registry_status(struct registry *reg, uint64_t now);
+
+/* ---- Replication, warm restart, client reports (docs/masters.md) ---- */
+
+/* Add to <msg> the members (that proved themselves) and removals whose
+ * change sequence is above <since>, all of them when <since> is 0. With
+ * <for_peer> and since > 0, only what this shed heard itself (so nothing
+ * echoes between peers). Sets msg->kind to PROTO_SYNC_FULL when removals
+ * after <since> were already forgotten. Returns the current sequence. */
+int64_t registry_export(struct registry *reg, uint64_t since, bool for_peer, uint64_t now,
+                        struct proto_sync_msg *msg);
+
+/* Merge entries from a peer (or, with <unconfirmed>, from this shed's own
+ * snapshot: every entry that was up is served for one lease from <now>).
+ * Invalid entries are skipped with one log line. Call registry_tick() after
+ * it to rebuild rings. *<napplied> (may be NULL) counts entries that changed
+ * something. 0. */
+int registry_apply(struct registry *reg, const struct proto_sync_msg *msg, uint64_t now,
+                   bool unconfirmed, size_t *napplied);
+
+/* The sequence a master must have acknowledged before a request for
+ * <service> may be escalated (the change that left the cell without a
+ * live member). */
+uint64_t registry_escalation_seq(struct registry *reg, const char *service, size_t len);
+
+/* The current sequence; the highest "service became empty" sequence. */
+uint64_t registry_seq(struct registry *reg);
+uint64_t registry_last_empty_seq(struct registry *reg);
+
+/* Mark every member whose url is at <hostport> suspect until <until> (ms;
+ * UINT64_MAX while a probe runs), or clear it (until 0). Copies the first
+ * matching url into <url> (may be NULL). Returns how many matched. */
+size_t registry_set_suspect(struct registry *reg, const char *hostport, uint64_t until, char *url,
+                            size_t urllen);
 
 /* Text for enum registry_live. */
 const char *registry_live_name(enum registry_live l);

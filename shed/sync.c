@@ -280,11 +280,14 @@ run(void *arg)
         pthread_mutex_unlock(&s->lock);
         if (stop)
             break;
+        pthread_mutex_lock(&s->lock);
+        size_t nt = s->ntargets; /* shed_sync_add_peer() may append */
+        pthread_mutex_unlock(&s->lock);
         /* Masters first: the escalation path waits for their acks. */
-        for (size_t i = 0; i < s->ntargets; i++)
+        for (size_t i = 0; i < nt; i++)
             if (s->targets[i].master)
                 push_one(s, h, &s->targets[i]);
-        for (size_t i = 0; i < s->ntargets; i++)
+        for (size_t i = 0; i < nt; i++)
             if (!s->targets[i].master)
                 push_one(s, h, &s->targets[i]);
     }
@@ -311,6 +314,42 @@ add_target(struct shed_sync *s, const char *base, bool master)
         s->master_idx[s->nmasters++] = s->ntargets;
     s->ntargets++;
     return 0;
+}
+
+static bool
+same_base(const char *target, const char *base)
+{
+    size_t n = strlen(base);
+
+    while (n > 0 && base[n - 1] == '/')
+        n--;
+    return strncmp(target, base, n) == 0 && strcmp(target + n, SHED_SYNC_PATH) == 0;
+}
+
+int
+shed_sync_add_peer(struct shed_sync *s, const char *base)
+{
+    int rc = 0;
+
+    size_t n = strlen(base), on = strlen(s != NULL ? s->origin : "");
+
+    while (n > 0 && base[n - 1] == '/')
+        n--;
+    if (s == NULL || n == 0 || (n == on && strncmp(s->origin, base, n) == 0))
+        return 0;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->ntargets; i++)
+        if (!s->targets[i].master && same_base(s->targets[i].url, base))
+            goto out;
+    rc = add_target(s, base, false);
+    if (rc == 0) {
+        log_info("sync: %s pushed to us: added as a peer", base);
+        s->kicked = true;
+        pthread_cond_signal(&s->cond);
+    }
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
 }
 
 int

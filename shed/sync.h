@@ -92,6 +92,12 @@ struct shed_sync;
 /* Start the sender thread. 0 or a negative errno. */
 int shed_sync_start(const struct shed_sync_config *cfg, struct shed_sync **out);
 
+/* Add peer <base> (a shed of the same cell that pushed to us) unless it is
+ * already a target: replication stays a full mesh even when only one side
+ * lists the other (e.g. an aggregator that names its line shed). 0, or
+ * -ENOSPC when the target table is full. */
+int shed_sync_add_peer(struct shed_sync *s, const char *base);
+
 /* Push now (do not wait for the interval). */
 void shed_sync_kick(struct shed_sync *s);
 

@@ -229,6 +229,8 @@ Test(master, hops_and_lists)
     cr_assert_eq(shed_master_route(m, &r, &p), 0);
     cr_assert_str_eq(p.url, "http://agg-b");
     t.hops = 2;
+    cr_assert_eq(shed_master_route(m, &r, &p), 0, "at the maximum: still routed");
+    t.hops = 3;
     cr_assert_eq(shed_master_route(m, &r, &p), -ELOOP);
     shed_master_destroy(m);
     free(cfg);
