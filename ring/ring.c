@@ -19,11 +19,11 @@
  * buckets, x(b, m) = (P_m(b) + frac) / Q where P_m is a keyed bijection of the
  * chunk. So each member can *enumerate* its buckets in increasing score order
  * (v = 0, 1, 2, ... -> b = P_m^-1(v)) and stop at a threshold T chosen so that
- * every bucket gets ~4R+8 candidates. Each bucket keeps the exact first
- * RING_TOPK members of its HRW order; the rare bucket that needs more (zone
- * rule, Poisson tail) falls back to an O(N) scan, so the result never depends
- * on T. Scores are integers (a fixed-point log, no libm), hence identical on
- * every machine.
+ * every bucket gets ~12-20 candidates (candidates_wanted()). Each bucket
+ * sees the exact start of its HRW order; the rare bucket that needs more
+ * (zone rule, Poisson tail) falls back to an O(N) scan, so with eps == 0 the
+ * result never depends on T. Scores are integers (a fixed-point log, no
+ * libm), hence identical on every machine.
  *
  * On top of HRW: the zone rule (min(R, #zones) distinct zones per row, walking
  * the HRW order) and, when eps > 0, a deterministic bounded-load pass over the
@@ -32,13 +32,19 @@
  * for that position (so a pathological weight/zone mix degrades to HRW instead
  * of scanning). Handoffs beyond R (ring_walk) continue the HRW order.
  *
- * Measured by tests/ring/bench_ring.c on the 2-core build VM (gcc -O2 debugoptimized,
- * R=3, 10 zones, equal weights); see the final report of issue 2 for the run:
- *   N=1000  B=2^20 eps=0.03: peak/mean 1.03 primaries and all replicas,
- *                            join/leave movement ~1.0-1.1x optimal
- *   N=10000 B=2^22 eps=0.04: peak/mean <= 1.05
- *   build N=100000 B=2^20 eps=0: see bench (the weak spot: ~20 score
- *   evaluations per bucket, ~2x the slot-probe prototype of hashing.md).
+ * Measured with ring-bench on the shared 2-core VM (gcc -O2, R=3, 10 zones,
+ * equal weights; the machine was loaded 3x by other builds, so times are
+ * pessimistic):
+ *   N=1000   B=2^20 eps=0.03  peak/mean 1.031 prim / 1.030 all (cap rounding
+ *                              adds up to 1 bucket), move join 1.01x all /
+ *                              1.08x prim, leave 1.02x / 1.11x optimal
+ *   N=10000  B=2^22 eps=0.04  peak/mean 1.042 / 1.040, join 1.03x / 1.33x
+ *   route 65 ns (B=2^20 table in DRAM), 6.8x faster than 160-point ketama
+ *   build: the weak spot, 10-20x over hashing.md T7 (about 12-20 candidates
+ *   of ~10 ns per bucket instead of ~2 probes): ~1 s at N=1000 B=2^20,
+ *   0.24 s at N=10000 B=2^16, 4.7 s wall / ~0.8 s CPU at N=100000 B=2^20.
+ *   Known next step: enumerate in rounds (T, 2T, 4T) so a bucket needs ~5
+ *   candidates, and pack candidates into 8 bytes.
  */
 #include "ring/ring.h"
 
