@@ -9,6 +9,8 @@
  *   burrowd.claim_ops       POST ?limit=1&hide=60&detail=all per second
  *   burrowd.delete_ops      single-message DELETEs per second
  *   burrowd.bytes_per_message  RSS growth per stored message at 1M messages
+ * and, steadier on a shared machine, burrowd's own CPU time (utime + stime
+ * from /proc) per request of each phase: burrowd.<op>_cpu_us.
  * Message count and concurrency can be lowered for a quick run:
  *   bench_burrowd BURROWD [MESSAGES [CONCURRENCY]]
  */
@@ -29,7 +31,7 @@
 
 static char base[64];
 static size_t nmsgs = 1000000;
-static int conc = 16;
+static int conc = 8;
 
 static double
 now_s(void)
@@ -93,6 +95,29 @@ rss_kib(pid_t pid)
             break;
     fclose(f);
     return kib;
+}
+
+/* burrowd's user + system CPU time so far, in microseconds. */
+static double
+cpu_us(pid_t pid)
+{
+    char path[64], buf[1024], *p;
+    unsigned long ut = 0, st = 0;
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    p = strrchr(buf, ')'); /* the command name may hold spaces */
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
 }
 
 static size_t
@@ -258,13 +283,19 @@ main(int argc, char **argv)
     run("DELETE", warm_url, 20000, conc, 204, 204);
     rss0 = rss_kib(pid);
 
+    double c0 = cpu_us(pid);
     double put = run("PUT", put_url, nmsgs, conc, 201, 201);
+    double c1 = cpu_us(pid);
     rss1 = rss_kib(pid);
     size_t ngets = nmsgs / 4 < 200000 ? nmsgs / 4 : 200000;
     double get = run("GET", get_url, ngets, conc, 200, 200);
+    double c2 = cpu_us(pid);
     double get1 = run("GET", get_url, ngets / 10, 1, 200, 200);
+    double c3 = cpu_us(pid);
     double claim = run("POST", claim_url, ngets, conc, 200, 200);
+    double c4 = cpu_us(pid);
     double del = run("DELETE", del_url, ngets, conc, 204, 204);
+    double c5 = cpu_us(pid);
 
     printf("burrowd.messages: %zu count\n", nmsgs);
     printf("burrowd.concurrency: %d connections\n", conc);
@@ -273,6 +304,10 @@ main(int argc, char **argv)
     printf("burrowd.get_latency_us: %.1f us\n", 1e6 / get1);
     printf("burrowd.claim_ops: %.0f ops/s\n", claim);
     printf("burrowd.delete_ops: %.0f ops/s\n", del);
+    printf("burrowd.put_cpu_us: %.1f us\n", (c1 - c0) / (double)nmsgs);
+    printf("burrowd.get_cpu_us: %.1f us\n", (c2 - c1) / (double)ngets);
+    printf("burrowd.claim_cpu_us: %.1f us\n", (c4 - c3) / (double)ngets);
+    printf("burrowd.delete_cpu_us: %.1f us\n", (c5 - c4) / (double)ngets);
     printf("burrowd.rss_before: %ld KiB\n", rss0);
     printf("burrowd.rss_after_put: %ld KiB\n", rss1);
     printf("burrowd.bytes_per_message: %.1f bytes\n",
