@@ -1,0 +1,295 @@
+/* SPDX-License-Identifier: ISC */
+/* shed/registry with an injected clock: leases, evictions (cap, never the
+ * last live members), joins after N heartbeats, draining, incarnations,
+ * drain windows, limits and reloads. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "shed/config.h"
+#include "shed/rcu.h"
+#include "shed/registry.h"
+
+/* interval 100ms, lease 300ms, evict_after 1s, drain window 2s. */
+static const char cfg_text[] =
+    "cell: a\ncredential: k\n"
+    "timings: {heartbeat_interval: 100ms, lease: 300ms, evict_after: 1s, drain_window: 2s,\n"
+    "          pin_lifetime: 1s, join_heartbeats: 2, evict_cap: 1}\n"
+    "limits: {max_members: 6}\n"
+    "services: {burrow: {kind: burrow, buckets: 64, k: 2, r: 2, weight_scale: 10}, "
+    "storage: {kind: any}}\n";
+
+static struct shed_config *
+config(const char *text)
+{
+    char err[SHED_ERR_MAX];
+    struct shed_config *c = NULL;
+    int rc = shed_config_parse(text, strlen(text), "r.yaml", &c, err, sizeof(err));
+    cr_assert_eq(rc, 0, "%s", err);
+    return c;
+}
+
+static struct registry *
+make(void)
+{
+    struct shed_config *c = config(cfg_text);
+    struct registry *reg = NULL;
+    cr_assert_eq(registry_create(c, 1, &reg), 0);
+    shed_config_free(c);
+    return reg;
+}
+
+static int
+beat(struct registry *reg, const char *id, uint64_t inc, uint64_t now, enum proto_hb_state st)
+{
+    struct proto_heartbeat hb = {.weight = 1, .state = st, .incarnation = inc};
+    snprintf(hb.service, sizeof(hb.service), "burrow");
+    snprintf(hb.id, sizeof(hb.id), "%s", id);
+    snprintf(hb.url, sizeof(hb.url), "http://127.0.0.1:%u", 9000 + (unsigned)id[1]);
+    struct proto_heartbeat_reply r;
+    int rc = registry_heartbeat(reg, &hb, now, &r);
+    if (rc == 0) {
+        cr_assert_eq(r.lease_ms, 300);
+        cr_assert(r.interval_ms >= 90 && r.interval_ms <= 110, "interval %llu jittered +-10%%",
+                  (unsigned long long)r.interval_ms);
+    }
+    return rc;
+}
+
+struct snap {
+    uint64_t gen;
+    size_t size;
+    bool has_prev;
+    int live[16]; /* by id "bN": N */
+};
+
+static struct snap
+look(struct registry *reg)
+{
+    struct snap s;
+    memset(&s, 0, sizeof(s));
+    for (int i = 0; i < 16; i++)
+        s.live[i] = -1;
+    unsigned t = shed_rcu_enter();
+    const struct registry_route *r = registry_route_find(registry_view(reg), "burrow", 6);
+    cr_assert_not_null(r);
+    s.gen = r->generation;
+    s.size = ring_size(r->ring);
+    s.has_prev = r->prev != NULL;
+    for (size_t i = 0; i < s.size; i++) {
+        const char *id = ring_member_at(r->ring, (uint32_t)i)->id;
+        s.live[id[1] - '0'] = atomic_load(&r->live[i]);
+    }
+    shed_rcu_leave(t);
+    return s;
+}
+
+/* Heartbeat <ids> every 100ms from <from> to <to> (exclusive), ticking. */
+static void
+run(struct registry *reg, const char *ids, uint64_t from, uint64_t to)
+{
+    for (uint64_t t = from; t < to; t += 100) {
+        for (const char *p = ids; *p; p++) {
+            char id[3] = {'b', *p, 0};
+            cr_assert_eq(beat(reg, id, 1, t, PROTO_HB_UP), 0);
+        }
+        registry_tick(reg, t);
+    }
+}
+
+Test(registry, join_after_two_heartbeats)
+{
+    struct registry *reg = make();
+    cr_assert_eq(beat(reg, "b1", 1, 0, PROTO_HB_UP), 0);
+    registry_tick(reg, 10);
+    struct snap s = look(reg);
+    cr_assert_eq(s.size, 0, "one heartbeat is not enough");
+    cr_assert_eq(s.gen, 0);
+    cr_assert_eq(beat(reg, "b1", 1, 100, PROTO_HB_UP), 0);
+    registry_tick(reg, 110);
+    s = look(reg);
+    cr_assert_eq(s.size, 1);
+    cr_assert_eq(s.gen, 1);
+    cr_assert_eq(s.live[1], REGISTRY_UP);
+    struct registry_counts c[4];
+    cr_assert_eq(registry_counts(reg, c, 4), 2);
+    cr_assert_eq(c[0].up, 1);
+    registry_destroy(reg);
+}
+
+Test(registry, lease_expiry_marks_down_without_new_generation)
+{
+    struct registry *reg = make();
+    run(reg, "12", 0, 300);
+    struct snap s = look(reg);
+    cr_assert_eq(s.size, 2);
+    uint64_t gen = s.gen;
+    /* b2 stops; b1 goes on. Last b2 heartbeat at 200: lease ends at 500. */
+    run(reg, "1", 300, 500);
+    cr_assert_eq(look(reg).live[2], REGISTRY_UP);
+    run(reg, "1", 500, 600);
+    s = look(reg);
+    cr_assert_eq(s.live[2], REGISTRY_DOWN);
+    cr_assert_eq(s.gen, gen, "liveness does not rebuild the ring");
+    /* It comes back: up at once, same generation. */
+    cr_assert_eq(beat(reg, "b2", 1, 650, PROTO_HB_UP), 0);
+    s = look(reg);
+    cr_assert_eq(s.live[2], REGISTRY_UP);
+    cr_assert_eq(s.gen, gen);
+    registry_destroy(reg);
+}
+
+Test(registry, evicted_after_evict_after)
+{
+    struct registry *reg = make();
+    run(reg, "12", 0, 300);
+    uint64_t gen = look(reg).gen;
+    run(reg, "1", 300, 1400); /* b2 down at 500, evictable at 1500 */
+    cr_assert_eq(look(reg).size, 2);
+    run(reg, "1", 1400, 1600);
+    struct snap s = look(reg);
+    cr_assert_eq(s.size, 1);
+    cr_assert_eq(s.live[1], REGISTRY_UP);
+    cr_assert_eq(s.gen, gen + 1);
+    cr_assert(s.has_prev, "previous generation kept for the drain window");
+    cr_assert_eq(registry_evictions(reg), 1);
+    /* Drain window (2s) ends: prev dropped. */
+    run(reg, "1", 1600, 3700);
+    cr_assert(!look(reg).has_prev);
+    registry_destroy(reg);
+}
+
+Test(registry, evict_cap_per_interval)
+{
+    struct registry *reg = make();
+    run(reg, "1234", 0, 300);
+    cr_assert_eq(look(reg).size, 4);
+    run(reg, "1", 300, 1500); /* 2,3,4 down at 500, evictable at 1500 */
+    cr_assert_eq(look(reg).size, 4);
+    run(reg, "1", 1500, 1600);
+    cr_assert_eq(look(reg).size, 3, "one eviction per interval");
+    run(reg, "1", 1600, 1700);
+    cr_assert_eq(look(reg).size, 2);
+    run(reg, "1", 1700, 1800);
+    cr_assert_eq(look(reg).size, 1);
+    cr_assert_eq(registry_evictions(reg), 3);
+    registry_destroy(reg);
+}
+
+Test(registry, last_live_members_never_evicted)
+{
+    struct registry *reg = make();
+    run(reg, "12", 0, 300);
+    uint64_t gen = look(reg).gen;
+    /* Everyone stops: all down, but nobody is evicted, however long. */
+    for (uint64_t t = 300; t < 10000; t += 100)
+        registry_tick(reg, t);
+    struct snap s = look(reg);
+    cr_assert_eq(s.size, 2);
+    cr_assert_eq(s.gen, gen);
+    cr_assert_eq(s.live[1], REGISTRY_DOWN);
+    cr_assert_eq(s.live[2], REGISTRY_DOWN);
+    cr_assert_eq(registry_evictions(reg), 0);
+    registry_destroy(reg);
+}
+
+Test(registry, draining_stays_in_ring)
+{
+    struct registry *reg = make();
+    run(reg, "12", 0, 300);
+    uint64_t gen = look(reg).gen;
+    cr_assert_eq(beat(reg, "b2", 1, 300, PROTO_HB_DRAINING), 0);
+    registry_tick(reg, 300);
+    struct snap s = look(reg);
+    cr_assert_eq(s.live[2], REGISTRY_DRAINING);
+    cr_assert_eq(s.size, 2);
+    cr_assert_eq(s.gen, gen);
+    registry_destroy(reg);
+}
+
+Test(registry, incarnation_rules)
+{
+    struct registry *reg = make();
+    cr_assert_eq(beat(reg, "b1", 5, 0, PROTO_HB_UP), 0);
+    cr_assert_eq(beat(reg, "b1", 4, 10, PROTO_HB_UP), -ESTALE, "lower incarnation refused");
+    cr_assert_eq(beat(reg, "b1", 6, 20, PROTO_HB_UP), 0, "higher incarnation wins");
+    cr_assert_eq(beat(reg, "b1", 5, 30, PROTO_HB_UP), -ESTALE);
+    cr_assert_eq(beat(reg, "b1", 6, 40, PROTO_HB_UP), 0);
+    registry_tick(reg, 50);
+    cr_assert_eq(look(reg).size, 1);
+    cr_assert_eq(registry_deregister(reg, "burrow", 6, "b1", 2, 5, 60), -ESTALE);
+    cr_assert_eq(registry_deregister(reg, "burrow", 6, "b9", 2, 5, 60), -ENOENT);
+    cr_assert_eq(registry_deregister(reg, "nope", 4, "b1", 2, 5, 60), -ENOENT);
+    cr_assert_eq(registry_deregister(reg, "burrow", 6, "b1", 2, 6, 60), 0);
+    cr_assert_eq(look(reg).live[1], REGISTRY_DOWN, "no redirects after a deregistration");
+    registry_tick(reg, 70);
+    cr_assert_eq(look(reg).size, 0, "leaves the ring at the next tick");
+    cr_assert_eq(registry_size(reg), 0);
+    registry_destroy(reg);
+}
+
+Test(registry, limits_and_errors)
+{
+    struct registry *reg = make();
+    struct proto_heartbeat hb = {.weight = 11, .incarnation = 1};
+    strcpy(hb.service, "burrow");
+    strcpy(hb.id, "bx");
+    strcpy(hb.url, "http://127.0.0.1:1");
+    struct proto_heartbeat_reply r;
+    cr_assert_eq(registry_heartbeat(reg, &hb, 0, &r), -ERANGE, "weight above weight_scale");
+    strcpy(hb.service, "nope");
+    hb.weight = 1;
+    cr_assert_eq(registry_heartbeat(reg, &hb, 0, &r), -ENOENT);
+    for (int i = 0; i < 6; i++) {
+        char id[3] = {'b', (char)('0' + i), 0};
+        cr_assert_eq(beat(reg, id, 1, 0, PROTO_HB_UP), 0);
+    }
+    cr_assert_eq(beat(reg, "b7", 1, 0, PROTO_HB_UP), -ENOSPC, "max_members");
+    registry_destroy(reg);
+}
+
+Test(registry, reconfigure_keeps_members_and_rebuilds_changed_rings)
+{
+    struct registry *reg = make();
+    run(reg, "12", 0, 300);
+    uint64_t gen = look(reg).gen;
+    char text[1024];
+    snprintf(text, sizeof(text), "%s", cfg_text);
+    char *p = strstr(text, "buckets: 64");
+    memcpy(p, "buckets: 32", 11);
+    struct shed_config *c = config(text);
+    char log[512];
+    cr_assert_eq(registry_reconfigure(reg, c, 300, log, sizeof(log)), 0);
+    cr_assert(strstr(log, "burrow ring parameters changed") != NULL, "%s", log);
+    struct snap s = look(reg);
+    cr_assert_eq(s.size, 2, "members kept");
+    cr_assert_eq(s.gen, gen + 1);
+    unsigned t = shed_rcu_enter();
+    const struct registry_route *r = registry_route_find(registry_view(reg), "burrow", 6);
+    cr_assert_eq(ring_config(r->ring)->buckets, 32);
+    shed_rcu_leave(t);
+    shed_config_free(c);
+    /* Same config again: nothing changes. */
+    c = config(text);
+    cr_assert_eq(registry_reconfigure(reg, c, 300, log, sizeof(log)), 0);
+    cr_assert_str_eq(log, "");
+    cr_assert_eq(look(reg).gen, gen + 1);
+    shed_config_free(c);
+    registry_destroy(reg);
+}
+
+Test(registry, status_json)
+{
+    struct registry *reg = make();
+    run(reg, "1", 0, 300);
+    json_t *st = registry_status(reg, 300);
+    cr_assert_not_null(st);
+    json_t *svcs = json_object_get(st, "services");
+    cr_assert_eq(json_array_size(svcs), 2);
+    json_t *m = json_array_get(json_object_get(json_array_get(svcs, 0), "members"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(m, "id")), "b1");
+    cr_assert_str_eq(json_string_value(json_object_get(m, "state")), "up");
+    json_decref(st);
+    registry_destroy(reg);
+}
