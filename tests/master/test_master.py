@@ -1,0 +1,252 @@
+# SPDX-License-Identifier: ISC
+"""Integration tests of master sheds and cross-cell escalation on loopback:
+two cells (a, b) of two line sheds each, two masters, burrowd backends that
+heartbeat to one line shed only. Covers peer convergence, token tampering,
+client failure reports, warm restart from the snapshot, escalation straight
+to the bucket's primary in the other cell, lists to the other cell's
+aggregator, and stale masters that can never make a request loop.
+"""
+import signal
+import time
+
+import harness
+from cluster import Cluster, call, origin, query_token, token, token_cells
+
+C = {}
+PATHS = ["/v1.0/acct%d/q%d/m%d" % (i, i % 3, i) for i in range(24)]
+
+
+def loc(base, path, **kw):
+    r = call(base, "GET", path, **kw)
+    assert r.status == 302, (base, path, r)
+    return r.header("location")
+
+
+def test_setup():
+    C["c"] = Cluster()
+
+
+def test_peers_converge():
+    """Each backend heartbeats to one line shed; both sheds of the cell
+    route every key identically, including to backends they never heard."""
+    c = C["c"]
+    for cell in ("a", "b"):
+        seen = set()
+        for p in PATHS:
+            l1 = loc(c.url[cell + "1"], p)
+            l2 = loc(c.url[cell + "2"], p)
+            assert l1 == l2, (cell, p, l1, l2)
+            seen.add(origin(l1))
+        own = {v["url"] for v in c.backends.values() if v["cell"] == cell}
+        assert seen <= own and len(seen) >= 2, (seen, own)
+        # Both sheds send keys to backends that heartbeat only to the other one.
+        only2 = {v["url"] for v in c.backends.values() if v["shed"] == cell + "2"}
+        assert seen & only2, "a%s1 never routed to a backend it did not hear itself" % cell
+
+
+def test_token_tampering():
+    c = C["c"]
+    m = c.url["m1"]
+    p = PATHS[0]
+    good = token(["a"])
+    r = call(m, "GET", p + "?shed_esc=" + good)
+    assert r.status == 302, r
+    assert origin(r.header("location")) in {v["url"] for v in c.backends.values()
+                                            if v["cell"] == "b"}, r
+    assert r.header("shed-bucket") is not None
+    cells, hops = token_cells(query_token(r.header("location")))
+    assert cells == ["a", "b"] and hops == 1, (cells, hops)
+    cases = {
+        "no token": (p, b"escalation token required\n"),
+        "garbage": (p + "?shed_esc=%21%21%21", b"malformed escalation token\n"),
+        "forged key": (p + "?shed_esc=" + token(["a"], key="not-the-secret"),
+                       b"escalation token signature mismatch\n"),
+        "expired": (p + "?shed_esc=" + token(["a"], expiry=int(time.time()) - 5),
+                    b"escalation token expired\n"),
+        "other service": (p + "?shed_esc=" + token(["a"], service="storage"),
+                          b"escalation token is for another service\n"),
+    }
+    # Every single character altered: always 400, never a redirect.
+    for i in range(len(good)):
+        ch = "A" if good[i] != "A" else "B"
+        bad = good[:i] + ch + good[i + 1:]
+        r = call(m, "GET", p + "?shed_esc=" + bad)
+        assert r.status == 400, (i, r)
+    for name, (path, body) in cases.items():
+        r = call(m, "GET", path)
+        assert r.status == 400 and r.body == body, (name, r)
+    # A line shed refuses a tampered token too (when it has to escalate it is
+    # checked; with live local servers the request is simply served here).
+    r = call(c.url["a1"], "GET", p + "?shed_esc=" + good[:-2] + "AA")
+    assert r.status in (302, 400), r
+    # Too many hops: the master answers 503 with a Retry-After.
+    r = call(m, "GET", p + "?shed_esc=" + token(["a"], hops=9))
+    assert r.status == 503 and int(r.header("retry-after")) >= 1, r
+    # Sync endpoints need the credential.
+    r = harness.request("POST", c.url["m1"] + "/_shed/v1/master/push", body=b"{}")
+    assert r.status == 401, r
+    r = harness.request("POST", c.url["a1"] + "/_shed/v1/sync", body=b"{}",
+                        headers={"Authorization": "Bearer " + "x" * len("master-test-secret")})
+    assert r.status == 401, r
+
+
+def test_one_client_cannot_evict_two_can():
+    c = C["c"]
+    p = PATHS[1]
+    target = origin(loc(c.url["a1"], p))
+    hp = target.split("//")[1]
+    # One client, many reports: the member stays.
+    for _ in range(5):
+        l = loc(c.url["a1"], p, headers={"Shed-Failed": hp}, source="127.0.0.2")
+        assert origin(l) == target, l
+    # Two lying clients: suspect at once, the probe finds it alive and clears it.
+    loc(c.url["a1"], p, headers={"Shed-Failed": hp}, source="127.0.0.3")
+    harness.wait_until(lambda: origin(loc(c.url["a1"], p)) == target, timeout=3,
+                       what="probe clears a live member")
+    # Now it really dies: two independent reports move traffic within that round trip.
+    bid = [b for b, v in c.backends.items() if v["url"] == target][0]
+    c.backends[bid]["proc"].kill()
+    t0 = time.monotonic()
+    l1 = loc(c.url["a1"], p, headers={"Shed-Failed": hp}, source="127.0.0.4")
+    l2 = loc(c.url["a1"], p, headers={"Shed-Failed": hp}, source="127.0.0.5")
+    dt = time.monotonic() - t0
+    assert origin(l1) == target, "one report alone must not move it"
+    assert origin(l2) != target and origin(l2).startswith("http://127.0.0.1:"), l2
+    assert dt < 0.5, dt  # far below the 1 s lease
+    # The replacement is what the lease would have picked anyway.
+    harness.wait_until(lambda: c.member_state("a1", bid) == "down", timeout=5,
+                       what="lease expiry")
+    assert origin(loc(c.url["a1"], p)) == origin(l2)
+
+
+def test_restart_from_snapshot():
+    """a2 restarts while nothing can reach it (backends and its peer
+    frozen): it routes from its snapshot before any new heartbeat."""
+    c = C["c"]
+    before = {p: loc(c.url["a2"], p) for p in PATHS}
+    frozen = [v["proc"] for v in c.backends.values() if v["cell"] == "a" and v["proc"].alive()]
+    frozen.append(c.procs["a1"])
+    assert c.procs["a2"].stop(signal.SIGTERM) == 0
+    for p in frozen:
+        p.signal(signal.SIGSTOP)
+    try:
+        c.start_shed("a2")
+        after = {p: loc(c.url["a2"], p) for p in PATHS}
+    finally:
+        for p in frozen:
+            p.signal(signal.SIGCONT)
+    assert after == before
+    assert "warm start" in c.procs["a2"].output()
+    harness.wait_until(c.converged, timeout=10, what="cell a converged again")
+
+
+def test_escalation_reaches_b_primary():
+    c = C["c"]
+    for b, v in c.backends.items():
+        if v["cell"] == "a" and v["proc"].alive():
+            v["proc"].kill()
+    masters = {c.url["m1"], c.url["m2"]}
+
+    def escalates():
+        for shed in ("a1", "a2"):
+            r = call(c.url[shed], "PUT", PATHS[2], body=b"x")
+            if r.status != 307 or origin(r.header("location")) not in masters:
+                return False
+        return True
+
+    harness.wait_until(escalates, timeout=5, what="a1 escalates to a master")
+    used = set()
+    for p in PATHS:
+        for shed in ("a1", "a2"):
+            r = call(c.url[shed], "PUT", p, body=b"hello")
+            assert r.status == 307, r
+            ml = r.header("location")
+            assert origin(ml) in masters, ml
+            used.add(origin(ml))
+            cells, hops = token_cells(query_token(ml))
+            assert cells == ["a"] and hops == 1, (cells, hops)
+            # One master hop, straight to the bucket's primary in b.
+            u = ml[len(origin(ml)):]
+            r2 = call(origin(ml), "PUT", u, body=b"hello")
+            assert r2.status == 307, r2
+            want = call(c.url["b1"], "PUT", p, body=b"hello").header("location")
+            assert origin(r2.header("location")) == origin(want), (p, r2, want)
+            assert r2.header("shed-bucket") == call(c.url["b1"], "GET", p).header("shed-bucket")
+    assert used == masters, "escalations spread over both masters"
+    # The message really lands on b's primary.
+    r = call(c.url["a1"], "PUT", PATHS[3], body=b"payload")
+    r2 = call(origin(r.header("location")), "PUT", r.header("location")[len(
+        origin(r.header("location"))):], body=b"payload")
+    final = r2.header("location")
+    r3 = harness.request("PUT", final, body=b"payload")
+    assert r3.status in (201, 204), r3
+    got = harness.request("GET", origin(final) + PATHS[3] + "?detail=body")
+    assert got.status == 200 and got.body == b"payload", got
+
+
+def test_lists_escalate_to_other_aggregator():
+    c = C["c"]
+    r = call(c.url["a2"], "GET", "/v1.0/acct1/q1")
+    assert r.status == 302, r
+    r2 = call(origin(r.header("location")), "GET",
+              r.header("location")[len(origin(r.header("location"))):])
+    assert r2.status == 302 and r2.header("location").startswith(c.agg["b"] + "/v1.0/acct1/q1"), r2
+
+
+def test_stale_masters_no_loop():
+    """b's line sheds and backends die together: the masters still believe
+    b has servers for up to one lease. A client of a follows redirects (and
+    reports failures like the client library) and must end at a 503 within
+    a few bounded steps: never a loop."""
+    c = C["c"]
+    for name in ("b1", "b2"):
+        c.procs[name].kill()
+    for b, v in c.backends.items():
+        if v["cell"] == "b":
+            v["proc"].kill()
+    t_kill = time.monotonic()
+    url = c.url["a1"] + PATHS[4]
+    failed = None
+    chain = []
+    status = None
+    for _ in range(8):
+        hdrs = {"Shed-Failed": failed} if failed else {}
+        base = origin(url)
+        try:
+            r = call(base, "GET", url[len(base):], headers=hdrs)
+        except OSError:
+            # A dead backend: go back to our own line shed with the token.
+            chain.append(("refused", base))
+            failed = base.split("//")[1]
+            url = c.url["a1"] + url[len(base):]
+            continue
+        chain.append((r.status, base))
+        if r.status in (302, 307):
+            url = r.header("location")
+            continue
+        status = r
+        break
+    assert status is not None and status.status == 503, chain
+    assert int(status.header("retry-after")) >= 1, status
+    assert len(chain) <= 6, chain
+    stale = any(s == "refused" for s, _ in chain)
+    print("  chain: %s (stale master used: %s, %.2fs after the kill)"
+          % (" -> ".join(str(s) for s, _ in chain), stale, time.monotonic() - t_kill))
+    # Once the masters' view has aged out, a 503 comes straight from a master.
+    time.sleep(1.2)
+    r = call(c.url["a1"], "GET", PATHS[5])
+    r2 = call(origin(r.header("location")), "GET",
+              r.header("location")[len(origin(r.header("location"))):])
+    assert r2.status == 503 and r2.header("retry-after"), r2
+
+
+harness.run_tests([
+    ("setup", test_setup),
+    ("peers_converge", test_peers_converge),
+    ("token_tampering", test_token_tampering),
+    ("one_client_cannot_evict_two_can", test_one_client_cannot_evict_two_can),
+    ("restart_from_snapshot", test_restart_from_snapshot),
+    ("escalation_reaches_b_primary", test_escalation_reaches_b_primary),
+    ("lists_escalate_to_other_aggregator", test_lists_escalate_to_other_aggregator),
+    ("stale_masters_no_loop", test_stale_masters_no_loop),
+])
