@@ -781,8 +781,8 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
             rc = ch->rc;
             goto out;
         }
-        if (t->is_service && !pinned)
-            failed[0] = '\0'; /* the shed has heard about it */
+        if (t->is_service && !pinned && !(ch->end == CHAIN_TRANSPORT && ch->hops == 0))
+            failed[0] = '\0'; /* the shed answered, so it has heard about it */
         if (ch->end == CHAIN_TRANSPORT) {
             struct client_wire_url fu;
 

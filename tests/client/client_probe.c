@@ -9,6 +9,8 @@
  *   loop COUNT URL              GET URL COUNT times; {"ok","pinned","bad"}
  *   threads N COUNT BASE        N threads share the handle, each PUTs and GETs
  *                               COUNT messages BASE/t<i>-<j>; {"ok","bad"}
+ *   bucket RING URL             the bucket of URL under a Shed-Ring value
+ *                               written without spaces ("b=1024;k=3;sa=..;sk=..")
  *   metrics                     the handle's counters
  *   pins                        the live pins
  *   quit
@@ -26,6 +28,7 @@
 #include <string.h>
 
 #include "client/client.h"
+#include "client/wire.h"
 
 #define BODY_MAX_ (1u << 20) /* bytes of one request body */
 
@@ -168,6 +171,18 @@ cmd_threads(int n, long count, const char *base)
 }
 
 static void
+cmd_bucket(const char *ring, const char *url)
+{
+    struct ring_config cfg;
+    uint32_t b = 0;
+    int rc = client_wire_parse_ring(ring, strlen(ring), &cfg);
+
+    if (rc == 0)
+        rc = shed_client_url_bucket(&cfg, url, &b);
+    emit(json_pack("{s:i, s:I}", "rc", rc, "bucket", (json_int_t)b));
+}
+
+static void
 cmd_metrics(void)
 {
     struct shed_client_metrics m;
@@ -254,6 +269,8 @@ main(int argc, char **argv)
             cmd_loop(atol(a1), a2);
         else if (strcmp(cmd, "threads") == 0 && a1 && a2 && a3)
             cmd_threads(atoi(a1), atol(a2), a3);
+        else if (strcmp(cmd, "bucket") == 0 && a1 && a2)
+            cmd_bucket(a1, a2);
         else if (strcmp(cmd, "metrics") == 0)
             cmd_metrics();
         else if (strcmp(cmd, "pins") == 0)

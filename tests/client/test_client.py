@@ -8,11 +8,12 @@ the test kills backends, stops the shed or waits for pins to expire. The
 shed's own /metrics counters are the independent witness: a request that
 went straight to a pinned backend never shows up in shed_redirects_total.
 """
+import http.server
 import json
 import os
 import re
-import signal
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -371,6 +372,119 @@ def test_shedc_cli():
     assert help_.returncode == 0 and b"exit status" in help_.stdout
 
 
+class FakeShed:
+    """A scripted HTTP server for what a real shed never does on purpose:
+    redirect loops, endless chains, a backend answering 421, and a record of
+    every request's Shed-Failed header as it arrived on the wire."""
+
+    RING = "b=1024; k=3; sa=000000000000000b; sk=0000000000000016"
+
+    def __init__(self, buckets):
+        self.buckets = buckets  # path prefix -> the bucket the client computes
+        self.seen = []  # (port, method, path, Shed-Failed or None)
+        self.mis_calls = 0
+        fake = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def reply(self, code, headers=(), body=b""):
+                self.send_response(code)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def handle_one(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                port = self.server.server_address[1]
+                fake.seen.append((port, self.command, self.path,
+                                  self.headers.get("Shed-Failed")))
+                p = self.path
+                if p.startswith("/v1.0/loop/"):
+                    return self.reply(307, [("Location", "http://127.0.0.1:%d%s" % (port, p))])
+                if p.startswith("/v1.0/hops/"):
+                    n = int(p.rsplit("=", 1)[1]) if "=" in p else 0
+                    return self.reply(307, [("Location", "http://127.0.0.1:%d/v1.0/hops/q/m?n=%d"
+                                             % (port, n + 1))])
+                if port == fake.shed_port and p.startswith("/v1.0/mis/"):
+                    # First ask: backend 1 (it will say 421 later); then backend 2.
+                    fake.mis_calls += 1
+                    target = fake.b1_port if fake.mis_calls == 1 else fake.b2_port
+                    return self.reply(307, [
+                        ("Location", "http://127.0.0.1:%d%s" % (target, p)),
+                        ("Shed-Bucket", str(fake.buckets["mis"])), ("Shed-Generation", "1"),
+                        ("Shed-Pin-TTL", "30"),
+                        ("Shed-Ring", FakeShed.RING)])
+                if port == fake.shed_port and p.startswith("/v1.0/dead/"):
+                    return self.reply(307, [
+                        ("Location", "http://127.0.0.1:%d%s" % (fake.dead_port, p)),
+                        ("Shed-Bucket", str(fake.buckets["dead"])), ("Shed-Generation", "1"),
+                        ("Shed-Pin-TTL", "30"),
+                        ("Shed-Ring", FakeShed.RING)])
+                if port == fake.b1_port and fake.mis_calls >= 1 and len(
+                        [x for x in fake.seen if x[0] == fake.b1_port]) > 1:
+                    return self.reply(421)
+                return self.reply(200, [("Content-Type", "application/octet-stream")],
+                                  b"from %d" % port)
+
+            do_GET = do_PUT = do_POST = do_DELETE = handle_one
+
+        self.servers = []
+        for _ in range(3):
+            srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+            srv.daemon_threads = True
+            threading.Thread(target=srv.serve_forever, daemon=True).start()
+            self.servers.append(srv)
+        self.shed_port, self.b1_port, self.b2_port = [x.server_address[1] for x in self.servers]
+        self.dead_port = harness.free_port()
+
+    def close(self):
+        for srv in self.servers:
+            srv.shutdown()
+            srv.server_close()
+
+
+def test_loops_hops_421_and_shed_failed_on_the_wire():
+    calc = Probe([])
+    ring = FakeShed.RING.replace(" ", "")
+    buckets = {k: calc.cmd("bucket %s %s/%s/q/m" % (ring, BASE, k))["bucket"]
+               for k in ("mis", "dead")}
+    calc.close()
+    fk = FakeShed(buckets)
+    try:
+        pr = Probe(["127.0.0.1:%d" % fk.shed_port], retries=2, backoff=5)
+        r = pr.req("GET", BASE + "/loop/q/m")
+        assert r["error"] == "redirect loop" and r["rc"] < 0, r
+        n0 = len(fk.seen)
+        r = pr.req("PUT", BASE + "/hops/q/m", b"body")
+        assert r["error"] == "too many redirects", r
+        assert len(fk.seen) - n0 == 6, "1 + max_hops (5) exchanges, then stop"
+        assert all(m == "PUT" for _, m, _, _ in fk.seen[n0:]), "method kept on every hop"
+        # 421 from the pinned backend: drop the pin, ask the shed again, no blame.
+        r = pr.req("GET", BASE + "/mis/q/m")
+        assert r["status"] == 200 and r["hops"] == 1, r
+        assert pr.req("GET", BASE + "/mis/q/m")["status"] == 200  # pinned, 421, re-ask
+        assert fk.mis_calls == 2, fk.seen
+        last = pr.req("GET", BASE + "/mis/q/m")
+        assert last["pinned"] and last["body"] == "from %d" % fk.b2_port, last
+        assert not any(f for _, _, _, f in fk.seen), "a 421 is not a failure to report"
+        # A dead backend is named in Shed-Failed on the next shed ask.
+        r = pr.req("GET", BASE + "/dead/q/m")
+        assert r["rc"] < 0 and r["attempts"] == 3, r
+        failed = [f for port, _, _, f in fk.seen if port == fk.shed_port and f]
+        assert failed and failed[0] == "127.0.0.1:%d" % fk.dead_port, fk.seen[-6:]
+        pr.close()
+    finally:
+        fk.close()
+
+
 if __name__ == "__main__":
     harness.run_tests([
         ("first_request_redirects_then_pins", test_first_request_redirects_then_pins),
@@ -378,6 +492,8 @@ if __name__ == "__main__":
         ("put_body_through_302", test_put_body_through_302),
         ("threads_share_one_handle", test_threads_share_one_handle),
         ("list_follows_to_aggregator", test_list_follows_to_aggregator),
+        ("loops_hops_421_and_shed_failed_on_the_wire",
+         test_loops_hops_421_and_shed_failed_on_the_wire),
         ("pins_expire_on_schedule", test_pins_expire_on_schedule),
         ("shedc_cli", test_shedc_cli),
         # Destructive ones last: they kill a backend, then the shed.
