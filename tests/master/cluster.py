@@ -90,7 +90,8 @@ def get_json(url):
 
 
 class Cluster:
-    def __init__(self, lease_a="1000ms", lease_b="1000ms", nback=3, sync="100ms"):
+    def __init__(self, lease_a="1000ms", lease_b="1000ms", nback=3, sync="100ms", debug=True):
+        self.debug = debug
         self.dir = harness.tmpdir("shed-master-")
         self.ports = {}
         for name in ("m1", "m2", "a1", "a2", "b1", "b2"):
@@ -145,7 +146,8 @@ class Cluster:
         path = os.path.join(self.dir, name + ".yaml")
         with open(path, "w") as f:
             f.write(self.config(name))
-        p = harness.Proc([harness.binary("shed"), "-d", "-c", path], name="shed-" + name)
+        argv = [harness.binary("shed")] + (["-d"] if self.debug else []) + ["-c", path]
+        p = harness.Proc(argv, name="shed-" + name)
         self.procs[name] = p
         if wait:
             harness.wait_port("127.0.0.1", self.ports[name], proc=p)
