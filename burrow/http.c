@@ -797,8 +797,10 @@ begin(struct burrow_http *h, struct req *r, const char *url, const char *method)
 static void
 upload(struct burrow_http *h, struct req *r, const char *data, size_t len)
 {
-    if (!r->is_put || r->status)
+    if (!r->is_put || r->status) {
+        r->drained += len; /* a body nobody reads: bounded by DRAIN_MAX */
         return;
+    }
     if (r->too_large || len > h->cfg.max_message_bytes - r->blen) {
         r->too_large = true;
         free(r->body);
@@ -895,17 +897,19 @@ handle(void *cls, struct MHD_Connection *conn, const char *url, const char *meth
         r->conn = conn;
         *con_cls = r;
         begin(h, r, url, method);
-        /* A body we will refuse anyway: answer before it is uploaded when
-         * the client waits for 100-continue or announces something huge
-         * (the connection then closes); otherwise drain it and keep the
-         * connection. */
-        if (r->too_large) {
+        /* A body we will refuse or ignore anyway: answer before it is
+         * uploaded when the client waits for 100-continue (refusals only)
+         * or announces something huge (the connection then closes);
+         * otherwise drain it and keep the connection. */
+        if (r->too_large || r->status || !r->is_put) {
             const char *expect =
                 MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
             const char *cl =
                 MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 
-            if (expect != NULL || (cl && strtoull(cl, NULL, 10) > DRAIN_MAX))
+            bool refused = r->too_large || r->status;
+
+            if ((refused && expect != NULL) || (cl && strtoull(cl, NULL, 10) > DRAIN_MAX))
                 return finish(h, r);
         }
         return MHD_YES;

@@ -328,6 +328,16 @@ def test_body_limits():
     head = s.recv(4096)
     s.close()
     assert head.startswith(b"HTTP/1.1 413"), head
+    # refused requests with bodies: drained and answered, or answered early
+    expect("PUT", "/v1.0/a/q", 405, body=b"x" * 1000)
+    expect("PUT", "/v1.0/a/q/%zz", 400, body=b"x" * 1000)
+    expect("DELETE", "/v1.0/a/q/chunked%d" % MAX_MSG, 204, body=b"ignored")
+    s = socket.create_connection((HOST, PORT), timeout=5)
+    s.sendall(b"PUT /v1.0/a/q HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+              b"Expect: 100-continue\r\n\r\n")
+    head = s.recv(4096)
+    s.close()
+    assert head.startswith(b"HTTP/1.1 405"), head
 
 
 def test_bad_input():
