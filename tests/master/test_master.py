@@ -240,6 +240,14 @@ def test_stale_masters_no_loop():
     assert r2.status == 503 and r2.header("retry-after"), r2
 
 
+def test_sigterm_clean():
+    """Every shed still running exits 0 on SIGTERM (under ASan: no leaks)."""
+    c = C["c"]
+    for name, p in c.procs.items():
+        if p.alive():
+            assert p.stop(signal.SIGTERM) == 0, (name, p.output()[-2000:])
+
+
 harness.run_tests([
     ("setup", test_setup),
     ("peers_converge", test_peers_converge),
@@ -249,4 +257,5 @@ harness.run_tests([
     ("escalation_reaches_b_primary", test_escalation_reaches_b_primary),
     ("lists_escalate_to_other_aggregator", test_lists_escalate_to_other_aggregator),
     ("stale_masters_no_loop", test_stale_masters_no_loop),
+    ("sigterm_clean", test_sigterm_clean),
 ])
