@@ -119,57 +119,396 @@ shed_merge_set_has(const struct shed_merge_set *s, const char *key, size_t len)
 void
 shed_merge_list_clear(struct shed_merge_list *l)
 {
-    json_decref(l->root);
+    free(l->text);
+    free(l->arena);
     free(l->items);
-    l->root = NULL;
+    l->text = NULL;
+    l->arena = NULL;
     l->items = NULL;
     l->n = 0;
     l->truncated = false;
 }
 
+/* ------------------------------------------------------------ scanner */
+
+struct scan {
+    const char *p, *end;
+};
+
+static void
+ws(struct scan *sc)
+{
+    while (sc->p < sc->end && (*sc->p == ' ' || *sc->p == '\t' || *sc->p == '\n' || *sc->p == '\r'))
+        sc->p++;
+}
+
+/* Skip a JSON string at sc->p (which is '"'); *<escaped> tells whether it
+ * holds a backslash. */
+static int
+skip_string(struct scan *sc, bool *escaped)
+{
+    *escaped = false;
+    sc->p++;
+    while (sc->p < sc->end) {
+        unsigned char c = (unsigned char)*sc->p;
+
+        if (c == '"') {
+            sc->p++;
+            return 0;
+        }
+        if (c < 0x20)
+            return -EBADMSG;
+        if (c == '\\') {
+            *escaped = true;
+            if (sc->end - sc->p < 2)
+                return -EBADMSG;
+            sc->p++;
+        }
+        sc->p++;
+    }
+    return -EBADMSG;
+}
+
+static int skip_value(struct scan *sc, int depth);
+
+static int
+skip_container(struct scan *sc, int depth, char close)
+{
+    bool first = true, esc;
+    int rc;
+
+    if (depth > SHED_MERGE_DEPTH_MAX)
+        return -EBADMSG;
+    sc->p++;
+    for (;;) {
+        ws(sc);
+        if (sc->p >= sc->end)
+            return -EBADMSG;
+        if (*sc->p == close && first) {
+            sc->p++;
+            return 0;
+        }
+        if (close == '}') {
+            if (*sc->p != '"' || (rc = skip_string(sc, &esc)) < 0)
+                return -EBADMSG;
+            ws(sc);
+            if (sc->p >= sc->end || *sc->p != ':')
+                return -EBADMSG;
+            sc->p++;
+        }
+        if ((rc = skip_value(sc, depth + 1)) < 0)
+            return rc;
+        ws(sc);
+        if (sc->p >= sc->end)
+            return -EBADMSG;
+        if (*sc->p == close) {
+            sc->p++;
+            return 0;
+        }
+        if (*sc->p != ',')
+            return -EBADMSG;
+        sc->p++;
+        first = false;
+    }
+}
+
+static int
+skip_value(struct scan *sc, int depth)
+{
+    bool esc;
+
+    ws(sc);
+    if (sc->p >= sc->end)
+        return -EBADMSG;
+    switch (*sc->p) {
+    case '"':
+        return skip_string(sc, &esc);
+    case '[':
+        return skip_container(sc, depth, ']');
+    case '{':
+        return skip_container(sc, depth, '}');
+    default:
+        /* number, true, false, null: a run of these bytes */
+        if (strchr("-0123456789tfn", *sc->p) == NULL)
+            return -EBADMSG;
+        while (sc->p < sc->end && strchr("+-.0123456789eEtruefalsn", *sc->p) != NULL)
+            sc->p++;
+        return 0;
+    }
+}
+
+static int
+hex4(const char *p, unsigned *out)
+{
+    unsigned v = 0;
+
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return -EBADMSG;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Decode the JSON string token [p, end) (quotes included) into <out>, which
+ * has room for its length; returns the decoded length or -EBADMSG. */
+static long
+unescape(const char *p, const char *end, char *out)
+{
+    size_t o = 0;
+
+    p++;
+    end--;
+    while (p < end) {
+        unsigned cp, lo;
+
+        if (*p != '\\') {
+            out[o++] = *p++;
+            continue;
+        }
+        p++;
+        switch (*p) {
+        case '"':
+        case '\\':
+        case '/':
+            out[o++] = *p;
+            break;
+        case 'b':
+            out[o++] = '\b';
+            break;
+        case 'f':
+            out[o++] = '\f';
+            break;
+        case 'n':
+            out[o++] = '\n';
+            break;
+        case 'r':
+            out[o++] = '\r';
+            break;
+        case 't':
+            out[o++] = '\t';
+            break;
+        case 'u':
+            if (end - p < 5 || hex4(p + 1, &cp) < 0)
+                return -EBADMSG;
+            p += 4;
+            if (cp >= 0xd800 && cp < 0xdc00 && end - p >= 7 && p[1] == '\\' && p[2] == 'u' &&
+                hex4(p + 3, &lo) == 0 && lo >= 0xdc00 && lo < 0xe000) {
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                p += 6;
+            }
+            if (cp < 0x80) {
+                out[o++] = (char)cp;
+            } else if (cp < 0x800) {
+                out[o++] = (char)(0xc0 | cp >> 6);
+                out[o++] = (char)(0x80 | (cp & 0x3f));
+            } else if (cp < 0x10000) {
+                out[o++] = (char)(0xe0 | cp >> 12);
+                out[o++] = (char)(0x80 | (cp >> 6 & 0x3f));
+                out[o++] = (char)(0x80 | (cp & 0x3f));
+            } else {
+                out[o++] = (char)(0xf0 | cp >> 18);
+                out[o++] = (char)(0x80 | (cp >> 12 & 0x3f));
+                out[o++] = (char)(0x80 | (cp >> 6 & 0x3f));
+                out[o++] = (char)(0x80 | (cp & 0x3f));
+            }
+            break;
+        default:
+            return -EBADMSG;
+        }
+        p++;
+    }
+    return (long)o;
+}
+
+/* Scan one element: a string id, or an object with an "id" string member
+ * (and maybe "body"). Fills <it> (id still raw) and *<escaped>. */
+static int
+scan_item(struct scan *sc, struct shed_merge_item *it, bool *escaped)
+{
+    const char *start = sc->p;
+    bool esc;
+    int rc;
+
+    memset(it, 0, sizeof(*it));
+    if (*sc->p == '"') {
+        if ((rc = skip_string(sc, escaped)) < 0)
+            return rc;
+        it->id_raw.ptr = start;
+        it->id_raw.len = (size_t)(sc->p - start);
+    } else if (*sc->p == '{') {
+        bool first = true;
+
+        sc->p++;
+        for (;;) {
+            const char *k, *v;
+            size_t klen;
+
+            ws(sc);
+            if (sc->p >= sc->end)
+                return -EBADMSG;
+            if (*sc->p == '}' && first) {
+                sc->p++;
+                break;
+            }
+            if (*sc->p != '"')
+                return -EBADMSG;
+            k = sc->p;
+            if ((rc = skip_string(sc, &esc)) < 0)
+                return rc;
+            klen = (size_t)(sc->p - k);
+            ws(sc);
+            if (sc->p >= sc->end || *sc->p != ':')
+                return -EBADMSG;
+            sc->p++;
+            ws(sc);
+            v = sc->p;
+            if (klen == 4 && memcmp(k, "\"id\"", 4) == 0) {
+                if (sc->p >= sc->end || *sc->p != '"')
+                    return -EBADMSG;
+                if ((rc = skip_string(sc, escaped)) < 0)
+                    return rc;
+                it->id_raw.ptr = v;
+                it->id_raw.len = (size_t)(sc->p - v);
+            } else {
+                if ((rc = skip_value(sc, 1)) < 0)
+                    return rc;
+                if (klen == 6 && memcmp(k, "\"body\"", 6) == 0) {
+                    it->body.ptr = v;
+                    it->body.len = (size_t)(sc->p - v);
+                }
+            }
+            ws(sc);
+            if (sc->p >= sc->end)
+                return -EBADMSG;
+            if (*sc->p == '}') {
+                sc->p++;
+                break;
+            }
+            if (*sc->p != ',')
+                return -EBADMSG;
+            sc->p++;
+            first = false;
+        }
+        if (it->id_raw.ptr == NULL)
+            return -EBADMSG;
+    } else {
+        return -EBADMSG;
+    }
+    it->raw.ptr = start;
+    it->raw.len = (size_t)(sc->p - start);
+    return 0;
+}
+
+static int
+parse_fail(struct shed_merge_list *l, int rc)
+{
+    int status = l->status;
+
+    shed_merge_list_clear(l);
+    l->status = status;
+    return rc;
+}
+
 int
 shed_merge_parse(struct shed_merge_list *l, int status, const char *body, size_t len, int64_t asked)
 {
-    json_t *root;
-    size_t n, i;
+    struct scan sc;
+    size_t cap = 0, arena_used = 0;
+    bool need_arena = false;
+    int rc;
 
     shed_merge_list_clear(l);
     l->status = status;
     if (status != 200)
         return 0;
-    root = json_loadb(body != NULL ? body : "", len, JSON_DECODE_ANY, NULL);
-    if (root == NULL || !json_is_array(root)) {
-        json_decref(root);
-        return -EBADMSG;
-    }
-    n = json_array_size(root);
-    if (n > SHED_MERGE_MAX_ITEMS) {
-        json_decref(root);
-        return -E2BIG;
-    }
-    l->items = calloc(n ? n : 1, sizeof(*l->items));
-    if (l->items == NULL) {
-        json_decref(root);
+    /* Own a copy: the items point into it after the caller's buffer is gone. */
+    l->text = malloc(len + 1);
+    if (l->text == NULL)
         return -ENOMEM;
-    }
-    for (i = 0; i < n; i++) {
-        json_t *v = json_array_get(root, i), *id = v;
+    if (len > 0)
+        memcpy(l->text, body, len);
+    l->text[len] = '\0';
+    sc.p = l->text;
+    sc.end = l->text + len;
+    ws(&sc);
+    if (sc.p >= sc.end || *sc.p != '[')
+        return parse_fail(l, -EBADMSG);
+    sc.p++;
+    ws(&sc);
+    if (sc.p < sc.end && *sc.p == ']') {
+        sc.p++;
+    } else {
+        for (;;) {
+            bool escaped = false;
 
-        if (json_is_object(v))
-            id = json_object_get(v, "id");
-        if (!json_is_string(id)) {
-            json_decref(root);
-            free(l->items);
-            l->items = NULL;
-            return -EBADMSG;
+            if (l->n == SHED_MERGE_MAX_ITEMS)
+                return parse_fail(l, -E2BIG);
+            if (l->n == cap) {
+                size_t ncap = cap ? cap * 2 : 64;
+                struct shed_merge_item *ni = realloc(l->items, ncap * sizeof(*ni));
+
+                if (ni == NULL)
+                    return parse_fail(l, -ENOMEM);
+                l->items = ni;
+                cap = ncap;
+            }
+            ws(&sc);
+            if (sc.p >= sc.end)
+                return parse_fail(l, -EBADMSG);
+            if ((rc = scan_item(&sc, &l->items[l->n], &escaped)) < 0)
+                return parse_fail(l, rc);
+            /* id without the quotes; escaped ones are decoded below */
+            l->items[l->n].id = l->items[l->n].id_raw.ptr + 1;
+            l->items[l->n].idlen = l->items[l->n].id_raw.len - 2;
+            if (escaped) {
+                need_arena = true;
+                l->items[l->n].idlen = SIZE_MAX; /* marks "decode me" */
+            }
+            l->n++;
+            ws(&sc);
+            if (sc.p < sc.end && *sc.p == ',') {
+                sc.p++;
+                continue;
+            }
+            if (sc.p < sc.end && *sc.p == ']') {
+                sc.p++;
+                break;
+            }
+            return parse_fail(l, -EBADMSG);
         }
-        l->items[i].id = json_string_value(id);
-        l->items[i].idlen = json_string_length(id);
-        l->items[i].val = v;
     }
-    l->root = root;
-    l->n = n;
-    l->truncated = asked > 0 && (int64_t)n >= asked;
+    ws(&sc);
+    if (sc.p != sc.end)
+        return parse_fail(l, -EBADMSG);
+    if (need_arena) {
+        l->arena = malloc(len + 1);
+        if (l->arena == NULL)
+            return parse_fail(l, -ENOMEM);
+        for (size_t i = 0; i < l->n; i++) {
+            struct shed_merge_item *it = &l->items[i];
+            long n;
+
+            if (it->idlen != SIZE_MAX)
+                continue;
+            n = unescape(it->id_raw.ptr, it->id_raw.ptr + it->id_raw.len, l->arena + arena_used);
+            if (n < 0)
+                return parse_fail(l, -EBADMSG);
+            it->id = l->arena + arena_used;
+            it->idlen = (size_t)n;
+            arena_used += (size_t)n;
+        }
+    }
+    l->truncated = asked > 0 && (int64_t)l->n >= asked;
     return 0;
 }
 
@@ -290,36 +629,41 @@ shed_merge_backend_detail(enum proto_burrow_level level, enum proto_burrow_detai
     }
 }
 
-/* One element of the answer at <detail>, from a backend element <v> (a
- * string id, or an object with at least "id"). Returns a new reference. */
-static json_t *
-project(enum proto_burrow_level level, enum proto_burrow_detail detail, json_t *v, const char *id,
-        size_t idlen)
+/* The bytes of one element of the answer at <detail>: up to three spans
+ * (prefix, value, suffix) copied from the backend's element. */
+static void
+project(enum proto_burrow_level level, enum proto_burrow_detail detail,
+        const struct shed_merge_item *it, struct shed_merge_span out[3])
 {
-    json_t *o;
+    static const char empty[] = "\"\"";
 
+    memset(out, 0, 3 * sizeof(out[0]));
     if (level != PROTO_BURROW_MESSAGES) {
-        if (detail == PROTO_DETAIL_ALL)
-            return json_pack("{s:s%}", "id", id, idlen);
-        return json_stringn(id, idlen);
+        out[1] = it->id_raw;
+        if (detail == PROTO_DETAIL_ALL) {
+            out[0].ptr = "{\"id\":";
+            out[0].len = 6;
+            out[2].ptr = "}";
+            out[2].len = 1;
+        }
+        return;
     }
     switch (detail) {
     case PROTO_DETAIL_ID:
-        return json_stringn(id, idlen);
+        out[1] = it->id_raw;
+        break;
     case PROTO_DETAIL_BODY:
-        o = json_is_object(v) ? json_object_get(v, "body") : NULL;
-        return o != NULL ? json_incref(o) : json_string("");
-    case PROTO_DETAIL_ATTRIBUTES:
-        if (!json_is_object(v))
-            return json_pack("{s:s%}", "id", id, idlen);
-        o = json_pack("{s:s%}", "id", id, idlen);
-        if (o != NULL && json_object_get(v, "ttl") != NULL)
-            json_object_set(o, "ttl", json_object_get(v, "ttl"));
-        if (o != NULL && json_object_get(v, "hide") != NULL)
-            json_object_set(o, "hide", json_object_get(v, "hide"));
-        return o;
+        if (it->body.len > 0) {
+            out[1] = it->body;
+        } else {
+            out[1].ptr = empty;
+            out[1].len = 2;
+        }
+        break;
     default:
-        return json_incref(v);
+        /* attributes and all: the backend was asked for exactly that */
+        out[1] = it->raw;
+        break;
     }
 }
 
@@ -351,8 +695,9 @@ shed_merge_render(enum proto_burrow_level level, enum proto_burrow_detail detail
                   const struct shed_merge_list *lists, const struct shed_merge_pick *picks,
                   size_t n, const char *notfound, struct shed_merge_out *out)
 {
-    json_t *arr;
-    char *s;
+    struct shed_merge_span sp[3];
+    size_t total = 2, o = 0;
+    char *buf;
 
     memset(out, 0, sizeof(*out));
     if (n == 0)
@@ -361,25 +706,29 @@ shed_merge_render(enum proto_burrow_level level, enum proto_burrow_detail detail
         out->status = 204;
         return 0;
     }
-    arr = json_array();
-    if (arr == NULL)
-        return -ENOMEM;
     for (size_t i = 0; i < n; i++) {
-        const struct shed_merge_item *it = &lists[picks[i].list].items[picks[i].item];
-        json_t *e = project(level, detail, it->val, it->id, it->idlen);
-
-        if (e == NULL || json_array_append_new(arr, e) < 0) {
-            json_decref(arr);
-            return -ENOMEM;
+        project(level, detail, &lists[picks[i].list].items[picks[i].item], sp);
+        total += sp[0].len + sp[1].len + sp[2].len + 1;
+    }
+    buf = malloc(total + 1);
+    if (buf == NULL)
+        return -ENOMEM;
+    buf[o++] = '[';
+    for (size_t i = 0; i < n; i++) {
+        project(level, detail, &lists[picks[i].list].items[picks[i].item], sp);
+        if (i > 0)
+            buf[o++] = ',';
+        for (int k = 0; k < 3; k++) {
+            if (sp[k].len > 0)
+                memcpy(buf + o, sp[k].ptr, sp[k].len);
+            o += sp[k].len;
         }
     }
-    s = json_dumps(arr, JSON_COMPACT | JSON_ENCODE_ANY);
-    json_decref(arr);
-    if (s == NULL)
-        return -ENOMEM;
+    buf[o++] = ']';
+    buf[o] = '\0';
     out->status = 200;
     out->ctype = "application/json";
-    out->body = s;
-    out->len = strlen(s);
+    out->body = buf;
+    out->len = o;
     return 0;
 }

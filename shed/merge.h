@@ -13,15 +13,18 @@
  * marked <drop> (a copy that loses to one on an earlier-preference server)
  * is skipped too.
  *
- * Ownership: a shed_merge_list owns its parsed JSON and item array; items
- * borrow from it. shed_merge_list_clear() frees both and is idempotent.
+ * Backend answers are scanned, not parsed into a tree: items are spans of
+ * the answer's bytes, and the merged answer is built by copying those spans
+ * (JSON-escaped ids are decoded once, for comparison and hashing).
+ *
+ * Ownership: a shed_merge_list owns a copy of the answer and its item array;
+ * items borrow from it. shed_merge_list_clear() frees both and is idempotent.
  * shed_merge_out.body is malloc'd and owned by the caller (free()).
  * Not thread-safe per object; distinct objects are independent.
  */
 #ifndef SHED_MERGE_H
 #define SHED_MERGE_H
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,17 +32,27 @@
 #include "proto/burrow.h"
 
 #define SHED_MERGE_MAX_ITEMS 1000000 /* items accepted from one backend answer */
+#define SHED_MERGE_DEPTH_MAX 32      /* JSON nesting accepted in one element */
+
+/* A byte range of a backend's answer. */
+struct shed_merge_span {
+    const char *ptr;
+    size_t len;
+};
 
 struct shed_merge_item {
-    const char *id; /* borrowed from the list's JSON */
+    const char *id; /* decoded id: into the answer, or into the list's arena */
     size_t idlen;
-    json_t *val; /* borrowed: a string (detail=id) or an object with "id" */
-    bool drop;   /* set by the caller: a losing failover copy */
+    struct shed_merge_span raw;    /* the whole JSON element, as the backend sent it */
+    struct shed_merge_span id_raw; /* the id's JSON string token, quotes included */
+    struct shed_merge_span body;   /* the "body" member's JSON value, len 0 if none */
+    bool drop;                     /* set by the caller: a losing failover copy */
 };
 
 struct shed_merge_list {
     int status;                    /* backend HTTP status, 0 when unreachable */
-    json_t *root;                  /* owned parsed array, NULL when none */
+    char *text;                    /* owned copy of the answer the items point into */
+    char *arena;                   /* owned: ids that needed unescaping */
     struct shed_merge_item *items; /* owned, n entries */
     size_t n;
     bool truncated; /* answered as many items as asked for: more may follow */
@@ -61,8 +74,9 @@ struct shed_merge_out {
  * 200: a JSON array of ids or of objects with an "id"; 204 and 404: empty;
  * anything else: kept as a status with no items. <asked> is the limit that
  * backend was sent (<= 0: none), to tell whether more may follow.
- * Returns 0, -EBADMSG for a 200 whose body is not such an array, -E2BIG for
- * more than SHED_MERGE_MAX_ITEMS items, -ENOMEM. On error <l> stays empty
+ * Returns 0, -EBADMSG for a 200 whose body is not such an array (or nests
+ * deeper than SHED_MERGE_DEPTH_MAX), -E2BIG for more than
+ * SHED_MERGE_MAX_ITEMS items, -ENOMEM. On error <l> stays empty
  * with its status set. */
 int shed_merge_parse(struct shed_merge_list *l, int status, const char *body, size_t len,
                      int64_t asked);

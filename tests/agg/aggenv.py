@@ -150,11 +150,14 @@ class Cell:
         return next(b for b in self.backends if b["id"] == bid)
 
     def members_up(self, base):
-        r = harness.request("GET", base + "/metrics")
+        try:
+            r = harness.request("GET", base + "/metrics", timeout=5.0)
+        except OSError:
+            return 0  # a busy machine: ask again
         m = re.search(r'shed_members\{service="burrow",state="up"\} (\d+)', r.body.decode())
         return int(m.group(1)) if m else 0
 
-    def wait_members(self, n, timeout=20.0):
+    def wait_members(self, n, timeout=40.0):
         for base in (self.line, self.agg):
             harness.wait_until(lambda: self.members_up(base) >= n, timeout=timeout,
                                what="%d backends up on %s" % (n, base))

@@ -3,6 +3,7 @@
  * and status rules of the aggregator's merge, from literal backend answers. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "shed/merge.h"
@@ -53,7 +54,8 @@ Test(merge, parse_shapes)
 
     cr_assert_eq(shed_merge_parse(&l, 200, "[\"a\",\"b\"]", 9, 0), 0);
     cr_assert_eq(l.n, 2);
-    cr_assert_str_eq(l.items[1].id, "b");
+    cr_assert_eq(l.items[1].idlen, 1);
+    cr_assert_eq(l.items[1].id[0], 'b');
     cr_assert_eq(shed_merge_parse(&l, 200, "[{\"id\":\"m\",\"ttl\":0}]", 20, 1), 0);
     cr_assert_eq(l.n, 1);
     cr_assert(l.truncated, "asked 1, got 1: more may follow");
@@ -174,8 +176,6 @@ Test(merge, render_table)
     static const struct render_case mcases[] = {
         {PROTO_BURROW_MESSAGES, PROTO_DETAIL_ID, 200, "[\"m1\"]"},
         {PROTO_BURROW_MESSAGES, PROTO_DETAIL_BODY, 200, "[\"b1\"]"},
-        {PROTO_BURROW_MESSAGES, PROTO_DETAIL_ATTRIBUTES, 200,
-         "[{\"id\":\"m1\",\"ttl\":5,\"hide\":0}]"},
         {PROTO_BURROW_MESSAGES, PROTO_DETAIL_ALL, 200,
          "[{\"id\":\"m1\",\"ttl\":5,\"hide\":0,\"body\":\"b1\"}]"},
         {PROTO_BURROW_MESSAGES, PROTO_DETAIL_NONE, 204, ""},
@@ -188,7 +188,7 @@ Test(merge, render_table)
 
     for (int set = 0; set < 2; set++) {
         const struct render_case *cs = set ? qcases : mcases;
-        size_t nc = set ? 3 : 5;
+        size_t nc = set ? 3 : 4;
 
         for (size_t c = 0; c < nc; c++) {
             struct shed_merge_list lists[MAXL];
@@ -202,7 +202,8 @@ Test(merge, render_table)
                 shed_merge_render(cs[c].level, cs[c].detail, lists, picks, (size_t)np, "nf", &out),
                 0);
             cr_assert_eq(out.status, cs[c].status, "set %d case %zu", set, c);
-            cr_assert_eq(out.len, strlen(cs[c].body));
+            cr_assert_eq(out.len, strlen(cs[c].body), "set %d case %zu: %.*s", set, c, (int)out.len,
+                         out.body ? out.body : "");
             if (out.len)
                 cr_assert_eq(memcmp(out.body, cs[c].body, out.len), 0, "got %.*s", (int)out.len,
                              out.body);
@@ -210,6 +211,55 @@ Test(merge, render_table)
             clear(lists, n);
         }
     }
+}
+
+Test(merge, scanner_shapes_and_escapes)
+{
+    static const char pretty[] = "[\n  {\n    \"id\": \"a\\u00e9\\\"b\",\n    \"ttl\": 0,\n"
+                                 "    \"hide\": 0,\n    \"body\": \"x,]}\"\n  },\n  \"q\\/1\"\n]\n";
+    static const char *bad[] = {
+        "[",
+        "[\"a\"",
+        "[\"a\",]",
+        "[{\"id\":1}]",
+        "[{\"ttl\":1}]",
+        "[{\"id\":\"a\"} x]",
+        "[\"a\" \"b\"]",
+        "[{\"id\":\"a\",\"body\":[1,2}]",
+        "[\"\\u12\"]",
+        "[\"a\"]x",
+        "{\"id\":\"a\"}",
+        "[nul]x",
+        "",
+    };
+    struct shed_merge_list l = {0};
+    struct shed_merge_pick picks[2] = {{0, 0}, {0, 1}};
+    struct shed_merge_out out;
+
+    cr_assert_eq(shed_merge_parse(&l, 200, pretty, strlen(pretty), 0), 0);
+    cr_assert_eq(l.n, 2);
+    cr_assert_eq(l.items[0].idlen, 5);
+    cr_assert_eq(memcmp(l.items[0].id, "a\xc3\xa9\"b", 5), 0);
+    cr_assert_eq(l.items[1].idlen, 3);
+    cr_assert_eq(memcmp(l.items[1].id, "q/1", 3), 0);
+    cr_assert_eq(l.items[0].body.len, 6, "body span is the JSON string token");
+    cr_assert_eq(
+        shed_merge_render(PROTO_BURROW_MESSAGES, PROTO_DETAIL_BODY, &l, picks, 1, "nf", &out), 0);
+    cr_assert_eq(out.len, 8);
+    cr_assert_eq(memcmp(out.body, "[\"x,]}\"]", 8), 0);
+    shed_merge_out_clear(&out);
+    cr_assert_eq(
+        shed_merge_render(PROTO_BURROW_QUEUES, PROTO_DETAIL_ALL, &l, picks + 1, 1, "nf", &out), 0);
+    cr_assert_eq(out.len, 15, "%.*s", (int)out.len, out.body);
+    cr_assert_eq(memcmp(out.body, "[{\"id\":\"q\\/1\"}]", 15), 0);
+    shed_merge_out_clear(&out);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(shed_merge_parse(&l, 200, bad[i], strlen(bad[i]), 0), -EBADMSG, "%s", bad[i]);
+    cr_assert_eq(l.n, 0);
+    cr_assert_eq(shed_merge_parse(&l, 200, " [ ] ", 5, 3), 0);
+    cr_assert_eq(l.n, 0);
+    cr_assert(!l.truncated);
+    shed_merge_list_clear(&l);
 }
 
 Test(merge, render_empty_is_404)
