@@ -22,9 +22,10 @@
 #include "proto/burrow.h"
 #include "ring/ring.h"
 
-#define POOL_MAX      64   /* idle easy handles kept */
-#define HDR_VAL_MAX   2048 /* bytes kept of any one header we read */
-#define PIN_TTL_MAX_S 86400
+#define POOL_MAX          64   /* idle easy handles kept */
+#define HDR_VAL_MAX       2048 /* bytes kept of any one header we read */
+#define PIN_TTL_MAX_S     86400
+#define RETRY_AFTER_MAX_S 5 /* longest shed Retry-After honoured */
 
 struct target;
 struct chain;
@@ -65,6 +66,7 @@ struct hop {
     bool too_big;
     char location[HDR_VAL_MAX];
     char sh_bucket[32], sh_gen[32], sh_ttl[32], sh_ring[256];
+    char retry_after[32];
     char link[HDR_VAL_MAX];
     char ctype[128];
     char *body; /* owned */
@@ -312,7 +314,7 @@ header_cb(char *line, size_t size, size_t nitems, void *arg)
     if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
         /* A new response (after a 100 Continue): forget the interim one. */
         h->location[0] = h->sh_bucket[0] = h->sh_gen[0] = h->sh_ttl[0] = '\0';
-        h->sh_ring[0] = h->link[0] = h->ctype[0] = '\0';
+        h->sh_ring[0] = h->link[0] = h->ctype[0] = h->retry_after[0] = '\0';
     } else if (client_wire_header(line, len, "Location", &v)) {
         copy_val(h->location, sizeof(h->location), &v);
     } else if (client_wire_header(line, len, "Shed-Bucket", &v)) {
@@ -323,6 +325,8 @@ header_cb(char *line, size_t size, size_t nitems, void *arg)
         copy_val(h->sh_ttl, sizeof(h->sh_ttl), &v);
     } else if (client_wire_header(line, len, "Shed-Ring", &v)) {
         copy_val(h->sh_ring, sizeof(h->sh_ring), &v);
+    } else if (client_wire_header(line, len, "Retry-After", &v)) {
+        copy_val(h->retry_after, sizeof(h->retry_after), &v);
     } else if (client_wire_header(line, len, "Link", &v)) {
         copy_val(h->link, sizeof(h->link), &v);
     } else if (client_wire_header(line, len, "Content-Type", &v)) {
@@ -721,6 +725,7 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
     char failed[CLIENT_WIRE_ORIGIN_MAX] = "";
     char start[sizeof(ch->url)];
     char cto[2 * CLIENT_WIRE_ORIGIN_MAX];
+    uint64_t retry_after_ms = 0;
     int rc;
 
     memset(resp, 0, sizeof(*resp));
@@ -750,9 +755,12 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
         char via[2 * CLIENT_WIRE_ORIGIN_MAX + 40];
 
         if (attempt > 0) {
+            uint64_t d = client_wire_backoff_ms(attempt, c->o.backoff_base_ms, c->o.backoff_max_ms,
+                                                rnd64(c));
+
             atomic_fetch_add(&c->m_retries, 1);
-            sleep_ms(client_wire_backoff_ms(attempt, c->o.backoff_base_ms, c->o.backoff_max_ms,
-                                            rnd64(c)));
+            sleep_ms(d > retry_after_ms ? d : retry_after_ms);
+            retry_after_ms = 0;
         }
         hop_reset(&ch->last, c->o.body_max);
         memset(ch, 0, sizeof(*ch));
@@ -827,6 +835,15 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
                 atomic_fetch_add(&c->m_pins_dropped, 1);
             if (from_shed && c->o.nsheds > 0)
                 next_shed(c, shed_idx);
+            if (from_shed && ch->last.retry_after[0] != '\0') {
+                uint64_t ra;
+
+                /* The shed's jittered Retry-After (seconds) stretches the
+                 * next wait, up to RETRY_AFTER_MAX_S. */
+                if (client_wire_parse_uint(ch->last.retry_after, strlen(ch->last.retry_after),
+                                           RETRY_AFTER_MAX_S, &ra) == 0)
+                    retry_after_ms = ra * 1000;
+            }
             if (!from_shed && ch->last.status != 421) {
                 struct client_wire_url fu;
 

@@ -409,6 +409,8 @@ class FakeShed:
                 p = self.path
                 if p.startswith("/v1.0/loop/"):
                     return self.reply(307, [("Location", "http://127.0.0.1:%d%s" % (port, p))])
+                if p.startswith("/v1.0/busy/"):
+                    return self.reply(503, [("Retry-After", "1")])
                 if p.startswith("/v1.0/hops/"):
                     n = int(p.rsplit("=", 1)[1]) if "=" in p else 0
                     return self.reply(307, [("Location", "http://127.0.0.1:%d/v1.0/hops/q/m?n=%d"
@@ -475,6 +477,12 @@ def test_loops_hops_421_and_shed_failed_on_the_wire():
         last = pr.req("GET", BASE + "/mis/q/m")
         assert last["pinned"] and last["body"] == "from %d" % fk.b2_port, last
         assert not any(f for _, _, _, f in fk.seen), "a 421 is not a failure to report"
+        # A shed's 503 + Retry-After: waited out, then the 503 is the answer.
+        t0 = time.monotonic()
+        r = pr.req("GET", BASE + "/busy/q/m")
+        took = time.monotonic() - t0
+        assert r["rc"] == 0 and r["status"] == 503 and r["attempts"] == 3, r
+        assert 2.0 <= took < 4.0, "two Retry-After: 1 waits, took %.2fs" % took
         # A dead backend is named in Shed-Failed on the next shed ask.
         r = pr.req("GET", BASE + "/dead/q/m")
         assert r["rc"] < 0 and r["attempts"] == 3, r
