@@ -681,17 +681,6 @@ tick_service(struct registry *reg, struct service *s, uint64_t now)
         if (!m->down && m->in_ring)
             nlive++;
     }
-    /* The ordering rule for escalation: remember when the cell lost its
-     * last live member of this service (shed/cluster.c reads it). */
-    size_t nserving = 0;
-    for (size_t i = 0; i < s->n; i++) {
-        const struct member *m = s->members[i];
-        if (m->in_ring && !m->down && !m->gone && !m->suspect)
-            nserving++;
-    }
-    if (s->had_live && nserving == 0)
-        s->empty_seq = ++reg->seq;
-    s->had_live = nserving > 0;
     for (size_t i = 0; i < s->n;) {
         struct member *m = s->members[i];
         if (!m->down || m->gone || now - m->down_since < reg->t.evict_after_ms) {
@@ -732,6 +721,18 @@ tick_service(struct registry *reg, struct service *s, uint64_t now)
         garbage_ring(reg, ring_gen_drop_prev(&s->gen));
         changed = true;
     }
+    /* The ordering rule for escalation: remember when the cell lost its
+     * last live member of this service (shed/cluster.c reads it). Counted
+     * after the rebuild, so that a join counts at once. */
+    size_t nserving = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        const struct member *m = s->members[i];
+        if (m->in_ring && !m->down && !m->gone && !m->suspect)
+            nserving++;
+    }
+    if (s->had_live && nserving == 0)
+        s->empty_seq = ++reg->seq;
+    s->had_live = nserving > 0;
     return changed;
 }
 
