@@ -219,7 +219,7 @@ redirect_status(const struct shed_config *cfg, enum shed_method m)
 bool
 shed_cluster_list_escalates(const struct shed_config *cfg, const struct registry_route *r)
 {
-    if (cfg->nmasters == 0 || G.sync == NULL)
+    if ((cfg->nmasters == 0 || G.sync == NULL) && G.master == NULL)
         return false;
     size_t n = ring_size(r->ring);
     for (size_t i = 0; i < n; i++) {
@@ -227,6 +227,53 @@ shed_cluster_list_escalates(const struct shed_config *cfg, const struct registry
         if (st == REGISTRY_UP || st == REGISTRY_DRAINING)
             return false;
     }
+    return true;
+}
+
+/* A process that is line and master at once decides in place: sending the
+ * request to itself through a redirect would only cost the client a hop. */
+static bool
+master_inline(const struct shed_config *cfg, const struct registry_route *r, enum shed_method m,
+              const struct proto_slice *segs, size_t nsegs, const struct shed_query *q,
+              struct proto_token *t, struct shed_answer *a)
+{
+    char key[2 * PROTO_BURROW_ID_MAX + 2];
+    struct shed_master_req req = {
+        .service = r->name, .token = t, .now_ms = shed_now_ms(), .rnd = rnd64()};
+    struct shed_master_pick pick;
+    char enc[PROTO_TOKEN_ENC_MAX];
+
+    if (r->kind == SHED_KIND_BURROW && nsegs == 4 && segs[2].len + segs[3].len + 1 < sizeof(key)) {
+        memcpy(key, segs[2].ptr, segs[2].len);
+        key[segs[2].len] = '/';
+        memcpy(key + segs[2].len + 1, segs[3].ptr, segs[3].len);
+        req.account = segs[1].ptr;
+        req.alen = segs[1].len;
+        req.key = key;
+        req.klen = segs[2].len + 1 + segs[3].len;
+    } else if (r->kind == SHED_KIND_BURROW) {
+        req.list = true;
+    }
+    if (shed_master_route(G.master, &req, &pick) < 0) {
+        no_cell(cfg, a, txt_no_cell, sizeof(txt_no_cell) - 1);
+        return true;
+    }
+    (void)proto_token_add_cell(t, pick.cell);
+    long n = proto_token_encode(t, cfg->credential, strlen(cfg->credential), enc, sizeof(enc));
+    if (n < 0 || location(a, pick.url, segs, nsegs, q, enc) < 0) {
+        TEXT(a, 414, txt_too_long);
+        return true;
+    }
+    a->bucket[0] = a->generation[0] = a->pin_ttl[0] = '\0';
+    a->ring = NULL;
+    if (!req.list && r->kind == SHED_KIND_BURROW) {
+        snprintf(a->bucket, sizeof(a->bucket), "%" PRIu32, pick.bucket);
+        snprintf(a->pin_ttl, sizeof(a->pin_ttl), "%" PRIu32,
+                 (uint32_t)(cfg->timings.pin_lifetime_ms / 1000));
+    }
+    a->status = redirect_status(cfg, m);
+    a->body = NULL;
+    a->body_len = 0;
     return true;
 }
 
@@ -239,7 +286,7 @@ shed_cluster_escalate(const struct shed_config *cfg, const struct registry_route
     char enc[PROTO_TOKEN_ENC_MAX];
     int rc, idx;
 
-    if (cfg->nmasters == 0 || G.sync == NULL)
+    if ((cfg->nmasters == 0 || G.sync == NULL) && G.master == NULL)
         return false;
     rc = token_from_query(cfg, q, r->name, &t, a);
     if (rc < 0)
@@ -255,6 +302,8 @@ shed_cluster_escalate(const struct shed_config *cfg, const struct registry_route
         return true;
     }
     t.hops++;
+    if (G.master != NULL)
+        return master_inline(cfg, r, m, segs, nsegs, q, &t, a);
     /* Ordering rule: only a master that has acknowledged the change that
      * emptied this service here may get the request. Never wait on the
      * request path: the sync thread is kicked and the client retries. */
