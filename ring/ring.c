@@ -17,34 +17,34 @@
  * one weight only pulls buckets to that member). Plain HRW costs B * N score
  * evaluations; we avoid that by making x invertible: for a chunk of Q = 2^16
  * buckets, x(b, m) = (P_m(b) + frac) / Q where P_m is a keyed bijection of the
- * chunk. So each member can *enumerate* its buckets in increasing score order
- * (v = 0, 1, 2, ... -> b = P_m^-1(v)) and stop at a threshold T chosen so that
- * every bucket gets ~12-20 candidates (candidates_wanted()). Each bucket
- * sees the exact start of its HRW order; the rare bucket that needs more
- * (zone rule, Poisson tail) falls back to an O(N) scan, so with eps == 0 the
- * result never depends on T. Scores are integers (a fixed-point log, no
- * libm), hence identical on every machine.
+ * chunk (3 multiply-xorshift rounds on 16 bits; keys = member part XOR chunk
+ * part, so a chunk costs 3 XORs per member). So each member can *enumerate*
+ * its buckets in increasing score order (v = 0, 1, 2, ... -> b = P_m^-1(v))
+ * and stop at a threshold. Enumeration goes in rounds: threshold T (about 4
+ * members per bucket, 7 with caps), then 2T, 4T, 8T only for the buckets
+ * still short of candidates or of distinct zones; whatever is still short
+ * (or, with caps, finds every listed member full) gets an O(N) scan with a
+ * cheap lower bound. Each bucket's list is always the exact start of its HRW
+ * order, so the table never depends on T or on the rounds: only the speed
+ * does. Candidates are packed in 8 bytes (truncated score, member, bucket
+ * offset; equal truncated scores are settled exactly) in one reused block,
+ * radix-split by bucket. Scores are integers (a fixed-point log, no libm),
+ * hence identical on every machine.
  *
  * On top of HRW: the zone rule (min(R, #zones) distinct zones per row, walking
  * the HRW order) and, when eps > 0, a deterministic bounded-load pass over the
- * buckets in order 0..B-1 with dithered capacities (hashing.md 4.3). The caps
- * only consult the stored HRW prefix; if none of it fits, the cap is ignored
- * for that position (so a pathological weight/zone mix degrades to HRW instead
- * of scanning). Handoffs beyond R (ring_walk) continue the HRW order.
+ * buckets in order 0..B-1 with dithered capacities (hashing.md 4.3): each
+ * position takes the HRW-first member that is under its caps (primary cap
+ * and all-replica cap, floor(share - 1 + u) so never above (1 + eps) times
+ * the fair share); only if no member at all is under its caps does the
+ * position fall back to plain HRW. The pass is on when eps * B >= N (at
+ * least one bucket of slack per member), else the table is pure HRW.
+ * Handoffs beyond R (ring_walk) continue the HRW order: one O(N) pass finds
+ * up to 32 of them.
  *
- * Measured with ring-bench on the shared 2-core VM (gcc -O2, R=3, 10 zones,
- * equal weights; the machine was loaded 3x by other builds, so times are
- * pessimistic):
- *   N=1000   B=2^20 eps=0.03  peak/mean 1.031 prim / 1.030 all (cap rounding
- *                              adds up to 1 bucket), move join 1.01x all /
- *                              1.08x prim, leave 1.02x / 1.11x optimal
- *   N=10000  B=2^22 eps=0.04  peak/mean 1.042 / 1.040, join 1.03x / 1.33x
- *   route 65 ns (B=2^20 table in DRAM), 6.8x faster than 160-point ketama
- *   build: the weak spot, 10-20x over hashing.md T7 (about 12-20 candidates
- *   of ~10 ns per bucket instead of ~2 probes): ~1 s at N=1000 B=2^20,
- *   0.24 s at N=10000 B=2^16, 4.7 s wall / ~0.8 s CPU at N=100000 B=2^20.
- *   Known next step: enumerate in rounds (T, 2T, 4T) so a bucket needs ~5
- *   candidates, and pack candidates into 8 bytes.
+ * Measured figures: see the ring-bench section of the commit log and
+ * reference/hashing.md 4.6; the build is ~3-10x faster than the first
+ * version (one candidate list per bucket of 12-20 members).
  */
 #include "ring/ring.h"
 
@@ -65,8 +65,6 @@ __extension__ typedef unsigned __int128 u128;
 struct rmem {
     struct ring_member pub; /* strings point into ring->arena */
     uint64_t hash;          /* XXH3_64(id, seed_place) */
-    uint64_t wmul;          /* UINT64_MAX / weight: score = L * wmul >> 64 */
-    uint32_t zone;          /* index into the sorted distinct zones */
 };
 
 struct ring {
@@ -75,6 +73,7 @@ struct ring {
     size_t n;
     char *arena; /* all strings */
     uint32_t nzones;
+    uint32_t *zone;   /* n: member -> index into the sorted distinct zones */
     uint32_t *zstart; /* nzones + 1: members of zone z are zlist[zstart[z]..] */
     uint32_t *zlist;
     uint32_t rlen;   /* entries per row: min(R, n) */
@@ -167,10 +166,14 @@ nlog(uint64_t x)
 
 /* ---- per-member bijection of a chunk ------------------------------------ */
 
+/* Member m, chunk c: P(y) = 3 rounds of v = ((v ^ k_r) * a_r) mod Q,
+ * v ^= v >> ceil(q/2). Only the low q <= 16 bits of keys and multipliers
+ * matter, so they are kept as 16-bit values; k_r = km_r(member) ^ kc_r(chunk)
+ * so that a new chunk costs three XORs per member. */
 struct perm {
-    uint64_t a[ROUNDS];    /* odd multipliers */
-    uint64_t ainv[ROUNDS]; /* their inverses mod 2^64 */
-    uint64_t k[ROUNDS];    /* per chunk */
+    uint32_t a[ROUNDS];    /* odd multipliers, low 16 bits */
+    uint32_t ainv[ROUNDS]; /* their inverses mod 2^16 */
+    uint32_t k[ROUNDS];    /* member part of the keys, low 16 bits */
 };
 
 static uint64_t
@@ -186,59 +189,73 @@ static void
 perm_member(struct perm *p, uint64_t h, bool with_inverse)
 {
     for (int r = 0; r < ROUNDS; r++) {
-        p->a[r] = fmix(h + (uint64_t)(r + 1) * GOLD) | 1;
-        if (with_inverse)
-            p->ainv[r] = inverse_odd(p->a[r]);
+        p->a[r] = (uint32_t)(fmix(h + (uint64_t)(r + 1) * GOLD) & 0xffff) | 1;
+        p->ainv[r] = with_inverse ? (uint32_t)(inverse_odd(p->a[r]) & 0xffff) : 0;
+        p->k[r] = (uint32_t)(fmix(h ^ ((uint64_t)(r + 1) * 0x632be59bd9b4e019ull)) & 0xffff);
     }
 }
 
+/* Chunk part of the keys. */
 static void
-perm_chunk(struct perm *p, uint64_t h, uint64_t chunk)
+perm_chunk(uint32_t kc[ROUNDS], uint64_t chunk)
 {
     for (int r = 0; r < ROUNDS; r++)
-        p->k[r] =
-            fmix(h ^ fmix(chunk * 0xd6e8feb86659fd93ull + (uint64_t)r + 0x632be59bd9b4e019ull));
+        kc[r] =
+            (uint32_t)(fmix(chunk * 0xd6e8feb86659fd93ull + (uint64_t)r + 0x632be59bd9b4e019ull) &
+                       0xffff);
 }
 
 static uint32_t
-perm_fwd(const struct perm *p, uint32_t y, unsigned q)
+perm_fwd(const struct perm *p, const uint32_t kc[ROUNDS], uint32_t y, unsigned q)
 {
-    uint64_t mask = ((uint64_t)1 << q) - 1, v = y;
+    uint32_t mask = (uint32_t)(((uint64_t)1 << q) - 1), v = y;
     unsigned s = (q + 1) / 2;
     for (int r = 0; r < ROUNDS; r++) {
-        v = ((v ^ p->k[r]) * p->a[r]) & mask;
+        v = ((v ^ p->k[r] ^ kc[r]) * p->a[r]) & mask;
         v ^= v >> s;
     }
-    return (uint32_t)v;
+    return v;
 }
 
-static uint32_t
-perm_inv(const struct perm *p, uint32_t v, unsigned q)
+/* Lower bound of nlog(v / Q): -log2(1 - x) >= x log2(e). */
+static uint64_t
+nlog_lb(uint32_t v, unsigned q)
 {
-    uint64_t mask = ((uint64_t)1 << q) - 1, y = v;
-    unsigned s = (q + 1) / 2;
-    for (int r = ROUNDS - 1; r >= 0; r--) {
-        y ^= y >> s; /* self-inverse because 2s >= q */
-        y = ((y * p->ainv[r]) ^ p->k[r]) & mask;
+    return q ? mulhi((uint64_t)v << (64 - q), LOG2E_Q63) >> 6 : 0;
+}
+
+/* Grid values nlog(v / Q), computed on demand up to <len> (build only). */
+struct etab {
+    uint64_t *e; /* Q + 1 entries, valid below len */
+    uint32_t len;
+    unsigned q;
+};
+
+static uint64_t
+etab_at(struct etab *t, uint32_t v)
+{
+    while (t->len <= v) {
+        t->e[t->len] = nlog((uint64_t)t->len << (64 - t->q));
+        t->len++;
     }
-    return (uint32_t)y;
+    return t->e[v];
 }
 
 /* E(b, m) = -log2(1 - x) in Q57 with x = (v + frac) / Q, an Exp(ln 2) draw.
  * Between the grid points v / Q it is interpolated linearly (relative error
- * ~1e-10, monotone), so enumeration only needs a table of the grid values;
- * the last interval, where the log diverges, is computed directly. <etab>
- * caches nlog(v / Q) and may be NULL. */
-static uint64_t
-escore(uint64_t h, uint32_t bucket, uint32_t v, unsigned q, const uint64_t *etab)
+ * ~1e-10, monotone); the last interval, where the log diverges, is computed
+ * directly. <t> caches the grid and may be NULL. */
+static inline uint64_t
+escore(uint64_t h, uint32_t bucket, uint32_t v, unsigned q, struct etab *t)
 {
     uint64_t f = fmix(h ^ ((uint64_t)bucket * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull));
     if (q == 0)
         return nlog(f);
     if (v == ((uint32_t)1 << q) - 1)
         return nlog(((uint64_t)v << (64 - q)) | (f >> q));
-    uint64_t lo = etab ? etab[v] : nlog((uint64_t)v << (64 - q));
-    uint64_t hi = etab ? etab[v + 1] : nlog((uint64_t)(v + 1) << (64 - q));
+    bool tab = t && v + 1 < t->len; /* else computed directly: same bits */
+    uint64_t lo = tab ? t->e[v] : nlog((uint64_t)v << (64 - q));
+    uint64_t hi = tab ? t->e[v + 1] : nlog((uint64_t)(v + 1) << (64 - q));
     return lo + mulhi(hi - lo, f);
 }
 
@@ -247,19 +264,6 @@ chunk_bits(const struct ring_config *cfg)
 {
     unsigned b = (unsigned)__builtin_ctz(cfg->buckets);
     return b < CHUNK_BITS ? b : CHUNK_BITS;
-}
-
-/* Score of member <m> for <bucket>, computed forward (no enumeration). */
-static uint64_t
-score_direct(const struct ring *ring, const struct rmem *m, uint32_t bucket)
-{
-    unsigned q = chunk_bits(&ring->cfg);
-    struct perm p;
-    perm_member(&p, m->hash, false);
-    perm_chunk(&p, m->hash, bucket >> q);
-    uint32_t local = q ? bucket & (((uint32_t)1 << q) - 1) : 0;
-    uint32_t v = perm_fwd(&p, local, q);
-    return mulhi(escore(m->hash, bucket, v, q, NULL), m->wmul);
 }
 
 /* ---- config ------------------------------------------------------------- */
@@ -387,35 +391,33 @@ cmp_zref(const void *a, const void *b)
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-/* A candidate (bucket, member, score) on its way to its bucket's list. */
-struct cand {
-    uint64_t s;
-    uint32_t m;
-    uint32_t local;
-};
+#define SUB_BITS   6 /* candidates are radix-split into 64 streams per chunk */
+#define MAX_ROUNDS 4 /* thresholds T, 2T, 4T, 8T, then the O(N) scan */
 
-#define SUB_BITS 6 /* candidates are radix-split into 64 streams per chunk */
-
+/* Candidates of one sub-range of a chunk, packed in 8 bytes:
+ * (score >> sshift) << (mbits + ybits) | member << ybits | bucket offset in
+ * the sub-range. All streams share one block (ring of width <cap> each). */
 struct stream {
-    struct cand *c;
-    size_t len, cap;
+    uint64_t *key;
+    size_t len;
 };
 
-static bool
-cand_less(const struct cand *a, const struct cand *b)
-{
-    return a->s < b->s || (a->s == b->s && a->m < b->m);
-}
-
-/* Build-time state for the bucket pass. */
+/* Build-time state. */
 struct pass {
     struct ring *ring;
-    const struct perm *perms; /* keys of the current chunk */
-    const uint64_t *etab;     /* nlog(v / Q) */
     unsigned q;
-    uint32_t *cap;  /* 2n: primary cap, all-replica cap (eps > 0) */
+    unsigned mbits;  /* bits of a packed candidate: member index */
+    unsigned ybits;  /* ... and bucket offset in its stream (lowest) */
+    unsigned sshift; /* score bits dropped above them */
+    struct stream *streams;
+    size_t nsub, scap;   /* streams, capacity of each */
+    uint64_t *sblock;    /* their storage: nsub * scap */
+    uint32_t kc[ROUNDS]; /* keys of the current chunk */
+    struct perm *perms;  /* n */
+    uint64_t *wmul;      /* n: UINT64_MAX / weight, score = E * wmul >> 64 */
+    struct etab et;
+    uint32_t *cap;  /* 2n: primary cap, all-replica cap; NULL = no caps */
     uint32_t *used; /* 2n: counters */
-    bool complete;  /* candidate lists hold every member */
 };
 
 static void
@@ -443,95 +445,105 @@ static bool
 zone_used(const struct ring *ring, const uint32_t *row, uint32_t len, uint32_t zone)
 {
     for (uint32_t i = 0; i < len; i++)
-        if (ring->mem[row[i]].zone == zone)
+        if (ring->zone[row[i]] == zone)
             return true;
     return false;
 }
 
-/* HRW-first member acceptable for the next position, over all members (or,
- * when a new zone is required, over the unused zones' members). O(N). */
-static uint32_t
-scan_pick(const struct ring *ring, uint32_t bucket, const uint32_t *row, uint32_t len,
-          bool need_zone)
+/* Exact score of member <m> for <bucket> of the current chunk. */
+static uint64_t
+build_score(struct pass *ps, uint32_t m, uint32_t bucket)
 {
-    uint32_t best = RING_NONE;
-    uint64_t bs = 0;
-    for (uint32_t z = 0; z < (need_zone ? ring->nzones : 1); z++) {
-        if (need_zone && zone_used(ring, row, len, z))
-            continue;
-        uint32_t lo = need_zone ? ring->zstart[z] : 0;
-        uint32_t hi = need_zone ? ring->zstart[z + 1] : (uint32_t)ring->n;
-        for (uint32_t i = lo; i < hi; i++) {
-            uint32_t m = need_zone ? ring->zlist[i] : i;
-            if (in_row(row, len, m))
-                continue;
-            uint64_t s = score_direct(ring, &ring->mem[m], bucket);
-            if (best == RING_NONE || s < bs || (s == bs && m < best)) {
-                best = m;
-                bs = s;
-            }
-        }
-    }
-    return best;
+    unsigned q = ps->q;
+    uint32_t local = q ? bucket & (((uint32_t)1 << q) - 1) : 0;
+    uint32_t v = q ? perm_fwd(&ps->perms[m], ps->kc, local, q) : 0;
+    return mulhi(escore(ps->ring->mem[m].hash, bucket, v, q, &ps->et), ps->wmul[m]);
 }
 
-/* scan_pick() during the build: the chunk's keys are at hand and the grid
- * value etab[v] bounds a score from below, so most members cost one
- * bijection and no log. */
-static uint32_t
-scan_pick_build(const struct pass *ps, uint32_t bucket, const uint32_t *row, uint32_t len,
-                bool need_zone)
+/* HRW order of two packed candidates of <bucket>: by score, then member. The
+ * packed score is truncated, so equal prefixes are settled exactly. */
+static bool
+cand_less(struct pass *ps, uint32_t bucket, uint64_t a, uint64_t b)
 {
-    const struct ring *ring = ps->ring;
-    uint32_t local = ps->q ? bucket & (((uint32_t)1 << ps->q) - 1) : 0;
-    uint32_t last = ((uint32_t)1 << ps->q) - 1;
-    uint32_t best = RING_NONE;
-    uint64_t bs = 0;
-    for (uint32_t z = 0; z < (need_zone ? ring->nzones : 1); z++) {
-        if (need_zone && zone_used(ring, row, len, z))
-            continue;
-        uint32_t lo = need_zone ? ring->zstart[z] : 0;
-        uint32_t hi = need_zone ? ring->zstart[z + 1] : (uint32_t)ring->n;
-        for (uint32_t i = lo; i < hi; i++) {
-            uint32_t m = need_zone ? ring->zlist[i] : i;
-            const struct rmem *rm = &ring->mem[m];
-            uint32_t v = perm_fwd(&ps->perms[m], local, ps->q);
-            if (best != RING_NONE && v != last && mulhi(ps->etab[v], rm->wmul) > bs)
-                continue;
-            if (in_row(row, len, m))
-                continue;
-            uint64_t s = mulhi(escore(rm->hash, bucket, v, ps->q, ps->etab), rm->wmul);
-            if (best == RING_NONE || s < bs || (s == bs && m < best)) {
-                best = m;
-                bs = s;
-            }
-        }
-    }
-    return best;
+    unsigned low = ps->mbits + ps->ybits;
+    if ((a >> low) != (b >> low))
+        return a < b;
+    uint64_t mask = ((uint64_t)1 << ps->mbits) - 1;
+    uint32_t ma = (uint32_t)(a >> ps->ybits & mask), mb = (uint32_t)(b >> ps->ybits & mask);
+    uint64_t sa = build_score(ps, ma, bucket), sb = build_score(ps, mb, bucket);
+    return sa < sb || (sa == sb && ma < mb);
 }
 
-/* Sort run[from..cnt) by (score, member). */
+/* Sort list[from..cnt) in HRW order. */
 static void
-sort_tail(struct cand *run, uint32_t from, uint32_t cnt)
+sort_tail(struct pass *ps, uint32_t bucket, uint64_t *list, uint32_t from, uint32_t cnt)
 {
     for (uint32_t a = from + 1; a < cnt; a++) {
-        struct cand c = run[a];
+        uint64_t c = list[a];
         uint32_t b = a;
-        for (; b > from && cand_less(&c, &run[b - 1]); b--)
-            run[b] = run[b - 1];
-        run[b] = c;
+        for (; b > from && cand_less(ps, bucket, c, list[b - 1]); b--)
+            list[b] = list[b - 1];
+        list[b] = c;
     }
+}
+
+static bool
+at_cap(const struct pass *ps, uint32_t m, uint32_t pos)
+{
+    return ps->used[2 * m + 1] >= ps->cap[2 * m + 1] ||
+           (pos == 0 && ps->used[2 * m] >= ps->cap[2 * m]);
+}
+
+/* HRW-first member acceptable for position <len> of <bucket>'s row, over all
+ * members (or, when a new zone is required, the unused zones' members):
+ * O(N), but most members cost one bijection and a lower bound. */
+unsigned long dbg_scans, dbg_rounds[8], dbg_short[8];
+static uint32_t
+scan_pick(struct pass *ps, uint32_t bucket, const uint32_t *row, uint32_t len, bool need_zone,
+          bool caps)
+{
+    const struct ring *ring = ps->ring;
+    unsigned q = ps->q;
+    dbg_scans++;
+    uint32_t local = q ? bucket & (((uint32_t)1 << q) - 1) : 0;
+    uint32_t best = RING_NONE;
+    uint64_t bs = 0;
+    for (uint32_t z = 0; z < (need_zone ? ring->nzones : 1); z++) {
+        if (need_zone && zone_used(ring, row, len, z))
+            continue;
+        uint32_t lo = need_zone ? ring->zstart[z] : 0;
+        uint32_t hi = need_zone ? ring->zstart[z + 1] : (uint32_t)ring->n;
+        for (uint32_t i = lo; i < hi; i++) {
+            uint32_t m = need_zone ? ring->zlist[i] : i;
+            uint32_t v = q ? perm_fwd(&ps->perms[m], ps->kc, local, q) : 0;
+            if (best != RING_NONE) {
+                uint64_t e = v < ps->et.len ? ps->et.e[v] : nlog_lb(v, q);
+                if (mulhi(e, ps->wmul[m]) > bs)
+                    continue;
+            }
+            if (in_row(row, len, m) || (caps && at_cap(ps, m, len)))
+                continue;
+            uint64_t s = mulhi(escore(ring->mem[m].hash, bucket, v, q, &ps->et), ps->wmul[m]);
+            if (best == RING_NONE || s < bs || (s == bs && m < best)) {
+                best = m;
+                bs = s;
+            }
+        }
+    }
+    return best;
 }
 
 /* Choose the row of <bucket> from <list>, the exact start of its HRW order
- * (every member scoring below the threshold, sorted). */
+ * (every member scoring below some threshold; list[0..sorted) sorted), or by
+ * a scan of all members when the list runs out. */
 static void
-fill_row(struct pass *ps, uint32_t bucket, struct cand *list, uint32_t cnt, uint32_t sorted)
+fill_row(struct pass *ps, uint32_t bucket, uint64_t *list, uint32_t cnt, uint32_t sorted)
 {
     struct ring *ring = ps->ring;
     uint32_t row[RING_MAX_R];
     uint32_t zones = 0, target = ring->rlen < ring->nzones ? ring->rlen : ring->nzones;
-    bool caps = ps->cap != NULL;
+    uint64_t mmask = ((uint64_t)1 << ps->mbits) - 1;
+    bool caps = ps->cap != NULL, complete = cnt == ring->n;
 
     for (uint32_t pos = 0; pos < ring->rlen; pos++) {
         bool need_zone = zones < target;
@@ -539,28 +551,27 @@ fill_row(struct pass *ps, uint32_t bucket, struct cand *list, uint32_t cnt, uint
         for (int level = caps ? 0 : 1; level < 2 && pick == RING_NONE; level++) {
             for (uint32_t i = 0; i < cnt; i++) {
                 if (i == sorted) {
-                    sort_tail(list, sorted, cnt);
+                    sort_tail(ps, bucket, list, sorted, cnt);
                     sorted = cnt;
                 }
-                uint32_t m = list[i].m;
+                uint32_t m = (uint32_t)(list[i] >> ps->ybits & mmask);
                 if (in_row(row, pos, m))
                     continue;
-                if (need_zone && zone_used(ring, row, pos, ring->mem[m].zone))
+                if (need_zone && zone_used(ring, row, pos, ring->zone[m]))
                     continue;
-                if (level == 0 && (ps->used[2 * m + 1] >= ps->cap[2 * m + 1] ||
-                                   (pos == 0 && ps->used[2 * m] >= ps->cap[2 * m])))
+                if (level == 0 && at_cap(ps, m, pos))
                     continue;
                 pick = m;
                 break;
             }
+            if (pick == RING_NONE && !complete)
+                pick = scan_pick(ps, bucket, row, pos, need_zone, level == 0);
         }
-        if (pick == RING_NONE && !ps->complete)
-            pick = scan_pick_build(ps, bucket, row, pos, need_zone);
         /* Cannot stay NONE (pos < min(R, n), and an unused zone exists while
          * need_zone); guard anyway so a bug cannot write garbage. */
         if (pick == RING_NONE)
-            pick = scan_pick(ring, bucket, row, pos, false);
-        if (!zone_used(ring, row, pos, ring->mem[pick].zone))
+            pick = scan_pick(ps, bucket, row, pos, false, false);
+        if (!zone_used(ring, row, pos, ring->zone[pick]))
             zones++;
         row[pos] = pick;
         if (caps) {
@@ -572,86 +583,162 @@ fill_row(struct pass *ps, uint32_t bucket, struct cand *list, uint32_t cnt, uint
     row_store(ring, bucket, row);
 }
 
+/* Double every stream's capacity (rare: the first estimate has ~8 sd of
+ * slack). */
 static int
-stream_push(struct stream *st, uint64_t s, uint32_t m, uint32_t local)
+streams_grow(struct pass *ps)
 {
-    if (st->len == st->cap) {
-        size_t cap = st->cap ? 2 * st->cap : 1024;
-        struct cand *c = realloc(st->c, cap * sizeof(*c));
-        if (c == NULL)
-            return -ENOMEM;
-        st->c = c;
-        st->cap = cap;
+    size_t cap = 2 * ps->scap;
+    uint64_t *blk = malloc(ps->nsub * cap * sizeof(*blk));
+    if (blk == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < ps->nsub; i++) {
+        memcpy(blk + i * cap, ps->streams[i].key, ps->streams[i].len * sizeof(*blk));
+        ps->streams[i].key = blk + i * cap;
     }
-    st->c[st->len++] = (struct cand){s, m, local};
+    free(ps->sblock);
+    ps->sblock = blk;
+    ps->scap = cap;
     return 0;
 }
 
-/* Counting-sort one stream by bucket into <tmp>, sort each bucket's run by
- * (score, member) and fill those rows, in bucket order. */
+static int
+stream_push(struct pass *ps, uint32_t sub, uint64_t key)
+{
+    struct stream *st = &ps->streams[sub];
+    if (st->len == ps->scap && streams_grow(ps) < 0)
+        return -ENOMEM;
+    st->key[st->len++] = key;
+    return 0;
+}
+
+/* Counting-sort one stream by bucket into <tmp>, partly sort each bucket's
+ * run and fill those rows, in bucket order. */
 static void
 fill_sub(struct pass *ps, const struct stream *st, uint32_t base, uint32_t lo, uint32_t width,
-         uint32_t *start, struct cand *tmp)
+         uint32_t *start, uint64_t *tmp)
 {
+    uint64_t ymask = ((uint64_t)1 << ps->ybits) - 1;
     memset(start, 0, (width + 1) * sizeof(*start));
     for (size_t j = 0; j < st->len; j++)
-        start[st->c[j].local - lo + 1]++;
+        start[(st->key[j] & ymask) + 1]++;
     for (uint32_t i = 0; i < width; i++)
         start[i + 1] += start[i];
-    for (size_t j = 0; j < st->len; j++) {
-        uint32_t k = st->c[j].local - lo;
-        tmp[start[k]++] = st->c[j];
-    }
+    for (size_t j = 0; j < st->len; j++)
+        tmp[start[st->key[j] & ymask]++] = st->key[j];
     for (uint32_t i = 0, from = 0; i < width; i++) {
-        struct cand *run = tmp + from;
-        uint32_t cnt = start[i] - from;
+        uint64_t *run = tmp + from;
+        uint32_t cnt = start[i] - from, bucket = base + lo + i;
         /* Only the first few of the order are usually needed: keep the M
          * smallest sorted in run[0..M); fill_row() sorts the rest on demand. */
-        uint32_t top = ps->ring->rlen + 2;
+        uint32_t top = ps->ring->rlen + 1;
         if (top > cnt)
             top = cnt;
-        sort_tail(run, 0, top);
+        sort_tail(ps, bucket, run, 0, top);
         for (uint32_t a = top; a < cnt && top > 0; a++) {
-            if (!cand_less(&run[a], &run[top - 1]))
+            if (!cand_less(ps, bucket, run[a], run[top - 1]))
                 continue;
-            struct cand c = run[a];
+            uint64_t c = run[a];
             run[a] = run[top - 1];
             uint32_t b = top - 1;
-            for (; b > 0 && cand_less(&c, &run[b - 1]); b--)
+            for (; b > 0 && cand_less(ps, bucket, c, run[b - 1]); b--)
                 run[b] = run[b - 1];
             run[b] = c;
         }
-        fill_row(ps, base + lo + i, run, cnt, top);
+        fill_row(ps, bucket, run, cnt, top);
         from = start[i];
     }
 }
 
-/* Candidates per bucket to aim for: enumeration costs ~10 ns a candidate, a
- * bucket left with fewer than <need> costs an O(N) scan (~4 ns a member);
- * minimise the sum over the Poisson count. With eps == 0 only speed depends
- * on this; with eps > 0 the caps consult exactly the members below the
- * threshold, so it is part of the definition: computed with IEEE basic
- * operations only (no libm), hence the same on every machine. */
-static double
-candidates_wanted(unsigned need, size_t n)
+/* Smallest v in [0, Q) whose grid score for <wmul> reaches <thr> (Q if none):
+ * every v >= it scores >= thr. */
+static uint32_t
+v_bound(struct etab *t, uint64_t wmul, uint64_t thr)
 {
-    double best = 0, best_cost = 0, emc = 1.0;
-    for (unsigned c = 1; c < need + 2; c++)
-        emc *= 0.36787944117144233; /* e^-c with basic operations only */
-    for (unsigned c = need + 2; c <= 4 * need + 16; c++) {
-        emc *= 0.36787944117144233;
-        double term = emc, cdf = 0;
-        for (unsigned k = 0; k < need; k++) {
-            cdf += term;
-            term *= (double)c / (double)(k + 1);
-        }
-        double cost = 10.0 * c + 4.0 * (double)n * cdf;
-        if (best == 0 || cost < best_cost) {
-            best = c;
-            best_cost = cost;
+    uint32_t qsize = (uint32_t)1 << t->q, lo = 0, hi = 1;
+    if (t->q == 0)
+        return 1;
+    while (hi < qsize && mulhi(etab_at(t, hi), wmul) < thr)
+        hi = hi * 2 < qsize ? hi * 2 : qsize;
+    if (hi >= qsize && mulhi(etab_at(t, qsize - 1), wmul) < thr)
+        return qsize;
+    if (hi >= qsize)
+        hi = qsize - 1;
+    if (mulhi(etab_at(t, 0), wmul) >= thr)
+        return 0;
+    while (hi - lo > 1) { /* grid(lo) < thr <= grid(hi) */
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (mulhi(etab_at(t, mid), wmul) < thr)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return hi;
+}
+
+/* Enumerate round <r> of chunk <c> into the streams: for every member, the
+ * grid values v in [vlo, vhi) (members' buckets in increasing score order)
+ * whose exact score lies in [thr_lo, thr_hi); in rounds after the first only
+ * for buckets flagged in <shortmap>. */
+static int
+enumerate(struct pass *ps, uint32_t base, uint16_t *cnt, uint32_t *zmask, const uint64_t *shortmap,
+          const uint32_t *vb, int r, uint64_t thr_lo, uint64_t thr_hi)
+{
+    const struct ring *ring = ps->ring;
+    unsigned q = ps->q, s = (q + 1) / 2, ybits = ps->ybits;
+    uint32_t qmask = (uint32_t)(((uint64_t)1 << q) - 1), ymask = ((uint32_t)1 << ybits) - 1;
+    bool direct = q == 0;
+    for (uint32_t m = 0; m < (uint32_t)ring->n; m++) {
+        const struct perm *p = &ps->perms[m];
+        uint64_t h = ring->mem[m].hash, wm = ps->wmul[m];
+        uint64_t mkey = (uint64_t)m << ybits;
+        uint32_t zbit = (uint32_t)1 << (ring->zone[m] & 31);
+        uint32_t vhi = vb[(size_t)m * MAX_ROUNDS + (size_t)r];
+        uint32_t vlo = r == 0 ? 0 : vb[(size_t)m * MAX_ROUNDS + (size_t)r - 1];
+        vlo = vlo > 0 ? vlo - 1 : 0;
+        /* perm_inv() unrolled with this chunk's keys. */
+        uint32_t k0 = p->k[0] ^ ps->kc[0], k1 = p->k[1] ^ ps->kc[1], k2 = p->k[2] ^ ps->kc[2];
+        uint32_t i0 = p->ainv[0], i1 = p->ainv[1], i2 = p->ainv[2];
+        for (uint32_t v = vlo; v < vhi; v++) {
+            uint32_t y = v;
+            y ^= y >> s;
+            y = ((y * i2) ^ k2) & qmask;
+            y ^= y >> s;
+            y = ((y * i1) ^ k1) & qmask;
+            y ^= y >> s;
+            y = ((y * i0) ^ k0) & qmask;
+            if (shortmap && !(shortmap[y >> 6] >> (y & 63) & 1))
+                continue;
+            uint32_t bucket = base + y;
+            uint64_t e;
+            if (!direct && v + 1 < ps->et.len) {
+                uint64_t f =
+                    fmix(h ^ ((uint64_t)bucket * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull));
+                e = ps->et.e[v] + mulhi(ps->et.e[v + 1] - ps->et.e[v], f);
+            } else {
+                e = escore(h, bucket, v, q, NULL);
+            }
+            uint64_t sc = mulhi(e, wm);
+            if (sc >= thr_hi || sc < thr_lo)
+                continue;
+            uint64_t key = ((sc >> ps->sshift) << (ps->mbits + ybits)) | mkey | (y & ymask);
+            if (stream_push(ps, y >> ybits, key) < 0)
+                return -ENOMEM;
+            cnt[y] += cnt[y] < UINT16_MAX;
+            zmask[y] |= zbit;
         }
     }
-    return best;
+    return 0;
+}
+
+/* Bits set in <x> (no libgcc call without -mpopcnt). */
+static unsigned
+popcount32(uint32_t x)
+{
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    x = (x + (x >> 4)) & 0x0f0f0f0fu;
+    return (x * 0x01010101u) >> 24;
 }
 
 static int
@@ -663,42 +750,54 @@ place(struct ring *ring)
     struct pass ps = {.ring = ring, .q = q};
     uint32_t qsize = (uint32_t)1 << q;
     uint32_t nchunks = cfg->buckets >> q;
-    unsigned sub_shift = q > SUB_BITS ? q - SUB_BITS : 0;
-    uint32_t nsub = qsize >> sub_shift, width = (uint32_t)1 << sub_shift;
-    struct perm *perms = NULL;
-    struct stream *streams = NULL;
-    uint64_t *etab = NULL;
-    uint32_t *start = NULL;
-    struct cand *tmp = NULL;
-    size_t tmpcap = 0;
+    ps.ybits = q > SUB_BITS ? q - SUB_BITS : 0;
+    uint32_t nsub = qsize >> ps.ybits, width = (uint32_t)1 << ps.ybits;
+    uint32_t *start = NULL, *vb = NULL, *zmask = NULL;
+    uint16_t *cnt = NULL;
+    uint64_t *tmp = NULL, *shortmap = NULL;
+    size_t tmpcap = 0, mapw = ((size_t)qsize + 63) / 64;
     int rc = -ENOMEM;
 
-    /* Threshold: each bucket should see about WANT members below it, so
-     * that the O(N) fallback stays rare (Poisson tail). Any threshold gives
-     * the same table; it only trades enumeration against fallback scans. */
-    double want = candidates_wanted(ring->rlen + 1 + (cfg->eps > 0 ? 2 : 0), n), wsum = 0;
+    /* Candidates per bucket: round 1 aims at <lambda> members below the
+     * threshold; buckets left with fewer than <need> candidates or fewer
+     * zones than a row needs get rounds at 2, 4 and 8 times the threshold,
+     * the rest an O(N) scan. Thresholds only trade enumeration against
+     * scans: the table does not depend on them. */
+    bool caps = cfg->eps > 0 && cfg->eps * (double)cfg->buckets >= (double)n;
+    double lambda = caps ? 7.0 : 4.0;
+    uint32_t need = ring->rlen + (caps ? 3 : 1);
+    uint32_t zneed = ring->rlen < ring->nzones ? ring->rlen : ring->nzones;
+    if (zneed > 32)
+        zneed = 32; /* zones are counted modulo 32 (a lower bound) */
+    double wsum = 0;
     for (size_t i = 0; i < n; i++)
         wsum += ring->mem[i].pub.weight;
-    uint64_t thr = UINT64_MAX;
-    if (want < (double)n) {
-        double tau = want / (0.6931471805599453 * wsum) * (double)(1ull << 57);
-        if (tau < 9.0e18)
-            thr = (uint64_t)tau;
+    uint64_t thr[MAX_ROUNDS];
+    for (int r = 0; r < MAX_ROUNDS; r++) {
+        double tau = lambda * (double)(1 << r) / (0.6931471805599453 * wsum) * 0x1p57;
+        thr[r] = tau < 0x1p63 ? (uint64_t)tau : (uint64_t)1 << 63;
     }
-    ps.complete = thr == UINT64_MAX;
-    uint64_t stop = thr == UINT64_MAX ? UINT64_MAX : thr + (thr >> 20) + 4096;
+    ps.mbits = 1;
+    while (ps.mbits < 32 && ((uint64_t)1 << ps.mbits) < n)
+        ps.mbits++;
+    unsigned tbits = 64 - (unsigned)__builtin_clzll(thr[MAX_ROUNDS - 1] | 1);
+    unsigned room = 64 - ps.mbits - ps.ybits;
+    ps.sshift = tbits > room ? tbits - room : 0;
 
-    perms = malloc(n * sizeof(*perms));
-    streams = calloc(nsub, sizeof(*streams));
-    etab = malloc((size_t)qsize * sizeof(*etab));
+    ps.perms = malloc(n * sizeof(*ps.perms));
+    ps.wmul = malloc(n * sizeof(*ps.wmul));
+    vb = malloc(n * MAX_ROUNDS * sizeof(*vb));
+    ps.streams = calloc(nsub, sizeof(*ps.streams));
+    ps.et.e = malloc((size_t)qsize * sizeof(*ps.et.e));
+    ps.et.q = q;
     start = malloc(((size_t)width + 1) * sizeof(*start));
-    if (!perms || !streams || !etab || !start)
+    cnt = malloc((size_t)qsize * sizeof(*cnt));
+    zmask = malloc((size_t)qsize * sizeof(*zmask));
+    shortmap = malloc(mapw * sizeof(*shortmap));
+    if (!ps.perms || !ps.wmul || !vb || !ps.streams || !ps.et.e || !start || !cnt || !zmask ||
+        !shortmap)
         goto out;
-    for (uint32_t v = 0; v < qsize; v++)
-        etab[v] = q ? nlog((uint64_t)v << (64 - q)) : 0;
-    ps.etab = etab;
-    ps.perms = perms;
-    if (cfg->eps > 0) {
+    if (caps) {
         ps.cap = malloc(2 * n * sizeof(*ps.cap));
         ps.used = calloc(2 * n, sizeof(*ps.used));
         if (!ps.cap || !ps.used)
@@ -706,54 +805,90 @@ place(struct ring *ring)
         for (size_t i = 0; i < n; i++) {
             const struct rmem *m = &ring->mem[i];
             double share = (1.0 + cfg->eps) * (double)cfg->buckets * m->pub.weight / wsum;
-            /* Dither: without it every cap moves at once when one member joins. */
+            /* Dither: without it every cap moves at once when one member
+             * joins. Rounding share - 1 + u down keeps every cap <= share. */
             double u0 = (double)(fmix(m->hash ^ 0x1234567ull) >> 11) / 9007199254740992.0;
             double u1 = (double)(fmix(m->hash ^ 0x7654321ull) >> 11) / 9007199254740992.0;
-            ps.cap[2 * i] = (uint32_t)(share + u0);
-            ps.cap[2 * i + 1] = (uint32_t)(share * ring->rlen + u1);
+            double c0 = share + u0 - 1.0, c1 = share * ring->rlen + u1 - 1.0;
+            ps.cap[2 * i] = c0 > 0 ? (uint32_t)c0 : 0;
+            ps.cap[2 * i + 1] = c1 > 0 ? (uint32_t)c1 : 0;
         }
     }
-    for (size_t i = 0; i < n; i++)
-        perm_member(&perms[i], ring->mem[i].hash, true);
+    /* Per-member keys and the v bounds of every round (cached per weight). */
+    uint64_t rcost[MAX_ROUNDS] = {0};
+    for (size_t i = 0; i < n; i++) {
+        perm_member(&ps.perms[i], ring->mem[i].hash, true);
+        ps.wmul[i] = UINT64_MAX / ring->mem[i].pub.weight;
+        for (int r = 0; r < MAX_ROUNDS; r++) {
+            uint32_t *b = &vb[i * MAX_ROUNDS + (size_t)r];
+            if (i > 0 && ps.wmul[i] == ps.wmul[i - 1])
+                *b = b[-MAX_ROUNDS];
+            else
+                *b = v_bound(&ps.et, ps.wmul[i], thr[r]);
+            rcost[r] += *b - (r ? b[-1] : 0) + 1;
+        }
+    }
+    /* One block for all streams (a single large allocation is reused by
+     * malloc from one build to the next instead of being faulted in anew). */
+    double per = (lambda + 2.0) * width;
+    ps.nsub = nsub;
+    ps.scap = (size_t)(per + 8.0 * __builtin_sqrt(per)) + 64;
+    ps.sblock = malloc(nsub * ps.scap * sizeof(*ps.sblock));
+    if (ps.sblock == NULL)
+        goto out;
+    for (uint32_t sb = 0; sb < nsub; sb++)
+        ps.streams[sb].key = ps.sblock + (size_t)sb * ps.scap;
 
     for (uint32_t c = 0; c < nchunks; c++) {
         uint32_t base = c << q;
-        for (uint32_t i = 0; i < (uint32_t)n; i++) {
-            const struct rmem *m = &ring->mem[i];
-            struct perm *p = &perms[i];
-            perm_chunk(p, m->hash, c);
-            for (uint32_t v = 0; v < qsize; v++) {
-                /* Every later v of this member scores at least this. */
-                if (mulhi(etab[v], m->wmul) >= stop)
-                    break;
-                uint32_t local = perm_inv(p, v, q);
-                uint64_t s = mulhi(escore(m->hash, base + local, v, q, etab), m->wmul);
-                if (s < thr && stream_push(&streams[local >> sub_shift], s, i, local) < 0)
-                    goto out;
+        perm_chunk(ps.kc, c);
+        memset(cnt, 0, (size_t)qsize * sizeof(*cnt));
+        memset(zmask, 0, (size_t)qsize * sizeof(*zmask));
+        if ((rc = enumerate(&ps, base, cnt, zmask, NULL, vb, 0, 0, thr[0])) < 0)
+            goto out;
+        rc = -ENOMEM;
+        for (int r = 1; r < MAX_ROUNDS; r++) {
+            uint64_t nshort = 0;
+            memset(shortmap, 0, mapw * sizeof(*shortmap));
+            for (uint32_t y = 0; y < qsize; y++) {
+                if (cnt[y] < need || popcount32(zmask[y]) < zneed) {
+                    shortmap[y >> 6] |= (uint64_t)1 << (y & 63);
+                    nshort++;
+                }
             }
+            /* A round costs ~2 ns per v, a scan ~5 ns per member. */
+            if (nshort == 0 || 5 * nshort * n < 2 * rcost[r])
+                break;
+            if ((rc = enumerate(&ps, base, cnt, zmask, shortmap, vb, r, thr[r - 1], thr[r])) < 0)
+                goto out;
+            rc = -ENOMEM;
+        }
+        if (tmpcap < ps.scap) { /* first chunk, or streams_grow() ran */
+            free(tmp);
+            tmpcap = ps.scap;
+            if ((tmp = malloc(tmpcap * sizeof(*tmp))) == NULL)
+                goto out;
         }
         for (uint32_t sb = 0; sb < nsub; sb++) {
-            if (streams[sb].len > tmpcap) {
-                free(tmp);
-                tmpcap = streams[sb].cap;
-                if ((tmp = malloc(tmpcap * sizeof(*tmp))) == NULL)
-                    goto out;
-            }
-            fill_sub(&ps, &streams[sb], base, sb << sub_shift, width, start, tmp);
-            streams[sb].len = 0;
+            fill_sub(&ps, &ps.streams[sb], base, sb * width, width, start, tmp);
+            ps.streams[sb].len = 0;
         }
     }
     rc = 0;
 out:
-    for (uint32_t sb = 0; streams && sb < nsub; sb++)
-        free(streams[sb].c);
-    free(streams);
+    free(ps.sblock);
+    free(ps.streams);
     free(tmp);
     free(start);
-    free(etab);
+    free(cnt);
+    free(zmask);
+    free(shortmap);
+    free(vb);
+    free(ps.et.e);
     free(ps.cap);
     free(ps.used);
-    free(perms);
+    free(ps.perms);
+    free(ps.wmul);
     return rc;
 }
 
@@ -868,9 +1003,10 @@ index_zones(struct ring *ring)
 {
     size_t n = ring->n;
     struct zref *z = malloc((n ? n : 1) * sizeof(*z));
+    ring->zone = malloc((n ? n : 1) * sizeof(*ring->zone));
     ring->zlist = malloc((n ? n : 1) * sizeof(*ring->zlist));
     ring->zstart = malloc((n + 1) * sizeof(*ring->zstart));
-    if (!z || !ring->zlist || !ring->zstart) {
+    if (!z || !ring->zone || !ring->zlist || !ring->zstart) {
         free(z);
         return -ENOMEM;
     }
@@ -881,13 +1017,44 @@ index_zones(struct ring *ring)
     for (size_t i = 0; i < n; i++) {
         if (i == 0 || strcmp(z[i].zone, z[i - 1].zone) != 0)
             ring->zstart[nz++] = (uint32_t)i;
-        ring->mem[z[i].idx].zone = nz - 1;
+        ring->zone[z[i].idx] = nz - 1;
         ring->zlist[i] = z[i].idx;
     }
     ring->zstart[nz] = (uint32_t)n;
     ring->nzones = nz;
-    ring->bytes += n * sizeof(*ring->zlist) + (n + 1) * sizeof(*ring->zstart);
+    uint32_t *zs = realloc(ring->zstart, ((size_t)nz + 1) * sizeof(*zs));
+    if (zs != NULL) /* shrinking; keeping the larger block is fine too */
+        ring->zstart = zs;
+    ring->bytes +=
+        n * (sizeof(*ring->zone) + sizeof(*ring->zlist)) + ((size_t)nz + 1) * sizeof(*zs);
     free(z);
+    return 0;
+}
+
+/* Copy ids and urls, and each distinct zone once, into one arena. */
+static int
+copy_strings(struct ring *ring)
+{
+    size_t n = ring->n, bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += strlen(ring->mem[i].pub.id) + strlen(ring->mem[i].pub.url) + 2;
+    for (uint32_t z = 0; z < ring->nzones; z++)
+        bytes += strlen(ring->mem[ring->zlist[ring->zstart[z]]].pub.zone) + 1;
+    ring->arena = malloc(bytes ? bytes : 1);
+    if (ring->arena == NULL)
+        return -ENOMEM;
+    ring->bytes += bytes;
+    char *cur = ring->arena;
+    for (uint32_t z = 0; z < ring->nzones; z++) {
+        const char *zs = copy_str(&cur, ring->mem[ring->zlist[ring->zstart[z]]].pub.zone);
+        for (uint32_t i = ring->zstart[z]; i < ring->zstart[z + 1]; i++)
+            ring->mem[ring->zlist[i]].pub.zone = zs;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct ring_member *m = &ring->mem[i].pub;
+        m->id = copy_str(&cur, m->id);
+        m->url = copy_str(&cur, m->url);
+    }
     return 0;
 }
 
@@ -916,19 +1083,17 @@ ring_build(const struct ring_config *cfg, const struct ring_member *members, siz
     ring->n = n;
     ring->rlen = n < cfg->r ? (uint32_t)n : cfg->r;
     ring->mem = calloc(n ? n : 1, sizeof(*ring->mem));
-    ring->arena = malloc(strbytes ? strbytes : 1);
-    if (!ring->mem || !ring->arena)
+    if (!ring->mem)
         goto out;
-    ring->bytes = sizeof(*ring) + n * sizeof(*ring->mem) + strbytes;
-    char *cur = ring->arena;
+    ring->bytes = sizeof(*ring) + n * sizeof(*ring->mem);
+    /* Borrowed strings until copy_strings(). */
     for (size_t i = 0; i < n; i++) {
         struct rmem *m = &ring->mem[i];
-        m->pub.id = copy_str(&cur, members[i].id);
-        m->pub.url = copy_str(&cur, members[i].url);
-        m->pub.zone = copy_str(&cur, members[i].zone);
+        m->pub.id = members[i].id;
+        m->pub.url = members[i].url ? members[i].url : "";
+        m->pub.zone = members[i].zone ? members[i].zone : "";
         m->pub.weight = members[i].weight;
         m->hash = XXH3_64bits_withSeed(m->pub.id, strlen(m->pub.id), cfg->seed_place);
-        m->wmul = UINT64_MAX / m->pub.weight;
     }
     qsort(ring->mem, n, sizeof(*ring->mem), cmp_mem);
     for (size_t i = 1; i < n; i++) {
@@ -937,7 +1102,7 @@ ring_build(const struct ring_config *cfg, const struct ring_member *members, siz
             goto out;
         }
     }
-    if ((rc = index_zones(ring)) < 0)
+    if ((rc = index_zones(ring)) < 0 || (rc = copy_strings(ring)) < 0)
         goto out;
     rc = -ENOMEM;
     size_t cells = (size_t)cfg->buckets * ring->rlen;
@@ -967,6 +1132,7 @@ ring_destroy(struct ring *ring)
         return;
     free(ring->mem);
     free(ring->arena);
+    free(ring->zone);
     free(ring->zstart);
     free(ring->zlist);
     free(ring->row16);
@@ -1041,6 +1207,8 @@ ring_row(const struct ring *ring, uint32_t bucket, uint32_t *out)
     return ring->rlen;
 }
 
+#define WALK_BATCH 32 /* handoffs found per O(N) pass of ring_walk() */
+
 size_t
 ring_walk(const struct ring *ring, uint32_t bucket, uint32_t *out, size_t max)
 {
@@ -1052,29 +1220,47 @@ ring_walk(const struct ring *ring, uint32_t bucket, uint32_t *out, size_t max)
     size_t w = 0;
     for (; w < got && w < want; w++)
         out[w] = row[w];
-    /* Handoffs: the HRW order after the row, skipping row members. One O(N)
-     * scan per handoff, no allocation. */
+    /* Handoffs: the HRW order after the row, skipping row members. Each
+     * O(N) pass keeps the WALK_BATCH smallest (score, member) pairs after
+     * the last one emitted, in a sorted stack array; a cheap lower bound
+     * skips most members once the batch is full. No allocation. */
+    unsigned q = chunk_bits(&ring->cfg);
+    uint32_t kc[ROUNDS], local = q ? bucket & (((uint32_t)1 << q) - 1) : 0;
+    perm_chunk(kc, bucket >> q);
     uint64_t last_s = 0;
     uint32_t last_m = RING_NONE;
     while (w < want) {
-        uint32_t best = RING_NONE;
-        uint64_t bs = 0;
+        uint64_t ts[WALK_BATCH];
+        uint32_t tm[WALK_BATCH];
+        size_t nt = 0, lim = want - w < WALK_BATCH ? want - w : WALK_BATCH;
         for (uint32_t m = 0; m < ring->n; m++) {
             if (in_row(row, (uint32_t)got, m))
                 continue;
-            uint64_t s = score_direct(ring, &ring->mem[m], bucket);
+            uint64_t h = ring->mem[m].hash, wmul = UINT64_MAX / ring->mem[m].pub.weight;
+            struct perm p;
+            perm_member(&p, h, false);
+            uint32_t v = q ? perm_fwd(&p, kc, local, q) : 0;
+            if (nt == lim && mulhi(nlog_lb(v, q), wmul) > ts[nt - 1])
+                continue;
+            uint64_t s = mulhi(escore(h, bucket, v, q, NULL), wmul);
             if (last_m != RING_NONE && (s < last_s || (s == last_s && m <= last_m)))
                 continue;
-            if (best == RING_NONE || s < bs || (s == bs && m < best)) {
-                best = m;
-                bs = s;
+            if (nt == lim && (s > ts[nt - 1] || (s == ts[nt - 1] && m > tm[nt - 1])))
+                continue;
+            size_t i = nt < lim ? nt++ : nt - 1;
+            for (; i > 0 && (s < ts[i - 1] || (s == ts[i - 1] && m < tm[i - 1])); i--) {
+                ts[i] = ts[i - 1];
+                tm[i] = tm[i - 1];
             }
+            ts[i] = s;
+            tm[i] = m;
         }
-        if (best == RING_NONE)
+        if (nt == 0)
             break;
-        out[w++] = best;
-        last_s = bs;
-        last_m = best;
+        for (size_t i = 0; i < nt; i++)
+            out[w++] = tm[i];
+        last_s = ts[nt - 1];
+        last_m = tm[nt - 1];
     }
     return w;
 }

@@ -111,7 +111,8 @@ size_t ring_row(const struct ring *ring, uint32_t bucket, uint32_t *out);
 /* The first <max> distinct members in <bucket>'s preference order: the R of
  * ring_row() then the handoff servers beyond R. Returns how many were written
  * (min(max, ring_size())). No allocation. The first R are a table read;
- * each handoff beyond them is an O(N) scan of the rendezvous scores. */
+ * the handoffs beyond them cost one O(N) pass over the rendezvous scores per
+ * 32 handoffs. */
 size_t ring_walk(const struct ring *ring, uint32_t bucket, uint32_t *out, size_t max);
 
 /* 128-bit digest of the table (config + rows + records), as 32 hex chars + NUL. */

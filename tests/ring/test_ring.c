@@ -17,15 +17,18 @@
 
 #define MAXN 2048
 
-/* Pinned values (computed once with xxHash 0.8.1 and this ring version). */
+/* Pinned values (computed once with xxHash 0.8.1 and this ring version).
+ * Re-pinned when the bijection keys became 16-bit per member XOR per chunk
+ * and the bounded-load caps stopped overshooting (1 + eps) (nothing was
+ * deployed with the earlier placement). */
 #define XXH_KA64        0xcad15970df8d6f1aull
 #define XXH_KA128LO     0x1092fa7efe49ebd6ull
 #define XXH_KA128HI     0xabedd7616557c291ull
 #define GOLD_N1         "ddaa9fa0593bfe40b9aa13faa45ad674"
-#define GOLD_N7         "12d42d49e3f2969c81bf3fd119b5dd04"
-#define GOLD_N7_ROW0    2, 6, 3
-#define GOLD_N1000      "a3f9c6ead8dd94209592793c771d63a3"
-#define GOLD_N1000_ROW0 719, 960, 750
+#define GOLD_N7         "b754a63aa739cdfeaf421ddc94697bb8"
+#define GOLD_N7_ROW0    3, 1, 2
+#define GOLD_N1000      "1ea0c19836c108c4b434d12db238ed08"
+#define GOLD_N1000_ROW0 221, 4, 323
 
 struct set {
     struct ring_member m[MAXN];
@@ -224,8 +227,9 @@ Test(ring, bounded_load_caps_peak)
     }
     double fair = (double)cfg.buckets / 200.0;
     for (size_t i = 0; i < 200; i++) {
-        cr_assert(cp[i] <= 1.05 * fair + 1, "primary %zu: %u vs fair %.1f", i, cp[i], fair);
-        cr_assert(ca[i] <= 1.05 * fair * 3 + 1, "replica %zu: %u", i, ca[i]);
+        /* Caps are rounded down: never above (1 + eps) times the fair share. */
+        cr_assert(cp[i] <= 1.05 * fair, "primary %zu: %u vs fair %.1f", i, cp[i], fair);
+        cr_assert(ca[i] <= 1.05 * fair * 3, "replica %zu: %u", i, ca[i]);
     }
     ring_destroy(r);
 }
@@ -522,7 +526,10 @@ Test(ring, walk_beyond_r_distinct)
             for (size_t j = 0; j < i; j++)
                 cr_assert_neq(walk[i], walk[j]);
         }
-        /* A shorter walk is a prefix of the longer one. */
+        /* A shorter walk is a prefix of the longer one (36 crosses the
+         * 32-handoff batch of one scan). */
+        cr_assert_eq(ring_walk(r, b, walk2, 36), 36);
+        cr_assert_eq(memcmp(walk, walk2, 36 * sizeof(*walk)), 0);
         cr_assert_eq(ring_walk(r, b, walk2, 6), 6);
         cr_assert_eq(memcmp(walk, walk2, 6 * sizeof(*walk)), 0);
         cr_assert_eq(ring_walk(r, b, walk2, 2), 2);
