@@ -1681,8 +1681,16 @@ shed_agg_response(struct shed_agg_req *r, unsigned *status)
 {
     struct MHD_Response *resp;
 
-    resp = MHD_create_response_from_buffer(r->out.len, r->out.body ? r->out.body : (char *)"",
-                                           MHD_RESPMEM_MUST_COPY);
+    if (r->out.body != NULL) {
+        /* The body moves to the response (freed by MHD), no copy. */
+        resp = MHD_create_response_from_buffer(r->out.len, r->out.body, MHD_RESPMEM_MUST_FREE);
+        if (resp != NULL) {
+            r->out.body = NULL;
+            r->out.len = 0;
+        }
+    } else {
+        resp = MHD_create_response_from_buffer(0, (char *)"", MHD_RESPMEM_PERSISTENT);
+    }
     if (resp == NULL)
         return NULL;
     if (r->out.ctype != NULL)

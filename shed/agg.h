@@ -65,7 +65,8 @@ int shed_agg_start(struct shed_agg *agg, const struct registry_route *route, con
                    shed_agg_done_fn done, void *arg, struct shed_agg_req **out);
 
 /* The finished answer as a new MHD response (Content-Length always set) and
- * its status; NULL on allocation failure. Only after <done> fired. */
+ * its status; NULL on allocation failure. Only after <done> fired, and once:
+ * the body moves into the response. */
 struct MHD_Response *shed_agg_response(struct shed_agg_req *req, unsigned *status);
 
 void shed_agg_req_free(struct shed_agg_req *req);

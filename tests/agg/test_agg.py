@@ -92,6 +92,9 @@ def test_through_line_shed_redirect():
     assert r.header("location").startswith(cell.agg), r.header("location")
     r2 = cell.client.request("GET", cell.line + "/v1.0/acme/jobs?limit=3", follow=True)
     assert r2.status == 200 and len(r2.json()) == 3
+    r = harness.request("POST", cell.line + "/v1.0/acme/jobs?limit=1&hide=0",
+                        headers={"Host": "burrow.service"})
+    assert r.status == 307 and r.header("location").startswith(cell.agg), r
 
 
 def test_accounts_and_queues_dedup():
@@ -269,6 +272,43 @@ def test_status_rules():
     assert r.json() == full
 
 
+def test_delete_queues_with_limit():
+    a = "qdelco"
+    for i in range(5):
+        for j in range(3):
+            cell.put(a, "dq%d" % i, "m%d" % j, b"x", params="?hide=%d" % (60 if j == 0 else 0))
+    before = cell.agg_req("GET", "/v1.0/%s" % a).json()
+    assert sorted(before) == ["dq%d" % i for i in range(5)], before
+    r = cell.agg_req("DELETE", "/v1.0/%s?limit=2&detail=id" % a)
+    assert r.status == 200 and r.json() == before[:2], (r, before)
+    after = cell.agg_req("GET", "/v1.0/%s" % a).json()
+    assert after == before[2:], after
+    for qu in before[:2]:  # hidden messages went too: the queue is gone
+        r = cell.agg_req("GET", "/v1.0/%s/%s?match_hidden=true" % (a, qu))
+        assert r.status == 404, r
+    r = cell.agg_req("DELETE", "/v1.0/%s?marker=%s" % (a, before[3]))
+    assert r.status == 204 and r.header("content-length") == "0", r
+    assert cell.agg_req("GET", "/v1.0/%s" % a).json() == before[2:4]
+    r = cell.agg_req("DELETE", "/v1.0/%s" % a)
+    assert r.status == 204
+    assert cell.agg_req("GET", "/v1.0/%s" % a).status == 404
+
+
+def test_list_all_off():
+    small = aggenv.Cell(nbackends=1, list_all=False)
+    try:
+        small.put("solo", "q", "m", b"x")
+        for m in ("GET", "DELETE"):
+            r = small.agg_req(m, "/v1.0")
+            assert r.status == 403, (m, r)
+        r = small.agg_req("GET", "/v1.0/solo")
+        assert r.status == 200 and r.json() == ["q"]
+        r = small.agg_req("GET", "/v1.0/solo/q?detail=body")
+        assert r.status == 200 and r.json() == ["x"]
+    finally:
+        small.stop()
+
+
 def test_dead_and_stopped_servers():
     a, qu = ACCOUNTS[1], QUEUES[1]
     servers, _ = cell.ring_info(a)
@@ -313,6 +353,8 @@ def main():
             ("delete_with_limit", test_delete_with_limit),
             ("wait_released_by_put_anywhere", test_wait_released_by_put_anywhere),
             ("status_rules", test_status_rules),
+            ("delete_queues_with_limit", test_delete_queues_with_limit),
+            ("list_all_off", test_list_all_off),
             ("dead_and_stopped_servers", test_dead_and_stopped_servers),
         ])
     finally:
