@@ -20,8 +20,8 @@
  * chunk (3 multiply-xorshift rounds on 16 bits; keys = member part XOR chunk
  * part, so a chunk costs 3 XORs per member). So each member can *enumerate*
  * its buckets in increasing score order (v = 0, 1, 2, ... -> b = P_m^-1(v))
- * and stop at a threshold. Enumeration goes in rounds: threshold T (about 4
- * members per bucket, 7 with caps), then 2T, 4T, 8T only for the buckets
+ * and stop at a threshold. Enumeration goes in rounds: threshold T (about 5
+ * members per bucket, 6 with caps), then 2T, 4T, 8T only for the buckets
  * still short of candidates or of distinct zones; whatever is still short
  * (or, with caps, finds every listed member full) gets an O(N) scan with a
  * cheap lower bound. Each bucket's list is always the exact start of its HRW
@@ -49,6 +49,7 @@
 #include "ring/ring.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -741,6 +742,113 @@ popcount32(uint32_t x)
     return (x * 0x01010101u) >> 24;
 }
 
+/* One builder thread's state: a copy of the pass with its own chunk keys
+ * and streams, and the per-chunk scratch. */
+struct worker {
+    struct pass ps;
+    const uint32_t *vb;
+    const uint64_t *thr, *rcost;
+    uint32_t need, zneed;
+    uint32_t c0, c1; /* chunks [c0, c1) */
+    uint16_t *cnt;
+    uint32_t *zmask, *start;
+    uint64_t *shortmap, *tmp;
+    size_t tmpcap;
+    int rc;
+};
+
+static int
+worker_alloc(struct worker *w, double lambda)
+{
+    struct pass *ps = &w->ps;
+    uint32_t qsize = (uint32_t)1 << ps->q, width = (uint32_t)1 << ps->ybits;
+    ps->nsub = qsize >> ps->ybits;
+    ps->streams = calloc(ps->nsub, sizeof(*ps->streams));
+    w->start = malloc(((size_t)width + 1) * sizeof(*w->start));
+    w->cnt = malloc((size_t)qsize * sizeof(*w->cnt));
+    w->zmask = malloc((size_t)qsize * sizeof(*w->zmask));
+    w->shortmap = malloc(((size_t)qsize + 63) / 64 * sizeof(*w->shortmap));
+    /* One block for all streams (a single large allocation is reused by
+     * malloc from one build to the next instead of being faulted in anew). */
+    double per = (lambda + 2.0) * width;
+    ps->scap = (size_t)(per + 8.0 * __builtin_sqrt(per)) + 64;
+    ps->sblock = malloc(ps->nsub * ps->scap * sizeof(*ps->sblock));
+    if (!ps->streams || !w->start || !w->cnt || !w->zmask || !w->shortmap || !ps->sblock)
+        return -ENOMEM;
+    for (size_t sb = 0; sb < ps->nsub; sb++)
+        ps->streams[sb].key = ps->sblock + sb * ps->scap;
+    return 0;
+}
+
+static void
+worker_free(struct worker *w)
+{
+    free(w->ps.sblock);
+    free(w->ps.streams);
+    free(w->tmp);
+    free(w->start);
+    free(w->cnt);
+    free(w->zmask);
+    free(w->shortmap);
+}
+
+/* Place the buckets of chunks [c0, c1). */
+static int
+run_chunks(struct worker *w)
+{
+    struct pass *ps = &w->ps;
+    unsigned q = ps->q;
+    uint32_t qsize = (uint32_t)1 << q, width = (uint32_t)1 << ps->ybits;
+    size_t mapw = ((size_t)qsize + 63) / 64, n = ps->ring->n;
+    for (uint32_t c = w->c0; c < w->c1; c++) {
+        uint32_t base = c << q;
+        perm_chunk(ps->kc, c);
+        memset(w->cnt, 0, (size_t)qsize * sizeof(*w->cnt));
+        memset(w->zmask, 0, (size_t)qsize * sizeof(*w->zmask));
+        if (enumerate(ps, base, w->cnt, w->zmask, NULL, w->vb, 0, 0, w->thr[0]) < 0)
+            return -ENOMEM;
+        for (int r = 1; r < MAX_ROUNDS; r++) {
+            uint64_t nshort = 0;
+            memset(w->shortmap, 0, mapw * sizeof(*w->shortmap));
+            for (uint32_t y = 0; y < qsize; y++) {
+                if (w->cnt[y] < w->need || popcount32(w->zmask[y]) < w->zneed) {
+                    w->shortmap[y >> 6] |= (uint64_t)1 << (y & 63);
+                    nshort++;
+                }
+            }
+            /* A round costs ~2 ns per v, a scan ~5 ns per member. */
+            if (nshort == 0 || 5 * nshort * n < 2 * w->rcost[r])
+                break;
+            if (enumerate(ps, base, w->cnt, w->zmask, w->shortmap, w->vb, r, w->thr[r - 1],
+                          w->thr[r]) < 0)
+                return -ENOMEM;
+        }
+        if (w->tmpcap < ps->scap) { /* first chunk, or streams_grow() ran */
+            free(w->tmp);
+            w->tmpcap = ps->scap;
+            if ((w->tmp = malloc(w->tmpcap * sizeof(*w->tmp))) == NULL)
+                return -ENOMEM;
+        }
+        for (uint32_t sb = 0; sb < ps->nsub; sb++) {
+            fill_sub(ps, &ps->streams[sb], base, sb * width, width, w->start, w->tmp);
+            ps->streams[sb].len = 0;
+        }
+    }
+    return 0;
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+    w->rc = run_chunks(w);
+    return NULL;
+}
+
+/* Second thread only for pure tables (no caps: chunks are independent, so
+ * the table is identical to a single-threaded build) with enough work. */
+#define THREAD_MIN_WORK (1u << 26) /* B * N */
+
 static int
 place(struct ring *ring)
 {
@@ -751,11 +859,9 @@ place(struct ring *ring)
     uint32_t qsize = (uint32_t)1 << q;
     uint32_t nchunks = cfg->buckets >> q;
     ps.ybits = q > SUB_BITS ? q - SUB_BITS : 0;
-    uint32_t nsub = qsize >> ps.ybits, width = (uint32_t)1 << ps.ybits;
-    uint32_t *start = NULL, *vb = NULL, *zmask = NULL;
-    uint16_t *cnt = NULL;
-    uint64_t *tmp = NULL, *shortmap = NULL;
-    size_t tmpcap = 0, mapw = ((size_t)qsize + 63) / 64;
+    uint32_t *vb = NULL;
+    struct worker w[2];
+    memset(w, 0, sizeof(w));
     int rc = -ENOMEM;
 
     /* Candidates per bucket: round 1 aims at <lambda> members below the
@@ -764,8 +870,8 @@ place(struct ring *ring)
      * the rest an O(N) scan. Thresholds only trade enumeration against
      * scans: the table does not depend on them. */
     bool caps = cfg->eps > 0 && cfg->eps * (double)cfg->buckets >= (double)n;
-    double lambda = caps ? 7.0 : 4.0;
-    uint32_t need = ring->rlen + (caps ? 3 : 1);
+    double lambda = caps ? 6.0 : 5.0;
+    uint32_t need = ring->rlen + (caps ? 2 : 0); /* exact when caps are off */
     uint32_t zneed = ring->rlen < ring->nzones ? ring->rlen : ring->nzones;
     if (zneed > 32)
         zneed = 32; /* zones are counted modulo 32 (a lower bound) */
@@ -787,15 +893,9 @@ place(struct ring *ring)
     ps.perms = malloc(n * sizeof(*ps.perms));
     ps.wmul = malloc(n * sizeof(*ps.wmul));
     vb = malloc(n * MAX_ROUNDS * sizeof(*vb));
-    ps.streams = calloc(nsub, sizeof(*ps.streams));
     ps.et.e = malloc((size_t)qsize * sizeof(*ps.et.e));
     ps.et.q = q;
-    start = malloc(((size_t)width + 1) * sizeof(*start));
-    cnt = malloc((size_t)qsize * sizeof(*cnt));
-    zmask = malloc((size_t)qsize * sizeof(*zmask));
-    shortmap = malloc(mapw * sizeof(*shortmap));
-    if (!ps.perms || !ps.wmul || !vb || !ps.streams || !ps.et.e || !start || !cnt || !zmask ||
-        !shortmap)
+    if (!ps.perms || !ps.wmul || !vb || !ps.et.e)
         goto out;
     if (caps) {
         ps.cap = malloc(2 * n * sizeof(*ps.cap));
@@ -814,7 +914,8 @@ place(struct ring *ring)
             ps.cap[2 * i + 1] = c1 > 0 ? (uint32_t)c1 : 0;
         }
     }
-    /* Per-member keys and the v bounds of every round (cached per weight). */
+    /* Per-member keys and the v bounds of every round (cached per weight).
+     * After this the grid table is only read, so threads may share it. */
     uint64_t rcost[MAX_ROUNDS] = {0};
     for (size_t i = 0; i < n; i++) {
         perm_member(&ps.perms[i], ring->mem[i].hash, true);
@@ -828,61 +929,32 @@ place(struct ring *ring)
             rcost[r] += *b - (r ? b[-1] : 0) + 1;
         }
     }
-    /* One block for all streams (a single large allocation is reused by
-     * malloc from one build to the next instead of being faulted in anew). */
-    double per = (lambda + 2.0) * width;
-    ps.nsub = nsub;
-    ps.scap = (size_t)(per + 8.0 * __builtin_sqrt(per)) + 64;
-    ps.sblock = malloc(nsub * ps.scap * sizeof(*ps.sblock));
-    if (ps.sblock == NULL)
-        goto out;
-    for (uint32_t sb = 0; sb < nsub; sb++)
-        ps.streams[sb].key = ps.sblock + (size_t)sb * ps.scap;
-
-    for (uint32_t c = 0; c < nchunks; c++) {
-        uint32_t base = c << q;
-        perm_chunk(ps.kc, c);
-        memset(cnt, 0, (size_t)qsize * sizeof(*cnt));
-        memset(zmask, 0, (size_t)qsize * sizeof(*zmask));
-        if ((rc = enumerate(&ps, base, cnt, zmask, NULL, vb, 0, 0, thr[0])) < 0)
+    int nw = !caps && nchunks >= 2 && (uint64_t)cfg->buckets * n >= THREAD_MIN_WORK ? 2 : 1;
+    for (int i = 0; i < nw; i++) {
+        w[i].ps = ps;
+        w[i].vb = vb;
+        w[i].thr = thr;
+        w[i].rcost = rcost;
+        w[i].need = need;
+        w[i].zneed = zneed;
+        w[i].c0 = nchunks * (uint32_t)i / (uint32_t)nw;
+        w[i].c1 = nchunks * (uint32_t)(i + 1) / (uint32_t)nw;
+        if ((rc = worker_alloc(&w[i], lambda)) < 0)
             goto out;
-        rc = -ENOMEM;
-        for (int r = 1; r < MAX_ROUNDS; r++) {
-            uint64_t nshort = 0;
-            memset(shortmap, 0, mapw * sizeof(*shortmap));
-            for (uint32_t y = 0; y < qsize; y++) {
-                if (cnt[y] < need || popcount32(zmask[y]) < zneed) {
-                    shortmap[y >> 6] |= (uint64_t)1 << (y & 63);
-                    nshort++;
-                }
-            }
-            /* A round costs ~2 ns per v, a scan ~5 ns per member. */
-            if (nshort == 0 || 5 * nshort * n < 2 * rcost[r])
-                break;
-            if ((rc = enumerate(&ps, base, cnt, zmask, shortmap, vb, r, thr[r - 1], thr[r])) < 0)
-                goto out;
-            rc = -ENOMEM;
-        }
-        if (tmpcap < ps.scap) { /* first chunk, or streams_grow() ran */
-            free(tmp);
-            tmpcap = ps.scap;
-            if ((tmp = malloc(tmpcap * sizeof(*tmp))) == NULL)
-                goto out;
-        }
-        for (uint32_t sb = 0; sb < nsub; sb++) {
-            fill_sub(&ps, &ps.streams[sb], base, sb * width, width, start, tmp);
-            ps.streams[sb].len = 0;
-        }
     }
-    rc = 0;
+    pthread_t tid;
+    bool threaded = nw == 2 && pthread_create(&tid, NULL, worker_main, &w[1]) == 0;
+    if (nw == 2 && !threaded)
+        w[0].c1 = nchunks; /* no thread: do it all here */
+    rc = run_chunks(&w[0]);
+    if (threaded) {
+        pthread_join(tid, NULL);
+        if (rc == 0)
+            rc = w[1].rc;
+    }
 out:
-    free(ps.sblock);
-    free(ps.streams);
-    free(tmp);
-    free(start);
-    free(cnt);
-    free(zmask);
-    free(shortmap);
+    for (int i = 0; i < 2; i++)
+        worker_free(&w[i]);
     free(vb);
     free(ps.et.e);
     free(ps.cap);
