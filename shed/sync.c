@@ -2,9 +2,9 @@
 /*
  * shed/sync: the receiver's per-origin sequence bookkeeping and the sender
  * thread that pushes registry deltas to peer line sheds and masters with
- * libcurl. Pushes run one after another in the sync thread with short
- * timeouts: a dead or slow target costs the sync thread at most one timeout
- * per round and never touches request handling.
+ * libcurl. Each round pushes to every target at once (curl multi) with a
+ * timeout per transfer: a dead or slow target delays no other target and
+ * never touches request handling.
  */
 #include "shed/sync.h"
 
@@ -102,7 +102,6 @@ struct target {
 struct shed_sync {
     pthread_t thread;
     pthread_mutex_t lock;
-    pthread_cond_t cond;  /* wakes the thread (kick, stop) */
     pthread_cond_t acked; /* wakes pick_master waiters */
     bool stop, kicked;
     char origin[PROTO_SYNC_URL_MAX + 1];
@@ -118,6 +117,7 @@ struct shed_sync {
     size_t ntargets, nmasters;
     size_t master_idx[SHED_SYNC_MAX_TARGETS]; /* target index of master i */
     uint64_t n_ok, n_failed, n_full;
+    CURLM *multi; /* owned by the thread; curl_multi_wakeup() from others */
 };
 
 struct body {
@@ -141,56 +141,24 @@ on_body(char *p, size_t sz, size_t nm, void *arg)
     return n;
 }
 
-/* POST <json> to <url>; 0 and *ack on a 200 with a valid ack. */
-static int
-post(struct shed_sync *s, CURL *h, const char *url, const char *json, size_t len,
-     struct proto_sync_ack *ack)
-{
-    struct curl_slist *hdrs = NULL;
-    struct body b = {.len = 0};
-    long code = 0;
-    CURLcode cc;
-    int rc;
+/* One push in flight. */
+struct push {
+    struct target *t;
+    CURL *h; /* kept per target across rounds (connection reuse) */
+    struct curl_slist *hdrs;
+    char *json;
+    size_t len;
+    bool full;
+    bool active;
+    struct body b;
+};
 
-    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-    hdrs = curl_slist_append(hdrs, s->auth);
-    hdrs = curl_slist_append(hdrs, "Expect:");
-    curl_easy_reset(h);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)s->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)s->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-    cc = curl_easy_perform(h);
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-    curl_slist_free_all(hdrs);
-    if (cc != CURLE_OK) {
-        log_debug("sync: %s: %s", url, curl_easy_strerror(cc));
-        return -EIO;
-    }
-    if (code != 200) {
-        log_warnx("sync: %s: HTTP %ld", url, code);
-        return -EPROTO;
-    }
-    rc = proto_sync_ack_decode(b.buf, b.len, ack);
-    if (rc < 0)
-        log_warnx("sync: %s: bad ack: %s", url, proto_sync_strerror(rc));
-    return rc;
-}
-
-static void
-push_one(struct shed_sync *s, CURL *h, struct target *t)
+/* Export and encode what <p->t> needs and set up the transfer. */
+static bool
+prepare(struct shed_sync *s, struct push *p)
 {
+    struct target *t = p->t;
     struct proto_sync_msg m;
-    struct proto_sync_ack ack;
-    char *json = NULL;
-    size_t len = 0;
     uint64_t since;
     int64_t seq;
     int rc;
@@ -213,36 +181,77 @@ push_one(struct shed_sync *s, CURL *h, struct target *t)
     seq = s->export_fn(s->arg, since, !t->master, &m);
     if (seq < 0) {
         log_warnx("sync: export: %s", strerror((int)-seq));
-        goto out;
+        proto_sync_msg_free(&m);
+        return false;
     }
     m.seq = (uint64_t)seq;
     if (m.kind == PROTO_SYNC_FULL)
         m.since = 0;
-    rc = proto_sync_encode(&m, &json, &len);
+    p->full = m.kind == PROTO_SYNC_FULL;
+    rc = proto_sync_encode(&m, &p->json, &p->len);
+    proto_sync_msg_free(&m);
     if (rc < 0) {
         log_warnx("sync: encode: %s", proto_sync_strerror(rc));
-        goto out;
+        return false;
     }
-    rc = post(s, h, t->url, json, len, &ack);
+    if (p->h == NULL && (p->h = curl_easy_init()) == NULL) {
+        free(p->json);
+        p->json = NULL;
+        return false;
+    }
+    p->b.len = 0;
+    p->b.over = false;
+    p->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    p->hdrs = curl_slist_append(p->hdrs, s->auth);
+    p->hdrs = curl_slist_append(p->hdrs, "Expect:");
+    curl_easy_reset(p->h);
+    curl_easy_setopt(p->h, CURLOPT_URL, t->url);
+    curl_easy_setopt(p->h, CURLOPT_POST, 1L);
+    curl_easy_setopt(p->h, CURLOPT_POSTFIELDS, p->json);
+    curl_easy_setopt(p->h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)p->len);
+    curl_easy_setopt(p->h, CURLOPT_HTTPHEADER, p->hdrs);
+    curl_easy_setopt(p->h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(p->h, CURLOPT_WRITEDATA, &p->b);
+    curl_easy_setopt(p->h, CURLOPT_TIMEOUT_MS, (long)s->timeout_ms);
+    curl_easy_setopt(p->h, CURLOPT_CONNECTTIMEOUT_MS, (long)s->timeout_ms);
+    curl_easy_setopt(p->h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(p->h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(p->h, CURLOPT_PRIVATE, p);
+    p->active = true;
+    return true;
+}
+
+/* A transfer ended: read the ack and move the target's sequence on. */
+static void
+finish(struct shed_sync *s, struct push *p, CURLcode cc)
+{
+    struct proto_sync_ack ack;
+    long code = 0;
+    int rc = -EIO;
+
+    curl_easy_getinfo(p->h, CURLINFO_RESPONSE_CODE, &code);
+    if (cc != CURLE_OK)
+        log_debug("sync: %s: %s", p->t->url, curl_easy_strerror(cc));
+    else if (code != 200)
+        log_warnx("sync: %s: HTTP %ld", p->t->url, code);
+    else if ((rc = proto_sync_ack_decode(p->b.buf, p->b.len, &ack)) < 0)
+        log_warnx("sync: %s: bad ack: %s", p->t->url, proto_sync_strerror(rc));
     pthread_mutex_lock(&s->lock);
     if (rc < 0) {
         s->n_failed++;
     } else if (ack.need_full) {
-        t->need_full = true;
+        p->t->need_full = true;
         s->kicked = true; /* send the full snapshot right away */
     } else {
         s->n_ok++;
-        if (m.kind == PROTO_SYNC_FULL)
+        if (p->full)
             s->n_full++;
-        t->need_full = false;
-        if (ack.seq > t->acked || m.kind == PROTO_SYNC_FULL)
-            t->acked = ack.seq;
+        p->t->need_full = false;
+        if (ack.seq > p->t->acked || p->full)
+            p->t->acked = ack.seq;
         pthread_cond_broadcast(&s->acked);
     }
     pthread_mutex_unlock(&s->lock);
-out:
-    free(json);
-    proto_sync_msg_free(&m);
 }
 
 static void
@@ -257,41 +266,78 @@ deadline_after(struct timespec *ts, uint64_t ms)
     }
 }
 
+/* A transfer is over: release what it held. */
+static void
+release(CURLM *multi, struct push *p)
+{
+    curl_multi_remove_handle(multi, p->h);
+    curl_slist_free_all(p->hdrs);
+    p->hdrs = NULL;
+    free(p->json);
+    p->json = NULL;
+    p->active = false;
+}
+
+/* The sync loop. Every interval (or kick) each target that has no push in
+ * flight gets one; transfers run concurrently in one curl multi, each bounded
+ * by the timeout, so a dead or slow target only delays its own next push. */
 static void *
 run(void *arg)
 {
     struct shed_sync *s = arg;
-    CURL *h = curl_easy_init();
+    struct push *ps = calloc(SHED_SYNC_MAX_TARGETS, sizeof(*ps));
+    uint64_t next = 0;
 
-    if (h == NULL) {
-        log_warnx("sync: curl_easy_init failed, no replication");
+    if (ps == NULL) {
+        log_warnx("sync: out of memory, no replication");
         return NULL;
     }
     for (;;) {
-        struct timespec ts;
+        struct timespec now;
+        uint64_t ms;
+        int running = 0, left;
+        CURLMsg *msg;
 
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        ms = (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
         pthread_mutex_lock(&s->lock);
-        deadline_after(&ts, s->interval_ms);
-        while (!s->stop && !s->kicked)
-            if (pthread_cond_timedwait(&s->cond, &s->lock, &ts) == ETIMEDOUT)
-                break;
+        bool stop = s->stop, go = s->kicked || ms >= next;
+        size_t nt = s->ntargets; /* shed_sync_add_peer() may append */
         s->kicked = false;
-        bool stop = s->stop;
         pthread_mutex_unlock(&s->lock);
         if (stop)
             break;
-        pthread_mutex_lock(&s->lock);
-        size_t nt = s->ntargets; /* shed_sync_add_peer() may append */
-        pthread_mutex_unlock(&s->lock);
-        /* Masters first: the escalation path waits for their acks. */
-        for (size_t i = 0; i < nt; i++)
-            if (s->targets[i].master)
-                push_one(s, h, &s->targets[i]);
-        for (size_t i = 0; i < nt; i++)
-            if (!s->targets[i].master)
-                push_one(s, h, &s->targets[i]);
+        if (go) {
+            next = ms + s->interval_ms;
+            for (size_t i = 0; i < nt; i++) {
+                if (ps[i].active)
+                    continue; /* still in flight: that target waits, nobody else */
+                ps[i].t = &s->targets[i];
+                if (prepare(s, &ps[i]))
+                    curl_multi_add_handle(s->multi, ps[i].h);
+            }
+        }
+        curl_multi_perform(s->multi, &running);
+        while ((msg = curl_multi_info_read(s->multi, &left)) != NULL) {
+            char *priv = NULL;
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+            if (priv == NULL)
+                continue;
+            struct push *p = (struct push *)(void *)priv;
+            finish(s, p, msg->data.result);
+            release(s->multi, p);
+        }
+        uint64_t wait = next > ms ? next - ms : 0;
+        curl_multi_poll(s->multi, NULL, 0, (int)(wait < 50 ? wait : 50), NULL);
     }
-    curl_easy_cleanup(h);
+    for (size_t i = 0; i < SHED_SYNC_MAX_TARGETS; i++) {
+        if (ps[i].active)
+            release(s->multi, &ps[i]);
+        curl_easy_cleanup(ps[i].h);
+    }
+    free(ps);
     return NULL;
 }
 
@@ -345,7 +391,7 @@ shed_sync_add_peer(struct shed_sync *s, const char *base)
     if (rc == 0) {
         log_info("sync: %s pushed to us: added as a peer", base);
         s->kicked = true;
-        pthread_cond_signal(&s->cond);
+        curl_multi_wakeup(s->multi);
     }
 out:
     pthread_mutex_unlock(&s->lock);
@@ -362,7 +408,6 @@ shed_sync_start(const struct shed_sync_config *cfg, struct shed_sync **out)
     if (s == NULL)
         return -ENOMEM;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->cond, NULL);
     pthread_cond_init(&s->acked, NULL);
     snprintf(s->origin, sizeof(s->origin), "%s", cfg->origin ? cfg->origin : "");
     snprintf(s->cell, sizeof(s->cell), "%s", cfg->cell ? cfg->cell : "");
@@ -382,6 +427,11 @@ shed_sync_start(const struct shed_sync_config *cfg, struct shed_sync **out)
     for (size_t i = 0; i < cfg->npeers; i++)
         if ((rc = add_target(s, cfg->peers[i], false)) < 0)
             goto fail;
+    s->multi = curl_multi_init();
+    if (s->multi == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
     s->kicked = true; /* first push at once */
     if ((rc = pthread_create(&s->thread, NULL, run, s)) != 0) {
         rc = -rc;
@@ -390,8 +440,8 @@ shed_sync_start(const struct shed_sync_config *cfg, struct shed_sync **out)
     *out = s;
     return 0;
 fail:
+    curl_multi_cleanup(s->multi);
     pthread_cond_destroy(&s->acked);
-    pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
     free(s);
     return rc;
@@ -404,8 +454,8 @@ shed_sync_kick(struct shed_sync *s)
         return;
     pthread_mutex_lock(&s->lock);
     s->kicked = true;
-    pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->lock);
+    curl_multi_wakeup(s->multi);
 }
 
 bool
@@ -446,7 +496,7 @@ shed_sync_pick_master(struct shed_sync *s, uint64_t seq, uint64_t wait_ms, uint6
         }
         if (!kicked) {
             s->kicked = true;
-            pthread_cond_signal(&s->cond);
+            curl_multi_wakeup(s->multi);
             kicked = true;
         }
         if (pthread_cond_timedwait(&s->acked, &s->lock, &ts) == ETIMEDOUT) {
@@ -475,11 +525,11 @@ shed_sync_stop(struct shed_sync *s)
         return;
     pthread_mutex_lock(&s->lock);
     s->stop = true;
-    pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->lock);
+    curl_multi_wakeup(s->multi);
     pthread_join(s->thread, NULL);
+    curl_multi_cleanup(s->multi);
     pthread_cond_destroy(&s->acked);
-    pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }

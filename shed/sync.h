@@ -11,8 +11,9 @@
  * and whenever woken, pushes to each target (peer line sheds, masters) the
  * entries changed since that target's last acknowledged sequence, or a full
  * snapshot when the target is new, asked for one, or is too far behind. It
- * uses libcurl with short timeouts, one target after another, so a slow or
- * dead peer delays only the sync thread, never request handling. It records
+ * uses libcurl multi: all targets at once, each transfer bounded by a
+ * timeout, so a slow or dead peer delays neither the others nor request
+ * handling. It records
  * per target the acknowledged sequence, which the escalation path reads to
  * honour the ordering rule (a master must have acknowledged the change that
  * emptied a service before a request for it is escalated there).

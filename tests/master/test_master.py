@@ -44,6 +44,29 @@ def test_peers_converge():
         assert seen & only2, "a%s1 never routed to a backend it did not hear itself" % cell
 
 
+def test_frozen_peer_stalls_nothing():
+    """a2 frozen (accepts connections, never answers): a1 keeps answering at
+    once and keeps pushing to the masters on time."""
+    c = C["c"]
+    c.procs["a2"].signal(signal.SIGSTOP)
+    try:
+        worst, ages = 0.0, []
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            t = time.monotonic()
+            loc(c.url["a1"], PATHS[0])
+            worst = max(worst, time.monotonic() - t)
+            st = harness.request("GET", c.url["m1"] + "/_shed/v1/master").json()
+            ages += [cell["age_ms"] for cell in st["cells"] if cell["name"] == "a"]
+            time.sleep(0.05)
+    finally:
+        c.procs["a2"].signal(signal.SIGCONT)
+    assert worst < 0.2, worst
+    # a2 stopped pushing, a1 did not: the master heard from cell a recently.
+    assert max(ages) < 500, ages
+    harness.wait_until(c.converged, timeout=10, what="a2 back")
+
+
 def test_token_tampering():
     c = C["c"]
     m = c.url["m1"]
@@ -251,6 +274,7 @@ def test_sigterm_clean():
 harness.run_tests([
     ("setup", test_setup),
     ("peers_converge", test_peers_converge),
+    ("frozen_peer_stalls_nothing", test_frozen_peer_stalls_nothing),
     ("token_tampering", test_token_tampering),
     ("one_client_cannot_evict_two_can", test_one_client_cannot_evict_two_can),
     ("restart_from_snapshot", test_restart_from_snapshot),
