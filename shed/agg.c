@@ -1719,18 +1719,46 @@ struct agg_ctx {
     struct shed_req_ctx hdr; /* first member, see shed/http.h */
     struct shed_agg_req *req;
     struct MHD_Connection *conn;
+    bool held; /* counted in g_held */
 };
 
+/* g_lock serialises starting a request with shutting the aggregator down,
+ * so no request starts on an engine being destroyed. */
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct shed_agg *_Atomic g_agg;
+static _Atomic bool g_stopping;
+static _Atomic unsigned g_held; /* requests that suspended their connection */
 
 static void
 ctx_free(struct shed_req_ctx *h)
 {
     struct agg_ctx *x = (struct agg_ctx *)h;
 
+    if (x->held)
+        atomic_fetch_sub(&g_held, 1);
     shed_agg_req_free(x->req);
     free(x);
+}
+
+void
+shed_agg_shutdown(void)
+{
+    struct shed_agg *agg;
+
+    pthread_mutex_lock(&g_lock);
+    atomic_store(&g_stopping, true);
+    agg = atomic_exchange(&g_agg, NULL);
+    pthread_mutex_unlock(&g_lock);
+    /* Cancels every fan-out: each request finishes (503 or what it has) and
+     * resumes its connection ... */
+    shed_agg_destroy(agg);
+    /* ... and MHD must have answered them before MHD_stop_daemon(), which
+     * refuses suspended connections. Bounded: 3 s. */
+    for (int i = 0; i < 300 && atomic_load(&g_held) > 0; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+
+        nanosleep(&ts, NULL);
+    }
 }
 
 static void
@@ -1739,6 +1767,7 @@ resume_conn(void *arg)
     MHD_resume_connection(arg);
 }
 
+/* The process-wide aggregator; the caller holds g_lock. */
 static struct shed_agg *
 instance(const struct shed_config *cfg)
 {
@@ -1752,11 +1781,10 @@ instance(const struct shed_config *cfg)
         shed_agg_reconfigure(agg, &ac);
         return agg;
     }
-    pthread_mutex_lock(&g_lock);
-    agg = atomic_load(&g_agg);
-    if (agg == NULL && shed_agg_create(&ac, &agg) == 0)
+    if (shed_agg_create(&ac, &agg) == 0)
         atomic_store(&g_agg, agg);
-    pthread_mutex_unlock(&g_lock);
+    else
+        agg = NULL;
     return agg;
 }
 
@@ -1802,6 +1830,7 @@ shed_agg_handle(struct shed_call *c)
     const char *host;
     struct qs q;
     unsigned status = 500;
+    int rc;
 
     if (*c->con_cls != NULL && *c->con_cls != SHED_HTTP_SEEN) {
         /* Our context: the call after the resume (or a spurious one). */
@@ -1830,9 +1859,6 @@ shed_agg_handle(struct shed_call *c)
         *c->upload_data_size = 0;
         return true;
     }
-    agg = instance(c->cfg);
-    if (agg == NULL)
-        return answer_now(c, 503, "aggregator unavailable\n");
     q.len = 0;
     q.over = false;
     q.buf[0] = '\0';
@@ -1848,9 +1874,19 @@ shed_agg_handle(struct shed_call *c)
     x->hdr.free_fn = ctx_free;
     x->conn = c->conn;
     *c->con_cls = x;
+    pthread_mutex_lock(&g_lock);
+    agg = atomic_load(&g_stopping) ? NULL : instance(c->cfg);
+    if (agg == NULL) {
+        pthread_mutex_unlock(&g_lock);
+        return answer_now(c, 503, "aggregator unavailable\n");
+    }
+    x->held = true;
+    atomic_fetch_add(&g_held, 1);
     MHD_suspend_connection(c->conn);
-    if (shed_agg_start(agg, registry_route_find(c->view, svc, strlen(svc)), c->method, c->path,
-                       strlen(c->path), q.buf, q.len, resume_conn, c->conn, &x->req) < 0) {
+    rc = shed_agg_start(agg, registry_route_find(c->view, svc, strlen(svc)), c->method, c->path,
+                        strlen(c->path), q.buf, q.len, resume_conn, c->conn, &x->req);
+    pthread_mutex_unlock(&g_lock);
+    if (rc < 0) {
         MHD_resume_connection(c->conn);
         return answer_now(c, 503, "out of memory\n");
     }

@@ -79,6 +79,12 @@ void shed_agg_req_free(struct shed_agg_req *req);
 struct shed_call;
 bool shed_agg_handle(struct shed_call *c);
 
+/* Stop the role: no request starts any more (503), every running one is
+ * cancelled and answered, and this returns once their connections are
+ * resumed and answered (at most ~3 s), so that MHD_stop_daemon() finds no
+ * suspended connection. Call before stopping the HTTP daemons. */
+void shed_agg_shutdown(void);
+
 /* Append Prometheus text for the aggregator's process-wide counters
  * (shed_agg_backend_errors_total and friends) to <buf> (at most <len>
  * bytes, NUL-terminated); returns the length written. */

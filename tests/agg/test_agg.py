@@ -305,6 +305,19 @@ def test_list_all_off():
         assert r.status == 200 and r.json() == ["q"]
         r = small.agg_req("GET", "/v1.0/solo/q?detail=body")
         assert r.status == 200 and r.json() == ["x"]
+        # SIGTERM with a long-poll in flight: the poll is answered and the
+        # shed exits cleanly (MHD refuses to stop with suspended connections)
+        box = {}
+        t = threading.Thread(target=lambda: box.setdefault("r", aggenv.Client().request(
+            "GET", small.agg + "/v1.0/solo/empty?wait=30")))
+        t.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        rc = small.procs[1].stop(timeout=15)
+        t.join(5)
+        assert rc == 0, rc
+        assert time.monotonic() - t0 < 10
+        assert box.get("r") is not None and box["r"].status in (404, 503), box
     finally:
         small.stop()
 
@@ -354,7 +367,7 @@ def main():
             ("wait_released_by_put_anywhere", test_wait_released_by_put_anywhere),
             ("status_rules", test_status_rules),
             ("delete_queues_with_limit", test_delete_queues_with_limit),
-            ("list_all_off", test_list_all_off),
+            ("list_all_off_and_clean_stop", test_list_all_off),
             ("dead_and_stopped_servers", test_dead_and_stopped_servers),
         ])
     finally:
