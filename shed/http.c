@@ -326,6 +326,7 @@ shed_http_connections(void)
 void
 shed_http_stop(void)
 {
+    shed_agg_shutdown(); /* MHD refuses to stop with suspended connections */
     for (size_t i = 0; i < ndaemons; i++)
         MHD_stop_daemon(daemons[i]);
     ndaemons = 0;
