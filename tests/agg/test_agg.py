@@ -194,8 +194,17 @@ def test_delete_with_limit():
     assert r.status == 200 and len(r.json()) == 10
     assert not set(r.json()) & set(
         cell.agg_req("GET", "/v1.0/%s/%s?detail=id" % (a, qu)).json())
+    # POST without limit: every server at once; attributes after the change
+    r = cell.agg_req("POST", "/v1.0/%s/%s?ttl=500&detail=attributes" % (a, qu))
+    assert r.status == 200 and len(r.json()) == 43, r
+    assert all(m["ttl"] in (499, 500) and m["hide"] == 0 for m in r.json())
+    # destructive with a marker: only what follows it in the global order
+    order = cell.agg_req("GET", "/v1.0/%s/%s?detail=id" % (a, qu)).json()
+    r = cell.agg_req("DELETE", "/v1.0/%s/%s?marker=%s&limit=3&detail=id" % (a, qu, q(order[20])))
+    assert r.json() == order[21:24], (r.json(), order[21:24])
+    order = [x for x in order if x not in r.json()]
     r = cell.agg_req("DELETE", "/v1.0/%s/%s?detail=id" % (a, qu))
-    assert r.status == 200 and len(r.json()) == 43
+    assert r.status == 200 and sorted(r.json()) == sorted(order) and len(order) == 40
     assert cell.agg_req("GET", "/v1.0/%s/%s" % (a, qu)).status == 404
     assert cell.agg_req("DELETE", "/v1.0/%s/%s" % (a, qu)).status == 404
 
