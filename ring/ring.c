@@ -21,7 +21,7 @@
  * part, so a chunk costs 3 XORs per member). So each member can *enumerate*
  * its buckets in increasing score order (v = 0, 1, 2, ... -> b = P_m^-1(v))
  * and stop at a threshold. Enumeration goes in rounds: threshold T (about 5
- * members per bucket, 6 with caps), then 2T, 4T, 8T only for the buckets
+ * members per bucket), then 2T, 4T, 8T only for the buckets
  * still short of candidates or of distinct zones; whatever is still short
  * (or, with caps, finds every listed member full) gets an O(N) scan with a
  * cheap lower bound. Each bucket's list is always the exact start of its HRW
@@ -53,6 +53,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <xxhash.h>
 
 __extension__ typedef unsigned __int128 u128;
@@ -392,6 +393,27 @@ cmp_zref(const void *a, const void *b)
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
+/* Large blocks (the rows, the candidate streams) are 2 MB aligned and ask
+ * for transparent huge pages: one fault per 2 MB instead of 512, which matters when a fresh page
+ * costs ~17 us (as on the shared VM). A hint only; plain pages also work. */
+#define HUGE_PAGE (2u << 20)
+
+static void *
+big_alloc(size_t bytes)
+{
+#ifdef MADV_HUGEPAGE
+    if (bytes >= HUGE_PAGE) {
+        void *p = NULL;
+        size_t len = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+        if (posix_memalign(&p, HUGE_PAGE, len) != 0)
+            return NULL;
+        (void)madvise(p, len, MADV_HUGEPAGE);
+        return p;
+    }
+#endif
+    return malloc(bytes);
+}
+
 #define SUB_BITS   6 /* candidates are radix-split into 64 streams per chunk */
 #define MAX_ROUNDS 4 /* thresholds T, 2T, 4T, 8T, then the O(N) scan */
 
@@ -590,7 +612,7 @@ static int
 streams_grow(struct pass *ps)
 {
     size_t cap = 2 * ps->scap;
-    uint64_t *blk = malloc(ps->nsub * cap * sizeof(*blk));
+    uint64_t *blk = big_alloc(ps->nsub * cap * sizeof(*blk));
     if (blk == NULL)
         return -ENOMEM;
     for (size_t i = 0; i < ps->nsub; i++) {
@@ -620,6 +642,7 @@ fill_sub(struct pass *ps, const struct stream *st, uint32_t base, uint32_t lo, u
          uint32_t *start, uint64_t *tmp)
 {
     uint64_t ymask = ((uint64_t)1 << ps->ybits) - 1;
+    unsigned low = ps->mbits + ps->ybits;
     memset(start, 0, (width + 1) * sizeof(*start));
     for (size_t j = 0; j < st->len; j++)
         start[(st->key[j] & ymask) + 1]++;
@@ -630,22 +653,26 @@ fill_sub(struct pass *ps, const struct stream *st, uint32_t base, uint32_t lo, u
     for (uint32_t i = 0, from = 0; i < width; i++) {
         uint64_t *run = tmp + from;
         uint32_t cnt = start[i] - from, bucket = base + lo + i;
-        /* Only the first few of the order are usually needed: keep the M
-         * smallest sorted in run[0..M); fill_row() sorts the rest on demand. */
-        uint32_t top = ps->ring->rlen + 1;
-        if (top > cnt)
-            top = cnt;
-        sort_tail(ps, bucket, run, 0, top);
-        for (uint32_t a = top; a < cnt && top > 0; a++) {
-            if (!cand_less(ps, bucket, run[a], run[top - 1]))
-                continue;
-            uint64_t c = run[a];
-            run[a] = run[top - 1];
-            uint32_t b = top - 1;
-            for (; b > 0 && cand_less(ps, bucket, c, run[b - 1]); b--)
-                run[b] = run[b - 1];
-            run[b] = c;
+        /* Runs are short (~5-10): insertion-sort the packed keys, which
+         * orders by truncated score then member; then settle runs of equal
+         * truncated scores exactly (rare). */
+        for (uint32_t x = 1; x < cnt; x++) {
+            uint64_t c = run[x];
+            uint32_t y = x;
+            for (; y > 0 && c < run[y - 1]; y--)
+                run[y] = run[y - 1];
+            run[y] = c;
         }
+        for (uint32_t x = 1; x < cnt; x++) {
+            if ((run[x] >> low) != (run[x - 1] >> low))
+                continue;
+            uint32_t g = x - 1, e = x + 1;
+            while (e < cnt && (run[e] >> low) == (run[g] >> low))
+                e++;
+            sort_tail(ps, bucket, run, g, e);
+            x = e - 1;
+        }
+        uint32_t top = cnt;
         fill_row(ps, bucket, run, cnt, top);
         from = start[i];
     }
@@ -677,29 +704,63 @@ v_bound(struct etab *t, uint64_t wmul, uint64_t thr)
     return hi;
 }
 
-/* Enumerate round <r> of chunk <c> into the streams: for every member, the
- * grid values v in [vlo, vhi) (members' buckets in increasing score order)
- * whose exact score lies in [thr_lo, thr_hi); in rounds after the first only
- * for buckets flagged in <shortmap>. */
+#define EBATCH 512 /* (member, v, bucket) triples scored together */
+
+/* Score a batch of enumerated (member, v, bucket) triples and push those in
+ * [thr_lo, thr_hi). */
+static int
+score_batch(struct pass *ps, uint32_t base, uint16_t *cnt, uint32_t *zmask, const uint64_t *buf,
+            unsigned k, uint64_t thr_lo, uint64_t thr_hi)
+{
+    const struct ring *ring = ps->ring;
+    unsigned q = ps->q, ybits = ps->ybits, low = ps->mbits + ybits;
+    uint32_t ymask = ((uint32_t)1 << ybits) - 1;
+    for (unsigned i = 0; i < k; i++) {
+        uint32_t m = (uint32_t)(buf[i] >> 32), v = (uint32_t)(buf[i] >> 16) & 0xffff;
+        uint32_t y = (uint32_t)buf[i] & 0xffff, bucket = base + y;
+        uint64_t h = ring->mem[m].hash, e;
+        if (q != 0 && v + 1 < ps->et.len) {
+            uint64_t f =
+                fmix(h ^ ((uint64_t)bucket * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull));
+            e = ps->et.e[v] + mulhi(ps->et.e[v + 1] - ps->et.e[v], f);
+        } else {
+            e = escore(h, bucket, v, q, NULL);
+        }
+        uint64_t sc = mulhi(e, ps->wmul[m]);
+        if (sc >= thr_hi || sc < thr_lo)
+            continue;
+        uint64_t key = ((sc >> ps->sshift) << low) | (uint64_t)m << ybits | (y & ymask);
+        if (stream_push(ps, y >> ybits, key) < 0)
+            return -ENOMEM;
+        cnt[y] += cnt[y] < UINT16_MAX;
+        zmask[y] |= (uint32_t)1 << (ring->zone[m] & 31);
+    }
+    return 0;
+}
+
+/* Enumerate round <r> of the current chunk into the streams: for every
+ * member, the grid values v in [vlo, vhi) (the member's buckets in
+ * increasing score order) whose exact score lies in [thr_lo, thr_hi); in
+ * rounds after the first only for buckets flagged in <shortmap>. The
+ * bijection is inverted here (perm_fwd() backwards, unrolled), and the flag
+ * test is branch-free: triples are appended, the index moves only on a hit. */
 static int
 enumerate(struct pass *ps, uint32_t base, uint16_t *cnt, uint32_t *zmask, const uint64_t *shortmap,
           const uint32_t *vb, int r, uint64_t thr_lo, uint64_t thr_hi)
 {
     const struct ring *ring = ps->ring;
-    unsigned q = ps->q, s = (q + 1) / 2, ybits = ps->ybits;
-    uint32_t qmask = (uint32_t)(((uint64_t)1 << q) - 1), ymask = ((uint32_t)1 << ybits) - 1;
-    bool direct = q == 0;
+    unsigned q = ps->q, s = (q + 1) / 2;
+    uint32_t qmask = (uint32_t)(((uint64_t)1 << q) - 1);
+    uint64_t buf[EBATCH + 1];
+    unsigned k = 0;
     for (uint32_t m = 0; m < (uint32_t)ring->n; m++) {
         const struct perm *p = &ps->perms[m];
-        uint64_t h = ring->mem[m].hash, wm = ps->wmul[m];
-        uint64_t mkey = (uint64_t)m << ybits;
-        uint32_t zbit = (uint32_t)1 << (ring->zone[m] & 31);
         uint32_t vhi = vb[(size_t)m * MAX_ROUNDS + (size_t)r];
         uint32_t vlo = r == 0 ? 0 : vb[(size_t)m * MAX_ROUNDS + (size_t)r - 1];
         vlo = vlo > 0 ? vlo - 1 : 0;
-        /* perm_inv() unrolled with this chunk's keys. */
         uint32_t k0 = p->k[0] ^ ps->kc[0], k1 = p->k[1] ^ ps->kc[1], k2 = p->k[2] ^ ps->kc[2];
         uint32_t i0 = p->ainv[0], i1 = p->ainv[1], i2 = p->ainv[2];
+        uint64_t mtag = (uint64_t)m << 32;
         for (uint32_t v = vlo; v < vhi; v++) {
             uint32_t y = v;
             y ^= y >> s;
@@ -708,28 +769,16 @@ enumerate(struct pass *ps, uint32_t base, uint16_t *cnt, uint32_t *zmask, const 
             y = ((y * i1) ^ k1) & qmask;
             y ^= y >> s;
             y = ((y * i0) ^ k0) & qmask;
-            if (shortmap && !(shortmap[y >> 6] >> (y & 63) & 1))
-                continue;
-            uint32_t bucket = base + y;
-            uint64_t e;
-            if (!direct && v + 1 < ps->et.len) {
-                uint64_t f =
-                    fmix(h ^ ((uint64_t)bucket * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull));
-                e = ps->et.e[v] + mulhi(ps->et.e[v + 1] - ps->et.e[v], f);
-            } else {
-                e = escore(h, bucket, v, q, NULL);
+            buf[k] = mtag | (uint64_t)v << 16 | y;
+            k += shortmap ? (unsigned)(shortmap[y >> 6] >> (y & 63) & 1) : 1;
+            if (k == EBATCH) {
+                if (score_batch(ps, base, cnt, zmask, buf, k, thr_lo, thr_hi) < 0)
+                    return -ENOMEM;
+                k = 0;
             }
-            uint64_t sc = mulhi(e, wm);
-            if (sc >= thr_hi || sc < thr_lo)
-                continue;
-            uint64_t key = ((sc >> ps->sshift) << (ps->mbits + ybits)) | mkey | (y & ymask);
-            if (stream_push(ps, y >> ybits, key) < 0)
-                return -ENOMEM;
-            cnt[y] += cnt[y] < UINT16_MAX;
-            zmask[y] |= zbit;
         }
     }
-    return 0;
+    return score_batch(ps, base, cnt, zmask, buf, k, thr_lo, thr_hi);
 }
 
 /* Bits set in <x> (no libgcc call without -mpopcnt). */
@@ -768,11 +817,10 @@ worker_alloc(struct worker *w, double lambda)
     w->cnt = malloc((size_t)qsize * sizeof(*w->cnt));
     w->zmask = malloc((size_t)qsize * sizeof(*w->zmask));
     w->shortmap = malloc(((size_t)qsize + 63) / 64 * sizeof(*w->shortmap));
-    /* One block for all streams (a single large allocation is reused by
-     * malloc from one build to the next instead of being faulted in anew). */
-    double per = (lambda + 2.0) * width;
+    /* One block for all streams, on huge pages when large. */
+    double per = (lambda + 1.5) * width;
     ps->scap = (size_t)(per + 8.0 * __builtin_sqrt(per)) + 64;
-    ps->sblock = malloc(ps->nsub * ps->scap * sizeof(*ps->sblock));
+    ps->sblock = big_alloc(ps->nsub * ps->scap * sizeof(*ps->sblock));
     if (!ps->streams || !w->start || !w->cnt || !w->zmask || !w->shortmap || !ps->sblock)
         return -ENOMEM;
     for (size_t sb = 0; sb < ps->nsub; sb++)
@@ -870,8 +918,8 @@ place(struct ring *ring)
      * the rest an O(N) scan. Thresholds only trade enumeration against
      * scans: the table does not depend on them. */
     bool caps = cfg->eps > 0 && cfg->eps * (double)cfg->buckets >= (double)n;
-    double lambda = caps ? 6.0 : 5.0;
-    uint32_t need = ring->rlen + (caps ? 2 : 0); /* exact when caps are off */
+    double lambda = 5.0;
+    uint32_t need = ring->rlen + (caps ? 1 : 0); /* exact when caps are off */
     uint32_t zneed = ring->rlen < ring->nzones ? ring->rlen : ring->nzones;
     if (zneed > 32)
         zneed = 32; /* zones are counted modulo 32 (a lower bound) */
@@ -1179,9 +1227,9 @@ ring_build(const struct ring_config *cfg, const struct ring_member *members, siz
     rc = -ENOMEM;
     size_t cells = (size_t)cfg->buckets * ring->rlen;
     if (n <= 65535)
-        ring->row16 = malloc((cells ? cells : 1) * sizeof(*ring->row16));
+        ring->row16 = big_alloc((cells ? cells : 1) * sizeof(*ring->row16));
     else
-        ring->row32 = malloc(cells * sizeof(*ring->row32));
+        ring->row32 = big_alloc(cells * sizeof(*ring->row32));
     if (!ring->row16 && !ring->row32)
         goto out;
     ring->bytes += cells * (ring->row16 ? 2 : 4);

@@ -29,6 +29,10 @@
 #define GOLD_N7_ROW0    3, 1, 2
 #define GOLD_N1000      "1ea0c19836c108c4b434d12db238ed08"
 #define GOLD_N1000_ROW0 221, 4, 323
+/* Large enough for the second build thread (pure, B * N >= 2^26, 2 chunks);
+ * pinned from the single-threaded build. */
+#define GOLD_N600_B17      "ce1ff75037ab349dfd5077511973321f"
+#define GOLD_N600_B17_ROW0 221, 4, 323
 
 struct set {
     struct ring_member m[MAXN];
@@ -135,6 +139,12 @@ Test(ring, golden_digest_n1000)
 {
     static const uint32_t row0[] = {GOLD_N1000_ROW0};
     check_digest(1000, 16, 0.05, GOLD_N1000, row0);
+}
+
+Test(ring, golden_digest_two_threads)
+{
+    static const uint32_t row0[] = {GOLD_N600_B17_ROW0};
+    check_digest(600, 17, 0, GOLD_N600_B17, row0);
 }
 
 Test(ring, order_independent)
