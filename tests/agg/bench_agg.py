@@ -9,19 +9,21 @@ Prints:
   agg.list_ms.p50 / agg.list_ms.p99   page of 100 through the aggregator
   single.list_ms.p50                   page of 100 from one burrowd
   agg.vs_single                        ratio of the p50s (target <= 1.5)
-  agg.lists_per_s                      pages per second, 4 client threads
+  agg.lists_per_s                      pages per second, 8 in flight (C client)
+  single.lists_per_s                   the same from one burrowd
   agg.servers_asked                    servers of the account
 """
 import os
+import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import aggenv  # noqa: E402
+import harness  # noqa: E402
 
 N_MSG = int(os.environ.get("AGG_BENCH_MESSAGES", "3000"))
-ROUNDS = int(os.environ.get("AGG_BENCH_ROUNDS", "400"))
+ROUNDS = int(os.environ.get("AGG_BENCH_ROUNDS", "800"))
 PAGE = 100
 
 
@@ -68,24 +70,19 @@ def main():
             single_ms.append((time.perf_counter() - t0) * 1e3)
             assert r.status == 200 and len(r.json()) == PAGE
 
-        # Throughput: 4 client threads for 3 seconds, first pages.
-        stop = time.monotonic() + 3.0
-        done = [0] * 4
-
-        def worker(k):
-            cl = aggenv.Client()
-            while time.monotonic() < stop:
-                rr = cl.request("GET", "%s/v1.0/%s/%s?limit=%d" % (cell.agg, account, queue, PAGE))
-                assert rr.status == 200
-                done[k] += 1
-
-        t0 = time.monotonic()
-        ts = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        rate = sum(done) / (time.monotonic() - t0)
+        # Throughput: a C closed-loop client (tests/agg/agg_load, libcurl
+        # multi) with 8 pages in flight for 3 seconds, first pages.
+        load = os.path.join(harness.BUILD_DIR, "tests", "agg", "agg_load")
+        out = subprocess.run([load, "%s/v1.0/%s/%s?limit=%d" % (cell.agg, account, queue, PAGE),
+                              "8", "3"], check=True, capture_output=True, text=True).stdout
+        kv = dict(x.split("=") for x in out.split())
+        assert int(kv["bad"]) == 0, out
+        rate = int(kv["ok"]) / float(kv["secs"])
+        out = subprocess.run([load, "%s/v1.0/%s/%s?limit=%d" % (single["url"], account, queue,
+                                                                 PAGE), "8", "3"],
+                             check=True, capture_output=True, text=True).stdout
+        kv = dict(x.split("=") for x in out.split())
+        single_rate = int(kv["ok"]) / float(kv["secs"])
 
         p50, p99, s50 = pct(agg_ms, 50), pct(agg_ms, 99), pct(single_ms, 50)
         print("agg.list_ms.p50: %.3f ms" % p50)
@@ -94,6 +91,7 @@ def main():
         print("single.list_ms.p99: %.3f ms" % pct(single_ms, 99))
         print("agg.vs_single: %.2f ratio" % (p50 / s50))
         print("agg.lists_per_s: %.0f pages/s" % rate)
+        print("single.lists_per_s: %.0f pages/s" % single_rate)
         print("agg.servers_asked: 9 servers")
         print("agg.servers_with_data: %d servers" % sum(1 for v in counts.values() if v))
     finally:
