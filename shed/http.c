@@ -218,8 +218,7 @@ unescape_noop(void *cls, struct MHD_Connection *c, char *s)
     return strlen(s);
 }
 
-static void
-mhd_log(void *cls, const char *fmt, va_list ap)
+static void __attribute__((format(printf, 2, 0))) mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char buf[512];
