@@ -50,6 +50,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -402,7 +403,7 @@ static void *
 big_alloc(size_t bytes)
 {
 #ifdef MADV_HUGEPAGE
-    if (bytes >= HUGE_PAGE) {
+    if (bytes >= HUGE_PAGE / 2) {
         void *p = NULL;
         size_t len = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
         if (posix_memalign(&p, HUGE_PAGE, len) != 0)
@@ -635,21 +636,24 @@ stream_push(struct pass *ps, uint32_t sub, uint64_t key)
     return 0;
 }
 
-/* Counting-sort one stream by bucket into <tmp>, partly sort each bucket's
- * run and fill those rows, in bucket order. */
+/* Counting-sort the candidates of one sub-range (from one or two builder
+ * threads' streams) by bucket into <tmp>, sort each bucket's run and fill
+ * those rows, in bucket order. */
 static void
-fill_sub(struct pass *ps, const struct stream *st, uint32_t base, uint32_t lo, uint32_t width,
-         uint32_t *start, uint64_t *tmp)
+fill_sub(struct pass *ps, const struct stream *const *st, int nst, uint32_t base, uint32_t lo,
+         uint32_t width, uint32_t *start, uint64_t *tmp)
 {
     uint64_t ymask = ((uint64_t)1 << ps->ybits) - 1;
     unsigned low = ps->mbits + ps->ybits;
     memset(start, 0, (width + 1) * sizeof(*start));
-    for (size_t j = 0; j < st->len; j++)
-        start[(st->key[j] & ymask) + 1]++;
+    for (int t = 0; t < nst; t++)
+        for (size_t j = 0; j < st[t]->len; j++)
+            start[(st[t]->key[j] & ymask) + 1]++;
     for (uint32_t i = 0; i < width; i++)
         start[i + 1] += start[i];
-    for (size_t j = 0; j < st->len; j++)
-        tmp[start[st->key[j] & ymask]++] = st->key[j];
+    for (int t = 0; t < nst; t++)
+        for (size_t j = 0; j < st[t]->len; j++)
+            tmp[start[st[t]->key[j] & ymask]++] = st[t]->key[j];
     for (uint32_t i = 0, from = 0; i < width; i++) {
         uint64_t *run = tmp + from;
         uint32_t cnt = start[i] - from, bucket = base + lo + i;
@@ -746,14 +750,15 @@ score_batch(struct pass *ps, uint32_t base, uint16_t *cnt, uint32_t *zmask, cons
  * test is branch-free: triples are appended, the index moves only on a hit. */
 static int
 enumerate(struct pass *ps, uint32_t base, uint16_t *cnt, uint32_t *zmask, const uint64_t *shortmap,
-          const uint32_t *vb, int r, uint64_t thr_lo, uint64_t thr_hi)
+          const uint32_t *vb, int r, uint64_t thr_lo, uint64_t thr_hi, uint32_t mlo, uint32_t mhi)
 {
     const struct ring *ring = ps->ring;
     unsigned q = ps->q, s = (q + 1) / 2;
     uint32_t qmask = (uint32_t)(((uint64_t)1 << q) - 1);
     uint64_t buf[EBATCH + 1];
     unsigned k = 0;
-    for (uint32_t m = 0; m < (uint32_t)ring->n; m++) {
+    (void)ring;
+    for (uint32_t m = mlo; m < mhi; m++) {
         const struct perm *p = &ps->perms[m];
         uint32_t vhi = vb[(size_t)m * MAX_ROUNDS + (size_t)r];
         uint32_t vlo = r == 0 ? 0 : vb[(size_t)m * MAX_ROUNDS + (size_t)r - 1];
@@ -791,19 +796,37 @@ popcount32(uint32_t x)
     return (x * 0x01010101u) >> 24;
 }
 
-/* One builder thread's state: a copy of the pass with its own chunk keys
- * and streams, and the per-chunk scratch. */
+/* Builder threads. With two, both enumerate every chunk (each for half of
+ * the members, into its own streams and counters), thread 0 decides the
+ * rounds, and the rows are filled from both threads' streams: by both
+ * threads (each half of the sub-ranges) for a pure table, by thread 0 alone
+ * in bucket order when caps are on. A bucket's candidate set, hence its
+ * row, is the same as single-threaded: only the order in which candidates
+ * reach its run differs, and runs are sorted by a total order. */
+struct shared {
+    pthread_barrier_t bar;
+    int nw;
+    bool go;            /* thread 0's verdict: run the next round */
+    atomic_int err;     /* any thread failed: all stop at the next barrier */
+    uint64_t *shortmap; /* Q bits */
+    struct worker *w;
+    uint32_t nchunks;
+    bool caps;
+};
+
 struct worker {
-    struct pass ps;
+    struct pass ps; /* own chunk keys and streams */
+    struct shared *sh;
+    int id;
+    uint32_t mlo, mhi; /* members enumerated by this thread */
     const uint32_t *vb;
     const uint64_t *thr, *rcost;
     uint32_t need, zneed;
-    uint32_t c0, c1; /* chunks [c0, c1) */
-    uint16_t *cnt;
-    uint32_t *zmask, *start;
-    uint64_t *shortmap, *tmp;
+    uint16_t *cnt;   /* per bucket of the chunk: candidates (saturating) */
+    uint32_t *zmask; /* ... and zones seen, modulo 32 */
+    uint32_t *start;
+    uint64_t *tmp;
     size_t tmpcap;
-    int rc;
 };
 
 static int
@@ -816,12 +839,11 @@ worker_alloc(struct worker *w, double lambda)
     w->start = malloc(((size_t)width + 1) * sizeof(*w->start));
     w->cnt = malloc((size_t)qsize * sizeof(*w->cnt));
     w->zmask = malloc((size_t)qsize * sizeof(*w->zmask));
-    w->shortmap = malloc(((size_t)qsize + 63) / 64 * sizeof(*w->shortmap));
     /* One block for all streams, on huge pages when large. */
-    double per = (lambda + 1.5) * width;
+    double per = (lambda + 1.5) * width * (double)(w->mhi - w->mlo) / (double)ps->ring->n;
     ps->scap = (size_t)(per + 8.0 * __builtin_sqrt(per)) + 64;
     ps->sblock = big_alloc(ps->nsub * ps->scap * sizeof(*ps->sblock));
-    if (!ps->streams || !w->start || !w->cnt || !w->zmask || !w->shortmap || !ps->sblock)
+    if (!ps->streams || !w->start || !w->cnt || !w->zmask || !ps->sblock)
         return -ENOMEM;
     for (size_t sb = 0; sb < ps->nsub; sb++)
         ps->streams[sb].key = ps->sblock + sb * ps->scap;
@@ -837,65 +859,124 @@ worker_free(struct worker *w)
     free(w->start);
     free(w->cnt);
     free(w->zmask);
-    free(w->shortmap);
 }
 
-/* Place the buckets of chunks [c0, c1). */
-static int
-run_chunks(struct worker *w)
+/* Wait for the other thread; true if some thread has failed. */
+static bool
+sync_all(struct shared *sh)
 {
-    struct pass *ps = &w->ps;
-    unsigned q = ps->q;
-    uint32_t qsize = (uint32_t)1 << q, width = (uint32_t)1 << ps->ybits;
-    size_t mapw = ((size_t)qsize + 63) / 64, n = ps->ring->n;
-    for (uint32_t c = w->c0; c < w->c1; c++) {
-        uint32_t base = c << q;
-        perm_chunk(ps->kc, c);
-        memset(w->cnt, 0, (size_t)qsize * sizeof(*w->cnt));
-        memset(w->zmask, 0, (size_t)qsize * sizeof(*w->zmask));
-        if (enumerate(ps, base, w->cnt, w->zmask, NULL, w->vb, 0, 0, w->thr[0]) < 0)
-            return -ENOMEM;
-        for (int r = 1; r < MAX_ROUNDS; r++) {
-            uint64_t nshort = 0;
-            memset(w->shortmap, 0, mapw * sizeof(*w->shortmap));
-            for (uint32_t y = 0; y < qsize; y++) {
-                if (w->cnt[y] < w->need || popcount32(w->zmask[y]) < w->zneed) {
-                    w->shortmap[y >> 6] |= (uint64_t)1 << (y & 63);
-                    nshort++;
-                }
-            }
-            /* A round costs ~2 ns per v, a scan ~5 ns per member. */
-            if (nshort == 0 || 5 * nshort * n < 2 * w->rcost[r])
-                break;
-            if (enumerate(ps, base, w->cnt, w->zmask, w->shortmap, w->vb, r, w->thr[r - 1],
-                          w->thr[r]) < 0)
-                return -ENOMEM;
+    if (sh->nw > 1)
+        pthread_barrier_wait(&sh->bar);
+    return atomic_load(&sh->err) != 0;
+}
+
+/* Thread 0: flag the buckets still short of candidates or zones. */
+static uint64_t
+mark_short(struct shared *sh, uint32_t qsize)
+{
+    const struct worker *w = sh->w;
+    uint64_t nshort = 0;
+    memset(sh->shortmap, 0, ((size_t)qsize + 63) / 64 * sizeof(*sh->shortmap));
+    for (uint32_t y = 0; y < qsize; y++) {
+        uint32_t c = w[0].cnt[y], z = w[0].zmask[y];
+        if (sh->nw > 1) {
+            c += w[1].cnt[y];
+            z |= w[1].zmask[y];
         }
-        if (w->tmpcap < ps->scap) { /* first chunk, or streams_grow() ran */
-            free(w->tmp);
-            w->tmpcap = ps->scap;
-            if ((w->tmp = malloc(w->tmpcap * sizeof(*w->tmp))) == NULL)
-                return -ENOMEM;
-        }
-        for (uint32_t sb = 0; sb < ps->nsub; sb++) {
-            fill_sub(ps, &ps->streams[sb], base, sb * width, width, w->start, w->tmp);
-            ps->streams[sb].len = 0;
+        if (c < w[0].need || popcount32(z) < w[0].zneed) {
+            sh->shortmap[y >> 6] |= (uint64_t)1 << (y & 63);
+            nshort++;
         }
     }
+    return nshort;
+}
+
+/* Fill the rows of sub-ranges [s0, s1) of chunk <base>. */
+static int
+fill_range(struct worker *w, uint32_t base, uint32_t s0, uint32_t s1)
+{
+    struct shared *sh = w->sh;
+    struct pass *ps = &w->ps;
+    uint32_t width = (uint32_t)1 << ps->ybits;
+    size_t need = 0;
+    for (int t = 0; t < sh->nw; t++)
+        need += sh->w[t].ps.scap;
+    if (w->tmpcap < need) { /* first chunk, or streams_grow() ran */
+        free(w->tmp);
+        w->tmpcap = need;
+        if ((w->tmp = malloc(need * sizeof(*w->tmp))) == NULL)
+            return -ENOMEM;
+    }
+    for (uint32_t sb = s0; sb < s1; sb++) {
+        const struct stream *st[2];
+        for (int t = 0; t < sh->nw; t++)
+            st[t] = &sh->w[t].ps.streams[sb];
+        fill_sub(ps, st, sh->nw, base, sb * width, width, w->start, w->tmp);
+    }
     return 0;
+}
+
+static void
+worker_run(struct worker *w)
+{
+    struct shared *sh = w->sh;
+    struct pass *ps = &w->ps;
+    unsigned q = ps->q;
+    uint32_t qsize = (uint32_t)1 << q;
+    uint64_t n = ps->ring->n;
+    int rc = 0;
+    for (uint32_t c = 0; c < sh->nchunks; c++) {
+        uint32_t base = c << q;
+        perm_chunk(ps->kc, c);
+        for (size_t sb = 0; sb < ps->nsub; sb++)
+            ps->streams[sb].len = 0;
+        memset(w->cnt, 0, (size_t)qsize * sizeof(*w->cnt));
+        memset(w->zmask, 0, (size_t)qsize * sizeof(*w->zmask));
+        rc = enumerate(ps, base, w->cnt, w->zmask, NULL, w->vb, 0, 0, w->thr[0], w->mlo, w->mhi);
+        if (rc < 0)
+            atomic_store(&sh->err, rc);
+        if (sync_all(sh))
+            return;
+        for (int r = 1; r < MAX_ROUNDS; r++) {
+            if (w->id == 0) {
+                uint64_t nshort = mark_short(sh, qsize);
+                /* A round costs ~2 ns per v, a scan ~5 ns per member. */
+                sh->go = nshort > 0 && 5 * nshort * n >= 2 * w->rcost[r];
+            }
+            if (sync_all(sh))
+                return;
+            if (!sh->go)
+                break;
+            rc = enumerate(ps, base, w->cnt, w->zmask, sh->shortmap, w->vb, r, w->thr[r - 1],
+                           w->thr[r], w->mlo, w->mhi);
+            if (rc < 0)
+                atomic_store(&sh->err, rc);
+            if (sync_all(sh))
+                return;
+        }
+        uint32_t nsub = (uint32_t)ps->nsub;
+        if (sh->caps || sh->nw == 1)
+            rc = w->id == 0 ? fill_range(w, base, 0, nsub) : 0;
+        else
+            rc = fill_range(w, base, w->id == 0 ? 0 : nsub / 2, w->id == 0 ? nsub / 2 : nsub);
+        if (rc < 0)
+            atomic_store(&sh->err, rc);
+        if (sync_all(sh))
+            return;
+    }
 }
 
 static void *
 worker_main(void *arg)
 {
-    struct worker *w = arg;
-    w->rc = run_chunks(w);
+    worker_run(arg);
     return NULL;
 }
 
-/* Second thread only for pure tables (no caps: chunks are independent, so
- * the table is identical to a single-threaded build) with enough work. */
-#define THREAD_MIN_WORK (1u << 26) /* B * N */
+/* A second thread only when there is enough work (B * N) to pay for it. */
+#ifndef RING_THREAD_MIN_WORK
+#define RING_THREAD_MIN_WORK (1ull << 24)
+#endif
 
 static int
 place(struct ring *ring)
@@ -909,7 +990,9 @@ place(struct ring *ring)
     ps.ybits = q > SUB_BITS ? q - SUB_BITS : 0;
     uint32_t *vb = NULL;
     struct worker w[2];
+    struct shared sh;
     memset(w, 0, sizeof(w));
+    memset(&sh, 0, sizeof(sh));
     int rc = -ENOMEM;
 
     /* Candidates per bucket: round 1 aims at <lambda> members below the
@@ -977,30 +1060,55 @@ place(struct ring *ring)
             rcost[r] += *b - (r ? b[-1] : 0) + 1;
         }
     }
-    int nw = !caps && nchunks >= 2 && (uint64_t)cfg->buckets * n >= THREAD_MIN_WORK ? 2 : 1;
-    for (int i = 0; i < nw; i++) {
+    sh.nchunks = nchunks;
+    sh.caps = caps;
+    sh.w = w;
+    atomic_init(&sh.err, 0);
+    sh.nw = (uint64_t)cfg->buckets * n >= RING_THREAD_MIN_WORK && n >= 2 ? 2 : 1;
+    sh.shortmap = malloc(((size_t)qsize + 63) / 64 * sizeof(*sh.shortmap));
+    if (sh.shortmap == NULL)
+        goto out;
+    for (int i = 0; i < 2; i++) {
         w[i].ps = ps;
+        w[i].sh = &sh;
+        w[i].id = i;
+        w[i].mlo = (uint32_t)(n * (size_t)i / (size_t)sh.nw);
+        w[i].mhi = i < sh.nw ? (uint32_t)(n * (size_t)(i + 1) / (size_t)sh.nw) : w[i].mlo;
         w[i].vb = vb;
         w[i].thr = thr;
         w[i].rcost = rcost;
         w[i].need = need;
         w[i].zneed = zneed;
-        w[i].c0 = nchunks * (uint32_t)i / (uint32_t)nw;
-        w[i].c1 = nchunks * (uint32_t)(i + 1) / (uint32_t)nw;
-        if ((rc = worker_alloc(&w[i], lambda)) < 0)
+        if (i < sh.nw && (rc = worker_alloc(&w[i], lambda)) < 0)
             goto out;
     }
     pthread_t tid;
-    bool threaded = nw == 2 && pthread_create(&tid, NULL, worker_main, &w[1]) == 0;
-    if (nw == 2 && !threaded)
-        w[0].c1 = nchunks; /* no thread: do it all here */
-    rc = run_chunks(&w[0]);
+    bool threaded = false;
+    if (sh.nw == 2 && pthread_barrier_init(&sh.bar, NULL, 2) == 0) {
+        threaded = pthread_create(&tid, NULL, worker_main, &w[1]) == 0;
+        if (!threaded)
+            pthread_barrier_destroy(&sh.bar);
+    }
+    if (sh.nw == 2 && !threaded) { /* no thread: one worker does it all */
+        sh.nw = 1;
+        worker_free(&w[0]);
+        worker_free(&w[1]);
+        memset(&w[1], 0, sizeof(w[1]));
+        w[0].ps = ps;
+        w[0].mhi = (uint32_t)n;
+        w[0].tmp = NULL;
+        w[0].tmpcap = 0;
+        if ((rc = worker_alloc(&w[0], lambda)) < 0)
+            goto out;
+    }
+    worker_run(&w[0]);
     if (threaded) {
         pthread_join(tid, NULL);
-        if (rc == 0)
-            rc = w[1].rc;
+        pthread_barrier_destroy(&sh.bar);
     }
+    rc = atomic_load(&sh.err);
 out:
+    free(sh.shortmap);
     for (int i = 0; i < 2; i++)
         worker_free(&w[i]);
     free(vb);
