@@ -363,6 +363,17 @@ scenario_n1000(void)
     printf("ketama.route_p99_ns.n1000: %.1f ns\n", kp99);
     printf("ring.route_vs_ketama.n1000: %.2f x_faster\n", kmean / rmean);
 
+    /* Handoffs: a walk of 64 (the line shed's WALK_MAX) past the row. */
+    {
+        uint32_t walk[64];
+        unsigned reps = quick ? 50 : 400;
+        uint64_t w0 = now_ns();
+        for (unsigned i = 0; i < reps; i++)
+            sink += (uint32_t)ring_walk(base, (i * 2654435761u) & (cfg.buckets - 1), walk, 64);
+        printf("ring.walk64_us.n1000: %.1f us (R + 61 handoffs)\n",
+               (double)(now_ns() - w0) / reps / 1e3);
+    }
+
     /* Ketama balance for reference: arc share of the largest server. */
     double *share = calloc(n, sizeof(*share));
     for (size_t i = 0; i < kn; i++) {
