@@ -515,19 +515,6 @@ cand_less(struct pass *ps, uint32_t bucket, uint64_t a, uint64_t b)
     return sa < sb || (sa == sb && ma < mb);
 }
 
-/* Sort list[from..cnt) in HRW order. */
-static void
-sort_tail(struct pass *ps, uint32_t bucket, uint64_t *list, uint32_t from, uint32_t cnt)
-{
-    for (uint32_t a = from + 1; a < cnt; a++) {
-        uint64_t c = list[a];
-        uint32_t b = a;
-        for (; b > from && cand_less(ps, bucket, c, list[b - 1]); b--)
-            list[b] = list[b - 1];
-        list[b] = c;
-    }
-}
-
 static bool
 at_cap(const struct pass *ps, uint32_t m, uint32_t pos)
 {
@@ -574,6 +561,33 @@ scan_pick(struct pass *ps, uint32_t bucket, const uint32_t *row, uint32_t len, b
     return best;
 }
 
+/* Move the HRW-smallest of list[from..cnt) to list[from]. Runs are short
+ * (~5-10), and only the first few positions are usually needed: a branch-free
+ * minimum of the packed keys (truncated score, then member), then an exact
+ * check among equal truncated scores (rare). */
+static void
+select_min(struct pass *ps, uint32_t bucket, uint64_t *list, uint32_t from, uint32_t cnt)
+{
+    unsigned low = ps->mbits + ps->ybits;
+    uint32_t best = from;
+    uint64_t bk = list[from], second = UINT64_MAX;
+    for (uint32_t x = from + 1; x < cnt; x++) {
+        uint64_t k = list[x];
+        bool lt = k < bk;
+        second = lt ? bk : (k < second ? k : second);
+        best = lt ? x : best;
+        bk = lt ? k : bk;
+    }
+    if (second != UINT64_MAX && (second >> low) == (bk >> low))
+        for (uint32_t x = from; x < cnt; x++)
+            if (x != best && (list[x] >> low) == (bk >> low) &&
+                cand_less(ps, bucket, list[x], list[best]))
+                best = x;
+    uint64_t t = list[from];
+    list[from] = list[best];
+    list[best] = t;
+}
+
 /* Choose the row of <bucket> from <list>, the exact start of its HRW order
  * (every member scoring below some threshold; list[0..sorted) sorted), or by
  * a scan of all members when the list runs out. */
@@ -591,10 +605,8 @@ fill_row(struct pass *ps, uint32_t bucket, uint64_t *list, uint32_t cnt, uint32_
         uint32_t pick = RING_NONE;
         for (int level = caps ? 0 : 1; level < 2 && pick == RING_NONE; level++) {
             for (uint32_t i = 0; i < cnt; i++) {
-                if (i == sorted) {
-                    sort_tail(ps, bucket, list, sorted, cnt);
-                    sorted = cnt;
-                }
+                if (i == sorted)
+                    select_min(ps, bucket, list, sorted++, cnt);
                 uint32_t m = (uint32_t)(list[i] >> ps->ybits & mmask);
                 if (in_row(row, pos, m))
                     continue;
@@ -661,7 +673,6 @@ fill_sub(struct pass *ps, const struct stream *const *st, int nst, uint32_t base
          uint32_t width, uint32_t *start, uint64_t *tmp)
 {
     uint64_t ymask = ((uint64_t)1 << ps->ybits) - 1;
-    unsigned low = ps->mbits + ps->ybits;
     memset(start, 0, (width + 1) * sizeof(*start));
     for (int t = 0; t < nst; t++)
         for (size_t j = 0; j < st[t]->len; j++)
@@ -674,26 +685,8 @@ fill_sub(struct pass *ps, const struct stream *const *st, int nst, uint32_t base
     for (uint32_t i = 0, from = 0; i < width; i++) {
         uint64_t *run = tmp + from;
         uint32_t cnt = start[i] - from, bucket = base + lo + i;
-        /* Runs are short (~5-10): insertion-sort the packed keys, which
-         * orders by truncated score then member; then settle runs of equal
-         * truncated scores exactly (rare). */
-        for (uint32_t x = 1; x < cnt; x++) {
-            uint64_t c = run[x];
-            uint32_t y = x;
-            for (; y > 0 && c < run[y - 1]; y--)
-                run[y] = run[y - 1];
-            run[y] = c;
-        }
-        for (uint32_t x = 1; x < cnt; x++) {
-            if ((run[x] >> low) != (run[x - 1] >> low))
-                continue;
-            uint32_t g = x - 1, e = x + 1;
-            while (e < cnt && (run[e] >> low) == (run[g] >> low))
-                e++;
-            sort_tail(ps, bucket, run, g, e);
-            x = e - 1;
-        }
-        uint32_t top = cnt;
+        /* Sorted lazily: fill_row() selects the next smallest on demand. */
+        uint32_t top = 0;
         fill_row(ps, bucket, run, cnt, top);
         from = start[i];
     }
