@@ -595,7 +595,7 @@ static void
 fill_row(struct pass *ps, uint32_t bucket, uint64_t *list, uint32_t cnt, uint32_t sorted)
 {
     struct ring *ring = ps->ring;
-    uint32_t row[RING_MAX_R];
+    uint32_t row[RING_MAX_R], rowz[RING_MAX_R]; /* picks and their zones */
     uint32_t zones = 0, target = ring->rlen < ring->nzones ? ring->rlen : ring->nzones;
     uint64_t mmask = ((uint64_t)1 << ps->mbits) - 1;
     bool caps = ps->cap != NULL, complete = cnt == ring->n;
@@ -608,10 +608,18 @@ fill_row(struct pass *ps, uint32_t bucket, uint64_t *list, uint32_t cnt, uint32_
                 if (i == sorted)
                     select_min(ps, bucket, list, sorted++, cnt);
                 uint32_t m = (uint32_t)(list[i] >> ps->ybits & mmask);
-                if (in_row(row, pos, m))
+                bool bad = false;
+                for (uint32_t j = 0; j < pos; j++)
+                    bad |= row[j] == m;
+                if (bad)
                     continue;
-                if (need_zone && zone_used(ring, row, pos, ring->zone[m]))
-                    continue;
+                if (need_zone) {
+                    uint32_t z = ring->zone[m];
+                    for (uint32_t j = 0; j < pos; j++)
+                        bad |= rowz[j] == z;
+                    if (bad)
+                        continue;
+                }
                 if (level == 0 && at_cap(ps, m, pos))
                     continue;
                 pick = m;
@@ -624,9 +632,13 @@ fill_row(struct pass *ps, uint32_t bucket, uint64_t *list, uint32_t cnt, uint32_
          * need_zone); guard anyway so a bug cannot write garbage. */
         if (pick == RING_NONE)
             pick = scan_pick(ps, bucket, row, pos, false, false);
-        if (!zone_used(ring, row, pos, ring->zone[pick]))
-            zones++;
+        uint32_t pz = ring->zone[pick];
+        bool seen = false;
+        for (uint32_t j = 0; j < pos; j++)
+            seen |= rowz[j] == pz;
+        zones += !seen;
         row[pos] = pick;
+        rowz[pos] = pz;
         if (caps) {
             ps->used[2 * pick + 1]++;
             if (pos == 0)
