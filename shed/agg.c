@@ -37,6 +37,7 @@
 #define QBUF_MAX           (2 * PROTO_BURROW_ID_MAX + 64)
 #define BACKENDS_MAX       4096
 #define SHED_AGG_FETCH_MAX 10000 /* widest per-backend window of one page */
+#define SEQ_REVISIT_MAX    16    /* sequential walk: extra visits after losing copies */
 
 struct shed_agg {
     struct shed_fanout *fan;
@@ -59,6 +60,8 @@ enum phase {
     PH_DESTR_SEQ, /* destructive with limit, sequential */
     PH_WAIT,      /* long-poll */
     PH_BADDETAIL, /* non-destructive check of a bad detail */
+    PH_SEQ_PROBE, /* sequential walk: do earlier servers hold these copies? */
+    PH_SEQ_CLEAN, /* sequential walk: delete the losing copies just hidden */
 };
 
 enum method { M_GET, M_POST, M_DELETE };
@@ -129,6 +132,9 @@ struct shed_agg_req {
     size_t wave_from;    /* first list of the running wave */
     int64_t wave_limit;  /* per-server limit of the running wave */
     bool any_answer;     /* some server answered during this fetch */
+    size_t nlists_cap;   /* slots in lists[] */
+    size_t cur;          /* sequential walk: the list slot of the running step */
+    unsigned revisits;   /* sequential walk: servers asked again */
     char notfound[128];
 
     /* answer */
@@ -1154,6 +1160,9 @@ destr_all_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t
 }
 
 /* One step of the sequential walk: the next live server gets the rest. */
+/* One step of the sequential walk: the next live server gets the rest. Each
+ * step's answer goes to a new list slot (a server may be asked again after
+ * losing copies, see destr_seq_step_end()). */
 static void
 destr_seq_next(struct shed_agg_req *r)
 {
@@ -1161,11 +1170,13 @@ destr_seq_next(struct shed_agg_req *r)
     struct urlopts o;
     uint32_t be;
 
-    if (r->remaining <= 0 || r->seq >= r->nlists) {
+    if (r->remaining <= 0 || r->seq >= r->nvisit || r->nlists >= r->nlists_cap) {
         destr_finish(r);
         return;
     }
     be = r->order[r->seq];
+    r->cur = r->nlists++;
+    memset(&r->lists[r->cur], 0, sizeof(r->lists[r->cur]));
     o = op_opts(r, be, r->remaining);
     if (batch_init(&b, 1) < 0) {
         answer_unavailable(r, "out of memory");
@@ -1179,11 +1190,35 @@ destr_seq_next(struct shed_agg_req *r)
     batch_go(r, &b, PH_DESTR_SEQ, false);
 }
 
+/* The step at r->seq is settled: count what it affected, move on. */
+/* The step in slot r->cur is settled: count what it affected, move on. A
+ * server that gave losing copies is asked again (they are gone now), since
+ * it may hold more after them. */
+static void
+destr_seq_step_end(struct shed_agg_req *r)
+{
+    const struct shed_merge_list *l = &r->lists[r->cur];
+    size_t dropped = 0;
+
+    for (size_t i = 0; i < l->n; i++) {
+        r->remaining -= !l->items[i].drop;
+        dropped += l->items[i].drop;
+    }
+    if (dropped > 0 && r->remaining > 0 && r->revisits < SEQ_REVISIT_MAX)
+        r->revisits++;
+    else
+        r->seq++;
+    destr_seq_next(r);
+}
+
 static void
 destr_seq_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
 {
-    struct shed_merge_list *l = &r->lists[r->seq];
+    struct shed_merge_list *l = &r->lists[r->cur];
     uint32_t be = r->order[r->seq];
+    struct urlopts o = {.detail = "id"};
+    struct batch b = {0};
+    size_t want = 0;
 
     if (n == 1 && res[0].status == 400) {
         /* Only the first server can say 400 before anything changed. */
@@ -1195,22 +1230,92 @@ destr_seq_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t
         keep_notfound(r, &res[0]);
         if (shed_merge_parse(l, res[0].status, res[0].body, res[0].len, 0) < 0)
             r->be[be].failed = true;
-        r->remaining -= (int64_t)l->n;
     }
-    r->seq++;
-    destr_seq_next(r);
+    /* A copy taken here that is not on its bucket's first server may be a
+     * losing failover copy: ask the earlier servers of its row. */
+    free(r->probes);
+    r->probes = NULL;
+    r->nprobes = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t ii = 0; ii < l->n; ii++) {
+            uint32_t pref[PREF_MAX];
+            size_t np = pref_of(r, l->items[ii].id, l->items[ii].idlen, pref);
+            size_t pos = pref_pos(pref, np, be);
+
+            for (size_t e = 0; e < pos; e++) {
+                if (!r->be[pref[e]].live || r->be[pref[e]].failed)
+                    continue;
+                if (pass == 0) {
+                    want++;
+                } else if (r->nprobes < b.cap &&
+                           batch_add(&b, r, "GET", pref[e], l->items[ii].id, l->items[ii].idlen, &o,
+                                     r->timeout_ms) == 0) {
+                    r->probes[r->nprobes].list = (uint32_t)r->cur;
+                    r->probes[r->nprobes].item = (uint32_t)ii;
+                    r->probes[r->nprobes].be = pref[e];
+                    r->nprobes++;
+                }
+            }
+        }
+        if (pass == 0) {
+            if (want == 0) {
+                destr_seq_step_end(r);
+                return;
+            }
+            if (want > r->agg->max_probes)
+                want = r->agg->max_probes;
+            r->probes = calloc(want, sizeof(*r->probes));
+            if (r->probes == NULL || batch_init(&b, want) < 0) {
+                answer_unavailable(r, "out of memory");
+                return;
+            }
+        }
+    }
+    atomic_fetch_add(&n_probes, r->nprobes);
+    batch_go(r, &b, PH_SEQ_PROBE, false);
+}
+
+/* Copies that lose to an earlier copy are not the message: they are not
+ * counted nor returned, and a claim (POST) deletes the copy it just hid so
+ * that no later claim hands the same id out again. */
+static void
+destr_seq_probe_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
+    struct shed_merge_list *l = &r->lists[r->cur];
+    struct urlopts o = {.detail = "none"};
+    size_t ndrop = 0;
+    struct batch b;
+
+    for (size_t i = 0; i < n && i < r->nprobes; i++) {
+        struct shed_merge_item *it = &l->items[r->probes[i].item];
+
+        if (res[i].err == 0 && res[i].status == 200 && !it->drop) {
+            it->drop = true;
+            ndrop++;
+        }
+    }
+    if (ndrop == 0 || r->m != M_POST) {
+        destr_seq_step_end(r);
+        return;
+    }
+    if (batch_init(&b, ndrop) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < l->n; i++)
+        if (l->items[i].drop)
+            batch_add(&b, r, "DELETE", r->order[r->seq], l->items[i].id, l->items[i].idlen, &o,
+                      r->timeout_ms);
+    batch_go(r, &b, PH_SEQ_CLEAN, false);
 }
 
 static void
 destr_seq(struct shed_agg_req *r)
 {
-    size_t n = visit_list(r);
-
-    /* Every list slot is a server to visit; the ones never visited stay
-     * empty. */
-    lists_reset(r, n);
-    r->nlists = n;
+    lists_reset(r, 0);
+    r->nvisit = visit_list(r);
     r->seq = 0;
+    r->revisits = 0;
     r->remaining = r->q.limit;
     destr_seq_next(r);
 }
@@ -1348,6 +1453,12 @@ on_batch(void *arg, const struct shed_fanout_res *res, size_t n)
         break;
     case PH_BADDETAIL:
         baddetail_done(r, res, n);
+        break;
+    case PH_SEQ_PROBE:
+        destr_seq_probe_done(r, res, n);
+        break;
+    case PH_SEQ_CLEAN:
+        destr_seq_step_end(r);
         break;
     case PH_NONE:
         answer_unavailable(r, "internal error");
@@ -1496,7 +1607,8 @@ snapshot(struct shed_agg_req *r, const struct registry_route *route)
         r->ngens++;
     }
     r->order = calloc(r->nbe + 1, sizeof(*r->order));
-    r->lists = calloc(r->nbe + 1, sizeof(*r->lists));
+    r->nlists_cap = r->nbe + 1 + SEQ_REVISIT_MAX;
+    r->lists = calloc(r->nlists_cap, sizeof(*r->lists));
     if (r->order == NULL || r->lists == NULL)
         return -ENOMEM;
     return 0;

@@ -141,6 +141,22 @@ def test_duplicates_earlier_preference_wins():
         assert sorted(seen) == sorted(expect), (limit, seen)
         seen = page_all(a, qu, limit, False)
         assert sorted(seen) == sorted(expect), (limit, seen)
+    # claims hand each id out once: the losing copy a claim meets is deleted
+    claimed = []
+    for _ in range(40):
+        r = cell.agg_req("POST", "/v1.0/%s/%s?limit=1&hide=60&detail=all" % (a, qu))
+        if r.status == 404:
+            break
+        assert r.status == 200, r
+        claimed.extend((m["id"], m["body"]) for m in r.json())
+    assert sorted(i for i, _ in claimed) == sorted(expect), claimed
+    assert dict(claimed) == expect, claimed
+    for mid in expect:
+        if mid == "solo":
+            continue
+        _, row = cell.ring_info(a, "%s/%s" % (qu, mid))
+        r = harness.request("GET", "%s/v1.0/%s/%s/%s" % (cell.backend(row[1])["url"], a, qu, mid))
+        assert r.status == 404, (mid, r)
 
 
 def test_claims_never_twice():
