@@ -21,14 +21,16 @@
  * part, so a chunk costs 3 XORs per member). So each member can *enumerate*
  * its buckets in increasing score order (v = 0, 1, 2, ... -> b = P_m^-1(v))
  * and stop at a threshold. Enumeration goes in rounds: threshold T (about 5
- * members per bucket), then 2T, 4T, 8T only for the buckets
- * still short of candidates or of distinct zones; whatever is still short
+ * members per bucket), then 2T, 4T, 8T only for the buckets still short of
+ * candidates or of distinct zones (when cheaper than scans); whatever is
+ * still short
  * (or, with caps, finds every listed member full) gets an O(N) scan with a
  * cheap lower bound. Each bucket's list is always the exact start of its HRW
  * order, so the table never depends on T or on the rounds: only the speed
  * does. Candidates are packed in 8 bytes (truncated score, member, bucket
  * offset; equal truncated scores are settled exactly) in one reused block,
- * radix-split by bucket. Scores are integers (a fixed-point log, no libm),
+ * radix-split by bucket; runs of up to 8 go through a sorting network, longer
+ * ones are selected lazily. Scores are integers (a fixed-point log, no libm),
  * hence identical on every machine.
  *
  * On top of HRW: the zone rule (min(R, #zones) distinct zones per row, walking
@@ -677,6 +679,26 @@ stream_push(struct pass *ps, uint32_t sub, uint64_t key)
     return 0;
 }
 
+/* Sort <cnt> <= 8 packed keys ascending: a 19-comparator network on a
+ * padded copy, branch-free. */
+static void
+sort8(uint64_t *a, uint32_t cnt)
+{
+    static const uint8_t net[19][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}, {0, 4}, {1, 5}, {2, 6},
+                                       {3, 7}, {0, 1}, {2, 3}, {4, 5}, {6, 7}, {2, 4}, {3, 5},
+                                       {1, 4}, {3, 6}, {1, 2}, {3, 4}, {5, 6}};
+    uint64_t v[8];
+    for (uint32_t i = 0; i < 8; i++)
+        v[i] = i < cnt ? a[i] : UINT64_MAX;
+    for (int c = 0; c < 19; c++) {
+        uint64_t x = v[net[c][0]], y = v[net[c][1]];
+        v[net[c][0]] = x < y ? x : y;
+        v[net[c][1]] = x < y ? y : x;
+    }
+    for (uint32_t i = 0; i < cnt; i++)
+        a[i] = v[i];
+}
+
 /* Counting-sort the candidates of one sub-range (from one or two builder
  * threads' streams) by bucket into <tmp>, sort each bucket's run and fill
  * those rows, in bucket order. */
@@ -685,6 +707,7 @@ fill_sub(struct pass *ps, const struct stream *const *st, int nst, uint32_t base
          uint32_t width, uint32_t *start, uint64_t *tmp)
 {
     uint64_t ymask = ((uint64_t)1 << ps->ybits) - 1;
+    unsigned low = ps->mbits + ps->ybits;
     memset(start, 0, (width + 1) * sizeof(*start));
     for (int t = 0; t < nst; t++)
         for (size_t j = 0; j < st[t]->len; j++)
@@ -697,8 +720,23 @@ fill_sub(struct pass *ps, const struct stream *const *st, int nst, uint32_t base
     for (uint32_t i = 0, from = 0; i < width; i++) {
         uint64_t *run = tmp + from;
         uint32_t cnt = start[i] - from, bucket = base + lo + i;
-        /* Sorted lazily: fill_row() selects the next smallest on demand. */
+        /* Runs of up to 8 (most) go through a sorting network, longer ones
+         * are sorted lazily: fill_row() selects the next smallest. */
         uint32_t top = 0;
+        if (cnt <= 8) {
+            sort8(run, cnt);
+            for (uint32_t x = 1; x < cnt; x++) {
+                if ((run[x] >> low) != (run[x - 1] >> low))
+                    continue;
+                uint32_t g = x - 1, e = x + 1; /* equal truncated scores */
+                while (e < cnt && (run[e] >> low) == (run[g] >> low))
+                    e++;
+                for (; g < e; g++)
+                    select_min(ps, bucket, run, g, e);
+                x = e - 1;
+            }
+            top = cnt;
+        }
         fill_row(ps, bucket, run, cnt, top);
         from = start[i];
     }
