@@ -23,14 +23,13 @@
  * and stop at a threshold. Enumeration goes in rounds: threshold T (about 5
  * members per bucket), then 2T, 4T, 8T only for the buckets still short of
  * candidates or of distinct zones (when cheaper than scans); whatever is
- * still short
- * (or, with caps, finds every listed member full) gets an O(N) scan with a
- * cheap lower bound. Each bucket's list is always the exact start of its HRW
- * order, so the table never depends on T or on the rounds: only the speed
- * does. Candidates are packed in 8 bytes (truncated score, member, bucket
- * offset; equal truncated scores are settled exactly) in one reused block,
- * radix-split by bucket; runs of up to 8 go through a sorting network, longer
- * ones are selected lazily. Scores are integers (a fixed-point log, no libm),
+ * still short (or, with caps, finds every listed member full) gets an O(N)
+ * scan with a cheap lower bound. Each bucket's list is always the exact
+ * start of its HRW order, so the table never depends on T or on the rounds:
+ * only the speed does. Candidates are packed in 8 bytes (truncated score,
+ * member, bucket offset; equal truncated scores are settled exactly) in one
+ * reused block, radix-split by bucket; runs of up to 8 go through a sorting
+ * network, longer ones are selected lazily. Scores are integers (a fixed-point log, no libm),
  * hence identical on every machine.
  *
  * On top of HRW: the zone rule (min(R, #zones) distinct zones per row, walking
