@@ -548,6 +548,34 @@ Test(ring, walk_beyond_r_distinct)
     ring_destroy(r);
 }
 
+/* Pure HRW with one zone: the rows of an R=3 table (candidate enumeration)
+ * must equal the first 3 of ring_walk() on an R=1 table, whose handoffs come
+ * from a direct scan of every member's score. */
+static void
+check_against_scan(size_t n, uint32_t bits, uint32_t step)
+{
+    set_make(&S, n, 1, true);
+    struct ring_config c3 = cfg_small(bits, 0), c1 = c3;
+    c1.r = 1;
+    struct ring *r3 = must_build(&c3, S.m, S.n);
+    struct ring *r1 = must_build(&c1, S.m, S.n);
+    uint32_t row[RING_MAX_R], walk[3];
+    for (uint32_t b = 0; b < c3.buckets; b += step) {
+        cr_assert_eq(ring_row(r3, b, row), 3);
+        cr_assert_eq(ring_walk(r1, b, walk, 3), 3);
+        for (int i = 0; i < 3; i++)
+            cr_assert_eq(row[i], walk[i], "n=%zu bucket %u position %d", n, b, i);
+    }
+    ring_destroy(r3);
+    ring_destroy(r1);
+}
+
+Test(ring, table_matches_independent_scan)
+{
+    check_against_scan(300, 14, 3);
+    check_against_scan(600, 17, 97); /* two chunks, two build threads */
+}
+
 Test(ring, walk_handoffs_stable_on_join)
 {
     /* Without the capacity pass, handoffs are the HRW order: a join only
