@@ -526,14 +526,12 @@ at_cap(const struct pass *ps, uint32_t m, uint32_t pos)
 /* HRW-first member acceptable for position <len> of <bucket>'s row, over all
  * members (or, when a new zone is required, the unused zones' members):
  * O(N), but most members cost one bijection and a lower bound. */
-unsigned long dbg_scans, dbg_rounds[8], dbg_short[8];
 static uint32_t
 scan_pick(struct pass *ps, uint32_t bucket, const uint32_t *row, uint32_t len, bool need_zone,
           bool caps)
 {
     const struct ring *ring = ps->ring;
     unsigned q = ps->q;
-    dbg_scans++;
     uint32_t local = q ? bucket & (((uint32_t)1 << q) - 1) : 0;
     uint32_t best = RING_NONE;
     uint64_t bs = 0;
