@@ -281,7 +281,15 @@ def raw(data, read_until_close=True, timeout=5):
                 if not chunk:
                     break
                 out += chunk
-                if not read_until_close and b"\r\n\r\n" in out:
+                if b"\r\n\r\n" not in out:
+                    continue
+                if not read_until_close:
+                    break
+                # A complete response on a kept-alive connection: stop
+                # instead of waiting for a close that never comes.
+                head, _, body = out.partition(b"\r\n\r\n")
+                m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                if m and len(body) >= int(m.group(1)):
                     break
         except socket.timeout:
             pass
