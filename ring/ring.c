@@ -17,8 +17,8 @@
  * one weight only pulls buckets to that member). Plain HRW costs B * N score
  * evaluations; we avoid that by making x invertible: for a chunk of Q = 2^16
  * buckets, x(b, m) = (P_m(b) + frac) / Q where P_m is a keyed bijection of the
- * chunk (3 multiply-xorshift rounds on 16 bits; keys = member part XOR chunk
- * part, so a chunk costs 3 XORs per member). So each member can *enumerate*
+ * chunk (2 multiply-xorshift rounds on 16 bits; keys = member part XOR chunk
+ * part, so a chunk costs 2 XORs per member). So each member can *enumerate*
  * its buckets in increasing score order (v = 0, 1, 2, ... -> b = P_m^-1(v))
  * and stop at a threshold. Enumeration goes in rounds: threshold T (about 5
  * members per bucket), then 2T, 4T, 8T only for the buckets still short of
@@ -80,7 +80,7 @@ __extension__ typedef unsigned __int128 u128;
 #define CHUNK_BITS 16 /* Q = 2^16 buckets share one bijection per member */
 #define URL_MAX    2048
 #define ZONE_MAX   255
-#define ROUNDS     3
+#define ROUNDS     2 /* of the bijection; enumerate() is unrolled for 2 */
 #define GOLD       0x9e3779b97f4a7c15ull
 
 struct rmem {
@@ -187,10 +187,12 @@ nlog(uint64_t x)
 
 /* ---- per-member bijection of a chunk ------------------------------------ */
 
-/* Member m, chunk c: P(y) = 3 rounds of v = ((v ^ k_r) * a_r) mod Q,
- * v ^= v >> ceil(q/2). Only the low q <= 16 bits of keys and multipliers
+/* Member m, chunk c: P(y) = ROUNDS (2) rounds of v = ((v ^ k_r) * a_r) mod
+ * Q, v ^= v >> ceil(q/2). Only the low q <= 16 bits of keys and multipliers
  * matter, so they are kept as 16-bit values; k_r = km_r(member) ^ kc_r(chunk)
- * so that a new chunk costs three XORs per member. */
+ * so that a new chunk costs two XORs per member. For a fixed bucket P_m(y)
+ * is uniform over random keys already after one round, which is what HRW
+ * needs; the second round decorrelates a member's buckets. */
 struct perm {
     uint32_t a[ROUNDS];    /* odd multipliers, low 16 bits */
     uint32_t ainv[ROUNDS]; /* their inverses mod 2^16 */
@@ -820,13 +822,11 @@ enumerate(struct pass *ps, uint32_t base, uint16_t *cnt, uint32_t *zmask, const 
         uint32_t vhi = vb[(size_t)m * MAX_ROUNDS + (size_t)r];
         uint32_t vlo = r == 0 ? 0 : vb[(size_t)m * MAX_ROUNDS + (size_t)r - 1];
         vlo = vlo > 0 ? vlo - 1 : 0;
-        uint32_t k0 = p->k[0] ^ ps->kc[0], k1 = p->k[1] ^ ps->kc[1], k2 = p->k[2] ^ ps->kc[2];
-        uint32_t i0 = p->ainv[0], i1 = p->ainv[1], i2 = p->ainv[2];
+        uint32_t k0 = p->k[0] ^ ps->kc[0], k1 = p->k[1] ^ ps->kc[1];
+        uint32_t i0 = p->ainv[0], i1 = p->ainv[1];
         uint64_t mtag = (uint64_t)m << 32;
         for (uint32_t v = vlo; v < vhi; v++) {
             uint32_t y = v;
-            y ^= y >> s;
-            y = ((y * i2) ^ k2) & qmask;
             y ^= y >> s;
             y = ((y * i1) ^ k1) & qmask;
             y ^= y >> s;
