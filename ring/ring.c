@@ -683,19 +683,43 @@ stream_push(struct pass *ps, uint32_t sub, uint64_t key)
 static void
 sort8(uint64_t *a, uint32_t cnt)
 {
-    static const uint8_t net[19][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}, {0, 4}, {1, 5}, {2, 6},
-                                       {3, 7}, {0, 1}, {2, 3}, {4, 5}, {6, 7}, {2, 4}, {3, 5},
-                                       {1, 4}, {3, 6}, {1, 2}, {3, 4}, {5, 6}};
-    uint64_t v[8];
-    for (uint32_t i = 0; i < 8; i++)
-        v[i] = i < cnt ? a[i] : UINT64_MAX;
-    for (int c = 0; c < 19; c++) {
-        uint64_t x = v[net[c][0]], y = v[net[c][1]];
-        v[net[c][0]] = x < y ? x : y;
-        v[net[c][1]] = x < y ? y : x;
-    }
-    for (uint32_t i = 0; i < cnt; i++)
-        a[i] = v[i];
+    uint64_t v0, v1, v2, v3, v4, v5, v6, v7;
+    v0 = cnt > 0 ? a[0] : UINT64_MAX;
+    v1 = cnt > 1 ? a[1] : UINT64_MAX;
+    v2 = cnt > 2 ? a[2] : UINT64_MAX;
+    v3 = cnt > 3 ? a[3] : UINT64_MAX;
+    v4 = cnt > 4 ? a[4] : UINT64_MAX;
+    v5 = cnt > 5 ? a[5] : UINT64_MAX;
+    v6 = cnt > 6 ? a[6] : UINT64_MAX;
+    v7 = cnt > 7 ? a[7] : UINT64_MAX;
+#define CE(x, y)                                                                                   \
+    do {                                                                                           \
+        uint64_t lo_ = x < y ? x : y, hi_ = x < y ? y : x;                                         \
+        x = lo_;                                                                                   \
+        y = hi_;                                                                                   \
+    } while (0)
+    CE(v0, v2);
+    CE(v1, v3);
+    CE(v4, v6);
+    CE(v5, v7);
+    CE(v0, v4);
+    CE(v1, v5);
+    CE(v2, v6);
+    CE(v3, v7);
+    CE(v0, v1);
+    CE(v2, v3);
+    CE(v4, v5);
+    CE(v6, v7);
+    CE(v2, v4);
+    CE(v3, v5);
+    CE(v1, v4);
+    CE(v3, v6);
+    CE(v1, v2);
+    CE(v3, v4);
+    CE(v5, v6);
+#undef CE
+    uint64_t v[8] = {v0, v1, v2, v3, v4, v5, v6, v7};
+    memcpy(a, v, cnt * sizeof(*a));
 }
 
 /* Counting-sort the candidates of one sub-range (from one or two builder
