@@ -54,14 +54,17 @@
  * on the shared VM.
  *
  * Measured with ring-bench on the shared 2-core VM (gcc -O2, R=3, 10 zones,
- * equal weights), side by side with the previous version in the same hour:
- *   build N=1000 B=2^20 eps=0.03   ~200 ms wall / 230 ms CPU (was 400 ms)
- *   build N=10000 B=2^16 pure      ~11 ms wall / 16 ms CPU (was 62 ms)
- *   build N=100000 B=2^20 pure     ~170 ms wall / 260 ms CPU (was 690 ms)
- *   per-bucket cost is ~6 candidates + ~20 bijection steps + sort and fill;
- *   the machine was shared, so both threads rarely ran at once.
- *   N=1000 B=2^20 eps=0.03: peak/mean 1.0300, move join 1.00x / leave 1.02x
- *   N=10000 B=2^22 eps=0.04: peak/mean 1.040, join 1.02x all replicas
+ * equal weights). The machine was loaded by other builds (load 3-9), so CPU
+ * time is the steadier figure; "was" is the previous version side by side:
+ *   build N=1000 B=2^20 eps=0.03   180-200 ms wall at low load, 185-205 ms
+ *                                  CPU (was ~400 ms wall, ~380 ms CPU)
+ *   build N=10000 B=2^16 pure      11-14 ms wall at low load, 12-16 ms CPU
+ *                                  (was ~62 ms wall, ~80 ms CPU)
+ *   build N=100000 B=2^20 pure     150-210 ms wall at low load, 205-250 ms
+ *                                  CPU (was ~690 ms wall, ~670 ms CPU)
+ *   per bucket: ~6 candidates, ~20-25 bijection steps, a sort and a fill.
+ *   N=1000 B=2^20 eps=0.03: peak/mean 1.0300, move join 0.99x / leave 1.01x
+ *   N=10000 B=2^22 eps=0.04: peak/mean 1.040, join 1.04x all replicas
  *   ring_walk(64) at N=1000: ~50 us (was ~8 ms: one O(N) scan per handoff)
  */
 #include "ring/ring.h"
