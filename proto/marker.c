@@ -11,11 +11,10 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "proto/b64.h"
 #include "proto/burrow.h"
 
 #define CHECK_SEED 0x53484544u /* "SHED" */
-
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 uint32_t
 proto_marker_hash(const char *marker, size_t len)
@@ -23,27 +22,11 @@ proto_marker_hash(const char *marker, size_t len)
     return XXH32(marker, len, 0);
 }
 
-static int
-b64val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
 int
 proto_marker_pack(const struct proto_marker_cursor *c, char *out, size_t outlen)
 {
     unsigned char raw[PROTO_MARKER_RAW_MAX];
-    size_t n = 0, o = 0, i;
+    size_t n = 0;
     uint32_t chk;
 
     if (c->backend_len == 0 || c->backend_len > RING_ID_MAX)
@@ -60,59 +43,23 @@ proto_marker_pack(const struct proto_marker_cursor *c, char *out, size_t outlen)
     raw[n++] = (unsigned char)(chk >> 8);
     raw[n++] = (unsigned char)chk;
 
-    if (outlen < (n * 4 + 2) / 3 + 1)
-        return -ERANGE;
-    for (i = 0; i + 2 < n; i += 3) {
-        uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
-
-        out[o++] = b64[v >> 18 & 63];
-        out[o++] = b64[v >> 12 & 63];
-        out[o++] = b64[v >> 6 & 63];
-        out[o++] = b64[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)raw[i] << 16;
-
-        out[o++] = b64[v >> 18 & 63];
-        out[o++] = b64[v >> 12 & 63];
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8;
-
-        out[o++] = b64[v >> 18 & 63];
-        out[o++] = b64[v >> 12 & 63];
-        out[o++] = b64[v >> 6 & 63];
-    }
-    out[o] = '\0';
-    return (int)o;
+    return (int)proto_b64url_encode(raw, n, out, outlen);
 }
 
 int
 proto_marker_unpack(const char *s, size_t len, struct proto_marker_cursor *out)
 {
     unsigned char raw[PROTO_MARKER_RAW_MAX];
-    size_t n = 0, i;
-    uint32_t acc = 0, chk;
-    int bits = 0;
+    size_t n;
+    uint32_t chk;
+    long dl;
 
-    if (len < 2 || len > PROTO_MARKER_CURSOR_MAX - 1 || len % 4 == 1)
+    if (len < 2 || len > PROTO_MARKER_CURSOR_MAX - 1)
         return -PROTO_EBADVALUE;
-    for (i = 0; i < len; i++) {
-        int v = b64val((unsigned char)s[i]);
-
-        if (v < 0)
-            return -PROTO_EBADVALUE;
-        acc = (acc << 6 | (uint32_t)v) & 0xffffff;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (n == sizeof(raw))
-                return -PROTO_EBADVALUE;
-            raw[n++] = (unsigned char)(acc >> bits);
-        }
-    }
-    /* Leftover bits must be zero, so each cursor has one spelling. */
-    if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
+    dl = proto_b64url_decode(s, len, raw, sizeof(raw));
+    if (dl < 0)
         return -PROTO_EBADVALUE;
+    n = (size_t)dl;
     if (n < 1 + 4 + 1 + 1 + 2 || raw[0] != PROTO_MARKER_VERSION)
         return -PROTO_EBADVALUE;
     if (raw[5] == 0 || (size_t)raw[5] + 8 != n)

@@ -15,81 +15,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static int
-b64val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
-/* base64url without padding; <out> must hold (4n+2)/3 + 1 bytes. */
-static size_t
-b64_encode(const uint8_t *in, size_t n, char *out)
-{
-    size_t o = 0, i = 0;
-
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        out[o++] = b64[v >> 18 & 63];
-        out[o++] = b64[v >> 12 & 63];
-        out[o++] = b64[v >> 6 & 63];
-        out[o++] = b64[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        out[o++] = b64[v >> 18 & 63];
-        out[o++] = b64[v >> 12 & 63];
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-        out[o++] = b64[v >> 18 & 63];
-        out[o++] = b64[v >> 12 & 63];
-        out[o++] = b64[v >> 6 & 63];
-    }
-    out[o] = '\0';
-    return o;
-}
-
-/* Strict decode: -1 on any bad character, a length of 1 mod 4, or non-zero
- * unused bits in the last character (which would make two encodings of the
- * same bytes). Returns the decoded length. */
-static long
-b64_decode(const char *s, size_t len, uint8_t *out, size_t outlen)
-{
-    size_t o = 0;
-    uint32_t acc = 0;
-    unsigned bits = 0;
-
-    if (len % 4 == 1)
-        return -1;
-    if (len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0) > outlen)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64val((unsigned char)s[i]);
-        if (v < 0)
-            return -1;
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    if (acc != 0) /* leftover bits must be zero */
-        return -1;
-    return (long)o;
-}
+#include "proto/b64.h"
 
 static void
 put64(uint8_t *p, uint64_t v)
@@ -217,9 +143,7 @@ proto_token_encode(const struct proto_token *t, const void *key, size_t keylen, 
         return rc;
     n += PROTO_TOKEN_MAC_LEN;
 
-    if (outlen < (n * 4 + 2) / 3 + 1)
-        return -ERANGE;
-    return (long)b64_encode(raw, n, out);
+    return proto_b64url_encode(raw, n, out, outlen);
 }
 
 int
@@ -235,7 +159,7 @@ proto_token_decode(const char *s, size_t len, const void *key, size_t keylen, ui
 
     if (len > PROTO_TOKEN_ENC_MAX)
         return -PROTO_TOKEN_EMALFORMED;
-    dl = b64_decode(s, len, raw, sizeof(raw));
+    dl = proto_b64url_decode(s, len, raw, sizeof(raw));
     if (dl < 0)
         return -PROTO_TOKEN_EMALFORMED;
     n = (size_t)dl;
