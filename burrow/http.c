@@ -10,6 +10,7 @@
 #include "burrow/http.h"
 
 #include "burrow/store.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "proto/burrow.h"
 
@@ -93,10 +94,7 @@ struct burrow_http {
 static int64_t
 mono_ms(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)clock_mono_ms();
 }
 
 static int64_t
@@ -277,12 +275,7 @@ cleaner_main(void *arg)
         struct timespec ts;
         int64_t now;
 
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += CLEANER_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        clock_deadline(CLOCK_REALTIME, CLEANER_MS, &ts);
         pthread_cond_timedwait(&h->cond, &h->lock, &ts);
         if (h->stopping)
             break;

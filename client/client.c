@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "client/wire.h"
+#include "common/clock.h"
 #include "proto/burrow.h"
 #include "ring/ring.h"
 
@@ -76,11 +77,8 @@ struct hop {
 static uint64_t
 mono_ms(void *arg)
 {
-    struct timespec ts;
-
     (void)arg;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return clock_mono_ms();
 }
 
 uint64_t

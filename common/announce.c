@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "proto/heartbeat.h"
 
@@ -61,14 +62,6 @@ static void
 curl_init_once(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static uint64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static uint64_t
@@ -157,7 +150,7 @@ beat(struct announce *a, struct target *t, uint64_t now)
         uint64_t iv = rep.interval_ms;
         if (iv > 600000)
             iv = 600000;
-        t->due = now_ms() + iv;
+        t->due = clock_mono_ms() + iv;
         return;
     }
     if (status != t->last_status) {
@@ -171,7 +164,7 @@ beat(struct announce *a, struct target *t, uint64_t now)
     t->backoff = t->backoff == 0 ? BACKOFF_MIN_MS : t->backoff * 2;
     if (t->backoff > BACKOFF_MAX_MS)
         t->backoff = BACKOFF_MAX_MS;
-    t->due = now_ms() + t->backoff / 2 + rnd(a) % (t->backoff / 2 + 1);
+    t->due = clock_mono_ms() + t->backoff / 2 + rnd(a) % (t->backoff / 2 + 1);
 }
 
 static void *
@@ -180,7 +173,7 @@ run(void *arg)
     struct announce *a = arg;
     pthread_mutex_lock(&a->mu);
     while (!a->stop) {
-        uint64_t now = now_ms();
+        uint64_t now = clock_mono_ms();
         uint64_t next = UINT64_MAX;
         for (size_t i = 0; i < a->ntargets; i++) {
             struct target *t = &a->targets[i];
@@ -196,17 +189,10 @@ run(void *arg)
         }
         if (a->stop)
             break;
-        now = now_ms();
+        now = clock_mono_ms();
         if (next > now) {
             struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            uint64_t wait = next - now;
-            ts.tv_sec += (time_t)(wait / 1000);
-            ts.tv_nsec += (long)(wait % 1000) * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
+            clock_deadline(CLOCK_MONOTONIC, next - now, &ts);
             pthread_cond_timedwait(&a->cv, &a->mu, &ts);
         }
     }

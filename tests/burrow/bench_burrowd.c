@@ -27,20 +27,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
+
 #define MAX_CONC 64
 
 static char base[64];
 static size_t nmsgs = 1000000;
 static int conc = 8;
-
-static double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int
 free_port(void)
@@ -161,7 +154,7 @@ run(const char *method, url_fn url, size_t n, int c, long want1, long want2)
             curl_easy_setopt(h[i], CURLOPT_POSTFIELDSIZE, 100L);
         }
     }
-    t0 = now_s();
+    t0 = clock_mono_s();
     for (int i = 0; i < c; i++) {
         url(issued++, urls[i], sizeof(urls[i]));
         curl_easy_setopt(h[i], CURLOPT_URL, urls[i]);
@@ -197,7 +190,7 @@ run(const char *method, url_fn url, size_t n, int c, long want1, long want2)
         if (done < n)
             curl_multi_poll(m, NULL, 0, 100, NULL);
     }
-    double dt = now_s() - t0;
+    double dt = clock_mono_s() - t0;
     for (int i = 0; i < c; i++)
         curl_easy_cleanup(h[i]);
     curl_multi_cleanup(m);

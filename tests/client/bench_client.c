@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "client/client.h"
+#include "common/clock.h"
 
 struct sink {
     size_t len;
@@ -35,15 +36,6 @@ sink_cb(char *data, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-static double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Plain libcurl GETs of urls[i % n] for <secs>; returns good ops done. */
 static long
 run_curl(CURL *e, char **urls, int n, double secs, const char *connect_to, bool follow,
@@ -51,7 +43,7 @@ run_curl(CURL *e, char **urls, int n, double secs, const char *connect_to, bool 
 {
     struct curl_slist *cto = connect_to ? curl_slist_append(NULL, connect_to) : NULL;
     struct sink s = {0};
-    double t0 = now_s(), t;
+    double t0 = clock_mono_s(), t;
     long ok = 0;
     int i = 0;
 
@@ -69,7 +61,7 @@ run_curl(CURL *e, char **urls, int n, double secs, const char *connect_to, bool 
                 curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200)
                 ok++;
         }
-        t = now_s() - t0;
+        t = clock_mono_s() - t0;
     } while (t < secs);
     curl_easy_setopt(e, CURLOPT_CONNECT_TO, NULL);
     curl_slist_free_all(cto);
@@ -80,7 +72,7 @@ run_curl(CURL *e, char **urls, int n, double secs, const char *connect_to, bool 
 static long
 run_pinned(struct shed_client *c, char **urls, int n, double secs, double *took)
 {
-    double t0 = now_s(), t;
+    double t0 = clock_mono_s(), t;
     long ok = 0;
     int i = 0;
 
@@ -93,7 +85,7 @@ run_pinned(struct shed_client *c, char **urls, int n, double secs, double *took)
                 ok++;
             shed_client_response_free(&resp);
         }
-        t = now_s() - t0;
+        t = clock_mono_s() - t0;
     } while (t < secs);
     *took = t;
     return ok;
