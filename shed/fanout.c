@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: ISC */
 /*
- * shed/fanout: a libcurl multi engine on one thread (see fanout.h). The
- * thread owns the multi handle and every easy handle; other threads only
- * append batches to a mutex-protected queue and wake it with
- * curl_multi_wakeup(), so no curl object is ever touched by two threads.
+ * shed/fanout: a libcurl multi engine (see fanout.h) on libcurl's socket
+ * API. Every curl call happens under one lock, in whichever thread holds
+ * it: a submitting thread adds its easy handles and lets libcurl send the
+ * requests at once (a reused keep-alive connection needs no thread hop to
+ * get a request on the wire); the thread that polls the engine's epoll fd
+ * (the engine's own thread, or the caller's event loop) reads the answers.
  * Easy handles are recycled through a small free list, and the multi
  * handle's connection cache keeps backend connections alive across batches.
  */
@@ -11,15 +13,22 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 #define FREE_EASY_MAX 64
+#define EVENTS_MAX    64
 
 struct batch;
 
@@ -45,31 +54,34 @@ struct batch {
     shed_fanout_each_fn each;
     shed_fanout_done_fn done;
     void *arg;
-    struct timespec t0;
+    uint64_t t0_ns;
     struct batch *anext; /* active list link */
 };
 
 struct shed_fanout {
-    CURLM *multi; /* engine thread only */
-    pthread_t thread;
-    pthread_mutex_t lock; /* guards pending, stopping */
+    pthread_mutex_t lock; /* recursive; guards everything below but the atomics */
+    CURLM *multi;
+    int epfd;  /* libcurl's sockets, tfd and wfd */
+    int tfd;   /* timerfd: libcurl's timeout */
+    int wfd;   /* eventfd: wakes the engine thread to stop */
+    bool kick; /* libcurl asked for a timeout of 0: act before unlocking */
+    bool busy; /* settle() runs: submits only queue */
     struct batch *pending, **pending_tail;
-    struct batch *active; /* engine thread only */
-    bool stopping;
+    struct batch *active;
+    bool threaded;
+    pthread_t thread;
+    _Atomic bool stopping;
     size_t max_body;
     long connect_timeout_ms;
-    CURL *free_easy[FREE_EASY_MAX]; /* engine thread only */
+    CURL *free_easy[FREE_EASY_MAX];
     size_t nfree;
-    _Atomic uint64_t started, failed;
+    _Atomic uint64_t started, failed, connects;
 };
 
 static double
-ms_since(const struct timespec *t0)
+ms_since(uint64_t t0_ns)
 {
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+    return (double)(clock_mono_ns() - t0_ns) / 1e6;
 }
 
 static size_t
@@ -192,7 +204,7 @@ batch_cancel_rest(struct shed_fanout *f, struct batch *b)
         b->res[i].err = -ECANCELED;
         b->res[i].body = (char *)"";
         b->res[i].len = 0;
-        b->res[i].ms = ms_since(&b->t0);
+        b->res[i].ms = ms_since(b->t0_ns);
         b->left--;
     }
 }
@@ -224,7 +236,7 @@ job_finish(struct shed_fanout *f, struct job *j, int status, int err)
         r->body = j->buf;
         r->len = j->len;
     }
-    r->ms = ms_since(&b->t0);
+    r->ms = ms_since(b->t0_ns);
     if (status == 0)
         atomic_fetch_add(&f->failed, 1);
     b->left--;
@@ -256,21 +268,18 @@ curl_err(CURLcode c, bool over)
     }
 }
 
+/* Start the queued batches. Lock held. */
 static void
 take_pending(struct shed_fanout *f)
 {
-    struct batch *b;
+    struct batch *b = f->pending;
 
-    pthread_mutex_lock(&f->lock);
-    b = f->pending;
     f->pending = NULL;
     f->pending_tail = &f->pending;
-    pthread_mutex_unlock(&f->lock);
-
     while (b != NULL) {
         struct batch *next = b->next;
 
-        clock_gettime(CLOCK_MONOTONIC, &b->t0);
+        b->t0_ns = clock_mono_ns();
         b->anext = f->active;
         f->active = b;
         for (size_t i = 0; i < b->n; i++) {
@@ -293,7 +302,7 @@ read_infos(struct shed_fanout *f)
 
     while ((m = curl_multi_info_read(f->multi, &q)) != NULL) {
         struct job *j = NULL;
-        long code = 0;
+        long code = 0, nconn = 0;
         CURL *e = m->easy_handle;
         CURLcode rc;
 
@@ -302,6 +311,8 @@ read_infos(struct shed_fanout *f)
         rc = m->data.result;
         curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&j);
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+        if (curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK && nconn > 0)
+            atomic_fetch_add(&f->connects, (uint64_t)nconn);
         curl_multi_remove_handle(f->multi, e);
         easy_put(f, e);
         if (j == NULL)
@@ -316,41 +327,156 @@ read_infos(struct shed_fanout *f)
     }
 }
 
+/* Drive libcurl until nothing is left to do without waiting: timeouts of 0,
+ * finished transfers (callbacks may submit more), new batches. Lock held;
+ * not re-entered (a submit from a callback only queues). */
+static void
+settle(struct shed_fanout *f)
+{
+    int running;
+
+    if (f->busy)
+        return;
+    f->busy = true;
+    for (;;) {
+        if (f->pending != NULL)
+            take_pending(f);
+        while (f->kick) {
+            f->kick = false;
+            curl_multi_socket_action(f->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
+        read_infos(f);
+        if (f->pending == NULL && !f->kick)
+            break;
+    }
+    f->busy = false;
+}
+
+static int
+on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct shed_fanout *f = userp;
+    struct epoll_event ev = {0};
+
+    (void)e;
+    (void)socketp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(f->epfd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+    ev.data.fd = s;
+    if (epoll_ctl(f->epfd, EPOLL_CTL_MOD, s, &ev) == -1 && errno == ENOENT &&
+        epoll_ctl(f->epfd, EPOLL_CTL_ADD, s, &ev) == -1)
+        log_warn("fanout: epoll_ctl fd=%d", (int)s);
+    return 0;
+}
+
+static int
+on_timer(CURLM *m, long timeout_ms, void *userp)
+{
+    struct shed_fanout *f = userp;
+    struct itimerspec its = {0};
+
+    (void)m;
+    if (timeout_ms == 0) {
+        /* Acted on before the lock is released (settle()): no wake-up. */
+        f->kick = true;
+        return 0;
+    }
+    if (timeout_ms > 0) {
+        its.it_value.tv_sec = timeout_ms / 1000;
+        its.it_value.tv_nsec = (timeout_ms % 1000) * 1000000L;
+    }
+    timerfd_settime(f->tfd, 0, &its, NULL); /* all zero: disarmed */
+    return 0;
+}
+
+void
+shed_fanout_run(struct shed_fanout *f)
+{
+    struct epoll_event ev[EVENTS_MAX];
+    int n, running;
+
+    pthread_mutex_lock(&f->lock);
+    n = epoll_wait(f->epfd, ev, EVENTS_MAX, 0);
+    for (int i = 0; i < n; i++) {
+        int fd = ev[i].data.fd, flags = 0;
+        uint64_t v;
+
+        if (fd == f->wfd)
+            continue; /* level: stays readable, the engine thread stops */
+        if (fd == f->tfd) {
+            if (read(f->tfd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+                f->kick = true;
+            continue;
+        }
+        flags |= ev[i].events & EPOLLIN ? CURL_CSELECT_IN : 0;
+        flags |= ev[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0;
+        flags |= ev[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0;
+        curl_multi_socket_action(f->multi, fd, flags, &running);
+    }
+    settle(f);
+    pthread_mutex_unlock(&f->lock);
+}
+
+int
+shed_fanout_fd(const struct shed_fanout *f)
+{
+    return f->epfd;
+}
+
 static void *
 engine(void *arg)
 {
     struct shed_fanout *f = arg;
 
-    for (;;) {
-        int running = 0, nfds = 0;
-        bool stop;
+    while (!atomic_load(&f->stopping)) {
+        struct pollfd p = {.fd = f->epfd, .events = POLLIN};
 
-        pthread_mutex_lock(&f->lock);
-        stop = f->stopping;
-        pthread_mutex_unlock(&f->lock);
-        if (stop)
+        if (poll(&p, 1, -1) == -1 && errno != EINTR)
             break;
-        take_pending(f);
-        curl_multi_perform(f->multi, &running);
-        read_infos(f);
-        curl_multi_poll(f->multi, NULL, 0, 1000, &nfds);
-    }
-    /* Shutdown: cancel what is running and what never started. */
-    take_pending(f);
-    while (f->active != NULL) {
-        struct batch *b = f->active;
-
-        batch_cancel_rest(f, b);
-        batch_complete(f, b);
+        shed_fanout_run(f);
     }
     return NULL;
+}
+
+static int
+fds_open(struct shed_fanout *f)
+{
+    struct epoll_event ev = {.events = EPOLLIN};
+
+    f->epfd = epoll_create1(EPOLL_CLOEXEC);
+    f->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    f->wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (f->epfd == -1 || f->tfd == -1 || f->wfd == -1)
+        return -errno;
+    ev.data.fd = f->tfd;
+    if (epoll_ctl(f->epfd, EPOLL_CTL_ADD, f->tfd, &ev) == -1)
+        return -errno;
+    ev.data.fd = f->wfd;
+    if (epoll_ctl(f->epfd, EPOLL_CTL_ADD, f->wfd, &ev) == -1)
+        return -errno;
+    return 0;
+}
+
+static void
+fds_close(struct shed_fanout *f)
+{
+    if (f->epfd != -1)
+        close(f->epfd);
+    if (f->tfd != -1)
+        close(f->tfd);
+    if (f->wfd != -1)
+        close(f->wfd);
 }
 
 int
 shed_fanout_create(const struct shed_fanout_config *cfg, struct shed_fanout **out)
 {
     struct shed_fanout *f;
-    long maxc;
+    pthread_mutexattr_t ma;
+    int rc;
 
     if (cfg->max_body > SHED_FANOUT_BODY_MAX)
         return -EINVAL;
@@ -359,41 +485,71 @@ shed_fanout_create(const struct shed_fanout_config *cfg, struct shed_fanout **ou
     f = calloc(1, sizeof(*f));
     if (f == NULL)
         return -ENOMEM;
+    f->epfd = f->tfd = f->wfd = -1;
     f->max_body = cfg->max_body ? cfg->max_body : (16u << 20);
     f->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 1000;
-    maxc = cfg->max_conns ? (long)cfg->max_conns : 256;
     f->pending_tail = &f->pending;
+    rc = fds_open(f);
+    if (rc < 0)
+        goto out;
+    rc = -ENOMEM;
     f->multi = curl_multi_init();
-    if (f->multi == NULL) {
-        free(f);
-        return -ENOMEM;
-    }
-    curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, maxc);
-    pthread_mutex_init(&f->lock, NULL);
-    if (pthread_create(&f->thread, NULL, engine, f) != 0) {
+    if (f->multi == NULL)
+        goto out;
+    curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, cfg->max_conns ? (long)cfg->max_conns : 256L);
+    curl_multi_setopt(f->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, f);
+    curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f);
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&f->lock, &ma);
+    pthread_mutexattr_destroy(&ma);
+    f->threaded = !cfg->external;
+    if (f->threaded && pthread_create(&f->thread, NULL, engine, f) != 0) {
         pthread_mutex_destroy(&f->lock);
-        curl_multi_cleanup(f->multi);
-        free(f);
-        return -EAGAIN;
+        rc = -EAGAIN;
+        goto out;
     }
     *out = f;
     return 0;
+out:
+    if (f->multi != NULL)
+        curl_multi_cleanup(f->multi);
+    fds_close(f);
+    free(f);
+    return rc;
 }
 
 void
 shed_fanout_destroy(struct shed_fanout *f)
 {
+    uint64_t one = 1;
+
     if (f == NULL)
         return;
+    atomic_store(&f->stopping, true);
+    if (f->threaded) {
+        if (write(f->wfd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+            log_warn("fanout: wake");
+        pthread_join(f->thread, NULL);
+    }
+    /* Cancel what is running and what never started. */
     pthread_mutex_lock(&f->lock);
-    f->stopping = true;
+    f->busy = true; /* callbacks' submits fail from now on (stopping) */
+    take_pending(f);
+    while (f->active != NULL) {
+        struct batch *b = f->active;
+
+        batch_cancel_rest(f, b);
+        batch_complete(f, b);
+    }
     pthread_mutex_unlock(&f->lock);
-    curl_multi_wakeup(f->multi);
-    pthread_join(f->thread, NULL);
     while (f->nfree > 0)
         curl_easy_cleanup(f->free_easy[--f->nfree]);
     curl_multi_cleanup(f->multi);
     pthread_mutex_destroy(&f->lock);
+    fds_close(f);
     free(f);
 }
 
@@ -402,7 +558,6 @@ shed_fanout_submit(struct shed_fanout *f, const struct shed_fanout_req *reqs, si
                    shed_fanout_each_fn each, shed_fanout_done_fn done, void *arg)
 {
     struct batch *b;
-    bool stopping;
 
     if (n == 0 || n > SHED_FANOUT_MAX_BATCH || done == NULL)
         return -EINVAL;
@@ -414,6 +569,8 @@ shed_fanout_submit(struct shed_fanout *f, const struct shed_fanout_req *reqs, si
         if (reqs[i].timeout_ms <= 0)
             return -EINVAL;
     }
+    if (atomic_load(&f->stopping))
+        return -ESHUTDOWN;
     b = calloc(1, sizeof(*b));
     if (b == NULL)
         return -ENOMEM;
@@ -443,17 +600,17 @@ shed_fanout_submit(struct shed_fanout *f, const struct shed_fanout_req *reqs, si
         }
     }
     pthread_mutex_lock(&f->lock);
-    stopping = f->stopping;
-    if (!stopping) {
-        *f->pending_tail = b;
-        f->pending_tail = &b->next;
-    }
-    pthread_mutex_unlock(&f->lock);
-    if (stopping) {
+    if (atomic_load(&f->stopping)) {
+        pthread_mutex_unlock(&f->lock);
         batch_free(b);
         return -ESHUTDOWN;
     }
-    curl_multi_wakeup(f->multi);
+    *f->pending_tail = b;
+    f->pending_tail = &b->next;
+    /* Send the requests now, from this thread (unless a callback of this
+     * engine is submitting: then the running settle() starts them). */
+    settle(f);
+    pthread_mutex_unlock(&f->lock);
     return 0;
 }
 
@@ -461,4 +618,10 @@ uint64_t
 shed_fanout_started(const struct shed_fanout *f)
 {
     return atomic_load(&f->started);
+}
+
+uint64_t
+shed_fanout_connects(const struct shed_fanout *f)
+{
+    return atomic_load(&f->connects);
 }

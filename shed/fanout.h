@@ -12,8 +12,12 @@
  * the done callback returns.
  *
  * Threads: shed_fanout_submit() may be called from any thread, including
- * from inside a callback. Callbacks run on the engine's thread, one at a
- * time; they must not block.
+ * from inside a callback; it starts the requests at once in the calling
+ * thread (on a kept-alive connection the request is on the wire when it
+ * returns). Answers are read by whoever polls the engine: its own thread, or
+ * with config.external the caller's event loop (shed_fanout_fd() and
+ * shed_fanout_run()). Callbacks run under the engine's lock, one at a time,
+ * in the thread that polls or submits; they must not block.
  */
 #ifndef SHED_FANOUT_H
 #define SHED_FANOUT_H
@@ -30,6 +34,7 @@ struct shed_fanout_config {
     size_t max_conns;        /* connections kept in the cache (0: 256) */
     size_t max_body;         /* bytes accepted in one answer (0: 16 MiB) */
     long connect_timeout_ms; /* 0: 1000 */
+    bool external;           /* no engine thread: the caller polls and runs */
 };
 
 struct shed_fanout_req {
@@ -55,7 +60,8 @@ typedef void (*shed_fanout_done_fn)(void *arg, const struct shed_fanout_res *res
 
 struct shed_fanout;
 
-/* Start the engine thread. 0 or a negative errno. */
+/* Create the engine and, unless <cfg>->external, start its thread. 0 or a
+ * negative errno. */
 int shed_fanout_create(const struct shed_fanout_config *cfg, struct shed_fanout **out);
 
 /* Cancel everything still running (done callbacks fire with -ECANCELED),
@@ -68,7 +74,20 @@ void shed_fanout_destroy(struct shed_fanout *f);
 int shed_fanout_submit(struct shed_fanout *f, const struct shed_fanout_req *reqs, size_t n,
                        shed_fanout_each_fn each, shed_fanout_done_fn done, void *arg);
 
-/* Requests started and failed (status 0) since creation; thread-safe. */
+/* The engine's epoll fd: readable when shed_fanout_run() has work (answers,
+ * timeouts). Owned by the engine. */
+int shed_fanout_fd(const struct shed_fanout *f);
+
+/* Do what is ready without waiting: read answers, fire callbacks, act on
+ * timeouts. For an external engine, call it whenever shed_fanout_fd() is
+ * readable; harmless at any other time. Thread-safe. */
+void shed_fanout_run(struct shed_fanout *f);
+
+/* Requests started since creation; thread-safe. */
 uint64_t shed_fanout_started(const struct shed_fanout *f);
+
+/* New connections opened to backends since creation (CURLINFO_NUM_CONNECTS
+ * summed over finished requests; keep-alive reuse adds 0); thread-safe. */
+uint64_t shed_fanout_connects(const struct shed_fanout *f);
 
 #endif /* SHED_FANOUT_H */
