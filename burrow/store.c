@@ -147,46 +147,63 @@ htab_first(const struct htab *t, uint32_t hash)
 
 /* ---- lookups --------------------------------------------------------- */
 
+/* Each table keys its entries on (parent, id): an account has no parent, a
+ * queue's is its account, a message's its queue. <eq> compares one entry's
+ * key; the hash already mixes the parent in (hash_id()). */
+typedef bool (*hnode_eq_fn)(const struct hnode *n, const void *parent, const char *id, size_t len);
+
+static struct hnode *
+htab_find(const struct htab *t, hnode_eq_fn eq, const void *parent, const char *id, size_t len)
+{
+    uint32_t h = hash_id(parent, id, len);
+
+    for (struct hnode *n = htab_first(t, h); n; n = n->hnext)
+        if (n->hash == h && eq(n, parent, id, len))
+            return n;
+    return NULL;
+}
+
+static bool
+account_eq(const struct hnode *n, const void *parent, const char *id, size_t len)
+{
+    const struct account *ac = (const struct account *)n;
+
+    (void)parent;
+    return ac->id_len == len && memcmp(ac->id, id, len) == 0;
+}
+
+static bool
+queue_eq(const struct hnode *n, const void *parent, const char *id, size_t len)
+{
+    const struct queue *qu = (const struct queue *)n;
+
+    return qu->acct == parent && qu->id_len == len && memcmp(qu->id, id, len) == 0;
+}
+
+static bool
+msg_eq(const struct hnode *n, const void *parent, const char *id, size_t len)
+{
+    const struct msg *ms = (const struct msg *)n;
+
+    return ms->q == parent && ms->id_len == len && memcmp(ms->data, id, len) == 0;
+}
+
 static struct account *
 account_find(struct burrow_store *s, const char *a, size_t alen)
 {
-    uint32_t h = hash_id(NULL, a, alen);
-
-    for (struct hnode *n = htab_first(&s->accounts, h); n; n = n->hnext) {
-        struct account *ac = (struct account *)n;
-
-        if (n->hash == h && ac->id_len == alen && memcmp(ac->id, a, alen) == 0)
-            return ac;
-    }
-    return NULL;
+    return (struct account *)htab_find(&s->accounts, account_eq, NULL, a, alen);
 }
 
 static struct queue *
 queue_find(struct burrow_store *s, struct account *ac, const char *q, size_t qlen)
 {
-    uint32_t h = hash_id(ac, q, qlen);
-
-    for (struct hnode *n = htab_first(&s->queues, h); n; n = n->hnext) {
-        struct queue *qu = (struct queue *)n;
-
-        if (n->hash == h && qu->acct == ac && qu->id_len == qlen && memcmp(qu->id, q, qlen) == 0)
-            return qu;
-    }
-    return NULL;
+    return (struct queue *)htab_find(&s->queues, queue_eq, ac, q, qlen);
 }
 
 static struct msg *
 msg_find(struct burrow_store *s, struct queue *qu, const char *m, size_t mlen)
 {
-    uint32_t h = hash_id(qu, m, mlen);
-
-    for (struct hnode *n = htab_first(&s->msgs, h); n; n = n->hnext) {
-        struct msg *ms = (struct msg *)n;
-
-        if (n->hash == h && ms->q == qu && ms->id_len == mlen && memcmp(ms->data, m, mlen) == 0)
-            return ms;
-    }
-    return NULL;
+    return (struct msg *)htab_find(&s->msgs, msg_eq, qu, m, mlen);
 }
 
 /* ---- deadline heap ---------------------------------------------------- */
@@ -890,35 +907,11 @@ queue_drop(struct burrow_store *s, struct queue *q)
     return g == GONE_ACCOUNT;
 }
 
-int
-burrow_store_list_queues(struct burrow_store *s, int64_t now, const char *a, size_t alen,
-                         const struct burrow_store_filter *f, burrow_store_id_fn visit, void *arg)
-{
-    struct account *ac;
-    struct queue *qu;
-    int64_t n = 0;
-    int rc;
-
-    burrow_store_tick(s, now);
-    ac = account_find(s, a, alen);
-    if (ac == NULL)
-        return -BURROW_STORE_ENOACCOUNT;
-    qu = f->marker ? queue_find(s, ac, f->marker, f->marker_len) : NULL;
-    for (qu = qu ? qu->next : ac->qhead; qu; qu = qu->next) {
-        if (f->limit > 0 && n >= f->limit)
-            break;
-        if (visit && (rc = visit(arg, qu->id, qu->id_len)) < 0)
-            return rc;
-        n++;
-    }
-    if (n == 0)
-        return -BURROW_STORE_ENOQUEUE;
-    return n > INT32_MAX ? INT32_MAX : (int)n;
-}
-
-int
-burrow_store_delete_queues(struct burrow_store *s, int64_t now, const char *a, size_t alen,
-                           const struct burrow_store_filter *f, burrow_store_id_fn visit, void *arg)
+/* List (and with <drop>, delete) the queues of an account after the
+ * marker; one walk behind list_queues and delete_queues. */
+static int
+walk_queues(struct burrow_store *s, int64_t now, const char *a, size_t alen,
+            const struct burrow_store_filter *f, burrow_store_id_fn visit, void *arg, bool drop)
 {
     struct account *ac;
     struct queue *qu, *next;
@@ -937,7 +930,7 @@ burrow_store_delete_queues(struct burrow_store *s, int64_t now, const char *a, s
             return rc;
         n++;
         next = qu->next;
-        if (queue_drop(s, qu))
+        if (drop && queue_drop(s, qu))
             break; /* the account is gone */
     }
     if (n == 0)
@@ -946,31 +939,23 @@ burrow_store_delete_queues(struct burrow_store *s, int64_t now, const char *a, s
 }
 
 int
-burrow_store_list_accounts(struct burrow_store *s, int64_t now, const struct burrow_store_filter *f,
-                           burrow_store_id_fn visit, void *arg)
+burrow_store_list_queues(struct burrow_store *s, int64_t now, const char *a, size_t alen,
+                         const struct burrow_store_filter *f, burrow_store_id_fn visit, void *arg)
 {
-    struct account *ac;
-    int64_t n = 0;
-    int rc;
-
-    burrow_store_tick(s, now);
-    ac = f->marker ? account_find(s, f->marker, f->marker_len) : NULL;
-    for (ac = ac ? ac->next : s->ahead; ac; ac = ac->next) {
-        if (f->limit > 0 && n >= f->limit)
-            break;
-        if (visit && (rc = visit(arg, ac->id, ac->id_len)) < 0)
-            return rc;
-        n++;
-    }
-    if (n == 0)
-        return -BURROW_STORE_ENOACCOUNT;
-    return n > INT32_MAX ? INT32_MAX : (int)n;
+    return walk_queues(s, now, a, alen, f, visit, arg, false);
 }
 
 int
-burrow_store_delete_accounts(struct burrow_store *s, int64_t now,
-                             const struct burrow_store_filter *f, burrow_store_id_fn visit,
-                             void *arg)
+burrow_store_delete_queues(struct burrow_store *s, int64_t now, const char *a, size_t alen,
+                           const struct burrow_store_filter *f, burrow_store_id_fn visit, void *arg)
+{
+    return walk_queues(s, now, a, alen, f, visit, arg, true);
+}
+
+/* List (and with <drop>, delete) the accounts after the marker. */
+static int
+walk_accounts(struct burrow_store *s, int64_t now, const struct burrow_store_filter *f,
+              burrow_store_id_fn visit, void *arg, bool drop)
 {
     struct account *ac, *next;
     int64_t n = 0;
@@ -986,12 +971,27 @@ burrow_store_delete_accounts(struct burrow_store *s, int64_t now,
         n++;
         next = ac->next;
         /* Dropping the last queue frees the account. */
-        while (!queue_drop(s, ac->qhead))
+        while (drop && !queue_drop(s, ac->qhead))
             ;
     }
     if (n == 0)
         return -BURROW_STORE_ENOACCOUNT;
     return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+int
+burrow_store_list_accounts(struct burrow_store *s, int64_t now, const struct burrow_store_filter *f,
+                           burrow_store_id_fn visit, void *arg)
+{
+    return walk_accounts(s, now, f, visit, arg, false);
+}
+
+int
+burrow_store_delete_accounts(struct burrow_store *s, int64_t now,
+                             const struct burrow_store_filter *f, burrow_store_id_fn visit,
+                             void *arg)
+{
+    return walk_accounts(s, now, f, visit, arg, true);
 }
 
 void
