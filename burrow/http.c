@@ -575,6 +575,24 @@ filter_of(const struct req *r, struct burrow_store_filter *f)
 #define Q(r) (r)->path.queue.ptr, (r)->path.queue.len
 #define M(r) (r)->path.message.ptr, (r)->path.message.len
 
+/* The common start of a list operation: check ?detail= against <dflt>,
+ * read the filter, make the result array. False when <o> holds the answer
+ * (400 or 500) already. */
+static bool
+lister_start(struct req *r, struct resp *o, enum proto_burrow_detail dflt,
+             struct burrow_store_filter *f, struct lister *l)
+{
+    if (!detail_check(r, o, dflt, &l->d))
+        return false;
+    filter_of(r, f);
+    l->arr = json_array();
+    if (l->arr == NULL) {
+        resp_text(o, MHD_HTTP_INTERNAL_SERVER_ERROR, "Out of memory");
+        return false;
+    }
+    return true;
+}
+
 static void
 op_accounts(struct burrow_http *h, struct req *r, int64_t now, bool del, struct resp *o)
 {
@@ -582,14 +600,8 @@ op_accounts(struct burrow_http *h, struct req *r, int64_t now, bool del, struct 
     struct lister l = {NULL, PROTO_DETAIL_NONE};
     int rc;
 
-    if (!detail_check(r, o, del ? PROTO_DETAIL_NONE : PROTO_DETAIL_ID, &l.d))
+    if (!lister_start(r, o, del ? PROTO_DETAIL_NONE : PROTO_DETAIL_ID, &f, &l))
         return;
-    filter_of(r, &f);
-    l.arr = json_array();
-    if (l.arr == NULL) {
-        resp_text(o, MHD_HTTP_INTERNAL_SERVER_ERROR, "Out of memory");
-        return;
-    }
     if (del)
         rc = burrow_store_delete_accounts(h->store, now, &f, list_id, &l);
     else
@@ -609,14 +621,8 @@ op_queues(struct burrow_http *h, struct req *r, int64_t now, bool del, struct re
         resp_text(o, MHD_HTTP_NOT_FOUND, "Account not found");
         return;
     }
-    if (!detail_check(r, o, del ? PROTO_DETAIL_NONE : PROTO_DETAIL_ID, &l.d))
+    if (!lister_start(r, o, del ? PROTO_DETAIL_NONE : PROTO_DETAIL_ID, &f, &l))
         return;
-    filter_of(r, &f);
-    l.arr = json_array();
-    if (l.arr == NULL) {
-        resp_text(o, MHD_HTTP_INTERNAL_SERVER_ERROR, "Out of memory");
-        return;
-    }
     if (del)
         rc = burrow_store_delete_queues(h->store, now, A(r), &f, list_id, &l);
     else
@@ -640,14 +646,8 @@ op_messages(struct burrow_http *h, struct req *r, int64_t now, const char *metho
                                                                 : "Account not found");
         return true;
     }
-    if (!detail_check(r, o, get ? PROTO_DETAIL_ALL : PROTO_DETAIL_NONE, &l.d))
+    if (!lister_start(r, o, get ? PROTO_DETAIL_ALL : PROTO_DETAIL_NONE, &f, &l))
         return false;
-    filter_of(r, &f);
-    l.arr = json_array();
-    if (l.arr == NULL) {
-        resp_text(o, MHD_HTTP_INTERNAL_SERVER_ERROR, "Out of memory");
-        return false;
-    }
     if (get)
         rc = burrow_store_list_messages(h->store, now, A(r), Q(r), &f, list_msg, &l);
     else if (post)
