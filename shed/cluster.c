@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,8 @@ static const char path_master[] = "/_shed/v1/master";
 
 static struct {
     struct shed_ctx *ctx;
-    struct shed_config *cfg; /* private copy (the daemon's may be reloaded) */
+    struct shed_config *cfg;   /* private copy, replaced by shed_cluster_reload() (main thread) */
+    _Atomic uint64_t lease_ms; /* cfg's lease, for the probe thread */
     struct shed_sync *sync;
     struct shed_master *master;
     struct shed_suspect *suspect;
@@ -308,7 +310,8 @@ shed_cluster_escalate(const struct shed_config *cfg, const struct registry_route
      * emptied this service here may get the request. Never wait on the
      * request path: the sync thread is kicked and the client retries. */
     uint64_t seq = registry_escalation_seq(G.ctx->reg, r->name, r->name_len);
-    idx = shed_sync_pick_master(G.sync, seq, 0, rnd64());
+    char murl[SHED_URL_MAX];
+    idx = shed_sync_pick_master(G.sync, seq, 0, rnd64(), murl, sizeof(murl));
     if (idx < 0) {
         a->retry_after = 1;
         a->status = 503;
@@ -319,7 +322,7 @@ shed_cluster_escalate(const struct shed_config *cfg, const struct registry_route
         return true;
     }
     long n = proto_token_encode(&t, cfg->credential, strlen(cfg->credential), enc, sizeof(enc));
-    if (n < 0 || location(a, cfg->masters[idx], segs, nsegs, q, enc) < 0) {
+    if (n < 0 || location(a, murl, segs, nsegs, q, enc) < 0) {
         TEXT(a, 414, txt_too_long);
         return true;
     }
@@ -328,7 +331,7 @@ shed_cluster_escalate(const struct shed_config *cfg, const struct registry_route
     a->body_len = 0;
     a->bucket[0] = a->generation[0] = a->pin_ttl[0] = '\0';
     a->ring = NULL;
-    log_debug("cluster: escalating service=%s hops=%u to %s", r->name, t.hops, cfg->masters[idx]);
+    log_debug("cluster: escalating service=%s hops=%u to %s", r->name, t.hops, murl);
     return true;
 }
 
@@ -700,7 +703,7 @@ probe_done(void *arg, const char *hostport, bool alive)
         registry_set_suspect(G.ctx->reg, hostport, 0, NULL, 0);
     } else {
         shed_suspect_confirm(G.suspect, hostport, now);
-        registry_set_suspect(G.ctx->reg, hostport, now + G.cfg->timings.lease_ms, NULL, 0);
+        registry_set_suspect(G.ctx->reg, hostport, now + atomic_load(&G.lease_ms), NULL, 0);
     }
 }
 
@@ -804,6 +807,37 @@ same_url(const char *a, const char *b)
     return la == lb && strncmp(a, b, la) == 0;
 }
 
+/* The sync thread's view of <cfg>; <peers> and <masters> (SHED_MAX_URLS
+ * each) receive borrowed pointers into <cfg>. This shed's own URL is not a
+ * peer; only the line role pushes to masters. */
+static struct shed_sync_config
+sync_config(struct shed_ctx *ctx, const struct shed_config *cfg, const char **peers,
+            const char **masters)
+{
+    size_t np = 0, nm = 0;
+
+    for (size_t i = 0; i < cfg->npeers; i++)
+        if (!same_url(cfg->peers[i], G.origin))
+            peers[np++] = cfg->peers[i];
+    for (size_t i = 0; i < cfg->nmasters && (cfg->roles & SHED_ROLE_LINE); i++)
+        masters[nm++] = cfg->masters[i];
+    return (struct shed_sync_config){
+        .origin = G.origin,
+        .cell = cfg->cell,
+        .aggregator = cfg->aggregator,
+        .credential = cfg->credential,
+        .peers = peers,
+        .npeers = np,
+        .masters = masters,
+        .nmasters = nm,
+        .interval_ms = cfg->timings.sync_interval_ms,
+        .timeout_ms = 1000,
+        .lease_ms = (uint32_t)cfg->timings.lease_ms,
+        .export_fn = export_cb,
+        .arg = ctx,
+    };
+}
+
 int
 shed_cluster_start(struct shed_ctx *ctx, const struct shed_config *cfg)
 {
@@ -815,6 +849,7 @@ shed_cluster_start(struct shed_ctx *ctx, const struct shed_config *cfg)
     if (G.cfg == NULL)
         return -ENOMEM;
     memcpy(G.cfg, cfg, sizeof(*cfg)); /* no pointers inside: a plain copy */
+    atomic_store(&G.lease_ms, cfg->timings.lease_ms);
     shed_sync_origins_init(&G.origins);
     snprintf(G.origin, sizeof(G.origin), "http://%s", cfg->nlisten > 0 ? cfg->listen[0] : "");
 
@@ -838,39 +873,52 @@ shed_cluster_start(struct shed_ctx *ctx, const struct shed_config *cfg)
         G.snapshot_seq = registry_seq(ctx->reg);
         G.last_snapshot_ms = shed_now_ms();
 
-        const char *peers[SHED_MAX_URLS], *masters[SHED_MAX_URLS];
-        size_t np = 0, nm = 0;
-        for (size_t i = 0; i < cfg->npeers; i++)
-            if (!same_url(cfg->peers[i], G.origin))
-                peers[np++] = cfg->peers[i];
-        for (size_t i = 0; i < cfg->nmasters && (cfg->roles & SHED_ROLE_LINE); i++)
-            masters[nm++] = cfg->masters[i];
         /* Always run it: peers that push to us become targets later. */
-        {
-            struct shed_sync_config syc = {
-                .origin = G.origin,
-                .cell = cfg->cell,
-                .aggregator = cfg->aggregator,
-                .credential = cfg->credential,
-                .peers = peers,
-                .npeers = np,
-                .masters = masters,
-                .nmasters = nm,
-                .interval_ms = cfg->timings.sync_interval_ms,
-                .timeout_ms = 1000,
-                .lease_ms = (uint32_t)cfg->timings.lease_ms,
-                .export_fn = export_cb,
-                .arg = ctx,
-            };
-            rc = shed_sync_start(&syc, &G.sync);
-            if (rc < 0)
-                return rc;
-            log_info("cluster: syncing with %zu peer%s and %zu master%s every %" PRIu64 "ms", np,
-                     np == 1 ? "" : "s", nm, nm == 1 ? "" : "s", cfg->timings.sync_interval_ms);
-        }
+        const char *peers[SHED_MAX_URLS], *masters[SHED_MAX_URLS];
+        struct shed_sync_config syc = sync_config(ctx, G.cfg, peers, masters);
+        rc = shed_sync_start(&syc, &G.sync);
+        if (rc < 0)
+            return rc;
+        log_info("cluster: syncing with %zu peer%s and %zu master%s every %" PRIu64 "ms",
+                 syc.npeers, syc.npeers == 1 ? "" : "s", syc.nmasters, syc.nmasters == 1 ? "" : "s",
+                 cfg->timings.sync_interval_ms);
     }
     G.started = true;
     return 0;
+}
+
+void
+shed_cluster_reload(struct shed_ctx *ctx, const struct shed_config *cfg)
+{
+    struct shed_config *next, *old = G.cfg;
+
+    if (!G.started)
+        return;
+    if ((cfg->roles ^ old->roles) & (SHED_ROLE_MASTER | SHED_ROLE_LINE | SHED_ROLE_AGGREGATOR))
+        log_warnx("cluster: role changes take effect at the next restart");
+    next = malloc(sizeof(*next));
+    if (next == NULL) {
+        log_warnx("cluster: reload: out of memory, keeping peers, masters and cells");
+        return;
+    }
+    memcpy(next, cfg, sizeof(*cfg));
+    /* Roles stay what the threads were started for. */
+    next->roles = old->roles;
+    if (G.master != NULL)
+        shed_master_reconfigure(G.master, next); /* stops reading <old> */
+    if (G.sync != NULL) {
+        const char *peers[SHED_MAX_URLS], *masters[SHED_MAX_URLS];
+        struct shed_sync_config syc = sync_config(ctx, next, peers, masters);
+        int rc = shed_sync_reconfigure(G.sync, &syc);
+        if (rc < 0)
+            log_warnx("cluster: reload: sync targets: %s", strerror(-rc));
+        log_info("cluster: syncing with %zu peer%s and %zu master%s every %" PRIu64 "ms",
+                 syc.npeers, syc.npeers == 1 ? "" : "s", syc.nmasters, syc.nmasters == 1 ? "" : "s",
+                 next->timings.sync_interval_ms);
+    }
+    atomic_store(&G.lease_ms, next->timings.lease_ms);
+    G.cfg = next;
+    free(old);
 }
 
 void

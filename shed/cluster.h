@@ -32,6 +32,12 @@
  * the master view. 0 or a negative errno (logged). */
 int shed_cluster_start(struct shed_ctx *ctx, const struct shed_config *cfg);
 
+/* SIGHUP (main thread, after the new <cfg> is published): peers, masters,
+ * cells, credential, aggregator and timings reach the sync thread and the
+ * master view; the registry, the master's pushed membership and open
+ * connections are kept. Role changes need a restart (logged). */
+void shed_cluster_reload(struct shed_ctx *ctx, const struct shed_config *cfg);
+
 /* Timers: periodic snapshot, wake the sync thread after a service emptied. */
 void shed_cluster_tick(struct shed_ctx *ctx, uint64_t now_ms);
 

@@ -7,8 +7,9 @@
  * The main thread owns the signals (blocked everywhere, taken with
  * sigtimedwait) and the registry's timers: every 50 ms it calls
  * registry_tick(); SIGHUP reloads the config without touching the registry's
- * members or the open connections; SIGTERM stops accepting, lets in-flight
- * requests finish (bounded) and exits 0.
+ * members or the open connections (the cluster part gets the new peers,
+ * masters, cells and timings through shed_cluster_reload()); SIGTERM stops accepting, lets
+ * in-flight requests finish (bounded) and exits 0.
  */
 #include <errno.h>
 #include <signal.h>
@@ -84,6 +85,7 @@ reload(struct shed_ctx *ctx, const char *path)
     char what[1024];
     if (registry_reconfigure(ctx->reg, next, shed_now_ms(), what, sizeof(what)) < 0)
         log_warnx("config: registry reconfigure failed (out of memory)");
+    shed_cluster_reload(ctx, next);
     log_info("config: reloaded %s%s%s", path, what[0] ? ": " : "", what);
     shed_rcu_synchronize();
     shed_config_free(old);

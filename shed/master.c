@@ -92,6 +92,22 @@ shed_master_destroy(struct shed_master *m)
     free(m);
 }
 
+/* Proximity and fallback shed of cell <c> from <cfg>. */
+static void
+cell_configure(const struct shed_config *cfg, struct mcell *c)
+{
+    c->proximity = SHED_MASTER_PROX_NONE;
+    c->shed[0] = '\0';
+    for (size_t i = 0; i < cfg->ncells; i++) {
+        const struct shed_cell_config *cc = &cfg->cells[i];
+        if (strcmp(cc->name, c->name) == 0) {
+            c->proximity = cc->proximity;
+            if (cc->nsheds > 0)
+                snprintf(c->shed, sizeof(c->shed), "%s", cc->sheds[0]);
+        }
+    }
+}
+
 static struct mcell *
 cell_get(struct shed_master *m, const char *name, bool create)
 {
@@ -105,15 +121,7 @@ cell_get(struct shed_master *m, const char *name, bool create)
     c = &m->cells[m->ncells++];
     memset(c, 0, sizeof(*c));
     snprintf(c->name, sizeof(c->name), "%s", name);
-    c->proximity = SHED_MASTER_PROX_NONE;
-    for (size_t i = 0; i < m->cfg->ncells; i++) {
-        const struct shed_cell_config *cc = &m->cfg->cells[i];
-        if (strcmp(cc->name, name) == 0) {
-            c->proximity = cc->proximity;
-            if (cc->nsheds > 0)
-                snprintf(c->shed, sizeof(c->shed), "%s", cc->sheds[0]);
-        }
-    }
+    cell_configure(m->cfg, c);
     return c;
 }
 
@@ -290,6 +298,25 @@ out:
     if (rc == 0)
         shed_sync_origins_done(&m->origins, msg, ack);
     return rc;
+}
+
+int
+shed_master_reconfigure(struct shed_master *m, const struct shed_config *cfg)
+{
+    pthread_rwlock_wrlock(&m->lock);
+    m->cfg = cfg;
+    for (size_t c = 0; c < m->ncells; c++) {
+        cell_configure(cfg, &m->cells[c]);
+        /* Ring parameters may have changed: rebuild every ring now (the
+         * same function of the same members gives the same table when they
+         * did not). */
+        for (size_t i = 0; i < m->cells[c].nsvcs; i++) {
+            m->cells[c].svcs[i].dirty = true;
+            rebuild(m, &m->cells[c].svcs[i]);
+        }
+    }
+    pthread_rwlock_unlock(&m->lock);
+    return 0;
 }
 
 static bool

@@ -65,6 +65,12 @@ struct shed_master;
 int shed_master_create(const struct shed_config *cfg, uint32_t max_hops, struct shed_master **out);
 void shed_master_destroy(struct shed_master *m);
 
+/* A reloaded config: <cfg> replaces the borrowed one (it must outlive
+ * <m> or the next call; the old one is no longer read once this returns).
+ * Cell proximities and fallback sheds are re-read and every ring rebuilt
+ * with the new ring parameters; the pushed membership is kept. 0. */
+int shed_master_reconfigure(struct shed_master *m, const struct shed_config *cfg);
+
 /* Merge a pushed membership <msg> (must name its cell) received at <now_ms>.
  * Fills <ack>: a delta that does not follow what was applied from that
  * origin is refused with need_full. Returns 0, -EINVAL (no cell name),

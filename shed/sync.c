@@ -94,7 +94,9 @@ shed_sync_origins_done(struct shed_sync_origins *o, const struct proto_sync_msg 
 
 struct target {
     char url[PROTO_SYNC_URL_MAX + 64]; /* base URL + path */
+    char base[PROTO_SYNC_URL_MAX + 1]; /* base URL, no trailing '/' */
     bool master;
+    bool learned;   /* added because it pushed to us, not configured */
     bool need_full; /* new, asked for one, or last push failed mid-way */
     uint64_t acked; /* sender sequence the target has applied */
 };
@@ -116,6 +118,7 @@ struct shed_sync {
     struct target targets[SHED_SYNC_MAX_TARGETS];
     size_t ntargets, nmasters;
     size_t master_idx[SHED_SYNC_MAX_TARGETS]; /* target index of master i */
+    uint64_t tgen;                            /* bumped when the target table is rebuilt (reload) */
     uint64_t n_ok, n_failed, n_full;
     CURLM *multi; /* owned by the thread; curl_multi_wakeup() from others */
 };
@@ -150,6 +153,7 @@ struct push {
     size_t len;
     bool full;
     bool active;
+    uint64_t tgen; /* s->tgen when prepared: a stale result is dropped */
     struct body b;
 };
 
@@ -163,22 +167,32 @@ prepare(struct shed_sync *s, struct push *p)
     int64_t seq;
     int rc;
 
-    pthread_mutex_lock(&s->lock);
-    since = t->need_full ? 0 : t->acked;
-    pthread_mutex_unlock(&s->lock);
+    char url[sizeof(t->url)], auth[sizeof(s->auth)];
+    bool master;
+    uint64_t timeout_ms;
 
     proto_sync_msg_init(&m);
-    m.kind = since == 0 ? PROTO_SYNC_FULL : PROTO_SYNC_DELTA;
+    /* Everything a reload may change is read under the lock. */
+    pthread_mutex_lock(&s->lock);
+    since = t->need_full ? 0 : t->acked;
+    master = t->master;
+    memcpy(url, t->url, sizeof(url));
+    memcpy(auth, s->auth, sizeof(auth));
     snprintf(m.cell, sizeof(m.cell), "%s", s->cell);
-    snprintf(m.origin, sizeof(m.origin), "%s", s->origin);
     snprintf(m.aggregator, sizeof(m.aggregator), "%s", s->aggregator);
+    m.lease_ms = s->lease_ms;
+    timeout_ms = s->timeout_ms;
+    p->tgen = s->tgen;
+    pthread_mutex_unlock(&s->lock);
+
+    m.kind = since == 0 ? PROTO_SYNC_FULL : PROTO_SYNC_DELTA;
+    snprintf(m.origin, sizeof(m.origin), "%s", s->origin);
     m.epoch = s->epoch;
     m.since = since;
-    m.lease_ms = s->lease_ms;
     /* The callback may turn a delta into a full snapshot (target too far
      * behind the tombstones it still keeps). Peers get only what this shed
      * heard itself, masters everything: no change ever echoes between peers. */
-    seq = s->export_fn(s->arg, since, !t->master, &m);
+    seq = s->export_fn(s->arg, since, !master, &m);
     if (seq < 0) {
         log_warnx("sync: export: %s", strerror((int)-seq));
         proto_sync_msg_free(&m);
@@ -202,18 +216,18 @@ prepare(struct shed_sync *s, struct push *p)
     p->b.len = 0;
     p->b.over = false;
     p->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-    p->hdrs = curl_slist_append(p->hdrs, s->auth);
+    p->hdrs = curl_slist_append(p->hdrs, auth);
     p->hdrs = curl_slist_append(p->hdrs, "Expect:");
     curl_easy_reset(p->h);
-    curl_easy_setopt(p->h, CURLOPT_URL, t->url);
+    curl_easy_setopt(p->h, CURLOPT_URL, url);
     curl_easy_setopt(p->h, CURLOPT_POST, 1L);
     curl_easy_setopt(p->h, CURLOPT_POSTFIELDS, p->json);
     curl_easy_setopt(p->h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)p->len);
     curl_easy_setopt(p->h, CURLOPT_HTTPHEADER, p->hdrs);
     curl_easy_setopt(p->h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(p->h, CURLOPT_WRITEDATA, &p->b);
-    curl_easy_setopt(p->h, CURLOPT_TIMEOUT_MS, (long)s->timeout_ms);
-    curl_easy_setopt(p->h, CURLOPT_CONNECTTIMEOUT_MS, (long)s->timeout_ms);
+    curl_easy_setopt(p->h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(p->h, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
     curl_easy_setopt(p->h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(p->h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(p->h, CURLOPT_PRIVATE, p);
@@ -228,16 +242,25 @@ finish(struct shed_sync *s, struct push *p, CURLcode cc)
     struct proto_sync_ack ack;
     long code = 0;
     int rc = -EIO;
+    char *url = NULL;
 
     curl_easy_getinfo(p->h, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_getinfo(p->h, CURLINFO_EFFECTIVE_URL, &url);
+    if (url == NULL)
+        url = "?";
     if (cc != CURLE_OK)
-        log_debug("sync: %s: %s", p->t->url, curl_easy_strerror(cc));
+        log_debug("sync: %s: %s", url, curl_easy_strerror(cc));
     else if (code != 200)
-        log_warnx("sync: %s: HTTP %ld", p->t->url, code);
+        log_warnx("sync: %s: HTTP %ld", url, code);
     else if ((rc = proto_sync_ack_decode(p->b.buf, p->b.len, &ack)) < 0)
-        log_warnx("sync: %s: bad ack: %s", p->t->url, proto_sync_strerror(rc));
+        log_warnx("sync: %s: bad ack: %s", url, proto_sync_strerror(rc));
     pthread_mutex_lock(&s->lock);
-    if (rc < 0) {
+    if (p->tgen != s->tgen) {
+        /* The target table was rebuilt while this push was in flight:
+         * <p->t> may be another target now. Drop the result; the next
+         * round pushes again from what the target acknowledged. */
+        s->kicked = true;
+    } else if (rc < 0) {
         s->n_failed++;
     } else if (ack.need_full) {
         p->t->need_full = true;
@@ -303,12 +326,13 @@ run(void *arg)
         pthread_mutex_lock(&s->lock);
         bool stop = s->stop, go = s->kicked || ms >= next;
         size_t nt = s->ntargets; /* shed_sync_add_peer() may append */
+        uint64_t interval = s->interval_ms;
         s->kicked = false;
         pthread_mutex_unlock(&s->lock);
         if (stop)
             break;
         if (go) {
-            next = ms + s->interval_ms;
+            next = ms + interval;
             for (size_t i = 0; i < nt; i++) {
                 if (ps[i].active)
                     continue; /* still in flight: that target waits, nobody else */
@@ -352,8 +376,10 @@ add_target(struct shed_sync *s, const char *base, bool master)
     while (n > 0 && base[n - 1] == '/')
         n--;
     t = &s->targets[s->ntargets];
+    memset(t, 0, sizeof(*t));
     snprintf(t->url, sizeof(t->url), "%.*s%s", (int)n, base,
              master ? SHED_SYNC_MASTER_PATH : SHED_SYNC_PATH);
+    snprintf(t->base, sizeof(t->base), "%.*s", (int)n, base);
     t->master = master;
     t->need_full = true;
     if (master)
@@ -389,6 +415,7 @@ shed_sync_add_peer(struct shed_sync *s, const char *base)
             goto out;
     rc = add_target(s, base, false);
     if (rc == 0) {
+        s->targets[s->ntargets - 1].learned = true;
         log_info("sync: %s pushed to us: added as a peer", base);
         s->kicked = true;
         curl_multi_wakeup(s->multi);
@@ -447,6 +474,84 @@ fail:
     return rc;
 }
 
+/* Index of the target with <base> and kind <master>, or -1. */
+static int
+find_target(const struct target *tab, size_t n, const char *base, bool master)
+{
+    size_t bl = strlen(base);
+
+    while (bl > 0 && base[bl - 1] == '/')
+        bl--;
+    for (size_t i = 0; i < n; i++)
+        if (tab[i].master == master && strlen(tab[i].base) == bl &&
+            strncmp(tab[i].base, base, bl) == 0)
+            return (int)i;
+    return -1;
+}
+
+int
+shed_sync_reconfigure(struct shed_sync *s, const struct shed_sync_config *cfg)
+{
+    struct target *old;
+    size_t nold;
+    int rc = 0;
+
+    if (s == NULL)
+        return 0;
+    old = malloc(sizeof(s->targets));
+    if (old == NULL)
+        return -ENOMEM;
+    pthread_mutex_lock(&s->lock);
+    memcpy(old, s->targets, sizeof(s->targets));
+    nold = s->ntargets;
+    s->ntargets = 0;
+    s->nmasters = 0;
+    /* Configured masters and peers, then peers that found us themselves:
+     * a target that stays keeps what it acknowledged. */
+    for (size_t k = 0; k < cfg->nmasters + cfg->npeers + nold; k++) {
+        const char *base;
+        bool master;
+        if (k < cfg->nmasters) {
+            base = cfg->masters[k];
+            master = true;
+        } else if (k < cfg->nmasters + cfg->npeers) {
+            base = cfg->peers[k - cfg->nmasters];
+            master = false;
+        } else {
+            const struct target *o = &old[k - cfg->nmasters - cfg->npeers];
+            if (!o->learned)
+                continue;
+            base = o->base;
+            master = false;
+        }
+        if (find_target(s->targets, s->ntargets, base, master) >= 0)
+            continue; /* listed twice */
+        int prev = find_target(old, nold, base, master);
+        size_t at = s->ntargets;
+        if ((rc = add_target(s, base, master)) < 0)
+            break;
+        if (prev >= 0) {
+            s->targets[at].need_full = old[prev].need_full;
+            s->targets[at].acked = old[prev].acked;
+            s->targets[at].learned = old[prev].learned && k >= cfg->nmasters + cfg->npeers;
+        }
+    }
+    snprintf(s->cell, sizeof(s->cell), "%s", cfg->cell ? cfg->cell : "");
+    snprintf(s->aggregator, sizeof(s->aggregator), "%s", cfg->aggregator ? cfg->aggregator : "");
+    snprintf(s->auth, sizeof(s->auth), "Authorization: Bearer %s",
+             cfg->credential ? cfg->credential : "");
+    s->interval_ms = cfg->interval_ms ? cfg->interval_ms : 1000;
+    s->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 1000;
+    s->lease_ms = cfg->lease_ms;
+    s->tgen++;
+    s->kicked = true; /* new targets get their snapshot at once */
+    pthread_cond_broadcast(&s->acked);
+    pthread_mutex_unlock(&s->lock);
+    curl_multi_wakeup(s->multi);
+    free(old);
+    return rc;
+}
+
 void
 shed_sync_kick(struct shed_sync *s)
 {
@@ -463,27 +568,33 @@ shed_sync_master_acked(struct shed_sync *s, size_t i, uint64_t seq)
 {
     bool r;
 
-    if (s == NULL || i >= s->nmasters)
+    if (s == NULL)
         return false;
     pthread_mutex_lock(&s->lock);
-    r = !s->targets[s->master_idx[i]].need_full && s->targets[s->master_idx[i]].acked >= seq;
+    r = i < s->nmasters && !s->targets[s->master_idx[i]].need_full &&
+        s->targets[s->master_idx[i]].acked >= seq;
     pthread_mutex_unlock(&s->lock);
     return r;
 }
 
 int
-shed_sync_pick_master(struct shed_sync *s, uint64_t seq, uint64_t wait_ms, uint64_t rnd)
+shed_sync_pick_master(struct shed_sync *s, uint64_t seq, uint64_t wait_ms, uint64_t rnd, char *url,
+                      size_t urllen)
 {
     struct timespec ts;
     size_t ok[SHED_SYNC_MAX_TARGETS], n;
     bool kicked = false;
     int rc;
 
-    if (s == NULL || s->nmasters == 0)
+    if (s == NULL)
         return -ENOENT;
     deadline_after(&ts, wait_ms);
     pthread_mutex_lock(&s->lock);
     for (;;) {
+        if (s->nmasters == 0) {
+            rc = -ENOENT;
+            break;
+        }
         n = 0;
         for (size_t i = 0; i < s->nmasters; i++) {
             const struct target *t = &s->targets[s->master_idx[i]];
@@ -492,6 +603,8 @@ shed_sync_pick_master(struct shed_sync *s, uint64_t seq, uint64_t wait_ms, uint6
         }
         if (n > 0) {
             rc = (int)ok[rnd % n];
+            if (url != NULL)
+                snprintf(url, urllen, "%s", s->targets[s->master_idx[rc]].base);
             break;
         }
         if (!kicked) {

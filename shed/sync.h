@@ -99,6 +99,15 @@ int shed_sync_start(const struct shed_sync_config *cfg, struct shed_sync **out);
  * -ENOSPC when the target table is full. */
 int shed_sync_add_peer(struct shed_sync *s, const char *base);
 
+/* A reloaded config: the targets become <cfg>'s masters and peers (plus
+ * the peers that pushed to us), keeping what each remaining target has
+ * acknowledged; new ones get a full snapshot at once. Cell, aggregator,
+ * credential, interval, timeout and lease change too; the origin, the
+ * epoch and the export callback do not. Pushes in flight finish but their
+ * result is dropped. 0, -ENOSPC (more than SHED_SYNC_MAX_TARGETS: the
+ * first ones are kept) or -ENOMEM (nothing changed). */
+int shed_sync_reconfigure(struct shed_sync *s, const struct shed_sync_config *cfg);
+
 /* Push now (do not wait for the interval). */
 void shed_sync_kick(struct shed_sync *s);
 
@@ -107,8 +116,10 @@ bool shed_sync_master_acked(struct shed_sync *s, size_t i, uint64_t seq);
 
 /* Wait until some master has acknowledged <seq> (kicking the thread), at
  * most <wait_ms>. Returns the index of such a master chosen at random with
- * <rnd> among those that have, or -ETIMEDOUT / -ENOENT (no masters). */
-int shed_sync_pick_master(struct shed_sync *s, uint64_t seq, uint64_t wait_ms, uint64_t rnd);
+ * <rnd> among those that have, and copies its base URL into <url> (may be
+ * NULL), or -ETIMEDOUT / -ENOENT (no masters). */
+int shed_sync_pick_master(struct shed_sync *s, uint64_t seq, uint64_t wait_ms, uint64_t rnd,
+                          char *url, size_t urllen);
 
 /* Counters for /metrics: pushes that succeeded and failed, full snapshots. */
 void shed_sync_counters(struct shed_sync *s, uint64_t *ok, uint64_t *failed, uint64_t *full);
