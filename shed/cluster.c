@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "proto/token.h"
 #include "shed/line.h"
@@ -47,35 +47,9 @@ static struct {
 } G;
 
 static uint64_t
-rnd64(void)
-{
-    static _Thread_local uint64_t x;
-    if (x == 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        x = ((uint64_t)ts.tv_nsec << 21) ^ (uint64_t)(uintptr_t)&x ^ (uint64_t)ts.tv_sec;
-        x |= 1;
-    }
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    return x * 2685821657736338717ull;
-}
-
-static uint64_t
 unix_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec;
-}
-
-static uint64_t
-unix_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return clock_real_ns() / 1000000000u;
 }
 
 /* ---- text answers ---- */
@@ -100,15 +74,6 @@ static const char txt_tok_service[] = "escalation token is for another service\n
 static const char txt_too_long[] = "path, id or query too long\n";
 static const char txt_bad[] = "bad request\n";
 
-static unsigned
-jittered_retry(const struct shed_config *cfg)
-{
-    uint64_t base = cfg->timings.heartbeat_interval_ms / 1000;
-    if (base < 1)
-        base = 1;
-    return (unsigned)(base + rnd64() % (2 * base));
-}
-
 static void
 no_cell(const struct shed_config *cfg, struct shed_answer *a, const char *body, size_t len)
 {
@@ -117,7 +82,7 @@ no_cell(const struct shed_config *cfg, struct shed_answer *a, const char *body, 
     a->body_len = len;
     a->content_type = NULL;
     a->location_len = 0;
-    a->retry_after = jittered_retry(cfg);
+    a->retry_after = shed_line_retry_after(cfg);
 }
 
 /* ---- the token in the query ---- */
@@ -241,7 +206,7 @@ master_inline(const struct shed_config *cfg, const struct registry_route *r, enu
 {
     char key[2 * PROTO_BURROW_ID_MAX + 2];
     struct shed_master_req req = {
-        .service = r->name, .token = t, .now_ms = shed_now_ms(), .rnd = rnd64()};
+        .service = r->name, .token = t, .now_ms = shed_now_ms(), .rnd = shed_line_random()};
     struct shed_master_pick pick;
     char enc[PROTO_TOKEN_ENC_MAX];
 
@@ -293,8 +258,8 @@ shed_cluster_escalate(const struct shed_config *cfg, const struct registry_route
     rc = token_from_query(cfg, q, r->name, &t, a);
     if (rc < 0)
         return true;
-    if (rc == 0 &&
-        proto_token_init(&t, r->name, unix_s() + SHED_CLUSTER_TOKEN_TTL_S, rnd64()) < 0) {
+    if (rc == 0 && proto_token_init(&t, r->name, unix_s() + SHED_CLUSTER_TOKEN_TTL_S,
+                                    shed_line_random()) < 0) {
         TEXT(a, 400, txt_bad);
         return true;
     }
@@ -311,7 +276,7 @@ shed_cluster_escalate(const struct shed_config *cfg, const struct registry_route
      * request path: the sync thread is kicked and the client retries. */
     uint64_t seq = registry_escalation_seq(G.ctx->reg, r->name, r->name_len);
     char murl[SHED_URL_MAX];
-    idx = shed_sync_pick_master(G.sync, seq, 0, rnd64(), murl, sizeof(murl));
+    idx = shed_sync_pick_master(G.sync, seq, 0, shed_line_random(), murl, sizeof(murl));
     if (idx < 0) {
         a->retry_after = 1;
         a->status = 503;
@@ -336,51 +301,6 @@ shed_cluster_escalate(const struct shed_config *cfg, const struct registry_route
 }
 
 /* ---- master role ---- */
-
-static enum MHD_Result
-collect_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
-{
-    (void)kind;
-    struct shed_query *q = cls;
-    if (q->n == SHED_QUERY_ARGS) {
-        q->overflow = true;
-        return MHD_NO;
-    }
-    q->args[q->n].key = key;
-    q->args[q->n].val = value;
-    q->n++;
-    return MHD_YES;
-}
-
-/* Split a raw path of a stateless service into decoded segments. */
-static int
-split_path(const char *path, char *dec, size_t declen, struct proto_slice *segs, size_t maxsegs,
-           size_t *nsegs)
-{
-    size_t used = 0, plen = strlen(path);
-    const char *p, *end;
-
-    *nsegs = 0;
-    if (plen == 0 || path[0] != '/' || plen > PROTO_BURROW_PATH_MAX)
-        return -EINVAL;
-    p = path + 1;
-    end = path + plen;
-    for (;;) {
-        const char *slash = memchr(p, '/', (size_t)(end - p));
-        const char *se = slash != NULL ? slash : end;
-        long n = proto_pct_decode(p, (size_t)(se - p), dec + used, declen - used, false);
-        if (n < 0 || *nsegs == maxsegs)
-            return -EINVAL;
-        segs[*nsegs].ptr = dec + used;
-        segs[*nsegs].len = (size_t)n;
-        (*nsegs)++;
-        used += (size_t)n;
-        if (slash == NULL)
-            break;
-        p = slash + 1;
-    }
-    return 0;
-}
 
 static void
 master_route(struct shed_call *c, const struct shed_query *q, struct shed_answer *a, unsigned *slot,
@@ -423,16 +343,21 @@ master_route(struct shed_call *c, const struct shed_query *q, struct shed_answer
 
     char dec[3 * PROTO_BURROW_ID_MAX + 3];
     char anydec[PROTO_BURROW_PATH_MAX];
-    struct proto_slice segsbuf[PROTO_BURROW_PATH_MAX / 2];
+    struct proto_slice segsbuf[SHED_LINE_SEGS_MAX];
     const struct proto_slice *segs = segsbuf;
     size_t nsegs = 0;
-    struct shed_master_req req = {.service = svc, .token = &t, .now_ms = c->now_ms, .rnd = rnd64()};
+    struct shed_master_req req = {
+        .service = svc, .token = &t, .now_ms = c->now_ms, .rnd = shed_line_random()};
     char key[2 * PROTO_BURROW_ID_MAX + 2];
     if (sc->kind == SHED_KIND_ANY) {
         *level = SHED_LEVEL_ANY;
-        if (split_path(c->path, anydec, sizeof(anydec), segsbuf,
-                       sizeof(segsbuf) / sizeof(segsbuf[0]), &nsegs) < 0) {
-            TEXT(a, 400, txt_bad);
+        rc = shed_line_split_path(c->path, anydec, sizeof(anydec), segsbuf, SHED_LINE_SEGS_MAX,
+                                  &nsegs);
+        if (rc < 0) {
+            if (rc == -PROTO_ETOOLONG)
+                TEXT(a, 414, txt_too_long);
+            else
+                TEXT(a, 400, txt_bad);
             return;
         }
     } else {
@@ -515,9 +440,7 @@ shed_cluster_master_handle(struct shed_call *c)
         return true;
     }
     struct shed_query q;
-    q.n = 0;
-    q.overflow = false;
-    MHD_get_connection_values(c->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
+    shed_line_query(c->conn, &q);
     struct shed_answer a;
     unsigned slot = 0;
     enum shed_level level = SHED_LEVEL_MESSAGE;
@@ -782,7 +705,8 @@ load_snapshot(void)
 
     if (G.cfg->state_dir[0] == '\0' || !(G.cfg->roles & SHED_ROLE_LINE))
         return;
-    if (shed_snapshot_load(G.cfg->state_dir, SHED_SNAPSHOT_NAME, unix_ms(), &m, &age) < 0)
+    if (shed_snapshot_load(G.cfg->state_dir, SHED_SNAPSHOT_NAME, clock_real_ns() / 1000000u, &m,
+                           &age) < 0)
         return;
     if (strcmp(m.cell, G.cfg->cell) != 0) {
         log_warnx("snapshot: written for cell %s, this is %s: cold start", m.cell, G.cfg->cell);

@@ -13,8 +13,8 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "shed/cluster.h"
 
@@ -44,20 +44,64 @@ text(struct shed_answer *a, unsigned status, const char *body, size_t len)
 #define TEXT(a, st, s) text((a), (st), (s), sizeof(s) - 1)
 
 /* Per-thread xorshift: jitter and the two random choices, no shared state. */
-static uint64_t
-rnd(void)
+uint64_t
+shed_line_random(void)
 {
     static _Thread_local uint64_t x;
     if (x == 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        x = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)&x ^ (uint64_t)ts.tv_sec;
+        uint64_t ns = clock_mono_ns();
+        x = (ns << 20) ^ (uint64_t)(uintptr_t)&x ^ (ns >> 30);
         x |= 1;
     }
     x ^= x >> 12;
     x ^= x << 25;
     x ^= x >> 27;
     return x * 2685821657736338717ull;
+}
+
+unsigned
+shed_line_retry_after(const struct shed_config *cfg)
+{
+    /* About one heartbeat interval or two, jittered so that clients turned
+     * away together do not come back together. */
+    uint64_t base = cfg->timings.heartbeat_interval_ms / 1000;
+    if (base < 1)
+        base = 1;
+    return (unsigned)(base + shed_line_random() % (2 * base));
+}
+
+int
+shed_line_split_path(const char *path, char *dec, size_t declen, struct proto_slice *segs,
+                     size_t maxsegs, size_t *nsegs)
+{
+    size_t used = 0, plen = strlen(path);
+
+    *nsegs = 0;
+    if (plen == 0 || path[0] != '/')
+        return -EINVAL;
+    if (plen > PROTO_BURROW_PATH_MAX)
+        return -PROTO_ETOOLONG;
+    const char *p = path + 1, *end = path + plen;
+    for (;;) {
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        const char *se = slash != NULL ? slash : end;
+        if (*nsegs == maxsegs)
+            return -PROTO_ETOOLONG;
+        long n = proto_pct_decode(p, (size_t)(se - p), dec + used, declen - used, false);
+        if (n < 0)
+            return n == -PROTO_ETOOLONG ? -PROTO_ETOOLONG : -EINVAL;
+        for (long i = 0; i < n; i++)
+            if ((unsigned char)dec[used + (size_t)i] < 0x20 || dec[used + (size_t)i] == 0x7f)
+                return -EINVAL;
+        segs[*nsegs].ptr = dec + used;
+        segs[*nsegs].len = (size_t)n;
+        (*nsegs)++;
+        used += (size_t)n;
+        if (slash == NULL)
+            break;
+        p = slash + 1;
+    }
+    return 0;
 }
 
 int
@@ -179,12 +223,7 @@ shed_line_no_server(const struct shed_config *cfg, const struct registry_route *
 {
     if (shed_cluster_escalate(cfg, route, m, segs, nsegs, q, a))
         return;
-    /* Retry after about one heartbeat interval or two, jittered so that
-     * clients turned away together do not come back together. */
-    uint64_t base = cfg->timings.heartbeat_interval_ms / 1000;
-    if (base < 1)
-        base = 1;
-    a->retry_after = (unsigned)(base + rnd() % (2 * base));
+    a->retry_after = shed_line_retry_after(cfg);
     TEXT(a, 503, txt_no_server);
 }
 
@@ -247,14 +286,14 @@ pick_weighted(const struct registry_route *r)
     /* Rejection sampling on weight: O(1) expected with even weights, and
      * bounded; a linear pass catches the case of few live members. */
     for (int tries = 0; tries < 16; tries++) {
-        uint32_t i = (uint32_t)(rnd() % n);
+        uint32_t i = (uint32_t)(shed_line_random() % n);
         const struct ring_member *m = ring_member_at(r->ring, i);
         if (atomic_load_explicit(&r->live[i], memory_order_relaxed) != REGISTRY_UP)
             continue;
-        if (rnd() % r->max_weight < m->weight)
+        if (shed_line_random() % r->max_weight < m->weight)
             return i;
     }
-    size_t start = (size_t)(rnd() % n);
+    size_t start = (size_t)(shed_line_random() % n);
     for (size_t k = 0; k < n; k++) {
         uint32_t i = (uint32_t)((start + k) % n);
         if (atomic_load_explicit(&r->live[i], memory_order_relaxed) == REGISTRY_UP)
@@ -269,37 +308,16 @@ route_any(const struct shed_config *cfg, const struct registry_route *r, enum sh
 {
     /* Split the raw path on '/', decode and re-encode every segment. */
     char dec[PROTO_BURROW_PATH_MAX];
-    struct proto_slice segs[PROTO_BURROW_PATH_MAX / 2];
-    size_t nsegs = 0, used = 0, plen = strlen(path);
-    if (plen == 0 || path[0] != '/') {
-        TEXT(a, 400, txt_bad_path);
-        return;
-    }
-    if (plen > PROTO_BURROW_PATH_MAX) {
+    struct proto_slice segs[SHED_LINE_SEGS_MAX];
+    size_t nsegs = 0;
+    int rc = shed_line_split_path(path, dec, sizeof(dec), segs, SHED_LINE_SEGS_MAX, &nsegs);
+    if (rc == -PROTO_ETOOLONG) {
         TEXT(a, 414, txt_too_long);
         return;
     }
-    const char *p = path + 1, *end = path + plen;
-    for (;;) {
-        const char *slash = memchr(p, '/', (size_t)(end - p));
-        const char *se = slash != NULL ? slash : end;
-        long n = proto_pct_decode(p, (size_t)(se - p), dec + used, sizeof(dec) - used, false);
-        if (n < 0) {
-            TEXT(a, 400, txt_bad_path);
-            return;
-        }
-        for (long i = 0; i < n; i++)
-            if ((unsigned char)dec[used + (size_t)i] < 0x20 || dec[used + (size_t)i] == 0x7f) {
-                TEXT(a, 400, txt_bad_path);
-                return;
-            }
-        segs[nsegs].ptr = dec + used;
-        segs[nsegs].len = (size_t)n;
-        nsegs++;
-        used += (size_t)n;
-        if (slash == NULL)
-            break;
-        p = slash + 1;
+    if (rc < 0) {
+        TEXT(a, 400, txt_bad_path);
+        return;
     }
     uint32_t c1 = pick_weighted(r), c2 = pick_weighted(r);
     if (c1 == RING_NONE) {
@@ -474,6 +492,14 @@ collect_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *val
     return MHD_YES;
 }
 
+void
+shed_line_query(struct MHD_Connection *conn, struct shed_query *q)
+{
+    q->n = 0;
+    q->overflow = false;
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_arg, q);
+}
+
 /* A Shed-Failed: host:port report; only well-formed ones count. */
 static void
 failed_report(struct shed_call *c)
@@ -507,9 +533,7 @@ shed_line_handle(struct shed_call *c)
         return true;
     }
     struct shed_query q;
-    q.n = 0;
-    q.overflow = false;
-    MHD_get_connection_values(c->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &q);
+    shed_line_query(c->conn, &q);
     const char *host = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Host");
     struct shed_answer a;
     unsigned slot = 0;

@@ -32,6 +32,25 @@ int shed_line_host_service(const char *host, const char *default_service, char o
 long shed_line_location(char *buf, size_t len, const char *base, const struct proto_slice *segs,
                         size_t nsegs, const struct shed_query *q);
 
+#define SHED_LINE_SEGS_MAX 256 /* path segments of a stateless service's request */
+
+/* Split the raw <path> ("/a/b%20c/...") on '/' and percent-decode every
+ * segment into <dec> (<declen> bytes); <segs> (up to <maxsegs>) receive
+ * slices into <dec>. 0, -EINVAL (no leading '/', bad escape, control
+ * byte), -PROTO_ETOOLONG (path, segment count or <dec> too small). */
+int shed_line_split_path(const char *path, char *dec, size_t declen, struct proto_slice *segs,
+                         size_t maxsegs, size_t *nsegs);
+
+/* The request's raw query arguments into <q> (overflow set beyond
+ * SHED_QUERY_ARGS). Slices live as long as the request. */
+void shed_line_query(struct MHD_Connection *conn, struct shed_query *q);
+
+/* Per-thread pseudo-random bits (jitter, random choices; not for secrets). */
+uint64_t shed_line_random(void);
+
+/* A jittered Retry-After in seconds: one to three heartbeat intervals. */
+unsigned shed_line_retry_after(const struct shed_config *cfg);
+
 /* Decide the answer for a request to the line role. <slot>/<level> receive
  * the metrics labels when the answer is a redirect. */
 void shed_line_route(const struct shed_config *cfg, const struct registry_view *view,

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "shed/cluster.h"
 #include "shed/config.h"
@@ -145,11 +146,9 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    struct timespec rt;
-    clock_gettime(CLOCK_REALTIME, &rt);
     struct shed_ctx ctx;
     atomic_init(&ctx.cfg, cfg);
-    int rc = registry_create(cfg, (uint64_t)rt.tv_nsec ^ (uint64_t)getpid() << 32, &ctx.reg);
+    int rc = registry_create(cfg, clock_real_ns() ^ (uint64_t)getpid() << 32, &ctx.reg);
     if (rc < 0)
         fatalx("registry: %s", rc == -ENOMEM ? "out of memory" : ring_strerror(rc));
     if (shed_cluster_start(&ctx, cfg) < 0)

@@ -16,6 +16,7 @@
 
 #include <curl/curl.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 #define ACK_MAX 4096 /* bytes of an ack body we read */
@@ -277,18 +278,6 @@ finish(struct shed_sync *s, struct push *p, CURLcode cc)
     pthread_mutex_unlock(&s->lock);
 }
 
-static void
-deadline_after(struct timespec *ts, uint64_t ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += (time_t)(ms / 1000);
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 /* A transfer is over: release what it held. */
 static void
 release(CURLM *multi, struct push *p)
@@ -316,13 +305,10 @@ run(void *arg)
         return NULL;
     }
     for (;;) {
-        struct timespec now;
-        uint64_t ms;
+        uint64_t ms = clock_mono_ms();
         int running = 0, left;
         CURLMsg *msg;
 
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        ms = (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
         pthread_mutex_lock(&s->lock);
         bool stop = s->stop, go = s->kicked || ms >= next;
         size_t nt = s->ntargets; /* shed_sync_add_peer() may append */
@@ -429,7 +415,6 @@ int
 shed_sync_start(const struct shed_sync_config *cfg, struct shed_sync **out)
 {
     struct shed_sync *s = calloc(1, sizeof(*s));
-    struct timespec ts;
     int rc;
 
     if (s == NULL)
@@ -441,8 +426,7 @@ shed_sync_start(const struct shed_sync_config *cfg, struct shed_sync **out)
     snprintf(s->aggregator, sizeof(s->aggregator), "%s", cfg->aggregator ? cfg->aggregator : "");
     snprintf(s->auth, sizeof(s->auth), "Authorization: Bearer %s",
              cfg->credential ? cfg->credential : "");
-    clock_gettime(CLOCK_REALTIME, &ts);
-    s->epoch = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) & INT64_MAX;
+    s->epoch = clock_real_ns() & INT64_MAX;
     s->interval_ms = cfg->interval_ms ? cfg->interval_ms : 1000;
     s->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 1000;
     s->lease_ms = cfg->lease_ms;
@@ -588,7 +572,7 @@ shed_sync_pick_master(struct shed_sync *s, uint64_t seq, uint64_t wait_ms, uint6
 
     if (s == NULL)
         return -ENOENT;
-    deadline_after(&ts, wait_ms);
+    clock_deadline(CLOCK_REALTIME, wait_ms, &ts);
     pthread_mutex_lock(&s->lock);
     for (;;) {
         if (s->nmasters == 0) {

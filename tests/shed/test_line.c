@@ -208,3 +208,32 @@ Test(line, any_service_spreads_over_live_instances)
     registry_destroy(f.reg);
     shed_config_free(f.cfg);
 }
+
+Test(line, split_path_bounds_segments_and_rejects_bad_bytes)
+{
+    char dec[PROTO_BURROW_PATH_MAX];
+    struct proto_slice segs[SHED_LINE_SEGS_MAX];
+    size_t n = 99;
+
+    cr_assert_eq(shed_line_split_path("/a/b%20c/", dec, sizeof(dec), segs, SHED_LINE_SEGS_MAX, &n),
+                 0);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(segs[1].len, 3);
+    cr_assert_eq(memcmp(segs[1].ptr, "b c", 3), 0);
+    cr_assert_eq(segs[2].len, 0);
+    cr_assert_eq(shed_line_split_path("a/b", dec, sizeof(dec), segs, SHED_LINE_SEGS_MAX, &n),
+                 -EINVAL);
+    cr_assert_eq(shed_line_split_path("/a%0Ab", dec, sizeof(dec), segs, SHED_LINE_SEGS_MAX, &n),
+                 -EINVAL);
+    cr_assert_eq(shed_line_split_path("/a%zz", dec, sizeof(dec), segs, SHED_LINE_SEGS_MAX, &n),
+                 -EINVAL);
+    /* A path of slashes only has more segments than any array: refused,
+     * never written past <segs>. */
+    char slashes[PROTO_BURROW_PATH_MAX + 1];
+    memset(slashes, '/', PROTO_BURROW_PATH_MAX);
+    slashes[PROTO_BURROW_PATH_MAX] = '\0';
+    cr_assert_eq(shed_line_split_path(slashes, dec, sizeof(dec), segs, SHED_LINE_SEGS_MAX, &n),
+                 -PROTO_ETOOLONG);
+    cr_assert_eq(n, SHED_LINE_SEGS_MAX);
+    cr_assert_eq(shed_line_split_path("/x", dec, sizeof(dec), segs, 0, &n), -PROTO_ETOOLONG);
+}
