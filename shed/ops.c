@@ -51,6 +51,23 @@ hb_result(struct shed_call *c, enum shed_hb_result r, unsigned status, const cha
     return answer_text(c, status, txt);
 }
 
+/* Answer 200 with <text> (malloc'ed, consumed) as an uncacheable body. */
+static bool
+answer_owned(struct shed_call *c, char *text, size_t len, const char *ctype)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL) {
+        free(text);
+        return answer_text(c, 503, "out of memory\n");
+    }
+    MHD_add_response_header(resp, "Content-Type", ctype);
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    MHD_queue_response(c->conn, 200, resp);
+    MHD_destroy_response(resp);
+    shed_metrics_response(200);
+    return true;
+}
+
 static bool
 serve_metrics(struct shed_call *c)
 {
@@ -58,17 +75,7 @@ serve_metrics(struct shed_call *c)
     size_t len;
     if (shed_metrics_render(c->ctx->reg, &text, &len) < 0)
         return answer_text(c, 503, "out of memory\n");
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
-    if (resp == NULL) {
-        free(text);
-        return answer_text(c, 503, "out of memory\n");
-    }
-    MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    MHD_queue_response(c->conn, 200, resp);
-    MHD_destroy_response(resp);
-    shed_metrics_response(200);
-    return true;
+    return answer_owned(c, text, len, "text/plain; version=0.0.4");
 }
 
 static bool
@@ -87,18 +94,7 @@ serve_status(struct shed_call *c)
     json_decref(root);
     if (text == NULL)
         return answer_text(c, 503, "out of memory\n");
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    if (resp == NULL) {
-        free(text);
-        return answer_text(c, 503, "out of memory\n");
-    }
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    MHD_queue_response(c->conn, 200, resp);
-    MHD_destroy_response(resp);
-    shed_metrics_response(200);
-    return true;
+    return answer_owned(c, text, strlen(text), "application/json");
 }
 
 /* Declared body length; -1 when chunked or absent. */
