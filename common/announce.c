@@ -20,6 +20,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/rng.h"
 #include "proto/heartbeat.h"
 
 #define BACKOFF_MIN_MS    250
@@ -62,17 +63,6 @@ static void
 curl_init_once(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static uint64_t
-rnd(struct announce *a)
-{
-    uint64_t x = a->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    a->rng = x;
-    return x * 2685821657736338717ull;
 }
 
 static size_t
@@ -164,7 +154,7 @@ beat(struct announce *a, struct target *t, uint64_t now)
     t->backoff = t->backoff == 0 ? BACKOFF_MIN_MS : t->backoff * 2;
     if (t->backoff > BACKOFF_MAX_MS)
         t->backoff = BACKOFF_MAX_MS;
-    t->due = clock_mono_ms() + t->backoff / 2 + rnd(a) % (t->backoff / 2 + 1);
+    t->due = clock_mono_ms() + t->backoff / 2 + rng_next(&a->rng) % (t->backoff / 2 + 1);
 }
 
 static void *

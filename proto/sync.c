@@ -15,6 +15,8 @@
 
 #include <jansson.h>
 
+#define PROTO_SYNC_ACK_MAX 4096 /* bytes in an ack */
+
 static const char *const state_names[] = {"up", "draining", "down", "gone"};
 
 const char *
@@ -255,32 +257,43 @@ decode_entry(json_t *o, struct proto_sync_entry *e)
     return 0;
 }
 
+/* Parse <buf> (at most <max> bytes) as a JSON object of our version. On
+ * success *root holds the owned object; on error nothing is held. */
+static int
+load_versioned(const char *buf, size_t len, size_t max, json_t **root)
+{
+    json_error_t jerr;
+    uint64_t v;
+    int rc;
+
+    if (len > max)
+        return -PROTO_SYNC_ETOOBIG;
+    *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (*root == NULL)
+        return -PROTO_SYNC_EBADJSON;
+    if (!json_is_object(*root))
+        rc = -PROTO_SYNC_EBADJSON;
+    else if ((rc = get_u64(*root, "v", UINT32_MAX, &v)) >= 0)
+        rc = v == PROTO_SYNC_VERSION ? 0 : -PROTO_SYNC_EVERSION;
+    if (rc < 0) {
+        json_decref(*root);
+        *root = NULL;
+    }
+    return rc;
+}
+
 int
 proto_sync_decode(const char *buf, size_t len, struct proto_sync_msg *m)
 {
-    json_error_t jerr;
     json_t *root, *arr;
     char kind[8];
-    uint64_t v, lease;
+    uint64_t lease;
     size_t n;
     int rc;
 
     proto_sync_msg_init(m);
-    if (len > PROTO_SYNC_BODY_MAX)
-        return -PROTO_SYNC_ETOOBIG;
-    root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL)
-        return -PROTO_SYNC_EBADJSON;
-    if (!json_is_object(root)) {
-        rc = -PROTO_SYNC_EBADJSON;
-        goto out;
-    }
-    if ((rc = get_u64(root, "v", UINT32_MAX, &v)) < 0)
-        goto out;
-    if (v != PROTO_SYNC_VERSION) {
-        rc = -PROTO_SYNC_EVERSION;
-        goto out;
-    }
+    if ((rc = load_versioned(buf, len, PROTO_SYNC_BODY_MAX, &root)) < 0)
+        return rc;
     if ((rc = get_str(root, "kind", kind, sizeof(kind) - 1, false)) < 0)
         goto out;
     if (strcmp(kind, "full") == 0) {
@@ -348,26 +361,11 @@ proto_sync_ack_encode(const struct proto_sync_ack *a, char *out, size_t outlen)
 int
 proto_sync_ack_decode(const char *buf, size_t len, struct proto_sync_ack *a)
 {
-    json_error_t jerr;
     json_t *root, *nf;
-    uint64_t v;
     int rc;
 
-    if (len > 4096)
-        return -PROTO_SYNC_ETOOBIG;
-    root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL)
-        return -PROTO_SYNC_EBADJSON;
-    if (!json_is_object(root)) {
-        rc = -PROTO_SYNC_EBADJSON;
-        goto out;
-    }
-    if ((rc = get_u64(root, "v", UINT32_MAX, &v)) < 0)
-        goto out;
-    if (v != PROTO_SYNC_VERSION) {
-        rc = -PROTO_SYNC_EVERSION;
-        goto out;
-    }
+    if ((rc = load_versioned(buf, len, PROTO_SYNC_ACK_MAX, &root)) < 0)
+        return rc;
     if ((rc = get_u64(root, "seq", INT64_MAX, &a->seq)) < 0)
         goto out;
     nf = json_object_get(root, "need_full");

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/rng.h"
 #include "shed/metrics.h"
 #include "shed/rcu.h"
 #include "shed/suspect.h"
@@ -136,18 +137,6 @@ registry_live_name(enum registry_live l)
         return "down";
     }
     return "?";
-}
-
-static uint64_t
-rnd(struct registry *reg)
-{
-    /* xorshift64*: jitter only, not security. */
-    uint64_t x = reg->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    reg->rng = x;
-    return x * 2685821657736338717ull;
 }
 
 static enum registry_live
@@ -510,7 +499,7 @@ pace(struct registry *reg, struct proto_heartbeat_reply *reply)
         lease = lease * f100 / 100;
     }
     uint64_t spread = base / 5; /* +-10% */
-    uint64_t iv = base - spread / 2 + (spread ? rnd(reg) % (spread + 1) : 0);
+    uint64_t iv = base - spread / 2 + (spread ? rng_next(&reg->rng) % (spread + 1) : 0);
     if (iv > lease * 9 / 10)
         iv = lease * 9 / 10;
     if (iv == 0)
