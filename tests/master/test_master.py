@@ -146,6 +146,9 @@ def test_restart_from_snapshot():
     """a2 restarts while nothing can reach it (backends and its peer
     frozen): it routes from its snapshot before any new heartbeat."""
     c = C["c"]
+    # The previous test killed a backend: let a2 agree with the cell first,
+    # so "before" is the converged answer the snapshot must reproduce.
+    harness.wait_until(c.converged, timeout=10, what="cell a converged before the restart")
     before = {p: loc(c.url["a2"], p) for p in PATHS}
     frozen = [v["proc"] for v in c.backends.values() if v["cell"] == "a" and v["proc"].alive()]
     frozen.append(c.procs["a1"])
