@@ -167,6 +167,7 @@ shed_agg_create(const struct shed_agg_config *cfg, struct shed_agg **out)
         return -ENOMEM;
     fc.max_body = cfg->max_body;
     fc.max_conns = 512;
+    fc.external = cfg->external;
     rc = shed_fanout_create(&fc, &agg->fan);
     if (rc < 0) {
         free(agg);
@@ -1839,7 +1840,9 @@ struct agg_ctx {
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct shed_agg *_Atomic g_agg;
 static _Atomic bool g_stopping;
-static _Atomic unsigned g_held; /* requests that suspended their connection */
+static _Atomic unsigned g_held;    /* requests that suspended their connection */
+static _Atomic bool g_external;    /* fan-out run by the front end's loop */
+static _Atomic uint64_t g_resumes; /* connections resumed so far */
 
 static void
 ctx_free(struct shed_req_ctx *h)
@@ -1873,9 +1876,50 @@ shed_agg_shutdown(void)
     }
 }
 
+void
+shed_agg_set_external(bool on)
+{
+    atomic_store(&g_external, on);
+}
+
+int
+shed_agg_fd(void)
+{
+    struct shed_agg *agg;
+    int fd = -1;
+
+    pthread_mutex_lock(&g_lock);
+    agg = atomic_load(&g_agg);
+    if (agg != NULL)
+        fd = shed_fanout_fd(agg->fan);
+    pthread_mutex_unlock(&g_lock);
+    return fd;
+}
+
+void
+shed_agg_run(void)
+{
+    struct shed_agg *agg;
+
+    /* Under g_lock: shed_agg_shutdown() cannot destroy the engine while it
+     * runs here (same lock order as shed_agg_handle(): g_lock, engine). */
+    pthread_mutex_lock(&g_lock);
+    agg = atomic_load(&g_agg);
+    if (agg != NULL)
+        shed_fanout_run(agg->fan);
+    pthread_mutex_unlock(&g_lock);
+}
+
+uint64_t
+shed_agg_resumes(void)
+{
+    return atomic_load(&g_resumes);
+}
+
 static void
 resume_conn(void *arg)
 {
+    atomic_fetch_add(&g_resumes, 1);
     MHD_resume_connection(arg);
 }
 
@@ -1888,6 +1932,7 @@ instance(const struct shed_config *cfg)
 
     ac.list_all = cfg->list_all;
     ac.backend_timeout_ms = cfg->backend_timeout_ms;
+    ac.external = atomic_load(&g_external);
     if (agg != NULL) {
         /* Cheap enough per request, and follows SIGHUP reloads. */
         shed_agg_reconfigure(agg, &ac);

@@ -37,6 +37,7 @@ struct shed_agg_config {
     uint64_t backend_timeout_ms; /* per backend request (0: 2000) */
     size_t max_body;             /* bytes accepted from one backend (0: 16 MiB) */
     size_t max_probes;           /* dedup probes per page (0: 1024) */
+    bool external;               /* fan-out driven by the caller's loop, no thread */
 };
 
 struct shed_agg;
@@ -84,6 +85,20 @@ bool shed_agg_handle(struct shed_call *c);
  * resumed and answered (at most ~3 s), so that MHD_stop_daemon() finds no
  * suspended connection. Call before stopping the HTTP daemons. */
 void shed_agg_shutdown(void);
+
+/* Event-loop integration. With shed_agg_set_external(true) before the
+ * first request, the process-wide aggregator's fan-out gets no thread of its
+ * own: the HTTP front end's loop polls shed_agg_fd() (an epoll fd, -1 while
+ * no aggregator exists; it may change after shed_agg_shutdown()) and calls
+ * shed_agg_run() when it is readable, so backend answers are merged and
+ * their connections resumed on the front end's thread. Thread-safe. */
+void shed_agg_set_external(bool on);
+int shed_agg_fd(void);
+void shed_agg_run(void);
+/* Connections the aggregator has resumed so far: a loop that sees this
+ * change during a turn runs MHD again at once (MHD does not always wake
+ * itself for a resume made on its own thread). */
+uint64_t shed_agg_resumes(void);
 
 /* Append Prometheus text for the aggregator's process-wide counters
  * (shed_agg_backend_errors_total and friends) to <buf> (at most <len>

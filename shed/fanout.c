@@ -29,6 +29,7 @@
 
 #define FREE_EASY_MAX 64
 #define EVENTS_MAX    64
+#define FDS_MAX       (1u << 20) /* fds tracked in fds[]; above: plain ADD/DEL */
 
 struct batch;
 
@@ -61,11 +62,12 @@ struct batch {
 struct shed_fanout {
     pthread_mutex_t lock; /* recursive; guards everything below but the atomics */
     CURLM *multi;
-    int epfd;  /* libcurl's sockets, tfd and wfd */
-    int tfd;   /* timerfd: libcurl's timeout */
-    int wfd;   /* eventfd: wakes the engine thread to stop */
-    bool kick; /* libcurl asked for a timeout of 0: act before unlocking */
-    bool busy; /* settle() runs: submits only queue */
+    int epfd;       /* libcurl's sockets, tfd and wfd */
+    int tfd;        /* timerfd: libcurl's timeout */
+    int wfd;        /* eventfd: wakes the engine thread to stop */
+    bool kick;      /* libcurl asked for a timeout of 0: act before unlocking */
+    uint64_t armed; /* tfd fires then (monotonic ns); 0: not armed */
+    bool busy;      /* settle() runs: submits only queue */
     struct batch *pending, **pending_tail;
     struct batch *active;
     bool threaded;
@@ -75,6 +77,8 @@ struct shed_fanout {
     long connect_timeout_ms;
     CURL *free_easy[FREE_EASY_MAX];
     size_t nfree;
+    uint8_t *fds; /* FD_* state per fd number, nfds entries */
+    size_t nfds;
     _Atomic uint64_t started, failed, connects;
 };
 
@@ -352,23 +356,75 @@ settle(struct shed_fanout *f)
     f->busy = false;
 }
 
+/* Registration state of one fd in epfd (see on_socket()). */
+#define FD_IN   0x1u
+#define FD_OUT  0x2u
+#define FD_REG  0x4u /* in epfd with the events above */
+#define FD_WANT 0x8u /* libcurl watches it (no CURL_POLL_REMOVE since) */
+
+static uint8_t *
+fd_state(struct shed_fanout *f, curl_socket_t s)
+{
+    size_t need = (size_t)s + 1, cap = f->nfds;
+
+    if (s < 0 || need > FDS_MAX)
+        return NULL;
+    if (need > cap) {
+        uint8_t *p;
+
+        cap = cap ? cap : 256;
+        while (cap < need)
+            cap *= 2;
+        p = realloc(f->fds, cap);
+        if (p == NULL)
+            return NULL;
+        memset(p + f->nfds, 0, cap - f->nfds);
+        f->fds = p;
+        f->nfds = cap;
+    }
+    return &f->fds[s];
+}
+
+/* libcurl drops a kept-alive connection's socket after every transfer and
+ * asks for it again with the next one: the socket stays in epfd meanwhile
+ * (one epoll_ctl per transfer instead of two), and is taken out only if an
+ * event arrives while nobody watches it. MOD and ADD fall back on each
+ * other, so a socket that was closed and its number reused is safe. */
 static int
 on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
     struct shed_fanout *f = userp;
     struct epoll_event ev = {0};
+    uint8_t *st = fd_state(f, s), want;
+    int op;
 
     (void)e;
     (void)socketp;
     if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(f->epfd, EPOLL_CTL_DEL, s, NULL);
+        if (st != NULL)
+            *st &= (uint8_t)~FD_WANT;
+        else
+            epoll_ctl(f->epfd, EPOLL_CTL_DEL, s, NULL);
         return 0;
     }
-    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+    want = (uint8_t)((what & CURL_POLL_IN ? FD_IN : 0u) | (what & CURL_POLL_OUT ? FD_OUT : 0u));
+    if (st != NULL && (*st & (FD_REG | FD_WANT)) == (FD_REG | FD_WANT) &&
+        (*st & (FD_IN | FD_OUT)) == want)
+        return 0;
+    ev.events = (want & FD_IN ? EPOLLIN : 0u) | (want & FD_OUT ? EPOLLOUT : 0u);
     ev.data.fd = s;
-    if (epoll_ctl(f->epfd, EPOLL_CTL_MOD, s, &ev) == -1 && errno == ENOENT &&
-        epoll_ctl(f->epfd, EPOLL_CTL_ADD, s, &ev) == -1)
-        log_warn("fanout: epoll_ctl fd=%d", (int)s);
+    op = st != NULL && (*st & FD_REG) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(f->epfd, op, s, &ev) == -1) {
+        op = op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+        if (epoll_ctl(f->epfd, op, s, &ev) == -1) {
+            log_warn("fanout: epoll_ctl fd=%d", (int)s);
+            if (st != NULL)
+                *st = 0;
+            return 0;
+        }
+    }
+    if (st != NULL)
+        *st = (uint8_t)(want | FD_REG | FD_WANT);
     return 0;
 }
 
@@ -377,6 +433,7 @@ on_timer(CURLM *m, long timeout_ms, void *userp)
 {
     struct shed_fanout *f = userp;
     struct itimerspec its = {0};
+    uint64_t due;
 
     (void)m;
     if (timeout_ms == 0) {
@@ -384,11 +441,17 @@ on_timer(CURLM *m, long timeout_ms, void *userp)
         f->kick = true;
         return 0;
     }
-    if (timeout_ms > 0) {
-        its.it_value.tv_sec = timeout_ms / 1000;
-        its.it_value.tv_nsec = (timeout_ms % 1000) * 1000000L;
-    }
-    timerfd_settime(f->tfd, 0, &its, NULL); /* all zero: disarmed */
+    if (timeout_ms < 0)
+        return 0; /* an armed timer just fires early: run() asks again */
+    /* libcurl moves its timer on every transfer; an earlier wake-up is
+     * harmless, so the timerfd is only re-armed to fire sooner. */
+    due = clock_mono_ns() + (uint64_t)timeout_ms * 1000000u;
+    if (f->armed != 0 && f->armed <= due && f->armed > clock_mono_ns())
+        return 0;
+    f->armed = due;
+    its.it_value.tv_sec = (time_t)(due / 1000000000u);
+    its.it_value.tv_nsec = (long)(due % 1000000000u);
+    timerfd_settime(f->tfd, TFD_TIMER_ABSTIME, &its, NULL);
     return 0;
 }
 
@@ -407,8 +470,16 @@ shed_fanout_run(struct shed_fanout *f)
         if (fd == f->wfd)
             continue; /* level: stays readable, the engine thread stops */
         if (fd == f->tfd) {
-            if (read(f->tfd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+            if (read(f->tfd, &v, sizeof(v)) == (ssize_t)sizeof(v)) {
+                f->armed = 0;
                 f->kick = true;
+            }
+            continue;
+        }
+        if ((size_t)fd < f->nfds && !(f->fds[fd] & FD_WANT)) {
+            /* A kept-alive socket nobody watches (closed by the peer). */
+            epoll_ctl(f->epfd, EPOLL_CTL_DEL, fd, NULL);
+            f->fds[fd] = 0;
             continue;
         }
         flags |= ev[i].events & EPOLLIN ? CURL_CSELECT_IN : 0;
@@ -550,6 +621,7 @@ shed_fanout_destroy(struct shed_fanout *f)
     curl_multi_cleanup(f->multi);
     pthread_mutex_destroy(&f->lock);
     fds_close(f);
+    free(f->fds);
     free(f);
 }
 

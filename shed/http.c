@@ -5,20 +5,29 @@
  * from the config, a no-op unescape callback (paths arrive raw and are
  * decoded by proto/burrow), and dispatch() below: the one place that decides
  * which code answers a request.
+ *
+ * With the aggregator role and one thread, the listeners run in MHD's
+ * external epoll mode instead, on one loop thread of ours that also drives
+ * the aggregator's fan-out (shed_agg_fd/run): a list request's backend
+ * answers are read, merged and the client answered on that one thread, with
+ * no hand-over between threads (docs/aggregator.md, "Cost").
  */
 #include "shed/http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "shed/agg.h"
 #include "shed/cluster.h"
@@ -46,20 +55,20 @@ char shed_http_seen;
 static struct MHD_Daemon *daemons[SHED_MAX_LISTEN];
 static size_t ndaemons;
 
+/* The shared loop of external mode (see the top of the file). */
+static struct {
+    bool on;
+    int epfd;  /* the daemons' epoll fds, the aggregator's, wfd */
+    int wfd;   /* eventfd: stop */
+    int aggfd; /* registered aggregator fd, -1: none (loop thread only) */
+    _Atomic bool stop;
+    pthread_t thread;
+} loop = {.epfd = -1, .wfd = -1, .aggfd = -1};
+
 uint64_t
 shed_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    return clock_mono_ms();
 }
 
 static enum shed_method
@@ -172,7 +181,7 @@ handler(void *cls, struct MHD_Connection *conn, const char *url, const char *met
         const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
     (void)version;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = clock_mono_ns();
     struct shed_ctx *ctx = cls;
     unsigned tok = shed_rcu_enter();
     struct shed_call c = {
@@ -193,7 +202,7 @@ handler(void *cls, struct MHD_Connection *conn, const char *url, const char *met
     bool queued = dispatch(&c);
     shed_rcu_leave(tok);
     if (*con_cls == NULL || !c.first)
-        shed_metrics_duration(now_ns() - t0);
+        shed_metrics_duration(clock_mono_ns() - t0);
     return queued ? MHD_YES : MHD_NO;
 }
 
@@ -258,17 +267,123 @@ listen_addr(const char *s, struct sockaddr_storage *ss)
     return inet_pton(AF_INET, host, &a4->sin_addr) == 1 ? 0 : -EINVAL;
 }
 
+/* Watch <fd> in the loop, tagged <tag>: a daemon's index, SHED_MAX_LISTEN
+ * for the aggregator, SHED_MAX_LISTEN + 1 for the stop eventfd. */
+static void
+loop_watch(int fd, uint32_t tag)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = tag};
+
+    if (epoll_ctl(loop.epfd, EPOLL_CTL_ADD, fd, &ev) == -1)
+        log_warn("http: epoll_ctl fd=%d", fd);
+}
+
+static void *
+loop_main(void *arg)
+{
+    bool again = false;
+
+    (void)arg;
+    while (!atomic_load(&loop.stop)) {
+        struct epoll_event ev[SHED_MAX_LISTEN + 2];
+        MHD_UNSIGNED_LONG_LONG t;
+        int n, timeout = again ? 0 : 1000, fd = shed_agg_fd();
+        bool agg_ready = false, mhd_ready[SHED_MAX_LISTEN] = {false};
+        uint64_t resumes;
+
+        if (fd != loop.aggfd) {
+            /* New engine (first list request) or none (stopped). */
+            if (loop.aggfd != -1)
+                epoll_ctl(loop.epfd, EPOLL_CTL_DEL, loop.aggfd, NULL);
+            loop.aggfd = fd;
+            if (fd != -1)
+                loop_watch(fd, SHED_MAX_LISTEN);
+        }
+        for (size_t i = 0; i < ndaemons; i++)
+            if (MHD_get_timeout(daemons[i], &t) == MHD_YES && t < (MHD_UNSIGNED_LONG_LONG)timeout)
+                timeout = (int)t;
+        n = epoll_wait(loop.epfd, ev, SHED_MAX_LISTEN + 2, timeout);
+        if (n == -1 && errno != EINTR)
+            log_warn("http: epoll_wait");
+        /* Only what is ready runs (every epoll_wait is a syscall, and they
+         * are dear on this kind of VM); on a timeout, everything. */
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.u32 < ndaemons)
+                mhd_ready[ev[i].data.u32] = true;
+            else if (ev[i].data.u32 == SHED_MAX_LISTEN)
+                agg_ready = true;
+        }
+        /* Backend answers first: the connections they resume are answered
+         * by MHD_run() in this same turn. */
+        resumes = shed_agg_resumes();
+        if (agg_ready || n <= 0)
+            shed_agg_run();
+        again = shed_agg_resumes() != resumes;
+        for (size_t i = 0; i < ndaemons; i++)
+            if (mhd_ready[i] || again || n <= 0)
+                MHD_run(daemons[i]);
+        again = shed_agg_resumes() != resumes;
+    }
+    return NULL;
+}
+
+static int
+loop_start(void)
+{
+    loop.epfd = epoll_create1(EPOLL_CLOEXEC);
+    loop.wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (loop.epfd == -1 || loop.wfd == -1)
+        return -errno;
+    loop_watch(loop.wfd, SHED_MAX_LISTEN + 1);
+    for (size_t i = 0; i < ndaemons; i++) {
+        const union MHD_DaemonInfo *info =
+            MHD_get_daemon_info(daemons[i], MHD_DAEMON_INFO_EPOLL_FD);
+        if (info == NULL)
+            return -EINVAL;
+        loop_watch(info->epoll_fd, (uint32_t)i);
+    }
+    atomic_store(&loop.stop, false);
+    if (pthread_create(&loop.thread, NULL, loop_main, NULL) != 0)
+        return -EAGAIN;
+    loop.on = true;
+    return 0;
+}
+
+static void
+loop_stop(void)
+{
+    uint64_t one = 1;
+
+    if (loop.on) {
+        atomic_store(&loop.stop, true);
+        if (write(loop.wfd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+            log_warn("http: loop wake");
+        pthread_join(loop.thread, NULL);
+        loop.on = false;
+    }
+    if (loop.epfd != -1)
+        close(loop.epfd);
+    if (loop.wfd != -1)
+        close(loop.wfd);
+    loop.epfd = loop.wfd = loop.aggfd = -1;
+}
+
 int
 shed_http_start(struct shed_ctx *ctx, const struct shed_config *cfg)
 {
+    /* One thread and the aggregator role: one shared loop (see the top). */
+    bool external = (cfg->roles & SHED_ROLE_AGGREGATOR) && cfg->threads <= 1;
+
+    shed_agg_set_external(external);
     for (size_t i = 0; i < cfg->nlisten; i++) {
         struct sockaddr_storage ss;
         if (listen_addr(cfg->listen[i], &ss) < 0) {
             log_warnx("http: bad listen address %s", cfg->listen[i]);
             return -EINVAL;
         }
-        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+        unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+        if (!external)
+            flags |= MHD_USE_INTERNAL_POLLING_THREAD;
         if (ss.ss_family == AF_INET6)
             flags |= MHD_USE_IPv6;
         struct MHD_OptionItem opts[] = {
@@ -293,8 +408,13 @@ shed_http_start(struct shed_ctx *ctx, const struct shed_config *cfg)
             return -EADDRINUSE;
         }
         daemons[ndaemons++] = d;
-        log_info("http: listening on %s (%u thread%s)", cfg->listen[i], cfg->threads,
-                 cfg->threads > 1 ? "s" : "");
+        log_info("http: listening on %s (%u thread%s%s)", cfg->listen[i], cfg->threads,
+                 cfg->threads > 1 ? "s" : "", external ? ", shared with the aggregator" : "");
+    }
+    if (external && loop_start() < 0) {
+        log_warnx("http: cannot start the event loop");
+        shed_http_stop();
+        return -EAGAIN;
     }
     return 0;
 }
@@ -326,6 +446,7 @@ void
 shed_http_stop(void)
 {
     shed_agg_shutdown(); /* MHD refuses to stop with suspended connections */
+    loop_stop();         /* MHD_run() is not called any more */
     for (size_t i = 0; i < ndaemons; i++)
         MHD_stop_daemon(daemons[i]);
     ndaemons = 0;
