@@ -264,20 +264,52 @@ publish(struct registry *reg, struct retired *rt)
     return 0;
 }
 
+/* Order of member <m>'s id against <id> (<len> bytes, no NUL inside). */
+static int
+id_cmp(const struct member *m, const char *id, size_t len)
+{
+    int c = strncmp(m->id, id, len);
+    if (c == 0 && m->id[len] != '\0')
+        c = 1;
+    return c;
+}
+
+/* First position whose id is not below <id>: members are kept sorted by id,
+ * so a heartbeat finds its member in O(log n) even at max_members. */
+static size_t
+member_lower_bound(const struct service *s, const char *id, size_t len)
+{
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (id_cmp(s->members[mid], id, len) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 static struct member *
 find_member(struct service *s, const char *id, size_t len, size_t *pos)
 {
-    /* Linear, but only over one service's members and only on heartbeats
-     * (not on the redirect path). */
-    for (size_t i = 0; i < s->n; i++) {
-        struct member *m = s->members[i];
-        if (strncmp(m->id, id, len) == 0 && m->id[len] == '\0') {
-            if (pos != NULL)
-                *pos = i;
-            return m;
-        }
-    }
-    return NULL;
+    size_t i = member_lower_bound(s, id, len);
+    if (i == s->n || id_cmp(s->members[i], id, len) != 0)
+        return NULL;
+    if (pos != NULL)
+        *pos = i;
+    return s->members[i];
+}
+
+/* Insert <m> (not yet present) at its sorted position; capacity checked by
+ * the caller. */
+static void
+insert_member(struct service *s, struct member *m)
+{
+    size_t i = member_lower_bound(s, m->id, strlen(m->id));
+    memmove(&s->members[i + 1], &s->members[i], (s->n - i) * sizeof(s->members[0]));
+    s->members[i] = m;
+    s->n++;
 }
 
 static struct service *
@@ -295,7 +327,8 @@ static void
 remove_member(struct registry *reg, struct service *s, size_t pos)
 {
     free(s->members[pos]);
-    s->members[pos] = s->members[--s->n];
+    s->n--;
+    memmove(&s->members[pos], &s->members[pos + 1], (s->n - pos) * sizeof(s->members[0]));
     reg->total--;
 }
 
@@ -341,11 +374,16 @@ rebuild(struct registry *reg, struct service *s, uint64_t now)
             atomic_store(&live[idx], (uint8_t)live_of(m));
     }
     /* Drop gone members now that the ring no longer names them. */
-    for (size_t i = 0; i < s->n;)
-        if (s->members[i]->gone)
-            remove_member(reg, s, i);
-        else
-            i++;
+    size_t kept = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->members[i]->gone) {
+            free(s->members[i]);
+            reg->total--;
+        } else {
+            s->members[kept++] = s->members[i]; /* compaction keeps id order */
+        }
+    }
+    s->n = kept;
     garbage_ring(reg, ring_gen_push(&s->gen, next));
     garbage(reg, (void *)s->live);
     garbage(reg, (void *)s->load);
@@ -547,7 +585,7 @@ registry_heartbeat(struct registry *reg, const struct proto_heartbeat *hb, uint6
         snprintf(m->id, sizeof(m->id), "%s", hb->id);
         m->incarnation = hb->incarnation;
         m->ring_idx = RING_NONE;
-        s->members[s->n++] = m;
+        insert_member(s, m);
         reg->total++;
         log_info("registry: service=%s id=%s new, url=%s", s->cfg.name, hb->id, hb->url);
     } else if (hb->incarnation < m->incarnation) {
@@ -1098,7 +1136,7 @@ registry_apply(struct registry *reg, const struct proto_sync_msg *msg, uint64_t 
             m->incarnation = e->incarnation;
             m->ring_idx = RING_NONE;
             m->down = true; /* until the lease below says otherwise */
-            s->members[s->n++] = m;
+            insert_member(s, m);
             reg->total++;
             log_info("registry: service=%s id=%s new from %s, url=%s", s->cfg.name, e->id,
                      unconfirmed ? "snapshot (unconfirmed)" : "a peer", e->url);

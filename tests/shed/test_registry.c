@@ -293,3 +293,43 @@ Test(registry, status_json)
     json_decref(st);
     registry_destroy(reg);
 }
+
+/* Members are found by binary search over ids kept sorted: many ids heard in
+ * a scrambled order, renewed, some deregistered, must each stay exactly one
+ * record (a lookup miss would add a duplicate or refuse a renewal). */
+Test(registry, many_members_found_in_any_order)
+{
+    static const char text[] = "cell: a\ncredential: k\n"
+                               "limits: {max_members: 3000}\n"
+                               "services: {burrow: {kind: burrow, buckets: 1024, k: 2, r: 2}}\n";
+    struct shed_config *c = config(text);
+    struct registry *reg = NULL;
+    cr_assert_eq(registry_create(c, 1, &reg), 0);
+    shed_config_free(c);
+    enum { N = 2000 };
+    struct proto_heartbeat hb = {.weight = 1, .state = PROTO_HB_UP, .incarnation = 1};
+    struct proto_heartbeat_reply r;
+    strcpy(hb.service, "burrow");
+    for (int round = 0; round < 2; round++) {
+        for (unsigned i = 0; i < N; i++) {
+            unsigned k = (i * 7919u) % N; /* 7919 is prime: a permutation of 0..N-1 */
+            snprintf(hb.id, sizeof(hb.id), "m%u", k);
+            snprintf(hb.url, sizeof(hb.url), "http://127.0.0.1:%u", 10000 + k);
+            cr_assert_eq(registry_heartbeat(reg, &hb, 10 * (uint64_t)round, &r), 0, "%s", hb.id);
+        }
+        cr_assert_eq(registry_size(reg), N, "round %d: one record per id", round);
+    }
+    for (unsigned k = 0; k < N; k += 2) {
+        char id[16];
+        int n = snprintf(id, sizeof(id), "m%u", k);
+        cr_assert_eq(registry_deregister(reg, "burrow", 6, id, (size_t)n, 1, 20), 0, "%s", id);
+    }
+    registry_tick(reg, 30);
+    for (unsigned k = 1; k < N; k += 2) {
+        snprintf(hb.id, sizeof(hb.id), "m%u", k);
+        snprintf(hb.url, sizeof(hb.url), "http://127.0.0.1:%u", 10000 + k);
+        cr_assert_eq(registry_heartbeat(reg, &hb, 40, &r), 0, "%s renews", hb.id);
+    }
+    cr_assert_eq(registry_size(reg), N / 2, "the odd half stays");
+    registry_destroy(reg);
+}
