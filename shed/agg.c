@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "proto/burrow.h"
 #include "proto/marker.h"
@@ -38,6 +39,7 @@
 #define BACKENDS_MAX       4096
 #define SHED_AGG_FETCH_MAX 10000 /* widest per-backend window of one page */
 #define SEQ_REVISIT_MAX    16    /* sequential walk: extra visits after losing copies */
+#define WAVE1_SERVERS      1     /* servers asked in a page's first wave */
 
 struct shed_agg {
     struct shed_fanout *fan;
@@ -143,15 +145,6 @@ struct shed_agg_req {
     char link[SHED_AGG_HEADER_MAX];
     bool retry_after;
 };
-
-static uint64_t
-now_ms(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
-}
 
 /* ---------------------------------------------------------------- setup */
 
@@ -872,16 +865,17 @@ fetch_range(struct shed_agg_req *r, size_t from, size_t to, int64_t limit)
 }
 
 /* A page with a limit is fetched in two waves: first the server the page
- * starts in (most pages end inside it: one request, no over-fetch), then,
- * only if it ran out, every later server at once with what is missing. */
+ * starts in and the one after it (most pages end inside the first; a page
+ * that crosses into the next server is then still one round trip), then,
+ * only if both ran out, every later server at once with what is missing. */
 static void
 fetch(struct shed_agg_req *r)
 {
     r->nvisit = visit_list(r);
     r->any_answer = false;
-    if (r->fetch_limit > 0 && r->nvisit > 1) {
+    if (r->fetch_limit > 0 && r->nvisit > WAVE1_SERVERS) {
         r->wave = 1;
-        fetch_range(r, 0, 1, r->fetch_limit);
+        fetch_range(r, 0, WAVE1_SERVERS, r->fetch_limit);
     } else {
         r->wave = 2;
         fetch_range(r, 0, r->nvisit, r->fetch_limit);
@@ -1053,11 +1047,11 @@ page_done(struct shed_agg_req *r)
     }
     r->npicks = (size_t)np;
     if (r->wave == 1 && r->q.limit > 0 && (int64_t)r->npicks < r->q.limit &&
-        !r->lists[0].truncated) {
-        /* The starting server ran out: the rest of the page comes from the
-         * servers after it. */
+        !r->lists[0].truncated && !r->lists[WAVE1_SERVERS - 1].truncated) {
+        /* The first servers ran out: the rest of the page comes from the
+         * servers after them. */
         r->wave = 2;
-        fetch_range(r, 1, r->nvisit, r->fetch_limit - (int64_t)r->npicks);
+        fetch_range(r, WAVE1_SERVERS, r->nvisit, r->fetch_limit - (int64_t)r->npicks);
         return;
     }
     if (r->q.limit > 0 && (int64_t)r->npicks < r->q.limit && r->more && r->refetches < 4 &&
@@ -1072,10 +1066,12 @@ page_done(struct shed_agg_req *r)
         fetch(r);
         return;
     }
-    if (r->npicks == 0 && r->deadline != 0 && now_ms() < r->deadline) {
+    if (r->npicks == 0 && r->deadline != 0 && clock_mono_ms() < r->deadline) {
         wait_poll(r);
         return;
     }
+    if (r->wave == 1 && r->nvisit > WAVE1_SERVERS && (int64_t)r->npicks == r->q.limit)
+        r->more = true; /* servers after the first wave were not asked */
     if (r->npicks > 0 && r->more && r->q.limit > 0)
         make_link(r);
     render(r);
@@ -1138,7 +1134,7 @@ destr_finish(struct shed_agg_req *r)
         return;
     }
     r->npicks = (size_t)np;
-    if (r->npicks == 0 && r->deadline != 0 && now_ms() < r->deadline) {
+    if (r->npicks == 0 && r->deadline != 0 && clock_mono_ms() < r->deadline) {
         wait_poll(r);
         return;
     }
@@ -1349,7 +1345,7 @@ on_each_wait(void *arg, size_t idx, const struct shed_fanout_res *res)
 static void
 wait_poll(struct shed_agg_req *r)
 {
-    uint64_t now = now_ms(), left_ms = r->deadline > now ? r->deadline - now : 0;
+    uint64_t now = clock_mono_ms(), left_ms = r->deadline > now ? r->deadline - now : 0;
     int64_t secs = (int64_t)((left_ms + 999) / 1000);
     size_t n = visit_list(r);
     struct batch b;
@@ -1400,7 +1396,7 @@ wait_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
         msgs_run(r);
         return;
     }
-    if (!answered || now_ms() + 50 >= r->deadline) {
+    if (!answered || clock_mono_ms() + 50 >= r->deadline) {
         r->deadline = 0;
         lists_reset(r, 0);
         r->npicks = 0;
@@ -1725,7 +1721,7 @@ begin(struct shed_agg_req *r, const struct registry_route *route, const char *me
         return;
     }
     if (r->q.has_wait && r->q.wait > 0 && r->level == PROTO_BURROW_MESSAGES)
-        r->deadline = now_ms() + (uint64_t)r->q.wait * 1000;
+        r->deadline = clock_mono_ms() + (uint64_t)r->q.wait * 1000;
     if (r->level != PROTO_BURROW_MESSAGES) {
         ids_fetch(r);
         return;

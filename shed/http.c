@@ -288,7 +288,7 @@ loop_main(void *arg)
         struct epoll_event ev[SHED_MAX_LISTEN + 2];
         MHD_UNSIGNED_LONG_LONG t;
         int n, timeout = again ? 0 : 1000, fd = shed_agg_fd();
-        bool agg_ready = false, mhd_ready[SHED_MAX_LISTEN] = {false};
+        bool agg_ready = false, due, mhd_ready[SHED_MAX_LISTEN] = {false};
         uint64_t resumes;
 
         if (fd != loop.aggfd) {
@@ -305,8 +305,11 @@ loop_main(void *arg)
         n = epoll_wait(loop.epfd, ev, SHED_MAX_LISTEN + 2, timeout);
         if (n == -1 && errno != EINTR)
             log_warn("http: epoll_wait");
-        /* Only what is ready runs (every epoll_wait is a syscall, and they
-         * are dear on this kind of VM); on a timeout, everything. */
+        /* Only what is ready runs (each run costs epoll_wait calls). MHD
+         * also runs when its timeout is due (n == 0: MHD_get_timeout() says 0
+         * while it has work buffered, or a connection timed out); the
+         * fan-out's own timer is in its fd. */
+        due = n <= 0;
         for (int i = 0; i < n; i++) {
             if (ev[i].data.u32 < ndaemons)
                 mhd_ready[ev[i].data.u32] = true;
@@ -316,12 +319,15 @@ loop_main(void *arg)
         /* Backend answers first: the connections they resume are answered
          * by MHD_run() in this same turn. */
         resumes = shed_agg_resumes();
-        if (agg_ready || n <= 0)
+        if (agg_ready)
             shed_agg_run();
         again = shed_agg_resumes() != resumes;
+        resumes = shed_agg_resumes();
         for (size_t i = 0; i < ndaemons; i++)
-            if (mhd_ready[i] || again || n <= 0)
+            if (mhd_ready[i] || again || due)
                 MHD_run(daemons[i]);
+        /* A request answered inside its handler resumed its connection
+         * during MHD_run(): one more turn, without waiting. */
         again = shed_agg_resumes() != resumes;
     }
     return NULL;
