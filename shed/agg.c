@@ -39,13 +39,14 @@
 #define BACKENDS_MAX       4096
 #define SHED_AGG_FETCH_MAX 10000 /* widest per-backend window of one page */
 #define SEQ_REVISIT_MAX    16    /* sequential walk: extra visits after losing copies */
-#define WAVE1_SERVERS      1     /* servers asked in a page's first wave */
+#define WAVE1_SERVERS      2     /* servers asked in a speculative first wave */
 
 struct shed_agg {
     struct shed_fanout *fan;
     _Atomic bool list_all;
     _Atomic uint64_t timeout_ms;
     size_t max_probes;
+    _Atomic uint32_t pages, crossed; /* recent first waves; those that ran out */
 };
 
 /* Process-wide counters, so /metrics needs no aggregator instance. */
@@ -64,6 +65,7 @@ enum phase {
     PH_BADDETAIL, /* non-destructive check of a bad detail */
     PH_SEQ_PROBE, /* sequential walk: do earlier servers hold these copies? */
     PH_SEQ_CLEAN, /* sequential walk: delete the losing copies just hidden */
+    PH_DETACHED,  /* answered early; the batch still runs (its result is dropped) */
 };
 
 enum method { M_GET, M_POST, M_DELETE };
@@ -90,6 +92,7 @@ struct shed_agg_req {
     shed_agg_done_fn done;
     void *done_arg;
     _Atomic bool finished;
+    _Atomic unsigned refs; /* the caller's, plus one per batch on the engine */
 
     /* request */
     enum method m;
@@ -131,6 +134,7 @@ struct shed_agg_req {
     unsigned refetches;  /* page fetches widened because of dropped copies */
     size_t nvisit;       /* servers a message op visits (order[0..nvisit)) */
     int wave;            /* page fetch: 1 = the starting server, 2 = the rest */
+    size_t wave1;        /* servers in the first wave (1, or WAVE1_SERVERS) */
     size_t wave_from;    /* first list of the running wave */
     int64_t wave_limit;  /* per-server limit of the running wave */
     bool any_answer;     /* some server answered during this fetch */
@@ -444,7 +448,8 @@ method_name(enum method m)
 /* ------------------------------------------------------ batch plumbing */
 
 static void on_batch(void *arg, const struct shed_fanout_res *res, size_t n);
-static bool on_each_wait(void *arg, size_t idx, const struct shed_fanout_res *res);
+static bool on_each(void *arg, size_t idx, const struct shed_fanout_res *res);
+static void req_destroy(struct shed_agg_req *r);
 
 /* A request's batch under construction. */
 struct batch {
@@ -501,15 +506,19 @@ batch_go(struct shed_agg_req *r, struct batch *b, enum phase ph, bool wait)
     int rc;
 
     r->phase = ph;
+    atomic_fetch_add(&r->refs, 1); /* dropped at the end of on_batch() */
     if (b->n == 0) {
         batch_free(b);
         on_batch(r, NULL, 0);
         return;
     }
-    rc = shed_fanout_submit(r->agg->fan, b->reqs, b->n, wait ? on_each_wait : NULL, on_batch, r);
+    rc = shed_fanout_submit(r->agg->fan, b->reqs, b->n, wait || ph == PH_FETCH ? on_each : NULL,
+                            on_batch, r);
     batch_free(b);
-    if (rc < 0)
+    if (rc < 0) {
+        atomic_fetch_sub(&r->refs, 1); /* the caller still holds its own */
         answer_unavailable(r, "aggregator busy");
+    }
 }
 
 /* Classify one backend result: true when it is a usable Burrow answer. */
@@ -871,11 +880,18 @@ fetch_range(struct shed_agg_req *r, size_t from, size_t to, int64_t limit)
 static void
 fetch(struct shed_agg_req *r)
 {
+    struct shed_agg *agg = r->agg;
+
     r->nvisit = visit_list(r);
     r->any_answer = false;
-    if (r->fetch_limit > 0 && r->nvisit > WAVE1_SERVERS) {
+    if (r->fetch_limit > 0 && r->nvisit > 1) {
+        /* Ask the next server too only while pages often cross (more than
+         * a quarter of recent ones): otherwise it only costs. */
+        uint32_t pages = atomic_load(&agg->pages), crossed = atomic_load(&agg->crossed);
+
         r->wave = 1;
-        fetch_range(r, 0, WAVE1_SERVERS, r->fetch_limit);
+        r->wave1 = r->nvisit > WAVE1_SERVERS && crossed * 4 > pages ? WAVE1_SERVERS : 1;
+        fetch_range(r, 0, r->wave1, r->fetch_limit);
     } else {
         r->wave = 2;
         fetch_range(r, 0, r->nvisit, r->fetch_limit);
@@ -912,6 +928,19 @@ list_has(const struct shed_merge_list *l, const char *id, size_t len)
 }
 
 static void page_done(struct shed_agg_req *r);
+
+/* Count a page's first wave (and whether its starting server ran out);
+ * halved now and then, so the rate follows the recent pages. */
+static void
+count_wave1(struct shed_agg *agg, bool ran_out)
+{
+    if (atomic_fetch_add(&agg->pages, 1) >= 1024) {
+        atomic_store(&agg->pages, 512);
+        atomic_store(&agg->crossed, atomic_load(&agg->crossed) / 2);
+    }
+    if (ran_out)
+        atomic_fetch_add(&agg->crossed, 1);
+}
 
 /* Decide which copies lose to an earlier-preference copy. A copy on its
  * bucket's first server always wins; otherwise every earlier server either
@@ -1046,12 +1075,14 @@ page_done(struct shed_agg_req *r)
         return;
     }
     r->npicks = (size_t)np;
+    if (r->wave == 1 && r->q.limit > 0)
+        count_wave1(r->agg, !r->lists[0].truncated);
     if (r->wave == 1 && r->q.limit > 0 && (int64_t)r->npicks < r->q.limit &&
-        !r->lists[0].truncated && !r->lists[WAVE1_SERVERS - 1].truncated) {
+        !r->lists[0].truncated && !r->lists[r->wave1 - 1].truncated) {
         /* The first servers ran out: the rest of the page comes from the
          * servers after them. */
         r->wave = 2;
-        fetch_range(r, WAVE1_SERVERS, r->nvisit, r->fetch_limit - (int64_t)r->npicks);
+        fetch_range(r, r->wave1, r->nvisit, r->fetch_limit - (int64_t)r->npicks);
         return;
     }
     if (r->q.limit > 0 && (int64_t)r->npicks < r->q.limit && r->more && r->refetches < 4 &&
@@ -1070,7 +1101,7 @@ page_done(struct shed_agg_req *r)
         wait_poll(r);
         return;
     }
-    if (r->wave == 1 && r->nvisit > WAVE1_SERVERS && (int64_t)r->npicks == r->q.limit)
+    if (r->wave == 1 && r->nvisit > r->wave1 && (int64_t)r->npicks == r->q.limit)
         r->more = true; /* servers after the first wave were not asked */
     if (r->npicks > 0 && r->more && r->q.limit > 0)
         make_link(r);
@@ -1333,12 +1364,54 @@ msgs_run(struct shed_agg_req *r)
 
 /* ------------------------------------------------------------------ wait */
 
-static bool
-on_each_wait(void *arg, size_t idx, const struct shed_fanout_res *res)
+/* The first wave of a page asks the starting server and the next one at
+ * once. When the starting server alone fills the page, the page is
+ * answered as soon as its answer is in, without waiting for the other
+ * (whose answer is then dropped when it comes: the connection stays
+ * usable, which cancelling would not). Only when nothing about the page
+ * could depend on other servers: every item's bucket has this server first
+ * in its preference row (no copy to check). */
+static void
+fetch_early(struct shed_agg_req *r, const struct shed_fanout_res *res)
 {
-    (void)arg;
-    (void)idx;
-    /* The first server with something visible releases the wait. */
+    struct shed_merge_list *l = &r->lists[0];
+    bool any;
+
+    if (r->m != M_GET || r->wave != 1 || r->q.limit <= 0 || res->err != 0 || res->status != 200)
+        return;
+    take_lists_at(r, res, 1, 0, r->wave_limit, &any);
+    if (l->status == 200 && l->truncated && (int64_t)l->n >= r->q.limit) {
+        bool solo = true;
+
+        for (size_t i = 0; i < l->n && solo; i++) {
+            uint32_t pref[PREF_MAX];
+            size_t np = pref_of(r, l->items[i].id, l->items[i].idlen, pref);
+
+            solo = np > 0 && pref[0] == r->order[0];
+        }
+        if (solo) {
+            r->any_answer = true;
+            page_done(r);
+            r->phase = PH_DETACHED;
+            return;
+        }
+    }
+    /* Not alone: parsed again with the rest when the batch completes. */
+    shed_merge_list_clear(l);
+    r->nlists = 0;
+}
+
+static bool
+on_each(void *arg, size_t idx, const struct shed_fanout_res *res)
+{
+    struct shed_agg_req *r = arg;
+
+    if (r->phase == PH_FETCH) {
+        if (idx == 0 && r->wave == 1 && r->wave1 > 1)
+            fetch_early(r, res);
+        return false;
+    }
+    /* PH_WAIT: the first server with something visible releases the wait. */
     return res->err == 0 && res->status == 200;
 }
 
@@ -1457,10 +1530,14 @@ on_batch(void *arg, const struct shed_fanout_res *res, size_t n)
     case PH_SEQ_CLEAN:
         destr_seq_step_end(r);
         break;
+    case PH_DETACHED:
+        break; /* answered already */
     case PH_NONE:
         answer_unavailable(r, "internal error");
         break;
     }
+    if (atomic_fetch_sub(&r->refs, 1) == 1)
+        req_destroy(r); /* the caller freed its side first */
 }
 
 /* --------------------------------------------------------------- start */
@@ -1763,6 +1840,7 @@ shed_agg_start(struct shed_agg *agg, const struct registry_route *route, const c
     r->done = done;
     r->done_arg = arg;
     r->timeout_ms = atomic_load(&agg->timeout_ms);
+    atomic_init(&r->refs, 1);
     atomic_fetch_add(&n_requests, 1);
     *out = r;
     begin(r, route, method, path, plen, query, qlen);
@@ -1772,8 +1850,14 @@ shed_agg_start(struct shed_agg *agg, const struct registry_route *route, const c
 void
 shed_agg_req_free(struct shed_agg_req *r)
 {
-    if (r == NULL)
-        return;
+    /* A batch still on the engine (a page answered early) frees it. */
+    if (r != NULL && atomic_fetch_sub(&r->refs, 1) == 1)
+        req_destroy(r);
+}
+
+static void
+req_destroy(struct shed_agg_req *r)
+{
     for (size_t i = 0; i < r->nlists; i++)
         shed_merge_list_clear(&r->lists[i]);
     free(r->lists);
