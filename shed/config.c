@@ -237,7 +237,7 @@ number(struct ctx *c, yaml_node_t *n, const struct cmd *cmd, uint64_t *v)
 static int
 set_u32(struct ctx *c, yaml_node_t *n, void *field, const struct cmd *cmd)
 {
-    uint64_t v;
+    uint64_t v = 0;
     int rc = number(c, n, cmd, &v);
     if (rc == 0)
         *(uint32_t *)field = (uint32_t)v;
@@ -247,7 +247,7 @@ set_u32(struct ctx *c, yaml_node_t *n, void *field, const struct cmd *cmd)
 static int
 set_u64(struct ctx *c, yaml_node_t *n, void *field, const struct cmd *cmd)
 {
-    uint64_t v;
+    uint64_t v = 0;
     int rc = number(c, n, cmd, &v);
     if (rc == 0)
         *(uint64_t *)field = v;
@@ -257,7 +257,7 @@ set_u64(struct ctx *c, yaml_node_t *n, void *field, const struct cmd *cmd)
 static int
 set_code(struct ctx *c, yaml_node_t *n, void *field, const struct cmd *cmd)
 {
-    uint64_t v;
+    uint64_t v = 0;
     int rc = number(c, n, cmd, &v);
     if (rc < 0)
         return rc;
