@@ -929,6 +929,34 @@ list_has(const struct shed_merge_list *l, const char *id, size_t len)
 
 static void page_done(struct shed_agg_req *r);
 
+/* Room for <want> dedup probes (at most max_probes) and their batch. */
+static int
+probes_begin(struct shed_agg_req *r, struct batch *b, size_t want)
+{
+    if (want > r->agg->max_probes)
+        want = r->agg->max_probes;
+    r->probes = calloc(want, sizeof(*r->probes));
+    if (r->probes == NULL || batch_init(b, want) < 0)
+        return -ENOMEM;
+    return 0;
+}
+
+/* Queue a probe: does backend <be> hold item <ii> of list <li>? */
+static void
+probe_add(struct shed_agg_req *r, struct batch *b, size_t li, size_t ii, uint32_t be)
+{
+    const struct shed_merge_item *it = &r->lists[li].items[ii];
+    struct urlopts o = {.detail = "id"};
+
+    if (r->nprobes >= b->cap ||
+        batch_add(b, r, "GET", be, it->id, it->idlen, &o, r->timeout_ms) < 0)
+        return;
+    r->probes[r->nprobes].list = (uint32_t)li;
+    r->probes[r->nprobes].item = (uint32_t)ii;
+    r->probes[r->nprobes].be = be;
+    r->nprobes++;
+}
+
 /* Count a page's first wave (and whether its starting server ran out);
  * halved now and then, so the rate follows the recent pages. */
 static void
@@ -949,7 +977,6 @@ count_wave1(struct shed_agg *agg, bool ran_out)
 static void
 dedup(struct shed_agg_req *r)
 {
-    struct urlopts o = {.detail = "id"};
     struct batch b = {0};
     size_t nprobe = 0;
 
@@ -979,16 +1006,10 @@ dedup(struct shed_agg_req *r)
                     if (el != NOPOS && !r->lists[el].truncated &&
                         !(r->marker_live && pref[e] == r->start))
                         continue; /* its whole list was seen: it has none */
-                    if (pass == 0) {
+                    if (pass == 0)
                         nprobe++;
-                    } else if (r->nprobes < b.cap) {
-                        r->probes[r->nprobes].list = (uint32_t)li;
-                        r->probes[r->nprobes].item = (uint32_t)ii;
-                        r->probes[r->nprobes].be = pref[e];
-                        if (batch_add(&b, r, "GET", pref[e], it->id, it->idlen, &o,
-                                      r->timeout_ms) == 0)
-                            r->nprobes++;
-                    }
+                    else
+                        probe_add(r, &b, li, ii, pref[e]);
                 }
             }
         }
@@ -997,10 +1018,7 @@ dedup(struct shed_agg_req *r)
                 page_done(r);
                 return;
             }
-            if (nprobe > r->agg->max_probes)
-                nprobe = r->agg->max_probes;
-            r->probes = calloc(nprobe, sizeof(*r->probes));
-            if (r->probes == NULL || batch_init(&b, nprobe) < 0) {
+            if (probes_begin(r, &b, nprobe) < 0) {
                 answer_unavailable(r, "out of memory");
                 return;
             }
@@ -1244,7 +1262,6 @@ destr_seq_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t
 {
     struct shed_merge_list *l = &r->lists[r->cur];
     uint32_t be = r->order[r->seq];
-    struct urlopts o = {.detail = "id"};
     struct batch b = {0};
     size_t want = 0;
 
@@ -1273,16 +1290,10 @@ destr_seq_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t
             for (size_t e = 0; e < pos; e++) {
                 if (!r->be[pref[e]].live || r->be[pref[e]].failed)
                     continue;
-                if (pass == 0) {
+                if (pass == 0)
                     want++;
-                } else if (r->nprobes < b.cap &&
-                           batch_add(&b, r, "GET", pref[e], l->items[ii].id, l->items[ii].idlen, &o,
-                                     r->timeout_ms) == 0) {
-                    r->probes[r->nprobes].list = (uint32_t)r->cur;
-                    r->probes[r->nprobes].item = (uint32_t)ii;
-                    r->probes[r->nprobes].be = pref[e];
-                    r->nprobes++;
-                }
+                else
+                    probe_add(r, &b, r->cur, ii, pref[e]);
             }
         }
         if (pass == 0) {
@@ -1290,10 +1301,7 @@ destr_seq_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t
                 destr_seq_step_end(r);
                 return;
             }
-            if (want > r->agg->max_probes)
-                want = r->agg->max_probes;
-            r->probes = calloc(want, sizeof(*r->probes));
-            if (r->probes == NULL || batch_init(&b, want) < 0) {
+            if (probes_begin(r, &b, want) < 0) {
                 answer_unavailable(r, "out of memory");
                 return;
             }
