@@ -10,8 +10,8 @@
  * every backend with a non-destructive GET and then runs the operation.
  *
  * The daemon side: the HTTP handler suspends the MHD connection, calls
- * shed_agg_start() and, when <done> fires (on the fan-out thread, or inside
- * shed_agg_start() itself), resumes it; on the next handler call it sends
+ * shed_agg_start() and, when <done> fires (on the thread that polls the
+ * fan-out engine, or inside shed_agg_start() itself), resumes it; on the next handler call it sends
  * shed_agg_response() and frees the request. shed_agg_handle() does all of
  * that as a role of shed/http's dispatch.
  *

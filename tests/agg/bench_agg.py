@@ -17,6 +17,7 @@ Prints (k3r3. prefixed again for the second cell):
   single.list_ms.p50                   page of 100 from one burrowd
   agg.vs_single                        median over rounds of the round's agg
                                        p50 / single p50 (target <= 1.5)
+  agg.vs_single.p50s                   ratio of the whole run's two p50s
   agg.lists_per_s                      pages per second, 8 in flight (C client)
   single.lists_per_s                   the same from one burrowd
   agg.servers_asked / servers_with_data
