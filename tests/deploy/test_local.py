@@ -109,6 +109,18 @@ def test_down_after_crash():
     rc, out = local(run, "down")
     assert rc == 0, out
     assert not any(pid_alive(x) for x in pids), "down left daemons of a crashed up"
+    # Nor one started just before the kill, before its pid reached the file.
+    mark = (os.path.realpath(run) + "/").encode()
+    left = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    if mark in f.read():
+                        left.append(int(d))
+            except OSError:
+                pass
+    assert not left, "down left unrecorded daemons: %r" % left
 
 
 def test_dying_daemon_fails_up_with_log_tail():
