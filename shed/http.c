@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,6 +177,10 @@ dispatch(struct shed_call *c)
     return true;
 }
 
+/* Requests whose handler ran and whose completion MHD has not reported:
+ * what SIGTERM waits for (idle keep-alive connections do not count). */
+static _Atomic unsigned inflight;
+
 static enum MHD_Result
 handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
         const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
@@ -199,10 +204,14 @@ handler(void *cls, struct MHD_Connection *conn, const char *url, const char *met
         .now_ms = t0 / 1000000,
     };
     c.has_body = c.first ? announces_body(conn) : false;
+    if (c.first)
+        atomic_fetch_add(&inflight, 1); /* completed() takes it back */
     bool queued = dispatch(&c);
     shed_rcu_leave(tok);
     if (*con_cls == NULL || !c.first)
         shed_metrics_duration(clock_mono_ns() - t0);
+    if (*con_cls == NULL)
+        *con_cls = SHED_HTTP_SEEN; /* any later call of this request is not its first */
     return queued ? MHD_YES : MHD_NO;
 }
 
@@ -216,6 +225,8 @@ completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct shed_req_ctx *ctx = *con_cls;
     if (ctx != NULL && *con_cls != SHED_HTTP_SEEN)
         ctx->free_fn(ctx);
+    if (ctx != NULL)
+        atomic_fetch_sub(&inflight, 1);
     *con_cls = NULL;
 }
 
@@ -433,6 +444,12 @@ shed_http_quiesce(void)
         if (s != MHD_INVALID_SOCKET)
             close(s);
     }
+}
+
+unsigned
+shed_http_inflight(void)
+{
+    return atomic_load(&inflight);
 }
 
 unsigned

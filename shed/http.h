@@ -116,6 +116,9 @@ void shed_http_quiesce(void);
 /* Connections still open on all listeners. */
 unsigned shed_http_connections(void);
 
+/* Requests being handled (started, not yet completed) on all listeners. */
+unsigned shed_http_inflight(void);
+
 /* Stop every daemon and close every connection. */
 void shed_http_stop(void);
 

@@ -173,7 +173,7 @@ main(int argc, char **argv)
     log_info("stopping: no new connections, finishing in-flight requests");
     shed_http_quiesce();
     uint64_t deadline = shed_now_ms() + DRAIN_WAIT_MS;
-    while (shed_http_connections() > 0 && shed_now_ms() < deadline) {
+    while (shed_http_inflight() > 0 && shed_now_ms() < deadline) {
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }
