@@ -431,14 +431,8 @@ shed_cluster_master_handle(struct shed_call *c)
 {
     if (G.master == NULL)
         return false;
-    if (c->first && !c->has_body) {
-        *c->con_cls = SHED_HTTP_SEEN;
+    if (shed_http_not_yet(c))
         return true;
-    }
-    if (!c->first && *c->upload_data_size != 0) {
-        *c->upload_data_size = 0;
-        return true;
-    }
     struct shed_query q;
     shed_line_query(c->conn, &q);
     struct shed_answer a;
@@ -496,14 +490,8 @@ json_answer(struct shed_call *c, const char *buf, size_t len)
 static bool
 serve_master_status(struct shed_call *c)
 {
-    if (c->first && !c->has_body) {
-        *c->con_cls = SHED_HTTP_SEEN;
+    if (shed_http_not_yet(c))
         return true;
-    }
-    if (!c->first && *c->upload_data_size != 0) {
-        *c->upload_data_size = 0;
-        return true;
-    }
     if (G.master == NULL)
         return text_answer(c, 404, "not a master\n");
     json_t *root = shed_master_status(G.master, c->now_ms);

@@ -181,6 +181,24 @@ dispatch(struct shed_call *c)
  * what SIGTERM waits for (idle keep-alive connections do not count). */
 static _Atomic unsigned inflight;
 
+bool
+shed_http_not_yet(struct shed_call *c)
+{
+    /* MHD 0.9.75 forces Connection: close on a response queued in the first
+     * call, so a request without a body is answered on the second call; one
+     * that announces a body is answered at once (Expect: 100-continue never
+     * uploads), and a body sent anyway is dropped, answered at its end. */
+    if (c->first && !c->has_body) {
+        *c->con_cls = SHED_HTTP_SEEN;
+        return true;
+    }
+    if (!c->first && *c->upload_data_size != 0) {
+        *c->upload_data_size = 0;
+        return true;
+    }
+    return false;
+}
+
 static enum MHD_Result
 handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
         const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)

@@ -107,6 +107,12 @@ struct shed_answer {
     unsigned retry_after; /* seconds; 0: no Retry-After */
 };
 
+/* The two-call pattern for a handler that answers without reading a body:
+ * true means "return true now, MHD will call again"; false means answer now.
+ * (See libmicrohttpd-notes: keep-alive for bodiless requests, no upload to
+ * the shed for requests with a body.) */
+bool shed_http_not_yet(struct shed_call *c);
+
 /* Start one MHD daemon per listen address of <cfg>. 0 or -errno (logged). */
 int shed_http_start(struct shed_ctx *ctx, const struct shed_config *cfg);
 

@@ -523,15 +523,8 @@ shed_line_handle(struct shed_call *c)
 {
     /* Answer on the first call when a body is announced (Expect:
      * 100-continue never uploads), else on the second (keeps keep-alive). */
-    if (c->first && !c->has_body) {
-        *c->con_cls = SHED_HTTP_SEEN;
+    if (shed_http_not_yet(c))
         return true;
-    }
-    if (!c->first && *c->upload_data_size != 0) {
-        /* A body we did not ask for: drop it, answer at the end. */
-        *c->upload_data_size = 0;
-        return true;
-    }
     struct shed_query q;
     shed_line_query(c->conn, &q);
     const char *host = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Host");

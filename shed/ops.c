@@ -203,14 +203,8 @@ heartbeat_put(struct shed_call *c, const char *svc, size_t slen, const char *id,
 static bool
 heartbeat_delete(struct shed_call *c, const char *svc, size_t slen, const char *id, size_t idlen)
 {
-    if (c->first && !c->has_body) {
-        *c->con_cls = SHED_HTTP_SEEN;
+    if (shed_http_not_yet(c))
         return true;
-    }
-    if (!c->first && *c->upload_data_size != 0) {
-        *c->upload_data_size = 0;
-        return true;
-    }
     const char *inc = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "incarnation");
     char *end;
     if (inc == NULL || inc[0] < '0' || inc[0] > '9')
@@ -233,14 +227,8 @@ shed_ops_handle(struct shed_call *c)
     if (strcmp(c->path, metrics_path) == 0 || strcmp(c->path, status_path) == 0) {
         if (c->m != SHED_M_GET && c->m != SHED_M_HEAD)
             return answer_text(c, 405, "method not allowed\n");
-        if (c->first && !c->has_body) {
-            *c->con_cls = SHED_HTTP_SEEN;
+        if (shed_http_not_yet(c))
             return true;
-        }
-        if (!c->first && *c->upload_data_size != 0) {
-            *c->upload_data_size = 0;
-            return true;
-        }
         return c->path[1] == 'm' ? serve_metrics(c) : serve_status(c);
     }
     static const char prefix[] = PROTO_HB_PREFIX;
