@@ -139,11 +139,16 @@ def main():
     d = harness.tmpdir("shedbench-")
     script = os.path.join(d, "keys.lua")
     with open(script, "w") as f:
+        # wrk.format() with its own header table ignores wrk.headers, which
+        # is where -H 'Connection: close' lands: copy them in.
         f.write("""math.randomseed(os.time())
 request = function()
   local a = math.random(1, 100000)
   local m = math.random(1, 1000000000)
-  return wrk.format("GET", "/v1.0/acct" .. a .. "/q/m" .. m, {["Host"] = "burrow.service"})
+  local h = {}
+  for k, v in pairs(wrk.headers) do h[k] = v end
+  h["Host"] = "burrow.service"
+  return wrk.format("GET", "/v1.0/acct" .. a .. "/q/m" .. m, h)
 end
 """)
     shed, sport = start_shed(d)
