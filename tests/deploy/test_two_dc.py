@@ -155,6 +155,7 @@ def start(host, argv):
     p = harness.Proc(lab.exec_argv(host, argv), name=host,
                      log=os.path.join(ctx["tmp"], host + ".log"))
     ctx["procs"][host] = p
+    ctx.setdefault("argv", {})[host] = argv
     return p
 
 
@@ -352,6 +353,34 @@ def test_nothing_acknowledged_is_lost():
     print("     %d acknowledged messages all read back" % len(ctx["acked"]))
 
 
+def test_killed_backends_escalate_and_come_home():
+    """The same with the processes really killed (SIGKILL): dc1's clients
+    escalate to dc2, the restarted (empty, in-memory) backends take traffic
+    home again, and everything acknowledged since the kill reads back."""
+    needs_setup()
+    since = len(ctx["acked"])
+    for i in range(1, BACKENDS + 1):
+        ctx["procs"]["dc1-burrow%d" % i].kill()
+    t0 = time.monotonic()
+    for name in ("dc1-line1", "dc1-line2"):
+        wait_members(node(name), 0, 10.0)
+    print("     dc1 line sheds saw the killed backends down in %.1fs" % (time.monotonic() - t0))
+    put_phase("client1", "killed", want_dc=2, min_hops=2, max_hops=3)
+    for i in range(1, BACKENDS + 1):
+        name = "dc1-burrow%d" % i
+        start(name, ctx["argv"][name])
+        n = node(name)
+        ctx["lab"].wait_port(name, n["host"], n["port"], proc=ctx["procs"][name])
+    for name in ("dc1-line1", "dc1-line2"):
+        wait_members(node(name), BACKENDS, 30.0)
+    put_phase("client1", "reborn", want_dc=1, min_hops=1, max_hops=1)
+    fresh = ctx["acked"][since:]
+    assert len(fresh) == 2 * N, len(fresh)
+    for m in fresh:
+        check_read("client2" if m["phase"] == "killed" else "client1", m)
+    print("     %d messages acknowledged since the kill all read back" % len(fresh))
+
+
 def main():
     tests = [("setup", test_setup), ("dns_split_horizon", test_dns_split_horizon),
              ("home_puts_and_reads", test_home_puts_and_reads),
@@ -359,7 +388,9 @@ def main():
              ("shedc_through_dns", test_shedc_through_dns),
              ("escalation_to_dc2", test_escalation_to_dc2),
              ("traffic_returns_home", test_traffic_returns_home),
-             ("nothing_acknowledged_is_lost", test_nothing_acknowledged_is_lost)]
+             ("nothing_acknowledged_is_lost", test_nothing_acknowledged_is_lost),
+             ("killed_backends_escalate_and_come_home",
+              test_killed_backends_escalate_and_come_home)]
     wrapped = []
     for name, fn in tests:
         def run(fn=fn):
