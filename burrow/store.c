@@ -15,6 +15,30 @@
 
 #define HEAP_NONE UINT32_MAX
 
+/* Doubly linked lists with a head and a tail, links named <prev>/<next>:
+ * take <n> out, or put it at the end. */
+#define LIST_UNLINK(head, tail, n, prev, next)                                                     \
+    do {                                                                                           \
+        if ((n)->prev)                                                                             \
+            (n)->prev->next = (n)->next;                                                           \
+        else                                                                                       \
+            (head) = (n)->next;                                                                    \
+        if ((n)->next)                                                                             \
+            (n)->next->prev = (n)->prev;                                                           \
+        else                                                                                       \
+            (tail) = (n)->prev;                                                                    \
+    } while (0)
+#define LIST_APPEND(head, tail, n, prev, next)                                                     \
+    do {                                                                                           \
+        (n)->prev = (tail);                                                                        \
+        (n)->next = NULL;                                                                          \
+        if (tail)                                                                                  \
+            (tail)->next = (n);                                                                    \
+        else                                                                                       \
+            (head) = (n);                                                                          \
+        (tail) = (n);                                                                              \
+    } while (0)
+
 /* Every hashed object starts with this node. */
 struct hnode {
     struct hnode *hnext;
@@ -324,14 +348,7 @@ visible(const struct msg *m)
 static void
 vis_remove(struct queue *q, struct msg *m)
 {
-    if (m->vprev)
-        m->vprev->vnext = m->vnext;
-    else
-        q->vhead = m->vnext;
-    if (m->vnext)
-        m->vnext->vprev = m->vprev;
-    else
-        q->vtail = m->vprev;
+    LIST_UNLINK(q->vhead, q->vtail, m, vprev, vnext);
     m->vprev = m->vnext = NULL;
 }
 
@@ -379,14 +396,7 @@ static void
 account_free(struct burrow_store *s, struct account *ac)
 {
     htab_remove(&s->accounts, &ac->h);
-    if (ac->prev)
-        ac->prev->next = ac->next;
-    else
-        s->ahead = ac->next;
-    if (ac->next)
-        ac->next->prev = ac->prev;
-    else
-        s->atail = ac->prev;
+    LIST_UNLINK(s->ahead, s->atail, ac, prev, next);
     s->naccounts--;
     free(ac);
 }
@@ -399,14 +409,7 @@ queue_free(struct burrow_store *s, struct queue *q)
     struct account *ac = q->acct;
 
     htab_remove(&s->queues, &q->h);
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        ac->qhead = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
-    else
-        ac->qtail = q->prev;
+    LIST_UNLINK(ac->qhead, ac->qtail, q, prev, next);
     ac->nqueues--;
     free(q);
     if (ac->nqueues == 0) {
@@ -429,14 +432,7 @@ msg_free(struct burrow_store *s, struct msg *m)
     heap_remove(s, m);
     if (visible(m))
         vis_remove(q, m);
-    if (m->prev)
-        m->prev->next = m->next;
-    else
-        q->head = m->next;
-    if (m->next)
-        m->next->prev = m->prev;
-    else
-        q->tail = m->prev;
+    LIST_UNLINK(q->head, q->tail, m, prev, next);
     q->nmsgs--;
     free(m);
     if (q->nmsgs == 0)
@@ -554,12 +550,7 @@ queue_get_or_create(struct burrow_store *s, const char *a, size_t alen, const ch
     }
     if (new_ac) {
         htab_insert(&s->accounts, &ac->h);
-        ac->prev = s->atail;
-        if (s->atail)
-            s->atail->next = ac;
-        else
-            s->ahead = ac;
-        s->atail = ac;
+        LIST_APPEND(s->ahead, s->atail, ac, prev, next);
         s->naccounts++;
     }
     memcpy(qu->id, q, qlen);
@@ -567,12 +558,7 @@ queue_get_or_create(struct burrow_store *s, const char *a, size_t alen, const ch
     qu->acct = ac;
     qu->h.hash = hash_id(ac, q, qlen);
     htab_insert(&s->queues, &qu->h);
-    qu->prev = ac->qtail;
-    if (ac->qtail)
-        ac->qtail->next = qu;
-    else
-        ac->qhead = qu;
-    ac->qtail = qu;
+    LIST_APPEND(ac->qhead, ac->qtail, qu, prev, next);
     ac->nqueues++;
     *out = qu;
     return 0;
@@ -650,12 +636,7 @@ burrow_store_put(struct burrow_store *s, int64_t now, const char *a, size_t alen
         nm->id_len = (uint8_t)mlen;
         nm->h.hash = hash_id(qu, m, mlen);
         htab_insert(&s->msgs, &nm->h);
-        nm->prev = qu->tail;
-        if (qu->tail)
-            qu->tail->next = nm;
-        else
-            qu->head = nm;
-        qu->tail = nm;
+        LIST_APPEND(qu->head, qu->tail, nm, prev, next);
         qu->nmsgs++;
         was_visible = false;
     }
