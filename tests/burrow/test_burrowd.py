@@ -355,6 +355,14 @@ def test_bad_input():
     expect("GET", "/v1.0/a/q?marker=a%00", 400)
     expect("GET", "/v1.0/a/q?marker=" + "x" * 256, 400)
     expect("GET", "/v1.0/a/q?detail=ALL", 400)
+    # ids: 255 decoded bytes is the maximum, one more is a 400
+    expect("PUT", "/v1.0/a/q/" + "i" * 255, 201, body=b"x")
+    expect("DELETE", "/v1.0/a/q/" + "i" * 255, 204)
+    expect("PUT", "/v1.0/a/q/" + "i" * 256, 400, body=b"x")
+    expect("PUT", "/v1.0/" + "%41" * 256 + "/q/m", 400, body=b"x")
+    # a request line past the connection memory is a 4xx, not a crash or 5xx
+    r = req("GET", "/v1.0/a/q?x=" + "y" * 20000)
+    assert 400 <= r.status < 500, r
     expect("GET", "/v1.0/a/q?unknown=%zz&detail=id", 200)  # unknown keys ignored
     # the data is untouched by all that
     assert js(expect("GET", "/v1.0/a/q?detail=id", 200)) == ["m1", "m2", "m3"]
