@@ -79,7 +79,6 @@ struct backend {
 
 struct gen {
     struct ring_config cfg;
-    uint32_t k;
     uint32_t row[RING_MAX_K][RING_MAX_R]; /* backend indices, NOPOS when none */
 };
 
@@ -127,8 +126,7 @@ struct shed_agg_req {
     struct probe *probes;
     size_t nprobes;
     int64_t remaining;
-    size_t seq; /* next backend position in sequential mode */
-    bool wait_polled;
+    size_t seq;          /* next backend position in sequential mode */
     bool bcast;          /* DELETE of whole levels: one broadcast */
     int64_t fetch_limit; /* per-backend limit of a page fetch (0: none) */
     unsigned refetches;  /* page fetches widened because of dropped copies */
@@ -1455,7 +1453,6 @@ wait_poll(struct shed_agg_req *r)
             return;
         }
     }
-    r->wait_polled = true;
     batch_go(r, &b, PH_WAIT, true);
 }
 
@@ -1784,6 +1781,12 @@ begin(struct shed_agg_req *r, const struct registry_route *route, const char *me
         struct urlopts o = {0};
 
         snprintf(raw, sizeof(raw), "%.*s", (int)r->q.detail_raw.len, r->q.detail_raw.ptr);
+        /* detail text is sent encoded through sb_str: keep it a word */
+        if (strspn(raw, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") !=
+            strlen(raw)) {
+            answer_text(r, 400, raw);
+            return;
+        }
         o.detail = raw;
         if (batch_init(&b, r->nbe) < 0) {
             answer_unavailable(r, "out of memory");
@@ -1792,13 +1795,6 @@ begin(struct shed_agg_req *r, const struct registry_route *route, const char *me
         for (uint32_t i = 0; i < r->nbe; i++) {
             if (!r->be[i].live)
                 continue;
-            /* detail text is sent encoded through sb_str: keep it a word */
-            if (strspn(raw, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") !=
-                strlen(raw)) {
-                batch_free(&b);
-                answer_text(r, 400, raw);
-                return;
-            }
             r->order[b.n] = i;
             batch_add(&b, r, "GET", i, NULL, 0, &o, r->timeout_ms);
         }
