@@ -10,7 +10,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -42,6 +41,38 @@ text(struct shed_answer *a, unsigned status, const char *body, size_t len)
 }
 
 #define TEXT(a, st, s) text((a), (st), (s), sizeof(s) - 1)
+
+/* <v> in decimal into <out> of <cap> bytes ("" if it does not fit): the
+ * redirect headers' numbers without snprintf's format parsing on the hot
+ * path. */
+static void
+put_dec(char *out, size_t cap, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    if (n >= cap) {
+        out[0] = '\0';
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+}
+
+/* A path that proto/burrow or shed_line_split_path() refused: 414 when too
+ * long, else 400. */
+static void
+path_error(struct shed_answer *a, int rc)
+{
+    if (rc == -PROTO_ETOOLONG)
+        TEXT(a, 414, txt_too_long);
+    else
+        TEXT(a, 400, txt_bad_path);
+}
 
 /* Per-thread xorshift: jitter and the two random choices, no shared state. */
 uint64_t
@@ -311,12 +342,8 @@ route_any(const struct shed_config *cfg, const struct registry_route *r, enum sh
     struct proto_slice segs[SHED_LINE_SEGS_MAX];
     size_t nsegs = 0;
     int rc = shed_line_split_path(path, dec, sizeof(dec), segs, SHED_LINE_SEGS_MAX, &nsegs);
-    if (rc == -PROTO_ETOOLONG) {
-        TEXT(a, 414, txt_too_long);
-        return;
-    }
     if (rc < 0) {
-        TEXT(a, 400, txt_bad_path);
+        path_error(a, rc);
         return;
     }
     uint32_t c1 = pick_weighted(r), c2 = pick_weighted(r);
@@ -341,7 +368,7 @@ route_any(const struct shed_config *cfg, const struct registry_route *r, enum sh
         return;
     }
     a->location_len = (size_t)e;
-    snprintf(a->generation, sizeof(a->generation), "%" PRIu64, r->generation);
+    put_dec(a->generation, sizeof(a->generation), r->generation);
     redirect_code(cfg, m, a);
 }
 
@@ -392,12 +419,8 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
         TEXT(a, 404, txt_not_found);
         return;
     }
-    if (rc == -PROTO_ETOOLONG) {
-        TEXT(a, 414, txt_too_long);
-        return;
-    }
     if (rc < 0) {
-        TEXT(a, 400, txt_bad_path);
+        path_error(a, rc);
         return;
     }
     /* Validate the query as Burrow reads it: a bad value is a 400 here,
@@ -470,9 +493,9 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
         return;
     }
     a->location_len = (size_t)e;
-    snprintf(a->bucket, sizeof(a->bucket), "%" PRIu32, bucket);
-    snprintf(a->generation, sizeof(a->generation), "%" PRIu64, r->generation);
-    snprintf(a->pin_ttl, sizeof(a->pin_ttl), "%" PRIu32, r->pin_ttl_s);
+    put_dec(a->bucket, sizeof(a->bucket), bucket);
+    put_dec(a->generation, sizeof(a->generation), r->generation);
+    put_dec(a->pin_ttl, sizeof(a->pin_ttl), r->pin_ttl_s);
     a->ring = r->ring_header;
     redirect_code(cfg, m, a);
 }
