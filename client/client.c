@@ -65,6 +65,7 @@ struct hop {
     long status;
     CURLcode cc;
     bool too_big;
+    bool overlong; /* a header we read was longer than its buffer */
     char location[HDR_VAL_MAX];
     char sh_bucket[32], sh_gen[32], sh_ttl[32], sh_ring[256];
     char retry_after[32];
@@ -293,13 +294,19 @@ easy_put(struct shed_client *c, struct easy_node *n)
         easy_free(n);
 }
 
+/* Copy a header value; one that does not fit is not truncated (a cut
+ * Location or Link would be followed as another URL) but marks the hop
+ * overlong, which fails the request with -SHED_CLIENT_EBADREPLY. */
 static void
-copy_val(char *dst, size_t dstlen, const struct client_wire_slice *v)
+copy_val(struct hop *h, char *dst, size_t dstlen, const struct client_wire_slice *v)
 {
-    size_t n = v->len < dstlen - 1 ? v->len : dstlen - 1;
-
-    memcpy(dst, v->ptr, n);
-    dst[n] = '\0';
+    if (v->len >= dstlen) {
+        h->overlong = true;
+        dst[0] = '\0';
+        return;
+    }
+    memcpy(dst, v->ptr, v->len);
+    dst[v->len] = '\0';
 }
 
 static size_t
@@ -313,22 +320,23 @@ header_cb(char *line, size_t size, size_t nitems, void *arg)
         /* A new response (after a 100 Continue): forget the interim one. */
         h->location[0] = h->sh_bucket[0] = h->sh_gen[0] = h->sh_ttl[0] = '\0';
         h->sh_ring[0] = h->link[0] = h->ctype[0] = h->retry_after[0] = '\0';
+        h->overlong = false;
     } else if (client_wire_header(line, len, "Location", &v)) {
-        copy_val(h->location, sizeof(h->location), &v);
+        copy_val(h, h->location, sizeof(h->location), &v);
     } else if (client_wire_header(line, len, "Shed-Bucket", &v)) {
-        copy_val(h->sh_bucket, sizeof(h->sh_bucket), &v);
+        copy_val(h, h->sh_bucket, sizeof(h->sh_bucket), &v);
     } else if (client_wire_header(line, len, "Shed-Generation", &v)) {
-        copy_val(h->sh_gen, sizeof(h->sh_gen), &v);
+        copy_val(h, h->sh_gen, sizeof(h->sh_gen), &v);
     } else if (client_wire_header(line, len, "Shed-Pin-TTL", &v)) {
-        copy_val(h->sh_ttl, sizeof(h->sh_ttl), &v);
+        copy_val(h, h->sh_ttl, sizeof(h->sh_ttl), &v);
     } else if (client_wire_header(line, len, "Shed-Ring", &v)) {
-        copy_val(h->sh_ring, sizeof(h->sh_ring), &v);
+        copy_val(h, h->sh_ring, sizeof(h->sh_ring), &v);
     } else if (client_wire_header(line, len, "Retry-After", &v)) {
-        copy_val(h->retry_after, sizeof(h->retry_after), &v);
+        copy_val(h, h->retry_after, sizeof(h->retry_after), &v);
     } else if (client_wire_header(line, len, "Link", &v)) {
-        copy_val(h->link, sizeof(h->link), &v);
+        copy_val(h, h->link, sizeof(h->link), &v);
     } else if (client_wire_header(line, len, "Content-Type", &v)) {
-        copy_val(h->ctype, sizeof(h->ctype), &v);
+        copy_val(h, h->ctype, sizeof(h->ctype), &v);
     }
     return len;
 }
@@ -559,6 +567,11 @@ run_chain(struct shed_client *c, CURL *e, const struct shed_client_request *req,
             ch->end = CHAIN_TRANSPORT;
             return;
         }
+        if (ch->last.overlong) {
+            ch->end = CHAIN_ERROR;
+            ch->rc = -SHED_CLIENT_EBADREPLY;
+            return;
+        }
         if (c->o.trace != NULL)
             fprintf(c->o.trace, "shedc: < %ld%s%s%s%s%s%s%s%s\n", ch->last.status,
                     ch->last.location[0] ? " Location: " : "", ch->last.location,
@@ -784,7 +797,11 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
         } else {
             atomic_fetch_add(&c->m_pinned, 1);
         }
-        if (pinned)
+        /* The note is for the trace only: no formatting on the pinned path
+         * when nobody reads it. */
+        if (c->o.trace == NULL)
+            via[0] = '\0';
+        else if (pinned)
             snprintf(via, sizeof(via), "pinned bucket %u", resp->bucket);
         else if (connect_to != NULL)
             snprintf(via, sizeof(via), "shed %s%s%s", c->o.sheds[shed_idx],

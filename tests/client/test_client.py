@@ -409,6 +409,11 @@ class FakeShed:
                 p = self.path
                 if p.startswith("/v1.0/loop/"):
                     return self.reply(307, [("Location", "http://127.0.0.1:%d%s" % (port, p))])
+                if p.startswith("/v1.0/long/"):
+                    # A Location past the client's 2047-byte limit: cut short it
+                    # would still be a URL (back here), so truncating is wrong.
+                    return self.reply(307, [("Location", "http://127.0.0.1:%d/v1.0/long/q/m?p=%s"
+                                             % (port, "a" * 3000))])
                 if p.startswith("/v1.0/busy/"):
                     return self.reply(503, [("Retry-After", "1")])
                 if p.startswith("/v1.0/hops/"):
@@ -464,6 +469,11 @@ def test_loops_hops_421_and_shed_failed_on_the_wire():
         pr = Probe(["127.0.0.1:%d" % fk.shed_port], retries=2, backoff=5)
         r = pr.req("GET", BASE + "/loop/q/m")
         assert r["error"] == "redirect loop" and r["rc"] < 0, r
+        # An overlong header value is a clear error, not a truncated URL followed.
+        n0 = len(fk.seen)
+        r = pr.req("GET", BASE + "/long/q/m")
+        assert r["error"] == "unexpected reply from the server" and r["rc"] < 0, r
+        assert len(fk.seen) - n0 == 1, "nothing followed after the overlong Location"
         n0 = len(fk.seen)
         r = pr.req("PUT", BASE + "/hops/q/m", b"body")
         assert r["error"] == "too many redirects", r
