@@ -61,6 +61,16 @@ ub_int(struct ubuf *u, const char *key, int64_t v)
     ub_raw(u, key, num);
 }
 
+/* The ttl and hide parameters of put and update; negative: left out. */
+static void
+ub_ttl_hide(struct ubuf *u, int64_t ttl, int64_t hide)
+{
+    if (ttl >= 0)
+        ub_int(u, "ttl", ttl);
+    if (hide >= 0)
+        ub_int(u, "hide", hide);
+}
+
 static void
 ub_enc(struct ubuf *u, const char *key, const char *val)
 {
@@ -174,10 +184,7 @@ client_burrow_put(struct shed_client *c, const char *url, const void *body, size
     struct ubuf u;
 
     ub_init(&u, url);
-    if (ttl >= 0)
-        ub_int(&u, "ttl", ttl);
-    if (hide >= 0)
-        ub_int(&u, "hide", hide);
+    ub_ttl_hide(&u, ttl, hide);
     return send_req(c, "PUT", &u, body ? body : "", len, 0, false, r);
 }
 
@@ -200,10 +207,7 @@ client_burrow_update(struct shed_client *c, const char *url, int64_t ttl, int64_
     struct ubuf u;
 
     ub_init(&u, url);
-    if (ttl >= 0)
-        ub_int(&u, "ttl", ttl);
-    if (hide >= 0)
-        ub_int(&u, "hide", hide);
+    ub_ttl_hide(&u, ttl, hide);
     if (detail != NULL)
         ub_enc(&u, "detail", detail);
     return send_req(c, "POST", &u, NULL, 0, 0, false, r);
