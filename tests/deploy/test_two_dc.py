@@ -179,15 +179,8 @@ def members_up(n):
 
 
 def wait_members(n, want, timeout):
-    deadline = time.monotonic() + timeout
-    got = None
-    while time.monotonic() < deadline:
-        got = members_up(n)
-        if got == want:
-            return
-        time.sleep(0.1)
-    raise AssertionError("%s sees %s burrow members up, want %d after %.0fs" % (
-        n["name"], got, want, timeout))
+    harness.wait_until(lambda: members_up(n) == want, timeout=timeout, step=0.1,
+                       what="%s to see %d burrow members up" % (n["name"], want))
 
 
 def curl(client, method, url, body=None, follow=True):
