@@ -564,9 +564,16 @@ sync_post(struct shed_call *c, bool to_master)
     }
     if (to_master) {
         rc = shed_master_apply(G.master, &msg, c->now_ms, &ack);
-        if (rc < 0)
+        if (rc < 0) {
             log_warnx("cluster: master: push from %s (cell %s): %s", msg.origin, msg.cell,
                       strerror(-rc));
+            proto_sync_msg_free(&msg);
+            if (rc == -EINVAL)
+                return text_answer(c, 400, "push names no cell\n");
+            if (rc == -ENOSPC)
+                return text_answer(c, 413, "too many cells, services or members\n");
+            return text_answer(c, 503, "out of memory\n");
+        }
     } else if (strcmp(msg.cell, c->cfg->cell) != 0) {
         proto_sync_msg_free(&msg);
         return text_answer(c, 409, "sync from another cell\n");

@@ -6,11 +6,15 @@ client failure reports, warm restart from the snapshot, escalation straight
 to the bucket's primary in the other cell, lists to the other cell's
 aggregator, and stale masters that can never make a request loop.
 """
+import json
 import signal
+import socket
 import time
+import urllib.parse
 
 import harness
-from cluster import Cluster, call, origin, query_token, token, token_cells
+from cluster import (SECRET, Cluster, call, origin, query_token, stop_all, token,
+                     token_cells)
 
 C = {}
 PATHS = ["/v1.0/acct%d/q%d/m%d" % (i, i % 3, i) for i in range(24)]
@@ -111,6 +115,37 @@ def test_token_tampering():
     r = harness.request("POST", c.url["a1"] + "/_shed/v1/sync", body=b"{}",
                         headers={"Authorization": "Bearer " + "x" * len("master-test-secret")})
     assert r.status == 401, r
+
+
+def test_network_limits():
+    """Every size read from the network has a maximum and a clear 4xx past it."""
+    c = C["c"]
+    auth = {"Authorization": "Bearer " + SECRET}
+    # An escalation token far over PROTO_TOKEN_ENC_MAX: 400, never a redirect.
+    r = call(c.url["m1"], "GET", PATHS[0] + "?shed_esc=" + "A" * 4000)
+    assert r.status in (400, 414), r
+    # A sync or push body announced over PROTO_SYNC_BODY_MAX (8 MiB): 413
+    # before a byte of it is read.
+    for name, path in (("m1", "/_shed/v1/master/push"), ("a1", "/_shed/v1/sync")):
+        u = urllib.parse.urlsplit(c.url[name])
+        s = socket.create_connection((u.hostname, u.port), timeout=5)
+        try:
+            s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                      b"Content-Length: %d\r\n\r\n"
+                      % (path.encode(), SECRET.encode(), (8 << 20) + 1))
+            head = s.recv(4096)
+        finally:
+            s.close()
+        assert head.startswith(b"HTTP/1.1 413"), (name, head)
+    r = harness.request("POST", c.url["m1"] + "/_shed/v1/master/push", body=b"{nope",
+                        headers=auth)
+    assert r.status == 400, r
+    # A well-formed push that names no cell: 400, not a silent 200.
+    nocell = json.dumps({"v": 1, "kind": "full", "origin": "http://127.0.0.1:1", "epoch": 1,
+                         "since": 0, "seq": 1, "lease_ms": 1000, "entries": []}).encode()
+    r = harness.request("POST", c.url["m1"] + "/_shed/v1/master/push", body=nocell,
+                        headers=auth)
+    assert r.status == 400 and r.body == b"push names no cell\n", r
 
 
 def test_one_client_cannot_evict_two_can():
@@ -268,10 +303,7 @@ def test_stale_masters_no_loop():
 
 def test_sigterm_clean():
     """Every shed still running exits 0 on SIGTERM (under ASan: no leaks)."""
-    c = C["c"]
-    for name, p in c.procs.items():
-        if p.alive():
-            assert p.stop(signal.SIGTERM) == 0, (name, p.output()[-2000:])
+    stop_all(C["c"].procs)
 
 
 harness.run_tests([
@@ -279,6 +311,7 @@ harness.run_tests([
     ("peers_converge", test_peers_converge),
     ("frozen_peer_stalls_nothing", test_frozen_peer_stalls_nothing),
     ("token_tampering", test_token_tampering),
+    ("network_limits", test_network_limits),
     ("one_client_cannot_evict_two_can", test_one_client_cannot_evict_two_can),
     ("restart_from_snapshot", test_restart_from_snapshot),
     ("escalation_reaches_b_primary", test_escalation_reaches_b_primary),
