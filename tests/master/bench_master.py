@@ -46,14 +46,20 @@ def primary_of(c, shed, path):
     return origin(call(c.url[shed], "GET", path).header("location"))
 
 
+def kill_primary(c, path):
+    """SIGKILL the backend b1 sends <path> to: (its URL, the kill time)."""
+    target = primary_of(c, "b1", path)
+    bid = [b for b, v in c.backends.items() if v["url"] == target][0]
+    t0 = time.monotonic()
+    c.backends[bid]["proc"].kill()
+    return target, t0
+
+
 def bench_lease(c):
     out = []
     for i in range(2):
         path = "/v1.0/lease%d/q/m" % i
-        target = primary_of(c, "b1", path)
-        bid = [b for b, v in c.backends.items() if v["url"] == target][0]
-        t0 = time.monotonic()
-        c.backends[bid]["proc"].kill()
+        target, t0 = kill_primary(c, path)
         last = poll_until_moved(c, "b1", path, target)
         out.append(((last or t0) - t0) * 1000)
         c.start_backend("b", 10 + i, "b1")
@@ -65,10 +71,7 @@ def bench_reported(c):
     out = []
     for i in range(2):
         path = "/v1.0/rep%d/q/m" % i
-        target = primary_of(c, "b1", path)
-        bid = [b for b, v in c.backends.items() if v["url"] == target][0]
-        t0 = time.monotonic()
-        c.backends[bid]["proc"].kill()
+        target, t0 = kill_primary(c, path)
         hp = target.split("//")[1]
         moved = None
         for k in range(200):

@@ -11,6 +11,7 @@ import hmac
 import http.client
 import json
 import os
+import signal
 import struct
 import time
 import urllib.parse
@@ -81,6 +82,14 @@ def call(base, method, path, headers=None, source=None, body=None, timeout=5.0):
 def origin(url):
     u = urllib.parse.urlsplit(url)
     return "%s://%s" % (u.scheme, u.netloc)
+
+
+def stop_all(procs):
+    """SIGTERM every process of <procs> (name -> harness.Proc) still running:
+    each must exit 0 (under ASan: no leaks)."""
+    for name, p in procs.items():
+        if p.alive():
+            assert p.stop(signal.SIGTERM) == 0, (name, p.output()[-2000:])
 
 
 def get_json(url):

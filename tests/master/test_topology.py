@@ -17,7 +17,8 @@ import signal
 import time
 
 import harness
-from cluster import RING, SECRET, call, get_json, origin, query_token, token_cells
+from cluster import (RING, SECRET, call, get_json, origin, query_token, stop_all,
+                     token_cells)
 
 S = {}
 PATHS = ["/v1.0/acct%d/q%d/m%d" % (i, i % 3, i) for i in range(12)]
@@ -204,9 +205,7 @@ def test_line_master_never_loops():
 
 
 def test_sigterm_clean():
-    for name, p in S["procs"].items():
-        if p.alive():
-            assert p.stop(signal.SIGTERM) == 0, (name, p.output()[-2000:])
+    stop_all(S["procs"])
 
 
 harness.run_tests([
