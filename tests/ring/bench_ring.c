@@ -13,6 +13,7 @@
  * points, binary search over the sorted continuum (nginx / twemproxy style),
  * one result per lookup; ours returns the full row of R.
  */
+#include "common/clock.h"
 #include "ring/ring.h"
 
 #include <stdio.h>
@@ -32,22 +33,6 @@ struct set {
 };
 
 static bool quick;
-
-static double
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static const char *zones[10] = {"z0", "z1", "z2", "z3", "z4", "z5", "z6", "z7", "z8", "z9"};
 
@@ -106,12 +91,12 @@ build(const struct ring_config *cfg, const struct ring_member *m, size_t n, doub
 {
     struct ring *r = NULL;
     long f0 = minflt();
-    double t0 = now_ms(), c0 = cpu_ms();
+    double t0 = clock_mono_s() * 1e3, c0 = cpu_ms();
     int rc = ring_build(cfg, m, n, &r);
     last_cpu = cpu_ms() - c0;
     last_flt = minflt() - f0;
     if (ms)
-        *ms = now_ms() - t0;
+        *ms = clock_mono_s() * 1e3 - t0;
     if (rc < 0) {
         fprintf(stderr, "ring-bench: build: %s\n", ring_strerror(rc));
         exit(1);
@@ -254,7 +239,7 @@ route_time(int which, const struct ring *r, const struct kpoint *kp, size_t kn,
     const struct ring_config *cfg = ring_config(r);
     uint32_t row[RING_MAX_R];
     uint32_t acc = 0;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = clock_mono_ns();
     for (long i = 0; i < iters; i++) {
         unsigned j = (unsigned)(i * 7919) & (NKEYS - 1);
         if (which == 0) {
@@ -266,16 +251,16 @@ route_time(int which, const struct ring *r, const struct kpoint *kp, size_t kn,
             acc += ketama_lookup(kp, kn, h);
         }
     }
-    *mean = (double)(now_ns() - t0) / (double)iters;
+    *mean = (double)(clock_mono_ns() - t0) / (double)iters;
     enum { SAMPLES = 200000 };
     uint64_t *s = malloc(SAMPLES * sizeof(*s)), *e = malloc(SAMPLES * sizeof(*e));
     for (long i = 0; i < SAMPLES; i++) {
-        uint64_t a = now_ns();
-        e[i] = now_ns() - a;
+        uint64_t a = clock_mono_ns();
+        e[i] = clock_mono_ns() - a;
     }
     for (long i = 0; i < SAMPLES; i++) {
         unsigned j = (unsigned)(i * 104729) & (NKEYS - 1);
-        uint64_t a = now_ns();
+        uint64_t a = clock_mono_ns();
         if (which == 0) {
             uint32_t b = ring_bucket(cfg, k->acct[j], k->alen[j], k->queue[j], k->qlen[j]);
             ring_row(r, b, row);
@@ -283,7 +268,7 @@ route_time(int which, const struct ring *r, const struct kpoint *kp, size_t kn,
         } else {
             acc += ketama_lookup(kp, kn, (uint32_t)XXH3_64bits(k->both[j], k->blen[j]));
         }
-        s[i] = now_ns() - a;
+        s[i] = clock_mono_ns() - a;
     }
     qsort(s, SAMPLES, sizeof(*s), cmp_u64);
     qsort(e, SAMPLES, sizeof(*e), cmp_u64);
@@ -367,11 +352,11 @@ scenario_n1000(void)
     {
         uint32_t walk[64];
         unsigned reps = quick ? 50 : 400;
-        uint64_t w0 = now_ns();
+        uint64_t w0 = clock_mono_ns();
         for (unsigned i = 0; i < reps; i++)
             sink += (uint32_t)ring_walk(base, (i * 2654435761u) & (cfg.buckets - 1), walk, 64);
         printf("ring.walk64_us.n1000: %.1f us (R + 61 handoffs)\n",
-               (double)(now_ns() - w0) / reps / 1e3);
+               (double)(clock_mono_ns() - w0) / reps / 1e3);
     }
 
     /* Ketama balance for reference: arc share of the largest server. */
