@@ -40,7 +40,7 @@ mkcfg(void)
 
 /* Push <n> members "<cell>-<i>" of weight <w> for cell <cell>. */
 static void
-push(struct shed_master *m, const char *cell, int n, uint32_t w, enum proto_sync_state st,
+push(struct shed_master *mm, const char *cell, int n, uint32_t w, enum proto_sync_state st,
      uint64_t now, uint64_t epoch)
 {
     struct proto_sync_msg msg;
@@ -67,11 +67,31 @@ push(struct shed_master *m, const char *cell, int n, uint32_t w, enum proto_sync
         e.seq = 5;
         cr_assert_eq(proto_sync_msg_add(&msg, &e), 0);
     }
-    cr_assert_eq(shed_master_apply(m, &msg, now, &ack), 0);
+    cr_assert_eq(shed_master_apply(mm, &msg, now, &ack), 0);
     cr_assert(!ack.need_full);
     cr_assert_eq(ack.seq, 5);
     proto_sync_msg_free(&msg);
 }
+
+/* Every test: the config of mkcfg() and a master with the default hop limit. */
+static struct shed_config *cfg;
+static struct shed_master *m;
+
+static void
+setup(void)
+{
+    cfg = mkcfg();
+    cr_assert_eq(shed_master_create(cfg, 0, &m), 0);
+}
+
+static void
+teardown(void)
+{
+    shed_master_destroy(m);
+    free(cfg);
+}
+
+TestSuite(master, .init = setup, .fini = teardown);
 
 static void
 token(struct proto_token *t, const char *visited)
@@ -98,12 +118,9 @@ req(const struct proto_token *t, uint64_t now, uint64_t rnd)
 
 Test(master, proximity_first_and_visited_excluded)
 {
-    struct shed_config *cfg = mkcfg();
-    struct shed_master *m;
     struct proto_token t;
     struct shed_master_pick p;
 
-    cr_assert_eq(shed_master_create(cfg, 0, &m), 0);
     push(m, "a", 3, 100, PROTO_SYNC_UP, 1000, 1);
     push(m, "b", 3, 100, PROTO_SYNC_UP, 1000, 1);
     push(m, "d", 3, 100, PROTO_SYNC_UP, 1000, 1);
@@ -118,14 +135,10 @@ Test(master, proximity_first_and_visited_excluded)
     cr_assert_str_eq(p.cell, "d");
     cr_assert_eq(proto_token_add_cell(&t, "d"), 0);
     cr_assert_eq(shed_master_route(m, &r, &p), -ENOENT);
-    shed_master_destroy(m);
-    free(cfg);
 }
 
 Test(master, redirect_goes_to_bucket_primary_of_that_cells_ring)
 {
-    struct shed_config *cfg = mkcfg();
-    struct shed_master *m;
     struct proto_token t;
     struct shed_master_pick p;
     struct ring_member rm[3];
@@ -133,7 +146,6 @@ Test(master, redirect_goes_to_bucket_primary_of_that_cells_ring)
     struct ring *ring;
     uint32_t row[RING_MAX_R];
 
-    cr_assert_eq(shed_master_create(cfg, 0, &m), 0);
     push(m, "b", 3, 100, PROTO_SYNC_UP, 1000, 1);
     for (int i = 0; i < 3; i++) {
         snprintf(ids[i], sizeof(ids[i]), "b-%d", i);
@@ -155,18 +167,13 @@ Test(master, redirect_goes_to_bucket_primary_of_that_cells_ring)
         cr_assert_str_eq(p.url, ring_member_at(ring, row[0])->url);
     }
     ring_destroy(ring);
-    shed_master_destroy(m);
-    free(cfg);
 }
 
 Test(master, down_primary_skipped_and_lease_ages_out)
 {
-    struct shed_config *cfg = mkcfg();
-    struct shed_master *m;
     struct proto_token t;
     struct shed_master_pick p;
 
-    cr_assert_eq(shed_master_create(cfg, 0, &m), 0);
     push(m, "b", 3, 100, PROTO_SYNC_UP, 1000, 1);
     cr_assert_eq(shed_master_live(m, "b", "burrow", 1100), 3);
     token(&t, "a");
@@ -180,19 +187,14 @@ Test(master, down_primary_skipped_and_lease_ages_out)
     push(m, "b", 3, 100, PROTO_SYNC_DOWN, 5000, 2);
     r.now_ms = 5001;
     cr_assert_eq(shed_master_route(m, &r, &p), -ENOENT);
-    shed_master_destroy(m);
-    free(cfg);
 }
 
 Test(master, capacity_spreads_within_proximity_class)
 {
-    struct shed_config *cfg = mkcfg();
-    struct shed_master *m;
     struct proto_token t;
     struct shed_master_pick p;
     int nb = 0, nc = 0;
 
-    cr_assert_eq(shed_master_create(cfg, 0, &m), 0);
     push(m, "b", 1, 100, PROTO_SYNC_UP, 1000, 1); /* live weight 100 */
     push(m, "c", 3, 100, PROTO_SYNC_UP, 1000, 1); /* live weight 300 */
     token(&t, "a");
@@ -210,17 +212,14 @@ Test(master, capacity_spreads_within_proximity_class)
     cr_assert_gt(nb, 700);
     cr_assert_lt(nb, 1300);
     cr_assert_gt(nc, 2700);
-    shed_master_destroy(m);
-    free(cfg);
 }
 
 Test(master, hops_and_lists)
 {
-    struct shed_config *cfg = mkcfg();
-    struct shed_master *m;
     struct proto_token t;
     struct shed_master_pick p;
 
+    shed_master_destroy(m);
     cr_assert_eq(shed_master_create(cfg, 2, &m), 0);
     push(m, "b", 2, 100, PROTO_SYNC_UP, 1000, 1);
     token(&t, "a");
@@ -232,19 +231,14 @@ Test(master, hops_and_lists)
     cr_assert_eq(shed_master_route(m, &r, &p), 0, "at the maximum: still routed");
     t.hops = 3;
     cr_assert_eq(shed_master_route(m, &r, &p), -ELOOP);
-    shed_master_destroy(m);
-    free(cfg);
 }
 
 Test(master, merge_rules_and_need_full)
 {
-    struct shed_config *cfg = mkcfg();
-    struct shed_master *m;
     struct proto_sync_msg msg;
     struct proto_sync_ack ack;
     struct proto_sync_entry e;
 
-    cr_assert_eq(shed_master_create(cfg, 0, &m), 0);
     push(m, "b", 1, 100, PROTO_SYNC_UP, 1000, 9); /* origin shed-b, epoch 9, seq 5 */
     proto_sync_msg_init(&msg);
     msg.kind = PROTO_SYNC_DELTA;
@@ -295,6 +289,33 @@ Test(master, merge_rules_and_need_full)
     cr_assert_not_null(st);
     cr_assert_eq(json_array_size(json_object_get(st, "cells")), 1);
     json_decref(st);
-    shed_master_destroy(m);
-    free(cfg);
+}
+
+Test(master, too_many_services_in_a_cell_is_enospc)
+{
+    struct proto_sync_msg msg;
+    struct proto_sync_ack ack;
+
+    proto_sync_msg_init(&msg);
+    msg.kind = PROTO_SYNC_FULL;
+    snprintf(msg.cell, sizeof(msg.cell), "b");
+    snprintf(msg.origin, sizeof(msg.origin), "http://shed-b");
+    msg.epoch = 1;
+    msg.seq = 1;
+    msg.lease_ms = 1000;
+    for (int i = 0; i < 65; i++) { /* one over the per-cell maximum */
+        struct proto_sync_entry e;
+        memset(&e, 0, sizeof(e));
+        snprintf(e.service, sizeof(e.service), "svc%d", i);
+        snprintf(e.id, sizeof(e.id), "b-%d", i);
+        snprintf(e.url, sizeof(e.url), "http://b-%d:80", i);
+        e.incarnation = 1;
+        e.state = PROTO_SYNC_UP;
+        e.weight = 100;
+        cr_assert_eq(proto_sync_msg_add(&msg, &e), 0);
+    }
+    cr_assert_eq(shed_master_apply(m, &msg, 1000, &ack), -ENOSPC);
+    msg.cell[0] = '\0';
+    cr_assert_eq(shed_master_apply(m, &msg, 1000, &ack), -EINVAL);
+    proto_sync_msg_free(&msg);
 }
