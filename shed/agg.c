@@ -1642,7 +1642,7 @@ snapshot(struct shed_agg_req *r, const struct registry_route *route)
                 if (member_gone(route, ring, i))
                     continue;
                 if (add_member(r, cap, ring_member_at(ring, i), member_live(route, ring, i)) < 0)
-                    break;
+                    return -E2BIG; /* never a silently shorter list */
             }
             continue;
         }
@@ -1765,7 +1765,14 @@ begin(struct shed_agg_req *r, const struct registry_route *route, const char *me
         answer_text(r, 400, raw);
         return;
     }
-    if (snapshot(r, route) < 0) {
+    rc = snapshot(r, route);
+    if (rc == -E2BIG) {
+        answer_text(r, 403,
+                    "listing all accounts is disabled: more servers than "
+                    "the aggregator asks at once");
+        return;
+    }
+    if (rc < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }

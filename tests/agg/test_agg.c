@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: ISC */
 /* tests/agg/test_agg: the aggregator's request state machine without
- * burrowd: answers decided before any fan-out (405, 404, 403, 400), and a
+ * burrowd: answers decided before any fan-out (405, 404, 403, 400, and 403
+ * for a cell larger than the aggregator asks at once), and a
  * cell whose servers are all dead (503, Shed-Partial naming each). */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -156,4 +157,39 @@ Test(agg, metrics_text)
     cr_assert_gt(n, 0);
     cr_assert_not_null(strstr(buf, "shed_agg_backend_errors_total "));
     cr_assert_eq(shed_agg_metrics(buf, 10), 9, "truncated, NUL-terminated");
+}
+
+/* GET /v1.0 asks every server of the cell: past the aggregator's maximum
+ * it is refused with a clear 403, never answered from a silently shorter
+ * list of servers. */
+Test(agg, list_all_past_the_server_maximum_is_403)
+{
+    enum { N = 4097 };
+    static char ids[N][16];
+    static struct ring_member m[N];
+    struct shed_agg_config ac = {.list_all = true, .backend_timeout_ms = 500};
+    struct ring_config cfg;
+    struct registry_route big = route;
+    struct ring *bring = NULL;
+    _Atomic uint8_t *blive = calloc(N, sizeof(*blive));
+    _Atomic uint32_t *bload = calloc(N, sizeof(*bload));
+
+    cr_assert(blive != NULL && bload != NULL);
+    for (size_t i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "m%zu", i);
+        m[i] = (struct ring_member){ids[i], "http://127.0.0.1:1", "", 100};
+    }
+    ring_config_default(&cfg);
+    cfg.buckets = 8192;
+    cr_assert_eq(ring_build(&cfg, m, N, &bring), 0);
+    big.ring = bring;
+    big.live = blive;
+    big.load = bload;
+    shed_agg_reconfigure(agg, &ac);
+    route = big;
+    cr_assert_eq(run("GET", "/v1.0", NULL, NULL, NULL, 0), 403);
+    cr_assert_eq(run("DELETE", "/v1.0", NULL, NULL, NULL, 0), 403);
+    ring_destroy(bring);
+    free(blive);
+    free(bload);
 }
