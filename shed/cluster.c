@@ -685,7 +685,7 @@ write_snapshot(void)
     int rc = shed_snapshot_write(G.cfg->state_dir, SHED_SNAPSHOT_NAME, &m);
     if (rc < 0)
         log_warnx("snapshot: %s/%s: write failed: %s", G.cfg->state_dir, SHED_SNAPSHOT_NAME,
-                  rc <= -2200 ? proto_sync_strerror(rc) : strerror(-rc));
+                  rc <= -PROTO_SYNC_EBADJSON ? proto_sync_strerror(rc) : strerror(-rc));
     else
         G.snapshot_seq = m.seq;
     proto_sync_msg_free(&m);
