@@ -15,6 +15,7 @@
 
 #include "ring/ring.h"
 
+#include "entry.h"
 static struct shed_config *
 mkcfg(void)
 {
@@ -55,14 +56,12 @@ push(struct shed_master *mm, const char *cell, int n, uint32_t w, enum proto_syn
     msg.seq = 5;
     msg.lease_ms = 1000;
     for (int i = 0; i < n; i++) {
-        struct proto_sync_entry e;
-        memset(&e, 0, sizeof(e));
-        snprintf(e.service, sizeof(e.service), "burrow");
-        snprintf(e.id, sizeof(e.id), "%s-%d", cell, i);
-        snprintf(e.url, sizeof(e.url), "http://%s-%d:80", cell, i);
+        char id[32], url[48];
+        snprintf(id, sizeof(id), "%s-%d", cell, i);
+        snprintf(url, sizeof(url), "http://%s-%d:80", cell, i);
+        struct proto_sync_entry e = test_entry("burrow", id, url, w);
         e.incarnation = 1;
         e.state = st;
-        e.weight = w;
         e.age_ms = 10;
         e.seq = 5;
         cr_assert_eq(proto_sync_msg_add(&msg, &e), 0);
@@ -252,12 +251,7 @@ Test(master, merge_rules_and_need_full)
     cr_assert(ack.need_full);
     /* A delta that follows: an older incarnation is ignored, a gone tombstone sticks. */
     msg.since = 5;
-    memset(&e, 0, sizeof(e));
-    snprintf(e.service, sizeof(e.service), "burrow");
-    snprintf(e.id, sizeof(e.id), "b-0");
-    snprintf(e.url, sizeof(e.url), "http://b-0:80");
-    e.weight = 100;
-    e.incarnation = 0;
+    e = test_entry("burrow", "b-0", "http://b-0:80", 100);
     e.state = PROTO_SYNC_DOWN;
     cr_assert_eq(proto_sync_msg_add(&msg, &e), 0);
     cr_assert_eq(shed_master_apply(m, &msg, 1200, &ack), 0);
@@ -304,14 +298,12 @@ Test(master, too_many_services_in_a_cell_is_enospc)
     msg.seq = 1;
     msg.lease_ms = 1000;
     for (int i = 0; i < 65; i++) { /* one over the per-cell maximum */
-        struct proto_sync_entry e;
-        memset(&e, 0, sizeof(e));
-        snprintf(e.service, sizeof(e.service), "svc%d", i);
-        snprintf(e.id, sizeof(e.id), "b-%d", i);
-        snprintf(e.url, sizeof(e.url), "http://b-%d:80", i);
+        char svc[16], id[16], url[32];
+        snprintf(svc, sizeof(svc), "svc%d", i);
+        snprintf(id, sizeof(id), "b-%d", i);
+        snprintf(url, sizeof(url), "http://b-%d:80", i);
+        struct proto_sync_entry e = test_entry(svc, id, url, 100);
         e.incarnation = 1;
-        e.state = PROTO_SYNC_UP;
-        e.weight = 100;
         cr_assert_eq(proto_sync_msg_add(&msg, &e), 0);
     }
     cr_assert_eq(shed_master_apply(m, &msg, 1000, &ack), -ENOSPC);

@@ -16,6 +16,8 @@
 #include "shed/rcu.h"
 #include "shed/registry.h"
 
+#include "entry.h"
+
 static const char cfg_text[] =
     "cell: a\ncredential: k\n"
     "timings: {heartbeat_interval: 100ms, lease: 300ms, evict_after: 10s, drain_window: 2s,\n"
@@ -222,11 +224,7 @@ Test(replication, invalid_entries_ignored)
 
     proto_sync_msg_init(&m);
     m.kind = PROTO_SYNC_FULL;
-    memset(&e, 0, sizeof(e));
-    snprintf(e.service, sizeof(e.service), "burrow");
-    snprintf(e.id, sizeof(e.id), "x");
-    snprintf(e.url, sizeof(e.url), "javascript:alert(1)");
-    e.weight = 1;
+    e = test_entry("burrow", "x", "javascript:alert(1)", 1);
     cr_assert_eq(proto_sync_msg_add(&m, &e), 0);
     snprintf(e.url, sizeof(e.url), "http://127.0.0.1:1");
     e.weight = 11; /* above weight_scale */

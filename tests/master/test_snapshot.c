@@ -14,6 +14,7 @@
 
 #include <criterion/criterion.h>
 
+#include "entry.h"
 static char dir[64];
 
 static void
@@ -80,11 +81,7 @@ Test(snapshot, write_then_load)
     m.kind = PROTO_SYNC_FULL;
     snprintf(m.cell, sizeof(m.cell), "a");
     m.seq = 42;
-    memset(&e, 0, sizeof(e));
-    snprintf(e.service, sizeof(e.service), "burrow");
-    snprintf(e.id, sizeof(e.id), "b1");
-    snprintf(e.url, sizeof(e.url), "http://127.0.0.1:9001");
-    e.weight = 100;
+    e = test_entry("burrow", "b1", "http://127.0.0.1:9001", 100);
     e.incarnation = 7;
     cr_assert_eq(proto_sync_msg_add(&m, &e), 0);
     cr_assert_eq(shed_snapshot_write(dir, SHED_SNAPSHOT_NAME, &m), 0);
