@@ -749,8 +749,7 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
         goto out;
     }
     t = en->t;
-    ch = en->ch;
-    memset(ch, 0, sizeof(*ch));
+    ch = en->ch; /* zeroed per attempt below; its body is NULL between calls */
     rc = classify(req->url, t);
     if (rc != 0)
         goto out;
@@ -773,7 +772,7 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
             sleep_ms(d > retry_after_ms ? d : retry_after_ms);
             retry_after_ms = 0;
         }
-        hop_reset(&ch->last, c->o.body_max);
+        free(ch->last.body); /* the previous attempt's; run_chain() resets the hop */
         memset(ch, 0, sizeof(*ch));
         resp->has_bucket = false;
         if (t->is_message && client_pins_get_ring(c->pins, t->service, &rcfg) == 0) {
