@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "proto/name.h"
+
 static bool
 is_alnum(unsigned char c)
 {
@@ -49,14 +51,7 @@ proto_hb_id_ok(const char *s, size_t len)
 bool
 proto_hb_zone_ok(const char *s, size_t len)
 {
-    if (len > PROTO_HB_ZONE_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!is_alnum(c) && c != '.' && c != '_' && c != '-')
-            return false;
-    }
-    return true;
+    return len <= PROTO_HB_ZONE_MAX && proto_name_chars_ok(s, len);
 }
 
 int

@@ -16,6 +16,7 @@
 #include <openssl/hmac.h>
 
 #include "proto/b64.h"
+#include "proto/name.h"
 
 static void
 put64(uint8_t *p, uint64_t v)
@@ -39,15 +40,7 @@ get64(const uint8_t *p)
 bool
 proto_token_name_ok(const char *s, size_t len)
 {
-    if (len == 0 || len > PROTO_TOKEN_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
+    return len >= 1 && len <= PROTO_TOKEN_NAME_MAX && proto_name_chars_ok(s, len);
 }
 
 int

@@ -161,3 +161,16 @@ Test(heartbeat, member_path)
     p = "bu rrow/x";
     cr_assert_eq(proto_hb_path(p, strlen(p), &s, &sl, &id, &il), -EINVAL);
 }
+
+Test(heartbeat, zone_charset_and_length)
+{
+    char z[PROTO_HB_ZONE_MAX + 1];
+
+    cr_assert(proto_hb_zone_ok("", 0));
+    cr_assert(proto_hb_zone_ok("Rack-1.a_b", 10));
+    cr_assert_not(proto_hb_zone_ok("a:b", 3));
+    cr_assert_not(proto_hb_zone_ok("a\nb", 3));
+    memset(z, 'z', sizeof(z));
+    cr_assert(proto_hb_zone_ok(z, PROTO_HB_ZONE_MAX));
+    cr_assert_not(proto_hb_zone_ok(z, PROTO_HB_ZONE_MAX + 1));
+}

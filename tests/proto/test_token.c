@@ -195,3 +195,17 @@ Test(token, garbage_is_malformed)
     cr_assert_str_eq(proto_token_strerror(-PROTO_TOKEN_EBADSIG),
                      "escalation token signature mismatch");
 }
+
+Test(token, name_charset_and_length)
+{
+    char n64[PROTO_TOKEN_NAME_MAX + 1];
+
+    cr_assert(proto_token_name_ok("cell-A.1_b", 10));
+    cr_assert_not(proto_token_name_ok("", 0));
+    cr_assert_not(proto_token_name_ok("a b", 3));
+    cr_assert_not(proto_token_name_ok("a/b", 3));
+    cr_assert_not(proto_token_name_ok("a:b", 3));
+    memset(n64, 'c', sizeof(n64));
+    cr_assert(proto_token_name_ok(n64, PROTO_TOKEN_NAME_MAX));
+    cr_assert_not(proto_token_name_ok(n64, PROTO_TOKEN_NAME_MAX + 1));
+}
