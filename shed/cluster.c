@@ -645,6 +645,10 @@ shed_cluster_failed(struct shed_call *c, const char *hostport)
                   sizeof(client));
     if (client[0] == '\0')
         return;
+    if (!registry_knows_host(c->ctx->reg, hostport)) {
+        shed_metrics_failed_unknown(); /* never takes one of the report slots */
+        return;
+    }
     int rc = shed_suspect_report(G.suspect, hostport, client, c->now_ms);
     if (rc != SHED_SUSPECT_NEW)
         return;

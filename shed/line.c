@@ -537,7 +537,6 @@ failed_report(struct shed_call *c)
         if (!isalnum((unsigned char)v[i]) && strchr(".:-[]", v[i]) == NULL)
             return;
     shed_metrics_failed_report();
-    registry_report_failed(c->ctx->reg, v, len, c->now_ms);
     shed_cluster_failed(c, v);
 }
 

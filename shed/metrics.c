@@ -44,6 +44,7 @@ static _Atomic uint64_t redirects[SHED_METRICS_SLOTS][SHED_LEVEL_COUNT][2]; /* 3
 static _Atomic uint64_t responses[NRESP];
 static _Atomic uint64_t heartbeats[SHED_HB_COUNT];
 static _Atomic uint64_t failed_reports;
+static _Atomic uint64_t failed_unknown;
 static _Atomic uint64_t hist[NHIST + 1];
 static _Atomic uint64_t hist_sum_ns;
 
@@ -97,6 +98,12 @@ void
 shed_metrics_failed_report(void)
 {
     atomic_fetch_add_explicit(&failed_reports, 1, memory_order_relaxed);
+}
+
+void
+shed_metrics_failed_unknown(void)
+{
+    atomic_fetch_add_explicit(&failed_unknown, 1, memory_order_relaxed);
 }
 
 void
@@ -205,6 +212,12 @@ shed_metrics_render(struct registry *reg, char **out, size_t *len)
             "# HELP shed_failed_reports_total Shed-Failed reports from clients.\n"
             "# TYPE shed_failed_reports_total counter\nshed_failed_reports_total %" PRIu64 "\n",
             atomic_load(&failed_reports));
+    bprintf(&b,
+            "# HELP shed_failed_reports_unknown_total Shed-Failed reports naming no member's "
+            "host:port (ignored).\n"
+            "# TYPE shed_failed_reports_unknown_total counter\n"
+            "shed_failed_reports_unknown_total %" PRIu64 "\n",
+            atomic_load(&failed_unknown));
     if (reg != NULL) {
         struct registry_counts counts[SHED_MAX_SERVICES];
         size_t ns = registry_counts(reg, counts, SHED_MAX_SERVICES);

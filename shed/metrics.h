@@ -6,6 +6,7 @@
  *
  * Series: shed_redirects_total{service,level,code}, shed_responses_total{code},
  * shed_heartbeats_total{result}, shed_failed_reports_total,
+ * shed_failed_reports_unknown_total,
  * shed_registry_members, shed_members{service,state},
  * shed_ring_generation{service}, shed_evictions_total,
  * shed_request_duration_seconds (histogram of the time the shed spends
@@ -51,6 +52,8 @@ void shed_metrics_redirect(unsigned slot, enum shed_level level, unsigned code);
 void shed_metrics_response(unsigned code);
 void shed_metrics_heartbeat(enum shed_hb_result r);
 void shed_metrics_failed_report(void);
+/* A Shed-Failed report that named no member's host:port. */
+void shed_metrics_failed_unknown(void);
 void shed_metrics_duration(uint64_t ns);
 
 /* Render every series as Prometheus text into a new buffer (*out, *len);

@@ -88,7 +88,6 @@ struct registry {
     uint64_t rng;
     uint64_t last_decay;
     _Atomic uint64_t evictions;
-    _Atomic uint64_t failed_reports;
     struct registry_view *_Atomic view;
     void *garbage[GARBAGE_MAX]; /* freed after the next synchronize */
     size_t ngarbage;
@@ -874,14 +873,23 @@ out:
     return rc;
 }
 
-int
-registry_report_failed(struct registry *reg, const char *hostport, size_t len, uint64_t now)
+bool
+registry_knows_host(struct registry *reg, const char *hostport)
 {
-    (void)hostport;
-    (void)len;
-    (void)now;
-    atomic_fetch_add(&reg->failed_reports, 1);
-    return 0;
+    char hp[SHED_SUSPECT_HOST_MAX];
+    bool found = false;
+
+    pthread_mutex_lock(&reg->mu);
+    for (size_t i = 0; i < reg->nsvcs && !found; i++) {
+        const struct service *s = reg->svcs[i];
+        for (size_t k = 0; k < s->n && !found; k++) {
+            const struct member *m = s->members[k];
+            found = !m->gone && shed_suspect_hostport(m->url, hp, sizeof(hp)) == 0 &&
+                    strcmp(hp, hostport) == 0;
+        }
+    }
+    pthread_mutex_unlock(&reg->mu);
+    return found;
 }
 
 size_t

@@ -119,9 +119,10 @@ const struct registry_view *registry_view(const struct registry *reg);
 const struct registry_route *registry_route_find(const struct registry_view *view, const char *name,
                                                  size_t len);
 
-/* A client reported (Shed-Failed) that it could not reach <hostport>. Only
- * counted for now: the failure-detection work hooks in here. 0. */
-int registry_report_failed(struct registry *reg, const char *hostport, size_t len, uint64_t now);
+/* Is <hostport> ("host:port", as in Shed-Failed) where some member that
+ * has not left serves? Failure reports about other hosts are ignored, so
+ * made-up names cannot fill the report table (shed/suspect). O(members). */
+bool registry_knows_host(struct registry *reg, const char *hostport);
 
 /* Fill up to <max> per-service counts; returns how many services exist. */
 size_t registry_counts(struct registry *reg, struct registry_counts *out, size_t max);

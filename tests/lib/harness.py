@@ -170,6 +170,15 @@ def request(method, url, body=None, headers=None, timeout=10.0, raw_path=None):
         conn.close()
 
 
+def metric(base, name, labels=""):
+    """The integer value of series <name>{<labels>} in <base>/metrics, 0 if
+    the series is absent."""
+    import re
+    text = request("GET", base + "/metrics").body.decode()
+    m = re.search(re.escape(name + ("{" + labels + "}" if labels else "")) + r" (\d+)\n", text)
+    return int(m.group(1)) if m else 0
+
+
 def run_tests(tests):
     """Run (name, fn) pairs; print a line each; exit 1 if any failed."""
     failed = 0

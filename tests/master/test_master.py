@@ -161,6 +161,13 @@ def test_one_client_cannot_evict_two_can():
     loc(c.url["a1"], p, headers={"Shed-Failed": hp}, source="127.0.0.3")
     harness.wait_until(lambda: origin(loc(c.url["a1"], p)) == target, timeout=3,
                        what="probe clears a live member")
+    # Reports naming no member's host:port are counted and ignored: they
+    # never take one of the shed's bounded report slots.
+    before = harness.metric(c.url["a1"], "shed_failed_reports_unknown_total")
+    for i, src in enumerate(("127.0.0.6", "127.0.0.7") * 2):
+        l = loc(c.url["a1"], p, headers={"Shed-Failed": "10.99.0.%d:80" % (i % 2)}, source=src)
+        assert origin(l) == target, l
+    assert harness.metric(c.url["a1"], "shed_failed_reports_unknown_total") == before + 4
     # Now it really dies: two independent reports move traffic within that round trip.
     bid = [b for b, v in c.backends.items() if v["url"] == target][0]
     c.backends[bid]["proc"].kill()

@@ -72,10 +72,7 @@ def wait_in_ring(names, timeout=10):
 
 
 def metric(name, labels=""):
-    text = harness.request("GET", shed_url("/metrics")).body.decode()
-    pat = re.escape(name + ("{" + labels + "}" if labels else "")) + r" (\d+)"
-    m = re.search(pat, text)
-    return int(m.group(1)) if m else 0
+    return harness.metric(shed_url(), name, labels)
 
 
 def redirect(method, path, body=None, headers=None):

@@ -6,7 +6,6 @@ heartbeats and /metrics work (counters summed over both threads are exact);
 SIGTERM with open connections exits 0."""
 import http.client
 import os
-import re
 import signal
 import threading
 
@@ -22,9 +21,7 @@ def url(path=""):
 
 
 def metric(name, labels=""):
-    text = harness.request("GET", url("/metrics")).body.decode()
-    m = re.search(re.escape(name + ("{" + labels + "}" if labels else "")) + r" (\d+)", text)
-    return int(m.group(1)) if m else 0
+    return harness.metric(url(), name, labels)
 
 
 def members_up():
