@@ -26,7 +26,8 @@ struct mentry {
 
 struct msvc {
     char name[PROTO_SYNC_NAME_MAX + 1];
-    struct mentry *m;
+    struct mentry *m; /* in arrival order */
+    uint32_t *by_id;  /* n indices into m, sorted by id: merges bisect it */
     size_t n, cap;
     struct ring *ring; /* over every non-gone entry; NULL until built */
     bool dirty;        /* member set changed: rebuild */
@@ -84,6 +85,7 @@ shed_master_destroy(struct shed_master *m)
     for (size_t c = 0; c < m->ncells; c++)
         for (size_t s = 0; s < m->cells[c].nsvcs; s++) {
             free(m->cells[c].svcs[s].m);
+            free(m->cells[c].svcs[s].by_id);
             ring_destroy(m->cells[c].svcs[s].ring);
         }
     shed_sync_origins_fini(&m->origins);
@@ -148,18 +150,45 @@ same_placement(const struct proto_sync_entry *a, const struct proto_sync_entry *
            strcmp(a->url, b->url) == 0 && strcmp(a->zone, b->zone) == 0 && a->weight == b->weight;
 }
 
+/* Where <id> is in s->by_id, or where it would be inserted (*found false). */
+static size_t
+entry_pos(const struct msvc *s, const char *id, bool *found)
+{
+    size_t lo = 0, hi = s->n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(s->m[s->by_id[mid]].e.id, id);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = false;
+    return lo;
+}
+
+static const struct mentry *
+find_entry(const struct msvc *s, const char *id)
+{
+    bool found;
+    size_t pos = entry_pos(s, id, &found);
+    return found ? &s->m[s->by_id[pos]] : NULL;
+}
+
 /* Merge one entry heard <heard> ms ago (master clock). */
 static int
 merge(struct msvc *s, const struct proto_sync_entry *e, uint64_t heard)
 {
-    struct mentry *me = NULL;
+    struct mentry *me;
+    bool found;
+    size_t pos = entry_pos(s, e->id, &found);
 
-    for (size_t i = 0; i < s->n; i++)
-        if (strcmp(s->m[i].e.id, e->id) == 0) {
-            me = &s->m[i];
-            break;
-        }
-    if (me == NULL) {
+    if (!found) {
         if (s->n >= MAX_MEMBERS_PER_SVC)
             return -ENOSPC;
         if (s->n == s->cap) {
@@ -168,14 +197,21 @@ merge(struct msvc *s, const struct proto_sync_entry *e, uint64_t heard)
             if (p == NULL)
                 return -ENOMEM;
             s->m = p;
+            uint32_t *q = realloc(s->by_id, ncap * sizeof(*q));
+            if (q == NULL)
+                return -ENOMEM; /* m grew, cap did not: retried next time */
+            s->by_id = q;
             s->cap = ncap;
         }
+        memmove(&s->by_id[pos + 1], &s->by_id[pos], (s->n - pos) * sizeof(*s->by_id));
+        s->by_id[pos] = (uint32_t)s->n;
         me = &s->m[s->n++];
         me->e = *e;
         me->heard_ms = heard;
         s->dirty = true;
         return 0;
     }
+    me = &s->m[s->by_id[pos]];
     if (e->incarnation < me->e.incarnation)
         return 0; /* an older life of the backend */
     bool newer = e->incarnation > me->e.incarnation;
@@ -193,19 +229,37 @@ merge(struct msvc *s, const struct proto_sync_entry *e, uint64_t heard)
     return 0;
 }
 
+static bool
+forgotten(const struct mentry *me, uint64_t now, uint64_t lease)
+{
+    return now > me->heard_ms && now - me->heard_ms > FORGET_LEASES * lease;
+}
+
+/* Drop entries not heard for FORGET_LEASES leases; by_id keeps its order
+ * and is renumbered (kept until the next push if there is no memory). */
 static void
 forget_old(struct msvc *s, uint64_t now, uint64_t lease)
 {
-    size_t j = 0;
+    size_t i, j = 0, k = 0;
+    uint32_t *newpos;
 
-    for (size_t i = 0; i < s->n; i++) {
-        if (now > s->m[i].heard_ms && now - s->m[i].heard_ms > FORGET_LEASES * lease) {
-            s->dirty = true;
+    for (i = 0; i < s->n && !forgotten(&s->m[i], now, lease); i++)
+        ;
+    if (i == s->n || (newpos = malloc(s->n * sizeof(*newpos))) == NULL)
+        return;
+    for (i = 0; i < s->n; i++) {
+        newpos[i] = UINT32_MAX;
+        if (forgotten(&s->m[i], now, lease))
             continue;
-        }
+        newpos[i] = (uint32_t)j;
         s->m[j++] = s->m[i];
     }
+    for (i = 0; i < s->n; i++)
+        if (newpos[s->by_id[i]] != UINT32_MAX)
+            s->by_id[k++] = newpos[s->by_id[i]];
+    free(newpos);
     s->n = j;
+    s->dirty = true;
 }
 
 /* The configured service <name>, or NULL (a walk instead of
@@ -325,15 +379,6 @@ entry_live(const struct mcell *c, const struct mentry *me, uint64_t now, bool al
     if (me->e.state == PROTO_SYNC_UP || (allow_draining && me->e.state == PROTO_SYNC_DRAINING))
         return now < me->heard_ms + c->lease_ms;
     return false;
-}
-
-static const struct mentry *
-find_entry(const struct msvc *s, const char *id)
-{
-    for (size_t i = 0; i < s->n; i++)
-        if (strcmp(s->m[i].e.id, id) == 0)
-            return &s->m[i];
-    return NULL;
 }
 
 static uint64_t

@@ -311,3 +311,68 @@ Test(master, too_many_services_in_a_cell_is_enospc)
     cr_assert_eq(shed_master_apply(m, &msg, 1000, &ack), -EINVAL);
     proto_sync_msg_free(&msg);
 }
+
+/* A push of <n> entries "x-<i>" for i = perm(k), k in [from, from + n). */
+static int
+push_scrambled(uint32_t from, uint32_t n, enum proto_sync_state st, uint64_t now, uint64_t seq)
+{
+    struct proto_sync_msg msg;
+    struct proto_sync_ack ack;
+
+    proto_sync_msg_init(&msg);
+    msg.kind = PROTO_SYNC_FULL;
+    snprintf(msg.cell, sizeof(msg.cell), "b");
+    snprintf(msg.origin, sizeof(msg.origin), "http://shed-b");
+    msg.epoch = 1;
+    msg.seq = seq;
+    msg.lease_ms = 1000;
+    for (uint32_t k = from; k < from + n; k++) {
+        char id[32], url[48];
+        uint32_t i = (k * 2749u) % 4096u; /* 2749 is odd: a permutation of 0..4095 */
+        snprintf(id, sizeof(id), "x-%04u", i);
+        snprintf(url, sizeof(url), "http://x-%u:80", i);
+        struct proto_sync_entry e = test_entry("burrow", id, url, 100);
+        e.incarnation = 1;
+        e.state = st;
+        cr_assert_eq(proto_sync_msg_add(&msg, &e), 0);
+    }
+    int rc = shed_master_apply(m, &msg, now, &ack);
+    proto_sync_msg_free(&msg);
+    return rc;
+}
+
+Test(master, thousands_of_entries_in_any_order_merge_once)
+{
+    /* 4096 new entries in scrambled id order, then the same again: no copy. */
+    cr_assert_eq(push_scrambled(0, 4096, PROTO_SYNC_UP, 1000, 1), 0);
+    cr_assert_eq(shed_master_live(m, "b", "burrow", 1000), 4096);
+    cr_assert_eq(push_scrambled(0, 4096, PROTO_SYNC_UP, 1100, 2), 0);
+    cr_assert_eq(shed_master_live(m, "b", "burrow", 1100), 4096);
+    /* Half of them go down: each update found its entry. */
+    cr_assert_eq(push_scrambled(0, 2048, PROTO_SYNC_DOWN, 1200, 3), 0);
+    cr_assert_eq(shed_master_live(m, "b", "burrow", 1200), 2048);
+    /* 30 leases later only 100 are heard: the rest are forgotten. */
+    cr_assert_eq(push_scrambled(3000, 100, PROTO_SYNC_UP, 31200, 4), 0);
+    cr_assert_eq(shed_master_live(m, "b", "burrow", 31200), 100);
+    /* Everything comes back once (the index was renumbered), and the
+     * per-service maximum still holds. */
+    cr_assert_eq(push_scrambled(0, 4096, PROTO_SYNC_UP, 31300, 5), 0);
+    cr_assert_eq(shed_master_live(m, "b", "burrow", 31300), 4096);
+    struct proto_sync_msg msg;
+    struct proto_sync_ack ack;
+    proto_sync_msg_init(&msg);
+    msg.kind = PROTO_SYNC_DELTA;
+    snprintf(msg.cell, sizeof(msg.cell), "b");
+    snprintf(msg.origin, sizeof(msg.origin), "http://shed-b");
+    msg.epoch = 1;
+    msg.since = 5;
+    msg.seq = 6;
+    msg.lease_ms = 1000;
+    struct proto_sync_entry e = test_entry("burrow", "y-one-too-many", "http://y:80", 100);
+    e.incarnation = 1;
+    e.state = PROTO_SYNC_UP;
+    cr_assert_eq(proto_sync_msg_add(&msg, &e), 0);
+    cr_assert_eq(shed_master_apply(m, &msg, 31400, &ack), -ENOSPC);
+    proto_sync_msg_free(&msg);
+    cr_assert_eq(shed_master_live(m, "b", "burrow", 31400), 4096);
+}
