@@ -35,6 +35,10 @@
 #define WAITKEY_MAX    (2 * PROTO_BURROW_ID_MAX + 1)
 #define CONN_MEMORY    (16 * 1024)
 #define LISTEN_BACKLOG 4096
+/* A PUT body is allocated up to this size from its Content-Length, then
+ * grows with what actually arrives: a client that only declares a large
+ * body does not make the server hold it. */
+#define BODY_PREALLOC (64u * 1024)
 
 enum wstate { W_NONE = 0, W_SUSPENDED, W_WOKEN };
 
@@ -782,8 +786,8 @@ begin(struct burrow_http *h, struct req *r, const char *url, const char *method)
             return; /* MHD itself refuses a bad Content-Length */
         if (n > h->cfg.max_message_bytes)
             r->too_large = true;
-        else if (n > 0 && (r->body = malloc((size_t)n)) != NULL)
-            r->bcap = (size_t)n;
+        else if (n > 0 && (r->body = malloc((size_t)(n < BODY_PREALLOC ? n : BODY_PREALLOC))))
+            r->bcap = (size_t)(n < BODY_PREALLOC ? n : BODY_PREALLOC);
     }
 }
 

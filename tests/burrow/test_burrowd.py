@@ -340,6 +340,42 @@ def test_body_limits():
     assert head.startswith(b"HTTP/1.1 405"), head
 
 
+def vm_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmSize")
+
+
+def test_declared_body_is_not_reserved():
+    """Memory follows the bytes that arrive, not the Content-Length a client
+    declares: 40 uploads that declare 16 MiB and stall reserve little, and a
+    body that does arrive in full is stored whole."""
+    big = 16 << 20
+    p, port = start(["--max-message-bytes", str(big)])
+    socks = []
+    try:
+        before = vm_kib(p.pid)
+        for i in range(40):
+            s = socket.create_connection((HOST, port), timeout=5)
+            s.sendall(b"PUT /v1.0/a/q/s%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                      b"0123456789" % (i, big))
+            socks.append(s)
+        time.sleep(0.3)
+        grown = vm_kib(p.pid) - before
+        assert grown < 100 * 1024, "VmSize grew by %d KiB for 40 stalled uploads" % grown
+        socks[0].sendall(b"x" * (big - 10))
+        head = socks[0].recv(4096)
+        assert head.startswith(b"HTTP/1.1 201"), head
+        r = expect("GET", "/v1.0/a/q/s0?detail=body", 200, port=port)
+        assert len(r.body) == big and r.body.startswith(b"0123456789x"), len(r.body)
+    finally:
+        for s in socks:
+            s.close()
+        p.stop()
+
+
 def test_bad_input():
     reset()
     put3()
