@@ -92,6 +92,20 @@ teardown(void)
 
 TestSuite(master, .init = setup, .fini = teardown);
 
+/* An empty message of <kind> from cell b's shed, epoch 1. */
+static void
+msg_b(struct proto_sync_msg *msg, enum proto_sync_kind kind, uint64_t since, uint64_t seq)
+{
+    proto_sync_msg_init(msg);
+    msg->kind = kind;
+    snprintf(msg->cell, sizeof(msg->cell), "b");
+    snprintf(msg->origin, sizeof(msg->origin), "http://shed-b");
+    msg->epoch = 1;
+    msg->since = since;
+    msg->seq = seq;
+    msg->lease_ms = 1000;
+}
+
 static void
 token(struct proto_token *t, const char *visited)
 {
@@ -290,13 +304,7 @@ Test(master, too_many_services_in_a_cell_is_enospc)
     struct proto_sync_msg msg;
     struct proto_sync_ack ack;
 
-    proto_sync_msg_init(&msg);
-    msg.kind = PROTO_SYNC_FULL;
-    snprintf(msg.cell, sizeof(msg.cell), "b");
-    snprintf(msg.origin, sizeof(msg.origin), "http://shed-b");
-    msg.epoch = 1;
-    msg.seq = 1;
-    msg.lease_ms = 1000;
+    msg_b(&msg, PROTO_SYNC_FULL, 0, 1);
     for (int i = 0; i < 65; i++) { /* one over the per-cell maximum */
         char svc[16], id[16], url[32];
         snprintf(svc, sizeof(svc), "svc%d", i);
@@ -319,13 +327,7 @@ push_scrambled(uint32_t from, uint32_t n, enum proto_sync_state st, uint64_t now
     struct proto_sync_msg msg;
     struct proto_sync_ack ack;
 
-    proto_sync_msg_init(&msg);
-    msg.kind = PROTO_SYNC_FULL;
-    snprintf(msg.cell, sizeof(msg.cell), "b");
-    snprintf(msg.origin, sizeof(msg.origin), "http://shed-b");
-    msg.epoch = 1;
-    msg.seq = seq;
-    msg.lease_ms = 1000;
+    msg_b(&msg, PROTO_SYNC_FULL, 0, seq);
     for (uint32_t k = from; k < from + n; k++) {
         char id[32], url[48];
         uint32_t i = (k * 2749u) % 4096u; /* 2749 is odd: a permutation of 0..4095 */
@@ -360,14 +362,7 @@ Test(master, thousands_of_entries_in_any_order_merge_once)
     cr_assert_eq(shed_master_live(m, "b", "burrow", 31300), 4096);
     struct proto_sync_msg msg;
     struct proto_sync_ack ack;
-    proto_sync_msg_init(&msg);
-    msg.kind = PROTO_SYNC_DELTA;
-    snprintf(msg.cell, sizeof(msg.cell), "b");
-    snprintf(msg.origin, sizeof(msg.origin), "http://shed-b");
-    msg.epoch = 1;
-    msg.since = 5;
-    msg.seq = 6;
-    msg.lease_ms = 1000;
+    msg_b(&msg, PROTO_SYNC_DELTA, 5, 6);
     struct proto_sync_entry e = test_entry("burrow", "y-one-too-many", "http://y:80", 100);
     e.incarnation = 1;
     e.state = PROTO_SYNC_UP;
