@@ -446,7 +446,28 @@ big_alloc(size_t bytes)
  * the sub-range. All streams share one block (ring of width <cap> each). */
 struct stream {
     uint64_t *key;
-    size_t len;
+    uint32_t len; /* not size_t: a uint64_t store into key[] cannot alias it */
+};
+
+/* Enumeration runs over blocks of ELANES members at once: their inverse
+ * bijection keys side by side, so one step of the inverse is a few vector
+ * operations on 16-bit lanes (GNU C vector extensions: SSE2 on x86-64,
+ * plain scalar code where there is no vector unit; the same bits either
+ * way). */
+#define ELANES 8
+typedef uint16_t v16x8 __attribute__((vector_size(16)));
+
+struct lanes {
+    v16x8 i0, i1; /* ainv[0], ainv[1] of the block's members */
+    v16x8 k0, k1; /* their member keys k[0], k[1] */
+};
+
+/* The v range a block enumerates in one round (the same in every chunk):
+ * the union of its members' ranges; <same> when they are all equal (equal
+ * weights), so no lane needs its own bound check. */
+struct span {
+    uint32_t vmin, vmax;
+    uint32_t same;
 };
 
 /* Build-time state. */
@@ -461,6 +482,10 @@ struct pass {
     uint64_t *sblock;    /* their storage: nsub * scap */
     uint32_t kc[ROUNDS]; /* keys of the current chunk */
     struct perm *perms;  /* n */
+    struct lanes *lanes; /* ceil(n / ELANES): the inverse keys, by block */
+    struct span *span;   /* ceil(n / ELANES) * MAX_ROUNDS */
+    uint64_t *hash;      /* n: member hashes, dense */
+    uint32_t *zbit;      /* n: 1 << (zone % 32) */
     uint64_t *wmul;      /* n: UINT64_MAX / weight, score = E * wmul >> 64 */
     struct etab et;
     uint32_t *cap;  /* 2n: primary cap, all-replica cap; NULL = no caps */
@@ -671,20 +696,10 @@ streams_grow(struct pass *ps)
     return 0;
 }
 
-static int
-stream_push(struct pass *ps, uint32_t sub, uint64_t key)
-{
-    struct stream *st = &ps->streams[sub];
-    if (st->len == ps->scap && streams_grow(ps) < 0)
-        return -ENOMEM;
-    st->key[st->len++] = key;
-    return 0;
-}
-
-/* Sort <cnt> <= 8 packed keys ascending: a 19-comparator network on a
- * padded copy, branch-free. */
+/* Sort <cnt> <= 8 packed keys of <a> ascending into <out> (8 entries,
+ * padded with UINT64_MAX): a 19-comparator network, branch-free. */
 static void
-sort8(uint64_t *a, uint32_t cnt)
+sort8(const uint64_t *a, uint32_t cnt, uint64_t *out)
 {
     uint64_t v0, v1, v2, v3, v4, v5, v6, v7;
     v0 = cnt > 0 ? a[0] : UINT64_MAX;
@@ -721,8 +736,53 @@ sort8(uint64_t *a, uint32_t cnt)
     CE(v3, v4);
     CE(v5, v6);
 #undef CE
-    uint64_t v[8] = {v0, v1, v2, v3, v4, v5, v6, v7};
-    memcpy(a, v, cnt * sizeof(*a));
+    out[0] = v0;
+    out[1] = v1;
+    out[2] = v2;
+    out[3] = v3;
+    out[4] = v4;
+    out[5] = v5;
+    out[6] = v6;
+    out[7] = v7;
+}
+
+/* The row of <bucket> from its fully sorted list, without caps: the first
+ * min(R, #zones) picks each take a new zone, members skipped for their zone
+ * come first after that (they precede the rest in HRW order). Same picks
+ * as fill_row() without caps, in one pass; false (nothing stored) when the
+ * list runs out, for fill_row() to scan. */
+static bool
+fill_pure(struct pass *ps, uint32_t bucket, const uint64_t *list, uint32_t cnt)
+{
+    struct ring *ring = ps->ring;
+    const uint32_t *zone = ring->zone;
+    uint32_t rlen = ring->rlen, target = rlen < ring->nzones ? rlen : ring->nzones;
+    uint32_t row[RING_MAX_R], rowz[RING_MAX_R], skip[8];
+    uint32_t pos = 0, nskip = 0, i = 0;
+    unsigned ybits = ps->ybits;
+    uint64_t mmask = ((uint64_t)1 << ps->mbits) - 1;
+    for (; i < cnt && pos < target; i++) {
+        uint32_t m = (uint32_t)(list[i] >> ybits & mmask), z = zone[m];
+        bool seen = false;
+        for (uint32_t j = 0; j < pos; j++)
+            seen |= rowz[j] == z;
+        if (seen) {
+            skip[nskip++] = m;
+        } else {
+            row[pos] = m;
+            rowz[pos++] = z;
+        }
+    }
+    if (pos < target)
+        return false;
+    for (uint32_t j = 0; j < nskip && pos < rlen; j++)
+        row[pos++] = skip[j];
+    for (; i < cnt && pos < rlen; i++)
+        row[pos++] = (uint32_t)(list[i] >> ybits & mmask);
+    if (pos < rlen)
+        return false;
+    row_store(ring, bucket, row);
+    return true;
 }
 
 /* Counting-sort the candidates of one sub-range (from one or two builder
@@ -750,17 +810,22 @@ fill_sub(struct pass *ps, const struct stream *const *st, int nst, uint32_t base
          * are sorted lazily: fill_row() selects the next smallest. */
         uint32_t top = 0;
         if (cnt <= 8) {
-            sort8(run, cnt);
+            uint64_t v[8];
+            sort8(run, cnt, v);
             for (uint32_t x = 1; x < cnt; x++) {
-                if ((run[x] >> low) != (run[x - 1] >> low))
+                if ((v[x] >> low) != (v[x - 1] >> low))
                     continue;
                 uint32_t g = x - 1, e = x + 1; /* equal truncated scores */
-                while (e < cnt && (run[e] >> low) == (run[g] >> low))
+                while (e < cnt && (v[e] >> low) == (v[g] >> low))
                     e++;
                 for (; g < e; g++)
-                    select_min(ps, bucket, run, g, e);
+                    select_min(ps, bucket, v, g, e);
                 x = e - 1;
             }
+            from = start[i];
+            if (ps->cap == NULL && fill_pure(ps, bucket, v, cnt))
+                continue;
+            memcpy(run, v, cnt * sizeof(*run));
             top = cnt;
         }
         fill_row(ps, bucket, run, cnt, top);
@@ -796,78 +861,122 @@ v_bound(struct etab *t, uint64_t wmul, uint64_t thr)
 
 #define EBATCH 512 /* (member, v, bucket) triples scored together */
 
+/* Per bucket of a chunk, one word: candidates so far (high 32 bits) and the
+ * zones seen, modulo 32 (low 32 bits). */
+#define CZ_ONE ((uint64_t)1 << 32)
+
 /* Score a batch of enumerated (member, v, bucket) triples and push those in
- * [thr_lo, thr_hi). */
+ * [thr_lo, thr_hi). Everything the loop reads is in locals: the stores into
+ * the streams could otherwise alias the pass fields. */
 static int
-score_batch(struct pass *ps, uint32_t base, uint16_t *cnt, uint32_t *zmask, const uint64_t *buf,
-            unsigned k, uint64_t thr_lo, uint64_t thr_hi)
+score_batch(struct pass *ps, uint32_t base, uint64_t *cz, const uint64_t *buf, unsigned k,
+            uint64_t thr_lo, uint64_t thr_hi)
 {
-    const struct ring *ring = ps->ring;
-    unsigned q = ps->q, ybits = ps->ybits, low = ps->mbits + ybits;
-    uint32_t ymask = ((uint32_t)1 << ybits) - 1;
+    const uint64_t *hash = ps->hash, *wmul = ps->wmul, *et = ps->et.e;
+    const uint32_t *zbit = ps->zbit;
+    struct stream *streams = ps->streams;
+    unsigned q = ps->q, ybits = ps->ybits, low = ps->mbits + ybits, sshift = ps->sshift;
+    uint32_t ymask = ((uint32_t)1 << ybits) - 1, etlen = q ? ps->et.len : 0;
+    uint32_t scap = (uint32_t)ps->scap;
     for (unsigned i = 0; i < k; i++) {
         uint32_t m = (uint32_t)(buf[i] >> 32), v = (uint32_t)(buf[i] >> 16) & 0xffff;
         uint32_t y = (uint32_t)buf[i] & 0xffff, bucket = base + y;
-        uint64_t h = ring->mem[m].hash, e;
-        if (q != 0 && v + 1 < ps->et.len) {
+        uint64_t e;
+        if (__builtin_expect(v + 1 < etlen, 1)) {
             uint64_t f =
-                fmix(h ^ ((uint64_t)bucket * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull));
-            e = ps->et.e[v] + mulhi(ps->et.e[v + 1] - ps->et.e[v], f);
+                fmix(hash[m] ^ ((uint64_t)bucket * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull));
+            e = et[v] + mulhi(et[v + 1] - et[v], f);
         } else {
-            e = escore(h, bucket, v, q, NULL);
+            e = escore(hash[m], bucket, v, q, NULL);
         }
-        uint64_t sc = mulhi(e, ps->wmul[m]);
+        uint64_t sc = mulhi(e, wmul[m]);
         if (sc >= thr_hi || sc < thr_lo)
             continue;
-        uint64_t key = ((sc >> ps->sshift) << low) | (uint64_t)m << ybits | (y & ymask);
-        if (stream_push(ps, y >> ybits, key) < 0)
-            return -ENOMEM;
-        cnt[y] += cnt[y] < UINT16_MAX;
-        zmask[y] |= (uint32_t)1 << (ring->zone[m] & 31);
+        struct stream *st = &streams[y >> ybits];
+        if (__builtin_expect(st->len == scap, 0)) {
+            if (streams_grow(ps) < 0)
+                return -ENOMEM;
+            scap = (uint32_t)ps->scap;
+        }
+        st->key[st->len++] = ((sc >> sshift) << low) | (uint64_t)m << ybits | (y & ymask);
+        cz[y] = (cz[y] + CZ_ONE) | zbit[m];
     }
     return 0;
 }
 
-/* Enumerate round <r> of the current chunk into the streams: for every
- * member, the grid values v in [vlo, vhi) (the member's buckets in
- * increasing score order) whose exact score lies in [thr_lo, thr_hi); in
- * rounds after the first only for buckets flagged in <shortmap>. The
- * bijection is inverted here (perm_fwd() backwards, unrolled), and the flag
- * test is branch-free: triples are appended, the index moves only on a hit. */
-static int
-enumerate(struct pass *ps, uint32_t base, uint16_t *cnt, uint32_t *zmask, const uint64_t *shortmap,
-          const uint32_t *vb, int r, uint64_t thr_lo, uint64_t thr_hi, uint32_t mlo, uint32_t mhi)
+/* The grid values [*lo, *hi) member <m> enumerates in round <r>: from one
+ * below the previous round's bound (scores are filtered exactly). */
+static void
+vrange(const uint32_t *vb, size_t m, int r, uint32_t *lo, uint32_t *hi)
 {
-    const struct ring *ring = ps->ring;
+    uint32_t l = r == 0 ? 0 : vb[m * MAX_ROUNDS + (size_t)r - 1];
+    *lo = l > 0 ? l - 1 : 0;
+    *hi = vb[m * MAX_ROUNDS + (size_t)r];
+}
+
+/* Enumerate round <r> of the current chunk into the streams: for every
+ * member of [mlo, mhi) (mlo a multiple of ELANES), the grid values v in
+ * [vlo, vhi) (the member's buckets in increasing score order) whose exact
+ * score lies in [thr_lo, thr_hi); in rounds after the first only for
+ * buckets flagged in <shortb>. The bijection is inverted here (perm_fwd()
+ * backwards, unrolled) for ELANES members at once, and the flag test is
+ * branch-free: triples are appended, the index moves only on a hit. */
+static int
+enumerate(struct pass *ps, uint32_t base, uint64_t *cz, const uint8_t *shortb, const uint32_t *vb,
+          int r, uint64_t thr_lo, uint64_t thr_hi, uint32_t mlo, uint32_t mhi)
+{
     unsigned q = ps->q, s = (q + 1) / 2;
-    uint32_t qmask = (uint32_t)(((uint64_t)1 << q) - 1);
-    uint64_t buf[EBATCH + 1];
+    uint16_t qmask = (uint16_t)(((uint32_t)1 << q) - 1);
+    v16x8 kc0 = {0}, kc1 = {0};
+    kc0 += (uint16_t)ps->kc[0];
+    kc1 += (uint16_t)ps->kc[1];
+    uint64_t buf[EBATCH + ELANES];
     unsigned k = 0;
-    (void)ring;
-    for (uint32_t m = mlo; m < mhi; m++) {
-        const struct perm *p = &ps->perms[m];
-        uint32_t vhi = vb[(size_t)m * MAX_ROUNDS + (size_t)r];
-        uint32_t vlo = r == 0 ? 0 : vb[(size_t)m * MAX_ROUNDS + (size_t)r - 1];
-        vlo = vlo > 0 ? vlo - 1 : 0;
-        uint32_t k0 = p->k[0] ^ ps->kc[0], k1 = p->k[1] ^ ps->kc[1];
-        uint32_t i0 = p->ainv[0], i1 = p->ainv[1];
-        uint64_t mtag = (uint64_t)m << 32;
-        for (uint32_t v = vlo; v < vhi; v++) {
-            uint32_t y = v;
+    for (uint32_t m0 = mlo; m0 < mhi; m0 += ELANES) {
+        const struct lanes *ln = &ps->lanes[m0 / ELANES];
+        const struct span *sp = &ps->span[(size_t)(m0 / ELANES) * MAX_ROUNDS + (size_t)r];
+        v16x8 k0 = ln->k0 ^ kc0, k1 = ln->k1 ^ kc1;
+        uint32_t lo[ELANES], len[ELANES];
+        bool same = sp->same;
+        if (!same) {
+            for (uint32_t j = 0; j < ELANES; j++) {
+                uint32_t h = 0, l = 0;
+                if (m0 + j < mhi)
+                    vrange(vb, m0 + j, r, &l, &h);
+                lo[j] = l;
+                len[j] = h > l ? h - l : 0;
+            }
+        }
+        uint64_t mt = (uint64_t)m0 << 32;
+        for (uint32_t v = sp->vmin; v < sp->vmax; v++) {
+            uint16_t yv = (uint16_t)(v ^ (v >> s));
+            v16x8 y = ((yv * ln->i1) ^ k1) & qmask;
             y ^= y >> s;
-            y = ((y * i1) ^ k1) & qmask;
-            y ^= y >> s;
-            y = ((y * i0) ^ k0) & qmask;
-            buf[k] = mtag | (uint64_t)v << 16 | y;
-            k += shortmap ? (unsigned)(shortmap[y >> 6] >> (y & 63) & 1) : 1;
-            if (k == EBATCH) {
-                if (score_batch(ps, base, cnt, zmask, buf, k, thr_lo, thr_hi) < 0)
+            y = ((y * ln->i0) ^ k0) & qmask;
+            uint64_t vt = mt | (uint64_t)v << 16;
+            if (same && shortb == NULL) {
+                for (uint32_t j = 0; j < ELANES; j++)
+                    buf[k + j] = (vt + ((uint64_t)j << 32)) | y[j];
+                k += ELANES;
+            } else if (same) {
+                for (uint32_t j = 0; j < ELANES; j++) {
+                    buf[k] = (vt + ((uint64_t)j << 32)) | y[j];
+                    k += shortb[y[j]];
+                }
+            } else {
+                for (uint32_t j = 0; j < ELANES; j++) {
+                    buf[k] = (vt + ((uint64_t)j << 32)) | y[j];
+                    k += (v - lo[j] < len[j]) & (shortb ? shortb[y[j]] : 1u);
+                }
+            }
+            if (k >= EBATCH) {
+                if (score_batch(ps, base, cz, buf, k, thr_lo, thr_hi) < 0)
                     return -ENOMEM;
                 k = 0;
             }
         }
     }
-    return score_batch(ps, base, cnt, zmask, buf, k, thr_lo, thr_hi);
+    return score_batch(ps, base, cz, buf, k, thr_lo, thr_hi);
 }
 
 /* Bits set in <x> (no libgcc call without -mpopcnt). */
@@ -890,9 +999,9 @@ popcount32(uint32_t x)
 struct shared {
     pthread_barrier_t bar;
     int nw;
-    bool go;            /* thread 0's verdict: run the next round */
-    atomic_int err;     /* any thread failed: all stop at the next barrier */
-    uint64_t *shortmap; /* Q bits */
+    bool go;         /* thread 0's verdict: run the next round */
+    atomic_int err;  /* any thread failed: all stop at the next barrier */
+    uint8_t *shortb; /* Q bytes: 1 = bucket still short */
     struct worker *w;
     uint32_t nchunks;
     bool caps;
@@ -906,8 +1015,7 @@ struct worker {
     const uint32_t *vb;
     const uint64_t *thr, *rcost;
     uint32_t need, zneed;
-    uint16_t *cnt;   /* per bucket of the chunk: candidates (saturating) */
-    uint32_t *zmask; /* ... and zones seen, modulo 32 */
+    uint64_t *cz; /* per bucket of the chunk: candidates and zones (CZ_ONE) */
     uint32_t *start;
     uint64_t *tmp;
     size_t tmpcap;
@@ -921,13 +1029,12 @@ worker_alloc(struct worker *w, double lambda)
     ps->nsub = qsize >> ps->ybits;
     ps->streams = calloc(ps->nsub, sizeof(*ps->streams));
     w->start = malloc(((size_t)width + 1) * sizeof(*w->start));
-    w->cnt = malloc((size_t)qsize * sizeof(*w->cnt));
-    w->zmask = malloc((size_t)qsize * sizeof(*w->zmask));
+    w->cz = malloc((size_t)qsize * sizeof(*w->cz));
     /* One block for all streams, on huge pages when large. */
     double per = (lambda + 1.5) * width * (double)(w->mhi - w->mlo) / (double)ps->ring->n;
     ps->scap = (size_t)(per + 8.0 * __builtin_sqrt(per)) + 64;
     ps->sblock = big_alloc(ps->nsub * ps->scap * sizeof(*ps->sblock));
-    if (!ps->streams || !w->start || !w->cnt || !w->zmask || !ps->sblock)
+    if (!ps->streams || !w->start || !w->cz || !ps->sblock)
         return -ENOMEM;
     for (size_t sb = 0; sb < ps->nsub; sb++)
         ps->streams[sb].key = ps->sblock + sb * ps->scap;
@@ -941,8 +1048,7 @@ worker_free(struct worker *w)
     free(w->ps.streams);
     free(w->tmp);
     free(w->start);
-    free(w->cnt);
-    free(w->zmask);
+    free(w->cz);
 }
 
 /* Wait for the other thread; true if some thread has failed. */
@@ -960,17 +1066,15 @@ mark_short(struct shared *sh, uint32_t qsize)
 {
     const struct worker *w = sh->w;
     uint64_t nshort = 0;
-    memset(sh->shortmap, 0, ((size_t)qsize + 63) / 64 * sizeof(*sh->shortmap));
     for (uint32_t y = 0; y < qsize; y++) {
-        uint32_t c = w[0].cnt[y], z = w[0].zmask[y];
+        uint64_t c = w[0].cz[y] >> 32, z = w[0].cz[y];
         if (sh->nw > 1) {
-            c += w[1].cnt[y];
-            z |= w[1].zmask[y];
+            c += w[1].cz[y] >> 32;
+            z |= w[1].cz[y];
         }
-        if (c < w[0].need || popcount32(z) < w[0].zneed) {
-            sh->shortmap[y >> 6] |= (uint64_t)1 << (y & 63);
-            nshort++;
-        }
+        bool s = c < w[0].need || popcount32((uint32_t)z) < w[0].zneed;
+        sh->shortb[y] = s;
+        nshort += s;
     }
     return nshort;
 }
@@ -1014,9 +1118,8 @@ worker_run(struct worker *w)
         perm_chunk(ps->kc, c);
         for (size_t sb = 0; sb < ps->nsub; sb++)
             ps->streams[sb].len = 0;
-        memset(w->cnt, 0, (size_t)qsize * sizeof(*w->cnt));
-        memset(w->zmask, 0, (size_t)qsize * sizeof(*w->zmask));
-        rc = enumerate(ps, base, w->cnt, w->zmask, NULL, w->vb, 0, 0, w->thr[0], w->mlo, w->mhi);
+        memset(w->cz, 0, (size_t)qsize * sizeof(*w->cz));
+        rc = enumerate(ps, base, w->cz, NULL, w->vb, 0, 0, w->thr[0], w->mlo, w->mhi);
         if (rc < 0)
             atomic_store(&sh->err, rc);
         if (sync_all(sh))
@@ -1031,8 +1134,8 @@ worker_run(struct worker *w)
                 return;
             if (!sh->go)
                 break;
-            rc = enumerate(ps, base, w->cnt, w->zmask, sh->shortmap, w->vb, r, w->thr[r - 1],
-                           w->thr[r], w->mlo, w->mhi);
+            rc = enumerate(ps, base, w->cz, sh->shortb, w->vb, r, w->thr[r - 1], w->thr[r], w->mlo,
+                           w->mhi);
             if (rc < 0)
                 atomic_store(&sh->err, rc);
             if (sync_all(sh))
@@ -1105,12 +1208,17 @@ place(struct ring *ring)
     unsigned room = 64 - ps.mbits - ps.ybits;
     ps.sshift = tbits > room ? tbits - room : 0;
 
+    size_t nblk = (n + ELANES - 1) / ELANES;
     ps.perms = malloc(n * sizeof(*ps.perms));
+    ps.lanes = calloc(nblk, sizeof(*ps.lanes));
+    ps.span = malloc(nblk * MAX_ROUNDS * sizeof(*ps.span));
+    ps.hash = malloc(n * sizeof(*ps.hash));
+    ps.zbit = malloc(n * sizeof(*ps.zbit));
     ps.wmul = malloc(n * sizeof(*ps.wmul));
     vb = malloc(n * MAX_ROUNDS * sizeof(*vb));
     ps.et.e = malloc((size_t)qsize * sizeof(*ps.et.e));
     ps.et.q = q;
-    if (!ps.perms || !ps.wmul || !vb || !ps.et.e)
+    if (!ps.perms || !ps.lanes || !ps.span || !ps.hash || !ps.zbit || !ps.wmul || !vb || !ps.et.e)
         goto out;
     if (caps) {
         ps.cap = malloc(2 * n * sizeof(*ps.cap));
@@ -1133,7 +1241,15 @@ place(struct ring *ring)
      * After this the grid table is only read, so threads may share it. */
     uint64_t rcost[MAX_ROUNDS] = {0};
     for (size_t i = 0; i < n; i++) {
-        perm_member(&ps.perms[i], ring->mem[i].hash, true);
+        struct perm *p = &ps.perms[i];
+        struct lanes *ln = &ps.lanes[i / ELANES];
+        perm_member(p, ring->mem[i].hash, true);
+        ln->i0[i % ELANES] = (uint16_t)p->ainv[0];
+        ln->i1[i % ELANES] = (uint16_t)p->ainv[1];
+        ln->k0[i % ELANES] = (uint16_t)p->k[0];
+        ln->k1[i % ELANES] = (uint16_t)p->k[1];
+        ps.hash[i] = ring->mem[i].hash;
+        ps.zbit[i] = (uint32_t)1 << (ring->zone[i] & 31);
         ps.wmul[i] = UINT64_MAX / ring->mem[i].pub.weight;
         for (int r = 0; r < MAX_ROUNDS; r++) {
             uint32_t *b = &vb[i * MAX_ROUNDS + (size_t)r];
@@ -1144,20 +1260,41 @@ place(struct ring *ring)
             rcost[r] += *b - (r ? b[-1] : 0) + 1;
         }
     }
+    for (size_t bl = 0; bl < nblk; bl++) {
+        for (int r = 0; r < MAX_ROUNDS; r++) {
+            struct span *sp = &ps.span[bl * MAX_ROUNDS + (size_t)r];
+            uint32_t l0, h0, l, h;
+            vrange(vb, bl * ELANES, r, &l0, &h0);
+            sp->vmin = UINT32_MAX;
+            sp->vmax = 0;
+            sp->same = bl * ELANES + ELANES <= n && h0 > l0;
+            for (size_t m = bl * ELANES; m < bl * ELANES + ELANES && m < n; m++) {
+                vrange(vb, m, r, &l, &h);
+                if (h > l) {
+                    sp->vmin = l < sp->vmin ? l : sp->vmin;
+                    sp->vmax = h > sp->vmax ? h : sp->vmax;
+                }
+                sp->same &= l == l0 && h == h0;
+            }
+        }
+    }
     sh.nchunks = nchunks;
     sh.caps = caps;
     sh.w = w;
     atomic_init(&sh.err, 0);
     sh.nw = (uint64_t)cfg->buckets * n >= RING_THREAD_MIN_WORK && n >= 2 ? 2 : 1;
-    sh.shortmap = malloc(((size_t)qsize + 63) / 64 * sizeof(*sh.shortmap));
-    if (sh.shortmap == NULL)
+    sh.shortb = malloc(qsize);
+    if (sh.shortb == NULL)
         goto out;
     for (int i = 0; i < 2; i++) {
         w[i].ps = ps;
         w[i].sh = &sh;
         w[i].id = i;
-        w[i].mlo = (uint32_t)(n * (size_t)i / (size_t)sh.nw);
-        w[i].mhi = i < sh.nw ? (uint32_t)(n * (size_t)(i + 1) / (size_t)sh.nw) : w[i].mlo;
+        /* Split at a block boundary: enumerate() takes ELANES at once. */
+        size_t half = (nblk + 1) / 2 * ELANES;
+        half = half < n ? half : n;
+        w[i].mlo = i == 0 ? 0 : (uint32_t)half;
+        w[i].mhi = i == 0 && sh.nw == 2 ? (uint32_t)half : (uint32_t)n;
         w[i].vb = vb;
         w[i].thr = thr;
         w[i].rcost = rcost;
@@ -1192,7 +1329,7 @@ place(struct ring *ring)
     }
     rc = atomic_load(&sh.err);
 out:
-    free(sh.shortmap);
+    free(sh.shortb);
     for (int i = 0; i < 2; i++)
         worker_free(&w[i]);
     free(vb);
@@ -1200,6 +1337,10 @@ out:
     free(ps.cap);
     free(ps.used);
     free(ps.perms);
+    free(ps.lanes);
+    free(ps.span);
+    free(ps.hash);
+    free(ps.zbit);
     free(ps.wmul);
     return rc;
 }
