@@ -93,7 +93,7 @@ struct rmem {
 
 struct ring {
     struct ring_config cfg;
-    struct rmem *mem; /* sorted by id */
+    struct rmem *mem; /* sorted by id; one block with zone and zlist */
     size_t n;
     char *arena; /* all strings */
     uint32_t nzones;
@@ -395,13 +395,6 @@ ring_bucket(const struct ring_config *cfg, const char *account, size_t alen, con
 
 /* ---- build -------------------------------------------------------------- */
 
-static int
-cmp_mem(const void *a, const void *b)
-{
-    const struct rmem *x = a, *y = b;
-    return strcmp(x->pub.id, y->pub.id);
-}
-
 struct zref {
     const char *zone;
     uint32_t idx;
@@ -436,6 +429,23 @@ big_alloc(size_t bytes)
     }
 #endif
     return malloc(bytes);
+}
+
+/* Many arrays in one block: carve() hands out 64-byte aligned pieces; a
+ * first pass with base == NULL only adds up the size. One block (on huge
+ * pages when large) instead of a dozen mallocs saves thousands of page
+ * faults per build. */
+struct carve {
+    char *base;
+    size_t used;
+};
+
+static void *
+carve(struct carve *c, size_t bytes)
+{
+    size_t off = (c->used + 63) & ~(size_t)63;
+    c->used = off + bytes;
+    return c->base ? c->base + off : NULL;
 }
 
 #define SUB_BITS   6 /* candidates are radix-split into 64 streams per chunk */
@@ -1025,16 +1035,12 @@ static int
 worker_alloc(struct worker *w, double lambda)
 {
     struct pass *ps = &w->ps;
-    uint32_t qsize = (uint32_t)1 << ps->q, width = (uint32_t)1 << ps->ybits;
-    ps->nsub = qsize >> ps->ybits;
-    ps->streams = calloc(ps->nsub, sizeof(*ps->streams));
-    w->start = malloc(((size_t)width + 1) * sizeof(*w->start));
-    w->cz = malloc((size_t)qsize * sizeof(*w->cz));
+    uint32_t width = (uint32_t)1 << ps->ybits;
     /* One block for all streams, on huge pages when large. */
     double per = (lambda + 1.5) * width * (double)(w->mhi - w->mlo) / (double)ps->ring->n;
     ps->scap = (size_t)(per + 8.0 * __builtin_sqrt(per)) + 64;
     ps->sblock = big_alloc(ps->nsub * ps->scap * sizeof(*ps->sblock));
-    if (!ps->streams || !w->start || !w->cz || !ps->sblock)
+    if (!ps->sblock)
         return -ENOMEM;
     for (size_t sb = 0; sb < ps->nsub; sb++)
         ps->streams[sb].key = ps->sblock + sb * ps->scap;
@@ -1045,10 +1051,7 @@ static void
 worker_free(struct worker *w)
 {
     free(w->ps.sblock);
-    free(w->ps.streams);
     free(w->tmp);
-    free(w->start);
-    free(w->cz);
 }
 
 /* Wait for the other thread; true if some thread has failed. */
@@ -1176,6 +1179,7 @@ place(struct ring *ring)
     uint32_t nchunks = cfg->buckets >> q;
     ps.ybits = q > SUB_BITS ? q - SUB_BITS : 0;
     uint32_t *vb = NULL;
+    struct carve cv = {0};
     struct worker w[2];
     struct shared sh;
     memset(w, 0, sizeof(w));
@@ -1209,22 +1213,34 @@ place(struct ring *ring)
     ps.sshift = tbits > room ? tbits - room : 0;
 
     size_t nblk = (n + ELANES - 1) / ELANES;
-    ps.perms = malloc(n * sizeof(*ps.perms));
-    ps.lanes = calloc(nblk, sizeof(*ps.lanes));
-    ps.span = malloc(nblk * MAX_ROUNDS * sizeof(*ps.span));
-    ps.hash = malloc(n * sizeof(*ps.hash));
-    ps.zbit = malloc(n * sizeof(*ps.zbit));
-    ps.wmul = malloc(n * sizeof(*ps.wmul));
-    vb = malloc(n * MAX_ROUNDS * sizeof(*vb));
-    ps.et.e = malloc((size_t)qsize * sizeof(*ps.et.e));
-    ps.et.q = q;
-    if (!ps.perms || !ps.lanes || !ps.span || !ps.hash || !ps.zbit || !ps.wmul || !vb || !ps.et.e)
-        goto out;
-    if (caps) {
-        ps.cap = malloc(2 * n * sizeof(*ps.cap));
-        ps.used = calloc(2 * n, sizeof(*ps.used));
-        if (!ps.cap || !ps.used)
+    uint32_t width = (uint32_t)1 << ps.ybits;
+    ps.nsub = qsize >> ps.ybits;
+    sh.nw = (uint64_t)cfg->buckets * n >= RING_THREAD_MIN_WORK && n >= 2 ? 2 : 1;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && (cv.base = big_alloc(cv.used)) == NULL)
             goto out;
+        cv.used = 0;
+        ps.perms = carve(&cv, n * sizeof(*ps.perms));
+        ps.lanes = carve(&cv, nblk * sizeof(*ps.lanes));
+        ps.span = carve(&cv, nblk * MAX_ROUNDS * sizeof(*ps.span));
+        ps.hash = carve(&cv, n * sizeof(*ps.hash));
+        ps.zbit = carve(&cv, n * sizeof(*ps.zbit));
+        ps.wmul = carve(&cv, n * sizeof(*ps.wmul));
+        vb = carve(&cv, n * MAX_ROUNDS * sizeof(*vb));
+        ps.et.e = carve(&cv, (size_t)qsize * sizeof(*ps.et.e));
+        ps.cap = caps ? carve(&cv, 2 * n * sizeof(*ps.cap)) : NULL;
+        ps.used = caps ? carve(&cv, 2 * n * sizeof(*ps.used)) : NULL;
+        sh.shortb = carve(&cv, qsize);
+        for (int i = 0; i < 2; i++) {
+            w[i].cz = carve(&cv, (size_t)qsize * sizeof(*w[i].cz));
+            w[i].start = carve(&cv, ((size_t)width + 1) * sizeof(*w[i].start));
+            w[i].ps.streams = carve(&cv, ps.nsub * sizeof(*w[i].ps.streams));
+        }
+    }
+    ps.et.q = q;
+    memset(&ps.lanes[nblk - 1], 0, sizeof(*ps.lanes)); /* lanes past n */
+    if (caps) {
+        memset(ps.used, 0, 2 * n * sizeof(*ps.used));
         for (size_t i = 0; i < n; i++) {
             const struct rmem *m = &ring->mem[i];
             double share = (1.0 + cfg->eps) * (double)cfg->buckets * m->pub.weight / wsum;
@@ -1282,12 +1298,10 @@ place(struct ring *ring)
     sh.caps = caps;
     sh.w = w;
     atomic_init(&sh.err, 0);
-    sh.nw = (uint64_t)cfg->buckets * n >= RING_THREAD_MIN_WORK && n >= 2 ? 2 : 1;
-    sh.shortb = malloc(qsize);
-    if (sh.shortb == NULL)
-        goto out;
     for (int i = 0; i < 2; i++) {
+        struct stream *streams = w[i].ps.streams;
         w[i].ps = ps;
+        w[i].ps.streams = streams;
         w[i].sh = &sh;
         w[i].id = i;
         /* Split at a block boundary: enumerate() takes ELANES at once. */
@@ -1315,7 +1329,9 @@ place(struct ring *ring)
         worker_free(&w[0]);
         worker_free(&w[1]);
         memset(&w[1], 0, sizeof(w[1]));
+        struct stream *streams = w[0].ps.streams;
         w[0].ps = ps;
+        w[0].ps.streams = streams;
         w[0].mhi = (uint32_t)n;
         w[0].tmp = NULL;
         w[0].tmpcap = 0;
@@ -1329,19 +1345,9 @@ place(struct ring *ring)
     }
     rc = atomic_load(&sh.err);
 out:
-    free(sh.shortb);
     for (int i = 0; i < 2; i++)
         worker_free(&w[i]);
-    free(vb);
-    free(ps.et.e);
-    free(ps.cap);
-    free(ps.used);
-    free(ps.perms);
-    free(ps.lanes);
-    free(ps.span);
-    free(ps.hash);
-    free(ps.zbit);
-    free(ps.wmul);
+    free(cv.base);
     return rc;
 }
 
@@ -1374,13 +1380,22 @@ hb_int(struct hbuf *h, uint64_t v, int bytes)
     h->len += (size_t)bytes;
 }
 
+/* Strings go through the buffer too (the digest only depends on the byte
+ * stream, not on how it is cut into updates). */
 static void
 hb_str(struct hbuf *h, const char *s)
 {
     size_t len = strlen(s);
     hb_int(h, len, 4);
-    hb_flush(h);
-    XXH3_128bits_update(h->st, s, len);
+    if (h->len + len > sizeof(h->buf)) {
+        hb_flush(h);
+        if (len > sizeof(h->buf)) {
+            XXH3_128bits_update(h->st, s, len);
+            return;
+        }
+    }
+    memcpy(h->buf + h->len, s, len);
+    h->len += len;
 }
 
 /* Canonical little-endian serialisation of config, records and rows. */
@@ -1412,14 +1427,124 @@ compute_digest(struct ring *ring)
         hb_int(&h, m->weight, 4);
     }
     size_t cells = (size_t)c->buckets * ring->rlen;
-    for (size_t i = 0; i < cells; i++)
-        hb_int(&h, ring->row16 ? ring->row16[i] : ring->row32[i], 4);
     hb_flush(&h);
+    for (size_t i = 0; i < cells;) { /* 4 bytes per cell, a buffer at a time */
+        size_t end = cells - i < sizeof(h.buf) / 4 ? cells : i + sizeof(h.buf) / 4;
+        unsigned char *p = h.buf;
+        if (ring->row16)
+            for (; i < end; i++, p += 4)
+                put_le(p, ring->row16[i], 4);
+        else
+            for (; i < end; i++, p += 4)
+                put_le(p, ring->row32[i], 4);
+        h.len = (size_t)(p - h.buf);
+        hb_flush(&h);
+    }
     XXH128_canonical_t canon;
     XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(h.st));
     memcpy(ring->digest, canon.digest, 16);
     XXH3_freeState(h.st);
     return 0;
+}
+
+/* Input indices of <members> in id order (strcmp), into <order>. An LSD
+ * radix sort of a 16-byte window of the ids that starts after their
+ * longest common prefix (so "prod-backend-00017" style ids sort by their
+ * distinct part), skipping the byte positions where all ids agree; ids
+ * equal on the window and longer than it are then ordered by strcmp().
+ * Scratch on one (huge-page) block: no per-element allocation. */
+struct skey {
+    uint64_t k0, k1; /* window bytes, big-endian, zero padded */
+    uint32_t idx;    /* input index */
+    uint32_t len;    /* id length */
+};
+
+struct sref {
+    const char *id;
+    uint32_t idx;
+};
+
+static int
+cmp_sref(const void *a, const void *b)
+{
+    const struct sref *x = a, *y = b;
+    return strcmp(x->id, y->id);
+}
+
+static unsigned
+skey_byte(const struct skey *k, unsigned p)
+{
+    return (unsigned)((p < 8 ? k->k0 >> (56 - 8 * p) : k->k1 >> (120 - 8 * p)) & 255);
+}
+
+static int
+sort_ids(const struct ring_member *members, size_t n, uint32_t *order)
+{
+    if (n == 0)
+        return 0;
+    struct skey *blk = big_alloc(2 * n * sizeof(*blk)), *a = blk, *b = blk + (blk ? n : 0);
+    uint32_t(*hist)[256] = calloc(16, sizeof(*hist));
+    int rc = -ENOMEM;
+    if (blk == NULL || hist == NULL)
+        goto out;
+    const char *first = members[0].id;
+    size_t lcp = strlen(first);
+    for (size_t i = 1; i < n && lcp > 0; i++) {
+        size_t j = 0;
+        while (j < lcp && members[i].id[j] == first[j])
+            j++;
+        lcp = j;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *id = members[i].id;
+        size_t len = strlen(id);
+        unsigned char w[16] = {0};
+        memcpy(w, id + lcp, len - lcp < 16 ? len - lcp : 16);
+        uint64_t k0 = 0, k1 = 0;
+        for (int j = 0; j < 8; j++) {
+            k0 = k0 << 8 | w[j];
+            k1 = k1 << 8 | w[8 + j];
+        }
+        a[i] = (struct skey){k0, k1, (uint32_t)i, (uint32_t)len};
+        for (unsigned p = 0; p < 16; p++)
+            hist[p][skey_byte(&a[i], p)]++;
+    }
+    for (unsigned p = 16; p-- > 0;) {
+        uint32_t *h = hist[p], sum = 0;
+        if (h[skey_byte(&a[0], p)] == n)
+            continue; /* every key has the same byte here */
+        for (unsigned d = 0; d < 256; d++) {
+            uint32_t c = h[d];
+            h[d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            b[h[skey_byte(&a[i], p)]++] = a[i];
+        struct skey *t = a;
+        a = b;
+        b = t;
+    }
+    /* Runs equal on the window (ids that go on past it, or duplicates):
+     * strcmp() order. */
+    struct sref *run = (struct sref *)b;
+    for (size_t i = 0, e; i < n; i = e) {
+        for (e = i + 1; e < n && a[e].k0 == a[i].k0 && a[e].k1 == a[i].k1; e++)
+            ;
+        if (e - i < 2)
+            continue;
+        for (size_t j = i; j < e; j++)
+            run[j - i] = (struct sref){members[a[j].idx].id, a[j].idx};
+        qsort(run, e - i, sizeof(*run), cmp_sref);
+        for (size_t j = i; j < e; j++)
+            a[j].idx = run[j - i].idx;
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = a[i].idx;
+    rc = 0;
+out:
+    free(blk);
+    free(hist);
+    return rc;
 }
 
 static int
@@ -1451,37 +1576,127 @@ copy_str(char **cur, const char *s)
     return dst;
 }
 
+/* Distinct zones: an open-addressing set of zone numbers keyed by the zone
+ * string, grown by doubling. */
+struct zset {
+    uint32_t *slot; /* zone number + 1; 0 = empty */
+    size_t mask;
+    uint64_t *hash; /* per zone number */
+    const char **name;
+    uint32_t count, cap;
+};
+
+static int
+zset_grow(struct zset *zs)
+{
+    size_t size = zs->slot ? 2 * (zs->mask + 1) : 64;
+    uint32_t cap = (uint32_t)(size / 2);
+    uint32_t *slot = calloc(size, sizeof(*slot));
+    uint64_t *hash = realloc(zs->hash, cap * sizeof(*hash));
+    if (hash != NULL)
+        zs->hash = hash;
+    const char **name = realloc(zs->name, cap * sizeof(*name));
+    if (name != NULL)
+        zs->name = name;
+    if (!slot || !hash || !name) {
+        free(slot);
+        return -ENOMEM;
+    }
+    for (uint32_t d = 0; d < zs->count; d++) {
+        size_t j = zs->hash[d] & (size - 1);
+        while (slot[j] != 0)
+            j = (j + 1) & (size - 1);
+        slot[j] = d + 1;
+    }
+    free(zs->slot);
+    zs->slot = slot;
+    zs->mask = size - 1;
+    zs->cap = cap;
+    return 0;
+}
+
+/* Zone number of <z> (first-seen order), added if new; negative on error. */
+static int64_t
+zset_add(struct zset *zs, const char *z)
+{
+    size_t len = strlen(z);
+    uint64_t h = XXH3_64bits(z, len);
+    size_t j = h & zs->mask;
+    for (; zs->slot[j] != 0; j = (j + 1) & zs->mask) {
+        uint32_t d = zs->slot[j] - 1;
+        if (zs->hash[d] == h && strcmp(zs->name[d], z) == 0)
+            return d;
+    }
+    if (zs->count == zs->cap) {
+        if (zset_grow(zs) < 0)
+            return -ENOMEM;
+        for (j = h & zs->mask; zs->slot[j] != 0;)
+            j = (j + 1) & zs->mask;
+    }
+    uint32_t d = zs->count++;
+    zs->hash[d] = h;
+    zs->name[d] = z;
+    zs->slot[j] = d + 1;
+    return d;
+}
+
+/* Zone index of every member: the rank of its zone among the distinct zones
+ * sorted by strcmp(), and the members of each zone in index order, into
+ * ring->zone and ring->zlist (n entries each, allocated by the caller).
+ * Hashing then sorting only the distinct zones: O(n) for any n. */
 static int
 index_zones(struct ring *ring)
 {
     size_t n = ring->n;
-    struct zref *z = malloc((n ? n : 1) * sizeof(*z));
-    ring->zone = malloc((n ? n : 1) * sizeof(*ring->zone));
-    ring->zlist = malloc((n ? n : 1) * sizeof(*ring->zlist));
+    struct zset zs = {0};
+    struct zref *z = NULL;
+    uint32_t *rank = NULL;
+    int rc = -ENOMEM;
     ring->zstart = malloc((n + 1) * sizeof(*ring->zstart));
-    if (!z || !ring->zone || !ring->zlist || !ring->zstart) {
-        free(z);
-        return -ENOMEM;
-    }
-    for (size_t i = 0; i < n; i++)
-        z[i] = (struct zref){ring->mem[i].pub.zone, (uint32_t)i};
-    qsort(z, n, sizeof(*z), cmp_zref);
-    uint32_t nz = 0;
+    if (!ring->zstart || zset_grow(&zs) < 0)
+        goto out;
     for (size_t i = 0; i < n; i++) {
-        if (i == 0 || strcmp(z[i].zone, z[i - 1].zone) != 0)
-            ring->zstart[nz++] = (uint32_t)i;
-        ring->zone[z[i].idx] = nz - 1;
-        ring->zlist[i] = z[i].idx;
+        int64_t d = zset_add(&zs, ring->mem[i].pub.zone);
+        if (d < 0)
+            goto out;
+        ring->zone[i] = (uint32_t)d;
     }
-    ring->zstart[nz] = (uint32_t)n;
+    uint32_t nz = zs.count;
+    z = malloc((nz ? nz : 1) * sizeof(*z));
+    rank = malloc((nz ? nz : 1) * sizeof(*rank));
+    if (!z || !rank)
+        goto out;
+    for (uint32_t d = 0; d < nz; d++)
+        z[d] = (struct zref){zs.name[d], d};
+    qsort(z, nz, sizeof(*z), cmp_zref);
+    for (uint32_t r = 0; r < nz; r++)
+        rank[z[r].idx] = r;
+    memset(ring->zstart, 0, ((size_t)nz + 1) * sizeof(*ring->zstart));
+    for (size_t i = 0; i < n; i++) {
+        ring->zone[i] = rank[ring->zone[i]];
+        ring->zstart[ring->zone[i] + 1]++;
+    }
+    for (uint32_t r = 0; r < nz; r++)
+        ring->zstart[r + 1] += ring->zstart[r];
+    for (size_t i = 0; i < n; i++) /* counting sort: each zone in index order */
+        ring->zlist[ring->zstart[ring->zone[i]]++] = (uint32_t)i;
+    for (uint32_t r = nz; r > 0; r--)
+        ring->zstart[r] = ring->zstart[r - 1];
+    ring->zstart[0] = 0;
     ring->nzones = nz;
-    uint32_t *zs = realloc(ring->zstart, ((size_t)nz + 1) * sizeof(*zs));
-    if (zs != NULL) /* shrinking; keeping the larger block is fine too */
-        ring->zstart = zs;
+    uint32_t *zst = realloc(ring->zstart, ((size_t)nz + 1) * sizeof(*zst));
+    if (zst != NULL) /* shrinking; keeping the larger block is fine too */
+        ring->zstart = zst;
     ring->bytes +=
-        n * (sizeof(*ring->zone) + sizeof(*ring->zlist)) + ((size_t)nz + 1) * sizeof(*zs);
+        n * (sizeof(*ring->zone) + sizeof(*ring->zlist)) + ((size_t)nz + 1) * sizeof(*zst);
+    rc = 0;
+out:
+    free(zs.slot);
+    free(zs.hash);
+    free(zs.name);
     free(z);
-    return 0;
+    free(rank);
+    return rc;
 }
 
 /* Copy ids and urls, and each distinct zone once, into one arena. */
@@ -1493,7 +1708,7 @@ copy_strings(struct ring *ring)
         bytes += strlen(ring->mem[i].pub.id) + strlen(ring->mem[i].pub.url) + 2;
     for (uint32_t z = 0; z < ring->nzones; z++)
         bytes += strlen(ring->mem[ring->zlist[ring->zstart[z]]].pub.zone) + 1;
-    ring->arena = malloc(bytes ? bytes : 1);
+    ring->arena = big_alloc(bytes ? bytes : 1);
     if (ring->arena == NULL)
         return -ENOMEM;
     ring->bytes += bytes;
@@ -1535,20 +1750,28 @@ ring_build(const struct ring_config *cfg, const struct ring_member *members, siz
     ring->cfg = *cfg;
     ring->n = n;
     ring->rlen = n < cfg->r ? (uint32_t)n : cfg->r;
-    ring->mem = calloc(n ? n : 1, sizeof(*ring->mem));
+    /* One block for the records and the zone index (freed with mem). */
+    size_t recbytes = (n * sizeof(*ring->mem) + 63) / 64 * 64;
+    ring->mem = big_alloc(recbytes + 2 * (n ? n : 1) * sizeof(uint32_t));
     if (!ring->mem)
         goto out;
+    ring->zone = (uint32_t *)((char *)ring->mem + recbytes);
+    ring->zlist = ring->zone + (n ? n : 1);
     ring->bytes = sizeof(*ring) + n * sizeof(*ring->mem);
+    /* The sort order lands in zlist first (it is filled later). */
+    if ((rc = sort_ids(members, n, ring->zlist)) < 0)
+        goto out;
     /* Borrowed strings until copy_strings(). */
     for (size_t i = 0; i < n; i++) {
+        const struct ring_member *in = &members[ring->zlist[i]];
         struct rmem *m = &ring->mem[i];
-        m->pub.id = members[i].id;
-        m->pub.url = members[i].url ? members[i].url : "";
-        m->pub.zone = members[i].zone ? members[i].zone : "";
-        m->pub.weight = members[i].weight;
+        m->pub.id = in->id;
+        m->pub.url = in->url ? in->url : "";
+        m->pub.zone = in->zone ? in->zone : "";
+        m->pub.weight = in->weight;
         m->hash = XXH3_64bits_withSeed(m->pub.id, strlen(m->pub.id), cfg->seed_place);
     }
-    qsort(ring->mem, n, sizeof(*ring->mem), cmp_mem);
+    rc = -ENOMEM;
     for (size_t i = 1; i < n; i++) {
         if (strcmp(ring->mem[i - 1].pub.id, ring->mem[i].pub.id) == 0) {
             rc = -RING_EDUPID;
@@ -1583,11 +1806,9 @@ ring_destroy(struct ring *ring)
 {
     if (ring == NULL)
         return;
-    free(ring->mem);
+    free(ring->mem); /* zone and zlist too */
     free(ring->arena);
-    free(ring->zone);
     free(ring->zstart);
-    free(ring->zlist);
     free(ring->row16);
     free(ring->row32);
     free(ring);
