@@ -875,31 +875,43 @@ v_bound(struct etab *t, uint64_t wmul, uint64_t thr)
  * zones seen, modulo 32 (low 32 bits). */
 #define CZ_ONE ((uint64_t)1 << 32)
 
+/* Score of an enumerated triple off the cached grid (cold path). */
+static uint64_t __attribute__((noinline))
+score_slow(const struct pass *ps, uint32_t m, uint32_t bucket, uint32_t v)
+{
+    return mulhi(escore(ps->hash[m], bucket, v, ps->q, NULL), ps->wmul[m]);
+}
+
 /* Score a batch of enumerated (member, v, bucket) triples and push those in
- * [thr_lo, thr_hi). Everything the loop reads is in locals: the stores into
- * the streams could otherwise alias the pass fields. */
-static int
-score_batch(struct pass *ps, uint32_t base, uint64_t *cz, const uint64_t *buf, unsigned k,
-            uint64_t thr_lo, uint64_t thr_hi)
+ * [thr_lo, thr_hi). Everything the loop reads is in locals (the stores into
+ * the streams could otherwise alias the pass fields); <ybits> is a constant
+ * in the common instance, so the packing shifts are immediates. The key is
+ * (score >> sshift) << low | member << ybits | offset, and since sshift <=
+ * low (the threshold fits in 64 bits) the first part is one shift and a
+ * mask. */
+static inline __attribute__((always_inline)) int
+score_batch_t(struct pass *ps, uint32_t base, uint64_t *cz, const uint64_t *buf, unsigned k,
+              uint64_t thr_lo, uint64_t thr_hi, unsigned ybits)
 {
     const uint64_t *hash = ps->hash, *wmul = ps->wmul, *et = ps->et.e;
     const uint32_t *zbit = ps->zbit;
     struct stream *streams = ps->streams;
-    unsigned q = ps->q, ybits = ps->ybits, low = ps->mbits + ybits, sshift = ps->sshift;
-    uint32_t ymask = ((uint32_t)1 << ybits) - 1, etlen = q ? ps->et.len : 0;
+    unsigned low = ps->mbits + ybits, up = low - ps->sshift;
+    uint64_t hmask = ~(((uint64_t)1 << low) - 1);
+    uint32_t ymask = ((uint32_t)1 << ybits) - 1, etlen = ps->q ? ps->et.len : 0;
     uint32_t scap = (uint32_t)ps->scap;
     for (unsigned i = 0; i < k; i++) {
-        uint32_t m = (uint32_t)(buf[i] >> 32), v = (uint32_t)(buf[i] >> 16) & 0xffff;
-        uint32_t y = (uint32_t)buf[i] & 0xffff, bucket = base + y;
-        uint64_t e;
+        uint64_t t = buf[i];
+        uint32_t m = (uint32_t)(t >> 32), v = (uint32_t)(t >> 16) & 0xffff;
+        uint32_t y = (uint32_t)t & 0xffff, bucket = base + y;
+        uint64_t sc;
         if (__builtin_expect(v + 1 < etlen, 1)) {
             uint64_t f =
                 fmix(hash[m] ^ ((uint64_t)bucket * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull));
-            e = et[v] + mulhi(et[v + 1] - et[v], f);
+            sc = mulhi(et[v] + mulhi(et[v + 1] - et[v], f), wmul[m]);
         } else {
-            e = escore(hash[m], bucket, v, q, NULL);
+            sc = score_slow(ps, m, bucket, v);
         }
-        uint64_t sc = mulhi(e, wmul[m]);
         if (sc >= thr_hi || sc < thr_lo)
             continue;
         struct stream *st = &streams[y >> ybits];
@@ -908,10 +920,19 @@ score_batch(struct pass *ps, uint32_t base, uint64_t *cz, const uint64_t *buf, u
                 return -ENOMEM;
             scap = (uint32_t)ps->scap;
         }
-        st->key[st->len++] = ((sc >> sshift) << low) | (uint64_t)m << ybits | (y & ymask);
+        st->key[st->len++] = ((sc << up) & hmask) | (uint64_t)m << ybits | (y & ymask);
         cz[y] = (cz[y] + CZ_ONE) | zbit[m];
     }
     return 0;
+}
+
+static int
+score_batch(struct pass *ps, uint32_t base, uint64_t *cz, const uint64_t *buf, unsigned k,
+            uint64_t thr_lo, uint64_t thr_hi)
+{
+    if (ps->ybits == CHUNK_BITS - SUB_BITS)
+        return score_batch_t(ps, base, cz, buf, k, thr_lo, thr_hi, CHUNK_BITS - SUB_BITS);
+    return score_batch_t(ps, base, cz, buf, k, thr_lo, thr_hi, ps->ybits);
 }
 
 /* The grid values [*lo, *hi) member <m> enumerates in round <r>: from one
