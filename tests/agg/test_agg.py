@@ -80,6 +80,11 @@ def test_paging_exactly_once():
     assert one == two == full
     r = cell.agg_req("GET", "/v1.0/%s/%s?detail=id&marker=%s" % (a, qu, q(full[0])))
     assert r.json() == full[1:]
+    # One page that needs every server (first wave, the next server alone,
+    # then the rest) is whole and in order.
+    for n in (len(full), len(full) - 1):
+        r = cell.agg_req("GET", "/v1.0/%s/%s?detail=id&limit=%d" % (a, qu, n))
+        assert r.status == 200 and r.json() == full[:n], (n, r)
     # limit is global
     r = cell.agg_req("GET", "/v1.0/%s/%s?limit=5" % (a, qu))
     assert len(r.json()) == 5 and r.json()[0]["body"].startswith("body-")
