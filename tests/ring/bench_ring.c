@@ -104,6 +104,44 @@ build(const struct ring_config *cfg, const struct ring_member *m, size_t n, doub
     return r;
 }
 
+/* Build <reps> times; print the best wall time (with its CPU time and page
+ * faults) as ring.build_ms<sfx>.<tag> and the first build apart. Returns the
+ * last table. */
+#ifdef RING_BENCH_ONE_THREAD
+static const char sfx[] = "_1thread";
+#else
+static const char sfx[] = "";
+#endif
+
+static struct ring *
+build_best(const struct ring_config *cfg, const struct ring_member *m, size_t n, int reps,
+           const char *tag)
+{
+    double ms, best = 1e30, bcpu = 0, first = 0, fcpu = 0;
+    long bflt = 0, fflt = 0;
+    struct ring *r = NULL;
+    for (int i = 0; i < reps; i++) {
+        ring_destroy(r);
+        r = build(cfg, m, n, &ms);
+        if (i == 0) {
+            first = ms;
+            fcpu = last_cpu;
+            fflt = last_flt;
+        }
+        if (ms < best) {
+            best = ms;
+            bcpu = last_cpu;
+            bflt = last_flt;
+        }
+    }
+    printf("ring.build_ms%s.%s: %.1f ms (B=2^%d, eps=%g, best of %d; cpu %.1f ms, %ld page "
+           "faults)\n",
+           sfx, tag, best, __builtin_ctz(cfg->buckets), cfg->eps, reps, bcpu, bflt);
+    printf("ring.build_ms%s_first.%s: %.1f ms (first build; cpu %.1f ms, %ld page faults)\n", sfx,
+           tag, first, fcpu, fflt);
+    return r;
+}
+
 /* peak/mean of primaries and of all replicas (equal weights). */
 static void
 balance(const struct ring *r, double *prim, double *all)
@@ -230,30 +268,48 @@ cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Mean ns per route over <iters>, and p99 from <samples> individually timed
- * routes minus the timer's own median cost. which: 0 = ring, 1 = ketama. */
-static void
-route_time(int which, const struct ring *r, const struct kpoint *kp, size_t kn,
-           const struct keys *k, long iters, double *mean, double *p99)
+/* One route: ours (account + key -> bucket -> full row of R) or ketama's
+ * (hash of account/key -> one server). */
+static inline uint32_t
+route_one(int which, const struct ring *r, const struct kpoint *kp, size_t kn, const struct keys *k,
+          unsigned j)
 {
-    const struct ring_config *cfg = ring_config(r);
-    uint32_t row[RING_MAX_R];
+    if (which == 0) {
+        uint32_t row[RING_MAX_R];
+        uint32_t b = ring_bucket(ring_config(r), k->acct[j], k->alen[j], k->queue[j], k->qlen[j]);
+        ring_row(r, b, row);
+        return row[0];
+    }
+    return ketama_lookup(kp, kn, (uint32_t)XXH3_64bits(k->both[j], k->blen[j]));
+}
+
+/* Mean ns per route over routes [from, from + count) of the key sequence.
+ * which: 0 = ring, 1 = ketama. */
+static double
+route_block(int which, const struct ring *r, const struct kpoint *kp, size_t kn,
+            const struct keys *k, long from, long count)
+{
     uint32_t acc = 0;
     uint64_t t0 = clock_mono_ns();
-    for (long i = 0; i < iters; i++) {
-        unsigned j = (unsigned)(i * 7919) & (NKEYS - 1);
-        if (which == 0) {
-            uint32_t b = ring_bucket(cfg, k->acct[j], k->alen[j], k->queue[j], k->qlen[j]);
-            ring_row(r, b, row);
-            acc += row[0];
-        } else {
-            uint32_t h = (uint32_t)XXH3_64bits(k->both[j], k->blen[j]);
-            acc += ketama_lookup(kp, kn, h);
-        }
-    }
-    *mean = (double)(clock_mono_ns() - t0) / (double)iters;
+    for (long i = from; i < from + count; i++)
+        acc += route_one(which, r, kp, kn, k, (unsigned)(i * 7919) & (NKEYS - 1));
+    uint64_t t1 = clock_mono_ns();
+    sink += acc;
+    return (double)(t1 - t0) / (double)count;
+}
+
+/* p99 from <SAMPLES> individually timed routes minus the timer's own
+ * median cost. */
+static double
+route_p99(int which, const struct ring *r, const struct kpoint *kp, size_t kn, const struct keys *k)
+{
     enum { SAMPLES = 200000 };
     uint64_t *s = malloc(SAMPLES * sizeof(*s)), *e = malloc(SAMPLES * sizeof(*e));
+    uint32_t acc = 0;
+    if (!s || !e) {
+        fprintf(stderr, "ring-bench: out of memory\n");
+        exit(1);
+    }
     for (long i = 0; i < SAMPLES; i++) {
         uint64_t a = clock_mono_ns();
         e[i] = clock_mono_ns() - a;
@@ -261,24 +317,64 @@ route_time(int which, const struct ring *r, const struct kpoint *kp, size_t kn,
     for (long i = 0; i < SAMPLES; i++) {
         unsigned j = (unsigned)(i * 104729) & (NKEYS - 1);
         uint64_t a = clock_mono_ns();
-        if (which == 0) {
-            uint32_t b = ring_bucket(cfg, k->acct[j], k->alen[j], k->queue[j], k->qlen[j]);
-            ring_row(r, b, row);
-            acc += row[0];
-        } else {
-            acc += ketama_lookup(kp, kn, (uint32_t)XXH3_64bits(k->both[j], k->blen[j]));
-        }
+        acc += route_one(which, r, kp, kn, k, j);
         s[i] = clock_mono_ns() - a;
     }
     qsort(s, SAMPLES, sizeof(*s), cmp_u64);
     qsort(e, SAMPLES, sizeof(*e), cmp_u64);
-    double over = (double)e[SAMPLES / 2];
-    *p99 = (double)s[SAMPLES * 99 / 100] - over;
-    if (*p99 < 0)
-        *p99 = 0;
-    sink = acc;
+    double p99 = (double)s[SAMPLES * 99 / 100] - (double)e[SAMPLES / 2];
+    sink += acc;
     free(s);
     free(e);
+    return p99 < 0 ? 0 : p99;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median of <n> values (sorts them). */
+static double
+median(double *v, size_t n)
+{
+    qsort(v, n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+#define ROUNDS_MAX 64
+
+/* Ours against ketama side by side: <rounds> rounds, each timing both over
+ * the same <per> routes (same keys), the order alternating between rounds so
+ * that neither side always runs first. A round's ratio only compares
+ * measurements a few milliseconds apart, so load from other processes
+ * mostly cancels; the medians drop the rounds it hit anyway. */
+static void
+route_compare(const struct ring *r, const struct kpoint *kp, size_t kn, const struct keys *k,
+              int rounds, long per, double *ring_ns, double *ket_ns, double *ratio, double *rlo,
+              double *rhi)
+{
+    double rn[ROUNDS_MAX], kn_[ROUNDS_MAX], q[ROUNDS_MAX];
+    route_block(0, r, kp, kn, k, 0, per); /* warm-up, untimed */
+    route_block(1, r, kp, kn, k, 0, per);
+    for (int i = 0; i < rounds; i++) {
+        long from = (long)i * per;
+        if (i % 2 == 0) {
+            rn[i] = route_block(0, r, kp, kn, k, from, per);
+            kn_[i] = route_block(1, r, kp, kn, k, from, per);
+        } else {
+            kn_[i] = route_block(1, r, kp, kn, k, from, per);
+            rn[i] = route_block(0, r, kp, kn, k, from, per);
+        }
+        q[i] = kn_[i] / rn[i];
+    }
+    *ring_ns = median(rn, (size_t)rounds);
+    *ket_ns = median(kn_, (size_t)rounds);
+    *ratio = median(q, (size_t)rounds); /* sorts q */
+    *rlo = q[0];
+    *rhi = q[rounds - 1];
 }
 
 /* ---- scenarios ---------------------------------------------------------- */
@@ -337,16 +433,20 @@ scenario_n1000(void)
     keys_make(k);
     size_t kn;
     struct kpoint *kp = ketama_build(&s, &kn);
-    long iters = quick ? 500000 : 5000000;
-    double rmean, rp99, kmean, kp99;
-    route_time(0, base, kp, kn, k, iters, &rmean, &rp99);
-    route_time(1, base, kp, kn, k, iters, &kmean, &kp99);
-    printf("ring.route_ns.n1000: %.1f ns (B=2^%d, full row of 3)\n", rmean,
-           __builtin_ctz(cfg.buckets));
+    int rounds = quick ? 9 : 41;
+    long per = quick ? 50000 : 120000;
+    double rmed, kmed, ratio, rlo, rhi;
+    route_compare(base, kp, kn, k, rounds, per, &rmed, &kmed, &ratio, &rlo, &rhi);
+    double rp99 = route_p99(0, base, kp, kn, k), kp99 = route_p99(1, base, kp, kn, k);
+    printf("ring.route_ns.n1000: %.1f ns (B=2^%d, full row of 3; median of %d rounds)\n", rmed,
+           __builtin_ctz(cfg.buckets), rounds);
     printf("ring.route_p99_ns.n1000: %.1f ns\n", rp99);
-    printf("ketama.route_ns.n1000: %.1f ns (160 points, 1 server)\n", kmean);
+    printf("ketama.route_ns.n1000: %.1f ns (160 points, 1 server; median of %d rounds)\n", kmed,
+           rounds);
     printf("ketama.route_p99_ns.n1000: %.1f ns\n", kp99);
-    printf("ring.route_vs_ketama.n1000: %.2f x_faster\n", kmean / rmean);
+    printf("ring.route_vs_ketama.n1000: %.2f x_faster (median of %d interleaved rounds of %ld "
+           "routes each, same keys; rounds %.2f-%.2f)\n",
+           ratio, rounds, per, rlo, rhi);
 
     /* Handoffs: a walk of 64 (the line shed's WALK_MAX) past the row. */
     {
@@ -389,9 +489,7 @@ scenario_n10000(void)
     /* T7: pure build at B=2^16. */
     cfg.buckets = 1u << 16;
     cfg.eps = 0;
-    struct ring *r = build(&cfg, s.m, n, &ms);
-    printf("ring.build_ms.n10000: %.1f ms (B=2^16, eps=0; cpu %.1f ms, %ld page faults)\n", ms,
-           last_cpu, last_flt);
+    struct ring *r = build_best(&cfg, s.m, n, 5, "n10000");
     ring_destroy(r);
 
     /* T5: balance at B=2^22 with the bounded-load pass. */
@@ -425,28 +523,7 @@ scenario_n100000(void)
     size_t n = 100000;
     struct set s;
     set_make(&s, n);
-    double ms, best = 1e30, bcpu = 1e30, first = 0, fcpu = 0;
-    long bflt = 0, fflt = 0;
-    struct ring *r = NULL;
-    for (int i = 0; i < 3; i++) {
-        ring_destroy(r);
-        r = build(&cfg, s.m, n, &ms);
-        if (i == 0) {
-            first = ms;
-            fcpu = last_cpu;
-            fflt = last_flt;
-        }
-        if (ms < best) {
-            best = ms;
-            bcpu = last_cpu;
-            bflt = last_flt;
-        }
-    }
-    printf("ring.build_ms.n100000: %.1f ms (B=2^20, eps=0, best of 3; cpu %.1f ms, %ld page "
-           "faults)\n",
-           best, bcpu, bflt);
-    printf("ring.build_ms_first.n100000: %.1f ms (first build; cpu %.1f ms, %ld page faults)\n",
-           first, fcpu, fflt);
+    struct ring *r = build_best(&cfg, s.m, n, 3, "n100000");
     size_t table = (size_t)cfg.buckets * cfg.r * 4;
     /* The id and url text is the caller's data, copied once into an arena
      * (zones once per distinct zone): reported apart from the fixed part. */
@@ -469,6 +546,25 @@ scenario_n100000(void)
     set_free(&s);
 }
 
+#ifdef RING_BENCH_ONE_THREAD
+static void
+scenario_builds(void)
+{
+    struct ring_config cfg;
+    ring_config_default(&cfg);
+    struct set s;
+    set_make(&s, 100000);
+    cfg.eps = 0;
+    cfg.buckets = 1u << 16;
+    ring_destroy(build_best(&cfg, s.m, 10000, 5, "n10000"));
+    if (!quick) {
+        cfg.buckets = 1u << 20;
+        ring_destroy(build_best(&cfg, s.m, 100000, 3, "n100000"));
+    }
+    set_free(&s);
+}
+#endif
+
 int
 main(int argc, char **argv)
 {
@@ -481,6 +577,12 @@ main(int argc, char **argv)
         }
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+#ifdef RING_BENCH_ONE_THREAD
+    /* Linked with a ring built never to start its second thread: the
+     * single-threaded build times, for comparison. */
+    scenario_builds();
+    return 0;
+#endif
     scenario_n1000();
     if (!quick) {
         scenario_n10000();

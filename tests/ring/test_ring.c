@@ -460,6 +460,71 @@ Test(ring, records_are_copied_and_sorted)
     ring_destroy(r);
 }
 
+/* Ids the member sort handles apart: a long common prefix, ids equal on
+ * 16 bytes after it that go on past them, ids that are prefixes of others,
+ * bytes >= 0x80 (strcmp() compares unsigned), very long ids; and a
+ * duplicate among them is still found. */
+Test(ring, member_order_tricky_ids)
+{
+    static char ids[400][RING_ID_MAX + 1];
+    static struct ring_member m[401];
+    size_t n = 0;
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (; n < 400; n++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        switch (n % 5) {
+        case 0: /* 30-byte common prefix, then a number */
+            snprintf(ids[n], sizeof(ids[n]), "prod-burrow-backend-eu-west-1-%llu",
+                     (unsigned long long)(x % 100000));
+            break;
+        case 1: /* equal on the first 16 bytes after that prefix */
+            snprintf(ids[n], sizeof(ids[n]), "prod-burrow-backend-eu-west-1-0123456789abcdef%u",
+                     (unsigned)(n * 7919 % 1000));
+            break;
+        case 2: /* prefixes of each other */
+            snprintf(ids[n], sizeof(ids[n]), "prod-burrow-backend-eu-west-1-%.*s",
+                     (int)(n / 5 % 40), "9999999999999999999999999999999999999999");
+            break;
+        case 3: /* high bytes */
+            snprintf(ids[n], sizeof(ids[n]), "prod-burrow-backend-eu-west-1-%c%c%u",
+                     (char)(0x80 + x % 0x7f), (char)(1 + x % 0xfe), (unsigned)n);
+            break;
+        default: /* long ids */
+            memset(ids[n], 'p', RING_ID_MAX);
+            snprintf(ids[n] + RING_ID_MAX - 12, 13, "%012u", (unsigned)(x % 1000000));
+            break;
+        }
+    }
+    /* Drop duplicates from the generator itself. */
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < k && !dup; j++)
+            dup = strcmp(ids[i], ids[j]) == 0;
+        if (!dup)
+            memmove(ids[k++], ids[i], sizeof(ids[i]));
+    }
+    for (size_t i = 0; i < k; i++)
+        m[i] = (struct ring_member){ids[i], "http://h", "z", 1};
+    struct ring_config cfg = cfg_small(10, 0);
+    cfg.weight_scale = 1;
+    struct ring *r = must_build(&cfg, m, k);
+    cr_assert_eq(ring_size(r), k);
+    for (uint32_t i = 1; i < ring_size(r); i++)
+        cr_assert(strcmp(ring_member_at(r, i - 1)->id, ring_member_at(r, i)->id) < 0,
+                  "order at %u: %s / %s", i, ring_member_at(r, i - 1)->id,
+                  ring_member_at(r, i)->id);
+    for (size_t i = 0; i < k; i++)
+        cr_assert_str_eq(ring_member_at(r, ring_find(r, ids[i]))->id, ids[i]);
+    ring_destroy(r);
+    m[k] = m[k / 2];
+    r = NULL;
+    cr_assert_eq(ring_build(&cfg, m, k + 1, &r), -RING_EDUPID);
+    cr_assert_null(r);
+}
+
 Test(ring, account_buckets_distinct_and_prefix_stable)
 {
     struct ring_config cfg = cfg_small(14, 0.03);
