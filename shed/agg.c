@@ -131,10 +131,9 @@ struct shed_agg_req {
     int64_t fetch_limit; /* per-backend limit of a page fetch (0: none) */
     unsigned refetches;  /* page fetches widened because of dropped copies */
     size_t nvisit;       /* servers a message op visits (order[0..nvisit)) */
-    int wave;            /* page fetch: 1 = the starting server, 2 and 3 = later */
+    int wave;            /* page fetch: 1 = the starting server, 2 = the rest */
     size_t wave1;        /* servers in the first wave (1, or WAVE1_SERVERS) */
     size_t wave_from;    /* first list of the running wave */
-    size_t wave_to;      /* servers asked so far: order[0..wave_to) */
     int64_t wave_limit;  /* per-server limit of the running wave */
     bool any_answer;     /* some server answered during this fetch */
     size_t nlists_cap;   /* slots in lists[] */
@@ -855,7 +854,6 @@ fetch_range(struct shed_agg_req *r, size_t from, size_t to, int64_t limit)
     struct batch b;
 
     r->wave_from = from;
-    r->wave_to = to;
     r->wave_limit = limit;
     if (batch_init(&b, to - from) < 0) {
         answer_unavailable(r, "out of memory");
@@ -885,15 +883,15 @@ fetch(struct shed_agg_req *r)
     r->nvisit = visit_list(r);
     r->any_answer = false;
     if (r->fetch_limit > 0 && r->nvisit > 1) {
-        /* Ask the next server too only while most recent pages cross:
-         * otherwise it only costs (docs/aggregator.md, "Cost"). */
+        /* Ask the next server too only while pages often cross (more than
+         * a quarter of recent ones): otherwise it only costs. */
         uint32_t pages = atomic_load(&agg->pages), crossed = atomic_load(&agg->crossed);
 
         r->wave = 1;
-        r->wave1 = r->nvisit > WAVE1_SERVERS && crossed * 2 > pages ? WAVE1_SERVERS : 1;
+        r->wave1 = r->nvisit > WAVE1_SERVERS && crossed * 4 > pages ? WAVE1_SERVERS : 1;
         fetch_range(r, 0, r->wave1, r->fetch_limit);
     } else {
-        r->wave = 3;
+        r->wave = 2;
         fetch_range(r, 0, r->nvisit, r->fetch_limit);
     }
 }
@@ -1078,17 +1076,6 @@ make_link(struct shed_agg_req *r)
 
 static void wait_poll(struct shed_agg_req *r);
 
-/* Every server asked so far gave its whole window (none was cut by the
- * limit): the page may continue in the servers after them. */
-static bool
-ran_out(const struct shed_agg_req *r)
-{
-    for (size_t i = 0; i < r->wave_to && i < r->nlists; i++)
-        if (r->lists[i].truncated)
-            return false;
-    return true;
-}
-
 static void
 page_done(struct shed_agg_req *r)
 {
@@ -1106,17 +1093,12 @@ page_done(struct shed_agg_req *r)
     r->npicks = (size_t)np;
     if (r->wave == 1 && r->q.limit > 0)
         count_wave1(r->agg, !r->lists[0].truncated);
-    if (r->wave < 3 && r->q.limit > 0 && (int64_t)r->npicks < r->q.limit &&
-        r->wave_to < r->nvisit && ran_out(r)) {
-        /* The servers asked so far ran out: the rest of the page comes from
-         * the servers after them. After a first wave of one server, the
-         * next server alone (it usually fills the page), then the rest. */
-        size_t to = r->wave == 1 && r->wave1 == 1 ? r->wave_to + 1 : r->nvisit;
-
-        r->wave++;
-        if (to == r->nvisit)
-            r->wave = 3;
-        fetch_range(r, r->wave_to, to, r->fetch_limit - (int64_t)r->npicks);
+    if (r->wave == 1 && r->q.limit > 0 && (int64_t)r->npicks < r->q.limit &&
+        !r->lists[0].truncated && !r->lists[r->wave1 - 1].truncated) {
+        /* The first servers ran out: the rest of the page comes from the
+         * servers after them. */
+        r->wave = 2;
+        fetch_range(r, r->wave1, r->nvisit, r->fetch_limit - (int64_t)r->npicks);
         return;
     }
     if (r->q.limit > 0 && (int64_t)r->npicks < r->q.limit && r->more && r->refetches < 4 &&
@@ -1135,8 +1117,8 @@ page_done(struct shed_agg_req *r)
         wait_poll(r);
         return;
     }
-    if (r->wave < 3 && r->nvisit > r->wave_to && (int64_t)r->npicks == r->q.limit)
-        r->more = true; /* servers after the waves so far were not asked */
+    if (r->wave == 1 && r->nvisit > r->wave1 && (int64_t)r->npicks == r->q.limit)
+        r->more = true; /* servers after the first wave were not asked */
     if (r->npicks > 0 && r->more && r->q.limit > 0)
         make_link(r);
     render(r);
@@ -1151,7 +1133,7 @@ fetch_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
         return;
     take_lists_at(r, res, n, r->wave_from, r->wave_limit, &any);
     r->any_answer |= any;
-    if (r->wave_to == r->nvisit && !r->any_answer && r->nvisit > 0) {
+    if (r->wave == 2 && !r->any_answer && r->nvisit > 0) {
         answer_unavailable(r, "no backend reachable");
         return;
     }
