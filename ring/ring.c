@@ -76,6 +76,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#define XXH_INLINE_ALL /* short keys: inlined and specialised, no PLT call */
 #include <xxhash.h>
 
 __extension__ typedef unsigned __int128 u128;
@@ -338,8 +339,11 @@ config_equal(const struct ring_config *a, const struct ring_config *b)
 
 /* ---- account -> buckets, key -> index ----------------------------------- */
 
-void
-ring_account_buckets(const struct ring_config *cfg, const char *account, size_t len, uint32_t *out)
+/* The first <want> (1..K) of the account's buckets: the list is generated
+ * in order, so this is a prefix of the full list of K. */
+static void
+account_buckets(const struct ring_config *cfg, const char *account, size_t len, uint32_t *out,
+                uint32_t want)
 {
     XXH128_hash_t h = XXH3_128bits_withSeed(account, len, cfg->seed_account);
     unsigned bits = (unsigned)__builtin_ctz(cfg->buckets);
@@ -347,7 +351,7 @@ ring_account_buckets(const struct ring_config *cfg, const char *account, size_t 
     uint32_t got = 0;
     /* Double hashing; the bound only matters for adversarial step values, and
      * the fill below keeps the output deterministic even then. */
-    for (uint64_t i = 0; got < cfg->k && i < 4096; i++) {
+    for (uint64_t i = 0; got < want && i < 4096; i++) {
         uint64_t x = h.low64 + i * step;
         uint32_t b = bits ? (uint32_t)(x >> (64 - bits)) : 0;
         bool dup = false;
@@ -356,7 +360,7 @@ ring_account_buckets(const struct ring_config *cfg, const char *account, size_t 
         if (!dup)
             out[got++] = b;
     }
-    for (uint32_t b = got ? out[got - 1] : 0; got < cfg->k;) {
+    for (uint32_t b = got ? out[got - 1] : 0; got < want;) {
         b = (b + 1) & (cfg->buckets - 1);
         bool dup = false;
         for (uint32_t j = 0; j < got; j++)
@@ -364,6 +368,12 @@ ring_account_buckets(const struct ring_config *cfg, const char *account, size_t 
         if (!dup)
             out[got++] = b;
     }
+}
+
+void
+ring_account_buckets(const struct ring_config *cfg, const char *account, size_t len, uint32_t *out)
+{
+    account_buckets(cfg, account, len, out, cfg->k);
 }
 
 uint32_t
@@ -388,9 +398,11 @@ uint32_t
 ring_bucket(const struct ring_config *cfg, const char *account, size_t alen, const char *key,
             size_t klen)
 {
-    uint32_t b[RING_MAX_K];
-    ring_account_buckets(cfg, account, alen, b);
-    return b[ring_key_index(cfg, key, klen)];
+    /* The key's index first: only that prefix of the account's list is
+     * needed (same bucket as taking it from the full list). */
+    uint32_t b[RING_MAX_K], j = ring_key_index(cfg, key, klen);
+    account_buckets(cfg, account, alen, b, j + 1);
+    return b[j];
 }
 
 /* ---- build -------------------------------------------------------------- */

@@ -558,6 +558,29 @@ Test(ring, account_buckets_distinct_and_prefix_stable)
     cr_assert_eq(big[0], 0);
 }
 
+/* ring_bucket() builds only the prefix of the account's list it needs: the
+ * same bucket as the full list, for any B and K (B = K included, where
+ * every bucket is in every list). */
+Test(ring, bucket_is_entry_of_full_list)
+{
+    static const uint32_t shapes[][2] = {{14, 3}, {6, 64}, {20, 7}, {2, 4}, {0, 1}};
+    uint32_t acc[RING_MAX_K];
+    char account[32], key[32];
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+        struct ring_config cfg = cfg_small(shapes[s][0], 0);
+        cfg.k = shapes[s][1];
+        for (unsigned i = 0; i < 400; i++) {
+            int al = snprintf(account, sizeof(account), "acct-%u", i * 7);
+            int kl = snprintf(key, sizeof(key), "q%u/m%u", i % 13, i);
+            ring_account_buckets(&cfg, account, (size_t)al, acc);
+            uint32_t j = ring_key_index(&cfg, key, (size_t)kl);
+            cr_assert(j < cfg.k);
+            cr_assert_eq(ring_bucket(&cfg, account, (size_t)al, key, (size_t)kl), acc[j],
+                         "B=2^%u K=%u account %s key %s", shapes[s][0], cfg.k, account, key);
+        }
+    }
+}
+
 Test(ring, key_index_and_bucket)
 {
     struct ring_config cfg = cfg_small(14, 0.03);
