@@ -720,7 +720,7 @@ streams_grow(struct pass *ps)
 
 /* Sort <cnt> <= 8 packed keys of <a> ascending into <out> (8 entries,
  * padded with UINT64_MAX): a 19-comparator network, branch-free. */
-static void
+static inline __attribute__((always_inline)) void
 sort8(const uint64_t *a, uint32_t cnt, uint64_t *out)
 {
     uint64_t v0, v1, v2, v3, v4, v5, v6, v7;
@@ -779,7 +779,7 @@ fill_pure(struct pass *ps, uint32_t bucket, const uint64_t *list, uint32_t cnt)
     struct ring *ring = ps->ring;
     const uint32_t *zone = ring->zone;
     uint32_t rlen = ring->rlen, target = rlen < ring->nzones ? rlen : ring->nzones;
-    uint32_t row[RING_MAX_R], rowz[RING_MAX_R], skip[8];
+    uint32_t row[RING_MAX_R], rowz[RING_MAX_R], skip[16];
     uint32_t pos = 0, nskip = 0, i = 0;
     unsigned ybits = ps->ybits;
     uint64_t mmask = ((uint64_t)1 << ps->mbits) - 1;
@@ -828,12 +828,26 @@ fill_sub(struct pass *ps, const struct stream *const *st, int nst, uint32_t base
     for (uint32_t i = 0, from = 0; i < width; i++) {
         uint64_t *run = tmp + from;
         uint32_t cnt = start[i] - from, bucket = base + lo + i;
-        /* Runs of up to 8 (most) go through a sorting network, longer ones
-         * are sorted lazily: fill_row() selects the next smallest. */
+        /* Runs of up to 16 (nearly all) go through one or two sorting
+         * networks (and a branch-free merge), longer ones are sorted
+         * lazily: fill_row() selects the next smallest. */
         uint32_t top = 0;
-        if (cnt <= 8) {
-            uint64_t v[8];
-            sort8(run, cnt, v);
+        if (cnt <= 16) {
+            uint64_t v[16];
+            if (cnt <= 8) {
+                sort8(run, cnt, v);
+            } else {
+                uint64_t x[9], y[9];
+                sort8(run, 8, x);
+                sort8(run + 8, cnt - 8, y);
+                x[8] = y[8] = UINT64_MAX;
+                for (uint32_t t = 0, a = 0, b = 0; t < cnt; t++) {
+                    bool ta = x[a] <= y[b];
+                    v[t] = ta ? x[a] : y[b];
+                    a += ta;
+                    b += !ta;
+                }
+            }
             for (uint32_t x = 1; x < cnt; x++) {
                 if ((v[x] >> low) != (v[x - 1] >> low))
                     continue;
