@@ -1056,23 +1056,34 @@ popcount32(uint32_t x)
 struct shared {
     pthread_barrier_t bar;
     int nw;
-    bool go;         /* thread 0's verdict: run the next round */
-    atomic_int err;  /* any thread failed: all stop at the next barrier */
-    uint8_t *shortb; /* Q bytes: 1 = bucket still short */
+    atomic_int err;     /* any thread failed: all stop at the next barrier */
+    uint8_t *shortb;    /* Q bytes: 1 = bucket still short */
+    uint32_t nshort[2]; /* short buckets in each thread's half */
     struct worker *w;
     uint32_t nchunks;
     bool caps;
 };
 
+/* A thread's candidate streams for one chunk. Each thread has two, used by
+ * alternate chunks, so it can enumerate chunk c + 1 while the other thread
+ * still fills rows from its streams of chunk c. */
+struct sbuf {
+    struct stream *streams; /* nsub */
+    uint64_t *sblock;       /* their storage: nsub * scap */
+    size_t scap;
+};
+
 struct worker {
-    struct pass ps; /* own chunk keys and streams */
+    struct pass ps; /* own chunk keys; streams of the current chunk */
+    struct sbuf sb[2];
     struct shared *sh;
     int id;
     uint32_t mlo, mhi; /* members enumerated by this thread */
     const uint32_t *vb;
     const uint64_t *thr, *rcost;
     uint32_t need, zneed;
-    uint64_t *cz; /* per bucket of the chunk: candidates and zones (CZ_ONE) */
+    uint64_t *cz;    /* per bucket of the chunk: candidates and zones (CZ_ONE) */
+    uint32_t *slist; /* short buckets of this thread's half (rounds >= 2) */
     uint32_t *start;
     uint64_t *tmp;
     size_t tmpcap;
@@ -1085,60 +1096,84 @@ worker_alloc(struct worker *w, double lambda)
     uint32_t width = (uint32_t)1 << ps->ybits;
     /* One block for all streams, on huge pages when large. */
     double per = (lambda + 1.5) * width * (double)(w->mhi - w->mlo) / (double)ps->ring->n;
-    ps->scap = (size_t)(per + 8.0 * __builtin_sqrt(per)) + 64;
-    ps->sblock = big_alloc(ps->nsub * ps->scap * sizeof(*ps->sblock));
-    if (!ps->sblock)
-        return -ENOMEM;
-    for (size_t sb = 0; sb < ps->nsub; sb++)
-        ps->streams[sb].key = ps->sblock + sb * ps->scap;
+    for (int k = 0; k < 2; k++) {
+        struct sbuf *b = &w->sb[k];
+        b->scap = (size_t)(per + 8.0 * __builtin_sqrt(per)) + 64;
+        b->sblock = big_alloc(ps->nsub * b->scap * sizeof(*b->sblock));
+        if (!b->sblock)
+            return -ENOMEM;
+        for (size_t i = 0; i < ps->nsub; i++)
+            b->streams[i].key = b->sblock + i * b->scap;
+    }
     return 0;
 }
 
 static void
 worker_free(struct worker *w)
 {
-    free(w->ps.sblock);
+    for (int k = 0; k < 2; k++) {
+        free(w->sb[k].sblock);
+        w->sb[k].sblock = NULL;
+    }
     free(w->tmp);
+    w->tmp = NULL;
+    w->tmpcap = 0;
 }
 
-/* Wait for the other thread; true if some thread has failed. */
-static bool
+/* Wait for the other thread. Both threads always pass the same sequence
+ * of barriers (it depends only on the chunk count and on round decisions
+ * both take from the same shared counts), also after a failure: a thread
+ * that sees sh->err only skips its work, so nobody is left waiting. */
+static void
 sync_all(struct shared *sh)
 {
     if (sh->nw > 1)
         pthread_barrier_wait(&sh->bar);
+}
+
+static bool
+failed(struct shared *sh)
+{
     return atomic_load(&sh->err) != 0;
 }
 
-/* Thread 0: flag the buckets still short of candidates or zones. */
-static uint64_t
-mark_short(struct shared *sh, uint32_t qsize)
+/* Flag the buckets of this thread's half of the chunk that are still short
+ * of candidates or zones, after round <r> - 1: all of them after the first
+ * round, after that only those short before (the others have not changed).
+ * Returns how many are short. */
+static uint32_t
+mark_short(struct worker *w, uint32_t qsize, int r)
 {
-    const struct worker *w = sh->w;
-    uint64_t nshort = 0;
-    for (uint32_t y = 0; y < qsize; y++) {
-        uint64_t c = w[0].cz[y] >> 32, z = w[0].cz[y];
+    struct shared *sh = w->sh;
+    const struct worker *w0 = &sh->w[0], *w1 = &sh->w[sh->nw - 1];
+    uint32_t half = sh->nw > 1 ? qsize / 2 : qsize, n = 0;
+    uint32_t ylo = w->id == 0 ? 0 : half, yhi = w->id == 0 ? half : qsize;
+    uint32_t cnt = r == 1 ? yhi - ylo : sh->nshort[w->id];
+    for (uint32_t i = 0; i < cnt; i++) {
+        uint32_t y = r == 1 ? ylo + i : w->slist[i];
+        uint64_t c = w0->cz[y] >> 32, z = w0->cz[y];
         if (sh->nw > 1) {
-            c += w[1].cz[y] >> 32;
-            z |= w[1].cz[y];
+            c += w1->cz[y] >> 32;
+            z |= w1->cz[y];
         }
-        bool s = c < w[0].need || popcount32((uint32_t)z) < w[0].zneed;
+        bool s = c < w->need || popcount32((uint32_t)z) < w->zneed;
         sh->shortb[y] = s;
-        nshort += s;
+        w->slist[n] = y;
+        n += s;
     }
-    return nshort;
+    return n;
 }
 
 /* Fill the rows of sub-ranges [s0, s1) of chunk <base>. */
 static int
-fill_range(struct worker *w, uint32_t base, uint32_t s0, uint32_t s1)
+fill_range(struct worker *w, uint32_t c, uint32_t s0, uint32_t s1)
 {
     struct shared *sh = w->sh;
     struct pass *ps = &w->ps;
-    uint32_t width = (uint32_t)1 << ps->ybits;
+    uint32_t width = (uint32_t)1 << ps->ybits, base = c << ps->q;
     size_t need = 0;
     for (int t = 0; t < sh->nw; t++)
-        need += sh->w[t].ps.scap;
+        need += sh->w[t].sb[c & 1].scap;
     if (w->tmpcap < need) { /* first chunk, or streams_grow() ran */
         free(w->tmp);
         w->tmpcap = need;
@@ -1148,10 +1183,19 @@ fill_range(struct worker *w, uint32_t base, uint32_t s0, uint32_t s1)
     for (uint32_t sb = s0; sb < s1; sb++) {
         const struct stream *st[2];
         for (int t = 0; t < sh->nw; t++)
-            st[t] = &sh->w[t].ps.streams[sb];
+            st[t] = &sh->w[t].sb[c & 1].streams[sb];
         fill_sub(ps, st, sh->nw, base, sb * width, width, w->start, w->tmp);
     }
     return 0;
+}
+
+/* Save the streams of chunk <c> after an enumeration (it may have grown
+ * them), for the fill. */
+static void
+streams_save(struct worker *w, uint32_t c)
+{
+    w->sb[c & 1].sblock = w->ps.sblock;
+    w->sb[c & 1].scap = w->ps.scap;
 }
 
 static void
@@ -1160,46 +1204,54 @@ worker_run(struct worker *w)
     struct shared *sh = w->sh;
     struct pass *ps = &w->ps;
     unsigned q = ps->q;
-    uint32_t qsize = (uint32_t)1 << q;
+    uint32_t qsize = (uint32_t)1 << q, nsub = (uint32_t)ps->nsub;
     uint64_t n = ps->ring->n;
     int rc = 0;
     for (uint32_t c = 0; c < sh->nchunks; c++) {
         uint32_t base = c << q;
+        struct sbuf *cur = &w->sb[c & 1];
+        ps->streams = cur->streams;
+        ps->sblock = cur->sblock;
+        ps->scap = cur->scap;
         perm_chunk(ps->kc, c);
         for (size_t sb = 0; sb < ps->nsub; sb++)
             ps->streams[sb].len = 0;
         memset(w->cz, 0, (size_t)qsize * sizeof(*w->cz));
-        rc = enumerate(ps, base, w->cz, NULL, w->vb, 0, 0, w->thr[0], w->mlo, w->mhi);
-        if (rc < 0)
-            atomic_store(&sh->err, rc);
-        if (sync_all(sh))
-            return;
-        for (int r = 1; r < MAX_ROUNDS; r++) {
-            if (w->id == 0) {
-                uint64_t nshort = mark_short(sh, qsize);
-                /* A round costs ~2 ns per v, a scan ~5 ns per member. */
-                sh->go = nshort > 0 && 5 * nshort * n >= 2 * w->rcost[r];
-            }
-            if (sync_all(sh))
-                return;
-            if (!sh->go)
-                break;
-            rc = enumerate(ps, base, w->cz, sh->shortb, w->vb, r, w->thr[r - 1], w->thr[r], w->mlo,
-                           w->mhi);
+        if (!failed(sh)) {
+            rc = enumerate(ps, base, w->cz, NULL, w->vb, 0, 0, w->thr[0], w->mlo, w->mhi);
+            streams_save(w, c);
             if (rc < 0)
                 atomic_store(&sh->err, rc);
-            if (sync_all(sh))
-                return;
         }
-        uint32_t nsub = (uint32_t)ps->nsub;
+        sync_all(sh);
+        for (int r = 1; r < MAX_ROUNDS; r++) {
+            /* Both threads mark their half, then decide alike. */
+            sh->nshort[w->id] = failed(sh) ? 0 : mark_short(w, qsize, r);
+            sync_all(sh);
+            uint64_t nshort = sh->nshort[0] + (sh->nw > 1 ? sh->nshort[1] : 0);
+            /* A round costs ~2 ns per v, a scan ~5 ns per member. */
+            if (nshort == 0 || 5 * nshort * n < 2 * w->rcost[r])
+                break;
+            if (!failed(sh)) {
+                rc = enumerate(ps, base, w->cz, sh->shortb, w->vb, r, w->thr[r - 1], w->thr[r],
+                               w->mlo, w->mhi);
+                streams_save(w, c);
+                if (rc < 0)
+                    atomic_store(&sh->err, rc);
+            }
+            sync_all(sh);
+        }
+        /* No barrier after the fill: the next chunk enumerates into the
+         * other streams, and the barrier after that enumeration comes after
+         * both threads' fills of this chunk. */
+        if (failed(sh))
+            continue;
         if (sh->caps || sh->nw == 1)
-            rc = w->id == 0 ? fill_range(w, base, 0, nsub) : 0;
+            rc = w->id == 0 ? fill_range(w, c, 0, nsub) : 0;
         else
-            rc = fill_range(w, base, w->id == 0 ? 0 : nsub / 2, w->id == 0 ? nsub / 2 : nsub);
+            rc = fill_range(w, c, w->id == 0 ? 0 : nsub / 2, w->id == 0 ? nsub / 2 : nsub);
         if (rc < 0)
             atomic_store(&sh->err, rc);
-        if (sync_all(sh))
-            return;
     }
 }
 
@@ -1281,7 +1333,9 @@ place(struct ring *ring)
         for (int i = 0; i < 2; i++) {
             w[i].cz = carve(&cv, (size_t)qsize * sizeof(*w[i].cz));
             w[i].start = carve(&cv, ((size_t)width + 1) * sizeof(*w[i].start));
-            w[i].ps.streams = carve(&cv, ps.nsub * sizeof(*w[i].ps.streams));
+            w[i].sb[0].streams = carve(&cv, ps.nsub * sizeof(*w[i].sb[0].streams));
+            w[i].sb[1].streams = carve(&cv, ps.nsub * sizeof(*w[i].sb[1].streams));
+            w[i].slist = carve(&cv, (size_t)qsize * sizeof(*w[i].slist));
         }
     }
     ps.et.q = q;
@@ -1346,9 +1400,7 @@ place(struct ring *ring)
     sh.w = w;
     atomic_init(&sh.err, 0);
     for (int i = 0; i < 2; i++) {
-        struct stream *streams = w[i].ps.streams;
         w[i].ps = ps;
-        w[i].ps.streams = streams;
         w[i].sh = &sh;
         w[i].id = i;
         /* Split at a block boundary: enumerate() takes ELANES at once. */
@@ -1376,9 +1428,7 @@ place(struct ring *ring)
         worker_free(&w[0]);
         worker_free(&w[1]);
         memset(&w[1], 0, sizeof(w[1]));
-        struct stream *streams = w[0].ps.streams;
         w[0].ps = ps;
-        w[0].ps.streams = streams;
         w[0].mhi = (uint32_t)n;
         w[0].tmp = NULL;
         w[0].tmpcap = 0;
