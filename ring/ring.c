@@ -871,27 +871,39 @@ fill_sub(struct pass *ps, const struct stream *const *st, int nst, uint32_t base
 
 /* Smallest v in [0, Q) whose grid score for <wmul> reaches <thr> (Q if none):
  * every v >= it scores >= thr. */
+/* Grid value <v> from the cache when it is there, else computed (the same
+ * bits); never writes, so threads may call it together. */
+static uint64_t
+etab_get(const struct etab *t, uint32_t v)
+{
+    return v < t->len ? t->e[v] : nlog((uint64_t)v << (64 - t->q));
+}
+
+/* <fill>: extend the grid cache as needed (one thread only); else only read
+ * it (any number of threads). */
 static uint32_t
-v_bound(struct etab *t, uint64_t wmul, uint64_t thr)
+v_bound(struct etab *t, bool fill, uint64_t wmul, uint64_t thr)
 {
     uint32_t qsize = (uint32_t)1 << t->q, lo = 0, hi = 1;
+#define GRID(v) mulhi(fill ? etab_at(t, v) : etab_get(t, v), wmul)
     if (t->q == 0)
         return 1;
-    while (hi < qsize && mulhi(etab_at(t, hi), wmul) < thr)
+    while (hi < qsize && GRID(hi) < thr)
         hi = hi * 2 < qsize ? hi * 2 : qsize;
-    if (hi >= qsize && mulhi(etab_at(t, qsize - 1), wmul) < thr)
+    if (hi >= qsize && GRID(qsize - 1) < thr)
         return qsize;
     if (hi >= qsize)
         hi = qsize - 1;
-    if (mulhi(etab_at(t, 0), wmul) >= thr)
+    if (GRID(0) >= thr)
         return 0;
     while (hi - lo > 1) { /* grid(lo) < thr <= grid(hi) */
         uint32_t mid = lo + (hi - lo) / 2;
-        if (mulhi(etab_at(t, mid), wmul) < thr)
+        if (GRID(mid) < thr)
             lo = mid;
         else
             hi = mid;
     }
+#undef GRID
     return hi;
 }
 
@@ -1079,8 +1091,11 @@ struct worker {
     struct shared *sh;
     int id;
     uint32_t mlo, mhi; /* members enumerated by this thread */
-    const uint32_t *vb;
-    const uint64_t *thr, *rcost;
+    uint32_t *vb;
+    const uint64_t *thr;
+    uint64_t rpart[MAX_ROUNDS]; /* this thread's share of rcost */
+    uint64_t rcost[MAX_ROUNDS]; /* v values a round enumerates, all threads */
+    double wsum;
     uint32_t need, zneed;
     uint64_t *cz;    /* per bucket of the chunk: candidates and zones (CZ_ONE) */
     uint32_t *slist; /* short buckets of this thread's half (rounds >= 2) */
@@ -1198,6 +1213,73 @@ streams_save(struct worker *w, uint32_t c)
     w->sb[c & 1].scap = w->ps.scap;
 }
 
+/* Per-member keys, weights, v bounds and caps of this thread's members
+ * [mlo, mhi) and the spans of their blocks (the range is block-aligned),
+ * into the shared arrays. The grid cache is only read. */
+static void
+setup_members(struct worker *w)
+{
+    struct pass *ps = &w->ps;
+    const struct ring *ring = ps->ring;
+    const struct ring_config *cfg = &ring->cfg;
+    size_t lo = w->mlo, hi = w->mhi, n = ring->n;
+    uint32_t *vb = w->vb;
+    if (ps->cap != NULL) {
+        memset(ps->used + 2 * lo, 0, 2 * (hi - lo) * sizeof(*ps->used));
+        for (size_t i = lo; i < hi; i++) {
+            const struct rmem *m = &ring->mem[i];
+            double share = (1.0 + cfg->eps) * (double)cfg->buckets * m->pub.weight / w->wsum;
+            /* Dither: without it every cap moves at once when one member
+             * joins. Rounding share - 1 + u down keeps every cap <= share. */
+            double u0 = (double)(fmix(m->hash ^ 0x1234567ull) >> 11) / 9007199254740992.0;
+            double u1 = (double)(fmix(m->hash ^ 0x7654321ull) >> 11) / 9007199254740992.0;
+            double c0 = share + u0 - 1.0, c1 = share * ring->rlen + u1 - 1.0;
+            ps->cap[2 * i] = c0 > 0 ? (uint32_t)c0 : 0;
+            ps->cap[2 * i + 1] = c1 > 0 ? (uint32_t)c1 : 0;
+        }
+    }
+    /* Per-member keys and the v bounds of every round (cached per weight). */
+    memset(w->rpart, 0, sizeof(w->rpart));
+    for (size_t i = lo; i < hi; i++) {
+        struct perm *p = &ps->perms[i];
+        struct lanes *ln = &ps->lanes[i / ELANES];
+        perm_member(p, ring->mem[i].hash, true);
+        ln->i0[i % ELANES] = (uint16_t)p->ainv[0];
+        ln->i1[i % ELANES] = (uint16_t)p->ainv[1];
+        ln->k0[i % ELANES] = (uint16_t)p->k[0];
+        ln->k1[i % ELANES] = (uint16_t)p->k[1];
+        ps->hash[i] = ring->mem[i].hash;
+        ps->zbit[i] = (uint32_t)1 << (ring->zone[i] & 31);
+        ps->wmul[i] = UINT64_MAX / ring->mem[i].pub.weight;
+        for (int r = 0; r < MAX_ROUNDS; r++) {
+            uint32_t *b = &vb[i * MAX_ROUNDS + (size_t)r];
+            if (i > lo && ps->wmul[i] == ps->wmul[i - 1])
+                *b = b[-MAX_ROUNDS];
+            else
+                *b = v_bound(&ps->et, false, ps->wmul[i], w->thr[r]);
+            w->rpart[r] += *b - (r ? b[-1] : 0) + 1;
+        }
+    }
+    for (size_t bl = lo / ELANES; bl < (hi + ELANES - 1) / ELANES; bl++) {
+        for (int r = 0; r < MAX_ROUNDS; r++) {
+            struct span *sp = &ps->span[bl * MAX_ROUNDS + (size_t)r];
+            uint32_t l0, h0, l, h;
+            vrange(vb, bl * ELANES, r, &l0, &h0);
+            sp->vmin = UINT32_MAX;
+            sp->vmax = 0;
+            sp->same = bl * ELANES + ELANES <= n && h0 > l0;
+            for (size_t m = bl * ELANES; m < bl * ELANES + ELANES && m < n; m++) {
+                vrange(vb, m, r, &l, &h);
+                if (h > l) {
+                    sp->vmin = l < sp->vmin ? l : sp->vmin;
+                    sp->vmax = h > sp->vmax ? h : sp->vmax;
+                }
+                sp->same &= l == l0 && h == h0;
+            }
+        }
+    }
+}
+
 static void
 worker_run(struct worker *w)
 {
@@ -1207,6 +1289,10 @@ worker_run(struct worker *w)
     uint32_t qsize = (uint32_t)1 << q, nsub = (uint32_t)ps->nsub;
     uint64_t n = ps->ring->n;
     int rc = 0;
+    setup_members(w);
+    sync_all(sh);
+    for (int r = 0; r < MAX_ROUNDS; r++)
+        w->rcost[r] = sh->w[0].rpart[r] + (sh->nw > 1 ? sh->w[1].rpart[r] : 0);
     for (uint32_t c = 0; c < sh->nchunks; c++) {
         uint32_t base = c << q;
         struct sbuf *cur = &w->sb[c & 1];
@@ -1340,61 +1426,15 @@ place(struct ring *ring)
     }
     ps.et.q = q;
     memset(&ps.lanes[nblk - 1], 0, sizeof(*ps.lanes)); /* lanes past n */
-    if (caps) {
-        memset(ps.used, 0, 2 * n * sizeof(*ps.used));
-        for (size_t i = 0; i < n; i++) {
-            const struct rmem *m = &ring->mem[i];
-            double share = (1.0 + cfg->eps) * (double)cfg->buckets * m->pub.weight / wsum;
-            /* Dither: without it every cap moves at once when one member
-             * joins. Rounding share - 1 + u down keeps every cap <= share. */
-            double u0 = (double)(fmix(m->hash ^ 0x1234567ull) >> 11) / 9007199254740992.0;
-            double u1 = (double)(fmix(m->hash ^ 0x7654321ull) >> 11) / 9007199254740992.0;
-            double c0 = share + u0 - 1.0, c1 = share * ring->rlen + u1 - 1.0;
-            ps.cap[2 * i] = c0 > 0 ? (uint32_t)c0 : 0;
-            ps.cap[2 * i + 1] = c1 > 0 ? (uint32_t)c1 : 0;
-        }
-    }
-    /* Per-member keys and the v bounds of every round (cached per weight).
-     * After this the grid table is only read, so threads may share it. */
-    uint64_t rcost[MAX_ROUNDS] = {0};
-    for (size_t i = 0; i < n; i++) {
-        struct perm *p = &ps.perms[i];
-        struct lanes *ln = &ps.lanes[i / ELANES];
-        perm_member(p, ring->mem[i].hash, true);
-        ln->i0[i % ELANES] = (uint16_t)p->ainv[0];
-        ln->i1[i % ELANES] = (uint16_t)p->ainv[1];
-        ln->k0[i % ELANES] = (uint16_t)p->k[0];
-        ln->k1[i % ELANES] = (uint16_t)p->k[1];
-        ps.hash[i] = ring->mem[i].hash;
-        ps.zbit[i] = (uint32_t)1 << (ring->zone[i] & 31);
-        ps.wmul[i] = UINT64_MAX / ring->mem[i].pub.weight;
-        for (int r = 0; r < MAX_ROUNDS; r++) {
-            uint32_t *b = &vb[i * MAX_ROUNDS + (size_t)r];
-            if (i > 0 && ps.wmul[i] == ps.wmul[i - 1])
-                *b = b[-MAX_ROUNDS];
-            else
-                *b = v_bound(&ps.et, ps.wmul[i], thr[r]);
-            rcost[r] += *b - (r ? b[-1] : 0) + 1;
-        }
-    }
-    for (size_t bl = 0; bl < nblk; bl++) {
-        for (int r = 0; r < MAX_ROUNDS; r++) {
-            struct span *sp = &ps.span[bl * MAX_ROUNDS + (size_t)r];
-            uint32_t l0, h0, l, h;
-            vrange(vb, bl * ELANES, r, &l0, &h0);
-            sp->vmin = UINT32_MAX;
-            sp->vmax = 0;
-            sp->same = bl * ELANES + ELANES <= n && h0 > l0;
-            for (size_t m = bl * ELANES; m < bl * ELANES + ELANES && m < n; m++) {
-                vrange(vb, m, r, &l, &h);
-                if (h > l) {
-                    sp->vmin = l < sp->vmin ? l : sp->vmin;
-                    sp->vmax = h > sp->vmax ? h : sp->vmax;
-                }
-                sp->same &= l == l0 && h == h0;
-            }
-        }
-    }
+    /* Fill the grid cache for the largest weight (the largest v bounds,
+     * so other weights' searches mostly hit the cache). From here on the
+     * cache is only read (values past it are computed), so the threads can
+     * share it. */
+    uint32_t wmax = 1;
+    for (size_t i = 0; i < n; i++)
+        wmax = ring->mem[i].pub.weight > wmax ? ring->mem[i].pub.weight : wmax;
+    for (int r = 0; r < MAX_ROUNDS; r++)
+        (void)v_bound(&ps.et, true, UINT64_MAX / wmax, thr[r]);
     sh.nchunks = nchunks;
     sh.caps = caps;
     sh.w = w;
@@ -1410,7 +1450,7 @@ place(struct ring *ring)
         w[i].mhi = i == 0 && sh.nw == 2 ? (uint32_t)half : (uint32_t)n;
         w[i].vb = vb;
         w[i].thr = thr;
-        w[i].rcost = rcost;
+        w[i].wsum = wsum;
         w[i].need = need;
         w[i].zneed = zneed;
         if (i < sh.nw && (rc = worker_alloc(&w[i], lambda)) < 0)
@@ -1525,6 +1565,12 @@ compute_digest(struct ring *ring)
     }
     size_t cells = (size_t)c->buckets * ring->rlen;
     hb_flush(&h);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (ring->row32 != NULL) { /* already the little-endian serialisation */
+        XXH3_128bits_update(h.st, ring->row32, cells * sizeof(*ring->row32));
+        cells = 0;
+    }
+#endif
     for (size_t i = 0; i < cells;) { /* 4 bytes per cell, a buffer at a time */
         size_t end = cells - i < sizeof(h.buf) / 4 ? cells : i + sizeof(h.buf) / 4;
         unsigned char *p = h.buf;
