@@ -1614,6 +1614,16 @@ cmp_sref(const void *a, const void *b)
     return strcmp(x->id, y->id);
 }
 
+/* Big-endian 64-bit value of 8 bytes. */
+static uint64_t
+be64(const unsigned char *b)
+{
+    uint64_t v = 0;
+    for (int j = 0; j < 8; j++)
+        v = v << 8 | b[j];
+    return v;
+}
+
 static unsigned
 skey_byte(const struct skey *k, unsigned p)
 {
@@ -1638,24 +1648,27 @@ sort_ids(const struct ring_member *members, size_t n, uint32_t *order)
             j++;
         lcp = j;
     }
+    uint64_t d0 = 0, d1 = 0; /* bits where some key differs from the first */
     for (size_t i = 0; i < n; i++) {
         const char *id = members[i].id;
         size_t len = strlen(id);
         unsigned char w[16] = {0};
         memcpy(w, id + lcp, len - lcp < 16 ? len - lcp : 16);
-        uint64_t k0 = 0, k1 = 0;
-        for (int j = 0; j < 8; j++) {
-            k0 = k0 << 8 | w[j];
-            k1 = k1 << 8 | w[8 + j];
-        }
-        a[i] = (struct skey){k0, k1, (uint32_t)i, (uint32_t)len};
-        for (unsigned p = 0; p < 16; p++)
-            hist[p][skey_byte(&a[i], p)]++;
+        a[i] = (struct skey){be64(w), be64(w + 8), (uint32_t)i, (uint32_t)len};
+        d0 |= a[i].k0 ^ a[0].k0;
+        d1 |= a[i].k1 ^ a[0].k1;
     }
-    for (unsigned p = 16; p-- > 0;) {
+    /* Histograms of the byte positions where the keys differ (only). */
+    unsigned vary[16], nv = 0;
+    for (unsigned p = 0; p < 16; p++)
+        if ((p < 8 ? d0 >> (56 - 8 * p) : d1 >> (120 - 8 * p)) & 255)
+            vary[nv++] = p;
+    for (size_t i = 0; i < n; i++)
+        for (unsigned v = 0; v < nv; v++)
+            hist[vary[v]][skey_byte(&a[i], vary[v])]++;
+    for (unsigned v = nv; v-- > 0;) {
+        unsigned p = vary[v];
         uint32_t *h = hist[p], sum = 0;
-        if (h[skey_byte(&a[0], p)] == n)
-            continue; /* every key has the same byte here */
         for (unsigned d = 0; d < 256; d++) {
             uint32_t c = h[d];
             h[d] = sum;
