@@ -933,11 +933,16 @@ score_batch_t(struct pass *ps, uint32_t base, uint64_t *cz, const uint64_t *buf,
 {
     const uint64_t *hash = ps->hash, *wmul = ps->wmul, *et = ps->et.e;
     const uint32_t *zbit = ps->zbit;
-    struct stream *streams = ps->streams;
     unsigned low = ps->mbits + ybits, up = low - ps->sshift;
     uint64_t hmask = ~(((uint64_t)1 << low) - 1);
     uint32_t ymask = ((uint32_t)1 << ybits) - 1, etlen = ps->q ? ps->et.len : 0;
-    uint32_t scap = (uint32_t)ps->scap;
+    uint64_t *wp[1u << SUB_BITS]; /* write positions: room for all k checked first */
+    size_t nsub = ps->nsub;
+    for (size_t sb = 0; sb < nsub; sb++)
+        if (ps->scap - ps->streams[sb].len < k && streams_grow(ps) < 0)
+            return -ENOMEM;
+    for (size_t sb = 0; sb < nsub; sb++)
+        wp[sb] = ps->streams[sb].key + ps->streams[sb].len;
     for (unsigned i = 0; i < k; i++) {
         uint64_t t = buf[i];
         uint32_t m = (uint32_t)(t >> 32), v = (uint32_t)(t >> 16) & 0xffff;
@@ -952,15 +957,11 @@ score_batch_t(struct pass *ps, uint32_t base, uint64_t *cz, const uint64_t *buf,
         }
         if (sc >= thr_hi || sc < thr_lo)
             continue;
-        struct stream *st = &streams[y >> ybits];
-        if (__builtin_expect(st->len == scap, 0)) {
-            if (streams_grow(ps) < 0)
-                return -ENOMEM;
-            scap = (uint32_t)ps->scap;
-        }
-        st->key[st->len++] = ((sc << up) & hmask) | (uint64_t)m << ybits | (y & ymask);
+        *wp[y >> ybits]++ = ((sc << up) & hmask) | (uint64_t)m << ybits | (y & ymask);
         cz[y] = (cz[y] + CZ_ONE) | zbit[m];
     }
+    for (size_t sb = 0; sb < nsub; sb++)
+        ps->streams[sb].len = (uint32_t)(wp[sb] - ps->streams[sb].key);
     return 0;
 }
 
@@ -1113,7 +1114,7 @@ worker_alloc(struct worker *w, double lambda)
     double per = (lambda + 1.5) * width * (double)(w->mhi - w->mlo) / (double)ps->ring->n;
     for (int k = 0; k < 2; k++) {
         struct sbuf *b = &w->sb[k];
-        b->scap = (size_t)(per + 8.0 * __builtin_sqrt(per)) + 64;
+        b->scap = (size_t)(per + 8.0 * __builtin_sqrt(per)) + 64 + EBATCH + ELANES;
         b->sblock = big_alloc(ps->nsub * b->scap * sizeof(*b->sblock));
         if (!b->sblock)
             return -ENOMEM;
