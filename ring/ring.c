@@ -1077,9 +1077,9 @@ struct shared {
     bool caps;
 };
 
-/* A thread's candidate streams for one chunk. Each thread has two, used by
- * alternate chunks, so it can enumerate chunk c + 1 while the other thread
- * still fills rows from its streams of chunk c. */
+/* A thread's candidate streams for one chunk. With two threads each has
+ * two sets, used by alternate chunks, so it can enumerate chunk c + 1 while
+ * the other thread still fills rows from its streams of chunk c. */
 struct sbuf {
     struct stream *streams; /* nsub */
     uint64_t *sblock;       /* their storage: nsub * scap */
@@ -1089,6 +1089,7 @@ struct sbuf {
 struct worker {
     struct pass ps; /* own chunk keys; streams of the current chunk */
     struct sbuf sb[2];
+    uint32_t nbuf; /* stream sets in use: 2 with two threads, else 1 */
     struct shared *sh;
     int id;
     uint32_t mlo, mhi; /* members enumerated by this thread */
@@ -1112,7 +1113,8 @@ worker_alloc(struct worker *w, double lambda)
     uint32_t width = (uint32_t)1 << ps->ybits;
     /* One block for all streams, on huge pages when large. */
     double per = (lambda + 1.5) * width * (double)(w->mhi - w->mlo) / (double)ps->ring->n;
-    for (int k = 0; k < 2; k++) {
+    w->nbuf = w->sh->nw > 1 ? 2 : 1;
+    for (uint32_t k = 0; k < w->nbuf; k++) {
         struct sbuf *b = &w->sb[k];
         b->scap = (size_t)(per + 8.0 * __builtin_sqrt(per)) + 64 + EBATCH + ELANES;
         b->sblock = big_alloc(ps->nsub * b->scap * sizeof(*b->sblock));
@@ -1189,7 +1191,7 @@ fill_range(struct worker *w, uint32_t c, uint32_t s0, uint32_t s1)
     uint32_t width = (uint32_t)1 << ps->ybits, base = c << ps->q;
     size_t need = 0;
     for (int t = 0; t < sh->nw; t++)
-        need += sh->w[t].sb[c & 1].scap;
+        need += sh->w[t].sb[c % sh->w[t].nbuf].scap;
     if (w->tmpcap < need) { /* first chunk, or streams_grow() ran */
         free(w->tmp);
         w->tmpcap = need;
@@ -1199,7 +1201,7 @@ fill_range(struct worker *w, uint32_t c, uint32_t s0, uint32_t s1)
     for (uint32_t sb = s0; sb < s1; sb++) {
         const struct stream *st[2];
         for (int t = 0; t < sh->nw; t++)
-            st[t] = &sh->w[t].sb[c & 1].streams[sb];
+            st[t] = &sh->w[t].sb[c % sh->w[t].nbuf].streams[sb];
         fill_sub(ps, st, sh->nw, base, sb * width, width, w->start, w->tmp);
     }
     return 0;
@@ -1210,8 +1212,8 @@ fill_range(struct worker *w, uint32_t c, uint32_t s0, uint32_t s1)
 static void
 streams_save(struct worker *w, uint32_t c)
 {
-    w->sb[c & 1].sblock = w->ps.sblock;
-    w->sb[c & 1].scap = w->ps.scap;
+    w->sb[c % w->nbuf].sblock = w->ps.sblock;
+    w->sb[c % w->nbuf].scap = w->ps.scap;
 }
 
 /* Per-member keys, weights, v bounds and caps of this thread's members
@@ -1296,7 +1298,7 @@ worker_run(struct worker *w)
         w->rcost[r] = sh->w[0].rpart[r] + (sh->nw > 1 ? sh->w[1].rpart[r] : 0);
     for (uint32_t c = 0; c < sh->nchunks; c++) {
         uint32_t base = c << q;
-        struct sbuf *cur = &w->sb[c & 1];
+        struct sbuf *cur = &w->sb[c % w->nbuf];
         ps->streams = cur->streams;
         ps->sblock = cur->sblock;
         ps->scap = cur->scap;
