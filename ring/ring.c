@@ -348,10 +348,12 @@ account_buckets(const struct ring_config *cfg, const char *account, size_t len, 
     XXH128_hash_t h = XXH3_128bits_withSeed(account, len, cfg->seed_account);
     unsigned bits = (unsigned)__builtin_ctz(cfg->buckets);
     uint64_t step = h.high64 | 1;
-    uint32_t got = 0;
+    /* The first bucket can collide with nothing. */
+    out[0] = bits ? (uint32_t)(h.low64 >> (64 - bits)) : 0;
+    uint32_t got = 1;
     /* Double hashing; the bound only matters for adversarial step values, and
      * the fill below keeps the output deterministic even then. */
-    for (uint64_t i = 0; got < want && i < 4096; i++) {
+    for (uint64_t i = 1; got < want && i < 4096; i++) {
         uint64_t x = h.low64 + i * step;
         uint32_t b = bits ? (uint32_t)(x >> (64 - bits)) : 0;
         bool dup = false;
@@ -2027,17 +2029,24 @@ ring_row(const struct ring *ring, uint32_t bucket, uint32_t *out)
             out[i] = RING_NONE;
         return 0;
     }
-    size_t off = (size_t)bucket * ring->rlen;
-    uint32_t i = 0;
-    if (ring->row16)
-        for (; i < ring->rlen; i++)
+    uint32_t rlen = ring->rlen, i = 0;
+    size_t off = (size_t)bucket * rlen;
+    if (ring->row16 && rlen == 3) { /* the usual shape, unrolled */
+        const uint16_t *p = ring->row16 + off;
+        out[0] = p[0];
+        out[1] = p[1];
+        out[2] = p[2];
+        i = 3;
+    } else if (ring->row16) {
+        for (; i < rlen; i++)
             out[i] = ring->row16[off + i];
-    else
-        for (; i < ring->rlen; i++)
+    } else {
+        for (; i < rlen; i++)
             out[i] = ring->row32[off + i];
+    }
     for (; i < r; i++)
         out[i] = RING_NONE;
-    return ring->rlen;
+    return rlen;
 }
 
 #define WALK_BATCH 32 /* handoffs found per O(N) pass of ring_walk() */
