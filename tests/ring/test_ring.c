@@ -558,6 +558,32 @@ Test(ring, account_buckets_distinct_and_prefix_stable)
     cr_assert_eq(big[0], 0);
 }
 
+/* Pinned account -> buckets and account + key -> bucket mapping (computed
+ * with the placement of the golden digests): a fold of the full lists and
+ * of ring_bucket() over 500 accounts and keys for four (B, K) shapes. */
+#define GOLD_BUCKETS 0x6b83b060c6c7db3dull
+
+Test(ring, account_buckets_golden)
+{
+    static const uint32_t shapes[][2] = {{14, 3}, {6, 64}, {20, 7}, {0, 1}};
+    char a[64], k[64];
+    unsigned long long h = 0;
+    for (unsigned s = 0; s < 4; s++) {
+        struct ring_config cfg = cfg_small(shapes[s][0], 0);
+        cfg.k = shapes[s][1];
+        for (unsigned i = 0; i < 500; i++) {
+            int al = snprintf(a, sizeof(a), "acct-%u", i * 7);
+            int kl = snprintf(k, sizeof(k), "q%u/m%u", i % 13, i);
+            uint32_t out[RING_MAX_K];
+            ring_account_buckets(&cfg, a, (size_t)al, out);
+            for (unsigned j = 0; j < cfg.k; j++)
+                h = h * 1000003u + out[j];
+            h = h * 1000003u + ring_bucket(&cfg, a, (size_t)al, k, (size_t)kl);
+        }
+    }
+    cr_assert_eq(h, GOLD_BUCKETS, "fold %#llx", h);
+}
+
 /* ring_bucket() builds only the prefix of the account's list it needs: the
  * same bucket as the full list, for any B and K (B = K included, where
  * every bucket is in every list). */
