@@ -147,6 +147,52 @@ Test(ring, golden_digest_two_threads)
     check_digest(600, 17, 0, GOLD_N600_B17, row0);
 }
 
+/* Two build threads over four chunks with the bounded-load pass (caps: thread
+ * 0 fills in bucket order while thread 1 runs ahead), and 70000 members
+ * (32-bit rows, blocks of 8 split between the threads); pinned from the
+ * version before the two-thread pipeline. */
+#define GOLD_CAPS_N2000_B18 "d4a9b7f06bb4c7c6f2dfec70dc715394"
+#define GOLD_N70000_B14     "c2df47197f06e1859dda9165c5d18755"
+
+Test(ring, golden_digest_threads_caps_and_u32)
+{
+    enum { BIG = 70000 };
+    struct ring_member *m = calloc(BIG, sizeof(*m));
+    char(*id)[24] = calloc(BIG, sizeof(*id)), (*url)[40] = calloc(BIG, sizeof(*url));
+    char(*zone)[8] = calloc(BIG, sizeof(*zone));
+    cr_assert(m && id && url && zone);
+    for (size_t i = 0; i < BIG; i++) {
+        snprintf(id[i], sizeof(id[i]), "b%zu", i);
+        snprintf(url[i], sizeof(url[i]), "http://10.%zu.%zu.%zu:8080", i / 65536, i / 256 % 256,
+                 i % 256);
+        snprintf(zone[i], sizeof(zone[i]), "z%u", (unsigned)(i % 7));
+        m[i] = (struct ring_member){id[i], url[i], zone[i], (uint32_t)(50 + (i * 37) % 151)};
+    }
+    /* 2000 members in 7 zones, then all 70000 in 10. */
+    struct ring_config cfg = cfg_small(18, 0.05);
+    struct ring *r = must_build(&cfg, m, 2000);
+    uint32_t row[RING_MAX_R];
+    char d[33];
+    ring_digest(r, d);
+    cr_assert_str_eq(d, GOLD_CAPS_N2000_B18);
+    ring_row(r, 12345, row);
+    cr_assert(row[0] == 772 && row[1] == 520 && row[2] == 1339);
+    ring_destroy(r);
+    for (size_t i = 0; i < BIG; i++)
+        snprintf(zone[i], sizeof(zone[i]), "z%u", (unsigned)(i * 7 % 10));
+    cfg = cfg_small(14, 0);
+    r = must_build(&cfg, m, BIG);
+    ring_digest(r, d);
+    cr_assert_str_eq(d, GOLD_N70000_B14);
+    ring_row(r, 777, row);
+    cr_assert(row[0] == 21027 && row[1] == 4400 && row[2] == 44565);
+    ring_destroy(r);
+    free(m);
+    free(id);
+    free(url);
+    free(zone);
+}
+
 Test(ring, order_independent)
 {
     set_make(&S, 300, 10, true);
