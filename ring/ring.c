@@ -770,11 +770,12 @@ sort8(const uint64_t *a, uint32_t cnt, uint64_t *out)
     out[7] = v7;
 }
 
-/* The row of <bucket> from its fully sorted list, without caps: the first
+/* The row of <bucket> from its sorted list, without caps: the first
  * min(R, #zones) picks each take a new zone, members skipped for their zone
  * come first after that (they precede the rest in HRW order). Same picks
  * as fill_row() without caps, in one pass; false (nothing stored) when the
- * list runs out, for fill_row() to scan. */
+ * list runs out, for fill_row() to scan, or when equal truncated scores
+ * among the entries it reads leave their order open. */
 static bool
 fill_pure(struct pass *ps, uint32_t bucket, const uint64_t *list, uint32_t cnt)
 {
@@ -783,9 +784,14 @@ fill_pure(struct pass *ps, uint32_t bucket, const uint64_t *list, uint32_t cnt)
     uint32_t rlen = ring->rlen, target = rlen < ring->nzones ? rlen : ring->nzones;
     uint32_t row[RING_MAX_R], rowz[RING_MAX_R], skip[16];
     uint32_t pos = 0, nskip = 0, i = 0;
-    unsigned ybits = ps->ybits;
+    unsigned ybits = ps->ybits, low = ps->mbits + ybits;
     uint64_t mmask = ((uint64_t)1 << ps->mbits) - 1;
+    /* An entry whose truncated score equals the next one's may be out of
+     * order: leave those (rare) buckets to the exact path. */
+#define TIED(i) ((i) + 1 < cnt && (list[i] >> low) == (list[(i) + 1] >> low))
     for (; i < cnt && pos < target; i++) {
+        if (TIED(i))
+            return false;
         uint32_t m = (uint32_t)(list[i] >> ybits & mmask), z = zone[m];
         bool seen = false;
         for (uint32_t j = 0; j < pos; j++)
@@ -801,8 +807,12 @@ fill_pure(struct pass *ps, uint32_t bucket, const uint64_t *list, uint32_t cnt)
         return false;
     for (uint32_t j = 0; j < nskip && pos < rlen; j++)
         row[pos++] = skip[j];
-    for (; i < cnt && pos < rlen; i++)
+    for (; i < cnt && pos < rlen; i++) {
+        if (TIED(i))
+            return false;
         row[pos++] = (uint32_t)(list[i] >> ybits & mmask);
+    }
+#undef TIED
     if (pos < rlen)
         return false;
     row_store(ring, bucket, row);
@@ -850,6 +860,9 @@ fill_sub(struct pass *ps, const struct stream *const *st, int nst, uint32_t base
                     b += !ta;
                 }
             }
+            from = start[i];
+            if (ps->cap == NULL && fill_pure(ps, bucket, v, cnt))
+                continue;
             for (uint32_t x = 1; x < cnt; x++) {
                 if ((v[x] >> low) != (v[x - 1] >> low))
                     continue;
@@ -860,9 +873,6 @@ fill_sub(struct pass *ps, const struct stream *const *st, int nst, uint32_t base
                     select_min(ps, bucket, v, g, e);
                 x = e - 1;
             }
-            from = start[i];
-            if (ps->cap == NULL && fill_pure(ps, bucket, v, cnt))
-                continue;
             memcpy(run, v, cnt * sizeof(*run));
             top = cnt;
         }
