@@ -823,17 +823,19 @@ fill_pure(struct pass *ps, uint32_t bucket, const uint64_t *list, uint32_t cnt)
  * threads' streams) by bucket into <tmp>, sort each bucket's run and fill
  * those rows, in bucket order. */
 static void
-fill_sub(struct pass *ps, const struct stream *const *st, int nst, uint32_t base, uint32_t lo,
-         uint32_t width, uint32_t *start, uint64_t *tmp)
+fill_sub(struct pass *ps, const struct stream *const *st, const uint64_t *const *cz, int nst,
+         uint32_t base, uint32_t lo, uint32_t width, uint32_t *start, uint64_t *tmp)
 {
     uint64_t ymask = ((uint64_t)1 << ps->ybits) - 1;
     unsigned low = ps->mbits + ps->ybits;
-    memset(start, 0, (width + 1) * sizeof(*start));
-    for (int t = 0; t < nst; t++)
-        for (size_t j = 0; j < st[t]->len; j++)
-            start[(st[t]->key[j] & ymask) + 1]++;
-    for (uint32_t i = 0; i < width; i++)
-        start[i + 1] += start[i];
+    /* Run starts from the per-bucket candidate counts (no counting pass). */
+    start[0] = 0;
+    for (uint32_t i = 0; i < width; i++) {
+        uint32_t c = (uint32_t)(cz[0][lo + i] >> 32);
+        if (nst > 1)
+            c += (uint32_t)(cz[1][lo + i] >> 32);
+        start[i + 1] = start[i] + c;
+    }
     for (int t = 0; t < nst; t++)
         for (size_t j = 0; j < st[t]->len; j++)
             tmp[start[st[t]->key[j] & ymask]++] = st[t]->key[j];
@@ -1111,8 +1113,10 @@ struct worker {
     uint64_t rcost[MAX_ROUNDS]; /* v values a round enumerates, all threads */
     double wsum;
     uint32_t need, zneed;
-    uint64_t *cz;    /* per bucket of the chunk: candidates and zones (CZ_ONE) */
-    uint32_t *slist; /* short buckets of this thread's half (rounds >= 2) */
+    uint64_t *cz;     /* per bucket of the chunk: candidates and zones (CZ_ONE) */
+    uint64_t *czb[2]; /* cz of alternate chunks (as the streams): the fill
+                       * takes the run lengths from the counts */
+    uint32_t *slist;  /* short buckets of this thread's half (rounds >= 2) */
     uint32_t *start;
     uint64_t *tmp;
     size_t tmpcap;
@@ -1212,9 +1216,12 @@ fill_range(struct worker *w, uint32_t c, uint32_t s0, uint32_t s1)
     }
     for (uint32_t sb = s0; sb < s1; sb++) {
         const struct stream *st[2];
-        for (int t = 0; t < sh->nw; t++)
+        const uint64_t *cz[2];
+        for (int t = 0; t < sh->nw; t++) {
             st[t] = &sh->w[t].sb[c % sh->w[t].nbuf].streams[sb];
-        fill_sub(ps, st, sh->nw, base, sb * width, width, w->start, w->tmp);
+            cz[t] = sh->w[t].czb[c % sh->w[t].nbuf];
+        }
+        fill_sub(ps, st, cz, sh->nw, base, sb * width, width, w->start, w->tmp);
     }
     return 0;
 }
@@ -1317,6 +1324,7 @@ worker_run(struct worker *w)
         perm_chunk(ps->kc, c);
         for (size_t sb = 0; sb < ps->nsub; sb++)
             ps->streams[sb].len = 0;
+        w->cz = w->czb[c % w->nbuf];
         memset(w->cz, 0, (size_t)qsize * sizeof(*w->cz));
         if (!failed(sh)) {
             rc = enumerate(ps, base, w->cz, NULL, w->vb, 0, 0, w->thr[0], w->mlo, w->mhi);
@@ -1432,7 +1440,8 @@ place(struct ring *ring)
         ps.used = caps ? carve(&cv, 2 * n * sizeof(*ps.used)) : NULL;
         sh.shortb = carve(&cv, qsize);
         for (int i = 0; i < 2; i++) {
-            w[i].cz = carve(&cv, (size_t)qsize * sizeof(*w[i].cz));
+            for (int k = 0; k < (sh.nw > 1 ? 2 : 1); k++)
+                w[i].czb[k] = carve(&cv, (size_t)qsize * sizeof(*w[i].czb[k]));
             w[i].start = carve(&cv, ((size_t)width + 1) * sizeof(*w[i].start));
             w[i].sb[0].streams = carve(&cv, ps.nsub * sizeof(*w[i].sb[0].streams));
             w[i].sb[1].streams = carve(&cv, ps.nsub * sizeof(*w[i].sb[1].streams));
