@@ -784,11 +784,11 @@ fill_pure(struct pass *ps, uint32_t bucket, const uint64_t *list, uint32_t cnt)
     uint32_t rlen = ring->rlen, target = rlen < ring->nzones ? rlen : ring->nzones;
     uint32_t row[RING_MAX_R], rowz[RING_MAX_R], skip[16];
     uint32_t pos = 0, nskip = 0, i = 0;
-    unsigned ybits = ps->ybits, low = ps->mbits + ybits;
-    uint64_t mmask = ((uint64_t)1 << ps->mbits) - 1;
+    unsigned ybits = ps->ybits;
+    uint64_t mmask = ((uint64_t)1 << ps->mbits) - 1, lowbit = (uint64_t)1 << (ps->mbits + ybits);
     /* An entry whose truncated score equals the next one's may be out of
      * order: leave those (rare) buckets to the exact path. */
-#define TIED(i) ((i) + 1 < cnt && (list[i] >> low) == (list[(i) + 1] >> low))
+#define TIED(i) ((i) + 1 < cnt && (list[i] ^ list[(i) + 1]) < lowbit)
     for (; i < cnt && pos < target; i++) {
         if (TIED(i))
             return false;
