@@ -28,9 +28,12 @@
  * start of its HRW order, so the table never depends on T or on the rounds:
  * only the speed does. Candidates are packed in 8 bytes (truncated score,
  * member, bucket offset; equal truncated scores are settled exactly) in one
- * reused block, radix-split by bucket; runs of up to 8 go through a sorting
- * network, longer ones are selected lazily. Scores are integers (a fixed-point log, no libm),
- * hence identical on every machine.
+ * reused block, radix-split by bucket (run lengths from the counts kept
+ * while scoring); runs of up to 16 go through one or two sorting networks
+ * and a merge, longer ones are selected lazily. The inverse bijection runs
+ * for 8 members at once in 16-bit vector lanes (GNU C vector extensions).
+ * Scores are integers (a fixed-point log, no libm), hence identical on
+ * every machine.
  *
  * On top of HRW: the zone rule (min(R, #zones) distinct zones per row, walking
  * the HRW order) and, when eps > 0, a deterministic bounded-load pass over the
@@ -44,28 +47,48 @@
  * up to 32 of them.
  *
  * Threads: when B * N >= 2^24 ring_build() starts one more thread. Both
- * enumerate every chunk, each for half of the members; the rows are filled
- * by both (pure table: each half of the chunk) or by the calling thread
- * alone in bucket order (caps on). Every bucket sees the same candidate set
- * and sorts it by a total order, so the table and digest are identical to a
- * single-threaded build (pinned by a test). If the thread cannot be created,
- * the build runs single-threaded. Large blocks (rows, candidates) are 2 MB
- * aligned with a transparent-huge-page hint: a fresh 4 KB page costs ~17 us
- * on the shared VM.
+ * set up half of the members (keys, weights, v bounds), then enumerate
+ * every chunk, each for its half of the members; the rows are filled by
+ * both (pure table: each half of the chunk) or by the calling thread alone
+ * in bucket order (caps on). Each thread has two candidate stream sets used
+ * by alternate chunks, so there is no barrier after a fill: a thread goes
+ * on to enumerate chunk c + 1 while the other still fills chunk c (with
+ * caps, thread 1 runs ahead while thread 0 fills). Both always pass the
+ * same barriers, also after a failure (then work is only skipped). Every
+ * bucket sees the same candidate set and sorts it by a total order, so the
+ * table and digest are identical to a single-threaded build (pinned by
+ * tests). If the thread cannot be created, the build runs single-threaded.
  *
- * Measured with ring-bench on the shared 2-core VM (gcc -O2, R=3, 10 zones,
- * equal weights). The machine was loaded by other builds (load 3-9), so CPU
- * time is the steadier figure; "was" is the previous version side by side:
- *   build N=1000 B=2^20 eps=0.03   180-200 ms wall at low load, 185-205 ms
- *                                  CPU (was ~400 ms wall, ~380 ms CPU)
- *   build N=10000 B=2^16 pure      11-14 ms wall at low load, 12-16 ms CPU
- *                                  (was ~62 ms wall, ~80 ms CPU)
- *   build N=100000 B=2^20 pure     150-210 ms wall at low load, 205-250 ms
- *                                  CPU (was ~690 ms wall, ~670 ms CPU)
+ * Memory: a fresh 4 KB page costs ~13-17 us on the shared VM, and a build
+ * used to touch ~3000 of them (~50 ms at N=100000). The temporaries of a
+ * build are carved from one block, the records, zone index, strings, rows
+ * and candidate streams are single blocks, 2 MB aligned with a
+ * transparent-huge-page hint when large; members are sorted by an LSD radix
+ * sort on a 16-byte window of the ids (after their common prefix) instead
+ * of qsort() with its 4 MB temporary. Now ~20-550 faults per build.
+ *
+ * Measured with ring-bench / ring-bench-1thread on the shared 2-vCPU VM (gcc
+ * -O3 release, R=3, 10 zones, equal weights), three runs each side by side
+ * with the previous version (same benchmark code) at load ~1 (another
+ * helper's benchmarks); best of 3-5 builds per run, ranges over the runs:
+ *   build N=100000 B=2^20 pure    77-78 ms wall, 138-139 ms CPU, 2 threads
+ *                                 (was 143-153 ms wall, 229-240 ms CPU);
+ *                                 1 thread 113-117 ms (was 190-200 ms)
+ *   build N=10000 B=2^16 pure     5.1-5.3 ms wall, 8.5 ms CPU on a quiet
+ *                                 machine, 10-12 ms when the other vCPU is
+ *                                 busy (was 8.4-8.5 ms, 12.7-12.9 ms CPU);
+ *                                 1 thread 6.2-6.4 ms (was 10.5-10.9 ms)
+ *   build N=1000 B=2^20 eps=0.03  100-107 ms wall, 128-140 ms CPU (was
+ *                                 148-157 ms wall, 181-190 ms CPU)
+ *   instructions, 1 thread, N=100000 B=2^20: 3.12 G -> 1.49 G per build
  *   per bucket: ~6 candidates, ~20-25 bijection steps, a sort and a fill.
+ *   route account+key -> row of 3, N=1000 B=2^20: 29-32 ns, 3.25-3.48x
+ *   ketama (median of 41 interleaved rounds; was 31-33 ns, 3.36-3.48x);
+ *   a tight loop of routes went ~30.5 -> ~23.5 ns (inlined xxhash, fewer
+ *   account buckets, unrolled row copy)
  *   N=1000 B=2^20 eps=0.03: peak/mean 1.0300, move join 0.99x / leave 1.01x
  *   N=10000 B=2^22 eps=0.04: peak/mean 1.040, join 1.04x all replicas
- *   ring_walk(64) at N=1000: ~50 us (was ~8 ms: one O(N) scan per handoff)
+ *   ring_walk(64) at N=1000: ~40-50 us (was ~8 ms: one O(N) scan per handoff)
  */
 #include "ring/ring.h"
 
