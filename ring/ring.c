@@ -1106,9 +1106,15 @@ popcount32(uint32_t x)
 struct shared {
     pthread_barrier_t bar;
     int nw;
-    atomic_int err;     /* any thread failed: all stop at the next barrier */
+    atomic_int err;     /* any thread failed: all skip their work from now */
     uint8_t *shortb;    /* Q bytes: 1 = bucket still short */
     uint32_t nshort[2]; /* short buckets in each thread's half */
+    /* Work handed out as it is done, so that a thread slowed by other load
+     * on the machine does less of it: batches of member blocks in each
+     * enumeration (by the parity of its sequence number) and sub-ranges in
+     * each pure fill (by chunk parity). Thread 0 clears the counter of the
+     * next one; a barrier always lies between two uses of one counter. */
+    atomic_uint enext[2], fnext[2];
     struct worker *w;
     uint32_t nchunks;
     bool caps;
@@ -1126,7 +1132,8 @@ struct sbuf {
 struct worker {
     struct pass ps; /* own chunk keys; streams of the current chunk */
     struct sbuf sb[2];
-    uint32_t nbuf; /* stream sets in use: 2 with two threads, else 1 */
+    uint32_t nbuf;   /* stream sets in use: 2 with two threads, else 1 */
+    uint32_t ephase; /* enumerations so far (the same on both threads) */
     struct shared *sh;
     int id;
     uint32_t mlo, mhi; /* members enumerated by this thread */
@@ -1151,7 +1158,10 @@ worker_alloc(struct worker *w, double lambda)
     struct pass *ps = &w->ps;
     uint32_t width = (uint32_t)1 << ps->ybits;
     /* One block for all streams, on huge pages when large. */
-    double per = (lambda + 1.5) * width * (double)(w->mhi - w->mlo) / (double)ps->ring->n;
+    /* With two threads each takes about half the candidates (more if the
+     * other is slowed down; past 70% its streams grow). */
+    double share = w->sh->nw > 1 ? 0.7 : 1.0;
+    double per = (lambda + 1.5) * width * share;
     w->nbuf = w->sh->nw > 1 ? 2 : 1;
     for (uint32_t k = 0; k < w->nbuf; k++) {
         struct sbuf *b = &w->sb[k];
@@ -1247,6 +1257,32 @@ fill_range(struct worker *w, uint32_t c, uint32_t s0, uint32_t s1)
         fill_sub(ps, st, cz, sh->nw, base, sb * width, width, w->start, w->tmp);
     }
     return 0;
+}
+
+#define EGRAB 64 /* member blocks per batch handed out */
+
+/* Enumeration number <e> (round <r> of the current chunk): batches of
+ * member blocks from the shared counter until none is left. */
+static int
+enumerate_shared(struct worker *w, uint32_t e, uint32_t base, const uint8_t *shortb, int r,
+                 uint64_t thr_lo, uint64_t thr_hi)
+{
+    struct shared *sh = w->sh;
+    size_t n = w->ps.ring->n, per = (size_t)EGRAB * ELANES;
+    if (sh->nw == 1)
+        return enumerate(&w->ps, base, w->cz, shortb, w->vb, r, thr_lo, thr_hi, 0, (uint32_t)n);
+    if (w->id == 0)
+        atomic_store(&sh->enext[(e + 1) & 1], 0);
+    for (;;) {
+        size_t lo = (size_t)atomic_fetch_add(&sh->enext[e & 1], 1) * per;
+        if (lo >= n)
+            return 0;
+        size_t hi = lo + per < n ? lo + per : n;
+        int rc = enumerate(&w->ps, base, w->cz, shortb, w->vb, r, thr_lo, thr_hi, (uint32_t)lo,
+                           (uint32_t)hi);
+        if (rc < 0)
+            return rc;
+    }
 }
 
 /* Save the streams of chunk <c> after an enumeration (it may have grown
@@ -1349,8 +1385,9 @@ worker_run(struct worker *w)
             ps->streams[sb].len = 0;
         w->cz = w->czb[c % w->nbuf];
         memset(w->cz, 0, (size_t)qsize * sizeof(*w->cz));
+        uint32_t e = w->ephase++;
         if (!failed(sh)) {
-            rc = enumerate(ps, base, w->cz, NULL, w->vb, 0, 0, w->thr[0], w->mlo, w->mhi);
+            rc = enumerate_shared(w, e, base, NULL, 0, 0, w->thr[0]);
             streams_save(w, c);
             if (rc < 0)
                 atomic_store(&sh->err, rc);
@@ -1364,9 +1401,9 @@ worker_run(struct worker *w)
             /* A round costs ~2 ns per v, a scan ~5 ns per member. */
             if (nshort == 0 || 5 * nshort * n < 2 * w->rcost[r])
                 break;
+            e = w->ephase++;
             if (!failed(sh)) {
-                rc = enumerate(ps, base, w->cz, sh->shortb, w->vb, r, w->thr[r - 1], w->thr[r],
-                               w->mlo, w->mhi);
+                rc = enumerate_shared(w, e, base, sh->shortb, r, w->thr[r - 1], w->thr[r]);
                 streams_save(w, c);
                 if (rc < 0)
                     atomic_store(&sh->err, rc);
@@ -1378,10 +1415,15 @@ worker_run(struct worker *w)
          * both threads' fills of this chunk. */
         if (failed(sh))
             continue;
-        if (sh->caps || sh->nw == 1)
+        rc = 0;
+        if (sh->caps || sh->nw == 1) {
             rc = w->id == 0 ? fill_range(w, c, 0, nsub) : 0;
-        else
-            rc = fill_range(w, c, w->id == 0 ? 0 : nsub / 2, w->id == 0 ? nsub / 2 : nsub);
+        } else {
+            if (w->id == 0)
+                atomic_store(&sh->fnext[(c + 1) & 1], 0);
+            for (uint32_t sb; rc == 0 && (sb = atomic_fetch_add(&sh->fnext[c & 1], 1)) < nsub;)
+                rc = fill_range(w, c, sb, sb + 1);
+        }
         if (rc < 0)
             atomic_store(&sh->err, rc);
     }
@@ -1486,6 +1528,10 @@ place(struct ring *ring)
     sh.caps = caps;
     sh.w = w;
     atomic_init(&sh.err, 0);
+    for (int k = 0; k < 2; k++) {
+        atomic_init(&sh.enext[k], 0);
+        atomic_init(&sh.fnext[k], 0);
+    }
     for (int i = 0; i < 2; i++) {
         w[i].ps = ps;
         w[i].sh = &sh;
