@@ -48,16 +48,18 @@
  *
  * Threads: when B * N >= 2^24 ring_build() starts one more thread. Both
  * set up half of the members (keys, weights, v bounds), then enumerate
- * every chunk, each for its half of the members; the rows are filled by
- * both (pure table: each half of the chunk) or by the calling thread alone
- * in bucket order (caps on). Each thread has two candidate stream sets used
- * by alternate chunks, so there is no barrier after a fill: a thread goes
- * on to enumerate chunk c + 1 while the other still fills chunk c (with
- * caps, thread 1 runs ahead while thread 0 fills). Both always pass the
- * same barriers, also after a failure (then work is only skipped). Every
- * bucket sees the same candidate set and sorts it by a total order, so the
- * table and digest are identical to a single-threaded build (pinned by
- * tests). If the thread cannot be created, the build runs single-threaded.
+ * every chunk, taking batches of member blocks from a shared counter; the
+ * rows are filled by both (pure table: sub-ranges of the chunk, also from a
+ * counter) or by the calling thread alone in bucket order (caps on), so a
+ * thread slowed down by other load on the machine simply does less. Each
+ * thread has two candidate stream sets used by alternate chunks, so there
+ * is no barrier after a fill: a thread goes on to enumerate chunk c + 1
+ * while the other still fills chunk c (with caps, thread 1 runs ahead while
+ * thread 0 fills). Both always pass the same barriers, also after a failure
+ * (then work is only skipped). Every bucket sees the same candidate set and
+ * sorts it by a total order, so the table and digest are identical to a
+ * single-threaded build (pinned by tests). If the thread cannot be created,
+ * the build runs single-threaded.
  *
  * Memory: a fresh 4 KB page costs ~13-17 us on the shared VM, and a build
  * used to touch ~3000 of them (~50 ms at N=100000). The temporaries of a
@@ -1136,7 +1138,7 @@ struct worker {
     uint32_t ephase; /* enumerations so far (the same on both threads) */
     struct shared *sh;
     int id;
-    uint32_t mlo, mhi; /* members enumerated by this thread */
+    uint32_t mlo, mhi; /* members this thread sets up (block-aligned) */
     uint32_t *vb;
     const uint64_t *thr;
     uint64_t rpart[MAX_ROUNDS]; /* this thread's share of rcost */
