@@ -86,8 +86,9 @@ uint32_t ring_jump(uint64_t key, uint32_t n);
 /* Build a table from <n> records (any order). On success *out owns the
  * table and 0 is returned; on error a negative code (-RING_E*, -ENOMEM) and
  * *out is untouched. n == 0 gives a valid empty table that routes nowhere.
- * For large tables (B * n >= 2^24) the build runs a second thread for its
- * duration; the table is identical to a single-threaded build. */
+ * For large tables (B * n >= 2^24 and B > 2^16) the build runs a second
+ * thread for its duration; the table is identical to a single-threaded
+ * build. */
 int ring_build(const struct ring_config *cfg, const struct ring_member *members, size_t n,
                struct ring **out);
 void ring_destroy(struct ring *ring);
