@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -137,6 +138,25 @@ easy_put(struct shed_fanout *f, CURL *e)
         curl_easy_cleanup(e);
 }
 
+static uint8_t *fd_state(struct shed_fanout *f, curl_socket_t s);
+
+/* libcurl opens a socket: whatever was known of an earlier socket with the
+ * same number is stale (closing it dropped it from epfd), so its state
+ * starts clean. (libcurl 7.88 closes sockets of failed connects without
+ * its close callback, so the state is reset here, where every socket is
+ * born.) */
+static curl_socket_t
+on_open(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    curl_socket_t s = socket(a->family, a->socktype, a->protocol);
+    uint8_t *st;
+
+    (void)purpose;
+    if (s != CURL_SOCKET_BAD && (st = fd_state(clientp, s)) != NULL)
+        *st = 0;
+    return s;
+}
+
 static int
 job_start(struct shed_fanout *f, struct job *j)
 {
@@ -155,6 +175,8 @@ job_start(struct shed_fanout *f, struct job *j)
     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->max_body);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);
     if (strcmp(j->method, "GET") != 0)
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, j->method);
     if (curl_multi_add_handle(f->multi, e) != CURLM_OK) {
@@ -386,10 +408,12 @@ fd_state(struct shed_fanout *f, curl_socket_t s)
 }
 
 /* libcurl drops a kept-alive connection's socket after every transfer and
- * asks for it again with the next one: the socket stays in epfd meanwhile
- * (one epoll_ctl per transfer instead of two), and is taken out only if an
- * event arrives while nobody watches it. MOD and ADD fall back on each
- * other, so a socket that was closed and its number reused is safe. */
+ * asks for it again with the next one: the socket stays in epfd meanwhile,
+ * and when it is asked for with the events it is registered with, no
+ * system call is made (a kept-alive transfer costs no epoll_ctl). It is
+ * taken out only if an event arrives while nobody watches it. A new socket
+ * starts with a clean state (on_open()), and MOD and ADD fall back on each
+ * other, so a socket number reused is safe. */
 static int
 on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
@@ -408,9 +432,10 @@ on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
         return 0;
     }
     want = (uint8_t)((what & CURL_POLL_IN ? FD_IN : 0u) | (what & CURL_POLL_OUT ? FD_OUT : 0u));
-    if (st != NULL && (*st & (FD_REG | FD_WANT)) == (FD_REG | FD_WANT) &&
-        (*st & (FD_IN | FD_OUT)) == want)
+    if (st != NULL && (*st & FD_REG) && (*st & (FD_IN | FD_OUT)) == want) {
+        *st |= FD_WANT; /* already in epfd with these events: no system call */
         return 0;
+    }
     ev.events = (want & FD_IN ? EPOLLIN : 0u) | (want & FD_OUT ? EPOLLOUT : 0u);
     ev.data.fd = s;
     op = st != NULL && (*st & FD_REG) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;

@@ -14,6 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "common/clock.h"
 #include "shed/fanout.h"
 
@@ -52,6 +56,8 @@ handler(void *cls, struct MHD_Connection *c, const char *url, const char *method
         len = strlen(body);
     }
     r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (strcmp(url, "/close") == 0)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return ret;
@@ -305,6 +311,96 @@ on_done_flag(void *arg, const struct shed_fanout_res *res, size_t n)
 
     cr_assert_eq(n, 1);
     *status = res[0].status;
+}
+
+Test(fanout, closed_connections_and_reused_socket_numbers)
+{
+    struct shed_fanout_config cfg = {.external = true};
+    struct shed_fanout *f;
+    struct shed_fanout_req req;
+    char url[64];
+
+    /* Every answer closes its connection, so each request opens a new
+     * socket, which usually gets the number of the one just closed: its
+     * epoll registration must start clean every time. */
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/close", port);
+    req.method = "GET";
+    req.url = url;
+    req.timeout_ms = 2000;
+    cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
+    for (int k = 0; k < 20; k++) {
+        int status = -1;
+        uint64_t t0 = clock_mono_ns();
+
+        cr_assert_eq(shed_fanout_submit(f, &req, 1, NULL, on_done_flag, &status), 0);
+        for (int i = 0; i < 200 && status == -1; i++) {
+            struct pollfd p = {.fd = shed_fanout_fd(f), .events = POLLIN};
+
+            poll(&p, 1, 20);
+            shed_fanout_run(f);
+        }
+        cr_assert_eq(status, 200, "request %d", k);
+        cr_assert_lt(clock_mono_ns() - t0, 1000000000ull, "request %d waited for its timeout", k);
+    }
+    cr_assert_eq(shed_fanout_connects(f), 20);
+    shed_fanout_destroy(f);
+}
+
+/* Drive an external-mode engine until <status> is set (at most ~4 s). */
+static void
+drive(struct shed_fanout *f, const int *status)
+{
+    for (int i = 0; i < 200 && *status == -1; i++) {
+        struct pollfd p = {.fd = shed_fanout_fd(f), .events = POLLIN};
+
+        poll(&p, 1, 20);
+        shed_fanout_run(f);
+    }
+}
+
+Test(fanout, socket_closed_while_connecting_leaves_no_stale_state)
+{
+    struct shed_fanout_config cfg = {.external = true, .connect_timeout_ms = 200};
+    struct shed_fanout *f;
+    struct shed_fanout_req req;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t slen = sizeof(sa);
+    int ls, fill[4], status = -1;
+    char url[64];
+
+    /* A listener that never accepts, its queue full: a connect to it
+     * waits (for writability) until the connect timeout closes it. */
+    ls = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(ls >= 0);
+    cr_assert_eq(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(ls, 0), 0);
+    cr_assert_eq(getsockname(ls, (struct sockaddr *)&sa, &slen), 0);
+    for (int i = 0; i < 4; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fill[i], (struct sockaddr *)&sa, sizeof(sa));
+    }
+    usleep(50 * 1000);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/", ntohs(sa.sin_port));
+    req.method = "GET";
+    req.url = url;
+    req.timeout_ms = 1000;
+    cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
+    cr_assert_eq(shed_fanout_submit(f, &req, 1, NULL, on_done_flag, &status), 0);
+    drive(f, &status);
+    cr_assert_eq(status, 0, "the connect must fail, got %d", status);
+    /* The next connection most likely gets the same socket number and
+     * also starts by waiting for writability. */
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/", port);
+    status = -1;
+    uint64_t t0 = clock_mono_ns();
+    cr_assert_eq(shed_fanout_submit(f, &req, 1, NULL, on_done_flag, &status), 0);
+    drive(f, &status);
+    cr_assert_eq(status, 200);
+    cr_assert_lt(clock_mono_ns() - t0, 150000000ull, "took %.0f ms", (double)(clock_mono_ns() - t0) / 1e6);
+    shed_fanout_destroy(f);
+    for (int i = 0; i < 4; i++)
+        close(fill[i]);
+    close(ls);
 }
 
 Test(fanout, external_mode_driven_by_caller)
