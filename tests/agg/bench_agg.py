@@ -1,10 +1,14 @@
 # SPDX-License-Identifier: ISC
 """Benchmark of the aggregator: a page of 100 messages from a queue spread
-over nine servers, against the same page from one server directly, measured
-side by side in one run over keep-alive connections: agg and single
-requests alternate, grouped in rounds of ROUND pairs; each round gives one
-ratio of its two medians, and agg.vs_single is the median of those ratios,
-so a burst of machine noise hits both sides of a round alike.
+over nine servers, against the same page from one server directly, side by
+side in one run over keep-alive connections from one Python client. Each
+round times a block of BLOCK back-to-back requests per side (side order
+rotating), and a ratio is the median over rounds of the round's two block
+medians: every side is measured in its own steady state while neighbouring
+blocks share the machine's load. (Alternating single requests flattered the
+aggregator: its work after an answer slowed the next single-server request.)
+The same page through nginx's proxy_pass to that server is measured
+alongside: the cost of a bare proxy hop on this machine, for scale.
 
 Two cells of nine burrowd, one after the other:
   main figures   K=16, R=1: the account's sixteen buckets cover all nine
@@ -13,13 +17,17 @@ Two cells of nine burrowd, one after the other:
                  messages on the three bucket primaries.
 
 Prints (k3r3. prefixed again for the second cell):
-  agg.list_ms.p50 / agg.list_ms.p99   page of 100 through the aggregator
-  single.list_ms.p50                   page of 100 from one burrowd
-  agg.vs_single                        median over rounds of the round's agg
-                                       p50 / single p50 (target <= 1.5)
-  agg.vs_single.p50s                   ratio of the whole run's two p50s
-  agg.lists_per_s                      pages per second, 8 in flight (C client)
-  single.lists_per_s                   the same from one burrowd
+  agg.list_ms.p50 / p99      the queue's first page through the aggregator
+  single.list_ms.p50 / p99   the same page from the server that holds it
+  proxy.list_ms.p50          the same page through nginx proxy_pass
+  agg.vs_single              agg / single (issue 6 target <= 1.5)
+  proxy.vs_single            nginx proxy / single
+  agg.vs_proxy               agg / nginx proxy
+  paging.*                   the aggregator walking the whole queue by its
+                             Link cursors (a third of the pages span two
+                             servers) against one server's first page
+  agg.lists_per_s            pages per second, 8 in flight (C client)
+  single.lists_per_s         the same from one burrowd
   agg.servers_asked / servers_with_data
 """
 import os
@@ -32,14 +40,46 @@ import aggenv  # noqa: E402
 import harness  # noqa: E402
 
 N_MSG = int(os.environ.get("AGG_BENCH_MESSAGES", "3000"))
-ROUNDS = int(os.environ.get("AGG_BENCH_ROUNDS", "800"))
-ROUND = int(os.environ.get("AGG_BENCH_ROUND", "40"))
+ROUNDS = int(os.environ.get("AGG_BENCH_ROUNDS", "30"))
+BLOCK = int(os.environ.get("AGG_BENCH_BLOCK", "40"))
 PAGE = 100
 
 
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * p / 100.0))]
+
+
+def latency(c, sides):
+    """Side-by-side latency in rounds: each round times BLOCK back-to-back
+    requests of every side (sides: (name, url(), seen(response)) triples;
+    seen, untimed, says whether the request counts), the side order
+    rotating from round to round. A block is each side in its own steady
+    state (the aggregator's work after an answer does not land on the next
+    single-server request, as it did when sides alternated request by
+    request), and adjacent blocks see the same machine load. Returns the
+    samples and the per-round medians of every side."""
+    samples = {name: [] for name, _, _ in sides}
+    medians = {name: [] for name, _, _ in sides}
+    for k in range(ROUNDS):
+        for name, url, seen in sides[k % len(sides):] + sides[:k % len(sides)]:
+            block = []
+            while len(block) < BLOCK:
+                u = url()
+                t0 = time.perf_counter()
+                r = c.request("GET", u)
+                dt = (time.perf_counter() - t0) * 1e3
+                if seen(r):
+                    block.append(dt)
+            samples[name] += block
+            medians[name].append(pct(block, 50))
+    return samples, medians
+
+
+def ratio(medians, a, b):
+    """Median and p10-p90 over rounds of side a's median / side b's."""
+    rs = [x / y for x, y in zip(medians[a], medians[b])]
+    return pct(rs, 50), pct(rs, 10), pct(rs, 90)
 
 
 def run(ring, prefix):
@@ -62,28 +102,53 @@ def run(ring, prefix):
         assert counts[single["id"]] >= PAGE, counts
 
         c = aggenv.Client()
-        agg_ms, single_ms, ratios = [], [], []
-        url = None
-        for i in range(ROUNDS):
-            if i % ROUND == 0 and i > 0:
-                ratios.append(pct(agg_ms[-ROUND:], 50) / pct(single_ms[-ROUND:], 50))
-            if url is None:
-                url = "/v1.0/%s/%s?limit=%d" % (account, queue, PAGE)
-            t0 = time.perf_counter()
-            r = c.request("GET", cell.agg + url)
-            agg_ms.append((time.perf_counter() - t0) * 1e3)
+        page1 = "/v1.0/%s/%s?limit=%d" % (account, queue, PAGE)
+        # The page of 100 the issue names: the queue's first page through the
+        # aggregator, against the same page from the server that holds it,
+        # and through nginx proxying to that server (the cost of a bare
+        # proxy hop on this machine, for scale).
+        first = c.request("GET", cell.agg + page1).json()
+        assert len(first) == PAGE, len(first)
+        home = None
+        for b in cell.backends:
+            r = cell.client.request("GET", b["url"] + page1)
+            if r.status == 200 and r.json() == first:
+                home = b
+        assert home is not None, "the first page must come whole from one server"
+        ngx, nport = harness.nginx(
+            harness.tmpdir("shed-agg-nginx-"),
+            "  upstream b { server %s; keepalive 16; }\n"
+            "  server { listen 127.0.0.1:%%(port)d; location / { proxy_pass http://b; "
+            "proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+            % home["url"].split("//")[1])
+        proxy = "http://127.0.0.1:%d" % nport
+        assert c.request("GET", proxy + page1).json() == first
+
+        def whole(r):
+            assert r.status == 200 and len(r.json()) == PAGE, r
+            return True
+
+        f, fm = latency(c, [("agg", lambda: cell.agg + page1, whole),
+                            ("proxy", lambda: proxy + page1, whole),
+                            ("single", lambda: home["url"] + page1, whole)])
+        ngx.stop()
+
+        # Paging: the aggregator walks the whole queue by its Link cursors,
+        # so about every third page spans two servers; the single side is
+        # the first page of the server with most of the queue.
+        walk = {"url": page1}
+
+        def walk_seen(r):
             if r.status == 404:  # paged past the end: start over
-                agg_ms.pop()
-                url = None
-                continue
+                walk["url"] = page1
+                return False
             assert r.status == 200 and len(r.json()) <= PAGE, r
             link = r.header("link")
-            url = link[1:link.index(">")] if link else None
-            t0 = time.perf_counter()
-            r = c.request("GET", "%s/v1.0/%s/%s?limit=%d" % (single["url"], account, queue, PAGE))
-            single_ms.append((time.perf_counter() - t0) * 1e3)
-            assert r.status == 200 and len(r.json()) == PAGE
-        ratios.append(pct(agg_ms[-ROUND:], 50) / pct(single_ms[-ROUND:], 50))
+            walk["url"] = link[1:link.index(">")] if link else page1
+            return True
+
+        w, wm = latency(c, [("agg", lambda: cell.agg + walk["url"], walk_seen),
+                            ("single", lambda: single["url"] + page1, whole)])
 
         # Throughput: a C closed-loop client (tests/agg/agg_load, libcurl
         # multi) with 8 pages in flight, on the second page (a cursor page:
@@ -113,13 +178,21 @@ def run(ring, prefix):
         rate = tot["agg"][0] / tot["agg"][1]
         single_rate = tot["single"][0] / tot["single"][1]
 
-        p50, p99, s50 = pct(agg_ms, 50), pct(agg_ms, 99), pct(single_ms, 50)
+        p50, p99, s50 = pct(f["agg"], 50), pct(f["agg"], 99), pct(f["single"], 50)
         print(prefix + "agg.list_ms.p50: %.3f ms" % p50)
         print(prefix + "agg.list_ms.p99: %.3f ms" % p99)
         print(prefix + "single.list_ms.p50: %.3f ms" % s50)
-        print(prefix + "single.list_ms.p99: %.3f ms" % pct(single_ms, 99))
-        print(prefix + "agg.vs_single: %.2f ratio" % pct(ratios, 50))
-        print(prefix + "agg.vs_single.p50s: %.2f ratio" % (p50 / s50))
+        print(prefix + "single.list_ms.p99: %.3f ms" % pct(f["single"], 99))
+        print(prefix + "proxy.list_ms.p50: %.3f ms" % pct(f["proxy"], 50))
+        print(prefix + "agg.vs_single: %.2f ratio (rounds p10-p90 %.2f-%.2f)"
+              % ratio(fm, "agg", "single"))
+        print(prefix + "proxy.vs_single: %.2f ratio (nginx proxy_pass; p10-p90 %.2f-%.2f)"
+              % ratio(fm, "proxy", "single"))
+        print(prefix + "agg.vs_proxy: %.2f ratio (p10-p90 %.2f-%.2f)" % ratio(fm, "agg", "proxy"))
+        print(prefix + "paging.agg.list_ms.p50: %.3f ms" % pct(w["agg"], 50))
+        print(prefix + "paging.agg.list_ms.p99: %.3f ms" % pct(w["agg"], 99))
+        print(prefix + "paging.agg.vs_single: %.2f ratio (rounds p10-p90 %.2f-%.2f)"
+              % ratio(wm, "agg", "single"))
         print(prefix + "agg.lists_per_s: %.0f pages/s" % rate)
         print(prefix + "single.lists_per_s: %.0f pages/s" % single_rate)
         print(prefix + "agg.servers_asked: %d servers" % asked)

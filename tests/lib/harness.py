@@ -170,6 +170,31 @@ def request(method, url, body=None, headers=None, timeout=10.0, raw_path=None):
         conn.close()
 
 
+def nginx(d, server, prefix=()):
+    """Start nginx (one worker, foreground) with its files in directory <d>
+    and one server block: <server> with %(port)d for a free port. <prefix>
+    goes before the command (taskset, say). Returns (Proc, port)."""
+    port = free_port()
+    conf = os.path.join(d, "nginx.conf")
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    with open(conf, "w") as f:
+        f.write("""worker_processes 1;
+daemon off;
+pid %(d)s/nginx.pid;
+error_log %(d)s/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path %(d)s/body; proxy_temp_path %(d)s/proxy;
+  fastcgi_temp_path %(d)s/fastcgi; uwsgi_temp_path %(d)s/uwsgi; scgi_temp_path %(d)s/scgi;
+  keepalive_requests 1000000;
+""" % {"d": d} + server % {"port": port} + "\n}\n")
+    p = Proc(list(prefix) + ["nginx", "-c", conf, "-p", d], name="nginx")
+    wait_port("127.0.0.1", port, proc=p)
+    return p, port
+
+
 def metric(base, name, labels=""):
     """The integer value of series <name>{<labels>} in <base>/metrics, 0 if
     the series is absent."""

@@ -73,28 +73,10 @@ def register(port):
 
 
 def start_nginx(d):
-    port = harness.free_port()
-    conf = os.path.join(d, "nginx.conf")
-    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        os.makedirs(os.path.join(d, sub), exist_ok=True)
-    with open(conf, "w") as f:
-        f.write("""worker_processes 1;
-daemon off;
-pid %(d)s/nginx.pid;
-error_log %(d)s/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path %(d)s/body; proxy_temp_path %(d)s/proxy;
-  fastcgi_temp_path %(d)s/fastcgi; uwsgi_temp_path %(d)s/uwsgi; scgi_temp_path %(d)s/scgi;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:%(port)d; location / { return 302 http://127.0.0.1:9/x; } }
-}
-""" % {"d": d, "port": port})
-    p = harness.Proc(pin(["nginx", "-c", conf, "-p", d], 0), name="nginx")
-    harness.wait_port("127.0.0.1", port, proc=p)
     # The worker is the child that serves; measure the whole process group.
-    return p, port
+    return harness.nginx(d, "  server { listen 127.0.0.1:%(port)d; "
+                            "location / { return 302 http://127.0.0.1:9/x; } }",
+                         prefix=pin([], 0))
 
 
 def group_ticks(pid):
