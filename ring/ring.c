@@ -71,24 +71,25 @@
  * of qsort() with its 4 MB temporary. Now ~20-550 faults per build.
  *
  * Measured with ring-bench / ring-bench-1thread on the shared 2-vCPU VM (gcc
- * -O3 release, R=3, 10 zones, equal weights), three runs each side by side
- * with the previous version (same benchmark code) at load ~1 (another
- * helper's benchmarks); best of 3-5 builds per run, ranges over the runs:
- *   build N=100000 B=2^20 pure    77-78 ms wall, 138-139 ms CPU, 2 threads
- *                                 (was 143-153 ms wall, 229-240 ms CPU);
- *                                 1 thread 113-117 ms (was 190-200 ms)
- *   build N=10000 B=2^16 pure     5.1-5.3 ms wall, 8.5 ms CPU on a quiet
- *                                 machine, 10-12 ms when the other vCPU is
- *                                 busy (was 8.4-8.5 ms, 12.7-12.9 ms CPU);
- *                                 1 thread 6.2-6.4 ms (was 10.5-10.9 ms)
- *   build N=1000 B=2^20 eps=0.03  100-107 ms wall, 128-140 ms CPU (was
- *                                 148-157 ms wall, 181-190 ms CPU)
+ * -O3 release, R=3, 10 zones, equal weights), three runs each, alternating
+ * with the previous version (same benchmark code) at load 0.4-0.6; best of
+ * 3-5 builds per run, ranges over the runs:
+ *   build N=100000 B=2^20 pure    76-82 ms wall, 141-147 ms CPU, 2 threads
+ *                                 (was 140-147 ms wall, 222-230 ms CPU);
+ *                                 1 thread 112-113 ms (was 187-195 ms)
+ *   build N=10000 B=2^16 pure     5.9-6.0 ms, 1 thread (one chunk; was
+ *                                 8.5-8.6 ms wall, 13 ms CPU, 2 threads)
+ *   build N=1000 B=2^20 eps=0.03  95-125 ms wall, 145-168 ms CPU (was
+ *                                 155-169 ms wall, 183-200 ms CPU)
+ *   build N=10000 B=2^22 eps=0.04 426-433 ms (was 643-659 ms)
+ *   With the other vCPU busy (load 1.2-2.4) N=100000 took 69-144 ms (was
+ *   136-249 ms): the two threads share out work as they go.
  *   instructions, 1 thread, N=100000 B=2^20: 3.12 G -> 1.49 G per build
  *   per bucket: ~6 candidates, ~20-25 bijection steps, a sort and a fill.
- *   route account+key -> row of 3, N=1000 B=2^20: 29-32 ns, 3.25-3.48x
- *   ketama (median of 41 interleaved rounds; was 31-33 ns, 3.36-3.48x);
- *   a tight loop of routes went ~30.5 -> ~23.5 ns (inlined xxhash, fewer
- *   account buckets, unrolled row copy)
+ *   route account+key -> row of 3, N=1000 B=2^20: 29.6-29.8 ns (was
+ *   31.5-31.8 ns), 3.37-3.52x ketama (median of 41 interleaved rounds;
+ *   3.25-3.61x with the other vCPU busy); a tight loop of routes went
+ *   ~30.5 -> ~23.5 ns (inlined xxhash, fewer account buckets, unrolled row)
  *   N=1000 B=2^20 eps=0.03: peak/mean 1.0300, move join 0.99x / leave 1.01x
  *   N=10000 B=2^22 eps=0.04: peak/mean 1.040, join 1.04x all replicas
  *   ring_walk(64) at N=1000: ~40-50 us (was ~8 ms: one O(N) scan per handoff)
