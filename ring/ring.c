@@ -92,7 +92,7 @@
  *   ~30.5 -> ~23.5 ns (inlined xxhash, fewer account buckets, unrolled row)
  *   N=1000 B=2^20 eps=0.03: peak/mean 1.0300, move join 0.99x / leave 1.01x
  *   N=10000 B=2^22 eps=0.04: peak/mean 1.040, join 1.04x all replicas
- *   ring_walk(64) at N=1000: ~40-50 us (was ~8 ms: one O(N) scan per handoff)
+ *   ring_walk(64) at N=1000: ~38-39 us (was ~8 ms: one O(N) scan per handoff)
  */
 #include "ring/ring.h"
 
