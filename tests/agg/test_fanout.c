@@ -396,7 +396,8 @@ Test(fanout, socket_closed_while_connecting_leaves_no_stale_state)
     cr_assert_eq(shed_fanout_submit(f, &req, 1, NULL, on_done_flag, &status), 0);
     drive(f, &status);
     cr_assert_eq(status, 200);
-    cr_assert_lt(clock_mono_ns() - t0, 150000000ull, "took %.0f ms", (double)(clock_mono_ns() - t0) / 1e6);
+    cr_assert_lt(clock_mono_ns() - t0, 150000000ull, "took %.0f ms",
+                 (double)(clock_mono_ns() - t0) / 1e6);
     shed_fanout_destroy(f);
     for (int i = 0; i < 4; i++)
         close(fill[i]);
