@@ -1070,9 +1070,16 @@ enumerate(struct pass *ps, uint32_t base, uint64_t *cz, const uint8_t *shortb, c
                     buf[k + j] = (vt + ((uint64_t)j << 32)) | y[j];
                 k += ELANES;
             } else if (same) {
-                for (uint32_t j = 0; j < ELANES; j++) {
-                    buf[k] = (vt + ((uint64_t)j << 32)) | y[j];
-                    k += shortb[y[j]];
+                /* Most lanes miss the short buckets (after the first
+                 * extra round nearly all): test the flags first. */
+                unsigned hit = 0;
+                for (uint32_t j = 0; j < ELANES; j++)
+                    hit |= shortb[y[j]];
+                if (hit) {
+                    for (uint32_t j = 0; j < ELANES; j++) {
+                        buf[k] = (vt + ((uint64_t)j << 32)) | y[j];
+                        k += shortb[y[j]];
+                    }
                 }
             } else {
                 for (uint32_t j = 0; j < ELANES; j++) {
