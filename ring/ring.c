@@ -1025,6 +1025,95 @@ vrange(const uint32_t *vb, size_t m, int r, uint32_t *lo, uint32_t *hi)
     *hi = vb[m * MAX_ROUNDS + (size_t)r];
 }
 
+/* The first round for blocks whose members all enumerate the same v
+ * range (equal weights): each step's ELANES buckets are scored on the spot
+ * instead of going through score_batch(), with the block's hashes, weights
+ * and zone bits and the step's grid values loaded once. Same candidates as
+ * enumerate() with score_batch(). Stream room is checked once per EBATCH
+ * candidates. Returns the first member not done (a block of unequal
+ * ranges is left to enumerate()) or a negative errno. */
+static inline __attribute__((always_inline)) int64_t
+first_round_t(struct pass *ps, uint32_t base, uint64_t *cz, uint64_t thr, uint32_t mlo,
+              uint32_t mhi, unsigned ybits)
+{
+    const uint64_t *hash = ps->hash, *wmul = ps->wmul, *et = ps->et.e;
+    const uint32_t *zbit = ps->zbit;
+    unsigned q = ps->q, s = (q + 1) / 2;
+    uint16_t qmask = (uint16_t)(((uint32_t)1 << q) - 1);
+    unsigned low = ps->mbits + ybits, up = low - ps->sshift;
+    uint64_t hmask = ~(((uint64_t)1 << low) - 1);
+    uint32_t ymask = ((uint32_t)1 << ybits) - 1, etlen = ps->q ? ps->et.len : 0;
+    v16x8 kc0 = {0}, kc1 = {0};
+    kc0 += (uint16_t)ps->kc[0];
+    kc1 += (uint16_t)ps->kc[1];
+    uint64_t *wp[1u << SUB_BITS];
+    size_t nsub = ps->nsub;
+    uint32_t budget = 0, m0;
+    for (size_t sb = 0; sb < nsub; sb++)
+        wp[sb] = ps->streams[sb].key + ps->streams[sb].len;
+    for (m0 = mlo; m0 < mhi; m0 += ELANES) {
+        const struct lanes *ln = &ps->lanes[m0 / ELANES];
+        const struct span *sp = &ps->span[(size_t)(m0 / ELANES) * MAX_ROUNDS];
+        if (!sp->same)
+            break;
+        uint32_t add = ELANES * (sp->vmax - sp->vmin);
+        if (budget < add) {
+            budget = add > EBATCH ? add : EBATCH;
+            for (size_t sb = 0; sb < nsub; sb++)
+                ps->streams[sb].len = (uint32_t)(wp[sb] - ps->streams[sb].key);
+            for (size_t sb = 0; sb < nsub; sb++)
+                if (ps->scap - ps->streams[sb].len < budget && streams_grow(ps) < 0)
+                    return -ENOMEM;
+            for (size_t sb = 0; sb < nsub; sb++)
+                wp[sb] = ps->streams[sb].key + ps->streams[sb].len;
+        }
+        budget -= add;
+        v16x8 k0 = ln->k0 ^ kc0, k1 = ln->k1 ^ kc1;
+        uint64_t h[ELANES], wm[ELANES], mk[ELANES];
+        uint32_t zb[ELANES];
+        for (uint32_t j = 0; j < ELANES; j++) {
+            h[j] = hash[m0 + j];
+            wm[j] = wmul[m0 + j];
+            zb[j] = zbit[m0 + j];
+            mk[j] = (uint64_t)(m0 + j) << ybits;
+        }
+        for (uint32_t v = sp->vmin; v < sp->vmax; v++) {
+            uint16_t yv = (uint16_t)(v ^ (v >> s));
+            v16x8 y = ((yv * ln->i1) ^ k1) & qmask;
+            y ^= y >> s;
+            y = ((y * ln->i0) ^ k0) & qmask;
+            bool grid = v + 1 < etlen;
+            uint64_t e0 = grid ? et[v] : 0, d = grid ? et[v + 1] - e0 : 0;
+            for (uint32_t j = 0; j < ELANES; j++) {
+                uint32_t yj = y[j], bucket = base + yj;
+                uint64_t sc;
+                if (__builtin_expect(grid, 1)) {
+                    uint64_t f = fmix(
+                        h[j] ^ ((uint64_t)bucket * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull));
+                    sc = mulhi(e0 + mulhi(d, f), wm[j]);
+                } else {
+                    sc = score_slow(ps, m0 + j, bucket, v);
+                }
+                if (sc >= thr)
+                    continue;
+                *wp[yj >> ybits]++ = ((sc << up) & hmask) | mk[j] | (yj & ymask);
+                cz[yj] = (cz[yj] + CZ_ONE) | zb[j];
+            }
+        }
+    }
+    for (size_t sb = 0; sb < nsub; sb++)
+        ps->streams[sb].len = (uint32_t)(wp[sb] - ps->streams[sb].key);
+    return m0;
+}
+
+static int64_t
+first_round(struct pass *ps, uint32_t base, uint64_t *cz, uint64_t thr, uint32_t mlo, uint32_t mhi)
+{
+    if (ps->ybits == CHUNK_BITS - SUB_BITS)
+        return first_round_t(ps, base, cz, thr, mlo, mhi, CHUNK_BITS - SUB_BITS);
+    return first_round_t(ps, base, cz, thr, mlo, mhi, ps->ybits);
+}
+
 /* Enumerate round <r> of the current chunk into the streams: for every
  * member of [mlo, mhi) (mlo a multiple of ELANES), the grid values v in
  * [vlo, vhi) (the member's buckets in increasing score order) whose exact
@@ -1046,8 +1135,18 @@ enumerate(struct pass *ps, uint32_t base, uint64_t *cz, const uint8_t *shortb, c
     for (uint32_t m0 = mlo; m0 < mhi; m0 += ELANES) {
         const struct lanes *ln = &ps->lanes[m0 / ELANES];
         const struct span *sp = &ps->span[(size_t)(m0 / ELANES) * MAX_ROUNDS + (size_t)r];
+        if (r == 0 && sp->same) { /* shortb is NULL, thr_lo 0 */
+            int64_t next = first_round(ps, base, cz, thr_hi, m0, mhi);
+            if (next < 0)
+                return (int)next;
+            if ((uint32_t)next >= mhi)
+                break;
+            m0 = (uint32_t)next;
+            ln = &ps->lanes[m0 / ELANES];
+            sp = &ps->span[(size_t)(m0 / ELANES) * MAX_ROUNDS];
+        }
         v16x8 k0 = ln->k0 ^ kc0, k1 = ln->k1 ^ kc1;
-        uint32_t lo[ELANES], len[ELANES];
+        uint32_t lo[ELANES] = {0}, len[ELANES] = {0}; /* (gcc cannot tell they are set) */
         bool same = sp->same;
         if (!same) {
             for (uint32_t j = 0; j < ELANES; j++) {
