@@ -84,8 +84,16 @@
  *   build N=10000 B=2^22 eps=0.04 426-433 ms (was 643-659 ms)
  *   With the other vCPU busy (load 1.2-2.4) N=100000 took 69-144 ms (was
  *   136-249 ms): the two threads share out work as they go.
- *   instructions, 1 thread, N=100000 B=2^20: 3.12 G -> 1.49 G per build
- *   per bucket: ~6 candidates, ~20-25 bijection steps, a sort and a fill.
+ *   instructions, 1 thread, N=100000 B=2^20: 3.12 G -> 1.49 G -> 1.35 G
+ *   per build (the last step: flags tested before appends in the extra
+ *   rounds, first round scored on the spot); CPU at load 1.7-3, 8
+ *   alternating runs: 114-134 ms against 116-142 ms before that step (the
+ *   load hides most of it); ~5-10% of a build is the kernel zeroing the
+ *   12.6 MB of fresh rows (4-byte ids past 65535 members).
+ *   per bucket: ~6 candidates, ~20-25 bijection steps, a sort and a fill;
+ *   rounds: 6.4 M triples scored in the first, 1.1 M and 0.08 M in the
+ *   second and third (19% and 0.7% of buckets short), lambda 5 is the
+ *   instruction minimum (4: +3%, 6: +1%, 7: +10%).
  *   route account+key -> row of 3, N=1000 B=2^20: 29.6-29.8 ns (was
  *   31.5-31.8 ns), 3.37-3.52x ketama (median of 41 interleaved rounds;
  *   3.25-3.61x with the other vCPU busy); a tight loop of routes went
