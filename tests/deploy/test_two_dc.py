@@ -305,6 +305,17 @@ def test_escalation_to_dc2():
     for name in ("dc1-line1", "dc1-line2"):
         wait_members(node(name), 0, 10.0)
     print("     dc1 line sheds saw the outage in %.1fs" % (time.monotonic() - t0))
+    # A line shed escalates only once a master has acknowledged the change
+    # that emptied the cell (docs/masters.md); until then it answers 503
+    # with Retry-After. Both line sheds must escalate before the phase.
+    probe = "/v1.0/%s/%s/probe" % (ACCOUNTS[0], QUEUE)
+    for name in ("dc1-line1", "dc1-line2"):
+        n = node(name)
+        harness.wait_until(
+            lambda: netlab.in_ns(lab.ns(name), lambda: local.http_get(
+                n["url"] + probe, headers={"Host": "burrow.service"}))[0] == 302,
+            timeout=5, step=0.05, what="%s to escalate" % name)
+    print("     and escalate in %.2fs" % (time.monotonic() - t0))
     hosts = put_phase("client1", "away", want_dc=2, min_hops=2, max_hops=3)
     after = sum(local.metric_sum(metrics(node("master%d" % dc)), "shed_redirects_total")
                 for dc in DCS)
