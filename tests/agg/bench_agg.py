@@ -191,6 +191,7 @@ def run(ring, prefix):
         print(prefix + "agg.vs_proxy: %.2f ratio (p10-p90 %.2f-%.2f)" % ratio(fm, "agg", "proxy"))
         print(prefix + "paging.agg.list_ms.p50: %.3f ms" % pct(w["agg"], 50))
         print(prefix + "paging.agg.list_ms.p99: %.3f ms" % pct(w["agg"], 99))
+        print(prefix + "paging.single.list_ms.p50: %.3f ms" % pct(w["single"], 50))
         print(prefix + "paging.agg.vs_single: %.2f ratio (rounds p10-p90 %.2f-%.2f)"
               % ratio(wm, "agg", "single"))
         print(prefix + "agg.lists_per_s: %.0f pages/s" % rate)
