@@ -39,7 +39,6 @@
 #define BACKENDS_MAX       4096
 #define SHED_AGG_FETCH_MAX 10000 /* widest per-backend window of one page */
 #define SEQ_REVISIT_MAX    16    /* sequential walk: extra visits after losing copies */
-#define WAVE1_SERVERS      2     /* servers asked in a speculative first wave */
 
 struct shed_agg {
     struct shed_fanout *fan;
@@ -50,7 +49,7 @@ struct shed_agg {
 };
 
 /* Process-wide counters, so /metrics needs no aggregator instance. */
-static _Atomic uint64_t n_requests, n_backend_errors, n_partial, n_probes;
+static _Atomic uint64_t n_requests, n_backend_errors, n_partial, n_probes, n_waves2;
 
 enum phase {
     PH_NONE = 0,
@@ -132,7 +131,7 @@ struct shed_agg_req {
     unsigned refetches;  /* page fetches widened because of dropped copies */
     size_t nvisit;       /* servers a message op visits (order[0..nvisit)) */
     int wave;            /* page fetch: 1 = the starting server, 2 = the rest */
-    size_t wave1;        /* servers in the first wave (1, or WAVE1_SERVERS) */
+    size_t wave1;        /* servers in the first wave (see fetch()) */
     size_t wave_from;    /* first list of the running wave */
     int64_t wave_limit;  /* per-server limit of the running wave */
     bool any_answer;     /* some server answered during this fetch */
@@ -216,11 +215,16 @@ shed_agg_metrics(char *buf, size_t len)
                  "shed_agg_partial_total %llu\n"
                  "# HELP shed_agg_dedup_probes_total Single-message probes for duplicates.\n"
                  "# TYPE shed_agg_dedup_probes_total counter\n"
-                 "shed_agg_dedup_probes_total %llu\n",
+                 "shed_agg_dedup_probes_total %llu\n"
+                 "# HELP shed_agg_second_waves_total Pages whose first wave ran out, so that "
+                 "the servers after it were asked.\n"
+                 "# TYPE shed_agg_second_waves_total counter\n"
+                 "shed_agg_second_waves_total %llu\n",
                  (unsigned long long)atomic_load(&n_requests),
                  (unsigned long long)atomic_load(&n_backend_errors),
                  (unsigned long long)atomic_load(&n_partial),
-                 (unsigned long long)atomic_load(&n_probes));
+                 (unsigned long long)atomic_load(&n_probes),
+                 (unsigned long long)atomic_load(&n_waves2));
     if (n < 0)
         return 0;
     return (size_t)n < len ? (size_t)n : len - 1;
@@ -871,10 +875,32 @@ fetch_range(struct shed_agg_req *r, size_t from, size_t to, int64_t limit)
     batch_go(r, &b, PH_FETCH, false);
 }
 
+/* Does backend <be> take the new writes of one of the account's buckets
+ * (the first live server of a row, in either generation)? */
+static bool
+is_holder(const struct shed_agg_req *r, uint32_t be)
+{
+    for (size_t g = 0; g < r->ngens; g++)
+        for (uint32_t k = 0; k < r->gens[g].cfg.k; k++)
+            for (uint32_t j = 0; j < RING_MAX_R; j++) {
+                uint32_t b = r->gens[g].row[k][j];
+
+                if (b == NOPOS || !r->be[b].live)
+                    continue;
+                if (b == be)
+                    return true;
+                break; /* only the first live server of a row */
+            }
+    return false;
+}
+
 /* A page with a limit is fetched in two waves: first the server the page
- * starts in and the one after it (most pages end inside the first; a page
- * that crosses into the next server is then still one round trip), then,
- * only if both ran out, every later server at once with what is missing. */
+ * starts in, up to the first server that takes writes for the account
+ * (servers before it are replicas: they hold failover copies at most, so
+ * they mostly answer 404 at once, and without them in the first wave a
+ * page whose first servers are such replicas always took two round trips),
+ * and while pages often cross, one more; then, only if all of those ran
+ * out, every later server at once with what is missing. */
 static void
 fetch(struct shed_agg_req *r)
 {
@@ -886,9 +912,14 @@ fetch(struct shed_agg_req *r)
         /* Ask the next server too only while pages often cross (more than
          * a quarter of recent ones): otherwise it only costs. */
         uint32_t pages = atomic_load(&agg->pages), crossed = atomic_load(&agg->crossed);
+        size_t h = 0, spec = crossed * 4 > pages ? 1 : 0;
 
+        while (h < r->nvisit && !is_holder(r, r->order[h]))
+            h++;
         r->wave = 1;
-        r->wave1 = r->nvisit > WAVE1_SERVERS && crossed * 4 > pages ? WAVE1_SERVERS : 1;
+        r->wave1 = h + 1 + spec;
+        if (r->wave1 > r->nvisit)
+            r->wave1 = r->nvisit;
         fetch_range(r, 0, r->wave1, r->fetch_limit);
     } else {
         r->wave = 2;
@@ -926,6 +957,16 @@ list_has(const struct shed_merge_list *l, const char *id, size_t len)
 }
 
 static void page_done(struct shed_agg_req *r);
+
+/* Did every server of the first wave run out (answer its whole list)? */
+static bool
+wave1_ran_out(const struct shed_agg_req *r)
+{
+    for (size_t i = 0; i < r->wave1; i++)
+        if (r->lists[i].truncated)
+            return false;
+    return true;
+}
 
 /* Room for <want> dedup probes (at most max_probes) and their batch. */
 static int
@@ -1093,10 +1134,11 @@ page_done(struct shed_agg_req *r)
     r->npicks = (size_t)np;
     if (r->wave == 1 && r->q.limit > 0)
         count_wave1(r->agg, !r->lists[0].truncated);
-    if (r->wave == 1 && r->q.limit > 0 && (int64_t)r->npicks < r->q.limit &&
-        !r->lists[0].truncated && !r->lists[r->wave1 - 1].truncated) {
+    if (r->wave == 1 && r->q.limit > 0 && (int64_t)r->npicks < r->q.limit && r->nvisit > r->wave1 &&
+        wave1_ran_out(r)) {
         /* The first servers ran out: the rest of the page comes from the
          * servers after them. */
+        atomic_fetch_add(&n_waves2, 1);
         r->wave = 2;
         fetch_range(r, r->wave1, r->nvisit, r->fetch_limit - (int64_t)r->npicks);
         return;

@@ -9,8 +9,9 @@
  *            KEY|- ID=URL=ZONE=WEIGHT...
  *
  * Prints "servers ID..." (every server of the account's K rows, row order,
- * de-duplicated) and, with a KEY ("queue/message"), "row ID..." (the key's
- * bucket row, primary first).
+ * de-duplicated), "primaries ID..." (the first server of each row) and,
+ * with a KEY ("queue/message"), "row ID..." (the key's bucket row, primary
+ * first).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +82,10 @@ main(int argc, char **argv)
             }
         }
     }
+    printf("\nprimaries");
+    for (uint32_t k = 0; k < cfg.k; k++)
+        if (ring_row(ring, buckets[k], row) > 0)
+            printf(" %s", ring_member_at(ring, row[0])->id);
     printf("\n");
     if (strcmp(argv[10], "-") != 0) {
         uint32_t b = ring_bucket(&cfg, argv[9], strlen(argv[9]), argv[10], strlen(argv[10]));

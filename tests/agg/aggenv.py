@@ -73,8 +73,10 @@ class Client:
 
 
 class Cell:
-    def __init__(self, nbackends=9, backend_timeout_ms=600, list_all=True, ring=None):
+    def __init__(self, nbackends=9, backend_timeout_ms=600, list_all=True, ring=None,
+                 drain_window="60s", pin_lifetime="30s"):
         self.ring = dict(ring or RING)
+        self.drain_window, self.pin_lifetime = drain_window, pin_lifetime
         self.dir = harness.tmpdir("shed-agg-")
         self.cred_file = os.path.join(self.dir, "credential")
         with open(self.cred_file, "w") as f:
@@ -118,8 +120,8 @@ class Cell:
             "credential_file": self.cred_file,
             "state_dir": harness.tmpdir("shed-agg-state-"),
             "timings": {"heartbeat_interval": "200ms", "lease": "1500ms", "evict_after": "60s",
-                        "drain_window": "60s", "pin_lifetime": "30s", "join_heartbeats": 1,
-                        "evict_cap": 1},
+                        "drain_window": self.drain_window, "pin_lifetime": self.pin_lifetime,
+                        "join_heartbeats": 1, "evict_cap": 1},
             "services": {"burrow": {"kind": "burrow", "buckets": self.ring["buckets"],
                                     "k": self.ring["k"], "r": self.ring["r"],
                                     "weight_scale": self.ring["weight_scale"],
@@ -170,23 +172,24 @@ class Cell:
                 tot += float(line.rsplit(" ", 1)[1])
         return tot
 
+    def primaries(self, account):
+        """The first server of each of the account's K rows, from ring/."""
+        return set(self._agg_ring(account, "-").get("primaries", []))
+
     def ring_info(self, account, key=None):
         """(servers of the account, row of key or None), from ring/ itself."""
+        out = self._agg_ring(account, key or "-")
+        return out.get("servers", []), out.get("row")
+
+    def _agg_ring(self, account, key):
         exe = os.path.join(harness.BUILD_DIR, "tests", "agg", "agg_ring")
         r = self.ring
         argv = [exe, str(r["buckets"]), str(r["k"]), str(r["r"]), str(r["weight_scale"]),
                 str(r["eps"]), str(r["seeds"]["account"]), str(r["seeds"]["key"]),
-                str(r["seeds"]["place"]), account, key or "-"]
+                str(r["seeds"]["place"]), account, key]
         argv += ["%s=%s=%s=100" % (b["id"], b["url"], b["zone"]) for b in self.backends]
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-        servers, row = [], None
-        for line in out.splitlines():
-            parts = line.split()
-            if parts[0] == "servers":
-                servers = parts[1:]
-            elif parts[0] == "row":
-                row = parts[1:]
-        return servers, row
+        return {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()}
 
     # Burrow helpers ----------------------------------------------------------
     def put(self, account, queue, msg, body, via=None, params=""):

@@ -90,6 +90,36 @@ def test_paging_exactly_once():
     assert len(r.json()) == 5 and r.json()[0]["body"].startswith("body-")
 
 
+def test_first_wave_reaches_the_first_writer():
+    """A first page whose first servers in the global order are only
+    replicas of the account's buckets is still one round trip: the first
+    wave runs up to the first server that takes the account's writes. (A
+    cell of its own with a short drain window: the previous generation's
+    primaries count as writers while it lasts.)"""
+    c = aggenv.Cell(nbackends=6, drain_window="100ms", pin_lifetime="100ms")
+    try:
+        time.sleep(0.3)  # the last join's drain window is over
+        for i in range(100):
+            acct = "wave%d" % i
+            servers, _ = c.ring_info(acct)
+            if sorted(servers)[0] not in c.primaries(acct):
+                break
+        else:
+            raise AssertionError("no account whose first server is a replica only")
+        for j in range(30):
+            c.put(acct, "q", "m%02d" % j, b"x")
+        before = c.metric(c.agg, "shed_agg_second_waves_total")
+        r = c.agg_req("GET", "/v1.0/%s/q?limit=5&detail=id" % acct)
+        assert r.status == 200 and len(r.json()) == 5, r
+        assert c.metric(c.agg, "shed_agg_second_waves_total") == before
+        # A page the first writer cannot fill still takes the second wave.
+        r = c.agg_req("GET", "/v1.0/%s/q?limit=30&detail=id" % acct)
+        assert r.status == 200 and sorted(r.json()) == ["m%02d" % j for j in range(30)], r
+        assert c.metric(c.agg, "shed_agg_second_waves_total") == before + 1
+    finally:
+        c.stop()
+
+
 def test_through_line_shed_redirect():
     r = harness.request("GET", cell.line + "/v1.0/acme/jobs?limit=3",
                         headers={"Host": "burrow.service"})
@@ -389,6 +419,7 @@ def main():
         setup()
         harness.run_tests([
             ("paging_exactly_once", test_paging_exactly_once),
+            ("first_wave_reaches_the_first_writer", test_first_wave_reaches_the_first_writer),
             ("through_line_shed_redirect", test_through_line_shed_redirect),
             ("accounts_and_queues_dedup", test_accounts_and_queues_dedup),
             ("duplicates_earlier_preference_wins", test_duplicates_earlier_preference_wins),
