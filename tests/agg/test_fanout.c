@@ -313,6 +313,18 @@ on_done_flag(void *arg, const struct shed_fanout_res *res, size_t n)
     *status = res[0].status;
 }
 
+/* Drive an external-mode engine until <status> is set (at most ~4 s). */
+static void
+drive(struct shed_fanout *f, const int *status)
+{
+    for (int i = 0; i < 200 && *status == -1; i++) {
+        struct pollfd p = {.fd = shed_fanout_fd(f), .events = POLLIN};
+
+        poll(&p, 1, 20);
+        shed_fanout_run(f);
+    }
+}
+
 Test(fanout, closed_connections_and_reused_socket_numbers)
 {
     struct shed_fanout_config cfg = {.external = true};
@@ -333,29 +345,12 @@ Test(fanout, closed_connections_and_reused_socket_numbers)
         uint64_t t0 = clock_mono_ns();
 
         cr_assert_eq(shed_fanout_submit(f, &req, 1, NULL, on_done_flag, &status), 0);
-        for (int i = 0; i < 200 && status == -1; i++) {
-            struct pollfd p = {.fd = shed_fanout_fd(f), .events = POLLIN};
-
-            poll(&p, 1, 20);
-            shed_fanout_run(f);
-        }
+        drive(f, &status);
         cr_assert_eq(status, 200, "request %d", k);
         cr_assert_lt(clock_mono_ns() - t0, 1000000000ull, "request %d waited for its timeout", k);
     }
     cr_assert_eq(shed_fanout_connects(f), 20);
     shed_fanout_destroy(f);
-}
-
-/* Drive an external-mode engine until <status> is set (at most ~4 s). */
-static void
-drive(struct shed_fanout *f, const int *status)
-{
-    for (int i = 0; i < 200 && *status == -1; i++) {
-        struct pollfd p = {.fd = shed_fanout_fd(f), .events = POLLIN};
-
-        poll(&p, 1, 20);
-        shed_fanout_run(f);
-    }
 }
 
 Test(fanout, socket_closed_while_connecting_leaves_no_stale_state)
