@@ -11,11 +11,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -278,6 +280,7 @@ shed_cluster_escalate(const struct shed_config *cfg, const struct registry_route
     char murl[SHED_URL_MAX];
     idx = shed_sync_pick_master(G.sync, seq, 0, shed_line_random(), murl, sizeof(murl));
     if (idx < 0) {
+        a->await_masters = true; /* the line handler may hold it: shed_cluster_park() */
         a->retry_after = 1;
         a->status = 503;
         a->body = txt_not_acked;
@@ -662,6 +665,111 @@ shed_cluster_failed(struct shed_call *c, const char *hostport)
         probe_done(NULL, hostport, false);
 }
 
+/* ---- escalations held until a master has acknowledged ---- */
+
+/* Requests held (suspended MHD connections) because no master has yet
+ * acknowledged the change that left this cell without a live member. The
+ * sync thread resumes them after each of its turns (at least every 50 ms,
+ * and at once when an acknowledgement arrives); each one is routed again,
+ * and held again until PARK_WAIT_MS after it first was. An entry stays
+ * (resumed) until its request comes back or completes, which is how a
+ * request knows since when it waits. */
+#define PARK_MAX     1024
+#define PARK_WAIT_MS 2000
+
+static struct {
+    pthread_mutex_t mu;
+    struct parked {
+        struct MHD_Connection *conn;
+        uint64_t since_ms;
+        bool resumed;
+    } e[PARK_MAX];
+    size_t n;
+    _Atomic size_t count; /* n, read without the lock */
+    bool closed;          /* stopping: nothing is held any more */
+} P = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void
+park_remove(size_t i)
+{
+    P.e[i] = P.e[--P.n];
+    atomic_store(&P.count, P.n);
+}
+
+/* Remove <conn>'s entry; its first-held time, or <now> if it had none. */
+static uint64_t
+park_take(struct MHD_Connection *conn, uint64_t now)
+{
+    for (size_t i = 0; i < P.n; i++)
+        if (P.e[i].conn == conn) {
+            uint64_t since = P.e[i].since_ms;
+            park_remove(i);
+            return since;
+        }
+    return now;
+}
+
+bool
+shed_cluster_park(struct shed_call *c)
+{
+    const char *expect = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Expect");
+    bool held = false;
+
+    pthread_mutex_lock(&P.mu);
+    uint64_t since = park_take(c->conn, c->now_ms);
+    /* A client that waits for 100 Continue is answered now: holding it
+     * would make MHD invite the body. */
+    if (!P.closed && P.n < PARK_MAX && c->now_ms - since < PARK_WAIT_MS && expect == NULL) {
+        P.e[P.n++] = (struct parked){c->conn, since, false};
+        atomic_store(&P.count, P.n);
+        MHD_suspend_connection(c->conn);
+        held = true;
+    }
+    pthread_mutex_unlock(&P.mu);
+    return held;
+}
+
+void
+shed_cluster_forget(struct MHD_Connection *conn)
+{
+    if (atomic_load_explicit(&P.count, memory_order_relaxed) == 0)
+        return; /* the common case: no lock on the request path */
+    pthread_mutex_lock(&P.mu);
+    park_take(conn, 0);
+    pthread_mutex_unlock(&P.mu);
+}
+
+static void
+unpark_all(void *arg)
+{
+    (void)arg;
+    if (atomic_load(&P.count) == 0)
+        return;
+    pthread_mutex_lock(&P.mu);
+    for (size_t i = 0; i < P.n; i++)
+        if (!P.e[i].resumed) {
+            P.e[i].resumed = true;
+            MHD_resume_connection(P.e[i].conn);
+        }
+    pthread_mutex_unlock(&P.mu);
+}
+
+void
+shed_cluster_unpark_stop(void)
+{
+    pthread_mutex_lock(&P.mu);
+    P.closed = true;
+    pthread_mutex_unlock(&P.mu);
+    unpark_all(NULL);
+    /* Each resumed request is answered (503) by the still-running front
+     * end; MHD must not stop with a suspended connection. */
+    for (int i = 0; i < 2000 && atomic_load(&P.count) > 0; i++) {
+        struct timespec ts = {0, 1000000L};
+
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* ---- lifecycle ---- */
 
 static int64_t
@@ -758,6 +866,7 @@ sync_config(struct shed_ctx *ctx, const struct shed_config *cfg, const char **pe
         .lease_ms = (uint32_t)cfg->timings.lease_ms,
         .export_fn = export_cb,
         .arg = ctx,
+        .turn_fn = unpark_all,
     };
 }
 

@@ -66,4 +66,15 @@ bool shed_cluster_list_escalates(const struct shed_config *cfg, const struct reg
 /* A well-formed Shed-Failed report <hostport> on request <c>. */
 void shed_cluster_failed(struct shed_call *c, const char *hostport);
 
+/* An answer with await_masters: hold the request (its MHD connection is
+ * suspended; true) until a master has acknowledged or 2 s have passed
+ * since it was first held, when routing it again gives the 503 (false:
+ * send the answer now). Requests that expect 100 Continue are not held. */
+bool shed_cluster_park(struct shed_call *c);
+/* MHD completed a request on <conn>: forget any hold entry of it. */
+void shed_cluster_forget(struct MHD_Connection *conn);
+/* Stopping: hold nothing more, resume every held request and wait (at
+ * most 2 s) until each is answered. Call before MHD stops. */
+void shed_cluster_unpark_stop(void);
+
 #endif /* SHED_CLUSTER_H */

@@ -238,9 +238,10 @@ completed(void *cls, struct MHD_Connection *conn, void **con_cls,
           enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
-    (void)conn;
     (void)toe;
     struct shed_req_ctx *ctx = *con_cls;
+    if (ctx == SHED_HTTP_SEEN)
+        shed_cluster_forget(conn); /* a request held for the masters may end here */
     if (ctx != NULL && *con_cls != SHED_HTTP_SEEN)
         ctx->free_fn(ctx);
     if (ctx != NULL)
@@ -487,7 +488,8 @@ void
 shed_http_stop(void)
 {
     shed_agg_shutdown(); /* MHD refuses to stop with suspended connections */
-    loop_stop();         /* MHD_run() is not called any more */
+    shed_cluster_unpark_stop();
+    loop_stop(); /* MHD_run() is not called any more */
     for (size_t i = 0; i < ndaemons; i++)
         MHD_stop_daemon(daemons[i]);
     ndaemons = 0;

@@ -105,6 +105,10 @@ struct shed_answer {
     char pin_ttl[16];
     const char *ring;     /* Shed-Ring value or NULL; borrowed from the view */
     unsigned retry_after; /* seconds; 0: no Retry-After */
+    /* An escalation waits for a master's acknowledgement: the handler may
+     * hold the request (shed_cluster_park()) instead of sending the 503
+     * this answer also holds. */
+    bool await_masters;
 };
 
 /* The two-call pattern for a handler that answers without reading a body:

@@ -554,7 +554,10 @@ shed_line_handle(struct shed_call *c)
     unsigned slot = 0;
     enum shed_level level = SHED_LEVEL_MESSAGE;
     failed_report(c);
+    a.await_masters = false;
     shed_line_route(c->cfg, c->view, c->m, host, c->path, &q, &a, &slot, &level);
+    if (a.await_masters && shed_cluster_park(c))
+        return true; /* held until a master has acknowledged; routed again then */
     if (a.location_len > 0)
         shed_metrics_redirect(slot, level, a.status);
     else

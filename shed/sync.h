@@ -86,6 +86,9 @@ struct shed_sync_config {
     uint32_t lease_ms;    /* told to receivers */
     shed_sync_export_fn *export_fn;
     void *arg;
+    /* Called by the sender thread after every turn of its loop (at least
+     * every 50 ms, and right after acknowledgements arrive). May be NULL. */
+    void (*turn_fn)(void *arg);
 };
 
 struct shed_sync;

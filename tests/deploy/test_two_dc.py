@@ -306,8 +306,9 @@ def test_escalation_to_dc2():
         wait_members(node(name), 0, 10.0)
     print("     dc1 line sheds saw the outage in %.1fs" % (time.monotonic() - t0))
     # A line shed escalates only once a master has acknowledged the change
-    # that emptied the cell (docs/masters.md); until then it answers 503
-    # with Retry-After. Both line sheds must escalate before the phase.
+    # that emptied the cell (docs/masters.md); it holds a request for up to
+    # 2 s for that, then answers 503 with Retry-After (a loaded CI run saw
+    # it). Both line sheds must escalate before the phase.
     probe = "/v1.0/%s/%s/probe" % (ACCOUNTS[0], QUEUE)
     for name in ("dc1-line1", "dc1-line2"):
         n = node(name)

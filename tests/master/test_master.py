@@ -9,6 +9,7 @@ aggregator, and stale masters that can never make a request loop.
 import json
 import signal
 import socket
+import threading
 import time
 import urllib.parse
 
@@ -208,6 +209,52 @@ def test_restart_from_snapshot():
     harness.wait_until(c.converged, timeout=10, what="cell a converged again")
 
 
+def timed_call(base, method, path, out, body=None):
+    t0 = time.monotonic()
+    out["r"] = call(base, method, path, body=body, timeout=10)
+    out["s"] = time.monotonic() - t0
+
+
+def test_escalation_waits_for_the_masters():
+    """a's last backends die while both masters are frozen: a1 cannot
+    escalate until a master has acknowledged that a is empty. It holds the
+    request (for at most 2 s, then 503 with Retry-After) instead of
+    answering 503 at once, and answers with the master's redirect as soon
+    as the acknowledgement arrives."""
+    c = C["c"]
+    frozen = [c.procs["m1"], c.procs["m2"]]
+    for p in frozen:
+        p.signal(signal.SIGSTOP)
+    try:
+        for b, v in c.backends.items():
+            if v["cell"] == "a" and v["proc"].alive():
+                v["proc"].kill()
+        harness.wait_until(lambda: not c.members_up("a1"), timeout=5,
+                           what="a1 to see its cell empty")
+        held = {}
+        t = threading.Thread(target=timed_call, args=(c.url["a1"], "GET", PATHS[2], held))
+        t.start()
+        t.join(5)
+        assert not t.is_alive() and held["r"].status == 503, held
+        assert held["r"].header("retry-after"), held
+        assert 1.8 <= held["s"] <= 3.5, "held %.2fs, not about 2 s" % held["s"]
+        waiting = {}
+        t = threading.Thread(target=timed_call,
+                             args=(c.url["a1"], "PUT", PATHS[2], waiting, b"payload"))
+        t.start()
+        time.sleep(0.5)
+        assert t.is_alive(), "answered before any master acknowledged: %r" % waiting
+    finally:
+        for p in frozen:
+            p.signal(signal.SIGCONT)
+    t.join(5)
+    assert not t.is_alive(), "still held after the masters came back"
+    r = waiting["r"]
+    assert r.status == 307 and origin(r.header("location")) in (c.url["m1"], c.url["m2"]), r
+    print("     held %.2fs, answered %.2fs after the masters thawed" % (
+        held["s"], waiting["s"] - 0.5))
+
+
 def test_escalation_reaches_b_primary():
     c = C["c"]
     for b, v in c.backends.items():
@@ -321,6 +368,7 @@ harness.run_tests([
     ("network_limits", test_network_limits),
     ("one_client_cannot_evict_two_can", test_one_client_cannot_evict_two_can),
     ("restart_from_snapshot", test_restart_from_snapshot),
+    ("escalation_waits_for_the_masters", test_escalation_waits_for_the_masters),
     ("escalation_reaches_b_primary", test_escalation_reaches_b_primary),
     ("lists_escalate_to_other_aggregator", test_lists_escalate_to_other_aggregator),
     ("stale_masters_no_loop", test_stale_masters_no_loop),
