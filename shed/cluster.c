@@ -56,15 +56,6 @@ unix_s(void)
 
 /* ---- text answers ---- */
 
-#define TEXT(a, st, s)                                                                             \
-    do {                                                                                           \
-        (a)->status = (st);                                                                        \
-        (a)->body = (s);                                                                           \
-        (a)->body_len = sizeof(s) - 1;                                                             \
-        (a)->content_type = NULL;                                                                  \
-        (a)->location_len = 0;                                                                     \
-    } while (0)
-
 static const char txt_no_cell[] = "no other cell can serve this request, retry later\n";
 static const char txt_not_acked[] = "escalation pending: masters not yet updated, retry\n";
 static const char txt_tok_missing[] = "escalation token required\n";
@@ -79,11 +70,7 @@ static const char txt_bad[] = "bad request\n";
 static void
 no_cell(const struct shed_config *cfg, struct shed_answer *a, const char *body, size_t len)
 {
-    a->status = 503;
-    a->body = body;
-    a->body_len = len;
-    a->content_type = NULL;
-    a->location_len = 0;
+    shed_answer_text(a, 503, body, len);
     a->retry_after = shed_line_retry_after(cfg);
 }
 
@@ -112,16 +99,16 @@ token_error(struct shed_answer *a, int rc)
 {
     switch (-rc) {
     case PROTO_TOKEN_EBADSIG:
-        TEXT(a, 400, txt_tok_sig);
+        SHED_TEXT(a, 400, txt_tok_sig);
         break;
     case PROTO_TOKEN_EEXPIRED:
-        TEXT(a, 400, txt_tok_expired);
+        SHED_TEXT(a, 400, txt_tok_expired);
         break;
     case PROTO_TOKEN_EVERSION:
-        TEXT(a, 400, txt_tok_version);
+        SHED_TEXT(a, 400, txt_tok_version);
         break;
     default:
-        TEXT(a, 400, txt_tok_malformed);
+        SHED_TEXT(a, 400, txt_tok_malformed);
         break;
     }
 }
@@ -146,7 +133,7 @@ token_from_query(const struct shed_config *cfg, const struct shed_query *q, cons
         return rc;
     }
     if (strcmp(t->service, service) != 0) {
-        TEXT(a, 400, txt_tok_service);
+        SHED_TEXT(a, 400, txt_tok_service);
         return -EINVAL;
     }
     return 1;
@@ -230,7 +217,7 @@ master_inline(const struct shed_config *cfg, const struct registry_route *r, enu
     (void)proto_token_add_cell(t, pick.cell);
     long n = proto_token_encode(t, cfg->credential, strlen(cfg->credential), enc, sizeof(enc));
     if (n < 0 || location(a, pick.url, segs, nsegs, q, enc) < 0) {
-        TEXT(a, 414, txt_too_long);
+        SHED_TEXT(a, 414, txt_too_long);
         return true;
     }
     a->bucket[0] = a->generation[0] = a->pin_ttl[0] = '\0';
@@ -262,7 +249,7 @@ shed_cluster_escalate(const struct shed_config *cfg, const struct registry_route
         return true;
     if (rc == 0 && proto_token_init(&t, r->name, unix_s() + SHED_CLUSTER_TOKEN_TTL_S,
                                     shed_line_random()) < 0) {
-        TEXT(a, 400, txt_bad);
+        SHED_TEXT(a, 400, txt_bad);
         return true;
     }
     /* Extend, never reset: this cell joins the visited list. */
@@ -282,16 +269,12 @@ shed_cluster_escalate(const struct shed_config *cfg, const struct registry_route
     if (idx < 0) {
         a->await_masters = true; /* the line handler may hold it: shed_cluster_park() */
         a->retry_after = 1;
-        a->status = 503;
-        a->body = txt_not_acked;
-        a->body_len = sizeof(txt_not_acked) - 1;
-        a->content_type = NULL;
-        a->location_len = 0;
+        SHED_TEXT(a, 503, txt_not_acked);
         return true;
     }
     long n = proto_token_encode(&t, cfg->credential, strlen(cfg->credential), enc, sizeof(enc));
     if (n < 0 || location(a, murl, segs, nsegs, q, enc) < 0) {
-        TEXT(a, 414, txt_too_long);
+        SHED_TEXT(a, 414, txt_too_long);
         return true;
     }
     a->status = redirect_status(cfg, m);
@@ -322,24 +305,24 @@ master_route(struct shed_call *c, const struct shed_query *q, struct shed_answer
     a->retry_after = 0;
     rc = shed_line_host_service(host, cfg->default_service, svc);
     if (rc == -EINVAL) {
-        TEXT(a, 400, txt_bad);
+        SHED_TEXT(a, 400, txt_bad);
         return;
     }
     sc = rc == 0 ? shed_config_service(cfg, svc, strlen(svc)) : NULL;
     if (sc == NULL) {
         static const char txt[] = "unknown service\n";
-        TEXT(a, 404, txt);
+        SHED_TEXT(a, 404, txt);
         return;
     }
     if (q->overflow || c->m == SHED_M_OTHER) {
-        TEXT(a, 400, txt_bad);
+        SHED_TEXT(a, 400, txt_bad);
         return;
     }
     rc = token_from_query(cfg, q, svc, &t, a);
     if (rc < 0)
         return;
     if (rc == 0) {
-        TEXT(a, 400, txt_tok_missing);
+        SHED_TEXT(a, 400, txt_tok_missing);
         return;
     }
     *slot = shed_metrics_service_slot(svc);
@@ -358,26 +341,26 @@ master_route(struct shed_call *c, const struct shed_query *q, struct shed_answer
                                   &nsegs);
         if (rc < 0) {
             if (rc == -PROTO_ETOOLONG)
-                TEXT(a, 414, txt_too_long);
+                SHED_TEXT(a, 414, txt_too_long);
             else
-                TEXT(a, 400, txt_bad);
+                SHED_TEXT(a, 400, txt_bad);
             return;
         }
     } else {
         struct proto_burrow_path bp;
         size_t plen = strlen(c->path);
         if (plen > PROTO_BURROW_PATH_MAX) {
-            TEXT(a, 414, txt_too_long);
+            SHED_TEXT(a, 414, txt_too_long);
             return;
         }
         rc = proto_burrow_parse_path(c->path, plen, dec, sizeof(dec), &bp);
         if (rc == -PROTO_ENOTFOUND || (rc == 0 && bp.level == PROTO_BURROW_ROOT)) {
             static const char txt[] = "not found\n";
-            TEXT(a, 404, txt);
+            SHED_TEXT(a, 404, txt);
             return;
         }
         if (rc < 0) {
-            TEXT(a, rc == -PROTO_ETOOLONG ? 414 : 400, txt_bad);
+            SHED_TEXT(a, rc == -PROTO_ETOOLONG ? 414 : 400, txt_bad);
             return;
         }
         static const struct proto_slice version = {PROTO_BURROW_VERSION,
@@ -415,7 +398,7 @@ master_route(struct shed_call *c, const struct shed_query *q, struct shed_answer
     char enc[PROTO_TOKEN_ENC_MAX];
     long n = proto_token_encode(&t, cfg->credential, strlen(cfg->credential), enc, sizeof(enc));
     if (n < 0 || location(a, pick.url, segs, nsegs, q, enc) < 0) {
-        TEXT(a, 414, txt_too_long);
+        SHED_TEXT(a, 414, txt_too_long);
         return;
     }
     if (*level == SHED_LEVEL_MESSAGE) {

@@ -111,6 +111,19 @@ struct shed_answer {
     bool await_masters;
 };
 
+/* A plain-text answer <status> with static <body> (no Location). */
+static inline void
+shed_answer_text(struct shed_answer *a, unsigned status, const char *body, size_t len)
+{
+    a->status = status;
+    a->body = body;
+    a->body_len = len;
+    a->content_type = NULL;
+    a->location_len = 0;
+}
+/* The same for a string literal. */
+#define SHED_TEXT(a, st, s) shed_answer_text((a), (st), (s), sizeof(s) - 1)
+
 /* The two-call pattern for a handler that answers without reading a body:
  * true means "return true now, MHD will call again"; false means answer now.
  * (See libmicrohttpd-notes: keep-alive for bodiless requests, no upload to

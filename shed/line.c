@@ -31,17 +31,6 @@ static const char txt_no_server[] = "no live server for this request, retry late
 static const char txt_list_all[] = "listing all accounts is disabled on this cell\n";
 static const char txt_too_many_args[] = "too many query parameters\n";
 
-static void
-text(struct shed_answer *a, unsigned status, const char *body, size_t len)
-{
-    a->status = status;
-    a->body = body;
-    a->body_len = len;
-    a->content_type = NULL;
-}
-
-#define TEXT(a, st, s) text((a), (st), (s), sizeof(s) - 1)
-
 /* <v> in decimal into <out> of <cap> bytes ("" if it does not fit): the
  * redirect headers' numbers without snprintf's format parsing on the hot
  * path. */
@@ -69,9 +58,9 @@ static void
 path_error(struct shed_answer *a, int rc)
 {
     if (rc == -PROTO_ETOOLONG)
-        TEXT(a, 414, txt_too_long);
+        SHED_TEXT(a, 414, txt_too_long);
     else
-        TEXT(a, 400, txt_bad_path);
+        SHED_TEXT(a, 400, txt_bad_path);
 }
 
 /* Per-thread xorshift: jitter and the two random choices, no shared state. */
@@ -255,7 +244,7 @@ shed_line_no_server(const struct shed_config *cfg, const struct registry_route *
     if (shed_cluster_escalate(cfg, route, m, segs, nsegs, q, a))
         return;
     a->retry_after = shed_line_retry_after(cfg);
-    TEXT(a, 503, txt_no_server);
+    SHED_TEXT(a, 503, txt_no_server);
 }
 
 static bool
@@ -276,9 +265,9 @@ static void
 loc_error(struct shed_answer *a, long e)
 {
     if (e == -PROTO_ETOOLONG)
-        TEXT(a, 414, txt_too_long);
+        SHED_TEXT(a, 414, txt_too_long);
     else
-        TEXT(a, 400, txt_bad_query);
+        SHED_TEXT(a, 400, txt_bad_query);
 }
 
 /* The first member of <bucket>'s row that may take a new request: live and
@@ -384,20 +373,20 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
     a->retry_after = 0;
     int rc = shed_line_host_service(host, cfg->default_service, svc);
     if (rc == -EINVAL) {
-        TEXT(a, 400, txt_bad_host);
+        SHED_TEXT(a, 400, txt_bad_host);
         return;
     }
     const struct registry_route *r = rc == 0 ? registry_route_find(view, svc, strlen(svc)) : NULL;
     if (r == NULL) {
-        TEXT(a, 404, txt_unknown_service);
+        SHED_TEXT(a, 404, txt_unknown_service);
         return;
     }
     if (q->overflow) {
-        TEXT(a, 400, txt_too_many_args);
+        SHED_TEXT(a, 400, txt_too_many_args);
         return;
     }
     if (m == SHED_M_OTHER) {
-        TEXT(a, 405, txt_method);
+        SHED_TEXT(a, 405, txt_method);
         return;
     }
     *slot = r->slot;
@@ -411,12 +400,12 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
     struct proto_burrow_path bp;
     size_t plen = strlen(path);
     if (plen > PROTO_BURROW_PATH_MAX) {
-        TEXT(a, 414, txt_too_long);
+        SHED_TEXT(a, 414, txt_too_long);
         return;
     }
     rc = proto_burrow_parse_path(path, plen, buf, sizeof(buf), &bp);
     if (rc == -PROTO_ENOTFOUND) {
-        TEXT(a, 404, txt_not_found);
+        SHED_TEXT(a, 404, txt_not_found);
         return;
     }
     if (rc < 0) {
@@ -434,13 +423,13 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
         rc = proto_burrow_query_set(&bq, q->args[i].key, strlen(q->args[i].key), v, strlen(v), qbuf,
                                     sizeof(qbuf), &qused);
         if (rc < 0) {
-            TEXT(a, 400, txt_bad_query);
+            SHED_TEXT(a, 400, txt_bad_query);
             return;
         }
     }
     if (bp.level == PROTO_BURROW_ROOT) {
         if (m != SHED_M_GET && m != SHED_M_HEAD) {
-            TEXT(a, 405, txt_method);
+            SHED_TEXT(a, 405, txt_method);
             return;
         }
         a->status = 200;
@@ -455,7 +444,7 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
     if (bp.level != PROTO_BURROW_MESSAGE) {
         *level = SHED_LEVEL_LIST;
         if (bp.level == PROTO_BURROW_ACCOUNTS && !cfg->list_all) {
-            TEXT(a, 403, txt_list_all);
+            SHED_TEXT(a, 403, txt_list_all);
             return;
         }
         if (cfg->aggregator[0] == '\0' || shed_cluster_list_escalates(cfg, r)) {
