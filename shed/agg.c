@@ -74,6 +74,7 @@ struct backend {
     char url[SHED_URL_MAX];
     bool live;   /* not known down */
     bool failed; /* unreachable during this request */
+    bool writer; /* first live server of one of the account's rows (mark_writers()) */
 };
 
 struct gen {
@@ -875,23 +876,24 @@ fetch_range(struct shed_agg_req *r, size_t from, size_t to, int64_t limit)
     batch_go(r, &b, PH_FETCH, false);
 }
 
-/* Does backend <be> take the new writes of one of the account's buckets
- * (the first live server of a row, in either generation)? */
-static bool
-is_holder(const struct shed_agg_req *r, uint32_t be)
+/* Mark the backends that take the new writes of one of the account's
+ * buckets: the first live server of each row, in either generation. One
+ * pass over the rows (K x R per generation). */
+static void
+mark_writers(struct shed_agg_req *r)
 {
+    for (size_t i = 0; i < r->nbe; i++)
+        r->be[i].writer = false;
     for (size_t g = 0; g < r->ngens; g++)
         for (uint32_t k = 0; k < r->gens[g].cfg.k; k++)
             for (uint32_t j = 0; j < RING_MAX_R; j++) {
                 uint32_t b = r->gens[g].row[k][j];
 
-                if (b == NOPOS || !r->be[b].live)
-                    continue;
-                if (b == be)
-                    return true;
-                break; /* only the first live server of a row */
+                if (b != NOPOS && r->be[b].live) {
+                    r->be[b].writer = true;
+                    break;
+                }
             }
-    return false;
 }
 
 /* A page with a limit is fetched in two waves: first the server the page
@@ -914,7 +916,8 @@ fetch(struct shed_agg_req *r)
         uint32_t pages = atomic_load(&agg->pages), crossed = atomic_load(&agg->crossed);
         size_t h = 0, spec = crossed * 4 > pages ? 1 : 0;
 
-        while (h < r->nvisit && !is_holder(r, r->order[h]))
+        mark_writers(r);
+        while (h < r->nvisit && !r->be[r->order[h]].writer)
             h++;
         r->wave = 1;
         r->wave1 = h + 1 + spec;
