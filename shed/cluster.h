@@ -74,7 +74,8 @@ bool shed_cluster_park(struct shed_call *c);
 /* MHD completed a request on <conn>: forget any hold entry of it. */
 void shed_cluster_forget(struct MHD_Connection *conn);
 /* Stopping: hold nothing more, resume every held request and wait (at
- * most 2 s) until each is answered. Call before MHD stops. */
+ * most 2 s) until each is answered (503). Called when the front end
+ * quiesces and again before MHD stops; the second call finds nothing. */
 void shed_cluster_unpark_stop(void);
 
 #endif /* SHED_CLUSTER_H */

@@ -458,6 +458,7 @@ shed_http_start(struct shed_ctx *ctx, const struct shed_config *cfg)
 void
 shed_http_quiesce(void)
 {
+    shed_cluster_unpark_stop(); /* held escalations are answered (503) first */
     for (size_t i = 0; i < ndaemons; i++) {
         MHD_socket s = MHD_quiesce_daemon(daemons[i]);
         if (s != MHD_INVALID_SOCKET)

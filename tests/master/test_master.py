@@ -220,7 +220,8 @@ def test_escalation_waits_for_the_masters():
     escalate until a master has acknowledged that a is empty. It holds the
     request (for at most 2 s, then 503 with Retry-After) instead of
     answering 503 at once, and answers with the master's redirect as soon
-    as the acknowledgement arrives."""
+    as the acknowledgement arrives. A shed stopped meanwhile (a2) answers
+    what it holds and exits 0."""
     c = C["c"]
     frozen = [c.procs["m1"], c.procs["m2"]]
     for p in frozen:
@@ -229,8 +230,9 @@ def test_escalation_waits_for_the_masters():
         for b, v in c.backends.items():
             if v["cell"] == "a" and v["proc"].alive():
                 v["proc"].kill()
-        harness.wait_until(lambda: not c.members_up("a1"), timeout=5,
-                           what="a1 to see its cell empty")
+        for shed in ("a1", "a2"):
+            harness.wait_until(lambda: not c.members_up(shed), timeout=5,
+                               what="%s to see its cell empty" % shed)
         held = {}
         t = threading.Thread(target=timed_call, args=(c.url["a1"], "GET", PATHS[2], held))
         t.start()
@@ -242,11 +244,20 @@ def test_escalation_waits_for_the_masters():
         t = threading.Thread(target=timed_call,
                              args=(c.url["a1"], "PUT", PATHS[2], waiting, b"payload"))
         t.start()
+        # A shed that stops answers what it holds before MHD stops.
+        at_stop = {}
+        t2 = threading.Thread(target=timed_call, args=(c.url["a2"], "GET", PATHS[2], at_stop))
+        t2.start()
         time.sleep(0.5)
         assert t.is_alive(), "answered before any master acknowledged: %r" % waiting
+        assert t2.is_alive(), "a2 answered before any master acknowledged: %r" % at_stop
+        assert c.procs["a2"].stop(signal.SIGTERM) == 0
+        t2.join(5)
+        assert not t2.is_alive() and at_stop["r"].status == 503, at_stop
     finally:
         for p in frozen:
             p.signal(signal.SIGCONT)
+    c.start_shed("a2")
     t.join(5)
     assert not t.is_alive(), "still held after the masters came back"
     r = waiting["r"]
