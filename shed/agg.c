@@ -44,6 +44,7 @@ struct shed_agg {
     struct shed_fanout *fan;
     _Atomic bool list_all;
     _Atomic uint64_t timeout_ms;
+    _Atomic uint64_t busy_poll_ns;
     size_t max_probes;
     _Atomic uint32_t pages, crossed; /* recent first waves; those that ran out */
 };
@@ -179,6 +180,7 @@ shed_agg_reconfigure(struct shed_agg *agg, const struct shed_agg_config *cfg)
 {
     atomic_store(&agg->list_all, cfg->list_all);
     atomic_store(&agg->timeout_ms, cfg->backend_timeout_ms ? cfg->backend_timeout_ms : 2000);
+    atomic_store(&agg->busy_poll_ns, cfg->busy_poll_us * 1000);
 }
 
 void
@@ -498,6 +500,7 @@ batch_add(struct batch *b, const struct shed_agg_req *r, const char *method, uin
     b->reqs[b->n].method = method;
     b->reqs[b->n].url = u;
     b->reqs[b->n].timeout_ms = (long)timeout_ms;
+    b->reqs[b->n].long_poll = o->wait > 0;
     b->n++;
     return 0;
 }
@@ -2047,6 +2050,20 @@ shed_agg_run(void)
 }
 
 uint64_t
+shed_agg_busy_poll_ns(void)
+{
+    struct shed_agg *agg;
+    uint64_t ns = 0;
+
+    pthread_mutex_lock(&g_lock);
+    agg = atomic_load(&g_agg);
+    if (agg != NULL && shed_fanout_expecting(agg->fan) > 0)
+        ns = atomic_load(&agg->busy_poll_ns);
+    pthread_mutex_unlock(&g_lock);
+    return ns;
+}
+
+uint64_t
 shed_agg_resumes(void)
 {
     return atomic_load(&g_resumes);
@@ -2068,6 +2085,7 @@ instance(const struct shed_config *cfg)
 
     ac.list_all = cfg->list_all;
     ac.backend_timeout_ms = cfg->backend_timeout_ms;
+    ac.busy_poll_us = cfg->busy_poll_us;
     ac.external = atomic_load(&g_external);
     if (agg != NULL) {
         /* Cheap enough per request, and follows SIGHUP reloads. */

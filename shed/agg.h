@@ -35,6 +35,7 @@
 struct shed_agg_config {
     bool list_all;               /* false: /v1.0 answers 403 */
     uint64_t backend_timeout_ms; /* per backend request (0: 2000) */
+    uint64_t busy_poll_us;       /* see shed_agg_busy_poll_ns() */
     size_t max_body;             /* bytes accepted from one backend (0: 16 MiB) */
     size_t max_probes;           /* dedup probes per page (0: 1024) */
     bool external;               /* fan-out driven by the caller's loop, no thread */
@@ -49,7 +50,8 @@ typedef void (*shed_agg_done_fn)(void *arg);
 int shed_agg_create(const struct shed_agg_config *cfg, struct shed_agg **out);
 /* Cancel what runs (their done callbacks fire first) and free. */
 void shed_agg_destroy(struct shed_agg *agg);
-/* New list_all / timeout values for requests started from now on. */
+/* New list_all / timeout / busy_poll values for requests started from now
+ * on. */
 void shed_agg_reconfigure(struct shed_agg *agg, const struct shed_agg_config *cfg);
 
 /* Is <method> on raw <path> a request this role answers (list level:
@@ -99,6 +101,12 @@ void shed_agg_run(void);
  * change during a turn runs MHD again at once (MHD does not always wake
  * itself for a resume made on its own thread). */
 uint64_t shed_agg_resumes(void);
+/* How long the loop should look again without sleeping before it blocks
+ * (aggregation.busy_poll, in ns): the configured time while a backend
+ * answer is expected (a long-poll is not), else 0. Waking a sleeping CPU
+ * costs 70 - 110 us on a VM (docs/aggregator.md), more than the wait for
+ * a backend's answer often is. */
+uint64_t shed_agg_busy_poll_ns(void);
 
 /* Append Prometheus text for the aggregator's process-wide counters
  * (shed_agg_backend_errors_total and friends) to <buf> (at most <len>

@@ -304,8 +304,10 @@ set_bool(struct ctx *c, yaml_node_t *n, void *field, const struct cmd *cmd)
     return errat(c, n, "%s must be true or false", cmd->key);
 }
 
-int
-shed_config_duration(const char *s, uint64_t *ms)
+/* <s> in microseconds: "us", "ms", "s" or "m" suffixed, a bare number in
+ * units of <bare> microseconds. */
+static int
+duration_us(const char *s, uint64_t bare, uint64_t *us)
 {
     const char *p = s;
     uint64_t v = 0;
@@ -317,38 +319,71 @@ shed_config_duration(const char *s, uint64_t *ms)
         v = v * 10 + (uint64_t)(*p - '0');
     }
     uint64_t mul;
-    if (*p == '\0' || strcmp(p, "ms") == 0)
+    if (*p == '\0')
+        mul = bare;
+    else if (strcmp(p, "us") == 0)
         mul = 1;
-    else if (strcmp(p, "s") == 0)
+    else if (strcmp(p, "ms") == 0)
         mul = 1000;
+    else if (strcmp(p, "s") == 0)
+        mul = 1000000;
     else if (strcmp(p, "m") == 0)
-        mul = 60000;
+        mul = 60000000;
     else
         return -EINVAL;
     if (v > UINT64_MAX / mul)
         return -ERANGE;
-    *ms = v * mul;
+    *us = v * mul;
+    return 0;
+}
+
+int
+shed_config_duration(const char *s, uint64_t *ms)
+{
+    uint64_t us;
+    int rc = duration_us(s, 1000, &us);
+    if (rc < 0)
+        return rc;
+    if (us % 1000 != 0)
+        return -EINVAL; /* a millisecond setting */
+    *ms = us / 1000;
+    return 0;
+}
+
+/* A duration into a uint64_t field in milliseconds, or with <in_us> in
+ * microseconds (a bare number is milliseconds either way). */
+static int
+set_dur(struct ctx *c, yaml_node_t *n, void *field, const struct cmd *cmd, bool in_us)
+{
+    char buf[32];
+    size_t len;
+    const char *s = scalar(n, &len);
+    const char *unit = in_us ? "us" : "ms";
+    uint64_t v;
+    if (s == NULL || len >= sizeof(buf))
+        return errat(c, n, "%s must be a duration like 500ms, 3s or 1m", cmd->key);
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    if ((in_us ? duration_us(buf, 1000, &v) : shed_config_duration(buf, &v)) < 0)
+        return errat(c, n, "%s: '%s' is not a duration like %s", cmd->key, buf,
+                     in_us ? "200us, 1ms or 0" : "500ms, 3s or 1m");
+    if (v < cmd->min || v > cmd->max)
+        return errat(c, n, "%s must be in %" PRIu64 "%s..%" PRIu64 "%s", cmd->key, cmd->min, unit,
+                     cmd->max, unit);
+    *(uint64_t *)field = v;
     return 0;
 }
 
 static int
 set_duration(struct ctx *c, yaml_node_t *n, void *field, const struct cmd *cmd)
 {
-    char buf[32];
-    size_t len;
-    const char *s = scalar(n, &len);
-    uint64_t v;
-    if (s == NULL || len >= sizeof(buf))
-        return errat(c, n, "%s must be a duration like 500ms, 3s or 1m", cmd->key);
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    if (shed_config_duration(buf, &v) < 0)
-        return errat(c, n, "%s: '%s' is not a duration like 500ms, 3s or 1m", cmd->key, buf);
-    if (v < cmd->min || v > cmd->max)
-        return errat(c, n, "%s must be in %" PRIu64 "ms..%" PRIu64 "ms", cmd->key, cmd->min,
-                     cmd->max);
-    *(uint64_t *)field = v;
-    return 0;
+    return set_dur(c, n, field, cmd, false);
+}
+
+static int
+set_duration_us(struct ctx *c, yaml_node_t *n, void *field, const struct cmd *cmd)
+{
+    return set_dur(c, n, field, cmd, true);
 }
 
 int
@@ -706,6 +741,7 @@ static const struct cmd limits_table[] = {
 static const struct cmd aggregation_table[] = {
     {"list_all", set_bool, CFG(list_all), 0, 0, NULL},
     {"backend_timeout", set_duration, CFG(backend_timeout_ms), 1, 600000, NULL},
+    {"busy_poll", set_duration_us, CFG(busy_poll_us), 0, 10000, NULL},
     {NULL, NULL, 0, 0, 0, NULL},
 };
 
@@ -819,6 +855,7 @@ defaults(struct shed_config *cfg)
     };
     cfg->list_all = true;
     cfg->backend_timeout_ms = 2000;
+    cfg->busy_poll_us = SHED_BUSY_POLL_DEFAULT_US;
     strcpy(cfg->services[0].name, "burrow");
     cfg->services[0].kind = SHED_KIND_BURROW;
     ring_config_default(&cfg->services[0].ring);

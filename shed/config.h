@@ -34,6 +34,8 @@
 #define SHED_MAX_SERVICES   32
 #define SHED_ERR_MAX        512 /* a good size for the <err> buffers below */
 
+#define SHED_BUSY_POLL_DEFAULT_US 200 /* aggregation.busy_poll */
+
 enum shed_role {
     SHED_ROLE_LINE = 1u << 0,
     SHED_ROLE_AGGREGATOR = 1u << 1,
@@ -110,6 +112,7 @@ struct shed_config {
     struct shed_limits limits;
     bool list_all;               /* aggregation.list_all: false -> 403 on /v1.0 */
     uint64_t backend_timeout_ms; /* aggregation.backend_timeout */
+    uint64_t busy_poll_us;       /* aggregation.busy_poll (0: off) */
     struct shed_service_config services[SHED_MAX_SERVICES];
     size_t nservices;
 };
@@ -127,7 +130,8 @@ int shed_config_parse(const char *text, size_t len, const char *name, struct she
 void shed_config_free(struct shed_config *cfg);
 
 /* Parse "ms"/"s"/"m"-suffixed durations ("250ms", "3s", "1m"; a bare number
- * is milliseconds). 0 or -EINVAL / -ERANGE. */
+ * is milliseconds; "us" only for whole milliseconds). 0 or -EINVAL /
+ * -ERANGE. */
 int shed_config_duration(const char *s, uint64_t *ms);
 
 /* Parse "a.b.c.d/n" or "x:y::z/n" (no prefix: a single host). 0 or -EINVAL. */

@@ -46,6 +46,8 @@ struct job {
     size_t max; /* max_body, copied at start */
     bool over;  /* answer exceeded max_body */
     bool finished;
+    bool long_poll; /* from the request */
+    bool expected;  /* counted in the engine's expecting */
 };
 
 struct batch {
@@ -81,6 +83,7 @@ struct shed_fanout {
     uint8_t *fds; /* FD_* state per fd number, nfds entries */
     size_t nfds;
     _Atomic uint64_t started, failed, connects;
+    _Atomic size_t expecting; /* running jobs that are not long-polls */
 };
 
 static double
@@ -185,7 +188,22 @@ job_start(struct shed_fanout *f, struct job *j)
     }
     j->easy = e;
     atomic_fetch_add(&f->started, 1);
+    if (!j->long_poll) {
+        j->expected = true;
+        atomic_fetch_add(&f->expecting, 1);
+    }
     return 0;
+}
+
+/* Job <j> ends (answered, failed or cancelled). */
+static void
+job_ended(struct shed_fanout *f, struct job *j)
+{
+    j->finished = true;
+    if (j->expected) {
+        j->expected = false;
+        atomic_fetch_sub(&f->expecting, 1);
+    }
 }
 
 static void
@@ -225,7 +243,7 @@ batch_cancel_rest(struct shed_fanout *f, struct batch *b)
             j->easy = NULL;
         }
         /* Mark finished without callbacks; the last one completes below. */
-        j->finished = true;
+        job_ended(f, j);
         b->res[i].status = 0;
         b->res[i].err = -ECANCELED;
         b->res[i].body = (char *)"";
@@ -251,7 +269,7 @@ job_finish(struct shed_fanout *f, struct job *j, int status, int err)
     struct batch *b = j->batch;
     struct shed_fanout_res *r = &b->res[j->idx];
 
-    j->finished = true;
+    job_ended(f, j);
     r->status = status;
     r->err = err;
     if (j->buf == NULL) {
@@ -689,6 +707,7 @@ shed_fanout_submit(struct shed_fanout *f, const struct shed_fanout_req *reqs, si
         j->batch = b;
         j->idx = i;
         j->timeout_ms = reqs[i].timeout_ms;
+        j->long_poll = reqs[i].long_poll;
         strcpy(j->method, reqs[i].method);
         j->url = strdup(reqs[i].url);
         if (j->url == NULL) {
@@ -709,6 +728,12 @@ shed_fanout_submit(struct shed_fanout *f, const struct shed_fanout_req *reqs, si
     settle(f);
     pthread_mutex_unlock(&f->lock);
     return 0;
+}
+
+size_t
+shed_fanout_expecting(const struct shed_fanout *f)
+{
+    return atomic_load(&f->expecting);
 }
 
 uint64_t

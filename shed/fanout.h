@@ -41,6 +41,7 @@ struct shed_fanout_req {
     const char *method; /* "GET", "POST", "DELETE"; copied */
     const char *url;    /* absolute http URL; copied */
     long timeout_ms;    /* whole request, > 0 */
+    bool long_poll;     /* no prompt answer expected: not in shed_fanout_expecting() */
 };
 
 struct shed_fanout_res {
@@ -82,6 +83,10 @@ int shed_fanout_fd(const struct shed_fanout *f);
  * timeouts. For an external engine, call it whenever shed_fanout_fd() is
  * readable; harmless at any other time. Thread-safe. */
 void shed_fanout_run(struct shed_fanout *f);
+
+/* Requests running now that expect a prompt answer (not long_poll): the
+ * caller's loop may busy-poll while there are any. Thread-safe. */
+size_t shed_fanout_expecting(const struct shed_fanout *f);
 
 /* Requests started since creation; thread-safe. */
 uint64_t shed_fanout_started(const struct shed_fanout *f);

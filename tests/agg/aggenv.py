@@ -74,7 +74,10 @@ class Client:
 
 class Cell:
     def __init__(self, nbackends=9, backend_timeout_ms=600, list_all=True, ring=None,
-                 drain_window="60s", pin_lifetime="30s"):
+                 drain_window="60s", pin_lifetime="30s", busy_poll=None, extra_aggs=None):
+        """extra_aggs: {name: aggregation settings} for more aggregators on
+        the same cell (self.extra[name] is the URL, self.proc(name) the
+        process), side by side with the main one."""
         self.ring = dict(ring or RING)
         self.drain_window, self.pin_lifetime = drain_window, pin_lifetime
         self.dir = harness.tmpdir("shed-agg-")
@@ -90,9 +93,17 @@ class Cell:
         self.procs = []
         self.client = Client()
         self._start_shed("line", self.line_port, {"roles": ["line"], "aggregator": self.agg})
-        self._start_shed("agg", self.agg_port, {
-            "roles": ["aggregator"],
-            "aggregation": {"list_all": list_all, "backend_timeout": "%dms" % backend_timeout_ms}})
+        aggregation = {"list_all": list_all, "backend_timeout": "%dms" % backend_timeout_ms}
+        if busy_poll is not None:
+            aggregation["busy_poll"] = busy_poll
+        self.agg_proc = self._start_shed("agg", self.agg_port,
+                                         {"roles": ["aggregator"], "aggregation": aggregation})
+        self.extra = {}
+        for name, settings in (extra_aggs or {}).items():
+            port = harness.free_port()
+            self._start_shed(name, port, {"roles": ["aggregator"],
+                                          "aggregation": dict(aggregation, **settings)})
+            self.extra[name] = "http://127.0.0.1:%d" % port
         for i in range(nbackends):
             self._start_backend("b%d" % (i + 1), "z%d" % (i % 3))
         self.wait_members(nbackends)
@@ -143,6 +154,8 @@ class Cell:
                 "--id", bid, "--zone", zone, "--weight", "100", "--credential-file", self.cred_file,
                 "--public-url", url, "--service", "burrow", "--announce", self.line,
                 "--announce", self.agg]
+        for extra in self.extra.values():
+            argv += ["--announce", extra]
         p = harness.Proc(argv, name="burrowd-" + bid)
         harness.wait_port("127.0.0.1", port, proc=p)
         self.backends.append({"id": bid, "url": url, "port": port, "zone": zone, "proc": p})
@@ -159,8 +172,11 @@ class Cell:
         m = re.search(r'shed_members\{service="burrow",state="up"\} (\d+)', r.body.decode())
         return int(m.group(1)) if m else 0
 
+    def proc(self, name):
+        return next(p for p in self.procs if p.name == "shed-" + name)
+
     def wait_members(self, n, timeout=40.0):
-        for base in (self.line, self.agg):
+        for base in [self.line, self.agg] + list(self.extra.values()):
             harness.wait_until(lambda: self.members_up(base) >= n, timeout=timeout,
                                what="%d backends up on %s" % (n, base))
 

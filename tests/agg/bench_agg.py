@@ -23,6 +23,10 @@ Prints (k3r3. prefixed again for the second cell):
   agg.vs_single              agg / single (issue 6 target <= 1.5)
   proxy.vs_single            nginx proxy / single
   agg.vs_proxy               agg / nginx proxy
+  agg.cpu_us_per_page        the aggregator's CPU time per page (one client)
+  nopoll.*                   a second aggregator on the same cell with
+                             aggregation.busy_poll: 0, side by side
+  busy_poll.latency_gain     nopoll p50 / agg p50, per round
   paging.*                   the aggregator walking the whole queue by its
                              Link cursors (a third of the pages span two
                              servers) against one server's first page
@@ -52,18 +56,22 @@ def pct(xs, p):
 
 def latency(c, sides):
     """Side-by-side latency in rounds: each round times BLOCK back-to-back
-    requests of every side (sides: (name, url(), seen(response)) triples;
-    seen, untimed, says whether the request counts), the side order
-    rotating from round to round. A block is each side in its own steady
-    state (the aggregator's work after an answer does not land on the next
-    single-server request, as it did when sides alternated request by
+    requests of every side (sides: (name, url(), seen(response), proc)
+    tuples; seen, untimed, says whether the request counts; proc, or None,
+    is a process whose CPU time per counted request is measured), the side
+    order rotating from round to round. A block is each side in its own
+    steady state (the aggregator's work after an answer does not land on the
+    next single-server request, as it did when sides alternated request by
     request), and adjacent blocks see the same machine load. Returns the
-    samples and the per-round medians of every side."""
-    samples = {name: [] for name, _, _ in sides}
-    medians = {name: [] for name, _, _ in sides}
+    samples, the per-round medians and the CPU us per request of every
+    side."""
+    samples = {name: [] for name, _, _, _ in sides}
+    medians = {name: [] for name, _, _, _ in sides}
+    cpu = {name: 0.0 for name, _, _, _ in sides}
     for k in range(ROUNDS):
-        for name, url, seen in sides[k % len(sides):] + sides[:k % len(sides)]:
+        for name, url, seen, proc in sides[k % len(sides):] + sides[:k % len(sides)]:
             block = []
+            c0 = proc.cpu_seconds() if proc else 0.0
             while len(block) < BLOCK:
                 u = url()
                 t0 = time.perf_counter()
@@ -71,9 +79,10 @@ def latency(c, sides):
                 dt = (time.perf_counter() - t0) * 1e3
                 if seen(r):
                     block.append(dt)
+            cpu[name] += (proc.cpu_seconds() if proc else 0.0) - c0
             samples[name] += block
             medians[name].append(pct(block, 50))
-    return samples, medians
+    return samples, medians, {n: v * 1e6 / (ROUNDS * BLOCK) for n, v in cpu.items()}
 
 
 def ratio(medians, a, b):
@@ -83,7 +92,12 @@ def ratio(medians, a, b):
 
 
 def run(ring, prefix):
-    cell = aggenv.Cell(backend_timeout_ms=2000, ring=ring)
+    # A second aggregator on the same cell with busy_poll off, measured side
+    # by side: what the busy poll buys and what it costs in CPU.
+    cell = aggenv.Cell(backend_timeout_ms=2000, ring=ring,
+                       busy_poll=os.environ.get("AGG_BENCH_BUSY_POLL"),
+                       extra_aggs={"nopoll": {"busy_poll": "0"}})
+    nopoll = cell.extra["nopoll"]
     try:
         # The account whose K rows cover the most distinct servers (all
         # nine in the spread deployment).
@@ -128,9 +142,11 @@ def run(ring, prefix):
             assert r.status == 200 and len(r.json()) == PAGE, r
             return True
 
-        f, fm = latency(c, [("agg", lambda: cell.agg + page1, whole),
-                            ("proxy", lambda: proxy + page1, whole),
-                            ("single", lambda: home["url"] + page1, whole)])
+        assert c.request("GET", nopoll + page1).json() == first
+        f, fm, fcpu = latency(c, [("agg", lambda: cell.agg + page1, whole, cell.agg_proc),
+                                  ("nopoll", lambda: nopoll + page1, whole, cell.proc("nopoll")),
+                                  ("proxy", lambda: proxy + page1, whole, None),
+                                  ("single", lambda: home["url"] + page1, whole, None)])
         ngx.stop()
 
         # Paging: the aggregator walks the whole queue by its Link cursors,
@@ -147,8 +163,8 @@ def run(ring, prefix):
             walk["url"] = link[1:link.index(">")] if link else page1
             return True
 
-        w, wm = latency(c, [("agg", lambda: cell.agg + walk["url"], walk_seen),
-                            ("single", lambda: single["url"] + page1, whole)])
+        w, wm, _ = latency(c, [("agg", lambda: cell.agg + walk["url"], walk_seen, None),
+                               ("single", lambda: single["url"] + page1, whole, None)])
 
         # Throughput: a C closed-loop client (tests/agg/agg_load, libcurl
         # multi) with 8 pages in flight, on the second page (a cursor page:
@@ -169,13 +185,15 @@ def run(ring, prefix):
             return int(kv["ok"]), float(kv["secs"])
 
         # alternate 1-second slices so that both see the same machine load
-        tot = {"agg": [0, 0.0], "single": [0, 0.0]}
+        tot = {"agg": [0, 0.0], "nopoll": [0, 0.0], "single": [0, 0.0]}
         for _ in range(3):
-            for name, u in (("agg", page2), ("single", single_url)):
+            for name, u in (("agg", page2), ("nopoll", page2.replace(cell.agg, nopoll)),
+                            ("single", single_url)):
                 n, secs = load_run(u)
                 tot[name][0] += n
                 tot[name][1] += secs
         rate = tot["agg"][0] / tot["agg"][1]
+        nopoll_rate = tot["nopoll"][0] / tot["nopoll"][1]
         single_rate = tot["single"][0] / tot["single"][1]
 
         p50, p99, s50 = pct(f["agg"], 50), pct(f["agg"], 99), pct(f["single"], 50)
@@ -189,12 +207,20 @@ def run(ring, prefix):
         print(prefix + "proxy.vs_single: %.2f ratio (nginx proxy_pass; p10-p90 %.2f-%.2f)"
               % ratio(fm, "proxy", "single"))
         print(prefix + "agg.vs_proxy: %.2f ratio (p10-p90 %.2f-%.2f)" % ratio(fm, "agg", "proxy"))
+        print(prefix + "agg.cpu_us_per_page: %.0f us" % fcpu["agg"])
+        print(prefix + "nopoll.agg.list_ms.p50: %.3f ms (busy_poll: 0)" % pct(f["nopoll"], 50))
+        print(prefix + "nopoll.agg.vs_single: %.2f ratio (p10-p90 %.2f-%.2f)"
+              % ratio(fm, "nopoll", "single"))
+        print(prefix + "nopoll.agg.cpu_us_per_page: %.0f us" % fcpu["nopoll"])
+        print(prefix + "busy_poll.latency_gain: %.2f ratio (nopoll / agg; p10-p90 %.2f-%.2f)"
+              % ratio(fm, "nopoll", "agg"))
         print(prefix + "paging.agg.list_ms.p50: %.3f ms" % pct(w["agg"], 50))
         print(prefix + "paging.agg.list_ms.p99: %.3f ms" % pct(w["agg"], 99))
         print(prefix + "paging.single.list_ms.p50: %.3f ms" % pct(w["single"], 50))
         print(prefix + "paging.agg.vs_single: %.2f ratio (rounds p10-p90 %.2f-%.2f)"
               % ratio(wm, "agg", "single"))
         print(prefix + "agg.lists_per_s: %.0f pages/s" % rate)
+        print(prefix + "nopoll.agg.lists_per_s: %.0f pages/s" % nopoll_rate)
         print(prefix + "single.lists_per_s: %.0f pages/s" % single_rate)
         print(prefix + "agg.servers_asked: %d servers" % asked)
         print(prefix + "agg.servers_with_data: %d servers" % sum(1 for v in counts.values() if v))

@@ -149,7 +149,8 @@ Test(fanout, batch_and_methods)
     struct shed_fanout *f;
     struct waiter w = {0};
     char u1[64], u2[64], u3[64];
-    struct shed_fanout_req reqs[3] = {{"GET", u1, 2000}, {"POST", u2, 2000}, {"DELETE", u3, 2000}};
+    struct shed_fanout_req reqs[3] = {
+        {"GET", u1, 2000, false}, {"POST", u2, 2000, false}, {"DELETE", u3, 2000, false}};
 
     snprintf(u1, sizeof(u1), "http://127.0.0.1:%u/404", port);
     snprintf(u2, sizeof(u2), "http://127.0.0.1:%u/method", port);
@@ -170,7 +171,8 @@ Test(fanout, slow_backend_times_out_alone)
     struct shed_fanout *f;
     struct waiter w = {0};
     char u1[64], u2[64], u3[64];
-    struct shed_fanout_req reqs[3] = {{"GET", u1, 300}, {"GET", u2, 300}, {"GET", u3, 300}};
+    struct shed_fanout_req reqs[3] = {
+        {"GET", u1, 300, false}, {"GET", u2, 300, false}, {"GET", u3, 300, false}};
     double t0;
 
     snprintf(u1, sizeof(u1), "http://127.0.0.1:%u/slow", port);
@@ -195,7 +197,7 @@ Test(fanout, first_answer_cancels_the_rest)
     struct shed_fanout *f;
     struct waiter w = {0};
     char u1[64], u2[64];
-    struct shed_fanout_req reqs[2] = {{"GET", u1, 5000}, {"GET", u2, 5000}};
+    struct shed_fanout_req reqs[2] = {{"GET", u1, 5000, false}, {"GET", u2, 5000, false}};
     double t0;
 
     snprintf(u1, sizeof(u1), "http://127.0.0.1:%u/slow", port);
@@ -210,12 +212,47 @@ Test(fanout, first_answer_cancels_the_rest)
     shed_fanout_destroy(f);
 }
 
+Test(fanout, expecting_counts_running_requests_but_not_long_polls)
+{
+    struct shed_fanout_config cfg = {0};
+    struct shed_fanout *f;
+    struct waiter w = {0}, lp = {0};
+    char u1[64], u2[64];
+    struct shed_fanout_req slow = {"GET", u1, 5000, false}, poll = {"GET", u2, 5000, true};
+
+    snprintf(u1, sizeof(u1), "http://127.0.0.1:%u/slow", port);
+    snprintf(u2, sizeof(u2), "http://127.0.0.1:%u/slow", port);
+    cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
+    cr_assert_eq(shed_fanout_expecting(f), 0);
+    pthread_mutex_init(&lp.lock, NULL);
+    pthread_cond_init(&lp.cond, NULL);
+    cr_assert_eq(shed_fanout_submit(f, &poll, 1, NULL, on_done, &lp), 0);
+    cr_assert_eq(shed_fanout_expecting(f), 0, "a long-poll is not expected to answer soon");
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    cr_assert_eq(shed_fanout_submit(f, &slow, 1, NULL, on_done, &w), 0);
+    cr_assert_eq(shed_fanout_expecting(f), 1);
+    pthread_mutex_lock(&w.lock);
+    while (!w.done)
+        pthread_cond_wait(&w.cond, &w.lock);
+    pthread_mutex_unlock(&w.lock);
+    cr_assert_eq(w.res[0].status, 200);
+    cr_assert_eq(shed_fanout_expecting(f), 0, "an answered request is no longer expected");
+    /* a cancelled one neither */
+    w.done = false;
+    cr_assert_eq(shed_fanout_submit(f, &slow, 1, NULL, on_done, &w), 0);
+    cr_assert_eq(shed_fanout_expecting(f), 1);
+    shed_fanout_destroy(f);
+    cr_assert(w.done && lp.done);
+    cr_assert_eq(w.res[0].err, -ECANCELED);
+}
+
 Test(fanout, connections_are_reused)
 {
     struct shed_fanout_config cfg = {0};
     struct shed_fanout *f;
     char u[64];
-    struct shed_fanout_req req = {"GET", u, 2000};
+    struct shed_fanout_req req = {"GET", u, 2000, false};
     int before;
 
     snprintf(u, sizeof(u), "http://127.0.0.1:%u/fast", port);
@@ -239,7 +276,7 @@ Test(fanout, body_cap)
     struct shed_fanout *f;
     struct waiter w = {0};
     char u[64];
-    struct shed_fanout_req req = {"GET", u, 2000};
+    struct shed_fanout_req req = {"GET", u, 2000, false};
 
     snprintf(u, sizeof(u), "http://127.0.0.1:%u/big", port);
     cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
@@ -253,8 +290,8 @@ Test(fanout, bad_submissions)
 {
     struct shed_fanout_config cfg = {0};
     struct shed_fanout *f;
-    struct shed_fanout_req bad[] = {{"GET", "http://127.0.0.1:1/", 0},
-                                    {"PATCHWORKS", "http://x/", 1}};
+    struct shed_fanout_req bad[] = {{"GET", "http://127.0.0.1:1/", 0, false},
+                                    {"PATCHWORKS", "http://x/", 1, false}};
 
     cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
     cr_assert_eq(shed_fanout_submit(f, bad, 0, NULL, on_done, NULL), -EINVAL);
@@ -269,7 +306,7 @@ Test(fanout, destroy_cancels_running)
     struct shed_fanout *f;
     struct waiter w = {0};
     char u[64];
-    struct shed_fanout_req req = {"GET", u, 10000};
+    struct shed_fanout_req req = {"GET", u, 10000, false};
 
     snprintf(u, sizeof(u), "http://127.0.0.1:%u/slow", port);
     pthread_mutex_init(&w.lock, NULL);

@@ -88,6 +88,19 @@ class Proc:
     def kill(self):
         return self.stop(signal.SIGKILL)
 
+    def cpu_seconds(self):
+        """CPU time the process's threads have run so far (schedstat: ns,
+        where /proc/PID/stat counts in ticks of 10 ms)."""
+        tot = 0
+        base = "/proc/%d/task" % self.p.pid
+        for tid in os.listdir(base):
+            try:
+                with open("%s/%s/schedstat" % (base, tid)) as f:
+                    tot += int(f.read().split()[0])
+            except OSError:
+                pass  # a thread that just ended
+        return tot / 1e9
+
     def output(self):
         self._log.flush()
         with open(self.logpath, "rb") as f:

@@ -29,7 +29,8 @@ static const char good[] = "cell: a\n"
                            "redirect: {code_get: 307, code_other: 307}\n"
                            "limits: {connections: 2000, connection_memory: 4096, idle_timeout: "
                            "30s, max_members: 500, heartbeat_body: 1024}\n"
-                           "aggregation: {list_all: false, backend_timeout: 1500ms}\n"
+                           "aggregation: {list_all: false, backend_timeout: 1500ms,\n"
+                           "              busy_poll: 150us}\n"
                            "services:\n"
                            "  burrow: {kind: burrow, buckets: 1024, k: 2, r: 2, weight_scale: "
                            "100, eps: 0.1, seeds: {account: 1, key: 0x10, place: 3}}\n"
@@ -77,6 +78,7 @@ Test(config, good_file)
     cr_assert_eq(c->limits.heartbeat_body, 1024);
     cr_assert_eq(c->list_all, false);
     cr_assert_eq(c->backend_timeout_ms, 1500);
+    cr_assert_eq(c->busy_poll_us, 150);
     cr_assert_eq(c->nservices, 2);
     cr_assert_eq(c->services[0].kind, SHED_KIND_BURROW);
     cr_assert_eq(c->services[0].ring.buckets, 1024);
@@ -98,6 +100,7 @@ Test(config, defaults)
     cr_assert_eq(c->timings.join_heartbeats, 2);
     cr_assert_eq(c->code_get, 302);
     cr_assert_eq(c->code_other, 307);
+    cr_assert_eq(c->busy_poll_us, SHED_BUSY_POLL_DEFAULT_US);
     cr_assert_eq(c->limits.connection_memory, 8192);
     cr_assert_eq(c->limits.max_members, 100000);
     cr_assert_eq(c->nservices, 1);
@@ -121,6 +124,11 @@ static const struct bad bads[] = {
     {"cell: a\ncredential: k\nlisten: [\"localhost:80\"]\n", "t.yaml:3:10: 'localhost:80'"},
     {"cell: a\ncredential: k\nregister_networks: [10.0.0.0/33]\n", "t.yaml:3:21: '10.0.0.0/33'"},
     {"cell: a\ncredential: k\naggregator: ftp://x\n", "t.yaml:3:13: 'ftp://x' is not"},
+    {"cell: a\ncredential: k\naggregation: {busy_poll: 20ms}\n",
+     "t.yaml:3:26: busy_poll must be in 0us..10000us"},
+    {"cell: a\ncredential: k\naggregation: {busy_poll: 1.5ms}\n",
+     "t.yaml:3:26: busy_poll: '1.5ms'"},
+    {"cell: a\ncredential: k\ntimings: {lease: 1500us}\n", "t.yaml:3:18: lease: '1500us' is not"},
     {"cell: a\ncredential: k\nredirect: {code_get: 301}\n", "t.yaml:3:22: code_get must be 302"},
     {"cell: a\ncredential: k\nlimits: {connections: 0}\n", "t.yaml:3:23: connections must be in"},
     {"cell: a\ncredential: k\nservices: {burrow: {kind: burrow, buckets: 1000}}\n",
@@ -199,6 +207,9 @@ Test(config, durations)
     cr_assert_eq(ms, 120000);
     cr_assert_eq(shed_config_duration("17", &ms), 0);
     cr_assert_eq(ms, 17);
+    cr_assert_eq(shed_config_duration("2000us", &ms), 0);
+    cr_assert_eq(ms, 2, "whole milliseconds may be given in us");
+    cr_assert_eq(shed_config_duration("1500us", &ms), -EINVAL);
     cr_assert_eq(shed_config_duration("1h", &ms), -EINVAL);
     cr_assert_eq(shed_config_duration("s", &ms), -EINVAL);
     cr_assert_eq(shed_config_duration("-1s", &ms), -EINVAL);
