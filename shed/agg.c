@@ -44,7 +44,6 @@ struct shed_agg {
     struct shed_fanout *fan;
     _Atomic bool list_all;
     _Atomic uint64_t timeout_ms;
-    _Atomic uint64_t busy_poll_ns;
     size_t max_probes;
     _Atomic uint32_t pages, crossed; /* recent first waves; those that ran out */
 };
@@ -180,7 +179,7 @@ shed_agg_reconfigure(struct shed_agg *agg, const struct shed_agg_config *cfg)
 {
     atomic_store(&agg->list_all, cfg->list_all);
     atomic_store(&agg->timeout_ms, cfg->backend_timeout_ms ? cfg->backend_timeout_ms : 2000);
-    atomic_store(&agg->busy_poll_ns, cfg->busy_poll_us * 1000);
+    shed_fanout_set_busy_poll(agg->fan, cfg->busy_poll_us * 1000);
 }
 
 void
@@ -2057,8 +2056,8 @@ shed_agg_busy_poll_ns(void)
 
     pthread_mutex_lock(&g_lock);
     agg = atomic_load(&g_agg);
-    if (agg != NULL && shed_fanout_expecting(agg->fan) > 0)
-        ns = atomic_load(&agg->busy_poll_ns);
+    if (agg != NULL)
+        ns = shed_fanout_busy_poll(agg->fan);
     pthread_mutex_unlock(&g_lock);
     return ns;
 }

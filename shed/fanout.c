@@ -13,7 +13,6 @@
 
 #include <curl/curl.h>
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -25,6 +24,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "common/busypoll.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -83,7 +83,8 @@ struct shed_fanout {
     uint8_t *fds; /* FD_* state per fd number, nfds entries */
     size_t nfds;
     _Atomic uint64_t started, failed, connects;
-    _Atomic size_t expecting; /* running jobs that are not long-polls */
+    _Atomic size_t expecting;      /* running jobs that are not long-polls */
+    _Atomic uint64_t busy_poll_ns; /* shed_fanout_set_busy_poll() */
 };
 
 static double
@@ -546,9 +547,10 @@ engine(void *arg)
     struct shed_fanout *f = arg;
 
     while (!atomic_load(&f->stopping)) {
-        struct pollfd p = {.fd = f->epfd, .events = POLLIN};
+        struct epoll_event ev;
 
-        if (poll(&p, 1, -1) == -1 && errno != EINTR)
+        /* Level-triggered: shed_fanout_run() sees the same events. */
+        if (busy_epoll_wait(f->epfd, &ev, 1, -1, shed_fanout_busy_poll(f)) == -1 && errno != EINTR)
             break;
         shed_fanout_run(f);
     }
@@ -734,6 +736,18 @@ size_t
 shed_fanout_expecting(const struct shed_fanout *f)
 {
     return atomic_load(&f->expecting);
+}
+
+void
+shed_fanout_set_busy_poll(struct shed_fanout *f, uint64_t ns)
+{
+    atomic_store(&f->busy_poll_ns, ns);
+}
+
+uint64_t
+shed_fanout_busy_poll(const struct shed_fanout *f)
+{
+    return atomic_load(&f->expecting) > 0 ? atomic_load(&f->busy_poll_ns) : 0;
 }
 
 uint64_t

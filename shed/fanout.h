@@ -84,9 +84,17 @@ int shed_fanout_fd(const struct shed_fanout *f);
  * readable; harmless at any other time. Thread-safe. */
 void shed_fanout_run(struct shed_fanout *f);
 
-/* Requests running now that expect a prompt answer (not long_poll): the
- * caller's loop may busy-poll while there are any. Thread-safe. */
+/* Requests running now that expect a prompt answer (not long_poll).
+ * Thread-safe. */
 size_t shed_fanout_expecting(const struct shed_fanout *f);
+
+/* Busy-poll (common/busypoll.h) for up to <ns> before sleeping while a
+ * prompt answer is expected: the engine's own thread does, and
+ * shed_fanout_busy_poll() tells an external loop how long to. 0 (the
+ * default): never. Thread-safe. */
+void shed_fanout_set_busy_poll(struct shed_fanout *f, uint64_t ns);
+/* The set time while shed_fanout_expecting() > 0, else 0. */
+uint64_t shed_fanout_busy_poll(const struct shed_fanout *f);
 
 /* Requests started since creation; thread-safe. */
 uint64_t shed_fanout_started(const struct shed_fanout *f);

@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,6 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/busypoll.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "shed/agg.h"
@@ -309,30 +309,6 @@ loop_watch(int fd, uint32_t tag)
         log_warn("http: epoll_ctl fd=%d", fd);
 }
 
-/* epoll_wait() on the loop. While the aggregator expects a backend answer
- * (shed_agg_busy_poll_ns()), look again without sleeping for that long
- * before blocking: waking a CPU that went idle costs more than the wait
- * itself on a VM. sched_yield() lets whatever else is runnable on this
- * CPU (a backend, a client) go first. */
-static int
-loop_wait(struct epoll_event *ev, int max, int timeout)
-{
-    uint64_t spin = timeout != 0 ? shed_agg_busy_poll_ns() : 0;
-
-    if (spin > 0) {
-        uint64_t end = clock_mono_ns() + spin;
-
-        do {
-            int n = epoll_wait(loop.epfd, ev, max, 0);
-
-            if (n != 0)
-                return n;
-            sched_yield();
-        } while (clock_mono_ns() < end);
-    }
-    return epoll_wait(loop.epfd, ev, max, timeout);
-}
-
 static void *
 loop_main(void *arg)
 {
@@ -357,7 +333,10 @@ loop_main(void *arg)
         for (size_t i = 0; i < ndaemons; i++)
             if (MHD_get_timeout(daemons[i], &t) == MHD_YES && t < (MHD_UNSIGNED_LONG_LONG)timeout)
                 timeout = (int)t;
-        n = loop_wait(ev, SHED_MAX_LISTEN + 2, timeout);
+        /* While the aggregator expects a backend answer, look again
+         * without sleeping for aggregation.busy_poll (common/busypoll.h). */
+        n = busy_epoll_wait(loop.epfd, ev, SHED_MAX_LISTEN + 2, timeout,
+                            timeout != 0 ? shed_agg_busy_poll_ns() : 0);
         if (n == -1 && errno != EINTR)
             log_warn("http: epoll_wait");
         /* Only what is ready runs (each run costs epoll_wait calls). MHD

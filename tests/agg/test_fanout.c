@@ -223,7 +223,9 @@ Test(fanout, expecting_counts_running_requests_but_not_long_polls)
     snprintf(u1, sizeof(u1), "http://127.0.0.1:%u/slow", port);
     snprintf(u2, sizeof(u2), "http://127.0.0.1:%u/slow", port);
     cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
+    shed_fanout_set_busy_poll(f, 150000);
     cr_assert_eq(shed_fanout_expecting(f), 0);
+    cr_assert_eq(shed_fanout_busy_poll(f), 0, "nothing expected: no busy poll");
     pthread_mutex_init(&lp.lock, NULL);
     pthread_cond_init(&lp.cond, NULL);
     cr_assert_eq(shed_fanout_submit(f, &poll, 1, NULL, on_done, &lp), 0);
@@ -232,12 +234,14 @@ Test(fanout, expecting_counts_running_requests_but_not_long_polls)
     pthread_cond_init(&w.cond, NULL);
     cr_assert_eq(shed_fanout_submit(f, &slow, 1, NULL, on_done, &w), 0);
     cr_assert_eq(shed_fanout_expecting(f), 1);
+    cr_assert_eq(shed_fanout_busy_poll(f), 150000);
     pthread_mutex_lock(&w.lock);
     while (!w.done)
         pthread_cond_wait(&w.cond, &w.lock);
     pthread_mutex_unlock(&w.lock);
     cr_assert_eq(w.res[0].status, 200);
     cr_assert_eq(shed_fanout_expecting(f), 0, "an answered request is no longer expected");
+    cr_assert_eq(shed_fanout_busy_poll(f), 0);
     /* a cancelled one neither */
     w.done = false;
     cr_assert_eq(shed_fanout_submit(f, &slow, 1, NULL, on_done, &w), 0);
