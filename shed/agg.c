@@ -49,7 +49,7 @@ struct shed_agg {
 };
 
 /* Process-wide counters, so /metrics needs no aggregator instance. */
-static _Atomic uint64_t n_requests, n_backend_errors, n_partial, n_probes, n_waves2;
+static _Atomic uint64_t n_requests, n_backend_reqs, n_backend_errors, n_partial, n_probes, n_waves2;
 
 enum phase {
     PH_NONE = 0,
@@ -208,6 +208,10 @@ shed_agg_metrics(char *buf, size_t len)
                  "# HELP shed_agg_requests_total List requests answered by the aggregator.\n"
                  "# TYPE shed_agg_requests_total counter\n"
                  "shed_agg_requests_total %llu\n"
+                 "# HELP shed_agg_backend_requests_total Requests the aggregator sent to "
+                 "backends.\n"
+                 "# TYPE shed_agg_backend_requests_total counter\n"
+                 "shed_agg_backend_requests_total %llu\n"
                  "# HELP shed_agg_backend_errors_total Backend requests of the aggregator "
                  "that got no answer or a 5xx.\n"
                  "# TYPE shed_agg_backend_errors_total counter\n"
@@ -223,6 +227,7 @@ shed_agg_metrics(char *buf, size_t len)
                  "# TYPE shed_agg_second_waves_total counter\n"
                  "shed_agg_second_waves_total %llu\n",
                  (unsigned long long)atomic_load(&n_requests),
+                 (unsigned long long)atomic_load(&n_backend_reqs),
                  (unsigned long long)atomic_load(&n_backend_errors),
                  (unsigned long long)atomic_load(&n_partial),
                  (unsigned long long)atomic_load(&n_probes),
@@ -519,6 +524,8 @@ batch_go(struct shed_agg_req *r, struct batch *b, enum phase ph, bool wait)
     }
     rc = shed_fanout_submit(r->agg->fan, b->reqs, b->n, wait || ph == PH_FETCH ? on_each : NULL,
                             on_batch, r);
+    if (rc == 0)
+        atomic_fetch_add(&n_backend_reqs, b->n);
     batch_free(b);
     if (rc < 0) {
         atomic_fetch_sub(&r->refs, 1); /* the caller still holds its own */

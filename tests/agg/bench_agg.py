@@ -24,6 +24,7 @@ Prints (k3r3. prefixed again for the second cell):
   proxy.vs_single            nginx proxy / single
   agg.vs_proxy               agg / nginx proxy
   agg.cpu_us_per_page        the aggregator's CPU time per page (one client)
+  agg.backend_requests_per_page  backend requests per first page
   nopoll.*                   a second aggregator on the same cell with
                              aggregation.busy_poll: 0, side by side
   busy_poll.latency_gain     nopoll p50 / agg p50, per round
@@ -143,10 +144,12 @@ def run(ring, prefix):
             return True
 
         assert c.request("GET", nopoll + page1).json() == first
+        sent0 = cell.metric(cell.agg, "shed_agg_backend_requests_total")
         f, fm, fcpu = latency(c, [("agg", lambda: cell.agg + page1, whole, cell.agg_proc),
                                   ("nopoll", lambda: nopoll + page1, whole, cell.proc("nopoll")),
                                   ("proxy", lambda: proxy + page1, whole, None),
                                   ("single", lambda: home["url"] + page1, whole, None)])
+        sent = (cell.metric(cell.agg, "shed_agg_backend_requests_total") - sent0) / (ROUNDS * BLOCK)
         ngx.stop()
 
         # Paging: the aggregator walks the whole queue by its Link cursors,
@@ -208,6 +211,7 @@ def run(ring, prefix):
               % ratio(fm, "proxy", "single"))
         print(prefix + "agg.vs_proxy: %.2f ratio (p10-p90 %.2f-%.2f)" % ratio(fm, "agg", "proxy"))
         print(prefix + "agg.cpu_us_per_page: %.0f us" % fcpu["agg"])
+        print(prefix + "agg.backend_requests_per_page: %.2f requests" % sent)
         print(prefix + "nopoll.agg.list_ms.p50: %.3f ms (busy_poll: 0)" % pct(f["nopoll"], 50))
         print(prefix + "nopoll.agg.vs_single: %.2f ratio (p10-p90 %.2f-%.2f)"
               % ratio(fm, "nopoll", "single"))

@@ -108,14 +108,24 @@ def test_first_wave_reaches_the_first_writer():
             raise AssertionError("no account whose first server is a replica only")
         for j in range(30):
             c.put(acct, "q", "m%02d" % j, b"x")
+        order = sorted(servers)
+        first_writer = next(i for i, s in enumerate(order) if s in c.primaries(acct))
         before = c.metric(c.agg, "shed_agg_second_waves_total")
+        reqs = c.metric(c.agg, "shed_agg_backend_requests_total")
         r = c.agg_req("GET", "/v1.0/%s/q?limit=5&detail=id" % acct)
         assert r.status == 200 and len(r.json()) == 5, r
         assert c.metric(c.agg, "shed_agg_second_waves_total") == before
-        # A page the first writer cannot fill still takes the second wave.
+        # the servers up to the first writer, no more
+        sent = c.metric(c.agg, "shed_agg_backend_requests_total") - reqs
+        assert sent == first_writer + 1, (sent, first_writer, order)
+        # A page the first writer cannot fill still takes the second wave,
+        # to the servers after it.
+        reqs += sent
         r = c.agg_req("GET", "/v1.0/%s/q?limit=30&detail=id" % acct)
         assert r.status == 200 and sorted(r.json()) == ["m%02d" % j for j in range(30)], r
         assert c.metric(c.agg, "shed_agg_second_waves_total") == before + 1
+        sent = c.metric(c.agg, "shed_agg_backend_requests_total") - reqs
+        assert sent == len(order), (sent, order)
     finally:
         c.stop()
 
