@@ -10,7 +10,9 @@
  * external epoll mode instead, on one loop thread of ours that also drives
  * the aggregator's fan-out (shed_agg_fd/run): a list request's backend
  * answers are read, merged and the client answered on that one thread, with
- * no hand-over between threads (docs/aggregator.md, "Cost").
+ * no hand-over between threads (docs/aggregator.md, "Cost"). While a
+ * backend answer is due, that loop busy-polls before it sleeps
+ * (aggregation.busy_poll, common/busypoll.h).
  */
 #include "shed/http.h"
 
