@@ -2028,15 +2028,18 @@ shed_agg_set_external(bool on)
 }
 
 int
-shed_agg_fd(void)
+shed_agg_fd(uint64_t *busy_poll_ns)
 {
     struct shed_agg *agg;
     int fd = -1;
 
+    *busy_poll_ns = 0;
     pthread_mutex_lock(&g_lock);
     agg = atomic_load(&g_agg);
-    if (agg != NULL)
+    if (agg != NULL) {
         fd = shed_fanout_fd(agg->fan);
+        *busy_poll_ns = shed_fanout_busy_poll(agg->fan);
+    }
     pthread_mutex_unlock(&g_lock);
     return fd;
 }
@@ -2053,20 +2056,6 @@ shed_agg_run(void)
     if (agg != NULL)
         shed_fanout_run(agg->fan);
     pthread_mutex_unlock(&g_lock);
-}
-
-uint64_t
-shed_agg_busy_poll_ns(void)
-{
-    struct shed_agg *agg;
-    uint64_t ns = 0;
-
-    pthread_mutex_lock(&g_lock);
-    agg = atomic_load(&g_agg);
-    if (agg != NULL)
-        ns = shed_fanout_busy_poll(agg->fan);
-    pthread_mutex_unlock(&g_lock);
-    return ns;
 }
 
 uint64_t

@@ -35,7 +35,7 @@
 struct shed_agg_config {
     bool list_all;               /* false: /v1.0 answers 403 */
     uint64_t backend_timeout_ms; /* per backend request (0: 2000) */
-    uint64_t busy_poll_us;       /* see shed_agg_busy_poll_ns() */
+    uint64_t busy_poll_us;       /* see shed_agg_fd() */
     size_t max_body;             /* bytes accepted from one backend (0: 16 MiB) */
     size_t max_probes;           /* dedup probes per page (0: 1024) */
     bool external;               /* fan-out driven by the caller's loop, no thread */
@@ -93,20 +93,17 @@ void shed_agg_shutdown(void);
  * own: the HTTP front end's loop polls shed_agg_fd() (an epoll fd, -1 while
  * no aggregator exists; it may change after shed_agg_shutdown()) and calls
  * shed_agg_run() when it is readable, so backend answers are merged and
- * their connections resumed on the front end's thread. Thread-safe. */
+ * their connections resumed on the front end's thread. *busy_poll_ns is
+ * how long the loop should look again without sleeping before it blocks:
+ * aggregation.busy_poll while a backend answer is due (a long-poll is
+ * not), else 0 (common/busypoll.h says why). Thread-safe. */
 void shed_agg_set_external(bool on);
-int shed_agg_fd(void);
+int shed_agg_fd(uint64_t *busy_poll_ns);
 void shed_agg_run(void);
 /* Connections the aggregator has resumed so far: a loop that sees this
  * change during a turn runs MHD again at once (MHD does not always wake
  * itself for a resume made on its own thread). */
 uint64_t shed_agg_resumes(void);
-/* How long the loop should look again without sleeping before it blocks
- * (aggregation.busy_poll, in ns): the configured time while a backend
- * answer is expected (a long-poll is not), else 0. Waking a sleeping CPU
- * costs 70 - 110 us on a VM (docs/aggregator.md), more than the wait for
- * a backend's answer often is. */
-uint64_t shed_agg_busy_poll_ns(void);
 
 /* Append Prometheus text for the aggregator's process-wide counters
  * (shed_agg_backend_errors_total and friends) to <buf> (at most <len>

@@ -320,7 +320,8 @@ loop_main(void *arg)
     while (!atomic_load(&loop.stop)) {
         struct epoll_event ev[SHED_MAX_LISTEN + 2];
         MHD_UNSIGNED_LONG_LONG t;
-        int n, timeout = again ? 0 : 1000, fd = shed_agg_fd();
+        uint64_t spin;
+        int n, timeout = again ? 0 : 1000, fd = shed_agg_fd(&spin);
         bool agg_ready = false, due, mhd_ready[SHED_MAX_LISTEN] = {false};
         uint64_t resumes;
 
@@ -337,8 +338,7 @@ loop_main(void *arg)
                 timeout = (int)t;
         /* While the aggregator expects a backend answer, look again
          * without sleeping for aggregation.busy_poll (common/busypoll.h). */
-        n = busy_epoll_wait(loop.epfd, ev, SHED_MAX_LISTEN + 2, timeout,
-                            timeout != 0 ? shed_agg_busy_poll_ns() : 0);
+        n = busy_epoll_wait(loop.epfd, ev, SHED_MAX_LISTEN + 2, timeout, spin);
         if (n == -1 && errno != EINTR)
             log_warn("http: epoll_wait");
         /* Only what is ready runs (each run costs epoll_wait calls). MHD
