@@ -44,13 +44,14 @@ struct job {
     char *buf; /* answer body, owned */
     size_t len, cap;
     size_t max; /* max_body, copied at start */
-    bool over;  /* answer exceeded max_body */
+    bool over;  /* answer exceeded max_body or the engine's max_total */
     bool finished;
     bool long_poll; /* from the request */
     bool expected;  /* counted in the engine's expecting */
 };
 
 struct batch {
+    struct shed_fanout *f;       /* the engine (answer bytes are counted there) */
     struct batch *next;          /* pending queue link */
     struct job *jobs;            /* owned, n entries */
     struct shed_fanout_res *res; /* owned, n entries */
@@ -77,6 +78,8 @@ struct shed_fanout {
     pthread_t thread;
     _Atomic bool stopping;
     size_t max_body;
+    size_t max_total;    /* answer bytes held at once, all batches */
+    _Atomic size_t held; /* answer buffer bytes allocated now */
     long connect_timeout_ms;
     CURL *free_easy[FREE_EASY_MAX];
     size_t nfree;
@@ -97,6 +100,7 @@ static size_t
 on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     struct job *j = userdata;
+    struct shed_fanout *f = j->batch->f;
     size_t n = size * nmemb;
 
     if (j->len + n > j->max) {
@@ -109,9 +113,20 @@ on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 
         while (cap < j->len + n + 1)
             cap *= 2;
-        p = realloc(j->buf, cap);
-        if (p == NULL)
+        if (cap > j->max + 1)
+            cap = j->max + 1; /* len + n <= max */
+        /* Every answer held at once fits in max_total: past it, this one
+         * fails like an answer over max_body. */
+        if (atomic_fetch_add(&f->held, cap - j->cap) + (cap - j->cap) > f->max_total) {
+            atomic_fetch_sub(&f->held, cap - j->cap);
+            j->over = true;
             return 0;
+        }
+        p = realloc(j->buf, cap);
+        if (p == NULL) {
+            atomic_fetch_sub(&f->held, cap - j->cap);
+            return 0;
+        }
         j->buf = p;
         j->cap = cap;
     }
@@ -213,6 +228,7 @@ batch_free(struct batch *b)
     for (size_t i = 0; i < b->n; i++) {
         free(b->jobs[i].url);
         free(b->jobs[i].buf);
+        atomic_fetch_sub(&b->f->held, b->jobs[i].cap);
     }
     free(b->jobs);
     free(b->res);
@@ -603,6 +619,7 @@ shed_fanout_create(const struct shed_fanout_config *cfg, struct shed_fanout **ou
         return -ENOMEM;
     f->epfd = f->tfd = f->wfd = -1;
     f->max_body = cfg->max_body ? cfg->max_body : (16u << 20);
+    f->max_total = cfg->max_total ? cfg->max_total : SHED_FANOUT_TOTAL_DEFAULT;
     f->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 1000;
     f->pending_tail = &f->pending;
     rc = fds_open(f);
@@ -699,6 +716,7 @@ shed_fanout_submit(struct shed_fanout *f, const struct shed_fanout_req *reqs, si
         free(b);
         return -ENOMEM;
     }
+    b->f = f;
     b->n = b->left = n;
     b->each = each;
     b->done = done;
@@ -730,6 +748,12 @@ shed_fanout_submit(struct shed_fanout *f, const struct shed_fanout_req *reqs, si
     settle(f);
     pthread_mutex_unlock(&f->lock);
     return 0;
+}
+
+size_t
+shed_fanout_held(const struct shed_fanout *f)
+{
+    return atomic_load(&f->held);
 }
 
 size_t

@@ -26,13 +26,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SHED_FANOUT_MAX_BATCH 4096        /* requests in one batch */
-#define SHED_FANOUT_URL_MAX   4096        /* bytes in one URL */
-#define SHED_FANOUT_BODY_MAX  (64u << 20) /* largest max_body */
+#define SHED_FANOUT_MAX_BATCH     4096              /* requests in one batch */
+#define SHED_FANOUT_URL_MAX       4096              /* bytes in one URL */
+#define SHED_FANOUT_BODY_MAX      (64u << 20)       /* largest max_body */
+#define SHED_FANOUT_TOTAL_DEFAULT ((size_t)1 << 30) /* max_total 0 */
 
 struct shed_fanout_config {
     size_t max_conns;        /* connections kept in the cache (0: 256) */
     size_t max_body;         /* bytes accepted in one answer (0: 16 MiB) */
+    size_t max_total;        /* bytes of all answers held at once (0: 1 GiB) */
     long connect_timeout_ms; /* 0: 1000 */
     bool external;           /* no engine thread: the caller polls and runs */
 };
@@ -46,7 +48,8 @@ struct shed_fanout_req {
 
 struct shed_fanout_res {
     int status; /* HTTP status, 0 when there is none */
-    int err;    /* 0, or -ETIMEDOUT, -ECONNREFUSED, -E2BIG, -ECANCELED, -EIO */
+    int err;    /* 0, or -ETIMEDOUT, -ECONNREFUSED, -E2BIG (over max_body or
+                 * max_total), -ECANCELED, -EIO */
     char *body; /* owned by the engine, NUL-terminated, never NULL */
     size_t len;
     double ms; /* time from submit to completion */
@@ -83,6 +86,10 @@ int shed_fanout_fd(const struct shed_fanout *f);
  * timeouts. For an external engine, call it whenever shed_fanout_fd() is
  * readable; harmless at any other time. Thread-safe. */
 void shed_fanout_run(struct shed_fanout *f);
+
+/* Bytes of answer buffers the engine holds now (at most max_total).
+ * Thread-safe. */
+size_t shed_fanout_held(const struct shed_fanout *f);
 
 /* Requests running now that expect a prompt answer (not long_poll).
  * Thread-safe. */

@@ -290,6 +290,35 @@ Test(fanout, body_cap)
     shed_fanout_destroy(f);
 }
 
+Test(fanout, answers_held_at_once_are_bounded)
+{
+    /* two 100000-byte answers at once do not fit in 150000 bytes */
+    struct shed_fanout_config cfg = {.max_total = 150000};
+    struct shed_fanout *f;
+    struct waiter w = {0};
+    char u[64];
+    struct shed_fanout_req reqs[2] = {{"GET", u, 2000, false}, {"GET", u, 2000, false}};
+    int ok = 0, big = 0;
+
+    snprintf(u, sizeof(u), "http://127.0.0.1:%u/big", port);
+    cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
+    run(f, reqs, 2, &w);
+    for (int i = 0; i < 2; i++) {
+        ok += w.res[i].status == 200 && w.res[i].err == 0;
+        big += w.res[i].err == -E2BIG;
+    }
+    cr_assert_eq(ok, 1);
+    cr_assert_eq(big, 1);
+    cr_assert_eq(shed_fanout_held(f), 0, "released with the batch");
+    /* one at a time fits: nothing stays counted */
+    run(f, reqs, 1, &w);
+    cr_assert_eq(w.res[0].status, 200);
+    run(f, reqs, 1, &w);
+    cr_assert_eq(w.res[0].status, 200);
+    cr_assert_eq(shed_fanout_held(f), 0);
+    shed_fanout_destroy(f);
+}
+
 Test(fanout, bad_submissions)
 {
     struct shed_fanout_config cfg = {0};
