@@ -309,13 +309,18 @@ Test(fanout, answers_held_at_once_are_bounded)
     }
     cr_assert_eq(ok, 1);
     cr_assert_eq(big, 1);
-    cr_assert_eq(shed_fanout_held(f), 0, "released with the batch");
     /* one at a time fits: nothing stays counted */
-    run(f, reqs, 1, &w);
-    cr_assert_eq(w.res[0].status, 200);
-    run(f, reqs, 1, &w);
-    cr_assert_eq(w.res[0].status, 200);
-    cr_assert_eq(shed_fanout_held(f), 0);
+    for (int k = 0; k < 3; k++) {
+        /* a batch is freed on the engine thread right after its done
+         * callback */
+        for (int i = 0; i < 100 && shed_fanout_held(f) > 0; i++)
+            usleep(10 * 1000);
+        cr_assert_eq(shed_fanout_held(f), 0, "released with the batch");
+        if (k < 2) {
+            run(f, reqs, 1, &w);
+            cr_assert_eq(w.res[0].status, 200);
+        }
+    }
     shed_fanout_destroy(f);
 }
 
@@ -356,7 +361,7 @@ Test(fanout, keepalive_connection_reused)
 {
     struct shed_fanout_config cfg = {0};
     struct shed_fanout *f;
-    struct shed_fanout_req req;
+    struct shed_fanout_req req = {0};
     struct waiter w = {0};
     char url[64];
 
@@ -399,7 +404,7 @@ Test(fanout, closed_connections_and_reused_socket_numbers)
 {
     struct shed_fanout_config cfg = {.external = true};
     struct shed_fanout *f;
-    struct shed_fanout_req req;
+    struct shed_fanout_req req = {0};
     char url[64];
 
     /* Every answer closes its connection, so each request opens a new
@@ -427,7 +432,7 @@ Test(fanout, socket_closed_while_connecting_leaves_no_stale_state)
 {
     struct shed_fanout_config cfg = {.external = true, .connect_timeout_ms = 200};
     struct shed_fanout *f;
-    struct shed_fanout_req req;
+    struct shed_fanout_req req = {0};
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t slen = sizeof(sa);
     int ls, fill[4], status = -1;
@@ -473,7 +478,7 @@ Test(fanout, external_mode_driven_by_caller)
 {
     struct shed_fanout_config cfg = {.external = true};
     struct shed_fanout *f;
-    struct shed_fanout_req req;
+    struct shed_fanout_req req = {0};
     char url[64];
     int status = -1;
 
