@@ -3,7 +3,9 @@
 shed with two request threads and real burrowd backends. Concurrent
 clients on kept-alive connections all get the same, correct redirects;
 heartbeats and /metrics work (counters summed over both threads are exact);
-SIGTERM with open connections exits 0."""
+list requests, answered by the same process (roles [line, aggregator]: the
+fan-out engine on its own thread, busy-polling), are whole and correct under
+concurrent clients; SIGTERM with open connections exits 0."""
 import http.client
 import os
 import signal
@@ -36,12 +38,12 @@ def test_setup():
     conf = os.path.join(d, "shed.yaml")
     with open(conf, "w") as f:
         f.write("""cell: t
-roles: [line]
+roles: [line, aggregator]
 listen: ["127.0.0.1:%d"]
 threads: 2
 credential: %s
 register_networks: [127.0.0.0/8]
-aggregator: http://127.0.0.1:9
+aggregation: {busy_poll: 500us}
 timings: {heartbeat_interval: 200ms, lease: 1000ms, evict_after: 30s, join_heartbeats: 1}
 services:
   burrow: {kind: burrow, buckets: 1024, k: 3, r: 3}
@@ -106,6 +108,40 @@ def test_concurrent_redirects_agree():
     assert after - before == len(results), (before, after, len(results))
 
 
+def test_lists_on_the_thread_pool():
+    ids = ["m%03d" % i for i in range(60)]
+    for m in ids:
+        r = harness.request("PUT", url("/v1.0/lists/q/" + m), body=b"x",
+                            headers={"Host": "burrow.service"})
+        assert r.status in (302, 307), r
+        r = harness.request("PUT", r.header("location"), body=b"x")
+        assert r.status in (201, 204), r
+    results, errors = [], []
+
+    def lister():
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", S["port"], timeout=5)
+            for _ in range(20):
+                conn.request("GET", "/v1.0/lists/q?detail=id", headers={"Host": "burrow.service"})
+                r = conn.getresponse()
+                results.append((r.status, r.read()))
+            conn.close()
+        except Exception as e:  # reported by the main thread
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=lister) for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert not errors, errors
+    assert len(results) == 6 * 20
+    for status, body in results:
+        assert status == 200, (status, body[:200])
+        assert sorted(__import__("json").loads(body)) == ids
+    assert metric("shed_agg_requests_total") >= 6 * 20
+
+
 def test_killed_backend_skipped():
     p, port = S["backends"].pop("b0")
     p.kill()
@@ -140,6 +176,7 @@ harness.run_tests([
     ("setup", test_setup),
     ("heartbeats_counted", test_heartbeats_counted),
     ("concurrent_redirects_agree", test_concurrent_redirects_agree),
+    ("lists_on_the_thread_pool", test_lists_on_the_thread_pool),
     ("killed_backend_skipped", test_killed_backend_skipped),
     ("sigterm_exits_zero_with_open_connections", test_sigterm_exits_zero_with_open_connections),
 ])
