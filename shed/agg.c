@@ -45,7 +45,13 @@ struct shed_agg {
     _Atomic bool list_all;
     _Atomic uint64_t timeout_ms;
     size_t max_probes;
-    _Atomic uint32_t pages, crossed; /* recent first waves; those that ran out */
+    /* Recent first waves and those whose starting server ran out: [0] for
+     * pages from a server's first message, [1] for pages after a marker
+     * (a paging client's; they cross far more often, and one kind of
+     * client must not turn speculation off for the other). */
+    struct {
+        _Atomic uint32_t pages, crossed;
+    } waves[2];
 };
 
 /* Process-wide counters, so /metrics needs no aggregator instance. */
@@ -133,6 +139,7 @@ struct shed_agg_req {
     size_t nvisit;       /* servers a message op visits (order[0..nvisit)) */
     int wave;            /* page fetch: 1 = the starting server, 2 = the rest */
     size_t wave1;        /* servers in the first wave (see fetch()) */
+    size_t wave1_base;   /* of them, those up to the first writer */
     size_t wave_from;    /* first list of the running wave */
     int64_t wave_limit;  /* per-server limit of the running wave */
     bool any_answer;     /* some server answered during this fetch */
@@ -910,8 +917,17 @@ mark_writers(struct shed_agg_req *r)
  * (servers before it are replicas: they hold failover copies at most, so
  * they mostly answer 404 at once, and without them in the first wave a
  * page whose first servers are such replicas always took two round trips),
- * and while pages often cross, one more; then, only if all of those ran
- * out, every later server at once with what is missing. */
+ * and while pages of this kind often cross, on to the next such server
+ * (where the page goes on); then, only if all of those ran out, every later
+ * server at once with what is missing. */
+static size_t
+next_writer(const struct shed_agg_req *r, size_t from)
+{
+    while (from < r->nvisit && !r->be[r->order[from]].writer)
+        from++;
+    return from;
+}
+
 static void
 fetch(struct shed_agg_req *r)
 {
@@ -920,18 +936,19 @@ fetch(struct shed_agg_req *r)
     r->nvisit = visit_list(r);
     r->any_answer = false;
     if (r->fetch_limit > 0 && r->nvisit > 1) {
-        /* Ask the next server too only while pages often cross (more than
-         * a quarter of recent ones): otherwise it only costs. */
-        uint32_t pages = atomic_load(&agg->pages), crossed = atomic_load(&agg->crossed);
-        size_t h = 0, spec = crossed * 4 > pages ? 1 : 0;
+        /* Speculate only while pages of this kind often cross (more than a
+         * quarter of recent ones): otherwise it only costs. */
+        uint32_t pages = atomic_load(&agg->waves[r->marker_live].pages),
+                 crossed = atomic_load(&agg->waves[r->marker_live].crossed);
+        size_t h;
 
         mark_writers(r);
-        while (h < r->nvisit && !r->be[r->order[h]].writer)
-            h++;
+        h = next_writer(r, 0);
+        r->wave1_base = h < r->nvisit ? h + 1 : r->nvisit;
+        if (crossed * 4 > pages && h < r->nvisit)
+            h = next_writer(r, h + 1);
         r->wave = 1;
-        r->wave1 = h + 1 + spec;
-        if (r->wave1 > r->nvisit)
-            r->wave1 = r->nvisit;
+        r->wave1 = h < r->nvisit ? h + 1 : r->nvisit;
         fetch_range(r, 0, r->wave1, r->fetch_limit);
     } else {
         r->wave = 2;
@@ -970,11 +987,12 @@ list_has(const struct shed_merge_list *l, const char *id, size_t len)
 
 static void page_done(struct shed_agg_req *r);
 
-/* Did every server of the first wave run out (answer its whole list)? */
+/* Did the first <n> servers of the first wave all run out (answer their
+ * whole lists)? */
 static bool
-wave1_ran_out(const struct shed_agg_req *r)
+wave1_ran_out(const struct shed_agg_req *r, size_t n)
 {
-    for (size_t i = 0; i < r->wave1; i++)
+    for (size_t i = 0; i < n; i++)
         if (r->lists[i].truncated)
             return false;
     return true;
@@ -1008,17 +1026,21 @@ probe_add(struct shed_agg_req *r, struct batch *b, size_t li, size_t ii, uint32_
     r->nprobes++;
 }
 
-/* Count a page's first wave (and whether its starting server ran out);
- * halved now and then, so the rate follows the recent pages. */
+/* Count a page's first wave (and whether its starting server ran out) in
+ * the statistics of its kind; halved now and then, so the rate follows the
+ * recent pages. */
 static void
-count_wave1(struct shed_agg *agg, bool ran_out)
+count_wave1(struct shed_agg_req *r, bool ran_out)
 {
-    if (atomic_fetch_add(&agg->pages, 1) >= 1024) {
-        atomic_store(&agg->pages, 512);
-        atomic_store(&agg->crossed, atomic_load(&agg->crossed) / 2);
+    struct shed_agg *agg = r->agg;
+    int kind = r->marker_live;
+
+    if (atomic_fetch_add(&agg->waves[kind].pages, 1) >= 1024) {
+        atomic_store(&agg->waves[kind].pages, 512);
+        atomic_store(&agg->waves[kind].crossed, atomic_load(&agg->waves[kind].crossed) / 2);
     }
     if (ran_out)
-        atomic_fetch_add(&agg->crossed, 1);
+        atomic_fetch_add(&agg->waves[kind].crossed, 1);
 }
 
 /* Decide which copies lose to an earlier-preference copy. A copy on its
@@ -1145,9 +1167,9 @@ page_done(struct shed_agg_req *r)
     }
     r->npicks = (size_t)np;
     if (r->wave == 1 && r->q.limit > 0)
-        count_wave1(r->agg, !r->lists[0].truncated);
+        count_wave1(r, wave1_ran_out(r, r->wave1_base));
     if (r->wave == 1 && r->q.limit > 0 && (int64_t)r->npicks < r->q.limit && r->nvisit > r->wave1 &&
-        wave1_ran_out(r)) {
+        wave1_ran_out(r, r->wave1)) {
         /* The first servers ran out: the rest of the page comes from the
          * servers after them. */
         atomic_fetch_add(&n_waves2, 1);

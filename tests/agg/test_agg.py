@@ -130,6 +130,49 @@ def test_first_wave_reaches_the_first_writer():
         c.stop()
 
 
+def test_paging_speculation():
+    """A paging client whose pages cross from one server into the next keeps
+    its pages one round trip: the first wave reaches on to the next server
+    with data (past the replicas in between), and first pages that never
+    cross (another kind of client) do not turn that off."""
+    c = aggenv.Cell(nbackends=6, drain_window="100ms", pin_lifetime="100ms")
+    try:
+        time.sleep(0.3)  # the last join's drain window is over
+        for i in range(200):
+            acct = "spec%d" % i
+            servers, _ = c.ring_info(acct)
+            order, prim = sorted(servers), c.primaries(acct)
+            first = [k for k, s in enumerate(order) if s in prim]
+            # a writer first, and a replica between it and the next writer
+            if len(first) >= 2 and first[0] == 0 and first[1] > 1:
+                break
+        else:
+            raise AssertionError("no account with a replica between its first two writers")
+        for j in range(60):
+            c.put(acct, "q", "m%02d" % j, b"x")
+        held = {}
+        for sid in order:
+            r = c.client.request("GET", "%s/v1.0/%s/q?detail=id" % (c.backend(sid)["url"], acct))
+            held[sid] = r.json() if r.status == 200 else []
+        d = [held[sid] for sid in order if held[sid]]
+        assert order[0] in prim and held[order[0]] and len(d) >= 2, held
+        assert len(d[0]) >= 4 and len(d[1]) >= 3, held
+        marker_page = "/v1.0/%s/q?detail=id&limit=5&marker=%s" % (acct, d[0][-3])
+        want = d[0][-2:] + d[1][:3]
+        for _ in range(4):  # pages after a marker that cross
+            r = c.agg_req("GET", marker_page)
+            assert r.status == 200 and r.json() == want, (r, want)
+        for _ in range(300):  # first pages that never cross
+            r = c.agg_req("GET", "/v1.0/%s/q?detail=id&limit=1" % acct)
+            assert r.status == 200 and r.json() == [d[0][0]], r
+        waves = c.metric(c.agg, "shed_agg_second_waves_total")
+        r = c.agg_req("GET", marker_page)
+        assert r.status == 200 and r.json() == want, (r, want)
+        assert c.metric(c.agg, "shed_agg_second_waves_total") == waves, "a second round trip"
+    finally:
+        c.stop()
+
+
 def test_through_line_shed_redirect():
     r = harness.request("GET", cell.line + "/v1.0/acme/jobs?limit=3",
                         headers={"Host": "burrow.service"})
@@ -436,6 +479,7 @@ def main():
         harness.run_tests([
             ("paging_exactly_once", test_paging_exactly_once),
             ("first_wave_reaches_the_first_writer", test_first_wave_reaches_the_first_writer),
+            ("paging_speculation", test_paging_speculation),
             ("through_line_shed_redirect", test_through_line_shed_redirect),
             ("accounts_and_queues_dedup", test_accounts_and_queues_dedup),
             ("duplicates_earlier_preference_wins", test_duplicates_earlier_preference_wins),
