@@ -72,6 +72,14 @@ class Client:
         raise RuntimeError("redirect loop for %s" % url)
 
 
+def settled_cell(nbackends=6):
+    """A cell of its own with a short drain window, once the last join's is
+    over: only the current generation's primaries take writes."""
+    c = Cell(nbackends=nbackends, drain_window="100ms", pin_lifetime="100ms")
+    time.sleep(0.3)
+    return c
+
+
 class Cell:
     def __init__(self, nbackends=9, backend_timeout_ms=600, list_all=True, ring=None,
                  drain_window="60s", pin_lifetime="30s", busy_poll=None, extra_aggs=None):
@@ -187,6 +195,17 @@ class Cell:
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 tot += float(line.rsplit(" ", 1)[1])
         return tot
+
+    def account_where(self, prefix, pred, tries=200):
+        """The first account prefix+N whose servers in the global order
+        (sorted ids) and bucket primaries satisfy pred(order, primaries)."""
+        for i in range(tries):
+            acct = "%s%d" % (prefix, i)
+            servers, _ = self.ring_info(acct)
+            order, prim = sorted(servers), self.primaries(acct)
+            if pred(order, prim):
+                return acct, order, prim
+        raise AssertionError("no account %s* with the wanted servers" % prefix)
 
     def primaries(self, account):
         """The first server of each of the account's K rows, from ring/."""

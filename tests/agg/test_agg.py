@@ -96,20 +96,13 @@ def test_first_wave_reaches_the_first_writer():
     wave runs up to the first server that takes the account's writes. (A
     cell of its own with a short drain window: the previous generation's
     primaries count as writers while it lasts.)"""
-    c = aggenv.Cell(nbackends=6, drain_window="100ms", pin_lifetime="100ms")
+    c = aggenv.settled_cell()
     try:
-        time.sleep(0.3)  # the last join's drain window is over
-        for i in range(100):
-            acct = "wave%d" % i
-            servers, _ = c.ring_info(acct)
-            if sorted(servers)[0] not in c.primaries(acct):
-                break
-        else:
-            raise AssertionError("no account whose first server is a replica only")
+        # an account whose first server is a replica only
+        acct, order, prim = c.account_where("wave", lambda o, p: o[0] not in p)
         for j in range(30):
             c.put(acct, "q", "m%02d" % j, b"x")
-        order = sorted(servers)
-        first_writer = next(i for i, s in enumerate(order) if s in c.primaries(acct))
+        first_writer = next(i for i, s in enumerate(order) if s in prim)
         before = c.metric(c.agg, "shed_agg_second_waves_total")
         reqs = c.metric(c.agg, "shed_agg_backend_requests_total")
         r = c.agg_req("GET", "/v1.0/%s/q?limit=5&detail=id" % acct)
@@ -135,19 +128,13 @@ def test_paging_speculation():
     its pages one round trip: the first wave reaches on to the next server
     with data (past the replicas in between), and first pages that never
     cross (another kind of client) do not turn that off."""
-    c = aggenv.Cell(nbackends=6, drain_window="100ms", pin_lifetime="100ms")
+    c = aggenv.settled_cell()
     try:
-        time.sleep(0.3)  # the last join's drain window is over
-        for i in range(200):
-            acct = "spec%d" % i
-            servers, _ = c.ring_info(acct)
-            order, prim = sorted(servers), c.primaries(acct)
-            first = [k for k, s in enumerate(order) if s in prim]
-            # a writer first, and a replica between it and the next writer
-            if len(first) >= 2 and first[0] == 0 and first[1] > 1:
-                break
-        else:
-            raise AssertionError("no account with a replica between its first two writers")
+        def wanted(o, p):  # a writer first, and a replica before the next writer
+            w = [k for k, s in enumerate(o) if s in p]
+            return len(w) >= 2 and w[0] == 0 and w[1] > 1
+
+        acct, order, prim = c.account_where("spec", wanted)
         for j in range(60):
             c.put(acct, "q", "m%02d" % j, b"x")
         held = {}
