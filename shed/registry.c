@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "common/log.h"
 #include "common/rng.h"
@@ -48,6 +49,7 @@ struct member {
     uint64_t seq;           /* registry sequence of the last change */
     bool remote;            /* last change learned from a peer or a snapshot */
     uint64_t suspect_until; /* suspect until then (UINT64_MAX: probe pending) */
+    uint64_t host_hash;     /* of url's "host:port" (host_hash()); 0: none */
 };
 
 /* A removed member, kept so that peers and masters learn of the removal. */
@@ -309,6 +311,45 @@ insert_member(struct service *s, struct member *m)
     memmove(&s->members[i + 1], &s->members[i], (s->n - i) * sizeof(s->members[0]));
     s->members[i] = m;
     s->n++;
+}
+
+/* The hash a Shed-Failed "host:port" is looked up by (0 never matches). */
+static uint64_t
+host_hash(const char *hostport)
+{
+    uint64_t h = XXH3_64bits(hostport, strlen(hostport));
+    return h != 0 ? h : 1;
+}
+
+/* Does member <m>, not gone, serve at <hostport> (hash <h>)? The hash, set
+ * with the url, spares parsing every member's url on a report. */
+static bool
+member_at(const struct member *m, const char *hostport, uint64_t h)
+{
+    char hp[SHED_SUSPECT_HOST_MAX];
+
+    return !m->gone && m->host_hash == h && shed_suspect_hostport(m->url, hp, sizeof(hp)) == 0 &&
+           strcmp(hp, hostport) == 0;
+}
+
+/* Take a heartbeat's or a peer's placement (url, zone, weight) for <m>; a
+ * ring member whose record changed is rebuilt at the next tick. */
+static void
+member_place(struct service *s, struct member *m, const char *url, const char *zone,
+             uint32_t weight)
+{
+    char hp[SHED_SUSPECT_HOST_MAX];
+
+    if (strcmp(m->url, url) == 0 && strcmp(m->zone, zone) == 0 && m->weight == weight)
+        return;
+    snprintf(m->url, sizeof(m->url), "%.*s", (int)sizeof(m->url) - 1, url);
+    snprintf(m->zone, sizeof(m->zone), "%.*s", (int)sizeof(m->zone) - 1, zone);
+    m->weight = weight;
+    m->host_hash = shed_suspect_hostport(m->url, hp, sizeof(hp)) == 0 ? host_hash(hp) : 0;
+    if (m->in_ring) {
+        m->stale_record = true;
+        s->dirty = true;
+    }
 }
 
 static struct service *
@@ -607,17 +648,7 @@ registry_heartbeat(struct registry *reg, const struct proto_heartbeat *hb, uint6
         if (!m->in_ring)
             m->beats = 0;
     }
-    bool changed =
-        strcmp(m->url, hb->url) != 0 || strcmp(m->zone, hb->zone) != 0 || m->weight != hb->weight;
-    if (changed) {
-        snprintf(m->url, sizeof(m->url), "%s", hb->url);
-        snprintf(m->zone, sizeof(m->zone), "%s", hb->zone);
-        m->weight = hb->weight;
-        if (m->in_ring) {
-            m->stale_record = true;
-            s->dirty = true;
-        }
-    }
+    member_place(s, m, hb->url, hb->zone, hb->weight);
     if (m->down)
         log_info("registry: service=%s id=%s up again", s->cfg.name, m->id);
     m->announced = hb->state;
@@ -876,18 +907,13 @@ out:
 bool
 registry_knows_host(struct registry *reg, const char *hostport)
 {
-    char hp[SHED_SUSPECT_HOST_MAX];
+    uint64_t h = host_hash(hostport);
     bool found = false;
 
     pthread_mutex_lock(&reg->mu);
-    for (size_t i = 0; i < reg->nsvcs && !found; i++) {
-        const struct service *s = reg->svcs[i];
-        for (size_t k = 0; k < s->n && !found; k++) {
-            const struct member *m = s->members[k];
-            found = !m->gone && shed_suspect_hostport(m->url, hp, sizeof(hp)) == 0 &&
-                    strcmp(hp, hostport) == 0;
-        }
-    }
+    for (size_t i = 0; i < reg->nsvcs && !found; i++)
+        for (size_t k = 0; k < reg->svcs[i]->n && !found; k++)
+            found = member_at(reg->svcs[i]->members[k], hostport, h);
     pthread_mutex_unlock(&reg->mu);
     return found;
 }
@@ -1159,16 +1185,7 @@ registry_apply(struct registry *reg, const struct proto_sync_msg *msg, uint64_t 
         if (unconfirmed && e->state == PROTO_SYNC_DOWN)
             continue;
         m->incarnation = e->incarnation;
-        if (strcmp(m->url, e->url) != 0 || strcmp(m->zone, e->zone) != 0 ||
-            m->weight != e->weight) {
-            snprintf(m->url, sizeof(m->url), "%.*s", (int)sizeof(m->url) - 1, e->url);
-            snprintf(m->zone, sizeof(m->zone), "%s", e->zone);
-            m->weight = e->weight;
-            if (m->in_ring) {
-                m->stale_record = true;
-                s->dirty = true;
-            }
-        }
+        member_place(s, m, e->url, e->zone, e->weight);
         m->announced = e->state == PROTO_SYNC_DRAINING ? PROTO_HB_DRAINING : PROTO_HB_UP;
         m->last_seen = heard;
         m->lease_until = heard + reg->t.lease_ms;
@@ -1241,15 +1258,14 @@ registry_set_suspect(struct registry *reg, const char *hostport, uint64_t until,
                      size_t urllen)
 {
     size_t n = 0;
-    char hp[SHED_SUSPECT_HOST_MAX];
+    uint64_t h = host_hash(hostport);
 
     pthread_mutex_lock(&reg->mu);
     for (size_t i = 0; i < reg->nsvcs; i++) {
         struct service *s = reg->svcs[i];
         for (size_t k = 0; k < s->n; k++) {
             struct member *m = s->members[k];
-            if (m->gone || shed_suspect_hostport(m->url, hp, sizeof(hp)) < 0 ||
-                strcmp(hp, hostport) != 0)
+            if (!member_at(m, hostport, h))
                 continue;
             if (n == 0 && url != NULL)
                 snprintf(url, urllen, "%s", m->url);

@@ -121,7 +121,8 @@ const struct registry_route *registry_route_find(const struct registry_view *vie
 
 /* Is <hostport> ("host:port", as in Shed-Failed) where some member that
  * has not left serves? Failure reports about other hosts are ignored, so
- * made-up names cannot fill the report table (shed/suspect). O(members). */
+ * made-up names cannot fill the report table (shed/suspect). O(members),
+ * one hash compare each (the host:port hash is kept with the url). */
 bool registry_knows_host(struct registry *reg, const char *hostport);
 
 /* Fill up to <max> per-service counts; returns how many services exist. */

@@ -333,3 +333,34 @@ Test(registry, many_members_found_in_any_order)
     cr_assert_eq(registry_size(reg), N / 2, "the odd half stays");
     registry_destroy(reg);
 }
+
+Test(registry, hosts_of_failure_reports_follow_url_changes)
+{
+    struct registry *reg = make();
+    struct proto_heartbeat hb = {.weight = 1, .state = PROTO_HB_UP, .incarnation = 1};
+    struct proto_heartbeat_reply r;
+    char url[64];
+
+    cr_assert_eq(beat(reg, "b1", 1, 0, PROTO_HB_UP), 0); /* http://127.0.0.1:9049 */
+    cr_assert(registry_knows_host(reg, "127.0.0.1:9049"));
+    cr_assert_not(registry_knows_host(reg, "127.0.0.1:9050"));
+    cr_assert_not(registry_knows_host(reg, "127.0.0.1:904"));
+    cr_assert_eq(registry_set_suspect(reg, "127.0.0.1:9049", 1000, url, sizeof(url)), 1);
+    cr_assert_str_eq(url, "http://127.0.0.1:9049");
+    /* the member moves: the old host:port is nobody's, the new one is */
+    strcpy(hb.service, "burrow");
+    strcpy(hb.id, "b1");
+    strcpy(hb.url, "http://127.0.0.1:7777/");
+    cr_assert_eq(registry_heartbeat(reg, &hb, 10, &r), 0);
+    cr_assert_not(registry_knows_host(reg, "127.0.0.1:9049"));
+    cr_assert(registry_knows_host(reg, "127.0.0.1:7777"));
+    cr_assert_eq(registry_set_suspect(reg, "127.0.0.1:9049", 0, NULL, 0), 0);
+    /* a url without a port is known by its default one */
+    strcpy(hb.url, "http://localhost");
+    cr_assert_eq(registry_heartbeat(reg, &hb, 20, &r), 0);
+    cr_assert(registry_knows_host(reg, "localhost:80"));
+    /* a member that left is nobody's host any more */
+    cr_assert_eq(registry_deregister(reg, "burrow", 6, "b1", 2, 1, 30), 0);
+    cr_assert_not(registry_knows_host(reg, "localhost:80"));
+    registry_destroy(reg);
+}
