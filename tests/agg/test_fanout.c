@@ -361,14 +361,11 @@ Test(fanout, keepalive_connection_reused)
 {
     struct shed_fanout_config cfg = {0};
     struct shed_fanout *f;
-    struct shed_fanout_req req = {0};
     struct waiter w = {0};
     char url[64];
+    struct shed_fanout_req req = {.method = "GET", .url = url, .timeout_ms = 2000};
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%u/", port);
-    req.method = "GET";
-    req.url = url;
-    req.timeout_ms = 2000;
     cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
     for (int i = 0; i < 5; i++) {
         run(f, &req, 1, &w);
@@ -404,16 +401,13 @@ Test(fanout, closed_connections_and_reused_socket_numbers)
 {
     struct shed_fanout_config cfg = {.external = true};
     struct shed_fanout *f;
-    struct shed_fanout_req req = {0};
     char url[64];
+    struct shed_fanout_req req = {.method = "GET", .url = url, .timeout_ms = 2000};
 
     /* Every answer closes its connection, so each request opens a new
      * socket, which usually gets the number of the one just closed: its
      * epoll registration must start clean every time. */
     snprintf(url, sizeof(url), "http://127.0.0.1:%u/close", port);
-    req.method = "GET";
-    req.url = url;
-    req.timeout_ms = 2000;
     cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
     for (int k = 0; k < 20; k++) {
         int status = -1;
@@ -432,11 +426,11 @@ Test(fanout, socket_closed_while_connecting_leaves_no_stale_state)
 {
     struct shed_fanout_config cfg = {.external = true, .connect_timeout_ms = 200};
     struct shed_fanout *f;
-    struct shed_fanout_req req = {0};
+    char url[64];
+    struct shed_fanout_req req = {.method = "GET", .url = url, .timeout_ms = 1000};
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t slen = sizeof(sa);
     int ls, fill[4], status = -1;
-    char url[64];
 
     /* A listener that never accepts, its queue full: a connect to it
      * waits (for writability) until the connect timeout closes it. */
@@ -451,9 +445,6 @@ Test(fanout, socket_closed_while_connecting_leaves_no_stale_state)
     }
     usleep(50 * 1000);
     snprintf(url, sizeof(url), "http://127.0.0.1:%u/", ntohs(sa.sin_port));
-    req.method = "GET";
-    req.url = url;
-    req.timeout_ms = 1000;
     cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
     cr_assert_eq(shed_fanout_submit(f, &req, 1, NULL, on_done_flag, &status), 0);
     drive(f, &status);
@@ -478,23 +469,15 @@ Test(fanout, external_mode_driven_by_caller)
 {
     struct shed_fanout_config cfg = {.external = true};
     struct shed_fanout *f;
-    struct shed_fanout_req req = {0};
     char url[64];
+    struct shed_fanout_req req = {.method = "POST", .url = url, .timeout_ms = 2000};
     int status = -1;
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%u/method", port);
-    req.method = "POST";
-    req.url = url;
-    req.timeout_ms = 2000;
     cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
     cr_assert_eq(shed_fanout_submit(f, &req, 1, NULL, on_done_flag, &status), 0);
     /* No engine thread: nothing completes unless this thread runs it. */
-    for (int i = 0; i < 200 && status == -1; i++) {
-        struct pollfd p = {.fd = shed_fanout_fd(f), .events = POLLIN};
-
-        poll(&p, 1, 20);
-        shed_fanout_run(f);
-    }
+    drive(f, &status);
     cr_assert_eq(status, 200);
     shed_fanout_destroy(f);
 }
