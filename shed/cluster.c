@@ -340,10 +340,7 @@ master_route(struct shed_call *c, const struct shed_query *q, struct shed_answer
         rc = shed_line_split_path(c->path, anydec, sizeof(anydec), segsbuf, SHED_LINE_SEGS_MAX,
                                   &nsegs);
         if (rc < 0) {
-            if (rc == -PROTO_ETOOLONG)
-                SHED_TEXT(a, 414, txt_too_long);
-            else
-                SHED_TEXT(a, 400, txt_bad);
+            SHED_REFUSED(a, rc, txt_bad);
             return;
         }
     } else {
@@ -360,7 +357,7 @@ master_route(struct shed_call *c, const struct shed_query *q, struct shed_answer
             return;
         }
         if (rc < 0) {
-            SHED_TEXT(a, rc == -PROTO_ETOOLONG ? 414 : 400, txt_bad);
+            SHED_REFUSED(a, rc, txt_bad);
             return;
         }
         static const struct proto_slice version = {PROTO_BURROW_VERSION,

@@ -52,15 +52,13 @@ put_dec(char *out, size_t cap, uint64_t v)
     out[n] = '\0';
 }
 
-/* A path that proto/burrow or shed_line_split_path() refused: 414 when too
- * long, else 400. */
-static void
-path_error(struct shed_answer *a, int rc)
+void
+shed_line_refused(struct shed_answer *a, long rc, const char *body, size_t len)
 {
     if (rc == -PROTO_ETOOLONG)
         SHED_TEXT(a, 414, txt_too_long);
     else
-        SHED_TEXT(a, 400, txt_bad_path);
+        shed_answer_text(a, 400, body, len);
 }
 
 /* Per-thread xorshift: jitter and the two random choices, no shared state. */
@@ -261,15 +259,6 @@ redirect_code(const struct shed_config *cfg, enum shed_method m, struct shed_ans
     a->body_len = 0;
 }
 
-static void
-loc_error(struct shed_answer *a, long e)
-{
-    if (e == -PROTO_ETOOLONG)
-        SHED_TEXT(a, 414, txt_too_long);
-    else
-        SHED_TEXT(a, 400, txt_bad_query);
-}
-
 /* The first member of <bucket>'s row that may take a new request: live and
  * not draining; then handoffs past R; then a draining member of the row
  * (better than nothing). RING_NONE when every candidate is down. */
@@ -332,7 +321,7 @@ route_any(const struct shed_config *cfg, const struct registry_route *r, enum sh
     size_t nsegs = 0;
     int rc = shed_line_split_path(path, dec, sizeof(dec), segs, SHED_LINE_SEGS_MAX, &nsegs);
     if (rc < 0) {
-        path_error(a, rc);
+        SHED_REFUSED(a, rc, txt_bad_path);
         return;
     }
     uint32_t c1 = pick_weighted(r), c2 = pick_weighted(r);
@@ -353,7 +342,7 @@ route_any(const struct shed_config *cfg, const struct registry_route *r, enum sh
     long e = shed_line_location(a->location, sizeof(a->location), ring_member_at(r->ring, c1)->url,
                                 segs, nsegs, q);
     if (e < 0) {
-        loc_error(a, e);
+        SHED_REFUSED(a, e, txt_bad_query);
         return;
     }
     a->location_len = (size_t)e;
@@ -409,7 +398,7 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
         return;
     }
     if (rc < 0) {
-        path_error(a, rc);
+        SHED_REFUSED(a, rc, txt_bad_path);
         return;
     }
     /* Validate the query as Burrow reads it: a bad value is a 400 here,
@@ -454,7 +443,7 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
         long e = shed_line_location(a->location, sizeof(a->location), cfg->aggregator, segs,
                                     (size_t)bp.level, q);
         if (e < 0) {
-            loc_error(a, e);
+            SHED_REFUSED(a, e, txt_bad_query);
             return;
         }
         a->location_len = (size_t)e;
@@ -478,7 +467,7 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
     long e = shed_line_location(a->location, sizeof(a->location), ring_member_at(r->ring, idx)->url,
                                 segs, 4, q);
     if (e < 0) {
-        loc_error(a, e);
+        SHED_REFUSED(a, e, txt_bad_query);
         return;
     }
     a->location_len = (size_t)e;

@@ -48,6 +48,11 @@ void shed_line_query(struct MHD_Connection *conn, struct shed_query *q);
 /* Per-thread pseudo-random bits (jitter, random choices; not for secrets). */
 uint64_t shed_line_random(void);
 
+/* What proto/ refused with <rc>: 414 when too long (-PROTO_ETOOLONG), else
+ * 400 with <body> (<len> bytes, static). */
+void shed_line_refused(struct shed_answer *a, long rc, const char *body, size_t len);
+#define SHED_REFUSED(a, rc, s) shed_line_refused((a), (rc), (s), sizeof(s) - 1)
+
 /* A jittered Retry-After in seconds: one to three heartbeat intervals. */
 unsigned shed_line_retry_after(const struct shed_config *cfg);
 
