@@ -1446,11 +1446,11 @@ msgs_run(struct shed_agg_req *r)
 
 /* ------------------------------------------------------------------ wait */
 
-/* The first wave of a page asks the starting server and the next one at
- * once. When the starting server alone fills the page, the page is
- * answered as soon as its answer is in, without waiting for the other
- * (whose answer is then dropped when it comes: the connection stays
- * usable, which cancelling would not). Only when nothing about the page
+/* The first wave of a page may ask several servers at once (fetch()). When
+ * the starting server alone fills the page, the page is answered as soon
+ * as its answer is in, without waiting for the others (whose answers are
+ * then dropped when they come: the connections stay usable, which
+ * cancelling would not). Only when nothing about the page
  * could depend on other servers: every item's bucket has this server first
  * in its preference row (no copy to check). */
 static void

@@ -405,6 +405,32 @@ def test_list_all_off():
         assert r.status == 200 and r.json() == ["q"]
         r = small.agg_req("GET", "/v1.0/solo/q?detail=body")
         assert r.status == 200 and r.json() == ["x"]
+        # SIGHUP: the aggregation settings of requests started after it
+        # change (list_all, backend_timeout; busy_poll is set by the same
+        # shed_agg_reconfigure() call)
+        backend = small.backends[0]["proc"]
+        backend.signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            r = small.agg_req("GET", "/v1.0/solo/q")
+            slow = time.monotonic() - t0
+            assert r.status == 503 and slow >= 0.55, (r, slow)  # backend_timeout: 600ms
+            conf = os.path.join(small.dir, "agg.yaml")
+            with open(conf) as f:
+                text = f.read()
+            assert "list_all: false" in text and "backend_timeout: 600ms" in text, text
+            with open(conf, "w") as f:
+                f.write(text.replace("list_all: false", "list_all: true")
+                        .replace("backend_timeout: 600ms", "backend_timeout: 150ms"))
+            small.agg_proc.signal(signal.SIGHUP)
+            harness.wait_until(lambda: small.agg_req("GET", "/v1.0").status != 403, timeout=5,
+                               what="list_all reloaded")
+            t0 = time.monotonic()
+            r = small.agg_req("GET", "/v1.0/solo/q")
+            fast = time.monotonic() - t0
+            assert r.status == 503 and fast < 0.45, (r, fast)
+        finally:
+            backend.signal(signal.SIGCONT)
         # SIGTERM with a long-poll in flight: the poll is answered and the
         # shed exits cleanly (MHD refuses to stop with suspended connections)
         box = {}
