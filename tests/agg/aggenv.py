@@ -104,8 +104,8 @@ class Cell:
         aggregation = {"list_all": list_all, "backend_timeout": "%dms" % backend_timeout_ms}
         if busy_poll is not None:
             aggregation["busy_poll"] = busy_poll
-        self.agg_proc = self._start_shed("agg", self.agg_port,
-                                         {"roles": ["aggregator"], "aggregation": aggregation})
+        self._start_shed("agg", self.agg_port,
+                         {"roles": ["aggregator"], "aggregation": aggregation})
         self.extra = {}
         for name, settings in (extra_aggs or {}).items():
             port = harness.free_port()

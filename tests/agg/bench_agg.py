@@ -145,7 +145,7 @@ def run(ring, prefix):
 
         assert c.request("GET", nopoll + page1).json() == first
         sent0 = cell.metric(cell.agg, "shed_agg_backend_requests_total")
-        f, fm, fcpu = latency(c, [("agg", lambda: cell.agg + page1, whole, cell.agg_proc),
+        f, fm, fcpu = latency(c, [("agg", lambda: cell.agg + page1, whole, cell.proc("agg")),
                                   ("nopoll", lambda: nopoll + page1, whole, cell.proc("nopoll")),
                                   ("proxy", lambda: proxy + page1, whole, None),
                                   ("single", lambda: home["url"] + page1, whole, None)])

@@ -422,7 +422,7 @@ def test_list_all_off():
             with open(conf, "w") as f:
                 f.write(text.replace("list_all: false", "list_all: true")
                         .replace("backend_timeout: 600ms", "backend_timeout: 150ms"))
-            small.agg_proc.signal(signal.SIGHUP)
+            small.proc("agg").signal(signal.SIGHUP)
             harness.wait_until(lambda: small.agg_req("GET", "/v1.0").status != 403, timeout=5,
                                what="list_all reloaded")
             t0 = time.monotonic()
@@ -456,7 +456,7 @@ def test_dead_and_stopped_servers():
     stopped = cell.backend(servers[0])
     stopped["proc"].signal(signal.SIGSTOP)
     try:
-        agg = cell.agg_proc
+        agg = cell.proc("agg")
         cpu0 = agg.cpu_seconds()
         t0 = time.monotonic()
         r = cell.agg_req("GET", "/v1.0/%s/%s?detail=id" % (a, qu))
