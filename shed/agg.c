@@ -37,8 +37,9 @@
 #define PREF_MAX           (2 * RING_MAX_R)
 #define QBUF_MAX           (2 * PROTO_BURROW_ID_MAX + 64)
 #define BACKENDS_MAX       4096
-#define SHED_AGG_FETCH_MAX 10000 /* widest per-backend window of one page */
-#define SEQ_REVISIT_MAX    16    /* sequential walk: extra visits after losing copies */
+#define SHED_AGG_FETCH_MAX 10000            /* widest per-backend window of one page */
+#define SEQ_REVISIT_MAX    16               /* sequential walk: extra visits after losing copies */
+#define LOOKUP_WALK        (RING_MAX_R + 8) /* servers a lookup asks per generation */
 
 struct shed_agg {
     struct shed_fanout *fan;
@@ -55,7 +56,8 @@ struct shed_agg {
 };
 
 /* Process-wide counters, so /metrics needs no aggregator instance. */
-static _Atomic uint64_t n_requests, n_backend_reqs, n_backend_errors, n_partial, n_probes, n_waves2;
+static _Atomic uint64_t n_requests, n_backend_reqs, n_backend_errors, n_partial, n_probes, n_waves2,
+    n_lookups;
 
 enum phase {
     PH_NONE = 0,
@@ -71,6 +73,7 @@ enum phase {
     PH_SEQ_PROBE, /* sequential walk: do earlier servers hold these copies? */
     PH_SEQ_CLEAN, /* sequential walk: delete the losing copies just hidden */
     PH_DETACHED,  /* answered early; the batch still runs (its result is dropped) */
+    PH_LOOKUP,    /* one message asked of every server it may live on */
 };
 
 enum method { M_GET, M_POST, M_DELETE };
@@ -101,6 +104,8 @@ struct shed_agg_req {
 
     /* request */
     enum method m;
+    bool lookup;         /* a single-message lookup (SHED_AGG_LOOKUP_PREFIX) */
+    const char *lmethod; /* its method, as sent to every candidate */
     enum proto_burrow_level level;
     char ids[3 * PROTO_BURROW_ID_MAX + 3];
     struct proto_burrow_path path;
@@ -211,37 +216,47 @@ shed_agg_metrics(char *buf, size_t len)
 
     if (len == 0)
         return 0;
-    n = snprintf(buf, len,
-                 "# HELP shed_agg_requests_total List requests answered by the aggregator.\n"
-                 "# TYPE shed_agg_requests_total counter\n"
-                 "shed_agg_requests_total %llu\n"
-                 "# HELP shed_agg_backend_requests_total Requests the aggregator sent to "
-                 "backends.\n"
-                 "# TYPE shed_agg_backend_requests_total counter\n"
-                 "shed_agg_backend_requests_total %llu\n"
-                 "# HELP shed_agg_backend_errors_total Backend requests of the aggregator "
-                 "that got no answer or a 5xx.\n"
-                 "# TYPE shed_agg_backend_errors_total counter\n"
-                 "shed_agg_backend_errors_total %llu\n"
-                 "# HELP shed_agg_partial_total Aggregated answers marked Shed-Partial.\n"
-                 "# TYPE shed_agg_partial_total counter\n"
-                 "shed_agg_partial_total %llu\n"
-                 "# HELP shed_agg_dedup_probes_total Single-message probes for duplicates.\n"
-                 "# TYPE shed_agg_dedup_probes_total counter\n"
-                 "shed_agg_dedup_probes_total %llu\n"
-                 "# HELP shed_agg_second_waves_total Pages whose first wave ran out, so that "
-                 "the servers after it were asked.\n"
-                 "# TYPE shed_agg_second_waves_total counter\n"
-                 "shed_agg_second_waves_total %llu\n",
-                 (unsigned long long)atomic_load(&n_requests),
-                 (unsigned long long)atomic_load(&n_backend_reqs),
-                 (unsigned long long)atomic_load(&n_backend_errors),
-                 (unsigned long long)atomic_load(&n_partial),
-                 (unsigned long long)atomic_load(&n_probes),
-                 (unsigned long long)atomic_load(&n_waves2));
+    n = snprintf(
+        buf, len,
+        "# HELP shed_agg_requests_total List requests answered by the aggregator.\n"
+        "# TYPE shed_agg_requests_total counter\n"
+        "shed_agg_requests_total %llu\n"
+        "# HELP shed_agg_backend_requests_total Requests the aggregator sent to "
+        "backends.\n"
+        "# TYPE shed_agg_backend_requests_total counter\n"
+        "shed_agg_backend_requests_total %llu\n"
+        "# HELP shed_agg_backend_errors_total Backend requests of the aggregator "
+        "that got no answer or a 5xx.\n"
+        "# TYPE shed_agg_backend_errors_total counter\n"
+        "shed_agg_backend_errors_total %llu\n"
+        "# HELP shed_agg_partial_total Aggregated answers marked Shed-Partial.\n"
+        "# TYPE shed_agg_partial_total counter\n"
+        "shed_agg_partial_total %llu\n"
+        "# HELP shed_agg_dedup_probes_total Single-message probes for duplicates.\n"
+        "# TYPE shed_agg_dedup_probes_total counter\n"
+        "shed_agg_dedup_probes_total %llu\n"
+        "# HELP shed_agg_second_waves_total Pages whose first wave ran out, so that "
+        "the servers after it were asked.\n"
+        "# TYPE shed_agg_second_waves_total counter\n"
+        "shed_agg_second_waves_total %llu\n"
+        "# HELP shed_agg_lookups_total Single-message requests the aggregator "
+        "looked up on every server the message may live on.\n"
+        "# TYPE shed_agg_lookups_total counter\n"
+        "shed_agg_lookups_total %llu\n",
+        (unsigned long long)atomic_load(&n_requests),
+        (unsigned long long)atomic_load(&n_backend_reqs),
+        (unsigned long long)atomic_load(&n_backend_errors),
+        (unsigned long long)atomic_load(&n_partial), (unsigned long long)atomic_load(&n_probes),
+        (unsigned long long)atomic_load(&n_waves2), (unsigned long long)atomic_load(&n_lookups));
     if (n < 0)
         return 0;
     return (size_t)n < len ? (size_t)n : len - 1;
+}
+
+bool
+shed_agg_is_lookup(const char *path)
+{
+    return strncmp(path, SHED_AGG_LOOKUP_PREFIX "/", sizeof(SHED_AGG_LOOKUP_PREFIX)) == 0;
 }
 
 bool
@@ -249,7 +264,11 @@ shed_agg_wants(const char *path, size_t len)
 {
     char buf[3 * PROTO_BURROW_ID_MAX + 3];
     struct proto_burrow_path p;
-    int rc = proto_burrow_parse_path(path, len, buf, sizeof(buf), &p);
+    int rc;
+
+    if (shed_agg_is_lookup(path))
+        return true; /* begin() answers 404 / 400 for what is not a message */
+    rc = proto_burrow_parse_path(path, len, buf, sizeof(buf), &p);
 
     /* Bad encodings at list level are ours too (a clean 400). */
     if (rc == -PROTO_EBADENC || rc == -PROTO_ETOOLONG) {
@@ -466,6 +485,7 @@ method_name(enum method m)
 static void on_batch(void *arg, const struct shed_fanout_res *res, size_t n);
 static bool on_each(void *arg, size_t idx, const struct shed_fanout_res *res);
 static void req_destroy(struct shed_agg_req *r);
+static void lookup_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n);
 
 /* A request's batch under construction. */
 struct batch {
@@ -1611,6 +1631,9 @@ on_batch(void *arg, const struct shed_fanout_res *res, size_t n)
     case PH_SEQ_CLEAN:
         destr_seq_step_end(r);
         break;
+    case PH_LOOKUP:
+        lookup_done(r, res, n);
+        break;
     case PH_DETACHED:
         break; /* answered already */
     case PH_NONE:
@@ -1769,6 +1792,124 @@ snapshot(struct shed_agg_req *r, const struct registry_route *route)
     return 0;
 }
 
+/* -------------------------------------------------------------- lookup */
+
+/* The candidates of a lookup: the first LOOKUP_WALK servers of the
+ * message's bucket in each generation, current first (the preference
+ * order of the answer), members that left skipped. */
+static int
+lookup_snapshot(struct shed_agg_req *r, const struct registry_route *route)
+{
+    const struct ring *rings[2] = {route->ring, route->prev};
+    char key[2 * PROTO_BURROW_ID_MAX + 1];
+    size_t klen = r->path.queue.len + 1 + r->path.message.len;
+
+    r->be = calloc(2 * LOOKUP_WALK, sizeof(*r->be));
+    if (r->be == NULL)
+        return -ENOMEM;
+    memcpy(key, r->path.queue.ptr, r->path.queue.len);
+    key[r->path.queue.len] = '/';
+    memcpy(key + r->path.queue.len + 1, r->path.message.ptr, r->path.message.len);
+    for (int g = 0; g < 2; g++) {
+        const struct ring *ring = rings[g];
+        uint32_t walk[LOOKUP_WALK];
+        size_t nw;
+
+        if (ring == NULL || ring_size(ring) == 0)
+            continue;
+        nw = ring_walk(
+            ring,
+            ring_bucket(ring_config(ring), r->path.account.ptr, r->path.account.len, key, klen),
+            walk, LOOKUP_WALK);
+        for (size_t i = 0; i < nw; i++)
+            if (!member_gone(route, ring, walk[i]))
+                add_member(r, 2 * LOOKUP_WALK, ring_member_at(ring, walk[i]),
+                           member_live(route, ring, walk[i]));
+    }
+    return 0;
+}
+
+static void
+lookup_run(struct shed_agg_req *r, const struct registry_route *route)
+{
+    struct urlopts o = {0};
+    struct batch b;
+    char detail[PROTO_BURROW_ID_MAX + 1];
+
+    if (lookup_snapshot(r, route) < 0 || batch_init(&b, r->nbe) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    if (r->q.detail_raw.ptr != NULL) {
+        snprintf(detail, sizeof(detail), "%.*s", (int)r->q.detail_raw.len, r->q.detail_raw.ptr);
+        o.detail = detail;
+    }
+    o.attrs = true;
+    for (uint32_t i = 0; i < r->nbe; i++) {
+        if (!r->be[i].live)
+            continue;
+        r->order[b.n] = i;
+        if (batch_add(&b, r, r->lmethod, i, r->path.message.ptr, r->path.message.len, &o,
+                      r->timeout_ms) < 0) {
+            batch_free(&b);
+            answer_text(r, 414, "path or query too long");
+            return;
+        }
+    }
+    if (b.n == 0) {
+        batch_free(&b);
+        answer_unavailable(r, "no live server for this message");
+        return;
+    }
+    batch_go(r, &b, PH_LOOKUP, false);
+}
+
+/* The first success in preference order is the answer (a GET's copy, a
+ * DELETE or POST that found the message somewhere: every copy was
+ * changed); else a 400, else 404 when some server answered. */
+static void
+lookup_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
+    const struct shed_fanout_res *best = NULL;
+    bool answered = false;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!usable(r, r->order[i], &res[i]))
+            continue;
+        answered = true;
+        keep_notfound(r, &res[i]);
+        if (res[i].status >= 200 && res[i].status < 300) {
+            if (best == NULL)
+                best = &res[i];
+        } else if (res[i].status == 400 && best == NULL) {
+            answer_text(r, 400, res[i].body);
+            return;
+        }
+    }
+    if (best == NULL) {
+        if (answered)
+            answer_text(r, 404, r->notfound[0] != '\0' ? r->notfound : "Message not found");
+        else
+            answer_unavailable(r, "no server answered");
+        return;
+    }
+    shed_merge_out_clear(&r->out);
+    r->out.status = best->status;
+    if (best->len > 0) {
+        r->out.body = malloc(best->len);
+        if (r->out.body == NULL) {
+            answer_unavailable(r, "out of memory");
+            return;
+        }
+        memcpy(r->out.body, best->body, best->len);
+        r->out.len = best->len;
+        r->out.ctype = r->detail == PROTO_DETAIL_ALL || r->detail == PROTO_DETAIL_ATTRIBUTES
+                           ? "application/json"
+                           : "application/octet-stream";
+    }
+    finish(r);
+}
+
 static void
 begin(struct shed_agg_req *r, const struct registry_route *route, const char *method,
       const char *path, size_t plen, const char *query, size_t qlen)
@@ -1779,7 +1920,49 @@ begin(struct shed_agg_req *r, const struct registry_route *route, const char *me
         answer_empty(r, 404);
         return;
     }
+    if (shed_agg_is_lookup(path)) {
+        r->lookup = true;
+        path += sizeof(SHED_AGG_LOOKUP_PREFIX) - 1;
+        plen -= sizeof(SHED_AGG_LOOKUP_PREFIX) - 1;
+    }
     rc = proto_burrow_parse_path(path, plen, r->ids, sizeof(r->ids), &r->path);
+    if (r->lookup) {
+        if (rc == 0 && r->path.level != PROTO_BURROW_MESSAGE)
+            rc = -PROTO_ENOTFOUND;
+        if (rc == -PROTO_ENOTFOUND) {
+            answer_empty(r, 404);
+            return;
+        }
+        if (rc < 0) {
+            answer_text(r, 400, proto_strerror(rc));
+            return;
+        }
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 &&
+            strcmp(method, "POST") != 0 && strcmp(method, "DELETE") != 0) {
+            answer_empty(r, 405);
+            return;
+        }
+        r->lmethod = strcmp(method, "HEAD") == 0 ? "GET" : method;
+        r->level = PROTO_BURROW_MESSAGES; /* sb_path() writes account and queue */
+        proto_burrow_query_init(&r->q);
+        rc = proto_burrow_query_parse(&r->q, query ? query : "", query ? qlen : 0, r->qbuf,
+                                      sizeof(r->qbuf));
+        if (rc < 0) {
+            answer_text(r, 400, proto_strerror(rc));
+            return;
+        }
+        r->detail = r->q.detail != PROTO_DETAIL_DEFAULT ? r->q.detail
+                    : strcmp(r->lmethod, "GET") == 0    ? PROTO_DETAIL_ALL
+                                                        : PROTO_DETAIL_NONE;
+        r->order = calloc(2 * LOOKUP_WALK, sizeof(*r->order));
+        if (r->order == NULL) {
+            answer_unavailable(r, "out of memory");
+            return;
+        }
+        atomic_fetch_add(&n_lookups, 1);
+        lookup_run(r, route);
+        return;
+    }
     if (rc == -PROTO_ENOTFOUND || (rc == 0 && (r->path.level < PROTO_BURROW_ACCOUNTS ||
                                                r->path.level > PROTO_BURROW_MESSAGES))) {
         answer_empty(r, 404);

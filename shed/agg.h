@@ -58,6 +58,13 @@ void shed_agg_reconfigure(struct shed_agg *agg, const struct shed_agg_config *cf
  * /v1.0, /v1.0/a, /v1.0/a/q, whatever the method)? */
 bool shed_agg_wants(const char *path, size_t len);
 
+/* Line sheds send single-message requests whose message may live off its
+ * owner to SHED_AGG_LOOKUP_PREFIX + the Burrow path: the aggregator asks
+ * every server of the message's bucket, both generations, and answers
+ * itself (docs/reachability.md). */
+#define SHED_AGG_LOOKUP_PREFIX "/_shed/lookup"
+bool shed_agg_is_lookup(const char *path);
+
 /* Start one request. <route> is read only during the call (the caller holds
  * its read-side section); NULL means an unknown service (404). <query> is
  * the raw query string without '?' (may be NULL). On 0 <done> fires exactly

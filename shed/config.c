@@ -719,6 +719,7 @@ static const struct cmd timings_table[] = {
     {"lease", set_duration, CFG(timings.lease_ms), 10, 3600000, NULL},
     {"evict_after", set_duration, CFG(timings.evict_after_ms), 0, 86400000, NULL},
     {"drain_window", set_duration, CFG(timings.drain_window_ms), 0, 86400000, NULL},
+    {"settle_window", set_duration, CFG(timings.settle_window_ms), 0, 86400000, NULL},
     {"pin_lifetime", set_duration, CFG(timings.pin_lifetime_ms), 0, 86400000, NULL},
     {"join_heartbeats", set_u32, CFG(timings.join_heartbeats), 1, 100, NULL},
     {"evict_cap", set_u32, CFG(timings.evict_cap), 1, 1000000, NULL},
@@ -840,6 +841,7 @@ defaults(struct shed_config *cfg)
         .evict_after_ms = 30000,
         .drain_window_ms = 60000,
         .pin_lifetime_ms = 30000,
+        .settle_window_ms = UINT64_MAX, /* drain_window unless set */
         .join_heartbeats = 2,
         .evict_cap = 1,
         .sync_interval_ms = 500,
@@ -894,7 +896,7 @@ static int
 validate(struct ctx *c)
 {
     struct shed_config *cfg = c->cfg;
-    const struct shed_timings *t = &cfg->timings;
+    struct shed_timings *t = &cfg->timings;
     if (cfg->cell[0] == '\0')
         return errmark(c, -1, "missing required key 'cell'");
     if (cfg->roles == 0)
@@ -922,6 +924,8 @@ validate(struct ctx *c)
         return errmark(c, TOP_TIMINGS, "timings: evict_after must be at least lease");
     if (t->pin_lifetime_ms > t->drain_window_ms)
         return errmark(c, TOP_TIMINGS, "timings: pin_lifetime must not exceed drain_window");
+    if (t->settle_window_ms == UINT64_MAX)
+        t->settle_window_ms = t->drain_window_ms;
     if (cfg->default_service[0] != '\0' &&
         shed_config_service(cfg, cfg->default_service, strlen(cfg->default_service)) == NULL)
         return errmark(c, TOP_DEFAULT_SERVICE, "default_service '%s' is not in services",

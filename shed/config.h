@@ -73,6 +73,7 @@ struct shed_timings {
     uint64_t evict_after_ms;        /* down for this long: evicted */
     uint64_t drain_window_ms;       /* previous ring generation kept this long */
     uint64_t pin_lifetime_ms;       /* Shed-Pin-TTL, <= drain_window */
+    uint64_t settle_window_ms;      /* lookups after a liveness change (0: off) */
     uint32_t join_heartbeats;       /* heartbeats before a new member joins */
     uint32_t evict_cap;             /* evictions per heartbeat interval */
     uint64_t sync_interval_ms;      /* peer / master sync (later roles) */

@@ -170,6 +170,8 @@ dispatch(struct shed_call *c)
 {
     if (shed_cluster_match(c->path)) /* sync and master endpoints */
         return shed_cluster_handle(c);
+    if ((c->cfg->roles & SHED_ROLE_AGGREGATOR) && shed_agg_is_lookup(c->path))
+        return shed_agg_handle(c);
     if (shed_ops_match(c->path))
         return shed_ops_handle(c);
     for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)

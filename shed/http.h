@@ -72,6 +72,7 @@ struct shed_query {
     struct shed_arg args[SHED_QUERY_ARGS];
     size_t n;
     bool overflow; /* more than SHED_QUERY_ARGS arguments */
+    bool lookup;   /* Shed-Lookup: the client found no message where it was sent */
 };
 
 /* One access-handler call, with what every role needs. */

@@ -15,6 +15,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "shed/agg.h"
 #include "shed/cluster.h"
 
 #define WALK_MAX 64 /* handoff candidates looked at beyond the R of a row */
@@ -285,6 +286,28 @@ pick_primary(const struct registry_route *r, uint32_t bucket)
     return draining;
 }
 
+/* The id of the first member of <bucket>'s row in <ring>, or NULL. */
+static const char *
+row_head(const struct ring *ring, uint32_t bucket)
+{
+    uint32_t row[RING_MAX_R];
+    return ring_row(ring, bucket, row) > 0 ? ring_member_at(ring, row[0])->id : NULL;
+}
+
+bool
+shed_line_unsettled(const struct registry_route *r, uint32_t bucket)
+{
+    if (!r->lookups)
+        return false;
+    if (r->unsettled != NULL && atomic_load_explicit(r->unsettled, memory_order_relaxed) != 0)
+        return true;
+    if (r->prev == NULL || ring_size(r->prev) == 0)
+        return false;
+    /* In the drain window: the bucket's owner changed with the generation. */
+    const char *was = row_head(r->prev, bucket), *now = row_head(r->ring, bucket);
+    return was != NULL && (now == NULL || strcmp(was, now) != 0);
+}
+
 /* Weighted random member that is up, or RING_NONE. */
 static uint32_t
 pick_weighted(const struct registry_route *r)
@@ -464,6 +487,22 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
         shed_line_no_server(cfg, r, m, segs, 4, q, a);
         return;
     }
+    if (m != SHED_M_PUT && cfg->aggregator[0] != '\0' &&
+        (q->lookup || shed_line_unsettled(r, bucket))) {
+        /* The message may live off its owner: the aggregator asks every
+         * server it can be on (docs/reachability.md). */
+        *level = SHED_LEVEL_LOOKUP;
+        char base[SHED_URL_MAX + sizeof(SHED_AGG_LOOKUP_PREFIX)];
+        snprintf(base, sizeof(base), "%s%s", cfg->aggregator, SHED_AGG_LOOKUP_PREFIX);
+        long e = shed_line_location(a->location, sizeof(a->location), base, segs, 4, q);
+        if (e < 0) {
+            SHED_REFUSED(a, e, txt_bad_query);
+            return;
+        }
+        a->location_len = (size_t)e;
+        redirect_code(cfg, m, a);
+        return;
+    }
     long e = shed_line_location(a->location, sizeof(a->location), ring_member_at(r->ring, idx)->url,
                                 segs, 4, q);
     if (e < 0) {
@@ -498,6 +537,7 @@ shed_line_query(struct MHD_Connection *conn, struct shed_query *q)
 {
     q->n = 0;
     q->overflow = false;
+    q->lookup = false;
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_arg, q);
 }
 
@@ -527,6 +567,7 @@ shed_line_handle(struct shed_call *c)
         return true;
     struct shed_query q;
     shed_line_query(c->conn, &q);
+    q.lookup = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Shed-Lookup") != NULL;
     const char *host = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Host");
     struct shed_answer a;
     unsigned slot = 0;

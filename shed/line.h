@@ -63,6 +63,13 @@ void shed_line_route(const struct shed_config *cfg, const struct registry_view *
                      const struct shed_query *q, struct shed_answer *a, unsigned *slot,
                      enum shed_level *level);
 
+/* Might a message of <bucket> live off the server its row names first? In
+ * the settle window after a liveness change of <r> (route->unsettled), and
+ * in the drain window for a bucket whose first server changed with the
+ * generation. Single-message reads of such buckets go to the aggregator's
+ * lookup. */
+bool shed_line_unsettled(const struct registry_route *r, uint32_t bucket);
+
 /* The answer when no live local server can take a request: 503 with a
  * jittered Retry-After, unless masters are configured: then a redirect to a
  * master with an escalation token (shed/cluster.c; <segs> are the decoded

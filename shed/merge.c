@@ -385,6 +385,9 @@ scan_item(struct scan *sc, struct shed_merge_item *it, bool *escaped)
                 if (klen == 6 && memcmp(k, "\"body\"", 6) == 0) {
                     it->body.ptr = v;
                     it->body.len = (size_t)(sc->p - v);
+                } else if (klen == 16 && memcmp(k, "\"body_base64url\"", 16) == 0) {
+                    it->body64.ptr = v;
+                    it->body64.len = (size_t)(sc->p - v);
                 }
             }
             ws(sc);
@@ -655,6 +658,12 @@ project(enum proto_burrow_level level, enum proto_burrow_detail detail,
     case PROTO_DETAIL_BODY:
         if (it->body.len > 0) {
             out[1] = it->body;
+        } else if (it->body64.len > 0) {
+            out[0].ptr = "{\"body_base64url\":";
+            out[0].len = 18;
+            out[1] = it->body64;
+            out[2].ptr = "}";
+            out[2].len = 1;
         } else {
             out[1].ptr = empty;
             out[1].len = 2;

@@ -13,6 +13,10 @@
  * marked <drop> (a copy that loses to one on an earlier-preference server)
  * is skipped too.
  *
+ * Bodies pass through as the backends wrote them: "body" or
+ * "body_base64url" (proto/body.h); a detail=body page holds the string or
+ * {"body_base64url": ...}.
+ *
  * Backend answers are scanned, not parsed into a tree: items are spans of
  * the answer's bytes, and the merged answer is built by copying those spans
  * (JSON-escaped ids are decoded once, for comparison and hashing).
@@ -46,6 +50,7 @@ struct shed_merge_item {
     struct shed_merge_span raw;    /* the whole JSON element, as the backend sent it */
     struct shed_merge_span id_raw; /* the id's JSON string token, quotes included */
     struct shed_merge_span body;   /* the "body" member's JSON value, len 0 if none */
+    struct shed_merge_span body64; /* the "body_base64url" member's value (proto/body.h) */
     bool drop;                     /* set by the caller: a losing failover copy */
 };
 

@@ -34,7 +34,7 @@ static const char *hb_names[SHED_HB_COUNT] = {
     "ok",        "deregistered", "unauthorized",    "forbidden", "bad_request",
     "too_large", "stale",        "unknown_service", "full",
 };
-static const char *level_names[SHED_LEVEL_COUNT] = {"message", "list", "any"};
+static const char *level_names[SHED_LEVEL_COUNT] = {"message", "list", "any", "lookup"};
 
 static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER;
 static char slot_names[SHED_METRICS_SLOTS][SHED_NAME_MAX];

@@ -28,6 +28,7 @@ enum shed_level {
     SHED_LEVEL_MESSAGE = 0, /* /v1.0/a/q/m */
     SHED_LEVEL_LIST,        /* /v1.0, /v1.0/a, /v1.0/a/q (to the aggregator) */
     SHED_LEVEL_ANY,         /* a stateless service */
+    SHED_LEVEL_LOOKUP,      /* a message request sent to the aggregator's lookup */
     SHED_LEVEL_COUNT,
 };
 

@@ -73,8 +73,14 @@ struct service {
     uint64_t prev_until;    /* end of the drain window */
     _Atomic uint8_t *live;  /* for gen.cur, owned */
     _Atomic uint32_t *load; /* for gen.cur, owned */
-    bool dirty;             /* membership changed: rebuild at the next tick */
-    uint64_t window_start;  /* eviction cap window */
+    /* Where messages are may differ from where the ring says they are:
+     * set at once by any membership or liveness change (moved), cleared
+     * by the tick once settle_until has passed (route->unsettled). */
+    _Atomic uint8_t *unsettled; /* owned, one byte */
+    bool moved;                 /* changed since the last tick */
+    uint64_t settle_until;      /* ms */
+    bool dirty;                 /* membership changed: rebuild at the next tick */
+    uint64_t window_start;      /* eviction cap window */
     uint32_t evicted_in_window;
     uint64_t empty_seq; /* sequence at which the last live member went away */
     bool had_live;      /* live members at the last tick */
@@ -140,6 +146,13 @@ registry_live_name(enum registry_live l)
     return "?";
 }
 
+static void
+mark_moved(struct service *s)
+{
+    s->moved = true;
+    atomic_store(s->unsettled, 1);
+}
+
 static enum registry_live
 live_of(const struct member *m)
 {
@@ -150,6 +163,18 @@ live_of(const struct member *m)
     if (m->announced == PROTO_HB_DRAINING)
         return REGISTRY_DRAINING;
     return REGISTRY_UP;
+}
+
+/* Store member <m>'s liveness in the current generation; a change opens
+ * the service's settle window (docs/reachability.md). */
+static void
+set_live(struct service *s, const struct member *m)
+{
+    if (!m->in_ring)
+        return;
+    uint8_t v = (uint8_t)live_of(m);
+    if (atomic_exchange(&s->live[m->ring_idx], v) != v)
+        mark_moved(s);
 }
 
 static void
@@ -246,6 +271,8 @@ publish(struct registry *reg, struct retired *rt)
                 r->max_weight = ring_member_at(s->gen.cur, (uint32_t)k)->weight;
         r->live = s->live;
         r->load = s->load;
+        r->unsettled = s->unsettled;
+        r->lookups = reg->t.settle_window_ms > 0;
     }
     v->nroutes = reg->nsvcs;
     v->routes = routes;
@@ -454,9 +481,11 @@ service_new(struct registry *reg, const struct shed_service_config *cfg, struct 
     }
     s->live = calloc(1, sizeof(*s->live));
     s->load = calloc(1, sizeof(*s->load));
-    if (s->live == NULL || s->load == NULL) {
+    s->unsettled = calloc(1, sizeof(*s->unsettled));
+    if (s->live == NULL || s->load == NULL || s->unsettled == NULL) {
         free((void *)s->live);
         free((void *)s->load);
+        free((void *)s->unsettled);
         ring_destroy(empty);
         free(s);
         return -ENOMEM;
@@ -481,6 +510,7 @@ service_free(struct service *s)
     ring_destroy(s->gen.prev);
     free((void *)s->live);
     free((void *)s->load);
+    free((void *)s->unsettled);
     free(s);
 }
 
@@ -647,6 +677,8 @@ registry_heartbeat(struct registry *reg, const struct proto_heartbeat *hb, uint6
         m->incarnation = hb->incarnation;
         if (!m->in_ring)
             m->beats = 0;
+        else
+            mark_moved(s); /* restarted: maybe empty, its data on others */
     }
     member_place(s, m, hb->url, hb->zone, hb->weight);
     if (m->down)
@@ -665,7 +697,7 @@ registry_heartbeat(struct registry *reg, const struct proto_heartbeat *hb, uint6
     if (!m->in_ring && m->beats >= reg->t.join_heartbeats)
         s->dirty = true;
     if (m->in_ring)
-        atomic_store(&s->live[m->ring_idx], (uint8_t)live_of(m));
+        set_live(s, m);
     pace(reg, reply);
     m->lease_until = now + reply->lease_ms;
     reply->generation = s->gen.number;
@@ -698,7 +730,7 @@ registry_deregister(struct registry *reg, const char *service, size_t slen, cons
     if (m->in_ring) {
         m->gone = true;
         m->incarnation = incarnation;
-        atomic_store(&s->live[m->ring_idx], (uint8_t)REGISTRY_DOWN);
+        set_live(s, m);
         s->dirty = true;
     } else {
         remove_member(reg, s, pos);
@@ -727,13 +759,13 @@ tick_service(struct registry *reg, struct service *s, uint64_t now)
             m->seq = ++reg->seq;
             log_info("registry: service=%s id=%s down (lease expired)", s->cfg.name, m->id);
             if (m->in_ring)
-                atomic_store(&s->live[m->ring_idx], (uint8_t)REGISTRY_DOWN);
+                set_live(s, m);
         }
         if (m->suspect && m->suspect_until != UINT64_MAX && now >= m->suspect_until) {
             m->suspect = false;
             m->suspect_until = 0;
             if (m->in_ring)
-                atomic_store(&s->live[m->ring_idx], (uint8_t)live_of(m));
+                set_live(s, m);
         }
         if (!m->down && m->in_ring)
             nlive++;
@@ -778,6 +810,11 @@ tick_service(struct registry *reg, struct service *s, uint64_t now)
         garbage_ring(reg, ring_gen_drop_prev(&s->gen));
         changed = true;
     }
+    if (s->moved) {
+        s->moved = false;
+        s->settle_until = now + reg->t.settle_window_ms;
+    }
+    atomic_store(s->unsettled, (uint8_t)(now < s->settle_until));
     /* The ordering rule for escalation: remember when the cell lost its
      * last live member of this service (shed/cluster.c reads it). Counted
      * after the rebuild, so that a join counts at once. */
@@ -883,6 +920,7 @@ registry_reconfigure(struct registry *reg, const struct shed_config *cfg, uint64
             garbage_ring(reg, s->gen.prev);
             garbage(reg, (void *)s->live);
             garbage(reg, (void *)s->load);
+            garbage(reg, (void *)s->unsettled);
             s->gen.cur = s->gen.prev = NULL;
             s->live = NULL;
             s->load = NULL;
@@ -1121,7 +1159,7 @@ apply_gone(struct registry *reg, struct service *s, const struct proto_sync_entr
     tomb_add(reg, s, m, true);
     if (m->in_ring) {
         m->gone = true;
-        atomic_store(&s->live[m->ring_idx], (uint8_t)REGISTRY_DOWN);
+        set_live(s, m);
         s->dirty = true;
     } else {
         remove_member(reg, s, pos);
@@ -1202,7 +1240,7 @@ registry_apply(struct registry *reg, const struct proto_sync_msg *msg, uint64_t 
         if (!m->in_ring && !m->down)
             s->dirty = true;
         if (m->in_ring)
-            atomic_store(&s->live[m->ring_idx], (uint8_t)live_of(m));
+            set_live(s, m);
         m->seq = ++reg->seq;
         m->remote = true;
         applied++;
@@ -1283,7 +1321,7 @@ registry_set_suspect(struct registry *reg, const char *hostport, uint64_t until,
                 m->suspect_until = until;
             }
             if (m->in_ring)
-                atomic_store(&s->live[m->ring_idx], (uint8_t)live_of(m));
+                set_live(s, m);
         }
     }
     pthread_mutex_unlock(&reg->mu);

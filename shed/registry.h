@@ -67,6 +67,11 @@ struct registry_route {
     uint32_t max_weight;      /* largest member weight in ring (>= 1) */
     _Atomic uint8_t *live;    /* enum registry_live per ring member index */
     _Atomic uint32_t *load;   /* recent redirects per ring member index (decays) */
+    /* Nonzero in the settle window after a membership or liveness change:
+     * messages may live off their owner, single-message reads go to the
+     * aggregator's lookup (docs/reachability.md). */
+    const _Atomic uint8_t *unsettled;
+    bool lookups; /* timings.settle_window > 0 */
 };
 
 struct registry_view {

@@ -38,6 +38,7 @@ def shed_config(port, role="line", aggregator=None, peers=(), code_other=307,
         "  lease: 1000ms",
         "  evict_after: 30s",
         "  drain_window: 60s",
+        "  settle_window: 0",  # routing itself; lookups: tests/reach
         "  pin_lifetime: %s" % pin_lifetime,
         "  join_heartbeats: 1",
         "  sync_interval: 200ms",

@@ -147,6 +147,7 @@ class Cluster:
                       "state_dir: %s" % sd]
         lines += ["timings:", "  heartbeat_interval: 200ms", "  lease: %s" % lease,
                   "  evict_after: 60s", "  drain_window: 60s", "  pin_lifetime: 30s",
+                  "  settle_window: 0",  # routing itself; lookups: tests/reach
                   "  join_heartbeats: 1", "  sync_interval: %s" % self.sync,
                   "services:", "  burrow:"] + RING
         return "\n".join(lines) + "\n"

@@ -36,7 +36,8 @@ credential: %s
 register_networks: [127.0.0.0/8]
 aggregator: http://127.0.0.1:9
 timings: {heartbeat_interval: 200ms, lease: 700ms, evict_after: 3s, drain_window: 10s,
-          pin_lifetime: 5s, join_heartbeats: 2, evict_cap: 1}
+          pin_lifetime: 5s, join_heartbeats: 2, evict_cap: 1,
+          settle_window: 0}  # routing itself; lookups: tests/reach
 limits: {heartbeat_body: 4096}
 services:
   burrow: {kind: burrow, buckets: 1024, k: 3, r: 3}
