@@ -1801,15 +1801,11 @@ static int
 lookup_snapshot(struct shed_agg_req *r, const struct registry_route *route)
 {
     const struct ring *rings[2] = {route->ring, route->prev};
-    char key[2 * PROTO_BURROW_ID_MAX + 1];
-    size_t klen = r->path.queue.len + 1 + r->path.message.len;
+    const struct proto_burrow_path *p = &r->path;
 
     r->be = calloc(2 * LOOKUP_WALK, sizeof(*r->be));
     if (r->be == NULL)
         return -ENOMEM;
-    memcpy(key, r->path.queue.ptr, r->path.queue.len);
-    key[r->path.queue.len] = '/';
-    memcpy(key + r->path.queue.len + 1, r->path.message.ptr, r->path.message.len);
     for (int g = 0; g < 2; g++) {
         const struct ring *ring = rings[g];
         uint32_t walk[LOOKUP_WALK];
@@ -1817,10 +1813,11 @@ lookup_snapshot(struct shed_agg_req *r, const struct registry_route *route)
 
         if (ring == NULL || ring_size(ring) == 0)
             continue;
-        nw = ring_walk(
-            ring,
-            ring_bucket(ring_config(ring), r->path.account.ptr, r->path.account.len, key, klen),
-            walk, LOOKUP_WALK);
+        nw = ring_walk(ring,
+                       ring_message_bucket(ring_config(ring), p->account.ptr, p->account.len,
+                                           p->queue.ptr, p->queue.len, p->message.ptr,
+                                           p->message.len),
+                       walk, LOOKUP_WALK);
         for (size_t i = 0; i < nw; i++)
             if (!member_gone(route, ring, walk[i]))
                 add_member(r, 2 * LOOKUP_WALK, ring_member_at(ring, walk[i]),

@@ -260,11 +260,8 @@ redirect_code(const struct shed_config *cfg, enum shed_method m, struct shed_ans
     a->body_len = 0;
 }
 
-/* The first member of <bucket>'s row that may take a new request: live and
- * not draining; then handoffs past R; then a draining member of the row
- * (better than nothing). RING_NONE when every candidate is down. */
-static uint32_t
-pick_primary(const struct registry_route *r, uint32_t bucket)
+uint32_t
+shed_line_primary(const struct registry_route *r, uint32_t bucket)
 {
     uint32_t row[RING_MAX_R];
     size_t n = ring_row(r->ring, bucket, row);
@@ -299,7 +296,7 @@ shed_line_unsettled(const struct registry_route *r, uint32_t bucket)
 {
     if (!r->lookups)
         return false;
-    if (r->unsettled != NULL && atomic_load_explicit(r->unsettled, memory_order_relaxed) != 0)
+    if (r->settle != NULL && atomic_load_explicit(&r->settle->unsettled, memory_order_relaxed) != 0)
         return true;
     if (r->prev == NULL || ring_size(r->prev) == 0)
         return false;
@@ -475,14 +472,10 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
     }
 
     *level = SHED_LEVEL_MESSAGE;
-    const struct ring_config *rc_ = ring_config(r->ring);
-    char key[2 * PROTO_BURROW_ID_MAX + 1];
-    memcpy(key, bp.queue.ptr, bp.queue.len);
-    key[bp.queue.len] = '/';
-    memcpy(key + bp.queue.len + 1, bp.message.ptr, bp.message.len);
     uint32_t bucket =
-        ring_bucket(rc_, bp.account.ptr, bp.account.len, key, bp.queue.len + 1 + bp.message.len);
-    uint32_t idx = pick_primary(r, bucket);
+        ring_message_bucket(ring_config(r->ring), bp.account.ptr, bp.account.len, bp.queue.ptr,
+                            bp.queue.len, bp.message.ptr, bp.message.len);
+    uint32_t idx = shed_line_primary(r, bucket);
     if (idx == RING_NONE) {
         shed_line_no_server(cfg, r, m, segs, 4, q, a);
         return;

@@ -63,8 +63,14 @@ void shed_line_route(const struct shed_config *cfg, const struct registry_view *
                      const struct shed_query *q, struct shed_answer *a, unsigned *slot,
                      enum shed_level *level);
 
+/* The first member of <bucket>'s row in <r>'s current ring that may take a
+ * new request: live and not draining; then handoffs past R; then a
+ * draining member of the row (better than nothing). RING_NONE when every
+ * candidate is down. Where a PUT goes, and so a message's home. */
+uint32_t shed_line_primary(const struct registry_route *r, uint32_t bucket);
+
 /* Might a message of <bucket> live off the server its row names first? In
- * the settle window after a liveness change of <r> (route->unsettled), and
+ * the settle window after a liveness change of <r> (route->settle), and
  * in the drain window for a bucket whose first server changed with the
  * generation. Single-message reads of such buckets go to the aggregator's
  * lookup. */

@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "shed/cluster.h"
 #include "shed/config.h"
+#include "shed/handoff.h"
 #include "shed/http.h"
 #include "shed/rcu.h"
 #include "shed/registry.h"
@@ -155,6 +156,9 @@ main(int argc, char **argv)
         fatalx("cannot start sync, master or snapshot (see above)");
     if (shed_http_start(&ctx, cfg) < 0)
         fatalx("cannot start the HTTP front end");
+    struct shed_handoff *handoff = NULL;
+    if ((cfg->roles & SHED_ROLE_AGGREGATOR) && shed_handoff_start(&ctx, &handoff) < 0)
+        fatalx("cannot start the handoff thread");
     log_info("cell=%s started, %zu service%s", cfg->cell, cfg->nservices,
              cfg->nservices == 1 ? "" : "s");
 
@@ -171,6 +175,7 @@ main(int argc, char **argv)
     }
 
     log_info("stopping: no new connections, finishing in-flight requests");
+    shed_handoff_stop(handoff);
     shed_http_quiesce();
     uint64_t deadline = shed_now_ms() + DRAIN_WAIT_MS;
     while (shed_http_inflight() > 0 && shed_now_ms() < deadline) {

@@ -18,6 +18,7 @@
 
 #include "shed/agg.h"
 #include "shed/config.h"
+#include "shed/handoff.h"
 #include "shed/registry.h"
 
 #define RENDER_MAX (4u << 20) /* bytes of metrics text */
@@ -248,8 +249,10 @@ shed_metrics_render(struct registry *reg, char **out, size_t *len)
                 registry_evictions(reg));
     }
     {
-        char agg[1024]; /* the aggregator's counters (shed/agg) */
+        char agg[4096]; /* the aggregator's counters (shed/agg, shed/handoff) */
         if (shed_agg_metrics(agg, sizeof(agg)) > 0)
+            bprintf(&b, "%s", agg);
+        if (shed_handoff_metrics(agg, sizeof(agg)) > 0)
             bprintf(&b, "%s", agg);
     }
     bprintf(&b, "# HELP shed_request_duration_seconds Time the shed spends deciding a request.\n"

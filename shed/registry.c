@@ -75,12 +75,12 @@ struct service {
     _Atomic uint32_t *load; /* for gen.cur, owned */
     /* Where messages are may differ from where the ring says they are:
      * set at once by any membership or liveness change (moved), cleared
-     * by the tick once settle_until has passed (route->unsettled). */
-    _Atomic uint8_t *unsettled; /* owned, one byte */
-    bool moved;                 /* changed since the last tick */
-    uint64_t settle_until;      /* ms */
-    bool dirty;                 /* membership changed: rebuild at the next tick */
-    uint64_t window_start;      /* eviction cap window */
+     * by the tick once settle_until has passed (route->settle). */
+    struct registry_settle *settle; /* owned */
+    bool moved;                     /* changed since the last tick */
+    uint64_t settle_until;          /* ms */
+    bool dirty;                     /* membership changed: rebuild at the next tick */
+    uint64_t window_start;          /* eviction cap window */
     uint32_t evicted_in_window;
     uint64_t empty_seq; /* sequence at which the last live member went away */
     bool had_live;      /* live members at the last tick */
@@ -150,7 +150,8 @@ static void
 mark_moved(struct service *s)
 {
     s->moved = true;
-    atomic_store(s->unsettled, 1);
+    atomic_store(&s->settle->unsettled, 1);
+    atomic_fetch_add(&s->settle->changes, 1);
 }
 
 static enum registry_live
@@ -271,7 +272,7 @@ publish(struct registry *reg, struct retired *rt)
                 r->max_weight = ring_member_at(s->gen.cur, (uint32_t)k)->weight;
         r->live = s->live;
         r->load = s->load;
-        r->unsettled = s->unsettled;
+        r->settle = s->settle;
         r->lookups = reg->t.settle_window_ms > 0;
     }
     v->nroutes = reg->nsvcs;
@@ -458,6 +459,7 @@ rebuild(struct registry *reg, struct service *s, uint64_t now)
     s->load = load;
     s->prev_until = now + reg->t.drain_window_ms;
     s->dirty = false;
+    atomic_fetch_add(&s->settle->changes, 1);
     char digest[33];
     ring_digest(next, digest);
     log_info("registry: service=%s generation=%" PRIu64 " members=%zu digest=%s", s->cfg.name,
@@ -481,11 +483,11 @@ service_new(struct registry *reg, const struct shed_service_config *cfg, struct 
     }
     s->live = calloc(1, sizeof(*s->live));
     s->load = calloc(1, sizeof(*s->load));
-    s->unsettled = calloc(1, sizeof(*s->unsettled));
-    if (s->live == NULL || s->load == NULL || s->unsettled == NULL) {
+    s->settle = calloc(1, sizeof(*s->settle));
+    if (s->live == NULL || s->load == NULL || s->settle == NULL) {
         free((void *)s->live);
         free((void *)s->load);
-        free((void *)s->unsettled);
+        free(s->settle);
         ring_destroy(empty);
         free(s);
         return -ENOMEM;
@@ -510,7 +512,7 @@ service_free(struct service *s)
     ring_destroy(s->gen.prev);
     free((void *)s->live);
     free((void *)s->load);
-    free((void *)s->unsettled);
+    free(s->settle);
     free(s);
 }
 
@@ -814,7 +816,7 @@ tick_service(struct registry *reg, struct service *s, uint64_t now)
         s->moved = false;
         s->settle_until = now + reg->t.settle_window_ms;
     }
-    atomic_store(s->unsettled, (uint8_t)(now < s->settle_until));
+    atomic_store(&s->settle->unsettled, (uint8_t)(now < s->settle_until));
     /* The ordering rule for escalation: remember when the cell lost its
      * last live member of this service (shed/cluster.c reads it). Counted
      * after the rebuild, so that a join counts at once. */
@@ -920,7 +922,7 @@ registry_reconfigure(struct registry *reg, const struct shed_config *cfg, uint64
             garbage_ring(reg, s->gen.prev);
             garbage(reg, (void *)s->live);
             garbage(reg, (void *)s->load);
-            garbage(reg, (void *)s->unsettled);
+            garbage(reg, s->settle);
             s->gen.cur = s->gen.prev = NULL;
             s->live = NULL;
             s->load = NULL;

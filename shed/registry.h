@@ -67,11 +67,17 @@ struct registry_route {
     uint32_t max_weight;      /* largest member weight in ring (>= 1) */
     _Atomic uint8_t *live;    /* enum registry_live per ring member index */
     _Atomic uint32_t *load;   /* recent redirects per ring member index (decays) */
-    /* Nonzero in the settle window after a membership or liveness change:
-     * messages may live off their owner, single-message reads go to the
-     * aggregator's lookup (docs/reachability.md). */
-    const _Atomic uint8_t *unsettled;
+    /* unsettled is nonzero in the settle window after a liveness change or
+     * restart: messages may live off their owner, single-message reads go
+     * to the aggregator's lookup (docs/reachability.md). */
+    const struct registry_settle *settle;
     bool lookups; /* timings.settle_window > 0 */
+};
+
+/* Per service, for as long as the service exists. */
+struct registry_settle {
+    _Atomic uint8_t unsettled; /* in the settle window */
+    _Atomic uint64_t changes;  /* liveness changes, restarts and new generations so far */
 };
 
 struct registry_view {
