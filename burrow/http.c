@@ -12,6 +12,7 @@
 #include "burrow/store.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/body.h"
 #include "proto/burrow.h"
 
 #include <arpa/inet.h>
@@ -343,63 +344,35 @@ send_resp(struct MHD_Connection *conn, struct resp *o)
     return ret;
 }
 
-/* A JSON string from any bytes: invalid UTF-8 sequences become U+FFFD. */
+/* A JSON string for an id: invalid UTF-8 sequences become U+FFFD (one per
+ * byte that starts no valid sequence). Ids hold no NUL (proto/burrow). */
 static json_t *
 jstr(const char *p, size_t n)
 {
-    json_t *j = json_stringn(p, n);
-    unsigned char *buf, *o;
-    size_t i = 0;
+    size_t i = 0, span = proto_body_utf8_span(p, n);
+    char *buf, *o;
+    json_t *j;
 
-    if (j || n == 0)
-        return j;
+    if (span == n)
+        return json_stringn(p, n);
     if (n > (SIZE_MAX - 1) / 3)
         return NULL;
     buf = malloc(3 * n + 1);
     if (buf == NULL)
         return NULL;
     o = buf;
-    while (i < n) {
-        const unsigned char *s = (const unsigned char *)p + i;
-        size_t need, k;
-        uint32_t cp;
-
-        if (s[0] < 0x80) {
-            *o++ = s[0];
-            i++;
-            continue;
-        }
-        if ((s[0] & 0xE0) == 0xC0) {
-            need = 2;
-            cp = s[0] & 0x1F;
-        } else if ((s[0] & 0xF0) == 0xE0) {
-            need = 3;
-            cp = s[0] & 0x0F;
-        } else if ((s[0] & 0xF8) == 0xF0) {
-            need = 4;
-            cp = s[0] & 0x07;
-        } else {
-            need = 0;
-            cp = 0;
-        }
-        for (k = 1; need && k < need; k++) {
-            if (i + k >= n || (s[k] & 0xC0) != 0x80)
-                break;
-            cp = cp << 6 | (s[k] & 0x3F);
-        }
-        if (need == 0 || k < need || (need == 2 && cp < 0x80) || (need == 3 && cp < 0x800) ||
-            (need == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF)) {
-            *o++ = 0xEF; /* U+FFFD for the first byte; resync on the next */
-            *o++ = 0xBF;
-            *o++ = 0xBD;
-            i++;
-            continue;
-        }
-        memcpy(o, s, need);
-        o += need;
-        i += need;
+    for (;;) {
+        memcpy(o, p + i, span);
+        o += span;
+        i += span;
+        if (i == n)
+            break;
+        memcpy(o, "\xEF\xBF\xBD", 3);
+        o += 3;
+        i++;
+        span = proto_body_utf8_span(p + i, n - i);
     }
-    j = json_stringn((const char *)buf, (size_t)(o - buf));
+    j = json_stringn(buf, (size_t)(o - buf));
     free(buf);
     return j;
 }
@@ -441,12 +414,12 @@ msg_json(const struct burrow_msg_view *m, enum proto_burrow_detail d)
     if (d == PROTO_DETAIL_ID)
         return jstr(m->id, m->id_len);
     if (d == PROTO_DETAIL_BODY)
-        return jstr(m->body, m->body_len);
+        return proto_body_value(m->body, m->body_len);
     o = json_object();
     if (o == NULL || json_object_set_new(o, "id", jstr(m->id, m->id_len)) < 0 ||
         json_object_set_new(o, "ttl", json_integer(m->ttl)) < 0 ||
         json_object_set_new(o, "hide", json_integer(m->hide)) < 0 ||
-        (d == PROTO_DETAIL_ALL && json_object_set_new(o, "body", jstr(m->body, m->body_len)) < 0)) {
+        (d == PROTO_DETAIL_ALL && proto_body_set(o, m->body, m->body_len) < 0)) {
         json_decref(o);
         return NULL;
     }
@@ -1035,6 +1008,17 @@ uint16_t
 burrow_http_port(const struct burrow_http *h)
 {
     return h->port;
+}
+
+size_t
+burrow_http_messages(struct burrow_http *h)
+{
+    struct burrow_store_stats st;
+
+    pthread_mutex_lock(&h->lock);
+    burrow_store_stats(h->store, &st);
+    pthread_mutex_unlock(&h->lock);
+    return st.messages;
 }
 
 void

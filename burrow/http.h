@@ -18,9 +18,12 @@
  * pool and one small struct.
  *
  * Bodies: stored as raw bytes. A single-message GET with detail=body
- * returns them byte for byte. Inside JSON (lists, detail=all) a body or id
- * that is not valid UTF-8 has each invalid sequence replaced by U+FFFD, so
- * every response is valid JSON; NUL bytes are kept as \u0000.
+ * returns them byte for byte. Inside JSON (lists, detail=all, claims) a
+ * body is "body": "<text>" when it is valid UTF-8 without NUL, and
+ * "body_base64url": "<base64url>" otherwise (proto/body.h); a detail=body
+ * list holds the string or {"body_base64url": "..."}. Nothing is lost. Ids
+ * (never NUL, proto/burrow) that are not valid UTF-8 have each invalid byte
+ * replaced by U+FFFD inside JSON; the raw detail=id answer keeps them.
  *
  * Ownership: burrow_http_start() copies <cfg>; burrow_http_stop(NULL) is a
  * no-op.
@@ -51,6 +54,9 @@ int burrow_http_start(const struct burrow_http_config *cfg, struct burrow_http *
 
 /* The port actually bound. */
 uint16_t burrow_http_port(const struct burrow_http *h);
+
+/* Messages held now, hidden ones included (a draining server waits for 0). */
+size_t burrow_http_messages(struct burrow_http *h);
 
 /* Release every waiter, stop the threads and the daemon, free everything. */
 void burrow_http_stop(struct burrow_http *h);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "proto/body.h"
 #include "proto/burrow.h"
 
 /* A URL being built: appends "?k=v" / "&k=v" with a hard maximum. */
@@ -96,6 +97,12 @@ client_burrow_result_free(struct client_burrow_result *r)
 }
 
 int
+client_burrow_body(const json_t *item, char **body, size_t *len)
+{
+    return proto_body_get(item, body, len);
+}
+
+int
 client_burrow_url(char *buf, size_t len, const char *base, const char *account, const char *queue,
                   const char *message)
 {
@@ -170,7 +177,10 @@ send_req(struct shed_client *c, const char *method, const struct ubuf *u, const 
     if (strncmp(resp.content_type, "application/json", 16) == 0 && resp.body_len > 0) {
         json_error_t jerr;
 
-        r->json = json_loadb(resp.body, resp.body_len, JSON_DECODE_ANY, &jerr);
+        /* JSON_ALLOW_NUL: a Burrow server that writes a body with a NUL
+         * byte as "\u0000" (not as body_base64url) must not make a whole
+         * list unreadable. */
+        r->json = json_loadb(resp.body, resp.body_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
         if (r->json == NULL && resp.status >= 200 && resp.status < 300)
             return -SHED_CLIENT_EBADREPLY;
     }

@@ -41,6 +41,15 @@ struct client_burrow_result {
 
 void client_burrow_result_free(struct client_burrow_result *r);
 
+/* The body bytes of a message as JSON gives it: <item> is an object of
+ * detail=all (or a claim), a detail=body list element, or any object with
+ * "body" (UTF-8 text) or "body_base64url" (every other body, RFC 4648
+ * section 5 without padding; docs/client.md "Message bodies"). *<body> is
+ * malloc'd (free() it), NUL-terminated after *<len> bytes. Returns 0,
+ * -ENOENT when <item> carries no body (detail=id or attributes), -EINVAL for
+ * bad base64url, -ENOMEM. */
+int client_burrow_body(const json_t *item, char **body, size_t *len);
+
 /* Build base + "/v1.0[/account[/queue[/message]]]" with each id
  * percent-encoded; NULL ids end the path. <base> is "http://burrow.service".
  * 0, -ERANGE, -EINVAL (an empty id, or a later id without an earlier one). */

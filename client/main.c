@@ -14,9 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "client/burrow.h"
 #include "client/client.h"
+#include "proto/body.h"
 
 #define BODY_MAX (16u << 20) /* stdin body limit for put */
 
@@ -123,29 +125,63 @@ print_json(json_t *j)
     fputc('\n', stdout);
 }
 
-/* One list item as a text line: ids bare, messages "id ttl=.. hide=.. body". */
+/* A JSON string's bytes, NULs included. */
+static void
+put_string(const json_t *s)
+{
+    fwrite(json_string_value(s), 1, json_string_length(s), stdout);
+}
+
+/* One list item as a text line: ids and text bodies bare, messages
+ * "id<TAB>ttl=..<TAB>hide=..<TAB>body"; a body that is not UTF-8 text is
+ * shown as "base64url:<its body_base64url>" so that it stays on its line. */
 static void
 print_item(json_t *item)
 {
     if (json_is_string(item)) {
-        printf("%s\n", json_string_value(item));
+        put_string(item);
+        putchar('\n');
     } else if (json_is_object(item)) {
         json_t *id = json_object_get(item, "id");
         json_t *ttl = json_object_get(item, "ttl");
         json_t *hide = json_object_get(item, "hide");
-        json_t *body = json_object_get(item, "body");
+        json_t *body = json_object_get(item, PROTO_BODY_KEY);
+        json_t *body64 = json_object_get(item, PROTO_BODY_B64_KEY);
+        const char *sep = "";
 
-        printf("%s", json_is_string(id) ? json_string_value(id) : "?");
+        if (id != NULL) {
+            if (json_is_string(id))
+                put_string(id);
+            else
+                putchar('?');
+            sep = "\t";
+        }
         if (json_is_integer(ttl))
             printf("\tttl=%" JSON_INTEGER_FORMAT, json_integer_value(ttl));
         if (json_is_integer(hide))
             printf("\thide=%" JSON_INTEGER_FORMAT, json_integer_value(hide));
-        if (json_is_string(body))
-            printf("\t%s", json_string_value(body));
+        if (json_is_string(body)) {
+            fputs(sep, stdout);
+            put_string(body);
+        } else if (json_is_string(body64)) {
+            printf("%sbase64url:", sep);
+            put_string(body64);
+        }
         putchar('\n');
     } else {
         print_json(item);
     }
+}
+
+/* A message's bytes as they are: a newline is added only for a terminal,
+ * and only when the bytes do not end with one, so `shedc get URL > file`
+ * writes exactly the stored body. */
+static void
+put_bytes(const char *p, size_t n)
+{
+    fwrite(p, 1, n, stdout);
+    if (n > 0 && p[n - 1] != '\n' && isatty(STDOUT_FILENO))
+        putchar('\n');
 }
 
 static char *
@@ -329,6 +365,8 @@ cmd_get(struct shed_client *c, const char *url, const struct cmd_opts *co)
 {
     struct client_burrow_result r;
     int rc = client_burrow_get(c, url, co->detail, &r);
+    char *body;
+    size_t len;
 
     if (rc != 0) {
         report_error("get", url, rc, &r);
@@ -336,21 +374,21 @@ cmd_get(struct shed_client *c, const char *url, const struct cmd_opts *co)
         if (r.json != NULL) {
             print_json(r.json);
         } else {
-            json_t *s = json_stringn(r.body, r.body_len);
-            print_json(s ? s : json_null());
-            json_decref(s);
+            /* A raw answer (detail=body or id): a string, or
+             * {"body_base64url": ...} when it is not UTF-8 text. */
+            json_t *v = proto_body_value(r.body, r.body_len);
+
+            print_json(v ? v : json_null());
+            json_decref(v);
         }
-    } else if (json_is_object(r.json) && json_is_string(json_object_get(r.json, "body"))) {
-        /* Human output of a message: its body, as written. */
-        json_t *b = json_object_get(r.json, "body");
-        fwrite(json_string_value(b), 1, json_string_length(b), stdout);
-        putchar('\n');
-    } else if (r.json != NULL) {
-        print_json(r.json);
+    } else if (r.json == NULL) {
+        put_bytes(r.body, r.body_len);
+    } else if (json_is_object(r.json) && client_burrow_body(r.json, &body, &len) == 0) {
+        /* Human output of a message: its body, byte for byte. */
+        put_bytes(body, len);
+        free(body);
     } else {
-        fwrite(r.body, 1, r.body_len, stdout);
-        if (r.body_len > 0 && r.body[r.body_len - 1] != '\n')
-            putchar('\n');
+        print_json(r.json);
     }
     client_burrow_result_free(&r);
     return exit_for(rc);

@@ -213,6 +213,43 @@ Test(merge, render_table)
     }
 }
 
+/* Bodies that are not UTF-8 text come as "body_base64url" (proto/body.h):
+ * detail=all passes the element through, detail=body wraps the value in an
+ * object so a page never mixes it up with a text body. */
+Test(merge, base64url_bodies_pass_through)
+{
+    static const struct in in[] = {
+        {200, "[{\"id\":\"t\",\"ttl\":0,\"hide\":0,\"body\":\"text\"}]", 0},
+        {200, "[{\"id\":\"b\",\"ttl\":0,\"hide\":0,\"body_base64url\":\"AP8\"}]", 0}};
+    static const struct render_case cs[] = {
+        {PROTO_BURROW_MESSAGES, PROTO_DETAIL_BODY, 200, "[\"text\",{\"body_base64url\":\"AP8\"}]"},
+        {PROTO_BURROW_MESSAGES, PROTO_DETAIL_ALL, 200,
+         "[{\"id\":\"t\",\"ttl\":0,\"hide\":0,\"body\":\"text\"},"
+         "{\"id\":\"b\",\"ttl\":0,\"hide\":0,\"body_base64url\":\"AP8\"}]"},
+        {PROTO_BURROW_MESSAGES, PROTO_DETAIL_ID, 200, "[\"t\",\"b\"]"},
+    };
+
+    for (size_t c = 0; c < sizeof(cs) / sizeof(cs[0]); c++) {
+        struct shed_merge_list lists[MAXL];
+        struct shed_merge_pick picks[8];
+        struct shed_merge_out out;
+        bool more;
+        size_t n = load(lists, in, 2);
+        long np = shed_merge_concat(lists, n, 0, picks, 8, &more);
+
+        cr_assert_eq(np, 2);
+        cr_assert_eq(lists[1].items[0].body.len, 0);
+        cr_assert_eq(lists[1].items[0].body64.len, 5, "the JSON string token, quotes included");
+        cr_assert_eq(
+            shed_merge_render(cs[c].level, cs[c].detail, lists, picks, (size_t)np, "nf", &out), 0);
+        cr_assert_eq(out.status, cs[c].status, "case %zu", c);
+        cr_assert_eq(out.len, strlen(cs[c].body), "case %zu: %.*s", c, (int)out.len, out.body);
+        cr_assert_eq(memcmp(out.body, cs[c].body, out.len), 0, "got %.*s", (int)out.len, out.body);
+        shed_merge_out_clear(&out);
+        clear(lists, n);
+    }
+}
+
 Test(merge, scanner_shapes_and_escapes)
 {
     static const char pretty[] = "[\n  {\n    \"id\": \"a\\u00e9\\\"b\",\n    \"ttl\": 0,\n"

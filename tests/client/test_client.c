@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "client/burrow.h"
@@ -413,6 +414,41 @@ Test(burrow, url_builder)
 }
 
 /* ---- the handle itself (no network) ---- */
+
+/* client_burrow_body() reads every shape a body takes in JSON. */
+Test(burrow, body_shapes)
+{
+    static const struct {
+        const char *json;
+        int rc;
+        const char *bytes;
+        size_t len;
+    } cases[] = {
+        {"{\"id\":\"m\",\"ttl\":0,\"hide\":0,\"body\":\"hi\"}", 0, "hi", 2},
+        {"{\"id\":\"m\",\"ttl\":0,\"hide\":0,\"body_base64url\":\"AP8\"}", 0, "\0\xff", 2},
+        {"\"bare\"", 0, "bare", 4},
+        {"{\"body_base64url\":\"YQBi\"}", 0, "a\0b", 3},
+        {"{\"id\":\"m\",\"body\":\"a\\u0000b\"}", 0, "a\0b", 3}, /* another server's NUL */
+        {"{\"id\":\"m\",\"ttl\":0,\"hide\":0}", -ENOENT, NULL, 0},
+        {"{\"body_base64url\":\"AP8=\"}", -EINVAL, NULL, 0},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_error_t err;
+        json_t *j = json_loads(cases[i].json, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+        char *b = NULL;
+        size_t len = 0;
+
+        cr_assert_not_null(j, "case %zu: %s", i, err.text);
+        cr_assert_eq(client_burrow_body(j, &b, &len), cases[i].rc, "case %zu", i);
+        if (cases[i].rc == 0) {
+            cr_assert_eq(len, cases[i].len, "case %zu", i);
+            cr_assert_eq(memcmp(b, cases[i].bytes, len), 0, "case %zu", i);
+        }
+        free(b);
+        json_decref(j);
+    }
+}
 
 Test(client, create_rejects_bad_sheds)
 {

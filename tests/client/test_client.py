@@ -349,7 +349,7 @@ def test_shedc_cli():
     assert objs[0]["created"] is True and objs[0]["status"] == 201, objs
     assert objs[1]["metrics"]["redirects"] == 1 and len(objs[1]["pins"]) == 1, objs
     r = run(shed + ["get", BASE + "/cli/q/m"])
-    assert r.returncode == 0 and r.stdout == b"hi\n", r
+    assert r.returncode == 0 and r.stdout == b"hi", r  # exactly the body: no newline added
     r = run(shed + ["--verbose", "get", BASE + "/cli/q/nope"])
     assert r.returncode == 1, r
     assert b"< 302 Location: http://127.0.0.1:" in r.stderr, r.stderr
