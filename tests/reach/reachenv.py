@@ -359,26 +359,31 @@ class Book:
                 wrong.append(k)
         return missing, wrong
 
-    def lists(self, web, base, keys=None):
-        """List every queue through <base>: (acked ids (of <keys>) not
-        listed, ids listed more than once, queues whose list failed)."""
+    def lists(self, web, base, keys=None, queues=()):
+        """List every queue of the book (and of <queues>) through <base>: a
+        dict of key lists: "not_listed" (acked ids of <keys>, default all,
+        missing), "listed_twice", "listed_unknown" (ids never acked, or
+        deleted) and "list_failed" (queues whose list failed)."""
         msgs = self.snapshot()
         want = {}
         for k in (msgs if keys is None else keys):
             want.setdefault(k[:2], set()).add(k[2])
-        missing, dup, failed = [], [], []
-        for (a, q) in sorted({k[:2] for k in msgs}):
+        out = {"not_listed": [], "listed_twice": [], "listed_unknown": [], "list_failed": []}
+        for (a, q) in sorted({k[:2] for k in msgs} | set(queues)):
             ids = web.list_ids(base, a, q)
             if ids is None:
-                failed.append((a, q))
+                out["list_failed"].append((a, q))
                 continue
             seen = set()
             for x in ids:
                 if x in seen:
-                    dup.append((a, q, x))
+                    out["listed_twice"].append((a, q, x))
+                elif (a, q, x) not in msgs:
+                    out["listed_unknown"].append((a, q, x))
                 seen.add(x)
-            missing += [(a, q, m) for m in sorted(want.get((a, q), ())) if m not in seen]
-        return missing, dup, failed
+            out["not_listed"] += [(a, q, m) for m in sorted(want.get((a, q), ()))
+                                  if m not in seen]
+        return out
 
     def holders(self, web, site, names=None, keys=None):
         """Where each acked message (of <keys>) is stored: {key: [backend

@@ -45,6 +45,22 @@ def poll_until_zero(check, timeout):
         time.sleep(0.5)
 
 
+def prefixed(prefix, counts):
+    return {prefix + k: v for k, v in counts.items()}
+
+
+def status(r):
+    return 0 if r is None else r.status_code
+
+
+def ttl(r):
+    """The ttl of a single-message GET answer, -1 when there is none."""
+    try:
+        return r.json()["ttl"] if status(r) == 200 else -1
+    except (ValueError, KeyError, TypeError):
+        return -1
+
+
 def test_join():
     site = Site({"dc1": 3})
     try:
@@ -55,28 +71,31 @@ def test_join():
         site.wait_states({new: "up"})
         res = {}
         res["in_window.not_found"], res["in_window.wrong_body"] = book.read(web, line)
-        res["in_window.not_listed"], res["in_window.listed_twice"], res["in_window.list_failed"] \
-            = book.lists(web, line)
-        # Deletes of messages whose owner changed with the join.
+        res.update(prefixed("in_window.", book.lists(web, line)))
+        # Deletes and updates of messages whose owner changed with the join.
         own = book.owners(web, site)
-        moved = [k for k in sorted(book.msgs) if own[k] == new][:12]
-        assert moved, "no message changed owner with the join"
-        gone = {k: book.msgs.pop(k) for k in moved}
-        res["delete.failed"] = [k for k in moved
-                                if getattr(web.call("DELETE", "%s/v1.0/%s/%s/%s" % ((line,) + k)),
-                                           "status_code", 0) != 204]
-        res["delete.still_readable"] = [k for k in moved
-                                        if getattr(web.get(line, *k), "status_code", 0) != 404]
-        res["delete.still_held"] = [k for k, w in book.holders(web, site, keys=gone).items() if w]
+        moved = [k for k in sorted(book.msgs) if own[k] == new]
+        assert len(moved) >= 24, "only %d messages changed owner with the join" % len(moved)
+        deleted, updated = moved[:12], moved[12:24]
+        for k in deleted:
+            book.msgs.pop(k)
+        res["delete.failed"] = [k for k in deleted if status(web.call(
+            "DELETE", "%s/v1.0/%s/%s/%s" % ((line,) + k))) != 204]
+        res["delete.still_readable"] = [k for k in deleted if status(web.get(line, *k)) != 404]
+        res["delete.still_held"] = [k for k, w in book.holders(web, site, keys=deleted).items()
+                                    if w]
+        res["update.failed"] = [k for k in updated if status(web.call(
+            "POST", "%s/v1.0/%s/%s/%s?ttl=3600&detail=all" % ((line,) + k))) != 200]
         # After the drain window: still found, and home (one copy, on the owner).
         site.wait_settled(timeout=3 * DRAIN_S)
         time.sleep(1.0)
         res["after.not_found"], res["after.wrong_body"] = book.read(web, line)
-        res["after.not_listed"], res["after.listed_twice"], res["after.list_failed"] = \
-            book.lists(web, line)
+        res.update(prefixed("after.", book.lists(web, line)))
+        res["after.update_lost"] = [k for k in updated if not 3000 < ttl(web.get(line, *k)) <= 3600]
         home, took = poll_until_zero(lambda: book.misplaced(web, site), 10.0)
         res.update(("home." + k, v) for k, v in home.items())
-        print("  join: moved-owner deletes %d, home check after %.1fs" % (len(moved), took))
+        print("  join: %d messages changed owner, 12 deleted, 12 updated; home after %.1fs"
+              % (len(moved), took))
         expect_zero("join", res, list(res))
     finally:
         site.stop()
@@ -99,11 +118,11 @@ def test_leave():
         nf, res["wrong_body"] = book.read(web, line)
         res["not_found.was_on_leaver"] = [k for k in nf if k in on_leaver]
         res["not_found.elsewhere"] = [k for k in nf if k not in on_leaver]
-        res["not_listed"], res["listed_twice"], res["list_failed"] = book.lists(web, line)
+        res.update(prefixed("", book.lists(web, line)))
         site.wait_settled(timeout=3 * DRAIN_S)
         time.sleep(1.0)
         res["after.not_found"], res["after.wrong_body"] = book.read(web, line)
-        res["after.not_listed"], res["after.listed_twice"], _ = book.lists(web, line)
+        res.update(prefixed("after.", book.lists(web, line)))
         expect_zero("leave", res, list(res))
     finally:
         site.stop()
@@ -134,10 +153,10 @@ def test_restart_empty():
         res["written_while_down.not_found"], res["wrong_body"] = book.read(web, line, during)
         res["earlier.not_found"], _ = book.read(web, line, [k for k in before
                                                             if k not in only_victim])
-        res["not_listed"], res["listed_twice"], res["list_failed"] = book.lists(web, line, keep)
+        res.update(prefixed("", book.lists(web, line, keep)))
         time.sleep(DRAIN_S + 1.0)  # the settle window of the restart is over
         res["after.not_found"], _ = book.read(web, line, keep)
-        res["after.not_listed"], res["after.listed_twice"], _ = book.lists(web, line, keep)
+        res.update(prefixed("after.", book.lists(web, line, keep)))
         print("  restart_empty: %d of the %d written while down went to a replica"
               % (len(on_replicas), len(during)))
         expect_zero("restart_empty", res, list(res))
@@ -173,10 +192,10 @@ def test_replica_write():
         res["replica_writes.not_found"], res["wrong_body"] = book.read(web, line, to_replica)
         res["other.not_found"], _ = book.read(web, line, [k for k in book.msgs
                                                           if k not in set(to_replica)])
-        res["not_listed"], res["listed_twice"], res["list_failed"] = book.lists(web, line)
+        res.update(prefixed("", book.lists(web, line)))
         time.sleep(DRAIN_S + 1.0)
         res["after.not_found"], _ = book.read(web, line)
-        res["after.not_listed"], res["after.listed_twice"], _ = book.lists(web, line)
+        res.update(prefixed("after.", book.lists(web, line)))
         expect_zero("replica_write", res, list(res))
     finally:
         site.stop()
@@ -203,7 +222,7 @@ def test_cross_cell():
         def check():
             res = {}
             res["not_found"], res["wrong_body"] = book.read(web, line)
-            res["not_listed"], res["listed_twice"], res["list_failed"] = book.lists(web, line)
+            res.update(prefixed("", book.lists(web, line)))
             where = book.holders(web, site)
             res["not_in_dc1"] = [k for k, w in where.items()
                                  if not any(x.startswith("dc1-") for x in w)]
