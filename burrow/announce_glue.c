@@ -12,6 +12,12 @@ burrow_announce_begin(const struct announce_config *cfg, struct burrow_announce 
 }
 
 void
+burrow_announce_drain(struct burrow_announce *a)
+{
+    announce_set_state((struct announce *)a, ANNOUNCE_DRAINING);
+}
+
+void
 burrow_announce_end(struct burrow_announce *a)
 {
     announce_stop((struct announce *)a);

@@ -18,6 +18,9 @@ struct burrow_announce;
 /* Start heartbeating to cfg->targets. 0 or a negative errno. */
 int burrow_announce_begin(const struct announce_config *cfg, struct burrow_announce **out);
 
+/* Heartbeat "draining" from now on. */
+void burrow_announce_drain(struct burrow_announce *a);
+
 /* Deregister and stop. */
 void burrow_announce_end(struct burrow_announce *a);
 

@@ -6,6 +6,7 @@
  */
 #include "burrow/announce_glue.h"
 #include "burrow/http.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "proto/burrow.h"
 
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #define CREDENTIAL_MAX 1024
 #define URL_MAX        512
@@ -29,7 +31,7 @@ usage(FILE *f)
           "               [--max-message-bytes N] [--announce URL]... [--id ID] [--zone ZONE]\n"
           "               [--weight N] [--credential SECRET | --credential-file PATH]\n"
           "               [--public-url URL] [--service NAME] [--idle-timeout SECONDS]\n"
-          "               [--max-connections N] [--debug] [--help]\n"
+          "               [--max-connections N] [--drain-timeout SECONDS] [--debug] [--help]\n"
           "\n"
           "  --listen ADDR:PORT       numeric address to serve on, [v6]:port for IPv6\n"
           "  --default-ttl SECONDS    ttl of a PUT without ttl (600; 0: never expires)\n"
@@ -44,8 +46,48 @@ usage(FILE *f)
           "  --public-url URL         where clients reach this server (http://ADDR:PORT)\n"
           "  --service NAME           service name in heartbeats (burrow)\n"
           "  --idle-timeout SECONDS   close idle keep-alive connections after (65)\n"
-          "  --max-connections N      concurrent connections, long-polls included (10000)\n",
+          "  --max-connections N      concurrent connections, long-polls included (10000)\n"
+          "  --drain-timeout SECONDS  on SIGTERM (not SIGINT), announce draining and wait up to\n"
+          "                           this long for the sheds' handoff to move every message\n"
+          "                           away before deregistering (0, the default: exit at\n"
+          "                           once; a second signal stops waiting)\n",
           f);
+}
+
+/* A graceful leave: heartbeat "draining" (no new primaries; the sheds'
+ * handoff moves this server's messages to their owners) and wait until the
+ * store has stayed empty for a second, at most <secs>, or a second signal. */
+static void
+drain(struct burrow_http *h, struct burrow_announce *an, const sigset_t *sigs, unsigned secs)
+{
+    uint64_t deadline = clock_mono_ms() + (uint64_t)secs * 1000, empty_since = 0;
+    struct timespec tick = {0, 100 * 1000000L};
+    size_t n = burrow_http_messages(h);
+
+    burrow_announce_drain(an);
+    log_info("draining: %zu message%s to hand off, waiting up to %u s", n, n == 1 ? "" : "s", secs);
+    for (;;) {
+        uint64_t now = clock_mono_ms();
+
+        n = burrow_http_messages(h);
+        if (n > 0)
+            empty_since = 0;
+        else if (empty_since == 0)
+            empty_since = now;
+        if (n == 0 && now - empty_since >= 1000) {
+            log_info("draining: every message handed off");
+            return;
+        }
+        if (now >= deadline) {
+            log_warnx("draining: %zu message%s still here after %u s, leaving anyway", n,
+                      n == 1 ? "" : "s", secs);
+            return;
+        }
+        if (sigtimedwait(sigs, NULL, &tick) > 0) {
+            log_warnx("draining: second signal, leaving with %zu message%s", n, n == 1 ? "" : "s");
+            return;
+        }
+    }
 }
 
 static int64_t
@@ -138,6 +180,7 @@ main(int argc, char **argv)
         O_DEBUG,
         O_IDLE,
         O_MAXCONN,
+        O_DRAIN,
         O_HELP,
     };
     static const struct option opts[] = {
@@ -156,6 +199,7 @@ main(int argc, char **argv)
         {"debug", no_argument, NULL, O_DEBUG},
         {"idle-timeout", required_argument, NULL, O_IDLE},
         {"max-connections", required_argument, NULL, O_MAXCONN},
+        {"drain-timeout", required_argument, NULL, O_DRAIN},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -169,6 +213,7 @@ main(int argc, char **argv)
     struct burrow_http *h = NULL;
     struct burrow_announce *an = NULL;
     bool debug = false;
+    unsigned drain_s = 0;
     sigset_t sigs;
     int c, sig, rc;
 
@@ -219,6 +264,9 @@ main(int argc, char **argv)
             break;
         case O_IDLE:
             cfg.connection_timeout = (unsigned)num_arg("--idle-timeout", optarg, 1, 86400);
+            break;
+        case O_DRAIN:
+            drain_s = (unsigned)num_arg("--drain-timeout", optarg, 0, 86400);
             break;
         case O_MAXCONN:
             cfg.connection_limit = (unsigned)num_arg("--max-connections", optarg, 1, 1000000);
@@ -278,6 +326,8 @@ main(int argc, char **argv)
             break;
     }
     log_info("signal %d: shutting down", sig);
+    if (an != NULL && drain_s > 0 && sig == SIGTERM)
+        drain(h, an, &sigs, drain_s);
     burrow_announce_end(an);
     burrow_http_stop(h);
     return 0;

@@ -22,6 +22,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "proto/token.h"
+#include "shed/hints.h"
 #include "shed/line.h"
 #include "shed/master.h"
 #include "shed/metrics.h"
@@ -31,6 +32,7 @@
 
 static const char path_sync[] = SHED_SYNC_PATH;
 static const char path_push[] = SHED_SYNC_MASTER_PATH;
+static const char path_hints[] = "/_shed/v1/hints";
 static const char path_master[] = "/_shed/v1/master";
 
 #define SNAPSHOT_EVERY_MS 2000
@@ -41,6 +43,7 @@ static struct {
     _Atomic uint64_t lease_ms; /* cfg's lease, for the probe thread */
     struct shed_sync *sync;
     struct shed_master *master;
+    struct shed_hints *hints; /* master role: escalated writes to bring home */
     struct shed_suspect *suspect;
     struct shed_sync_origins origins; /* peers, for the line role */
     char origin[SHED_URL_MAX + 16];
@@ -186,6 +189,21 @@ shed_cluster_list_escalates(const struct shed_config *cfg, const struct registry
     return true;
 }
 
+/* Remember an escalated PUT of message <segs> for its home cell, the
+ * token's first (shed/hints). */
+static void
+hint(const struct proto_token *t, const char *service, const struct proto_slice *segs, size_t nsegs,
+     const char *url)
+{
+    char path[PROTO_BURROW_PATH_MAX + 1];
+
+    if (G.hints == NULL || t->ncells == 0 || nsegs != 4 ||
+        shed_line_location(path, sizeof(path), "", segs, nsegs, NULL) < 0)
+        return;
+    if (shed_hints_add(G.hints, t->cells[0], service, path, url, shed_now_ms()) < 0)
+        log_warnx("cluster: master: no memory for a hint of cell %s", t->cells[0]);
+}
+
 /* A process that is line and master at once decides in place: sending the
  * request to itself through a redirect would only cost the client a hop. */
 static bool
@@ -220,6 +238,8 @@ master_inline(const struct shed_config *cfg, const struct registry_route *r, enu
         SHED_TEXT(a, 414, txt_too_long);
         return true;
     }
+    if (!req.list && r->kind == SHED_KIND_BURROW && m == SHED_M_PUT)
+        hint(t, r->name, segs, nsegs, pick.url);
     a->bucket[0] = a->generation[0] = a->pin_ttl[0] = '\0';
     a->ring = NULL;
     if (!req.list && r->kind == SHED_KIND_BURROW) {
@@ -398,6 +418,8 @@ master_route(struct shed_call *c, const struct shed_query *q, struct shed_answer
         SHED_TEXT(a, 414, txt_too_long);
         return;
     }
+    if (*level == SHED_LEVEL_MESSAGE && c->m == SHED_M_PUT)
+        hint(&t, svc, segs, nsegs, pick.url);
     if (*level == SHED_LEVEL_MESSAGE) {
         snprintf(a->bucket, sizeof(a->bucket), "%" PRIu32, pick.bucket);
         snprintf(a->pin_ttl, sizeof(a->pin_ttl), "%" PRIu32,
@@ -578,12 +600,73 @@ bool
 shed_cluster_match(const char *path)
 {
     return strcmp(path, path_sync) == 0 || strcmp(path, path_push) == 0 ||
-           strcmp(path, path_master) == 0;
+           strcmp(path, path_master) == 0 || strcmp(path, path_hints) == 0;
+}
+
+/* GET ?cell=C: that cell's oldest hints; DELETE ?cell=C&seq=N: one done. */
+static bool
+serve_hints(struct shed_call *c)
+{
+    if (shed_http_not_yet(c))
+        return true;
+    if (G.hints == NULL)
+        return text_answer(c, 404, "not a master\n");
+    if (!shed_http_authorized(c->conn, c->cfg->credential))
+        return text_answer(c, 401, "credential required\n");
+    const char *cell = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "cell");
+    if (cell == NULL || !proto_token_name_ok(cell, strlen(cell)))
+        return text_answer(c, 400, "cell=NAME required\n");
+    if (c->m == SHED_M_GET) {
+        json_t *root = shed_hints_json(G.hints, cell, SHED_HINTS_PAGE_MAX, c->now_ms);
+        char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
+        json_decref(root);
+        if (text == NULL)
+            return text_answer(c, 503, "out of memory\n");
+        json_answer(c, text, strlen(text));
+        free(text);
+        return true;
+    }
+    if (c->m != SHED_M_DELETE)
+        return text_answer(c, 405, "method not allowed\n");
+    const char *s = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "seq");
+    char *end = NULL;
+    unsigned long long seq = s != NULL ? strtoull(s, &end, 10) : 0;
+    if (s == NULL || end == s || *end != '\0' || seq == 0)
+        return text_answer(c, 400, "seq=N required\n");
+    if (shed_hints_done(G.hints, cell, seq) < 0)
+        return text_answer(c, 404, "no such hint\n");
+    shed_metrics_response(204);
+    shed_http_text(c->conn, 204, "");
+    return true;
+}
+
+size_t
+shed_cluster_metrics(char *buf, size_t len)
+{
+    uint64_t held, dropped;
+    int n;
+
+    if (G.hints == NULL || len == 0)
+        return 0;
+    shed_hints_counts(G.hints, &held, &dropped);
+    n = snprintf(buf, len,
+                 "# HELP shed_hints Escalated writes this master remembers for their home "
+                 "cell.\n"
+                 "# TYPE shed_hints gauge\nshed_hints %" PRIu64 "\n"
+                 "# HELP shed_hints_dropped_total Hints dropped for room (their messages stay "
+                 "in the other cell).\n"
+                 "# TYPE shed_hints_dropped_total counter\nshed_hints_dropped_total %" PRIu64 "\n",
+                 held, dropped);
+    if (n < 0)
+        return 0;
+    return (size_t)n < len ? (size_t)n : len - 1;
 }
 
 bool
 shed_cluster_handle(struct shed_call *c)
 {
+    if (strcmp(c->path, path_hints) == 0)
+        return serve_hints(c);
     if (strcmp(c->path, path_master) == 0) {
         if (c->m != SHED_M_GET && c->m != SHED_M_HEAD)
             return text_answer(c, 405, "method not allowed\n");
@@ -869,6 +952,9 @@ shed_cluster_start(struct shed_ctx *ctx, const struct shed_config *cfg)
         rc = shed_master_create(G.cfg, SHED_MASTER_MAX_HOPS, &G.master);
         if (rc < 0)
             return rc;
+        rc = shed_hints_create(&G.hints);
+        if (rc < 0)
+            return rc;
     }
     if (cfg->roles & (SHED_ROLE_LINE | SHED_ROLE_AGGREGATOR)) {
         struct shed_suspect_config sc = {.quorum = 2,
@@ -964,6 +1050,7 @@ shed_cluster_stop(struct shed_ctx *ctx)
     if (G.started)
         write_snapshot();
     shed_master_destroy(G.master);
+    shed_hints_destroy(G.hints);
     shed_sync_origins_fini(&G.origins);
     free(G.cfg);
     memset(&G, 0, sizeof(G));

@@ -78,4 +78,8 @@ void shed_cluster_forget(struct MHD_Connection *conn);
  * quiesces and again before MHD stops; the second call finds nothing. */
 void shed_cluster_unpark_stop(void);
 
+/* Prometheus text of the master's hints into <buf> (nothing when this
+ * shed is no master); returns the length. */
+size_t shed_cluster_metrics(char *buf, size_t len);
+
 #endif /* SHED_CLUSTER_H */

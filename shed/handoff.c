@@ -21,6 +21,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "proto/burrow.h"
+#include "proto/token.h"
 #include "ring/ring.h"
 #include "shed/line.h"
 #include "shed/rcu.h"
@@ -490,6 +491,88 @@ sweep_server(struct shed_handoff *h, const struct server *s)
     json_decref(accounts);
 }
 
+/* ------------------------------------------------------------- hints */
+
+/* The escalated writes of this cell that master <m> remembers: bring each
+ * home (or find it gone) and tell the master. */
+static void
+hints_from(struct shed_handoff *h, const char *m, const char *cell, const char *cred)
+{
+    char url[HANDOFF_URL_MAX], owner[SHED_URL_MAX], cellq[3 * PROTO_TOKEN_NAME_MAX + 8];
+    json_t *root, *arr, *o;
+    json_error_t err;
+    size_t i;
+
+    if (proto_pct_encode(cell, strlen(cell), cellq, sizeof(cellq)) < 0)
+        return;
+    snprintf(url, sizeof(url), "%s/_shed/v1/hints?cell=%s", m, cellq);
+    if (call(h, "GET", url, NULL, 0, cred) != 200)
+        return;
+    root = json_loadb(h->resp.p != NULL ? h->resp.p : "", h->resp.len, 0, &err);
+    arr = json_object_get(root, "hints");
+    json_array_foreach(arr, i, o)
+    {
+        const char *svc = json_string_value(json_object_get(o, "service"));
+        const char *path = json_string_value(json_object_get(o, "path"));
+        const char *from = json_string_value(json_object_get(o, "url"));
+        json_int_t seq = json_integer_value(json_object_get(o, "seq"));
+        char dec[3 * PROTO_BURROW_ID_MAX + 3];
+        struct proto_burrow_path bp;
+        struct proto_slice ids[3];
+        long st;
+
+        if (svc == NULL || path == NULL || from == NULL || stopping(h) ||
+            strlen(svc) >= sizeof(h->svc) ||
+            proto_burrow_parse_path(path, strlen(path), dec, sizeof(dec), &bp) != 0 ||
+            bp.level != PROTO_BURROW_MESSAGE)
+            continue;
+        snprintf(h->svc, sizeof(h->svc), "%s", svc);
+        ids[0] = bp.account;
+        ids[1] = bp.queue;
+        ids[2] = bp.message;
+        if (!owner_of(h, ids, owner, sizeof(owner)))
+            continue; /* this cell cannot take it yet: keep the hint */
+        if (url_of(url, sizeof(url), from, ids, 3, "detail=attributes") < 0)
+            continue;
+        st = call(h, "GET", url, NULL, 0, NULL);
+        if (st == 200) {
+            json_t *a = json_loadb(h->resp.p, h->resp.len, 0, &err);
+            uint64_t before = h->moved_this_sweep;
+
+            move(h, from, owner, ids, (long long)json_integer_value(json_object_get(a, "ttl")),
+                 (long long)json_integer_value(json_object_get(a, "hide")));
+            json_decref(a);
+            if (h->moved_this_sweep == before)
+                continue; /* not moved (yet): try again later */
+        } else if (st != 404) {
+            continue; /* the other cell's server did not answer: later */
+        }
+        snprintf(url, sizeof(url), "%s/_shed/v1/hints?cell=%s&seq=%lld", m, cellq, (long long)seq);
+        call(h, "DELETE", url, NULL, 0, cred);
+    }
+    json_decref(root);
+}
+
+static void
+hints(struct shed_handoff *h)
+{
+    char masters[SHED_MAX_URLS][SHED_URL_MAX], cell[SHED_NAME_MAX];
+    char cred[SHED_CREDENTIAL_MAX];
+    size_t n;
+    unsigned t = shed_rcu_enter();
+    const struct shed_config *cfg = atomic_load(&h->ctx->cfg);
+
+    n = cfg->nmasters;
+    for (size_t i = 0; i < n; i++)
+        snprintf(masters[i], sizeof(masters[i]), "%s", cfg->masters[i]);
+    snprintf(cell, sizeof(cell), "%s", cfg->cell);
+    snprintf(cred, sizeof(cred), "%s", cfg->credential);
+    h->timeout_ms = (long)cfg->backend_timeout_ms;
+    shed_rcu_leave(t);
+    for (size_t i = 0; i < n && !stopping(h); i++)
+        hints_from(h, masters[i], cell, cred);
+}
+
 /* ------------------------------------------------------------- loop */
 
 /* Services to sweep and a number that changes with every liveness change,
@@ -547,7 +630,7 @@ run(void *arg)
 {
     struct shed_handoff *h = arg;
     char names[HANDOFF_SVC_MAX][SHED_NAME_MAX];
-    uint64_t sig = 0, swept_sig = 1, changed_at = clock_mono_ms(), last = 0;
+    uint64_t sig = 0, swept_sig = 1, changed_at = clock_mono_ms(), last = 0, last_hints = 0;
     bool again = true; /* a first sweep after start: a restarted cell may be unsettled */
 
     while (!nap(h, HANDOFF_TICK_MS)) {
@@ -561,6 +644,10 @@ run(void *arg)
         /* Every line shed must route on the change (and look up) first. */
         if (now - changed_at < HANDOFF_SETTLE_MS)
             continue;
+        if (now - last_hints >= 1000) {
+            last_hints = now;
+            hints(h);
+        }
         if (sig == swept_sig && !again && now - last < HANDOFF_IDLE_MS)
             continue;
         if (again && now - last < 1000)
