@@ -25,7 +25,8 @@ def local(text, d):
     with open(cred, "w") as f:
         f.write("example-credential-0123456789abcdef\n")
     os.chmod(cred, 0o600)
-    text = text.replace("/etc/shed/credential", cred)
+    # The examples read the copy LoadCredential= makes for their unit.
+    text = re.sub(r"/run/credentials/shed@[^/\s]+\.service/credential", cred, text)
     return re.sub(r"/var/lib/shed\S*", os.path.join(d, "state"), text)
 
 
