@@ -57,7 +57,7 @@ struct shed_client {
     _Atomic uint64_t rng;       /* splitmix64 state */
     _Atomic unsigned shed_next; /* round-robin over o.sheds */
     _Atomic uint64_t m_requests, m_http, m_redirects, m_pinned, m_shed_asks, m_failures, m_retries,
-        m_pins_set, m_pins_dropped;
+        m_pins_set, m_pins_dropped, m_lookups;
 };
 
 /* What one HTTP exchange told us. */
@@ -373,7 +373,7 @@ write_cb(char *data, size_t size, size_t nmemb, void *arg)
  * request to a shed ("HOST:PORT:SHEDHOST:SHEDPORT") or is NULL. */
 static void
 exchange(struct shed_client *c, CURL *e, const struct shed_client_request *req, const char *url,
-         const char *connect_to, const char *failed, bool expect, struct hop *h)
+         const char *connect_to, const char *failed, bool expect, bool lookup, struct hop *h)
 {
     struct curl_slist *hdrs = NULL, *cto = NULL;
     char line[CLIENT_WIRE_ORIGIN_MAX + 32];
@@ -424,6 +424,8 @@ exchange(struct shed_client *c, CURL *e, const struct shed_client_request *req, 
         snprintf(line, sizeof(line), "Shed-Failed: %s", failed);
         hdrs = curl_slist_append(hdrs, line);
     }
+    if (lookup)
+        hdrs = curl_slist_append(hdrs, "Shed-Lookup: 1");
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
     if (connect_to != NULL)
         cto = curl_slist_append(NULL, connect_to);
@@ -531,6 +533,7 @@ struct chain {
     char url[sizeof(((struct shed_client_response *)0)->final_url)]; /* last URL asked */
     unsigned hops;
     struct learned learned;
+    bool lookup; /* ask the shed for a lookup (docs/reachability.md) */
 };
 
 /* Follow one redirect chain from <start>. Hop 0 goes through <connect_to>
@@ -553,7 +556,7 @@ run_chain(struct shed_client *c, CURL *e, const struct shed_client_request *req,
             fprintf(c->o.trace, "shedc: > %s %s%s%s%s\n", req->method, ch->url,
                     first && via ? " (" : "", first && via ? via : "", first && via ? ")" : "");
         exchange(c, e, req, ch->url, first ? connect_to : NULL, first ? failed : NULL, expect,
-                 &ch->last);
+                 first && to_shed && ch->lookup, &ch->last);
         if (first && to_shed)
             atomic_fetch_add(&c->m_shed_asks, 1);
         if (ch->last.too_big) {
@@ -737,6 +740,7 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
     char start[sizeof(ch->url)];
     char cto[2 * CLIENT_WIRE_ORIGIN_MAX];
     uint64_t retry_after_ms = 0;
+    bool lookup = false, skip_backoff = false;
     int rc;
 
     memset(resp, 0, sizeof(*resp));
@@ -764,7 +768,9 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
         char host[CLIENT_WIRE_ORIGIN_MAX];
         char via[2 * CLIENT_WIRE_ORIGIN_MAX + 40];
 
-        if (attempt > 0) {
+        if (attempt > 0 && skip_backoff) {
+            skip_backoff = false; /* a lookup is no failure: at once */
+        } else if (attempt > 0) {
             uint64_t d = client_wire_backoff_ms(attempt, c->o.backoff_base_ms, c->o.backoff_max_ms,
                                                 rnd64(c));
 
@@ -774,8 +780,9 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
         }
         free(ch->last.body); /* the previous attempt's; run_chain() resets the hop */
         memset(ch, 0, sizeof(*ch));
+        ch->lookup = lookup;
         resp->has_bucket = false;
-        if (t->is_message && client_pins_get_ring(c->pins, t->service, &rcfg) == 0) {
+        if (!lookup && t->is_message && client_pins_get_ring(c->pins, t->service, &rcfg) == 0) {
             resp->bucket =
                 ring_bucket(&rcfg, t->path.account.ptr, t->path.account.len, t->key, t->keylen);
             resp->has_bucket = true;
@@ -866,6 +873,18 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
             }
             if (!last && !(req->no_retry && ch->last.status != 421 && !from_shed) && t->is_service)
                 continue;
+        } else if (ch->last.status == 404 && t->is_message && t->is_service && !lookup &&
+                   (pinned || ch->hops > 0) && strcmp(req->method, "PUT") != 0 && !last) {
+            /* Not where the pin or the shed's redirect said: the message
+             * may live off its owner (a membership change the shed routed
+             * around). Once more through a shed, asking for a lookup. */
+            lookup = true;
+            if (pinned && resp->has_bucket &&
+                client_pins_drop(c->pins, t->service, resp->bucket) == 0)
+                atomic_fetch_add(&c->m_pins_dropped, 1);
+            atomic_fetch_add(&c->m_lookups, 1);
+            skip_backoff = true;
+            continue;
         } else if (t->is_message && ch->learned.have_pin && ch->hops > 0 && !c->o.no_pin) {
             /* Success through a redirect: pin bucket -> final host. */
             struct client_wire_url fu;
@@ -933,6 +952,7 @@ shed_client_metrics(struct shed_client *c, struct shed_client_metrics *m)
     m->retries = atomic_load(&c->m_retries);
     m->pins_set = atomic_load(&c->m_pins_set);
     m->pins_dropped = atomic_load(&c->m_pins_dropped);
+    m->lookups = atomic_load(&c->m_lookups);
 }
 
 size_t

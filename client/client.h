@@ -133,6 +133,7 @@ struct shed_client_metrics {
     uint64_t retries;      /* attempts after the first */
     uint64_t pins_set;     /* pins learned */
     uint64_t pins_dropped; /* pins dropped after a failure */
+    uint64_t lookups;      /* 404s asked again through a shed with Shed-Lookup */
 };
 void shed_client_metrics(struct shed_client *c, struct shed_client_metrics *m);
 

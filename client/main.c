@@ -240,12 +240,12 @@ print_stat(struct shed_client *c)
                                "generation", (json_int_t)pins[i].generation, "expires_in_ms",
                                (json_int_t)(pins[i].expires_ms - now), "hits",
                                (json_int_t)pins[i].hits, "why", pins[i].why));
-        o = json_pack("{s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}", "pins", arr,
+        o = json_pack("{s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}", "pins", arr,
                       "metrics", "requests", (json_int_t)m.requests, "http", (json_int_t)m.http,
                       "redirects", (json_int_t)m.redirects, "pinned", (json_int_t)m.pinned,
                       "shed_asks", (json_int_t)m.shed_asks, "failures", (json_int_t)m.failures,
                       "retries", (json_int_t)m.retries, "pins_set", (json_int_t)m.pins_set,
-                      "pins_dropped", (json_int_t)m.pins_dropped);
+                      "pins_dropped", (json_int_t)m.pins_dropped, "lookups", (json_int_t)m.lookups);
         if (o != NULL) {
             print_json(o);
             json_decref(o);
@@ -259,9 +259,9 @@ print_stat(struct shed_client *c)
                    (double)(pins[i].expires_ms - now) / 1000.0, pins[i].hits, pins[i].why);
         printf("requests %" PRIu64 "  http %" PRIu64 "  redirects %" PRIu64 "  pinned %" PRIu64
                "  shed_asks %" PRIu64 "  failures %" PRIu64 "  retries %" PRIu64
-               "  pins_set %" PRIu64 "  pins_dropped %" PRIu64 "\n",
+               "  pins_set %" PRIu64 "  pins_dropped %" PRIu64 "  lookups %" PRIu64 "\n",
                m.requests, m.http, m.redirects, m.pinned, m.shed_asks, m.failures, m.retries,
-               m.pins_set, m.pins_dropped);
+               m.pins_set, m.pins_dropped, m.lookups);
     }
     free(pins);
 }
