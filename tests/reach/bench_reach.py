@@ -35,6 +35,8 @@ Prints:
   reach.missing_from_lists    acked, not on the killed backend, not listed
   reach.listed_twice          ids listed more than once
   reach.wrong_body            found by id with another body
+  reach.listed_unacked        listed, never acknowledged (a PUT that timed
+                              out on a frozen server and was written later)
   reach.home_after_s          from the last membership change (the thaw of
                               dc1) until every surviving message is on
                               exactly one server, its owner
@@ -83,7 +85,10 @@ class Writer(threading.Thread):
         for line in self.site.lines("dc1"):
             argv += ["--shed", line.split("//", 1)[1]]
         argv += ["put", "http://burrow.service/v1.0/%s/%s/%s" % (a, q, m)]
-        r = subprocess.run(argv, input=body, capture_output=True, timeout=30)
+        try:
+            r = subprocess.run(argv, input=body, capture_output=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return False, None  # not acknowledged
         hops = [x for x in r.stderr.decode("utf-8", "replace").splitlines()
                 if x.startswith("shedc: > ")]
         host = origin(hops[-1].split()[3]) if hops else None
@@ -218,9 +223,10 @@ def main():
 
     line = site.line("dc1")
     not_found, wrong = book.read(web, line)
-    not_listed, twice, failed = book.lists(web, line)
-    if failed:
-        raise RuntimeError("lists failed through %s: %s" % (line, failed))
+    listed = book.lists(web, line, queues=queues())
+    if listed["list_failed"]:
+        raise RuntimeError("lists failed through %s: %s" % (line, listed["list_failed"]))
+    not_listed, twice = listed["not_listed"], listed["listed_twice"]
     found_dead = [k for k in dead if k in msgs and k not in set(not_found)]
     lost = {k for k in not_found + not_listed if k not in dead}
     unlisted = {k for k in not_listed if k not in dead}
@@ -237,6 +243,8 @@ def main():
     print("reach.missing_from_lists: %d msgs" % len(unlisted))
     print("reach.listed_twice: %d msgs" % len(twice))
     print("reach.wrong_body: %d msgs" % len(wrong))
+    print("reach.listed_unacked: %d msgs (PUTs not acknowledged that were written)"
+          % len(listed["listed_unknown"]))
     if fig["off_owner"]:
         print("reach.home_after_s: %.1f s (timeout: not home)" % fig["home_after_s"])
     else:
