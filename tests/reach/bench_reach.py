@@ -59,7 +59,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from reachenv import Book, Site, Web, origin  # noqa: E402
+from reachenv import Book, Site, Web  # noqa: E402
+from cluster import origin  # noqa: E402  (tests/master, on the path through reachenv)
 
 RATE = float(os.environ.get("REACH_BENCH_RATE", "20"))        # PUTs/s per writer
 STEP_S = float(os.environ.get("REACH_BENCH_STEP_S", "3"))     # writing between steps

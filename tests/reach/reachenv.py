@@ -15,6 +15,7 @@ import importlib.machinery
 import importlib.util
 import os
 import signal
+import sys
 import threading
 import time
 import urllib.parse
@@ -22,6 +23,9 @@ import urllib.parse
 import requests
 
 import harness
+
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "master"))
+from cluster import origin  # noqa: E402
 
 
 def _deploy_local():
@@ -43,24 +47,18 @@ TIMINGS = {"heartbeat_interval": "200ms", "lease": "600ms", "evict_after": "6s",
            "evict_cap": 1, "sync_interval": "100ms"}
 
 
-def origin(url):
-    u = urllib.parse.urlsplit(url)
-    return "%s://%s" % (u.scheme, u.netloc)
-
-
 class Site:
     """Cells dc1..dcN: <backends> maps cell -> burrowd count, <lines> line
     sheds per cell, one aggregator per cell, <masters> masters (needed for
     more than one cell). Node names are deploy/local's: dc1-line1, dc1-agg1,
     dc1-burrow1 (also the backend's id), master1."""
 
-    def __init__(self, backends, lines=1, masters=0, timings=None, argv_extra=()):
+    def __init__(self, backends, lines=1, masters=0, timings=None):
         cells = sorted(backends)
         self.timings = dict(TIMINGS, **(timings or {}))
         self.topo = local.Topology(cells=len(cells), lines=lines, aggregators=1, masters=masters,
                                    backends=max(backends.values()), host="127.0.0.1",
                                    base_port=0, timings=self.timings, default_ttl=0)
-        self.argv_extra = list(argv_extra)
         nodes = local.plan(self.topo)
         # Uneven cells: drop the backends past a cell's count.
         self.nodes = [n for n in nodes if n["role"] != "backend" or
@@ -94,12 +92,10 @@ class Site:
 
     # -- processes -----------------------------------------------------------
     def _backend_argv(self, n):
-        return local.backend_argv(harness.binary("burrowd"), n, self.nodes, self.topo,
-                                  self.cred) + self.argv_extra
+        return local.backend_argv(harness.binary("burrowd"), n, self.nodes, self.topo, self.cred)
 
     def _spawn(self, n):
         n["proc"] = harness.Proc(n["argv"], name=n["name"])
-        n["spawned"] = time.monotonic()
 
     def node(self, name):
         return next(n for n in self.nodes if n["name"] == name)
