@@ -40,6 +40,7 @@
 #define SHED_AGG_FETCH_MAX 10000            /* widest per-backend window of one page */
 #define SEQ_REVISIT_MAX    16               /* sequential walk: extra visits after losing copies */
 #define LOOKUP_WALK        (RING_MAX_R + 8) /* servers a lookup asks per generation */
+#define LOOKUP_DOWN_MS     300              /* timeout for a server the view has down */
 
 struct shed_agg {
     struct shed_fanout *fan;
@@ -106,6 +107,7 @@ struct shed_agg_req {
     enum method m;
     bool lookup;         /* a single-message lookup (SHED_AGG_LOOKUP_PREFIX) */
     const char *lmethod; /* its method, as sent to every candidate */
+    uint8_t *lseen;      /* lookup: per batch position 0 pending, 1 done, 2 a 2xx */
     enum proto_burrow_level level;
     char ids[3 * PROTO_BURROW_ID_MAX + 3];
     struct proto_burrow_path path;
@@ -486,6 +488,7 @@ static void on_batch(void *arg, const struct shed_fanout_res *res, size_t n);
 static bool on_each(void *arg, size_t idx, const struct shed_fanout_res *res);
 static void req_destroy(struct shed_agg_req *r);
 static void lookup_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n);
+static bool lookup_each(struct shed_agg_req *r, size_t idx, const struct shed_fanout_res *res);
 
 /* A request's batch under construction. */
 struct batch {
@@ -549,8 +552,9 @@ batch_go(struct shed_agg_req *r, struct batch *b, enum phase ph, bool wait)
         on_batch(r, NULL, 0);
         return;
     }
-    rc = shed_fanout_submit(r->agg->fan, b->reqs, b->n, wait || ph == PH_FETCH ? on_each : NULL,
-                            on_batch, r);
+    rc =
+        shed_fanout_submit(r->agg->fan, b->reqs, b->n,
+                           wait || ph == PH_FETCH || ph == PH_LOOKUP ? on_each : NULL, on_batch, r);
     if (rc == 0)
         atomic_fetch_add(&n_backend_reqs, b->n);
     batch_free(b);
@@ -1513,6 +1517,8 @@ on_each(void *arg, size_t idx, const struct shed_fanout_res *res)
             fetch_early(r, res);
         return false;
     }
+    if (r->phase == PH_LOOKUP)
+        return lookup_each(r, idx, res);
     /* PH_WAIT: the first server with something visible releases the wait. */
     return res->err == 0 && res->status == 200;
 }
@@ -1842,12 +1848,22 @@ lookup_run(struct shed_agg_req *r, const struct registry_route *route)
         o.detail = detail;
     }
     o.attrs = true;
+    r->lseen = calloc(r->nbe ? r->nbe : 1, 1);
+    if (r->lseen == NULL) {
+        batch_free(&b);
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    /* A server this view has down is asked too, briefly: the line shed that
+     * sent the lookup may already see it back, with the message. */
     for (uint32_t i = 0; i < r->nbe; i++) {
-        if (!r->be[i].live)
-            continue;
+        uint64_t tmo =
+            r->be[i].live || r->timeout_ms < LOOKUP_DOWN_MS ? r->timeout_ms : LOOKUP_DOWN_MS;
+
+        r->be[i].live = true;
         r->order[b.n] = i;
-        if (batch_add(&b, r, r->lmethod, i, r->path.message.ptr, r->path.message.len, &o,
-                      r->timeout_ms) < 0) {
+        if (batch_add(&b, r, r->lmethod, i, r->path.message.ptr, r->path.message.len, &o, tmo) <
+            0) {
             batch_free(&b);
             answer_text(r, 414, "path or query too long");
             return;
@@ -1859,6 +1875,24 @@ lookup_run(struct shed_agg_req *r, const struct registry_route *route)
         return;
     }
     batch_go(r, &b, PH_LOOKUP, false);
+}
+
+/* A GET's answer is known once a server has it and every server before it
+ * in preference order said it has not: the rest are cancelled. A DELETE or
+ * POST waits for every server (each copy must change). */
+static bool
+lookup_each(struct shed_agg_req *r, size_t idx, const struct shed_fanout_res *res)
+{
+    if (strcmp(r->lmethod, "GET") != 0 || idx >= r->nbe)
+        return false;
+    r->lseen[idx] = res->err == 0 && res->status >= 200 && res->status < 300 ? 2 : 1;
+    for (size_t i = 0; i < r->nbe; i++) {
+        if (r->lseen[i] == 0)
+            return false;
+        if (r->lseen[i] == 2)
+            return true;
+    }
+    return false;
 }
 
 /* The first success in preference order is the answer (a GET's copy, a
@@ -2131,6 +2165,7 @@ req_destroy(struct shed_agg_req *r)
     free(r->order);
     free(r->picks);
     free(r->probes);
+    free(r->lseen);
     free(r->be);
     shed_merge_out_clear(&r->out);
     free(r);
