@@ -256,12 +256,23 @@ def test_shed_unit():
         stop(p, unit)
 
 
-def test_burrowd_unit():
+def start_env_unit(template, instance, rewrite, flag):
+    """Start the ExecStart of a unit whose arguments come from its
+    EnvironmentFile (the shipped example, <rewrite>(env) to loopback);
+    <flag> must be among the arguments. Returns (unit, process)."""
     h = host()
-    instance = "a-burrow1"
-    name = "burrowd@%s.service" % instance
-    unit = parse_unit(h.render(unit_of("burrowd@.service")))
+    name = template.replace("@.", "@%s." % instance)
+    unit = parse_unit(h.render(unit_of(template)))
     creds = h.credentials(unit, name)
+    env = example_env(h, unit, instance, rewrite)
+    env["CREDENTIALS_DIRECTORY"] = creds
+    (line,) = values(unit, "ExecStart")
+    argv = h.argv(line, instance, name, env)
+    assert flag in argv and "--credential-file" in argv, argv
+    return unit, start(argv, env, name)
+
+
+def test_burrowd_unit():
     port = harness.free_port()
 
     def rewrite(env):
@@ -270,12 +281,7 @@ def test_burrowd_unit():
         env["BURROWD_URL"] = "http://127.0.0.1:%d" % port
         env["BURROWD_ANNOUNCE"] = loopback(env["BURROWD_ANNOUNCE"])
 
-    env = example_env(h, unit, instance, rewrite)
-    env["CREDENTIALS_DIRECTORY"] = creds
-    (line,) = values(unit, "ExecStart")
-    argv = h.argv(line, instance, name, env)
-    assert "--credential-file" in argv, argv
-    p = start(argv, env, name)
+    unit, p = start_env_unit("burrowd@.service", "a-burrow1", rewrite, "--listen")
     harness.wait_port("127.0.0.1", port, proc=p)
     r = harness.request("PUT", "http://127.0.0.1:%d/v1.0/a/q/m" % port, body=b"x")
     assert r.status == 201, r
@@ -283,12 +289,7 @@ def test_burrowd_unit():
 
 
 def test_shed_announce_unit():
-    h = host()
-    instance = "a-burrow1"
-    name = "shed-announce@%s.service" % instance
-    unit = parse_unit(h.render(unit_of("shed-announce@.service")))
-    creds = h.credentials(unit, name)
-    backend_port = ctx["backend"][1]
+    backend, backend_port, backend_unit = ctx.pop("backend")
 
     def rewrite(env):
         assert env["ANNOUNCE_BACKEND"] and env["ANNOUNCE_URL"], env
@@ -296,17 +297,11 @@ def test_shed_announce_unit():
         env["ANNOUNCE_URL"] = "http://127.0.0.1:%d" % backend_port
         env["ANNOUNCE_TARGETS"] = loopback(env["ANNOUNCE_TARGETS"])
 
-    env = example_env(h, unit, instance, rewrite)
-    env["CREDENTIALS_DIRECTORY"] = creds
-    (line,) = values(unit, "ExecStart")
-    argv = h.argv(line, instance, name, env)
-    assert "--backend" in argv, argv
-    p = start(argv, env, name)
+    unit, p = start_env_unit("shed-announce@.service", "a-burrow1", rewrite, "--backend")
     # it found the backend healthy and started announcing it
     harness.wait_until(lambda: "announcing" in p.output(), timeout=5, what="announcing")
     stop(p, unit)
-    backend, _, bunit = ctx.pop("backend")
-    stop(backend, bunit)
+    stop(backend, backend_unit)
 
 
 def test_systemd_analyze_verify():
