@@ -11,8 +11,10 @@ and with shedc on that cell. Every JSON answer must be strict UTF-8 without a
 import base64
 import json
 import os
+import pty
 import subprocess
 import sys
+import tty
 import urllib.parse
 
 import harness
@@ -183,6 +185,25 @@ def test_shedc():
         r = shedc(c, ["--json", "get", base + "/" + name, "--detail", "body"])
         assert r.returncode == 0, (name, r.stderr)
         check_item(name, json.loads(r.stdout.decode("utf-8", "strict")))
+    # on a terminal a newline follows a body that does not end with one
+    for name, want in (("ff", b"\xff\n"), ("text", BODIES["text"])):
+        master, slave = pty.openpty()
+        tty.setraw(slave)  # no \n -> \r\n translation
+        r = subprocess.run([harness.binary("shedc"), "--shed", "127.0.0.1:%d" % c.line_port,
+                            "get", base + "/" + name], stdout=slave, stderr=subprocess.PIPE,
+                           timeout=30)
+        os.close(slave)
+        got = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            got += chunk
+        os.close(master)
+        assert r.returncode == 0 and got == want, (name, got, r.stderr)
     # a list with NUL and 0xFF bodies: whole, one line per message
     r = shedc(c, ["list", base])
     assert r.returncode == 0, r.stderr
