@@ -10,7 +10,8 @@ CLI on client/, one process per message, both dc1 line sheds given with
 method and body kept on a 307). Meanwhile, one step after the other:
 
   (a) two backends join dc1;
-  (b) one leaves gracefully (SIGTERM: it drains, deregisters, exits);
+  (b) one leaves gracefully (SIGTERM with --drain-timeout 30: it drains,
+      deregisters, exits);
   (c) one is SIGKILLed and restarted empty at the same address before
       evict_after (its contents are listed directly just before the kill);
   (d) every dc1 backend is frozen (SIGSTOP) until the line sheds see them
@@ -139,7 +140,7 @@ def scan(web, site, names):
 
 def main():
     fig = {}
-    site = Site({"dc1": 4, "dc2": 3}, lines=2, masters=1, timings=TIMINGS)
+    site = Site({"dc1": 4, "dc2": 3}, lines=2, masters=1, timings=TIMINGS, drain_timeout=30)
     web, book = Web(), Book()
     writers = [Writer("lib", site, book), Writer("http", site, book)]
     dead = set()

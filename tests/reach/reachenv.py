@@ -15,6 +15,7 @@ import importlib.machinery
 import importlib.util
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -47,15 +48,26 @@ TIMINGS = {"heartbeat_interval": "200ms", "lease": "600ms", "evict_after": "6s",
            "evict_cap": 1, "sync_interval": "100ms"}
 
 
+def burrowd_usage():
+    r = subprocess.run([harness.binary("burrowd"), "--help"], capture_output=True, text=True)
+    return r.stdout + r.stderr
+
+
 class Site:
     """Cells dc1..dcN: <backends> maps cell -> burrowd count, <lines> line
     sheds per cell, one aggregator per cell, <masters> masters (needed for
     more than one cell). Node names are deploy/local's: dc1-line1, dc1-agg1,
     dc1-burrow1 (also the backend's id), master1."""
 
-    def __init__(self, backends, lines=1, masters=0, timings=None):
+    def __init__(self, backends, lines=1, masters=0, timings=None, drain_timeout=0):
+        """<drain_timeout>: burrowd --drain-timeout (a graceful leave on
+        SIGTERM), when this burrowd has the option; main before issue 13
+        has not, and leaves at once."""
         cells = sorted(backends)
         self.timings = dict(TIMINGS, **(timings or {}))
+        self.drain = []
+        if drain_timeout and "--drain-timeout" in burrowd_usage():
+            self.drain = ["--drain-timeout", str(drain_timeout)]
         self.topo = local.Topology(cells=len(cells), lines=lines, aggregators=1, masters=masters,
                                    backends=max(backends.values()), host="127.0.0.1",
                                    base_port=0, timings=self.timings, default_ttl=0)
@@ -68,7 +80,6 @@ class Site:
         fd = os.open(self.cred, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write("reach-test-credential-0123456789abcdef\n")
-        masters_urls = [n["url"] for n in self.nodes if n["role"] == "master"]
         for n in self.nodes:
             if n["role"] == "backend":
                 n["argv"] = self._backend_argv(n)
@@ -76,9 +87,6 @@ class Site:
             sd = os.path.join(self.dir, "state-" + n["name"])
             os.makedirs(sd, exist_ok=True)
             doc = local.shed_config(n, self.nodes, self.topo, self.cred, sd, ["127.0.0.0/8"])
-            if n["role"] == "aggregator" and masters_urls:
-                # Hints of escalated writes come from the masters.
-                doc["masters"] = masters_urls
             path = os.path.join(self.dir, n["name"] + ".yaml")
             with open(path, "w") as f:
                 f.write(local.yaml_dump(doc) + "\n")
@@ -92,7 +100,8 @@ class Site:
 
     # -- processes -----------------------------------------------------------
     def _backend_argv(self, n):
-        return local.backend_argv(harness.binary("burrowd"), n, self.nodes, self.topo, self.cred)
+        return local.backend_argv(harness.binary("burrowd"), n, self.nodes, self.topo,
+                                  self.cred) + self.drain
 
     def _spawn(self, n):
         n["proc"] = harness.Proc(n["argv"], name=n["name"])
@@ -171,10 +180,11 @@ class Site:
             self.node(x)["proc"].signal(signal.SIGCONT)
 
     def stop(self):
-        for n in self.nodes:
+        """Everything down: backends first, SIGKILLed (no graceful leave)."""
+        for n in sorted(self.nodes, key=lambda x: x["role"] != "backend"):
             if n["proc"].alive():
                 n["proc"].signal(signal.SIGCONT)
-                n["proc"].stop(timeout=5.0)
+                n["proc"].stop(signal.SIGKILL if n["role"] == "backend" else None, timeout=5.0)
 
     # -- what the sheds see ------------------------------------------------
     def status(self, shed_url):

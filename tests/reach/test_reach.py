@@ -7,11 +7,11 @@ while the membership changes, for a plain redirect-following HTTP user
 One case per function, each on a deployment of its own (deploy/local's
 configs, short timings: heartbeat 200 ms, lease 600 ms, drain window 5 s):
 
-  join          3 burrowd, 300 messages, a 4th joins: read, list and delete
-                in the drain window, read and list after it, then every
-                message on exactly one server, its owner
-  leave         4 burrowd, one leaves gracefully (SIGTERM: it drains, then
-                deregisters and exits)
+  join          3 burrowd, 300 messages, a 4th joins: read, list, delete
+                and update in the drain window, read and list after it,
+                then every message on exactly one server, its owner
+  leave         4 burrowd (--drain-timeout 20), one leaves gracefully
+                (SIGTERM: it drains, then deregisters and exits)
   restart_empty a burrowd SIGKILLed, written around while down, restarted
                 empty at the same address before evict_after
   replica_write the primary frozen and reported failed (Shed-Failed from two
@@ -101,7 +101,7 @@ def test_join():
 
 
 def test_leave():
-    site = Site({"dc1": 4})
+    site = Site({"dc1": 4}, drain_timeout=20)
     try:
         web, book = Web(), Book()
         line = site.line()
