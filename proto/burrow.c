@@ -5,7 +5,10 @@
  * maximum on every piece, following reference/burrow-api.md sections 1 and 2
  * and taking its suggested fixes: bad integers and negative ttl/hide/wait are
  * a 400 (the reference crashed with a 500), ids are percent-decoded and may
- * hold any byte but '/' and NUL. Pure: no I/O, no allocation.
+ * hold any byte but '/' and NUL. Hostile input (docs/hardening.md) is refused
+ * rather than reinterpreted: integers that do not fit, the ids "." and "..",
+ * more than PROTO_BURROW_QUERY_MAX parameters, request targets with control
+ * bytes. Pure: no I/O, no allocation.
  */
 #include "proto/burrow.h"
 
@@ -117,6 +120,10 @@ decode_id(const char *s, size_t len, char *buf, size_t buflen, size_t *used,
         return (int)n;
     if (memchr(buf + *used, '/', (size_t)n) != NULL)
         return -PROTO_ENOTFOUND;
+    /* "." and ".." are dot segments to every URL normaliser: a Location
+     * naming one would be rewritten into another resource's path. */
+    if ((n == 1 || n == 2) && memcmp(buf + *used, "..", (size_t)n) == 0)
+        return -PROTO_EDOTSEG;
     out->ptr = buf + *used;
     out->len = (size_t)n;
     *used += (size_t)n;
@@ -184,7 +191,9 @@ proto_burrow_query_init(struct proto_burrow_query *q)
     q->detail = PROTO_DETAIL_DEFAULT;
 }
 
-/* Strict integer: optional sign, then 1..19 digits, no spaces. */
+/* Strict integer: optional sign, then digits, no spaces; the magnitude must
+ * fit INT64_MAX. The bound is checked before each step, so no value wraps
+ * (2^64 used to come out as 0). */
 static int
 parse_int(const char *s, size_t len, int64_t *out)
 {
@@ -199,11 +208,14 @@ parse_int(const char *s, size_t len, int64_t *out)
     if (i == len)
         return -PROTO_EBADVALUE;
     for (; i < len; i++) {
+        uint64_t d;
+
         if (s[i] < '0' || s[i] > '9')
             return -PROTO_EBADVALUE;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-        if (v > (uint64_t)INT64_MAX)
+        d = (uint64_t)(s[i] - '0');
+        if (v > ((uint64_t)INT64_MAX - d) / 10)
             return -PROTO_EBADVALUE;
+        v = v * 10 + d;
     }
     *out = neg ? -(int64_t)v : (int64_t)v;
     return 0;
@@ -330,11 +342,29 @@ proto_burrow_query_set(struct proto_burrow_query *q, const char *key, size_t kle
     return 0;
 }
 
+size_t
+proto_burrow_query_count(const char *qs, size_t len)
+{
+    size_t n = 0;
+    const char *p = qs, *end = qs + len;
+
+    if (len == 0)
+        return 0;
+    while ((p = memchr(p, '&', (size_t)(end - p))) != NULL) {
+        n++;
+        p++;
+    }
+    return n + 1;
+}
+
 int
 proto_burrow_query_parse(struct proto_burrow_query *q, const char *qs, size_t len, char *buf,
                          size_t buflen)
 {
     size_t used = 0, i = 0;
+
+    if (proto_burrow_query_count(qs, len) > PROTO_BURROW_QUERY_MAX)
+        return -PROTO_ETOOMANY;
 
     while (i < len) {
         const char *pair = qs + i, *amp, *eq;
@@ -354,6 +384,81 @@ proto_burrow_query_parse(struct proto_burrow_query *q, const char *qs, size_t le
             rc = proto_burrow_query_set(q, pair, plen, "", 0, buf, buflen, &used);
         if (rc < 0)
             return rc;
+    }
+    return 0;
+}
+
+/* Bytes never allowed in a request target: controls, DEL and space. */
+static bool
+target_byte_bad(unsigned char c)
+{
+    return c <= ' ' || c == 0x7f;
+}
+
+/* Does <t> start with "<scheme>://", any case? Returns the length matched. */
+static size_t
+scheme_prefix(const char *t, size_t len, const char *scheme)
+{
+    size_t n = strlen(scheme);
+
+    if (len < n + 3 || memcmp(t + n, "://", 3) != 0)
+        return 0;
+    return word_caseeq(t, n, scheme) ? n + 3 : 0;
+}
+
+int
+proto_burrow_parse_target(const char *t, size_t len, struct proto_burrow_target *out)
+{
+    const char *q;
+    size_t skip, alen, i;
+
+    memset(out, 0, sizeof(*out));
+    for (i = 0; i < len; i++)
+        if (target_byte_bad((unsigned char)t[i]))
+            return -PROTO_EBADTARGET;
+    if (len > 0 && t[0] == '/') {
+        out->path.ptr = t;
+        out->path.len = len;
+    } else {
+        /* absolute-form: http(s)://authority[/path][?query] */
+        skip = scheme_prefix(t, len, "http");
+        if (skip == 0)
+            skip = scheme_prefix(t, len, "https");
+        if (skip == 0)
+            return -PROTO_EBADTARGET;
+        for (alen = 0; skip + alen < len; alen++) {
+            char c = t[skip + alen];
+
+            if (c == '/' || c == '?' || c == '#')
+                break;
+        }
+        if (alen == 0 || memchr(t + skip, '@', alen) != NULL)
+            return -PROTO_EBADTARGET;
+        out->authority.ptr = t + skip;
+        out->authority.len = alen;
+        skip += alen;
+        if (skip < len && t[skip] == '#')
+            return -PROTO_EBADTARGET;
+        if (skip == len || t[skip] == '?') {
+            /* No path: the same as "/" (RFC 9112 section 3.2.2). */
+            out->path.ptr = "/";
+            out->path.len = 1;
+            t += skip;
+            len -= skip;
+            if (len == 0)
+                return 0;
+            out->query.ptr = t + 1;
+            out->query.len = len - 1;
+            return 0;
+        }
+        out->path.ptr = t + skip;
+        out->path.len = len - skip;
+    }
+    q = memchr(out->path.ptr, '?', out->path.len);
+    if (q != NULL) {
+        out->query.ptr = q + 1;
+        out->query.len = out->path.len - (size_t)(q + 1 - out->path.ptr);
+        out->path.len = (size_t)(q - out->path.ptr);
     }
     return 0;
 }
@@ -392,6 +497,12 @@ proto_strerror(int err)
         return "too long";
     case PROTO_EBADVALUE:
         return "bad query value";
+    case PROTO_EDOTSEG:
+        return "id is a dot segment (. or ..)";
+    case PROTO_ETOOMANY:
+        return "too many query parameters";
+    case PROTO_EBADTARGET:
+        return "bad request target";
     case EINVAL:
         return "invalid argument";
     case ENOMEM:

@@ -6,7 +6,14 @@
  * Paths arrive raw (still percent-encoded: the daemons install a no-op
  * unescape callback in libmicrohttpd). Each segment is percent-decoded into a
  * caller-supplied buffer; ids may hold any byte but '/' and NUL, and at most
- * PROTO_BURROW_ID_MAX bytes once decoded.
+ * PROTO_BURROW_ID_MAX bytes once decoded. The ids "." and ".." (also spelled
+ * "%2E", "%2e%2E", ...) are refused (-PROTO_EDOTSEG, a 400): a client or
+ * proxy that removes dot segments (RFC 3986 section 5.2.4) would otherwise
+ * send the Location it got for one message to another path.
+ *
+ * Numbers in the query are exact: a value that does not fit an int64_t is
+ * refused, never wrapped. A query has at most PROTO_BURROW_QUERY_MAX
+ * parameters. docs/hardening.md lists these rules for every daemon.
  *
  * Ownership: results are slices into the caller's <buf> (or into the caller's
  * input for raw values) and live as long as that buffer.
@@ -22,6 +29,7 @@
 #define PROTO_BURROW_PATH_MAX    2048 /* raw bytes in a path */
 #define PROTO_BURROW_VERSION     "v1.0"
 #define PROTO_BURROW_SECONDS_MAX 3153600000LL /* ttl, hide, wait: 100 years; 400 beyond */
+#define PROTO_BURROW_QUERY_MAX   64 /* '&'-separated parameters in a query, empty ones too */
 
 /* Module error codes, returned negated; see proto_strerror(). */
 enum {
@@ -29,6 +37,10 @@ enum {
     PROTO_EBADENC,          /* bad percent-encoding or a decoded NUL: 400 */
     PROTO_ETOOLONG,         /* id or path over its maximum: 400 */
     PROTO_EBADVALUE,        /* a query value that is not what it must be: 400 */
+    PROTO_EDOTSEG,          /* an id "." or "..": 400 */
+    PROTO_ETOOMANY,         /* more than PROTO_BURROW_QUERY_MAX query parameters: 400 */
+    PROTO_EBADTARGET,       /* a request target that is neither origin- nor http(s)
+                               absolute-form, or holds a control byte or space: 400 */
 };
 
 struct proto_slice {
@@ -54,9 +66,29 @@ struct proto_burrow_path {
 /* Parse raw <path> (no query string) of <len> bytes. Decoded ids go into
  * <buf> (<buflen> >= 3 * PROTO_BURROW_ID_MAX + 3 is always enough).
  * Returns 0, -PROTO_ENOTFOUND (other version, empty segment, trailing slash,
- * more than 4 segments, decoded '/'), -PROTO_EBADENC, -PROTO_ETOOLONG. */
+ * more than 4 segments, decoded '/'), -PROTO_EBADENC, -PROTO_ETOOLONG,
+ * -PROTO_EDOTSEG (an id that decodes to "." or ".."). */
 int proto_burrow_parse_path(const char *path, size_t len, char *buf, size_t buflen,
                             struct proto_burrow_path *out);
+
+/* A raw request target split into its parts (RFC 9112 section 3.2). */
+struct proto_burrow_target {
+    struct proto_slice authority; /* absolute-form only; len 0 otherwise */
+    struct proto_slice path;      /* raw, starts with '/' */
+    struct proto_slice query;     /* raw, after the first '?'; ptr NULL without '?' */
+};
+
+/* Split the raw request target <t> of <len> bytes. Origin-form
+ * "/path[?query]" is taken as it is; absolute-form "http://authority/path
+ * [?query]" (scheme http or https, any case) gives its path, "/" when it has
+ * none, so a request line with an absolute URI reaches the same resource as
+ * its origin-form. Returns 0 or -PROTO_EBADTARGET: another form (asterisk,
+ * authority, a relative path), another scheme, an empty authority or one with
+ * userinfo, or a NUL, control byte (0x00-0x1F, 0x7F) or space anywhere (a
+ * raw NUL would otherwise cut the path short where C strings are used). The
+ * slices point into <t>, except the "/" of an absolute-form without a path,
+ * which is static. */
+int proto_burrow_parse_target(const char *t, size_t len, struct proto_burrow_target *out);
 
 enum proto_burrow_detail {
     PROTO_DETAIL_DEFAULT = 0, /* not given: use the operation's default */
@@ -94,9 +126,16 @@ void proto_burrow_query_init(struct proto_burrow_query *q);
 int proto_burrow_query_set(struct proto_burrow_query *q, const char *key, size_t klen,
                            const char *val, size_t vlen, char *buf, size_t buflen, size_t *used);
 
-/* Parse a whole raw query string "k=v&k2=v2" (no leading '?'). */
+/* Parse a whole raw query string "k=v&k2=v2" (no leading '?'). Returns what
+ * proto_burrow_query_set() returns for the first bad pair, or
+ * -PROTO_ETOOMANY when the query has more than PROTO_BURROW_QUERY_MAX
+ * parameters (checked first, see proto_burrow_query_count()). */
 int proto_burrow_query_parse(struct proto_burrow_query *q, const char *qs, size_t len, char *buf,
                              size_t buflen);
+
+/* The number of parameters of the raw query <qs>: the '&'-separated pieces,
+ * empty ones included (libmicrohttpd keeps a record for each), 0 for "". */
+size_t proto_burrow_query_count(const char *qs, size_t len);
 
 /* Is <d> allowed at <level>? (accounts/queues: none, id, all; messages:
  * none, id, attributes, body, all). DEFAULT is always allowed. */

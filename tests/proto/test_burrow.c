@@ -47,6 +47,17 @@ static const struct path_case path_cases[] = {
     {"/favicon.ico", -PROTO_ENOTFOUND, 0, "", "", ""},
     {"", -PROTO_ENOTFOUND, 0, "", "", ""},
     {"v1.0/a", -PROTO_ENOTFOUND, 0, "", "", ""},
+    /* Dot segments as ids: refused, however they are spelled (issue 15). */
+    {"/v1.0/a/q/..", -PROTO_EDOTSEG, 0, "", "", ""},
+    {"/v1.0/a/q/.", -PROTO_EDOTSEG, 0, "", "", ""},
+    {"/v1.0/../q/m", -PROTO_EDOTSEG, 0, "", "", ""},
+    {"/v1.0/a/./m", -PROTO_EDOTSEG, 0, "", "", ""},
+    {"/v1.0/a/q/%2e%2E", -PROTO_EDOTSEG, 0, "", "", ""},
+    {"/v1.0/%2E", -PROTO_EDOTSEG, 0, "", "", ""},
+    {"/v1.0/a/q/.%2e", -PROTO_EDOTSEG, 0, "", "", ""},
+    {"/v1.0/a/q/...", 0, PROTO_BURROW_MESSAGE, "a", "q", "..."}, /* not a dot segment */
+    {"/v1.0/.a/q/m.", 0, PROTO_BURROW_MESSAGE, ".a", "q", "m."},
+    {"/v1.0/a/q/..%2F", -PROTO_ENOTFOUND, 0, "", "", ""},
 };
 
 Test(burrow, parse_path_table)
@@ -138,6 +149,21 @@ static const struct query_case query_cases[] = {
     {"limit=99999999999999999999", -PROTO_EBADVALUE, Q_NONE, 0, NULL, 0, false},
     {"limit=123456789012345678901234567890123456", -PROTO_EBADVALUE, Q_NONE, 0, NULL, 0, false},
     {"limit=%31%32", 0, Q_LIMIT, 12, NULL, 0, false},
+    /* Integers that do not fit are refused, never wrapped (issue 15:
+     * 2^64 + 1 came out as 1, 2^64 as 0). */
+    {"limit=18446744073709551617", -PROTO_EBADVALUE, Q_NONE, 0, NULL, 0, false},
+    {"limit=18446744073709551616", -PROTO_EBADVALUE, Q_NONE, 0, NULL, 0, false},
+    {"limit=36893488147419103233", -PROTO_EBADVALUE, Q_NONE, 0, NULL, 0, false},
+    {"limit=-18446744073709551617", -PROTO_EBADVALUE, Q_NONE, 0, NULL, 0, false},
+    {"limit=9223372036854775807", 0, Q_LIMIT, INT64_MAX, NULL, 0, false},
+    {"limit=9223372036854775808", -PROTO_EBADVALUE, Q_NONE, 0, NULL, 0, false},
+    {"limit=-9223372036854775807", 0, Q_LIMIT, -INT64_MAX, NULL, 0, false},
+    {"limit=0009223372036854775807", 0, Q_LIMIT, INT64_MAX, NULL, 0, false},
+    {"ttl=18446744073709551616", -PROTO_EBADVALUE, Q_NONE, 0, NULL, 0, false},
+    {"ttl=18446744073709551617", -PROTO_EBADVALUE, Q_NONE, 0, NULL, 0, false},
+    {"hide=18446744073709551716", -PROTO_EBADVALUE, Q_NONE, 0, NULL, 0, false},
+    {"wait=18446744073709551616", -PROTO_EBADVALUE, Q_NONE, 0, NULL, 0, false},
+    {"ttl=3153600000", 0, Q_TTL, 3153600000LL, NULL, 0, false},
     {"ttl=100", 0, Q_TTL, 100, NULL, 0, false},
     {"ttl=0", 0, Q_TTL, 0, NULL, 0, false},
     {"ttl=-1", -PROTO_EBADVALUE, Q_NONE, 0, NULL, 0, false},
@@ -252,6 +278,109 @@ Test(burrow, query_marker_too_long)
     cr_assert_eq(proto_burrow_query_parse(&q, "marker=abcdef", 13, buf, 3), -PROTO_ETOOLONG);
 }
 
+Test(burrow, query_parameter_count)
+{
+    char qs[8 * (PROTO_BURROW_QUERY_MAX + 2)], buf[1024];
+    struct proto_burrow_query q;
+    size_t n = 0;
+
+    cr_assert_eq(proto_burrow_query_count("", 0), 0);
+    cr_assert_eq(proto_burrow_query_count("a", 1), 1);
+    cr_assert_eq(proto_burrow_query_count("a&b=1", 5), 2);
+    cr_assert_eq(proto_burrow_query_count("&&", 2), 3);
+
+    /* PROTO_BURROW_QUERY_MAX parameters: fine; one more: too many. */
+    for (int i = 0; i < PROTO_BURROW_QUERY_MAX; i++)
+        n += (size_t)snprintf(qs + n, sizeof(qs) - n, "%sx%d=1", i ? "&" : "", i);
+    proto_burrow_query_init(&q);
+    cr_assert_eq(proto_burrow_query_parse(&q, qs, n, buf, sizeof(buf)), 0);
+    n += (size_t)snprintf(qs + n, sizeof(qs) - n, "&limit=5");
+    proto_burrow_query_init(&q);
+    cr_assert_eq(proto_burrow_query_parse(&q, qs, n, buf, sizeof(buf)), -PROTO_ETOOMANY);
+    cr_assert(!q.has_limit); /* refused before any pair is applied */
+
+    /* Empty parameters count too: libmicrohttpd keeps a record for each. */
+    memset(qs, '&', PROTO_BURROW_QUERY_MAX);
+    proto_burrow_query_init(&q);
+    cr_assert_eq(proto_burrow_query_parse(&q, qs, PROTO_BURROW_QUERY_MAX, buf, sizeof(buf)),
+                 -PROTO_ETOOMANY);
+    cr_assert_eq(proto_burrow_query_parse(&q, qs, PROTO_BURROW_QUERY_MAX - 1, buf, sizeof(buf)), 0);
+}
+
+struct target_case {
+    const char *t;
+    int rc;
+    const char *authority, *path, *query; /* query NULL: no '?' */
+};
+
+static const struct target_case target_cases[] = {
+    {"/", 0, "", "/", NULL},
+    {"/v1.0/a/q/m", 0, "", "/v1.0/a/q/m", NULL},
+    {"/v1.0/a/q?limit=1&x", 0, "", "/v1.0/a/q", "limit=1&x"},
+    {"/v1.0/a/q?", 0, "", "/v1.0/a/q", ""},
+    {"/a?b?c", 0, "", "/a", "b?c"},
+    {"/v1.0/a/q/m#f", 0, "", "/v1.0/a/q/m#f", NULL}, /* '#' stays part of an id */
+    {"/v1.0/\xff", 0, "", "/v1.0/\xff", NULL},
+    {"http://burrow.service/v1.0/a/q/m", 0, "burrow.service", "/v1.0/a/q/m", NULL},
+    {"HTTP://H:8080/v1.0/a/q?limit=2", 0, "H:8080", "/v1.0/a/q", "limit=2"},
+    {"https://[::1]:80/v1.0", 0, "[::1]:80", "/v1.0", NULL},
+    {"http://h", 0, "h", "/", NULL},
+    {"http://h?limit=1", 0, "h", "/", "limit=1"},
+    {"http://h?", 0, "h", "/", ""},
+    {"http:///v1.0", -PROTO_EBADTARGET, "", "", NULL},
+    {"http://", -PROTO_EBADTARGET, "", "", NULL},
+    {"http://u:p@h/v1.0", -PROTO_EBADTARGET, "", "", NULL},
+    {"http://h#x", -PROTO_EBADTARGET, "", "", NULL},
+    {"ftp://h/v1.0", -PROTO_EBADTARGET, "", "", NULL},
+    {"http:/h/v1.0", -PROTO_EBADTARGET, "", "", NULL},
+    {"httpx://h/v1.0", -PROTO_EBADTARGET, "", "", NULL},
+    {"*", -PROTO_EBADTARGET, "", "", NULL},
+    {"127.0.0.1:80", -PROTO_EBADTARGET, "", "", NULL},
+    {"v1.0/a", -PROTO_EBADTARGET, "", "", NULL},
+    {"", -PROTO_EBADTARGET, "", "", NULL},
+    {"/v1.0/a b", -PROTO_EBADTARGET, "", "", NULL},
+    {"/v1.0/a\tb", -PROTO_EBADTARGET, "", "", NULL},
+    {"/v1.0/a\x7f", -PROTO_EBADTARGET, "", "", NULL},
+    {"/v1.0/a?x=\x01", -PROTO_EBADTARGET, "", "", NULL},
+};
+
+Test(burrow, parse_target_table)
+{
+    for (size_t i = 0; i < sizeof(target_cases) / sizeof(target_cases[0]); i++) {
+        const struct target_case *c = &target_cases[i];
+        struct proto_burrow_target t;
+        int rc = proto_burrow_parse_target(c->t, strlen(c->t), &t);
+
+        cr_assert_eq(rc, c->rc, "case %zu %s: rc %d want %d", i, c->t, rc, c->rc);
+        if (rc != 0)
+            continue;
+        cr_assert_eq(t.authority.len, strlen(c->authority), "case %zu %s", i, c->t);
+        cr_assert(memcmp(t.authority.ptr ? t.authority.ptr : "", c->authority, t.authority.len) ==
+                      0,
+                  "case %zu", i);
+        cr_assert_eq(t.path.len, strlen(c->path), "case %zu %s", i, c->t);
+        cr_assert(memcmp(t.path.ptr, c->path, t.path.len) == 0, "case %zu", i);
+        if (c->query == NULL) {
+            cr_assert_null(t.query.ptr, "case %zu %s", i, c->t);
+        } else {
+            cr_assert_not_null(t.query.ptr, "case %zu %s", i, c->t);
+            cr_assert_eq(t.query.len, strlen(c->query), "case %zu %s", i, c->t);
+            cr_assert(memcmp(t.query.ptr, c->query, t.query.len) == 0, "case %zu", i);
+        }
+    }
+}
+
+Test(burrow, parse_target_nul)
+{
+    /* A raw NUL anywhere is refused, in the path or the query: a C string
+     * would stop there and the rest would be lost silently. */
+    static const char path[] = "/v1.0/a/q/m\0/evil", query[] = "/v1.0/a/q?limit=1\0&limit=5";
+    struct proto_burrow_target t;
+
+    cr_assert_eq(proto_burrow_parse_target(path, sizeof(path) - 1, &t), -PROTO_EBADTARGET);
+    cr_assert_eq(proto_burrow_parse_target(query, sizeof(query) - 1, &t), -PROTO_EBADTARGET);
+}
+
 struct detail_case {
     enum proto_burrow_level level;
     enum proto_burrow_detail d;
@@ -351,5 +480,8 @@ Test(burrow, strerror_texts)
     cr_assert_str_eq(proto_strerror(-PROTO_ENOTFOUND), "not a Burrow route");
     cr_assert_str_eq(proto_strerror(PROTO_EBADENC), "bad percent-encoding");
     cr_assert_str_neq(proto_strerror(-PROTO_ETOOLONG), "unknown error");
+    cr_assert_str_neq(proto_strerror(-PROTO_EDOTSEG), "unknown error");
+    cr_assert_str_neq(proto_strerror(-PROTO_ETOOMANY), "unknown error");
+    cr_assert_str_neq(proto_strerror(-PROTO_EBADTARGET), "unknown error");
     cr_assert_str_eq(proto_strerror(123456), "unknown error");
 }
