@@ -22,6 +22,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "proto/token.h"
+#include "shed/events.h"
 #include "shed/hints.h"
 #include "shed/line.h"
 #include "shed/master.h"
@@ -55,6 +56,18 @@ static uint64_t
 unix_s(void)
 {
     return clock_real_ns() / 1000000000u;
+}
+
+struct shed_sync *
+shed_cluster_sync(void)
+{
+    return G.sync;
+}
+
+struct shed_master *
+shed_cluster_master(void)
+{
+    return G.master;
 }
 
 /* ---- text answers ---- */
@@ -303,6 +316,7 @@ shed_cluster_escalate(const struct shed_config *cfg, const struct registry_route
     a->bucket[0] = a->generation[0] = a->pin_ttl[0] = '\0';
     a->ring = NULL;
     log_debug("cluster: escalating service=%s hops=%u to %s", r->name, t.hops, murl);
+    shed_events_add(SHED_EV_ESCALATED, "service=%s hops=%u to master %s", r->name, t.hops, murl);
     return true;
 }
 
@@ -406,6 +420,8 @@ master_route(struct shed_call *c, const struct shed_query *q, struct shed_answer
     if (rc < 0) {
         log_debug("cluster: master: service=%s hops=%u cells=%u: %s", svc, t.hops, t.ncells,
                   rc == -ELOOP ? "too many hops" : "no cell");
+        shed_events_add(SHED_EV_MASTER, "service=%s hops=%u: %s, 503", svc, t.hops,
+                        rc == -ELOOP ? "too many hops" : "no other cell can serve");
         no_cell(cfg, a, txt_no_cell, sizeof(txt_no_cell) - 1);
         return;
     }
@@ -429,6 +445,8 @@ master_route(struct shed_call *c, const struct shed_query *q, struct shed_answer
     a->body = NULL;
     a->body_len = 0;
     log_debug("cluster: master: service=%s -> cell=%s %s", svc, pick.cell, pick.url);
+    shed_events_add(SHED_EV_MASTER, "service=%s hops=%u to cell %s %s", svc, t.hops, pick.cell,
+                    pick.url);
 }
 
 bool
@@ -682,6 +700,8 @@ probe_done(void *arg, const char *hostport, bool alive)
 {
     (void)arg;
     uint64_t now = shed_now_ms();
+    shed_events_add(SHED_EV_PROBE, "%s %s", hostport,
+                    alive ? "answered the probe: not suspect any more" : "failed the probe");
     if (alive) {
         shed_suspect_clear(G.suspect, hostport);
         registry_set_suspect(G.ctx->reg, hostport, 0, NULL, 0);
@@ -724,6 +744,8 @@ shed_cluster_failed(struct shed_call *c, const char *hostport)
         return;
     }
     log_info("cluster: %s suspect after reports from independent clients, probing", hostport);
+    shed_events_add(SHED_EV_SUSPECT, "%s suspect after failure reports (last from %s), probing",
+                    hostport, client);
     if (shed_suspect_probe(G.suspect, hostport, url) < 0)
         probe_done(NULL, hostport, false);
 }

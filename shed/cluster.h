@@ -78,6 +78,11 @@ void shed_cluster_forget(struct MHD_Connection *conn);
  * quiesces and again before MHD stops; the second call finds nothing. */
 void shed_cluster_unpark_stop(void);
 
+/* The sync sender and the master view (NULL when not running), for the
+ * status page; valid between shed_cluster_start() and shed_cluster_stop(). */
+struct shed_sync *shed_cluster_sync(void);
+struct shed_master *shed_cluster_master(void);
+
 /* Prometheus text of the master's hints into <buf> (nothing when this
  * shed is no master); returns the length. */
 size_t shed_cluster_metrics(char *buf, size_t len);

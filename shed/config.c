@@ -18,6 +18,8 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "common/duration.h"
+
 #define CONFIG_FILE_MAX (1u << 20) /* bytes in a config file */
 #define TABLE_MAX       32         /* entries in one key table */
 
@@ -304,37 +306,12 @@ set_bool(struct ctx *c, yaml_node_t *n, void *field, const struct cmd *cmd)
     return errat(c, n, "%s must be true or false", cmd->key);
 }
 
-/* <s> in microseconds: "us", "ms", "s" or "m" suffixed, a bare number in
- * units of <bare> microseconds. */
+/* <s> in microseconds (common/duration: the syntax shared with the command
+ * lines), a bare number in units of <bare> microseconds. */
 static int
 duration_us(const char *s, uint64_t bare, uint64_t *us)
 {
-    const char *p = s;
-    uint64_t v = 0;
-    if (!isdigit((unsigned char)*p))
-        return -EINVAL;
-    for (; isdigit((unsigned char)*p); p++) {
-        if (v > (UINT64_MAX - 9) / 10)
-            return -ERANGE;
-        v = v * 10 + (uint64_t)(*p - '0');
-    }
-    uint64_t mul;
-    if (*p == '\0')
-        mul = bare;
-    else if (strcmp(p, "us") == 0)
-        mul = 1;
-    else if (strcmp(p, "ms") == 0)
-        mul = 1000;
-    else if (strcmp(p, "s") == 0)
-        mul = 1000000;
-    else if (strcmp(p, "m") == 0)
-        mul = 60000000;
-    else
-        return -EINVAL;
-    if (v > UINT64_MAX / mul)
-        return -ERANGE;
-    *us = v * mul;
-    return 0;
+    return duration_parse_us(s, bare, us);
 }
 
 int
@@ -746,6 +723,12 @@ static const struct cmd aggregation_table[] = {
     {NULL, NULL, 0, 0, 0, NULL},
 };
 
+static const struct cmd log_table[] = {
+    {"access_every", set_u32, CFG(log_access_every), 0, 1000000000, NULL},
+    {"access_rate", set_u32, CFG(log_access_rate), 1, 1000000, NULL},
+    {NULL, NULL, 0, 0, 0, NULL},
+};
+
 /* Indices into top_table used by validate() for positions. */
 enum {
     TOP_CELL,
@@ -766,6 +749,7 @@ enum {
     TOP_LIMITS,
     TOP_AGGREGATION,
     TOP_SERVICES,
+    TOP_LOG,
 };
 static const struct cmd top_table[] = {
     [TOP_CELL] = {"cell", set_name, CFG(cell), 0, 0, NULL},
@@ -787,6 +771,7 @@ static const struct cmd top_table[] = {
     [TOP_LIMITS] = {"limits", set_map, CFG(limits), 0, 0, limits_table},
     [TOP_AGGREGATION] = {"aggregation", set_map, CFG(list_all), 0, 0, aggregation_table},
     [TOP_SERVICES] = {"services", set_services, CFG(services), 0, 0, NULL},
+    [TOP_LOG] = {"log", set_map, CFG(log_access_every), 0, 0, log_table},
     {NULL, NULL, 0, 0, 0, NULL},
 };
 
@@ -858,6 +843,8 @@ defaults(struct shed_config *cfg)
     cfg->list_all = true;
     cfg->backend_timeout_ms = 2000;
     cfg->busy_poll_us = SHED_BUSY_POLL_DEFAULT_US;
+    cfg->log_access_every = 0;
+    cfg->log_access_rate = 20;
     strcpy(cfg->services[0].name, "burrow");
     cfg->services[0].kind = SHED_KIND_BURROW;
     ring_config_default(&cfg->services[0].ring);

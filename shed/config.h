@@ -114,6 +114,8 @@ struct shed_config {
     bool list_all;               /* aggregation.list_all: false -> 403 on /v1.0 */
     uint64_t backend_timeout_ms; /* aggregation.backend_timeout */
     uint64_t busy_poll_us;       /* aggregation.busy_poll (0: off) */
+    uint32_t log_access_every;   /* log.access_every: log every Nth redirect (0: off) */
+    uint32_t log_access_rate;    /* log.access_rate: at most this many access lines a second */
     struct shed_service_config services[SHED_MAX_SERVICES];
     size_t nservices;
 };

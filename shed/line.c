@@ -15,6 +15,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "shed/access.h"
 #include "shed/agg.h"
 #include "shed/cluster.h"
 
@@ -145,7 +146,22 @@ shed_line_host_service(const char *host, const char *default_service, char out[S
     const size_t slen = sizeof(suffix) - 1;
     if (len > slen && strncasecmp(host + len - slen, suffix, slen) == 0) {
         size_t n = len - slen;
-        if (n >= SHED_NAME_MAX)
+        /* A DNS wildcard (*.burrow.service) sends x.burrow.service here:
+         * the service is the label just before ".service". */
+        const char *dot = NULL;
+        for (size_t i = n; i > 0 && dot == NULL; i--)
+            if (host[i - 1] == '.')
+                dot = host + i - 1;
+        if (dot != NULL) {
+            if (dot == host || dot[-1] == '.')
+                return -EINVAL; /* an empty label */
+            for (const char *p = host; p < dot; p++)
+                if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+                    return -EINVAL;
+            n -= (size_t)(dot + 1 - host);
+            host = dot + 1;
+        }
+        if (n == 0 || n >= SHED_NAME_MAX)
             return -EINVAL;
         for (size_t i = 0; i < n; i++) {
             char ch = (char)tolower((unsigned char)host[i]);
@@ -575,5 +591,7 @@ shed_line_handle(struct shed_call *c)
     else
         shed_metrics_response(a.status);
     shed_http_answer(c->conn, &a);
+    if (a.location_len > 0)
+        shed_access_redirect(c, host, &a);
     return true;
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: ISC */
 /*
  * shed: the daemon entry point. `shed [-d] [-t] -c FILE` runs (or with -t
- * only checks) a config; `shed announce ...` is the heartbeat sidecar for a
- * backend we did not write (shed/sidecar.c).
+ * only checks) a config, and a state_dir it cannot write is an error either
+ * way; `shed announce ...` is the heartbeat sidecar for a backend we did not
+ * write (shed/sidecar.c). --help and --version follow common/cli.
  *
  * The main thread owns the signals (blocked everywhere, taken with
  * sigtimedwait) and the registry's timers: every 50 ms it calls
@@ -12,15 +13,18 @@
  * in-flight requests finish (bounded) and exits 0.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cli.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "shed/cluster.h"
@@ -30,17 +34,55 @@
 #include "shed/rcu.h"
 #include "shed/registry.h"
 #include "shed/sidecar.h"
+#include "shed/status.h"
 
 #define TICK_MS       50
 #define DRAIN_WAIT_MS 2000 /* SIGTERM: how long in-flight requests may take */
 
 static void
-usage(void)
+usage(FILE *f)
 {
-    fprintf(stderr,
-            "usage: shed [-d] [-t] -c FILE\n"
-            "       shed announce --backend URL --announce URL ... (see shed announce -h)\n");
-    exit(2);
+    fputs("usage: shed [-d] [-t] -c FILE\n"
+          "       shed announce --backend URL --announce URL ... (shed announce --help)\n"
+          "       shed --help | --version\n"
+          "\n"
+          "  -c, --config FILE  the YAML config (docs/config.md)\n"
+          "  -t, --test         check the config (and that state_dir is writable), then exit\n"
+          "  -d, --debug        log at debug level\n"
+          "  -h, --help         this text\n"
+          "  -V, --version      print the version\n"
+          "\n"
+          "Status page: http://LISTEN/_shed/v1/status.html; JSON: /_shed/v1/status;\n"
+          "Prometheus: /metrics. SIGHUP reloads the config, SIGTERM drains and exits.\n",
+          f);
+}
+
+/* Can the daemon write its snapshot into <dir>? Try, as it would: a file
+ * created and removed (access() would not see a read-only mount). 0 or
+ * -errno with <why> set. */
+static int
+state_dir_writable(const char *dir, char *why, size_t len)
+{
+    char probe[SHED_PATH_MAX + 32];
+    struct stat st;
+
+    if (stat(dir, &st) == -1) {
+        snprintf(why, len, "%s", strerror(errno));
+        return -errno;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(why, len, "not a directory");
+        return -ENOTDIR;
+    }
+    snprintf(probe, sizeof(probe), "%s/.shed-t-XXXXXX", dir);
+    int fd = mkstemp(probe);
+    if (fd == -1) {
+        snprintf(why, len, "not writable: %s", strerror(errno));
+        return -errno;
+    }
+    close(fd);
+    unlink(probe);
+    return 0;
 }
 
 static void
@@ -96,6 +138,11 @@ reload(struct shed_ctx *ctx, const char *path)
 int
 main(int argc, char **argv)
 {
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"debug", no_argument, NULL, 'd'},
+        {"test", no_argument, NULL, 't'},         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+    };
     const char *path = NULL;
     bool check = false, debug = false;
     int ch;
@@ -103,7 +150,8 @@ main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "announce") == 0)
         return shed_sidecar_main(argc - 1, argv + 1);
     log_init("shed", false);
-    while ((ch = getopt(argc, argv, "c:dth")) != -1) {
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, ":c:dthV", opts, NULL)) != -1) {
         switch (ch) {
         case 'c':
             path = optarg;
@@ -114,12 +162,19 @@ main(int argc, char **argv)
         case 't':
             check = true;
             break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            return cli_version("shed");
         default:
-            usage();
+            return cli_bad_option("shed", ch, argv);
         }
     }
-    if (path == NULL || optind != argc)
-        usage();
+    if (optind != argc)
+        return cli_usage_error("shed", "unexpected argument %s", argv[optind]);
+    if (path == NULL)
+        return cli_usage_error("shed", "-c FILE is required");
     log_set_debug(debug);
 
     char err[SHED_ERR_MAX];
@@ -128,15 +183,19 @@ main(int argc, char **argv)
         fprintf(stderr, "shed: %s\n", err);
         return 1;
     }
+    char why[256];
+    if (cfg->state_dir[0] != '\0' && state_dir_writable(cfg->state_dir, why, sizeof(why)) < 0) {
+        fprintf(stderr, "shed: %s: state_dir %s: %s\n", path, cfg->state_dir, why);
+        shed_config_free(cfg);
+        return 1;
+    }
     if (check) {
         fprintf(stderr, "shed: %s: configuration OK\n", path);
         shed_config_free(cfg);
         return 0;
     }
-    if (!(cfg->roles & SHED_ROLE_LINE))
-        log_warnx("config: only the line role is implemented in this build; other roles "
-                  "serve the shed endpoints only");
     raise_nofile(cfg);
+    shed_status_started();
 
     /* Signals: blocked in every thread, taken by this one. */
     sigset_t set;

@@ -16,11 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/version.h"
 #include "shed/agg.h"
 #include "shed/cluster.h"
 #include "shed/config.h"
 #include "shed/handoff.h"
 #include "shed/registry.h"
+#include "shed/status.h"
 
 #define RENDER_MAX (4u << 20) /* bytes of metrics text */
 
@@ -128,6 +130,12 @@ shed_metrics_redirects(unsigned slot, enum shed_level level, unsigned code)
     return atomic_load(&redirects[slot][level][code == 307]);
 }
 
+const char *
+shed_metrics_hb_name(enum shed_hb_result r)
+{
+    return r < SHED_HB_COUNT ? hb_names[r] : "?";
+}
+
 uint64_t
 shed_metrics_heartbeats(enum shed_hb_result r)
 {
@@ -182,6 +190,12 @@ shed_metrics_render(struct registry *reg, char **out, size_t *len)
     if (b.p == NULL)
         return -ENOMEM;
     unsigned n = atomic_load(&nslots);
+    bprintf(&b,
+            "# HELP shed_build_info The shed version; the value is always 1.\n"
+            "# TYPE shed_build_info gauge\nshed_build_info{version=\"%s\"} 1\n"
+            "# HELP shed_uptime_seconds Seconds since the daemon started.\n"
+            "# TYPE shed_uptime_seconds gauge\nshed_uptime_seconds %" PRIu64 "\n",
+            SHED_VERSION, shed_status_uptime_s());
     bprintf(&b, "# HELP shed_redirects_total Redirects given.\n"
                 "# TYPE shed_redirects_total counter\n");
     for (unsigned s = 0; s < n; s++)

@@ -4,7 +4,8 @@
  * on the hot path (relaxed atomic adds); rendering reads them with no lock
  * and asks the registry for membership gauges.
  *
- * Series: shed_redirects_total{service,level,code}, shed_responses_total{code},
+ * Series: shed_build_info{version} (always 1), shed_uptime_seconds,
+ * shed_redirects_total{service,level,code}, shed_responses_total{code},
  * shed_heartbeats_total{result}, shed_failed_reports_total,
  * shed_failed_reports_unknown_total,
  * shed_registry_members, shed_members{service,state},
@@ -64,5 +65,8 @@ int shed_metrics_render(struct registry *reg, char **out, size_t *len);
 /* Read one counter (tests). */
 uint64_t shed_metrics_redirects(unsigned slot, enum shed_level level, unsigned code);
 uint64_t shed_metrics_heartbeats(enum shed_hb_result r);
+
+/* The result label of <r> ("ok", "unauthorized", ...). */
+const char *shed_metrics_hb_name(enum shed_hb_result r);
 
 #endif /* SHED_METRICS_H */

@@ -8,14 +8,26 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
 #include "proto/heartbeat.h"
+#include "shed/access.h"
+#include "shed/events.h"
+#include "shed/status.h"
 
 static const char status_path[] = "/_shed/v1/status";
+static const char page_path[] = "/_shed/v1/status.html";
+static const char page_root[] = "/_shed/";
 static const char metrics_path[] = "/metrics";
+
+/* Refused heartbeats are logged at most once per this many ms per kind of
+ * refusal, with the count of the ones not logged. */
+#define HB_LOG_EVERY_MS 10000
 
 struct hb_ctx {
     struct shed_req_ctx base;
@@ -44,10 +56,46 @@ answer_text(struct shed_call *c, unsigned status, const char *txt)
     return true;
 }
 
+/* A refused heartbeat: an event for the status page, and a log line with
+ * the reason, at most one per HB_LOG_EVERY_MS per kind of refusal (a
+ * misconfigured backend retries every few hundred ms). */
+static void
+hb_refused(struct shed_call *c, enum shed_hb_result r, unsigned status, const char *txt)
+{
+    static _Atomic uint64_t next_log[SHED_HB_COUNT];
+    static _Atomic uint64_t quiet[SHED_HB_COUNT];
+    char who[INET6_ADDRSTRLEN + 1], path[160], why[128];
+    size_t wl;
+
+    shed_client_addr(c->conn, who, sizeof(who));
+    shed_log_printable(path, sizeof(path), c->path);
+    snprintf(why, sizeof(why), "%s", txt);
+    wl = strlen(why);
+    while (wl > 0 && why[wl - 1] == '\n')
+        why[--wl] = '\0';
+    shed_events_add(SHED_EV_HEARTBEAT, "%s %s from %s: %u %s", c->method, path, who, status, why);
+    uint64_t due = atomic_load(&next_log[r]);
+    if (c->now_ms < due ||
+        !atomic_compare_exchange_strong(&next_log[r], &due, c->now_ms + HB_LOG_EVERY_MS)) {
+        atomic_fetch_add(&quiet[r], 1);
+        return;
+    }
+    uint64_t more = atomic_exchange(&quiet[r], 0);
+    if (more > 0)
+        log_warnx("heartbeat: refused %s %s from %s: %u %s (and %" PRIu64
+                  " more refused as %s in the last %d s)",
+                  c->method, path, who, status, why, more, shed_metrics_hb_name(r),
+                  HB_LOG_EVERY_MS / 1000);
+    else
+        log_warnx("heartbeat: refused %s %s from %s: %u %s", c->method, path, who, status, why);
+}
+
 static bool
 hb_result(struct shed_call *c, enum shed_hb_result r, unsigned status, const char *txt)
 {
     shed_metrics_heartbeat(r);
+    if (r != SHED_HB_OK && r != SHED_HB_DEREGISTERED)
+        hb_refused(c, r, status, txt);
     return answer_text(c, status, txt);
 }
 
@@ -79,18 +127,23 @@ serve_metrics(struct shed_call *c)
 }
 
 static bool
-serve_status(struct shed_call *c)
+serve_status(struct shed_call *c, bool html)
 {
-    json_t *root = registry_status(c->ctx->reg, c->now_ms);
+    json_t *root = shed_status_json(c->ctx, c->cfg, c->now_ms);
     if (root == NULL)
         return answer_text(c, 503, "out of memory\n");
-    json_t *roles = json_array();
-    for (unsigned bit = 1; bit <= SHED_ROLE_MASTER; bit <<= 1)
-        if (c->cfg->roles & bit)
-            json_array_append_new(roles, json_string(shed_role_name(bit)));
-    json_object_set_new(root, "cell", json_string(c->cfg->cell));
-    json_object_set_new(root, "roles", roles);
-    char *text = json_dumps(root, JSON_COMPACT);
+    char *text = NULL;
+    size_t len = 0;
+    if (html) {
+        int rc = shed_status_html(root, &text, &len);
+        json_decref(root);
+        if (rc == -EFBIG)
+            return answer_text(c, 503, "status page too large: see /_shed/v1/status\n");
+        if (rc < 0)
+            return answer_text(c, 503, "out of memory\n");
+        return answer_owned(c, text, len, "text/html; charset=utf-8");
+    }
+    text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     if (text == NULL)
         return answer_text(c, 503, "out of memory\n");
@@ -161,8 +214,6 @@ heartbeat_put(struct shed_call *c, const char *svc, size_t slen, const char *id,
     if (proto_hb_url_host(hb.url, &host) < 0)
         return hb_result(c, SHED_HB_BAD_REQUEST, 400, "heartbeat: bad url\n");
     if (!shed_cidr_match(c->cfg->networks, c->cfg->nnetworks, host.host)) {
-        log_warnx("heartbeat: service=%s id=%s url host outside register_networks", hb.service,
-                  hb.id);
         return hb_result(c, SHED_HB_FORBIDDEN, 403,
                          "heartbeat: url host is not inside register_networks\n");
     }
@@ -224,12 +275,13 @@ heartbeat_delete(struct shed_call *c, const char *svc, size_t slen, const char *
 bool
 shed_ops_handle(struct shed_call *c)
 {
-    if (strcmp(c->path, metrics_path) == 0 || strcmp(c->path, status_path) == 0) {
+    bool page = strcmp(c->path, page_path) == 0 || strcmp(c->path, page_root) == 0;
+    if (strcmp(c->path, metrics_path) == 0 || strcmp(c->path, status_path) == 0 || page) {
         if (c->m != SHED_M_GET && c->m != SHED_M_HEAD)
             return answer_text(c, 405, "method not allowed\n");
         if (shed_http_not_yet(c))
             return true;
-        return c->path[1] == 'm' ? serve_metrics(c) : serve_status(c);
+        return c->path[1] == 'm' ? serve_metrics(c) : serve_status(c, page);
     }
     static const char prefix[] = PROTO_HB_PREFIX;
     if (strncmp(c->path, prefix, sizeof(prefix) - 1) != 0)

@@ -100,6 +100,10 @@ struct target {
     bool learned;   /* added because it pushed to us, not configured */
     bool need_full; /* new, asked for one, or last push failed mid-way */
     uint64_t acked; /* sender sequence the target has applied */
+    /* For the status page (shed_sync_targets()). */
+    uint64_t last_ok_ms; /* monotonic, last acknowledged push; 0: none yet */
+    uint32_t failures;   /* failed pushes since the last acknowledged one */
+    char error[96];      /* why the last push failed */
 };
 
 struct shed_sync {
@@ -246,16 +250,22 @@ finish(struct shed_sync *s, struct push *p, CURLcode cc)
     int rc = -EIO;
     char *url = NULL;
 
+    char why[96] = "";
+
     curl_easy_getinfo(p->h, CURLINFO_RESPONSE_CODE, &code);
     curl_easy_getinfo(p->h, CURLINFO_EFFECTIVE_URL, &url);
     if (url == NULL)
         url = "?";
-    if (cc != CURLE_OK)
+    if (cc != CURLE_OK) {
         log_debug("sync: %s: %s", url, curl_easy_strerror(cc));
-    else if (code != 200)
+        snprintf(why, sizeof(why), "%s", curl_easy_strerror(cc));
+    } else if (code != 200) {
         log_warnx("sync: %s: HTTP %ld", url, code);
-    else if ((rc = proto_sync_ack_decode(p->b.buf, p->b.len, &ack)) < 0)
+        snprintf(why, sizeof(why), "HTTP %ld", code);
+    } else if ((rc = proto_sync_ack_decode(p->b.buf, p->b.len, &ack)) < 0) {
         log_warnx("sync: %s: bad ack: %s", url, proto_sync_strerror(rc));
+        snprintf(why, sizeof(why), "bad ack: %s", proto_sync_strerror(rc));
+    }
     pthread_mutex_lock(&s->lock);
     if (p->tgen != s->tgen) {
         /* The target table was rebuilt while this push was in flight:
@@ -264,6 +274,8 @@ finish(struct shed_sync *s, struct push *p, CURLcode cc)
         s->kicked = true;
     } else if (rc < 0) {
         s->n_failed++;
+        p->t->failures++;
+        memcpy(p->t->error, why, sizeof(p->t->error));
     } else if (ack.need_full) {
         p->t->need_full = true;
         s->kicked = true; /* send the full snapshot right away */
@@ -274,6 +286,9 @@ finish(struct shed_sync *s, struct push *p, CURLcode cc)
         p->t->need_full = false;
         if (ack.seq > p->t->acked || p->full)
             p->t->acked = ack.seq;
+        p->t->last_ok_ms = clock_mono_ms();
+        p->t->failures = 0;
+        p->t->error[0] = '\0';
         pthread_cond_broadcast(&s->acked);
     }
     pthread_mutex_unlock(&s->lock);
@@ -521,6 +536,9 @@ shed_sync_reconfigure(struct shed_sync *s, const struct shed_sync_config *cfg)
         if (prev >= 0) {
             s->targets[at].need_full = old[prev].need_full;
             s->targets[at].acked = old[prev].acked;
+            s->targets[at].last_ok_ms = old[prev].last_ok_ms;
+            s->targets[at].failures = old[prev].failures;
+            memcpy(s->targets[at].error, old[prev].error, sizeof(old[prev].error));
             s->targets[at].learned = old[prev].learned && k >= cfg->nmasters + cfg->npeers;
         }
     }
@@ -617,6 +635,32 @@ shed_sync_counters(struct shed_sync *s, uint64_t *ok, uint64_t *failed, uint64_t
     *failed = s->n_failed;
     *full = s->n_full;
     pthread_mutex_unlock(&s->lock);
+}
+
+size_t
+shed_sync_targets(struct shed_sync *s, struct shed_sync_target_info *out, size_t max)
+{
+    size_t n;
+
+    if (s == NULL)
+        return 0;
+    pthread_mutex_lock(&s->lock);
+    n = s->ntargets;
+    for (size_t i = 0; i < n && i < max; i++) {
+        const struct target *t = &s->targets[i];
+        struct shed_sync_target_info *o = &out[i];
+
+        memcpy(o->base, t->base, sizeof(o->base));
+        o->master = t->master;
+        o->learned = t->learned;
+        o->need_full = t->need_full;
+        o->acked = t->acked;
+        o->last_ok_ms = t->last_ok_ms;
+        o->failures = t->failures;
+        memcpy(o->error, t->error, sizeof(o->error));
+    }
+    pthread_mutex_unlock(&s->lock);
+    return n;
 }
 
 void

@@ -127,6 +127,22 @@ int shed_sync_pick_master(struct shed_sync *s, uint64_t seq, uint64_t wait_ms, u
 /* Counters for /metrics: pushes that succeeded and failed, full snapshots. */
 void shed_sync_counters(struct shed_sync *s, uint64_t *ok, uint64_t *failed, uint64_t *full);
 
+/* One target as the status page shows it. */
+struct shed_sync_target_info {
+    char base[PROTO_SYNC_URL_MAX + 1]; /* base URL */
+    bool master;                       /* a master (else a peer line shed) */
+    bool learned;                      /* a peer that pushed to us first */
+    bool need_full;                    /* the next push is a full snapshot */
+    uint64_t acked;                    /* sender sequence it has applied */
+    uint64_t last_ok_ms;               /* monotonic ms of the last ack; 0: none yet */
+    uint32_t failures;                 /* failed pushes since the last ack */
+    char error[96];                    /* why the last push failed, "" */
+};
+
+/* Copy up to <max> targets into <out>; returns how many there are (0 for
+ * a NULL <s>). */
+size_t shed_sync_targets(struct shed_sync *s, struct shed_sync_target_info *out, size_t max);
+
 void shed_sync_stop(struct shed_sync *s);
 
 #endif /* SHED_SYNC_H */

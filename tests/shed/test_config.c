@@ -210,7 +210,9 @@ Test(config, durations)
     cr_assert_eq(shed_config_duration("2000us", &ms), 0);
     cr_assert_eq(ms, 2, "whole milliseconds may be given in us");
     cr_assert_eq(shed_config_duration("1500us", &ms), -EINVAL);
-    cr_assert_eq(shed_config_duration("1h", &ms), -EINVAL);
+    cr_assert_eq(shed_config_duration("1h", &ms), 0, "hours: common/duration, as on command lines");
+    cr_assert_eq(ms, 3600000);
+    cr_assert_eq(shed_config_duration("1d", &ms), -EINVAL);
     cr_assert_eq(shed_config_duration("s", &ms), -EINVAL);
     cr_assert_eq(shed_config_duration("-1s", &ms), -EINVAL);
     cr_assert_eq(shed_config_duration("1 s", &ms), -EINVAL);
