@@ -661,23 +661,53 @@ serve_hints(struct shed_call *c)
 size_t
 shed_cluster_metrics(char *buf, size_t len)
 {
-    uint64_t held, dropped;
+    size_t o = 0;
     int n;
 
-    if (G.hints == NULL || len == 0)
+    if (len == 0)
         return 0;
-    shed_hints_counts(G.hints, &held, &dropped);
-    n = snprintf(buf, len,
-                 "# HELP shed_hints Escalated writes this master remembers for their home "
-                 "cell.\n"
-                 "# TYPE shed_hints gauge\nshed_hints %" PRIu64 "\n"
-                 "# HELP shed_hints_dropped_total Hints dropped for room (their messages stay "
-                 "in the other cell).\n"
-                 "# TYPE shed_hints_dropped_total counter\nshed_hints_dropped_total %" PRIu64 "\n",
-                 held, dropped);
-    if (n < 0)
-        return 0;
-    return (size_t)n < len ? (size_t)n : len - 1;
+    buf[0] = '\0';
+    if (G.suspect != NULL) {
+        struct shed_suspect_stats st;
+
+        shed_suspect_stats(G.suspect, &st);
+        n = snprintf(buf, len,
+                     "# HELP shed_failure_reports_limited_total Shed-Failed reports dropped: "
+                     "their client address was over its rate.\n"
+                     "# TYPE shed_failure_reports_limited_total counter\n"
+                     "shed_failure_reports_limited_total %" PRIu64 "\n"
+                     "# HELP shed_failure_probes_total Probes started to verify failure "
+                     "reports.\n"
+                     "# TYPE shed_failure_probes_total counter\n"
+                     "shed_failure_probes_total %" PRIu64 "\n"
+                     "# HELP shed_failure_probes_failed_total Verification probes that found "
+                     "the backend dead (marked down).\n"
+                     "# TYPE shed_failure_probes_failed_total counter\n"
+                     "shed_failure_probes_failed_total %" PRIu64 "\n",
+                     st.limited, st.probes, st.confirmed);
+        if (n > 0)
+            o = (size_t)n < len ? (size_t)n : len - 1;
+    }
+    if (G.hints != NULL) {
+        uint64_t held, dropped;
+        char tmp[512];
+
+        shed_hints_counts(G.hints, &held, &dropped);
+        n = snprintf(tmp, sizeof(tmp),
+                     "# HELP shed_hints Escalated writes this master remembers for their home "
+                     "cell.\n"
+                     "# TYPE shed_hints gauge\nshed_hints %" PRIu64 "\n"
+                     "# HELP shed_hints_dropped_total Hints dropped for room (their messages "
+                     "stay in the other cell).\n"
+                     "# TYPE shed_hints_dropped_total counter\nshed_hints_dropped_total %" PRIu64
+                     "\n",
+                     held, dropped);
+        if (n > 0 && (size_t)n < sizeof(tmp) && o + (size_t)n < len) {
+            memcpy(buf + o, tmp, (size_t)n + 1);
+            o += (size_t)n;
+        }
+    }
+    return o;
 }
 
 bool
@@ -700,15 +730,18 @@ probe_done(void *arg, const char *hostport, bool alive)
 {
     (void)arg;
     uint64_t now = shed_now_ms();
-    shed_events_add(SHED_EV_PROBE, "%s %s", hostport,
-                    alive ? "answered the probe: not suspect any more" : "failed the probe");
     if (alive) {
-        shed_suspect_clear(G.suspect, hostport);
-        registry_set_suspect(G.ctx->reg, hostport, 0, NULL, 0);
-    } else {
-        shed_suspect_confirm(G.suspect, hostport, now);
-        registry_set_suspect(G.ctx->reg, hostport, now + atomic_load(&G.lease_ms), NULL, 0);
+        /* A report that did not hold: nothing changes, nothing is logged
+         * above debug (forged reports must not fill the log). */
+        log_debug("cluster: %s answered the probe after a failure report", hostport);
+        shed_suspect_clear(G.suspect, hostport, now);
+        return;
     }
+    shed_events_add(SHED_EV_PROBE, "%s failed the probe after a failure report", hostport);
+    log_info("cluster: %s failed the probe after a failure report: down", hostport);
+    shed_suspect_confirm(G.suspect, hostport, now);
+    registry_probe_failed(G.ctx->reg, hostport, now, now + atomic_load(&G.lease_ms));
+    shed_sync_kick(G.sync); /* the verdict reaches the peers now */
 }
 
 void
@@ -731,23 +764,16 @@ shed_cluster_failed(struct shed_call *c, const char *hostport)
                   sizeof(client));
     if (client[0] == '\0')
         return;
-    if (!registry_knows_host(c->ctx->reg, hostport)) {
+    if (!registry_host_url(c->ctx->reg, hostport, url, sizeof(url))) {
         shed_metrics_failed_unknown(); /* never takes one of the report slots */
         return;
     }
-    int rc = shed_suspect_report(G.suspect, hostport, client, c->now_ms);
-    if (rc != SHED_SUSPECT_NEW)
+    /* A report only asks for a look: the probe's verdict decides. */
+    if (shed_suspect_report(G.suspect, hostport, client, c->now_ms) != SHED_SUSPECT_PROBE)
         return;
-    /* Independent clients agree: skip it now, then confirm with a probe. */
-    if (registry_set_suspect(c->ctx->reg, hostport, UINT64_MAX, url, sizeof(url)) == 0) {
-        shed_suspect_clear(G.suspect, hostport); /* not one of ours */
-        return;
-    }
-    log_info("cluster: %s suspect after reports from independent clients, probing", hostport);
-    shed_events_add(SHED_EV_SUSPECT, "%s suspect after failure reports (last from %s), probing",
-                    hostport, client);
+    shed_events_add(SHED_EV_SUSPECT, "%s reported failed by %s, probing", hostport, client);
     if (shed_suspect_probe(G.suspect, hostport, url) < 0)
-        probe_done(NULL, hostport, false);
+        shed_suspect_abandon(G.suspect, hostport); /* queue full: no verdict */
 }
 
 /* ---- escalations held until a master has acknowledged ---- */
@@ -979,10 +1005,10 @@ shed_cluster_start(struct shed_ctx *ctx, const struct shed_config *cfg)
             return rc;
     }
     if (cfg->roles & (SHED_ROLE_LINE | SHED_ROLE_AGGREGATOR)) {
-        struct shed_suspect_config sc = {.quorum = 2,
-                                         .window_ms = 2 * cfg->timings.heartbeat_interval_ms,
-                                         .hold_ms = cfg->timings.lease_ms,
-                                         .probe_timeout_ms = 300};
+        struct shed_suspect_config sc = {.hold_ms = cfg->timings.lease_ms,
+                                         .probe_timeout_ms = 300,
+                                         .reprobe_ms = 250,
+                                         .source_rate = 10};
         rc = shed_suspect_create(&sc, &G.suspect);
         if (rc < 0)
             return rc;
@@ -1053,6 +1079,15 @@ shed_cluster_tick(struct shed_ctx *ctx, uint64_t now_ms)
             G.last_empty = e;
             shed_sync_kick(G.sync); /* a service emptied: tell the masters now */
         }
+    }
+    if (G.suspect != NULL) {
+        /* Reports that came during the pause after an alive verdict. */
+        char due[8][SHED_SUSPECT_HOST_MAX], url[PROTO_HB_URL_MAX + 1];
+        size_t n = shed_suspect_due(G.suspect, now_ms, due, 8);
+        for (size_t i = 0; i < n; i++)
+            if (!registry_host_url(G.ctx->reg, due[i], url, sizeof(url)) ||
+                shed_suspect_probe(G.suspect, due[i], url) < 0)
+                shed_suspect_abandon(G.suspect, due[i]);
     }
     if (now_ms - G.last_snapshot_ms >= SNAPSHOT_EVERY_MS) {
         G.last_snapshot_ms = now_ms;

@@ -83,8 +83,8 @@ void shed_cluster_unpark_stop(void);
 struct shed_sync *shed_cluster_sync(void);
 struct shed_master *shed_cluster_master(void);
 
-/* Prometheus text of the master's hints into <buf> (nothing when this
- * shed is no master); returns the length. */
+/* Prometheus text of the failure-report counters (line, aggregator) and
+ * the master's hints into <buf>; returns the length. */
 size_t shed_cluster_metrics(char *buf, size_t len);
 
 #endif /* SHED_CLUSTER_H */

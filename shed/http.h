@@ -71,8 +71,9 @@ struct shed_arg {
 struct shed_query {
     struct shed_arg args[SHED_QUERY_ARGS];
     size_t n;
-    bool overflow; /* more than SHED_QUERY_ARGS arguments */
-    bool lookup;   /* Shed-Lookup: the client found no message where it was sent */
+    bool overflow;     /* more than SHED_QUERY_ARGS arguments */
+    bool lookup;       /* Shed-Lookup: the client found no message where it was sent */
+    const char *avoid; /* Shed-Failed host:port, routed around for this request */
 };
 
 /* One access-handler call, with what every role needs. */

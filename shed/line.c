@@ -18,6 +18,7 @@
 #include "shed/access.h"
 #include "shed/agg.h"
 #include "shed/cluster.h"
+#include "shed/suspect.h"
 
 #define WALK_MAX 64 /* handoff candidates looked at beyond the R of a row */
 
@@ -276,14 +277,31 @@ redirect_code(const struct shed_config *cfg, enum shed_method m, struct shed_ans
     a->body_len = 0;
 }
 
+/* Is ring member <idx> served at <hostport> ("host:port")? */
+static bool
+served_at(const struct registry_route *r, uint32_t idx, const char *hostport)
+{
+    char hp[SHED_SUSPECT_HOST_MAX];
+    return shed_suspect_hostport(ring_member_at(r->ring, idx)->url, hp, sizeof(hp)) == 0 &&
+           strcmp(hp, hostport) == 0;
+}
+
 uint32_t
 shed_line_primary(const struct registry_route *r, uint32_t bucket)
+{
+    return shed_line_primary_avoid(r, bucket, NULL);
+}
+
+uint32_t
+shed_line_primary_avoid(const struct registry_route *r, uint32_t bucket, const char *avoid)
 {
     uint32_t row[RING_MAX_R];
     size_t n = ring_row(r->ring, bucket, row);
     uint32_t draining = RING_NONE;
     for (size_t i = 0; i < n; i++) {
         uint8_t st = atomic_load_explicit(&r->live[row[i]], memory_order_relaxed);
+        if (avoid != NULL && st == REGISTRY_UP && served_at(r, row[i], avoid))
+            continue;
         if (st == REGISTRY_UP)
             return row[i];
         if (st == REGISTRY_DRAINING && draining == RING_NONE)
@@ -294,7 +312,8 @@ shed_line_primary(const struct registry_route *r, uint32_t bucket)
     uint32_t walk[WALK_MAX];
     size_t w = ring_walk(r->ring, bucket, walk, WALK_MAX);
     for (size_t i = n; i < w; i++)
-        if (atomic_load_explicit(&r->live[walk[i]], memory_order_relaxed) == REGISTRY_UP)
+        if (atomic_load_explicit(&r->live[walk[i]], memory_order_relaxed) == REGISTRY_UP &&
+            (avoid == NULL || !served_at(r, walk[i], avoid)))
             return walk[i];
     return draining;
 }
@@ -491,7 +510,7 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
     uint32_t bucket =
         ring_message_bucket(ring_config(r->ring), bp.account.ptr, bp.account.len, bp.queue.ptr,
                             bp.queue.len, bp.message.ptr, bp.message.len);
-    uint32_t idx = shed_line_primary(r, bucket);
+    uint32_t idx = shed_line_primary_avoid(r, bucket, q->avoid);
     if (idx == RING_NONE) {
         shed_line_no_server(cfg, r, m, segs, 4, q, a);
         return;
@@ -547,24 +566,27 @@ shed_line_query(struct MHD_Connection *conn, struct shed_query *q)
     q->n = 0;
     q->overflow = false;
     q->lookup = false;
+    q->avoid = NULL;
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_arg, q);
 }
 
-/* A Shed-Failed: host:port report; only well-formed ones count. */
-static void
+/* A Shed-Failed: host:port report; only well-formed ones count. Returns
+ * it, for this request to be routed around that host. */
+static const char *
 failed_report(struct shed_call *c)
 {
     const char *v = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Shed-Failed");
     if (v == NULL)
-        return;
+        return NULL;
     size_t len = strlen(v);
-    if (len == 0 || len > 300)
-        return;
+    if (len == 0 || len >= SHED_SUSPECT_HOST_MAX)
+        return NULL;
     for (size_t i = 0; i < len; i++)
         if (!isalnum((unsigned char)v[i]) && strchr(".:-[]", v[i]) == NULL)
-            return;
+            return NULL;
     shed_metrics_failed_report();
     shed_cluster_failed(c, v);
+    return v;
 }
 
 bool
@@ -581,7 +603,7 @@ shed_line_handle(struct shed_call *c)
     struct shed_answer a;
     unsigned slot = 0;
     enum shed_level level = SHED_LEVEL_MESSAGE;
-    failed_report(c);
+    q.avoid = failed_report(c);
     a.await_masters = false;
     shed_line_route(c->cfg, c->view, c->m, host, c->path, &q, &a, &slot, &level);
     if (a.await_masters && shed_cluster_park(c))

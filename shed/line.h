@@ -69,6 +69,12 @@ void shed_line_route(const struct shed_config *cfg, const struct registry_view *
  * candidate is down. Where a PUT goes, and so a message's home. */
 uint32_t shed_line_primary(const struct registry_route *r, uint32_t bucket);
 
+/* The same, skipping live members served at <avoid> ("host:port", as in a
+ * Shed-Failed report; NULL: none): the reporting request goes around the
+ * host it reported at once, whatever the verification probe finds. */
+uint32_t shed_line_primary_avoid(const struct registry_route *r, uint32_t bucket,
+                                 const char *avoid);
+
 /* Might a message of <bucket> live off the server its row names first? In
  * the settle window after a liveness change of <r> (route->settle), and
  * in the drain window for a bucket whose first server changed with the

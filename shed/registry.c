@@ -944,20 +944,6 @@ out:
     return rc;
 }
 
-bool
-registry_knows_host(struct registry *reg, const char *hostport)
-{
-    uint64_t h = host_hash(hostport);
-    bool found = false;
-
-    pthread_mutex_lock(&reg->mu);
-    for (size_t i = 0; i < reg->nsvcs && !found; i++)
-        for (size_t k = 0; k < reg->svcs[i]->n && !found; k++)
-            found = member_at(reg->svcs[i]->members[k], hostport, h);
-    pthread_mutex_unlock(&reg->mu);
-    return found;
-}
-
 size_t
 registry_counts(struct registry *reg, struct registry_counts *out, size_t max)
 {
@@ -1291,6 +1277,60 @@ registry_last_empty_seq(struct registry *reg)
             seq = reg->svcs[i]->empty_seq;
     pthread_mutex_unlock(&reg->mu);
     return seq;
+}
+
+bool
+registry_host_url(struct registry *reg, const char *hostport, char *url, size_t urllen)
+{
+    uint64_t h = host_hash(hostport);
+    bool found = false;
+
+    pthread_mutex_lock(&reg->mu);
+    for (size_t i = 0; i < reg->nsvcs && !found; i++)
+        for (size_t k = 0; k < reg->svcs[i]->n && !found; k++) {
+            const struct member *m = reg->svcs[i]->members[k];
+            if (member_at(m, hostport, h)) {
+                if (url != NULL)
+                    snprintf(url, urllen, "%s", m->url);
+                found = true;
+            }
+        }
+    pthread_mutex_unlock(&reg->mu);
+    return found;
+}
+
+size_t
+registry_probe_failed(struct registry *reg, const char *hostport, uint64_t now, uint64_t until)
+{
+    uint64_t h = host_hash(hostport);
+    size_t n = 0;
+
+    pthread_mutex_lock(&reg->mu);
+    for (size_t i = 0; i < reg->nsvcs; i++) {
+        struct service *s = reg->svcs[i];
+        for (size_t k = 0; k < s->n; k++) {
+            struct member *m = s->members[k];
+            if (!member_at(m, hostport, h))
+                continue;
+            n++;
+            m->suspect = true;
+            m->suspect_until = until;
+            if (!m->down) {
+                /* Heard now that it is down: peers take this over what
+                 * they heard before (registry_apply compares ages). */
+                log_info("registry: service=%s id=%s down (probe failed)", s->cfg.name, m->id);
+                m->down = true;
+                m->down_since = now;
+                m->lease_until = now;
+                m->last_seen = now;
+                m->seq = ++reg->seq;
+                m->remote = false;
+            }
+            set_live(s, m);
+        }
+    }
+    pthread_mutex_unlock(&reg->mu);
+    return n;
 }
 
 size_t

@@ -130,12 +130,6 @@ const struct registry_view *registry_view(const struct registry *reg);
 const struct registry_route *registry_route_find(const struct registry_view *view, const char *name,
                                                  size_t len);
 
-/* Is <hostport> ("host:port", as in Shed-Failed) where some member that
- * has not left serves? Failure reports about other hosts are ignored, so
- * made-up names cannot fill the report table (shed/suspect). O(members),
- * one hash compare each (the host:port hash is kept with the url). */
-bool registry_knows_host(struct registry *reg, const char *hostport);
-
 /* Fill up to <max> per-service counts; returns how many services exist. */
 size_t registry_counts(struct registry *reg, struct registry_counts *out, size_t max);
 
@@ -182,6 +176,18 @@ uint64_t registry_last_empty_seq(struct registry *reg);
  * matching url into <url> (may be NULL). Returns how many matched. */
 size_t registry_set_suspect(struct registry *reg, const char *hostport, uint64_t until, char *url,
                             size_t urllen);
+
+/* Is <hostport> ("host:port", as in Shed-Failed) where some member that
+ * has not left serves? Its url into <url> (may be NULL). Failure reports
+ * about other hosts are ignored, so made-up names cannot fill the report
+ * table (shed/suspect). O(members), one hash compare each. */
+bool registry_host_url(struct registry *reg, const char *hostport, char *url, size_t urllen);
+
+/* The shed's own probe found <hostport> dead at <now>: every member there
+ * is suspect until <until> and down (replicated to peers as down, heard at
+ * <now>, so it outweighs their older heartbeats). Returns how many. */
+size_t registry_probe_failed(struct registry *reg, const char *hostport, uint64_t now,
+                             uint64_t until);
 
 /* Text for enum registry_live. */
 const char *registry_live_name(enum registry_live l);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: ISC */
 /*
- * shed/suspect: independent-client failure reports and the confirmation
- * probe. A table of hosts, each with the last few distinct reporters; one
- * mutex (reports are rare: only clients that just failed send them).
+ * shed/suspect: failure reports and their verification probe. A table of
+ * hosts (verdicts) and one of client addresses (report rates); one mutex
+ * (reports are rare: only clients that just failed send them).
  */
 #include "shed/suspect.h"
 
@@ -18,18 +18,21 @@
 
 #define PROBE_QUEUE 32
 
-struct report {
-    char client[SHED_SUSPECT_CLIENT_MAX];
-    uint64_t at;
-};
-
 struct host {
     char hostport[SHED_SUSPECT_HOST_MAX];
-    struct report reports[SHED_SUSPECT_MAX_REPORTS];
-    size_t nreports;
-    bool suspect;
-    uint64_t until; /* confirmed: suspect until then; 0 while the probe runs */
-    uint64_t last;  /* last report, for reuse of idle slots */
+    bool suspect;      /* the probe failed: skipped until <until> */
+    bool probing;      /* a verification probe is queued or running */
+    bool pending;      /* reported again too soon after an alive verdict */
+    uint64_t until;    /* end of a confirmed failure */
+    uint64_t alive_at; /* when a probe last found it alive (0: never) */
+    uint64_t last;     /* last report, for reuse of idle slots */
+};
+
+/* A client address and its reports in the current one-second window. */
+struct source {
+    char client[SHED_SUSPECT_CLIENT_MAX];
+    uint64_t window; /* start of the window, ms */
+    uint32_t n;
 };
 
 struct probe {
@@ -42,6 +45,9 @@ struct shed_suspect {
     struct shed_suspect_config cfg;
     struct host *hosts; /* SHED_SUSPECT_MAX_HOSTS */
     size_t nhosts;
+    struct source *sources; /* SHED_SUSPECT_MAX_SOURCES */
+    size_t nsources;
+    struct shed_suspect_stats stats;
     /* probe worker */
     pthread_cond_t cond;
     pthread_t thread;
@@ -60,22 +66,23 @@ shed_suspect_create(const struct shed_suspect_config *cfg, struct shed_suspect *
     if (s == NULL)
         return -ENOMEM;
     s->hosts = calloc(SHED_SUSPECT_MAX_HOSTS, sizeof(*s->hosts));
-    if (s->hosts == NULL) {
+    s->sources = calloc(SHED_SUSPECT_MAX_SOURCES, sizeof(*s->sources));
+    if (s->hosts == NULL || s->sources == NULL) {
+        free(s->hosts);
+        free(s->sources);
         free(s);
         return -ENOMEM;
     }
     if (cfg != NULL)
         s->cfg = *cfg;
-    if (s->cfg.quorum < 2)
-        s->cfg.quorum = 2; /* one client alone must never be enough */
-    if (s->cfg.quorum > SHED_SUSPECT_MAX_REPORTS)
-        s->cfg.quorum = SHED_SUSPECT_MAX_REPORTS;
-    if (s->cfg.window_ms == 0)
-        s->cfg.window_ms = 2000;
     if (s->cfg.hold_ms == 0)
         s->cfg.hold_ms = 3000;
     if (s->cfg.probe_timeout_ms == 0)
         s->cfg.probe_timeout_ms = 300;
+    if (s->cfg.reprobe_ms == 0)
+        s->cfg.reprobe_ms = 250;
+    if (s->cfg.source_rate == 0)
+        s->cfg.source_rate = 10;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     *out = s;
@@ -97,13 +104,14 @@ shed_suspect_destroy(struct shed_suspect *s)
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
     free(s->hosts);
+    free(s->sources);
     free(s);
 }
 
 static bool
 is_suspect(const struct host *h, uint64_t now)
 {
-    return h->suspect && (h->until == 0 || now < h->until);
+    return h->suspect && now < h->until;
 }
 
 static struct host *
@@ -125,9 +133,11 @@ find_or_add(struct shed_suspect *s, const char *hostport, uint64_t now)
     if (s->nhosts < SHED_SUSPECT_MAX_HOSTS) {
         h = &s->hosts[s->nhosts++];
     } else {
-        /* Reuse a slot that is neither suspect nor recently reported. */
+        /* Reuse a slot that is neither suspect, probed, nor recently
+         * reported. */
         for (size_t i = 0; i < s->nhosts && h == NULL; i++)
-            if (!is_suspect(&s->hosts[i], now) && now - s->hosts[i].last > s->cfg.window_ms)
+            if (!is_suspect(&s->hosts[i], now) && !s->hosts[i].probing &&
+                now - s->hosts[i].last > s->cfg.reprobe_ms)
                 h = &s->hosts[i];
         if (h == NULL)
             return NULL;
@@ -137,17 +147,48 @@ find_or_add(struct shed_suspect *s, const char *hostport, uint64_t now)
     return h;
 }
 
+/* Count a report from <client>; false when it is over its rate. A full
+ * table reuses the slot whose window is oldest. */
+static bool
+source_ok(struct shed_suspect *s, const char *client, uint64_t now)
+{
+    struct source *src = NULL, *oldest = NULL;
+
+    for (size_t i = 0; i < s->nsources && src == NULL; i++) {
+        if (strcmp(s->sources[i].client, client) == 0)
+            src = &s->sources[i];
+        else if (oldest == NULL || s->sources[i].window < oldest->window)
+            oldest = &s->sources[i];
+    }
+    if (src == NULL) {
+        src = s->nsources < SHED_SUSPECT_MAX_SOURCES ? &s->sources[s->nsources++] : oldest;
+        snprintf(src->client, sizeof(src->client), "%s", client);
+        src->window = now;
+        src->n = 0;
+    }
+    if (now - src->window >= 1000 || now < src->window) {
+        src->window = now;
+        src->n = 0;
+    }
+    return ++src->n <= s->cfg.source_rate;
+}
+
 int
 shed_suspect_report(struct shed_suspect *s, const char *hostport, const char *client, uint64_t now)
 {
     struct host *h;
-    size_t live = 0, j = 0;
     int rc;
 
     if (hostport[0] == '\0' || strlen(hostport) >= SHED_SUSPECT_HOST_MAX || client[0] == '\0' ||
         strlen(client) >= SHED_SUSPECT_CLIENT_MAX)
         return -EINVAL;
     pthread_mutex_lock(&s->lock);
+    s->stats.reports++;
+    if (!source_ok(s, client, now)) {
+        s->stats.limited++;
+        rc = -EBUSY;
+        goto out;
+    }
     h = find_or_add(s, hostport, now);
     if (h == NULL) {
         rc = -ENOSPC;
@@ -156,35 +197,17 @@ shed_suspect_report(struct shed_suspect *s, const char *hostport, const char *cl
     h->last = now;
     if (is_suspect(h, now)) {
         rc = SHED_SUSPECT_ALREADY;
-        goto out;
-    }
-    if (h->suspect) {
-        /* A confirmed suspicion ran out: start counting afresh. */
-        h->suspect = false;
-        h->nreports = 0;
-    }
-    /* Drop reports outside the window and this client's previous one. */
-    for (size_t i = 0; i < h->nreports; i++) {
-        if (now - h->reports[i].at > s->cfg.window_ms || h->reports[i].at > now ||
-            strcmp(h->reports[i].client, client) == 0)
-            continue;
-        h->reports[j++] = h->reports[i];
-    }
-    h->nreports = j;
-    if (h->nreports == SHED_SUSPECT_MAX_REPORTS) {
-        memmove(&h->reports[0], &h->reports[1], (h->nreports - 1) * sizeof(h->reports[0]));
-        h->nreports--;
-    }
-    snprintf(h->reports[h->nreports].client, sizeof(h->reports[0].client), "%s", client);
-    h->reports[h->nreports].at = now;
-    h->nreports++;
-    live = h->nreports;
-    if (live >= s->cfg.quorum) {
-        h->suspect = true;
-        h->until = 0; /* until the probe says otherwise */
-        rc = SHED_SUSPECT_NEW;
-    } else {
+    } else if (h->probing) {
+        rc = SHED_SUSPECT_COUNTED; /* a verdict is coming */
+    } else if (h->alive_at != 0 && now - h->alive_at < s->cfg.reprobe_ms) {
+        h->pending = true; /* just found alive: look again when the pause ends */
         rc = SHED_SUSPECT_COUNTED;
+    } else {
+        h->suspect = false;
+        h->pending = false;
+        h->probing = true;
+        s->stats.probes++;
+        rc = SHED_SUSPECT_PROBE;
     }
 out:
     pthread_mutex_unlock(&s->lock);
@@ -205,7 +228,7 @@ shed_suspect_is(struct shed_suspect *s, const char *hostport, uint64_t now)
 }
 
 void
-shed_suspect_clear(struct shed_suspect *s, const char *hostport)
+shed_suspect_clear(struct shed_suspect *s, const char *hostport, uint64_t now)
 {
     struct host *h;
 
@@ -213,8 +236,9 @@ shed_suspect_clear(struct shed_suspect *s, const char *hostport)
     h = find(s, hostport);
     if (h != NULL) {
         h->suspect = false;
+        h->probing = false;
         h->until = 0;
-        h->nreports = 0;
+        h->alive_at = now;
     }
     pthread_mutex_unlock(&s->lock);
 }
@@ -226,9 +250,46 @@ shed_suspect_confirm(struct shed_suspect *s, const char *hostport, uint64_t now)
 
     pthread_mutex_lock(&s->lock);
     h = find(s, hostport);
-    if (h != NULL && h->suspect)
+    if (h != NULL) {
+        h->probing = false;
+        h->suspect = true;
         h->until = now + s->cfg.hold_ms;
+        s->stats.confirmed++;
+    }
     pthread_mutex_unlock(&s->lock);
+}
+
+void
+shed_suspect_abandon(struct shed_suspect *s, const char *hostport)
+{
+    struct host *h;
+
+    pthread_mutex_lock(&s->lock);
+    h = find(s, hostport);
+    if (h != NULL)
+        h->probing = false;
+    pthread_mutex_unlock(&s->lock);
+}
+
+size_t
+shed_suspect_due(struct shed_suspect *s, uint64_t now, char (*out)[SHED_SUSPECT_HOST_MAX],
+                 size_t max)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->nhosts && n < max; i++) {
+        struct host *h = &s->hosts[i];
+
+        if (!h->pending || h->probing || now - h->alive_at < s->cfg.reprobe_ms)
+            continue;
+        h->pending = false;
+        h->probing = true;
+        s->stats.probes++;
+        snprintf(out[n++], SHED_SUSPECT_HOST_MAX, "%s", h->hostport);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return n;
 }
 
 size_t
@@ -242,6 +303,14 @@ shed_suspect_count(struct shed_suspect *s, uint64_t now)
             n++;
     pthread_mutex_unlock(&s->lock);
     return n;
+}
+
+void
+shed_suspect_stats(struct shed_suspect *s, struct shed_suspect_stats *out)
+{
+    pthread_mutex_lock(&s->lock);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->lock);
 }
 
 static size_t
@@ -294,7 +363,6 @@ worker(void *arg)
         pthread_mutex_unlock(&s->lock);
 
         bool alive = shed_suspect_probe_sync(p.url, s->cfg.probe_timeout_ms) == 0;
-        log_info("suspect: probe %s: %s", p.hostport, alive ? "alive, cleared" : "failed");
         s->fn(s->arg, p.hostport, alive);
     }
     return NULL;

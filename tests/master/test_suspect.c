@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: ISC */
 /*
- * Unit tests for shed/suspect: one client alone cannot make a member
- * suspect, two distinct clients within the window can, old reports expire,
- * a probe that succeeds clears, one that fails holds for hold_ms; the probe
- * itself against a live and a dead port; host:port extraction.
+ * Unit tests for shed/suspect: a report asks for one probe and never makes a
+ * member suspect by itself; the verdict decides (alive: reports ignored for
+ * reprobe_ms; failed: suspect for hold_ms); per-client report rate; bounded
+ * tables; the probe itself against a live and a dead port; host:port
+ * extraction.
  */
 #include "shed/suspect.h"
 
@@ -21,60 +22,90 @@
 static struct shed_suspect *
 mk(void)
 {
-    struct shed_suspect_config c = {.quorum = 2, .window_ms = 1000, .hold_ms = 500};
+    struct shed_suspect_config c = {.hold_ms = 500, .reprobe_ms = 1000, .source_rate = 10};
     struct shed_suspect *s;
 
     cr_assert_eq(shed_suspect_create(&c, &s), 0);
     return s;
 }
 
-Test(suspect, one_client_cannot)
+Test(suspect, one_report_asks_for_one_probe)
 {
     struct shed_suspect *s = mk();
 
-    for (uint64_t t = 0; t < 50; t++)
-        cr_assert_eq(shed_suspect_report(s, "h:1", "10.0.0.1", 100 + t), SHED_SUSPECT_COUNTED);
-    cr_assert(!shed_suspect_is(s, "h:1", 200));
+    cr_assert_eq(shed_suspect_report(s, "h:1", "10.0.0.1", 100), SHED_SUSPECT_PROBE);
+    /* A report alone never makes a member suspect: the probe decides. */
+    cr_assert(!shed_suspect_is(s, "h:1", 101));
+    /* While the probe runs, more reports (any client) start no other. */
+    cr_assert_eq(shed_suspect_report(s, "h:1", "10.0.0.1", 110), SHED_SUSPECT_COUNTED);
+    cr_assert_eq(shed_suspect_report(s, "h:1", "10.0.0.2", 120), SHED_SUSPECT_COUNTED);
+    /* Another host is probed on its own. */
+    cr_assert_eq(shed_suspect_report(s, "h:2", "10.0.0.1", 130), SHED_SUSPECT_PROBE);
     shed_suspect_destroy(s);
 }
 
-Test(suspect, two_clients_can_then_probe_clears)
+Test(suspect, alive_verdict_ignores_reports_for_a_while)
 {
     struct shed_suspect *s = mk();
+    struct shed_suspect_stats st;
 
-    cr_assert_eq(shed_suspect_report(s, "h:1", "10.0.0.1", 100), SHED_SUSPECT_COUNTED);
-    cr_assert_eq(shed_suspect_report(s, "h:1", "10.0.0.2", 150), SHED_SUSPECT_NEW);
-    cr_assert(shed_suspect_is(s, "h:1", 151));
-    cr_assert(!shed_suspect_is(s, "h:2", 151));
-    cr_assert_eq(shed_suspect_report(s, "h:1", "10.0.0.3", 160), SHED_SUSPECT_ALREADY);
-    cr_assert_eq(shed_suspect_count(s, 161), 1);
-    shed_suspect_clear(s, "h:1");
-    cr_assert(!shed_suspect_is(s, "h:1", 170));
-    /* Reports before the clear no longer count. */
-    cr_assert_eq(shed_suspect_report(s, "h:1", "10.0.0.1", 180), SHED_SUSPECT_COUNTED);
+    cr_assert_eq(shed_suspect_report(s, "h:1", "a", 100), SHED_SUSPECT_PROBE);
+    shed_suspect_clear(s, "h:1", 150); /* the probe found it alive */
+    cr_assert(!shed_suspect_is(s, "h:1", 151));
+    /* Forged reports right after: no probe, so no amplification. */
+    for (uint64_t t = 0; t < 9; t++)
+        cr_assert_eq(shed_suspect_report(s, "h:1", "b", 200 + t), SHED_SUSPECT_COUNTED);
+    cr_assert_eq(shed_suspect_report(s, "h:1", "b", 1150), SHED_SUSPECT_PROBE);
+    shed_suspect_stats(s, &st);
+    cr_assert_eq(st.probes, 2);
+    cr_assert_eq(st.confirmed, 0);
     shed_suspect_destroy(s);
 }
 
-Test(suspect, window_expires_reports)
+Test(suspect, failed_verdict_holds_then_ends)
 {
     struct shed_suspect *s = mk();
 
-    cr_assert_eq(shed_suspect_report(s, "h:1", "10.0.0.1", 100), SHED_SUSPECT_COUNTED);
-    cr_assert_eq(shed_suspect_report(s, "h:1", "10.0.0.2", 100 + 1001), SHED_SUSPECT_COUNTED);
-    cr_assert(!shed_suspect_is(s, "h:1", 1200));
-    shed_suspect_destroy(s);
-}
-
-Test(suspect, confirm_holds_then_ends)
-{
-    struct shed_suspect *s = mk();
-
-    shed_suspect_report(s, "h:1", "a", 100);
-    cr_assert_eq(shed_suspect_report(s, "h:1", "b", 100), SHED_SUSPECT_NEW);
+    cr_assert_eq(shed_suspect_report(s, "h:1", "a", 100), SHED_SUSPECT_PROBE);
     shed_suspect_confirm(s, "h:1", 200);
     cr_assert(shed_suspect_is(s, "h:1", 699));
+    cr_assert_eq(shed_suspect_report(s, "h:1", "c", 300), SHED_SUSPECT_ALREADY);
+    cr_assert_eq(shed_suspect_count(s, 301), 1);
     cr_assert(!shed_suspect_is(s, "h:1", 700));
-    cr_assert_eq(shed_suspect_report(s, "h:1", "c", 800), SHED_SUSPECT_COUNTED);
+    /* Held out: a new report is verified afresh. */
+    cr_assert_eq(shed_suspect_report(s, "h:1", "c", 800), SHED_SUSPECT_PROBE);
+    shed_suspect_destroy(s);
+}
+
+Test(suspect, abandoned_probe_can_be_asked_again)
+{
+    struct shed_suspect *s = mk();
+
+    cr_assert_eq(shed_suspect_report(s, "h:1", "a", 100), SHED_SUSPECT_PROBE);
+    shed_suspect_abandon(s, "h:1");
+    cr_assert(!shed_suspect_is(s, "h:1", 101));
+    cr_assert_eq(shed_suspect_report(s, "h:1", "a", 102), SHED_SUSPECT_PROBE);
+    shed_suspect_destroy(s);
+}
+
+Test(suspect, per_source_rate)
+{
+    struct shed_suspect *s = mk();
+    struct shed_suspect_stats st;
+    char h[32];
+
+    for (int i = 0; i < 10; i++) {
+        snprintf(h, sizeof(h), "h:%d", i);
+        cr_assert_eq(shed_suspect_report(s, h, "10.0.0.9", 100), SHED_SUSPECT_PROBE);
+    }
+    /* The 11th report of that client within the second is dropped ... */
+    cr_assert_eq(shed_suspect_report(s, "h:99", "10.0.0.9", 500), -EBUSY);
+    /* ... another client's is not, and the next second it may again. */
+    cr_assert_eq(shed_suspect_report(s, "h:99", "10.0.0.8", 500), SHED_SUSPECT_PROBE);
+    cr_assert_eq(shed_suspect_report(s, "h:98", "10.0.0.9", 1100), SHED_SUSPECT_PROBE);
+    shed_suspect_stats(s, &st);
+    cr_assert_eq(st.limited, 1);
+    cr_assert_eq(st.reports, 13);
     shed_suspect_destroy(s);
 }
 
@@ -91,18 +122,29 @@ Test(suspect, bad_input)
     shed_suspect_destroy(s);
 }
 
-Test(suspect, table_is_bounded)
+Test(suspect, tables_are_bounded)
 {
     struct shed_suspect *s = mk();
-    char h[32];
+    char h[32], c[32];
 
+    /* Hosts: every slot busy probing, a new host finds no room. */
     for (int i = 0; i < SHED_SUSPECT_MAX_HOSTS; i++) {
         snprintf(h, sizeof(h), "h:%d", i);
-        cr_assert_geq(shed_suspect_report(s, h, "a", 10), 0);
+        snprintf(c, sizeof(c), "10.1.%d.%d", i / 256, i % 256);
+        cr_assert_eq(shed_suspect_report(s, h, c, 10), SHED_SUSPECT_PROBE);
     }
-    cr_assert_eq(shed_suspect_report(s, "new:1", "a", 20), -ENOSPC);
-    /* Once the old reports are outside the window their slots are reused. */
-    cr_assert_eq(shed_suspect_report(s, "new:1", "a", 5000), SHED_SUSPECT_COUNTED);
+    cr_assert_eq(shed_suspect_report(s, "new:1", "10.9.9.9", 20), -ENOSPC);
+    /* Once verdicts are in and time passed, slots are reused. */
+    for (int i = 0; i < SHED_SUSPECT_MAX_HOSTS; i++) {
+        snprintf(h, sizeof(h), "h:%d", i);
+        shed_suspect_clear(s, h, 30);
+    }
+    cr_assert_eq(shed_suspect_report(s, "new:1", "10.9.9.9", 5000), SHED_SUSPECT_PROBE);
+    /* Sources: more client addresses than slots still works (oldest reused). */
+    for (int i = 0; i < SHED_SUSPECT_MAX_SOURCES + 10; i++) {
+        snprintf(c, sizeof(c), "10.2.%d.%d", i / 256, i % 256);
+        cr_assert_geq(shed_suspect_report(s, "new:1", c, 6000 + (uint64_t)i), 0);
+    }
     shed_suspect_destroy(s);
 }
 
@@ -199,5 +241,22 @@ Test(suspect, probe_live_and_dead)
         pthread_cond_wait(&d.cond, &d.lock);
     cr_assert(!d.alive);
     pthread_mutex_unlock(&d.lock);
+    shed_suspect_destroy(s);
+}
+
+Test(suspect, report_in_the_pause_is_probed_when_it_ends)
+{
+    struct shed_suspect *s = mk();
+    char due[4][SHED_SUSPECT_HOST_MAX];
+
+    cr_assert_eq(shed_suspect_report(s, "h:1", "a", 100), SHED_SUSPECT_PROBE);
+    shed_suspect_clear(s, "h:1", 150); /* alive */
+    cr_assert_eq(shed_suspect_due(s, 200, due, 4), 0);
+    cr_assert_eq(shed_suspect_report(s, "h:1", "b", 300), SHED_SUSPECT_COUNTED);
+    cr_assert_eq(shed_suspect_due(s, 1000, due, 4), 0, "still in the pause");
+    cr_assert_eq(shed_suspect_due(s, 1150, due, 4), 1);
+    cr_assert_str_eq(due[0], "h:1");
+    cr_assert_eq(shed_suspect_due(s, 1160, due, 4), 0, "once");
+    cr_assert_eq(shed_suspect_report(s, "h:1", "c", 1170), SHED_SUSPECT_COUNTED, "probing");
     shed_suspect_destroy(s);
 }

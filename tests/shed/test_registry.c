@@ -342,9 +342,9 @@ Test(registry, hosts_of_failure_reports_follow_url_changes)
     char url[64];
 
     cr_assert_eq(beat(reg, "b1", 1, 0, PROTO_HB_UP), 0); /* http://127.0.0.1:9049 */
-    cr_assert(registry_knows_host(reg, "127.0.0.1:9049"));
-    cr_assert_not(registry_knows_host(reg, "127.0.0.1:9050"));
-    cr_assert_not(registry_knows_host(reg, "127.0.0.1:904"));
+    cr_assert(registry_host_url(reg, "127.0.0.1:9049", NULL, 0));
+    cr_assert_not(registry_host_url(reg, "127.0.0.1:9050", NULL, 0));
+    cr_assert_not(registry_host_url(reg, "127.0.0.1:904", NULL, 0));
     cr_assert_eq(registry_set_suspect(reg, "127.0.0.1:9049", 1000, url, sizeof(url)), 1);
     cr_assert_str_eq(url, "http://127.0.0.1:9049");
     /* the member moves: the old host:port is nobody's, the new one is */
@@ -352,15 +352,15 @@ Test(registry, hosts_of_failure_reports_follow_url_changes)
     strcpy(hb.id, "b1");
     strcpy(hb.url, "http://127.0.0.1:7777/");
     cr_assert_eq(registry_heartbeat(reg, &hb, 10, &r), 0);
-    cr_assert_not(registry_knows_host(reg, "127.0.0.1:9049"));
-    cr_assert(registry_knows_host(reg, "127.0.0.1:7777"));
+    cr_assert_not(registry_host_url(reg, "127.0.0.1:9049", NULL, 0));
+    cr_assert(registry_host_url(reg, "127.0.0.1:7777", NULL, 0));
     cr_assert_eq(registry_set_suspect(reg, "127.0.0.1:9049", 0, NULL, 0), 0);
     /* a url without a port is known by its default one */
     strcpy(hb.url, "http://localhost");
     cr_assert_eq(registry_heartbeat(reg, &hb, 20, &r), 0);
-    cr_assert(registry_knows_host(reg, "localhost:80"));
+    cr_assert(registry_host_url(reg, "localhost:80", NULL, 0));
     /* a member that left is nobody's host any more */
     cr_assert_eq(registry_deregister(reg, "burrow", 6, "b1", 2, 1, 30), 0);
-    cr_assert_not(registry_knows_host(reg, "localhost:80"));
+    cr_assert_not(registry_host_url(reg, "localhost:80", NULL, 0));
     registry_destroy(reg);
 }
