@@ -111,6 +111,9 @@ struct shed_answer {
      * hold the request (shed_cluster_park()) instead of sending the 503
      * this answer also holds. */
     bool await_masters;
+    /* A write routed around the host its client reported failed: it lands
+     * off its owner, so the service must settle (registry_mark_moved()). */
+    const char *stray_service; /* borrowed from the view, or NULL */
 };
 
 /* A plain-text answer <status> with static <body> (no Location). */

@@ -415,6 +415,7 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
     a->bucket[0] = a->generation[0] = a->pin_ttl[0] = '\0';
     a->ring = NULL;
     a->retry_after = 0;
+    a->stray_service = NULL;
     int rc = shed_line_host_service(host, cfg->default_service, svc);
     if (rc == -EINVAL) {
         SHED_TEXT(a, 400, txt_bad_host);
@@ -511,6 +512,8 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
         ring_message_bucket(ring_config(r->ring), bp.account.ptr, bp.account.len, bp.queue.ptr,
                             bp.queue.len, bp.message.ptr, bp.message.len);
     uint32_t idx = shed_line_primary_avoid(r, bucket, q->avoid);
+    if (q->avoid != NULL && is_write(m) && idx != shed_line_primary(r, bucket))
+        a->stray_service = r->name;
     if (idx == RING_NONE) {
         shed_line_no_server(cfg, r, m, segs, 4, q, a);
         return;
@@ -608,6 +611,8 @@ shed_line_handle(struct shed_call *c)
     shed_line_route(c->cfg, c->view, c->m, host, c->path, &q, &a, &slot, &level);
     if (a.await_masters && shed_cluster_park(c))
         return true; /* held until a master has acknowledged; routed again then */
+    if (a.stray_service != NULL)
+        registry_mark_moved(c->ctx->reg, a.stray_service, strlen(a.stray_service));
     if (a.location_len > 0)
         shed_metrics_redirect(slot, level, a.status);
     else

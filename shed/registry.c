@@ -1279,6 +1279,16 @@ registry_last_empty_seq(struct registry *reg)
     return seq;
 }
 
+void
+registry_mark_moved(struct registry *reg, const char *service, size_t len)
+{
+    pthread_mutex_lock(&reg->mu);
+    struct service *s = find_service(reg, service, len);
+    if (s != NULL)
+        mark_moved(s);
+    pthread_mutex_unlock(&reg->mu);
+}
+
 bool
 registry_host_url(struct registry *reg, const char *hostport, char *url, size_t urllen)
 {

@@ -177,6 +177,10 @@ uint64_t registry_last_empty_seq(struct registry *reg);
 size_t registry_set_suspect(struct registry *reg, const char *hostport, uint64_t until, char *url,
                             size_t urllen);
 
+/* A write of <service> was sent off its owner (around a host its client
+ * reported failed): open the settle window as a liveness change does. */
+void registry_mark_moved(struct registry *reg, const char *service, size_t len);
+
 /* Is <hostport> ("host:port", as in Shed-Failed) where some member that
  * has not left serves? Its url into <url> (may be NULL). Failure reports
  * about other hosts are ignored, so made-up names cannot fill the report

@@ -28,7 +28,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from reachenv import TIMINGS, Book, Site, Web, expect_zero  # noqa: E402
-from cluster import call  # noqa: E402  (tests/master, on the path through reachenv)
+from cluster import call, origin  # noqa: E402  (tests/master, on the path through reachenv)
 
 DRAIN_S = float(TIMINGS["drain_window"].rstrip("s"))
 
@@ -234,6 +234,40 @@ def test_cross_cell():
         site.stop()
 
 
+def test_write_around_a_reported_host():
+    """A client says a healthy primary failed (a mistake or a lie): its own
+    PUTs go around that host at once, to a replica; the probe finds the host
+    alive, so nobody else moves, yet those writes are found by id through
+    the line shed with plain redirects (the write opened the settle window)
+    and brought home."""
+    site = Site({"dc1": 3})
+    try:
+        web, book = Web(), Book()
+        line = site.line()
+        site.wait_settled(timeout=3 * DRAIN_S)
+        off = []
+        for i in range(40):
+            k = ("fa%d" % (i % 2), "q", "fm%02d" % i)
+            url = "%s/v1.0/%s/%s/%s" % ((line,) + k)
+            owner = origin(web.locate("PUT", url))
+            hp = owner.split("//", 1)[1]
+            r = web.call("PUT", url, b"body %d" % i, headers={"Shed-Failed": hp})
+            assert r is not None and r.status_code in (201, 204), r
+            assert origin(r.url) != owner, "the reporter's write must go around %s" % hp
+            book.add(k[0], k[1], k[2], b"body %d" % i, origin(r.url))
+            off.append(k)
+        res = {}
+        res["not_found"], res["wrong_body"] = book.read(web, line, off)
+        res.update(prefixed("", book.lists(web, line, off)))
+        home, took = poll_until_zero(lambda: book.misplaced(web, site, keys=off), 15.0)
+        res.update(("home." + k, v) for k, v in home.items())
+        print("  write_around: %d writes around a healthy reported primary; home after %.1fs"
+              % (len(off), took))
+        expect_zero("write_around", res, list(res))
+    finally:
+        site.stop()
+
+
 if __name__ == "__main__":
     harness.run_tests([
         ("join", test_join),
@@ -241,4 +275,5 @@ if __name__ == "__main__":
         ("restart_empty", test_restart_empty),
         ("replica_write", test_replica_write),
         ("cross_cell", test_cross_cell),
+        ("write_around_a_reported_host", test_write_around_a_reported_host),
     ])
