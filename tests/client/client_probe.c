@@ -188,12 +188,12 @@ cmd_metrics(void)
     struct shed_client_metrics m;
 
     shed_client_metrics(client, &m);
-    emit(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests",
+    emit(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests",
                    (json_int_t)m.requests, "http", (json_int_t)m.http, "redirects",
                    (json_int_t)m.redirects, "pinned", (json_int_t)m.pinned, "shed_asks",
                    (json_int_t)m.shed_asks, "failures", (json_int_t)m.failures, "retries",
                    (json_int_t)m.retries, "pins_set", (json_int_t)m.pins_set, "pins_dropped",
-                   (json_int_t)m.pins_dropped));
+                   (json_int_t)m.pins_dropped, "lookups", (json_int_t)m.lookups));
 }
 
 static void

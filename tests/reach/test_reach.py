@@ -21,7 +21,9 @@ configs, short timings: heartbeat 200 ms, lease 600 ms, drain window 5 s):
 
 Every case prints its counts; a failure names the counts that are not zero.
 """
+import json
 import os
+import subprocess
 import sys
 import time
 
@@ -268,6 +270,56 @@ def test_write_around_a_reported_host():
         site.stop()
 
 
+def test_client_asks_for_a_lookup():
+    """The client library pins bucket -> host; when the message is not on
+    the pinned host any more (moved, or written elsewhere during a change)
+    its GET gets 404 there, and the library asks once more through the
+    shed with Shed-Lookup: 1, which finds it wherever it is."""
+    site = Site({"dc1": 3})
+    probe = None
+    try:
+        line = site.line()
+        site.wait_settled(timeout=3 * DRAIN_S)
+        probe = subprocess.Popen([os.path.join(harness.BUILD_DIR, "tests", "client",
+                                               "client-probe"),
+                                  "--shed", line.split("//", 1)[1]],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+        def cmd(line_):
+            probe.stdin.write((line_ + "\n").encode())
+            probe.stdin.flush()
+            return json.loads(probe.stdout.readline())
+
+        url = "http://burrow.service/v1.0/ca/q/m1"
+        r = cmd("req PUT %s %s" % (url, b"moved body".hex()))
+        assert r["status"] in (201, 204), r
+        r = cmd("req GET %s?detail=body" % url)
+        assert r["status"] == 200 and r["pinned"], r
+        home = origin(r["final_url"])
+        # Move it behind the client's back to another server of the cell.
+        other = [site.url(b) for b in site.backends("dc1") if site.url(b) != home][0]
+        web = Web()
+        assert web.call("DELETE", home + "/v1.0/ca/q/m1").status_code == 204
+        assert web.call("PUT", other + "/v1.0/ca/q/m1?ttl=0", b"moved body").status_code == 201
+        r = cmd("req GET %s?detail=body" % url)
+        m = cmd("metrics")
+        print("  client lookup: pinned GET found it on %s after %d lookup(s)"
+              % (origin(r["final_url"]), m["lookups"]))
+        assert r["status"] == 200 and r["body"] == "moved body", r
+        assert m["lookups"] == 1, m
+        # A message that is nowhere stays a 404 (one lookup, no loop).
+        r = cmd("req GET http://burrow.service/v1.0/ca/q/none")
+        assert r["status"] == 404, r
+        assert cmd("metrics")["lookups"] == 2
+        probe.stdin.write(b"quit\n")
+        probe.stdin.flush()
+        assert probe.wait(10) == 0
+    finally:
+        if probe is not None and probe.poll() is None:
+            probe.kill()
+        site.stop()
+
+
 if __name__ == "__main__":
     harness.run_tests([
         ("join", test_join),
@@ -276,4 +328,5 @@ if __name__ == "__main__":
         ("replica_write", test_replica_write),
         ("cross_cell", test_cross_cell),
         ("write_around_a_reported_host", test_write_around_a_reported_host),
+        ("client_asks_for_a_lookup", test_client_asks_for_a_lookup),
     ])
