@@ -6,6 +6,13 @@
  * configured maximum; the final call runs the operation under the store
  * lock and queues the response. Answering on the final call, never the
  * first, keeps keep-alive (reference/libmicrohttpd-notes.md, trap 1).
+ *
+ * Hostile input (docs/hardening.md): the request target is taken raw from
+ * libmicrohttpd's URI log callback, before libmicrohttpd 0.9.75 cuts it at a
+ * NUL or splits its query, and checked there (proto_burrow_parse_target);
+ * message framing that libmicrohttpd would misread (Transfer-Encoding other
+ * than chunked, Content-Length with chunked, two different Content-Lengths)
+ * is refused on the first call, which also closes the connection.
  */
 #include "burrow/http.h"
 
@@ -23,6 +30,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <xxhash.h>
 
@@ -30,11 +38,14 @@
 #define CT_OCTET "application/octet-stream"
 /* Past this many bytes of an oversized upload the connection is dropped
  * instead of drained (a response cannot be queued mid-upload). */
-#define DRAIN_MAX      (64u * 1024 * 1024)
-#define QUERY_BUF      2048
-#define CLEANER_MS     100
-#define WAITKEY_MAX    (2 * PROTO_BURROW_ID_MAX + 1)
-#define CONN_MEMORY    (16 * 1024)
+#define DRAIN_MAX   (64u * 1024 * 1024)
+#define QUERY_BUF   2048
+#define CLEANER_MS  100
+#define WAITKEY_MAX (2 * PROTO_BURROW_ID_MAX + 1)
+/* libmicrohttpd holds a chunk-size line, extensions included, in this
+ * connection pool and answers 500 itself when one does not fit; 32 KB
+ * (its default) leaves room for a 28 KB line. */
+#define CONN_MEMORY    (32 * 1024)
 #define LISTEN_BACKLOG 4096
 /* A PUT body is allocated up to this size from its Content-Length, then
  * grows with what actually arrives: a client that only declares a large
@@ -47,6 +58,12 @@ struct waitkey;
 
 struct req {
     struct MHD_Connection *conn; /* borrowed from MHD */
+    bool begun;                  /* the first handler call has run */
+    const char *target;          /* raw request target, borrowed from MHD's
+                                    buffer; checked on the first call only */
+    size_t target_len;           /* strlen() of it in the URI log callback */
+    int terr;                    /* proto_burrow_parse_target(), 0: fine */
+    int perr;                    /* proto_burrow_parse_path() */
     bool is_put;
     unsigned status;  /* early answer (404/400/405/413), 0: none */
     const char *text; /* body of the early answer, static */
@@ -56,7 +73,6 @@ struct req {
     char pathbuf[3 * PROTO_BURROW_ID_MAX + 3];
     struct proto_burrow_query q;
     char qbuf[QUERY_BUF];
-    size_t qused;
     int qerr;
     char *body; /* PUT body, owned */
     size_t blen, bcap;
@@ -675,6 +691,127 @@ op_message(struct burrow_http *h, struct req *r, int64_t now, const char *method
 
 /* ---- request stages ------------------------------------------------------ */
 
+static void
+early(struct req *r, unsigned status, const char *text)
+{
+    r->status = status;
+    r->text = text;
+}
+
+/*
+ * libmicrohttpd 0.9.75 (and up to 0.9.77, same parser) calls this with the
+ * raw request target right after it has split the request line, before it
+ * splits the query into one pool record per parameter and before it hands
+ * the path on as a C string. So the target is parsed here (the documented
+ * place to create the request object, kept as con_cls):
+ *
+ * - Too many parameters exhaust the connection pool during that split, and
+ *   libmicrohttpd then loses its own 431 and holds the connection until the
+ *   idle timeout. Past PROTO_BURROW_QUERY_MAX the query is emptied in its
+ *   buffer first (the first byte after the '?' it is about to cut at), and
+ *   the request gets a 400.
+ * - The query is decoded from these raw bytes, since the split writes NULs
+ *   into them and turns '+' into ' '.
+ * - <uri> ends at the first NUL: the first handler call compares that length
+ *   with where the HTTP version starts to see a NUL inside the target.
+ */
+static void *
+uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct req *r = calloc(1, sizeof(*r));
+    struct proto_burrow_target t;
+    const char *qm;
+
+    (void)cls;
+    if (r == NULL)
+        return NULL;
+    r->conn = conn;
+    r->target = uri;
+    r->target_len = strlen(uri);
+    qm = memchr(uri, '?', r->target_len);
+    if (qm != NULL && proto_burrow_query_count(qm + 1, r->target_len - (size_t)(qm + 1 - uri)) >
+                          PROTO_BURROW_QUERY_MAX) {
+        r->qerr = -PROTO_ETOOMANY;
+#if MHD_VERSION >= 0x00097500 && MHD_VERSION <= 0x00097700
+        ((char *)qm)[1] = '\0'; /* MHD's own buffer, writable; see above */
+#endif
+        return r;
+    }
+    proto_burrow_query_init(&r->q);
+    r->terr = proto_burrow_parse_target(uri, r->target_len, &t);
+    if (r->terr < 0)
+        return r;
+    r->perr =
+        proto_burrow_parse_path(t.path.ptr, t.path.len, r->pathbuf, sizeof(r->pathbuf), &r->path);
+    if (t.query.ptr != NULL)
+        r->qerr =
+            proto_burrow_query_parse(&r->q, t.query.ptr, t.query.len, r->qbuf, sizeof(r->qbuf));
+    return r;
+}
+
+/* What the headers say about the body's framing. */
+struct framing {
+    unsigned te, cl; /* Transfer-Encoding and Content-Length fields */
+    const char *te1; /* the first Transfer-Encoding value */
+    const char *cl1; /* the first Content-Length value */
+    bool cl_differ;  /* two Content-Lengths with different values */
+};
+
+static enum MHD_Result
+framing_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct framing *f = cls;
+
+    (void)kind;
+    if (value == NULL)
+        value = "";
+    if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        if (f->te++ == 0)
+            f->te1 = value;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->cl++ == 0)
+            f->cl1 = value;
+        else if (strcmp(f->cl1, value) != 0)
+            f->cl_differ = true;
+    }
+    return MHD_YES;
+}
+
+/*
+ * Refuse framing libmicrohttpd 0.9.75 would get wrong (RFC 9112 section
+ * 6): it takes any Transfer-Encoding but exactly "chunked" as a body that
+ * ends when the client closes (so it waits for the idle timeout), ignores a
+ * Content-Length next to chunked, and reads only the first of several
+ * Content-Lengths, where a proxy in front may have used another one
+ * (request smuggling). Returns the status to answer with, 0 when fine.
+ */
+static unsigned
+framing_check(struct req *r, const char *version)
+{
+    struct framing f = {0};
+
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, framing_iter, &f);
+    if (f.te > 0 && f.cl > 0) {
+        early(r, MHD_HTTP_BAD_REQUEST, "Content-Length with Transfer-Encoding");
+        return r->status;
+    }
+    if (f.cl_differ) {
+        early(r, MHD_HTTP_BAD_REQUEST, "Conflicting Content-Length");
+        return r->status;
+    }
+    if (f.te > 0 && strcmp(version, MHD_HTTP_VERSION_1_0) == 0) {
+        early(r, MHD_HTTP_BAD_REQUEST, "Transfer-Encoding in HTTP/1.0");
+        return r->status;
+    }
+    /* Exactly MHD's own test for a chunked body, so that what passes here
+     * is what it decodes. */
+    if (f.te > 1 || (f.te == 1 && strcasecmp(f.te1, "chunked") != 0)) {
+        early(r, MHD_HTTP_NOT_IMPLEMENTED, "Transfer-Encoding not supported (only chunked)");
+        return r->status;
+    }
+    return 0;
+}
+
 static bool
 method_ok(enum proto_burrow_level level, const char *m)
 {
@@ -694,55 +831,53 @@ method_ok(enum proto_burrow_level level, const char *m)
     return false;
 }
 
-static enum MHD_Result
-query_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
-{
-    struct req *r = cls;
-
-    (void)kind;
-    if (value == NULL)
-        value = "";
-    r->qerr = proto_burrow_query_set(&r->q, key, strlen(key), value, strlen(value), r->qbuf,
-                                     sizeof(r->qbuf), &r->qused);
-    return r->qerr < 0 ? MHD_NO : MHD_YES;
-}
-
-static void
-early(struct req *r, unsigned status, const char *text)
-{
-    r->status = status;
-    r->text = text;
-}
-
-/* First call: route, method, query, declared body size. */
-static void
-begin(struct burrow_http *h, struct req *r, const char *url, const char *method)
+/* First call: framing, target, route, method, query (all parsed in
+ * uri_log()), declared body size. Returns true when the answer must go out
+ * now, before any body: the framing is bad. */
+static bool
+begin(struct burrow_http *h, struct req *r, const char *method, const char *version)
 {
     int rc;
 
     r->method = method;
-    rc = proto_burrow_parse_path(url, strlen(url), r->pathbuf, sizeof(r->pathbuf), &r->path);
+    if (framing_check(r, version))
+        return true;
+    if (r->qerr == -PROTO_ETOOMANY) {
+        early(r, MHD_HTTP_BAD_REQUEST, "Too many query parameters");
+        return false;
+    }
+    /* <version> starts right after the NUL that ends the target in MHD's
+     * buffer; an earlier NUL is one the client sent. */
+    if (r->target_len == 0 || version < r->target || r->target + r->target_len + 1 != version) {
+        early(r, MHD_HTTP_BAD_REQUEST, "NUL in request target");
+        return false;
+    }
+    if (r->terr < 0) {
+        early(r, MHD_HTTP_BAD_REQUEST, "Bad request target");
+        return false;
+    }
+    rc = r->perr;
     if (rc == -PROTO_ENOTFOUND) {
         early(r, MHD_HTTP_NOT_FOUND, NULL);
-        return;
+        return false;
     }
     if (rc < 0) {
         early(r, MHD_HTTP_BAD_REQUEST,
-              rc == -PROTO_ETOOLONG ? "Id too long" : "Bad percent-encoding in path");
-        return;
+              rc == -PROTO_ETOOLONG  ? "Id too long"
+              : rc == -PROTO_EDOTSEG ? "Id is . or .."
+                                     : "Bad percent-encoding in path");
+        return false;
     }
     if (!method_ok(r->path.level, method)) {
         early(r, MHD_HTTP_METHOD_NOT_ALLOWED, NULL);
-        return;
+        return false;
     }
-    proto_burrow_query_init(&r->q);
-    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, query_iter, r);
     if (r->qerr < 0) {
         early(r, MHD_HTTP_BAD_REQUEST,
               r->qerr == -PROTO_EBADVALUE ? "Bad integer value in query"
               : r->qerr == -PROTO_EBADENC ? "Bad percent-encoding in query"
                                           : "Query value too long");
-        return;
+        return false;
     }
     r->is_put = r->path.level == PROTO_BURROW_MESSAGE && !strcmp(method, "PUT");
     if (r->is_put) {
@@ -752,16 +887,17 @@ begin(struct burrow_http *h, struct req *r, const char *url, const char *method)
         unsigned long long n;
 
         if (cl == NULL)
-            return;
+            return false;
         errno = 0;
         n = strtoull(cl, &end, 10);
         if (errno || end == cl)
-            return; /* MHD itself refuses a bad Content-Length */
+            return false; /* MHD itself refuses a bad Content-Length */
         if (n > h->cfg.max_message_bytes)
             r->too_large = true;
         else if (n > 0 && (r->body = malloc((size_t)(n < BODY_PREALLOC ? n : BODY_PREALLOC))))
             r->bcap = (size_t)(n < BODY_PREALLOC ? n : BODY_PREALLOC);
     }
+    return false;
 }
 
 static void
@@ -859,14 +995,22 @@ handle(void *cls, struct MHD_Connection *conn, const char *url, const char *meth
     struct burrow_http *h = cls;
     struct req *r = *con_cls;
 
-    (void)version;
+    (void)url; /* uri_log() saw the raw target */
     if (r == NULL) {
+        /* uri_log() could not allocate: nothing was parsed. */
         r = calloc(1, sizeof(*r));
         if (r == NULL)
             return MHD_NO;
         r->conn = conn;
+        r->begun = true;
         *con_cls = r;
-        begin(h, r, url, method);
+        early(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "Out of memory");
+        return MHD_YES;
+    }
+    if (!r->begun) {
+        r->begun = true;
+        if (begin(h, r, method, version))
+            return finish(h, r); /* bad framing: answer now, MHD closes */
         /* A body we will refuse or ignore anyway: answer before it is
          * uploaded when the client waits for 100-continue (refusals only)
          * or announces something huge (the connection then closes);
@@ -985,7 +1129,8 @@ burrow_http_start(const struct burrow_http_config *cfg, struct burrow_http **out
         h->cfg.connection_limit, MHD_OPTION_CONNECTION_TIMEOUT, h->cfg.connection_timeout,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_LISTEN_BACKLOG_SIZE,
         (unsigned)LISTEN_BACKLOG, MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL,
-        MHD_OPTION_NOTIFY_COMPLETED, completed, h, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, completed, h, MHD_OPTION_URI_LOG_CALLBACK, uri_log, h,
+        MHD_OPTION_END);
     if (h->d == NULL) {
         rc = errno ? -errno : -EADDRINUSE;
         goto out;
