@@ -714,6 +714,8 @@ static const struct cmd limits_table[] = {
     {"idle_timeout", set_duration, CFG(limits.idle_timeout_ms), 1000, 86400000, NULL},
     {"max_members", set_u32, CFG(limits.max_members), 1, RING_MAX_MEMBERS, NULL},
     {"heartbeat_body", set_u32, CFG(limits.heartbeat_body), 256, 65536, NULL},
+    {"header_timeout", set_duration, CFG(limits.header_timeout_ms), 0, 3600000, NULL},
+    {"per_source", set_u32, CFG(limits.per_source), 0, 1000000, NULL},
     {NULL, NULL, 0, 0, 0, NULL},
 };
 static const struct cmd aggregation_table[] = {
@@ -839,6 +841,8 @@ defaults(struct shed_config *cfg)
         .idle_timeout_ms = 65000,
         .max_members = 100000,
         .heartbeat_body = 4096,
+        .header_timeout_ms = 10000,
+        .per_source = 1000,
     };
     cfg->list_all = true;
     cfg->backend_timeout_ms = 2000;
@@ -851,14 +855,63 @@ defaults(struct shed_config *cfg)
     cfg->nservices = 1;
 }
 
+/* credential_file with systemd's credentials directory: a path that starts
+ * with "${CREDENTIALS_DIRECTORY}/" is read there (LoadCredential= sets the
+ * variable for the unit); "${CREDENTIALS_DIRECTORY:-DIR}/" falls back to DIR
+ * when it is not set, so `shed -t` by hand reads the original file. 0 or
+ * -EINVAL with the reason in <why>. */
+static int
+credential_path(const char *file, char *out, size_t outlen, char *why, size_t whylen)
+{
+    static const char var[] = "${CREDENTIALS_DIRECTORY";
+    const char *dir, *rest, *close;
+
+    if (strncmp(file, var, sizeof(var) - 1) != 0) {
+        snprintf(out, outlen, "%s", file);
+        return 0;
+    }
+    rest = file + sizeof(var) - 1;
+    close = strchr(rest, '}');
+    if (close == NULL || (rest[0] != '}' && strncmp(rest, ":-", 2) != 0) || close[1] != '/') {
+        snprintf(why, whylen,
+                 "want ${CREDENTIALS_DIRECTORY}/NAME or "
+                 "${CREDENTIALS_DIRECTORY:-DIR}/NAME");
+        return -EINVAL;
+    }
+    dir = getenv("CREDENTIALS_DIRECTORY");
+    if (dir == NULL || dir[0] == '\0') {
+        if (rest[0] == '}') {
+            snprintf(why, whylen,
+                     "CREDENTIALS_DIRECTORY is not set (systemd's LoadCredential= "
+                     "sets it; by hand run CREDENTIALS_DIRECTORY=/etc/shed shed -t)");
+            return -EINVAL;
+        }
+        if (snprintf(out, outlen, "%.*s%s", (int)(close - rest - 2), rest + 2, close + 1) >=
+            (int)outlen) {
+            snprintf(why, whylen, "path too long");
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (snprintf(out, outlen, "%s%s", dir, close + 1) >= (int)outlen) {
+        snprintf(why, whylen, "path too long");
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static int
 read_credential(struct ctx *c)
 {
     struct shed_config *cfg = c->cfg;
-    FILE *f = fopen(cfg->credential_file, "r");
+    char path[SHED_PATH_MAX + 256], why[160];
+    if (credential_path(cfg->credential_file, path, sizeof(path), why, sizeof(why)) < 0)
+        return errmark(c, TOP_CREDENTIAL_FILE, "credential_file %s: %s", cfg->credential_file, why);
+    FILE *f = fopen(path, "r");
     if (f == NULL)
-        return errmark(c, TOP_CREDENTIAL_FILE, "credential_file %s: %s", cfg->credential_file,
-                       strerror(errno));
+        return errmark(c, TOP_CREDENTIAL_FILE, "credential_file %s: %s%s%s", cfg->credential_file,
+                       strcmp(path, cfg->credential_file) != 0 ? path : "",
+                       strcmp(path, cfg->credential_file) != 0 ? ": " : "", strerror(errno));
     size_t n = fread(cfg->credential, 1, sizeof(cfg->credential), f);
     bool more = n == sizeof(cfg->credential);
     fclose(f);

@@ -85,6 +85,8 @@ struct shed_limits {
     uint64_t idle_timeout_ms;   /* keep-alive idle timeout */
     uint32_t max_members;       /* registry size, all services */
     uint32_t heartbeat_body;    /* bytes in one heartbeat body */
+    uint64_t header_timeout_ms; /* request headers complete within (0: off) */
+    uint32_t per_source;        /* connections from one client address (0: off) */
 };
 
 struct shed_config {

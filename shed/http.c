@@ -35,6 +35,7 @@
 #include "common/log.h"
 #include "shed/agg.h"
 #include "shed/cluster.h"
+#include "shed/guard.h"
 #include "shed/line.h"
 #include "shed/ops.h"
 #include "shed/rcu.h"
@@ -227,8 +228,10 @@ handler(void *cls, struct MHD_Connection *conn, const char *url, const char *met
         .now_ms = t0 / 1000000,
     };
     c.has_body = c.first ? announces_body(conn) : false;
-    if (c.first)
+    if (c.first) {
         atomic_fetch_add(&inflight, 1); /* completed() takes it back */
+        shed_guard_request(conn);       /* its headers are complete */
+    }
     bool queued = dispatch(&c);
     shed_rcu_leave(tok);
     if (*con_cls == NULL || !c.first)
@@ -252,6 +255,7 @@ completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (ctx != NULL)
         atomic_fetch_sub(&inflight, 1);
     *con_cls = NULL;
+    shed_guard_done(conn, clock_mono_ms());
 }
 
 static size_t
@@ -419,6 +423,9 @@ shed_http_start(struct shed_ctx *ctx, const struct shed_config *cfg)
     bool external = (cfg->roles & SHED_ROLE_AGGREGATOR) && cfg->threads <= 1;
 
     shed_agg_set_external(external);
+    if (shed_guard_init(cfg->limits.header_timeout_ms, cfg->limits.idle_timeout_ms,
+                        cfg->limits.per_source, cfg->limits.connections) < 0)
+        return -ENOMEM;
     for (size_t i = 0; i < cfg->nlisten; i++) {
         struct sockaddr_storage ss;
         if (listen_addr(cfg->listen[i], &ss) < 0) {
@@ -439,12 +446,13 @@ shed_http_start(struct shed_ctx *ctx, const struct shed_config *cfg)
             {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
             {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_noop, NULL},
             {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, NULL},
+            {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)shed_guard_notify, NULL},
             {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL},
             {cfg->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
              (intptr_t)cfg->threads, NULL},
             {MHD_OPTION_END, 0, NULL},
         };
-        struct MHD_Daemon *d = MHD_start_daemon(flags, 0, NULL, NULL, handler, ctx,
+        struct MHD_Daemon *d = MHD_start_daemon(flags, 0, shed_guard_accept, NULL, handler, ctx,
                                                 MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
         if (d == NULL) {
             log_warnx("http: cannot listen on %s", cfg->listen[i]);
@@ -502,4 +510,5 @@ shed_http_stop(void)
     for (size_t i = 0; i < ndaemons; i++)
         MHD_stop_daemon(daemons[i]);
     ndaemons = 0;
+    shed_guard_fini();
 }

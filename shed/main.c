@@ -29,6 +29,7 @@
 #include "common/log.h"
 #include "shed/cluster.h"
 #include "shed/config.h"
+#include "shed/guard.h"
 #include "shed/handoff.h"
 #include "shed/http.h"
 #include "shed/rcu.h"
@@ -130,6 +131,8 @@ reload(struct shed_ctx *ctx, const char *path)
     if (registry_reconfigure(ctx->reg, next, shed_now_ms(), what, sizeof(what)) < 0)
         log_warnx("config: registry reconfigure failed (out of memory)");
     shed_cluster_reload(ctx, next);
+    shed_guard_init(next->limits.header_timeout_ms, next->limits.idle_timeout_ms,
+                    next->limits.per_source, next->limits.connections);
     log_info("config: reloaded %s%s%s", path, what[0] ? ": " : "", what);
     shed_rcu_synchronize();
     shed_config_free(old);
@@ -231,6 +234,7 @@ main(int argc, char **argv)
         }
         registry_tick(ctx.reg, shed_now_ms());
         shed_cluster_tick(&ctx, shed_now_ms());
+        shed_guard_sweep(clock_mono_ms());
     }
 
     log_info("stopping: no new connections, finishing in-flight requests");

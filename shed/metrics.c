@@ -20,6 +20,7 @@
 #include "shed/agg.h"
 #include "shed/cluster.h"
 #include "shed/config.h"
+#include "shed/guard.h"
 #include "shed/handoff.h"
 #include "shed/registry.h"
 #include "shed/status.h"
@@ -270,6 +271,8 @@ shed_metrics_render(struct registry *reg, char **out, size_t *len)
         if (shed_handoff_metrics(agg, sizeof(agg)) > 0)
             bprintf(&b, "%s", agg);
         if (shed_cluster_metrics(agg, sizeof(agg)) > 0)
+            bprintf(&b, "%s", agg);
+        if (shed_guard_metrics(agg, sizeof(agg)) > 0)
             bprintf(&b, "%s", agg);
     }
     bprintf(&b, "# HELP shed_request_duration_seconds Time the shed spends deciding a request.\n"

@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * shed/guard: see guard.h. Open connections are a list (the sweep walks
+ * them every tick; at most limits.connections of them); connections per
+ * client address are an open-addressing table rebuilt when it fills with
+ * addresses that have no connection left.
+ */
+#include "shed/guard.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+
+#define LOG_EVERY_MS 10000
+
+struct gconn {
+    struct gconn *prev, *next;
+    int fd;
+    uint64_t deadline; /* monotonic ms; UINT64_MAX: none */
+    unsigned char key[16];
+    bool keyed;
+};
+
+struct slot {
+    unsigned char key[16];
+    uint32_t n;
+    bool used;
+};
+
+static struct {
+    pthread_mutex_t mu;
+    uint64_t header_ms, idle_ms;
+    unsigned per_source;
+    struct gconn head; /* sentinel of the list of open connections */
+    size_t open;
+    struct slot *tab;
+    size_t cap, used;
+    uint64_t timeouts, refused, logged_timeouts, logged_refused, last_log;
+} G = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* <addr> as 16 bytes (IPv4 mapped into IPv6); false for other families. */
+static bool
+key_of(const struct sockaddr *addr, unsigned char key[16])
+{
+    memset(key, 0, 16);
+    if (addr == NULL)
+        return false;
+    if (addr->sa_family == AF_INET) {
+        key[10] = key[11] = 0xff;
+        memcpy(key + 12, &((const struct sockaddr_in *)addr)->sin_addr, 4);
+        return true;
+    }
+    if (addr->sa_family == AF_INET6) {
+        memcpy(key, &((const struct sockaddr_in6 *)addr)->sin6_addr, 16);
+        return true;
+    }
+    return false;
+}
+
+static size_t
+hash(const unsigned char key[16])
+{
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < 16; i++)
+        h = (h ^ key[i]) * 1099511628211ull;
+    return (size_t)(h ^ (h >> 29));
+}
+
+/* The slot of <key>, inserting it when <add>; NULL if absent (or no room).
+ * Caller holds G.mu. */
+static struct slot *
+slot_of(const unsigned char key[16], bool add)
+{
+    if (G.tab == NULL)
+        return NULL;
+    for (size_t i = hash(key) & (G.cap - 1), k = 0; k < G.cap; i = (i + 1) & (G.cap - 1), k++) {
+        struct slot *s = &G.tab[i];
+        if (s->used && memcmp(s->key, key, 16) == 0)
+            return s;
+        if (!s->used) {
+            if (!add)
+                return NULL;
+            memcpy(s->key, key, 16);
+            s->used = true;
+            s->n = 0;
+            G.used++;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* Drop addresses with no connection left once 3/4 of the slots are used. */
+static void
+maybe_rebuild(void)
+{
+    if (G.used * 4 < G.cap * 3)
+        return;
+    struct slot *old = G.tab, *fresh = calloc(G.cap, sizeof(*fresh));
+    if (fresh == NULL)
+        return; /* keep the full table: new addresses go uncounted */
+    G.tab = fresh;
+    G.used = 0;
+    for (size_t i = 0; i < G.cap; i++)
+        if (old[i].used && old[i].n > 0)
+            slot_of(old[i].key, true)->n = old[i].n;
+    free(old);
+}
+
+int
+shed_guard_init(uint64_t header_ms, uint64_t idle_ms, unsigned per_source, size_t max_conns)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&G.mu);
+    G.header_ms = header_ms;
+    G.idle_ms = idle_ms;
+    G.per_source = per_source;
+    if (G.head.next == NULL)
+        G.head.next = G.head.prev = &G.head;
+    if (G.tab == NULL) {
+        size_t cap = 64;
+        while (cap < 2 * max_conns + 16)
+            cap *= 2;
+        G.tab = calloc(cap, sizeof(*G.tab));
+        if (G.tab == NULL)
+            rc = -ENOMEM;
+        else
+            G.cap = cap;
+    }
+    pthread_mutex_unlock(&G.mu);
+    return rc;
+}
+
+void
+shed_guard_fini(void)
+{
+    pthread_mutex_lock(&G.mu);
+    free(G.tab);
+    G.tab = NULL;
+    G.cap = G.used = 0;
+    pthread_mutex_unlock(&G.mu);
+}
+
+enum MHD_Result
+shed_guard_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    unsigned char key[16];
+    enum MHD_Result r = MHD_YES;
+
+    (void)cls;
+    (void)addrlen;
+    if (!key_of(addr, key))
+        return MHD_YES;
+    pthread_mutex_lock(&G.mu);
+    if (G.per_source > 0) {
+        const struct slot *s = slot_of(key, false);
+        if (s != NULL && s->n >= G.per_source) {
+            G.refused++;
+            r = MHD_NO;
+        }
+    }
+    pthread_mutex_unlock(&G.mu);
+    return r;
+}
+
+void
+shed_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                  enum MHD_ConnectionNotificationCode code)
+{
+    (void)cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        struct gconn *g = calloc(1, sizeof(*g));
+        if (g == NULL)
+            return; /* unguarded, never refused for it */
+        const union MHD_ConnectionInfo *fi =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ai =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        g->fd = fi != NULL ? fi->connect_fd : -1;
+        g->keyed = ai != NULL && key_of(ai->client_addr, g->key);
+        pthread_mutex_lock(&G.mu);
+        g->deadline = G.header_ms > 0 ? clock_mono_ms() + G.header_ms : UINT64_MAX;
+        if (g->keyed) {
+            maybe_rebuild();
+            struct slot *s = slot_of(g->key, true);
+            if (s != NULL)
+                s->n++;
+            else
+                g->keyed = false;
+        }
+        g->next = G.head.next;
+        g->prev = &G.head;
+        G.head.next->prev = g;
+        G.head.next = g;
+        G.open++;
+        pthread_mutex_unlock(&G.mu);
+        *socket_context = g;
+        return;
+    }
+    struct gconn *g = *socket_context;
+    if (code != MHD_CONNECTION_NOTIFY_CLOSED || g == NULL)
+        return;
+    pthread_mutex_lock(&G.mu);
+    if (g->keyed) {
+        struct slot *s = slot_of(g->key, false);
+        if (s != NULL && s->n > 0)
+            s->n--;
+    }
+    g->prev->next = g->next;
+    g->next->prev = g->prev;
+    G.open--;
+    pthread_mutex_unlock(&G.mu);
+    *socket_context = NULL;
+    free(g);
+}
+
+static struct gconn *
+gconn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci != NULL ? ci->socket_context : NULL;
+}
+
+void
+shed_guard_request(struct MHD_Connection *conn)
+{
+    struct gconn *g = gconn_of(conn);
+    if (g == NULL)
+        return;
+    pthread_mutex_lock(&G.mu);
+    g->deadline = UINT64_MAX; /* headers complete: the handler has it */
+    pthread_mutex_unlock(&G.mu);
+}
+
+void
+shed_guard_done(struct MHD_Connection *conn, uint64_t now_ms)
+{
+    struct gconn *g = gconn_of(conn);
+    if (g == NULL)
+        return;
+    pthread_mutex_lock(&G.mu);
+    g->deadline = G.header_ms > 0 ? now_ms + G.idle_ms + G.header_ms : UINT64_MAX;
+    pthread_mutex_unlock(&G.mu);
+}
+
+size_t
+shed_guard_sweep(uint64_t now_ms)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&G.mu);
+    if (G.head.next == NULL) {
+        pthread_mutex_unlock(&G.mu);
+        return 0;
+    }
+    for (struct gconn *g = G.head.next; g != &G.head; g = g->next) {
+        if (g->deadline > now_ms || g->fd < 0)
+            continue;
+        /* MHD sees the end of the stream and closes it in its own thread. */
+        shutdown(g->fd, SHUT_RDWR);
+        g->deadline = UINT64_MAX;
+        n++;
+    }
+    G.timeouts += n;
+    if (now_ms - G.last_log >= LOG_EVERY_MS &&
+        (G.timeouts != G.logged_timeouts || G.refused != G.logged_refused)) {
+        log_warnx("guard: %" PRIu64 " connection%s closed past the header deadline, %" PRIu64
+                  " refused over the per-source cap (%u) in the last %llu s; %zu open",
+                  G.timeouts - G.logged_timeouts, G.timeouts - G.logged_timeouts == 1 ? "" : "s",
+                  G.refused - G.logged_refused, G.per_source,
+                  (unsigned long long)((now_ms - G.last_log) / 1000), G.open);
+        G.logged_timeouts = G.timeouts;
+        G.logged_refused = G.refused;
+        G.last_log = now_ms;
+    }
+    pthread_mutex_unlock(&G.mu);
+    return n;
+}
+
+size_t
+shed_guard_metrics(char *buf, size_t len)
+{
+    int n;
+
+    if (len == 0)
+        return 0;
+    pthread_mutex_lock(&G.mu);
+    n = snprintf(buf, len,
+                 "# HELP shed_connections_open Client connections open now.\n"
+                 "# TYPE shed_connections_open gauge\n"
+                 "shed_connections_open %zu\n"
+                 "# HELP shed_header_timeouts_total Connections closed because their request "
+                 "headers did not arrive in time.\n"
+                 "# TYPE shed_header_timeouts_total counter\n"
+                 "shed_header_timeouts_total %" PRIu64 "\n"
+                 "# HELP shed_connections_refused_total Connections refused because their "
+                 "client address had limits.per_source connections open.\n"
+                 "# TYPE shed_connections_refused_total counter\n"
+                 "shed_connections_refused_total %" PRIu64 "\n",
+                 G.open, G.timeouts, G.refused);
+    pthread_mutex_unlock(&G.mu);
+    if (n < 0)
+        return 0;
+    return (size_t)n < len ? (size_t)n : len - 1;
+}

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * shed/guard: slow and greedy clients cannot take the connection table.
+ *
+ * libmicrohttpd's idle timeout restarts on every byte, so a client that
+ * sends its request headers one byte at a time holds a connection for ever,
+ * and ten thousand such clients lock everyone else out. Two limits:
+ *
+ *   header deadline   a connection must complete a request's headers within
+ *                     <header_ms> of being accepted, and a keep-alive one
+ *                     the next request's within <idle_ms> + <header_ms> of
+ *                     the previous answer; past it the shed shuts the
+ *                     socket down (counted, logged once per interval)
+ *   per-source cap    at most <per_source> connections from one client
+ *                     address; more are refused at accept (counted)
+ *
+ * Wiring (shed/http): shed_guard_accept() is MHD's accept policy callback,
+ * shed_guard_notify() its connection notifier; the access handler calls
+ * shed_guard_request() on a request's first call and the completion
+ * callback shed_guard_done(). The main loop calls shed_guard_sweep().
+ *
+ * One process-wide guard (like MHD's own per-daemon state it wraps), with a
+ * mutex; all functions are thread-safe. Sockets are shut down under that
+ * mutex, and MHD notifies a close before it closes the socket, so a swept
+ * descriptor is never one that was reused.
+ */
+#ifndef SHED_GUARD_H
+#define SHED_GUARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <microhttpd.h>
+
+/* Set the limits (0 turns either off) for at most <max_conns> connections;
+ * again on reload. 0 or -ENOMEM. */
+int shed_guard_init(uint64_t header_ms, uint64_t idle_ms, unsigned per_source, size_t max_conns);
+void shed_guard_fini(void);
+
+enum MHD_Result shed_guard_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen);
+void shed_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                       enum MHD_ConnectionNotificationCode code);
+void shed_guard_request(struct MHD_Connection *conn);
+void shed_guard_done(struct MHD_Connection *conn, uint64_t now_ms);
+
+/* Shut down connections past their header deadline at <now_ms> (monotonic
+ * ms); returns how many. Logs what was closed and refused, at most once
+ * every 10 s. */
+size_t shed_guard_sweep(uint64_t now_ms);
+
+/* Prometheus text into <buf>; returns the length. */
+size_t shed_guard_metrics(char *buf, size_t len);
+
+#endif /* SHED_GUARD_H */
