@@ -17,6 +17,12 @@ burrow_announce_drain(struct burrow_announce *a)
     announce_set_state((struct announce *)a, ANNOUNCE_DRAINING);
 }
 
+bool
+burrow_announce_refused(struct burrow_announce *a, char *why, size_t len)
+{
+    return announce_refused((struct announce *)a, why, len);
+}
+
 void
 burrow_announce_end(struct burrow_announce *a)
 {

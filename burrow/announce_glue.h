@@ -21,6 +21,10 @@ int burrow_announce_begin(const struct announce_config *cfg, struct burrow_annou
 /* Heartbeat "draining" from now on. */
 void burrow_announce_drain(struct burrow_announce *a);
 
+/* Did a shed refuse our heartbeats for a setting (common/announce.h,
+ * announce_refused())? The reason goes into <why>. */
+bool burrow_announce_refused(struct burrow_announce *a, char *why, size_t len);
+
 /* Deregister and stop. */
 void burrow_announce_end(struct burrow_announce *a);
 

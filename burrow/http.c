@@ -16,6 +16,7 @@
  */
 #include "burrow/http.h"
 
+#include "burrow/metrics.h"
 #include "burrow/store.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -58,6 +59,7 @@ struct waitkey;
 
 struct req {
     struct MHD_Connection *conn; /* borrowed from MHD */
+    bool metrics;                /* GET /metrics: answered by serve_metrics() */
     bool begun;                  /* the first handler call has run */
     const char *target;          /* raw request target, borrowed from MHD's
                                     buffer; checked on the first call only */
@@ -356,6 +358,7 @@ send_resp(struct MHD_Connection *conn, struct resp *o)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_LENGTH, "0");
     }
     ret = MHD_queue_response(conn, o->status, mr);
+    burrow_metrics_response(o->status);
     MHD_destroy_response(mr);
     return ret;
 }
@@ -988,12 +991,63 @@ finish(struct burrow_http *h, struct req *r)
     return send_resp(r->conn, &o);
 }
 
+/* GET /metrics (burrow/metrics): the store's gauges read under the lock. */
+static enum MHD_Result
+serve_metrics(struct burrow_http *h, struct req *r, const char *method)
+{
+    struct burrow_metrics_gauges g;
+    struct burrow_store_stats st;
+    struct resp o = {0};
+    char *text;
+    size_t len;
+
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        resp_text(&o, MHD_HTTP_METHOD_NOT_ALLOWED, NULL);
+        return send_resp(r->conn, &o);
+    }
+    pthread_mutex_lock(&h->lock);
+    burrow_store_stats(h->store, &st);
+    g.waiting = h->nwaiters;
+    pthread_mutex_unlock(&h->lock);
+    g.accounts = st.accounts;
+    g.queues = st.queues;
+    g.messages = st.messages;
+    g.timed = st.timed;
+    if (burrow_metrics_render(&g, &text, &len) < 0) {
+        resp_text(&o, MHD_HTTP_INTERNAL_SERVER_ERROR, "Out of memory");
+        return send_resp(r->conn, &o);
+    }
+    o.status = MHD_HTTP_OK;
+    o.body = text;
+    o.len = len;
+    o.ctype = "text/plain; version=0.0.4";
+    o.must_free = true;
+    return send_resp(r->conn, &o);
+}
+
 static enum MHD_Result
 handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
        const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
     struct burrow_http *h = cls;
     struct req *r = *con_cls;
+
+    /* Not a Burrow path: answered on the second call (keep-alive). */
+    if (strcmp(url, BURROW_METRICS_PATH) == 0) {
+        if (r == NULL && (r = calloc(1, sizeof(*r))) == NULL)
+            return MHD_NO;
+        r->conn = conn;
+        *con_cls = r;
+        if (!r->metrics) {
+            r->metrics = true;
+            return MHD_YES;
+        }
+        if (*upload_data_size != 0) {
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        return serve_metrics(h, r, method);
+    }
 
     (void)url; /* uri_log() saw the raw target */
     if (r == NULL) {
@@ -1137,6 +1191,7 @@ burrow_http_start(const struct burrow_http_config *cfg, struct burrow_http **out
     }
     di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
     h->port = di ? di->port : cfg->port;
+    burrow_metrics_started();
     if (pthread_create(&h->cleaner, NULL, cleaner_main, h) != 0) {
         rc = -EAGAIN;
         goto out;

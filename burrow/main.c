@@ -3,12 +3,18 @@
  * burrowd: the reference in-memory Burrow v1.0 server. Parses the command
  * line, starts the HTTP front end (burrow/http) and, when asked, the
  * heartbeat announcer; exits cleanly (deregistering) on SIGTERM or SIGINT.
+ * Bad settings fail at once (exit 2 for the command line, 1 when the
+ * listen address or the credential file cannot be used), and so does a
+ * shed refusing the first heartbeat (exit 1 with its answer): a server that
+ * no shed will route to must not look healthy.
  */
 #include "burrow/announce_glue.h"
 #include "burrow/http.h"
+#include "common/cli.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "proto/burrow.h"
+#include "proto/heartbeat.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -27,30 +33,39 @@
 static void
 usage(FILE *f)
 {
-    fputs("usage: burrowd --listen ADDR:PORT [--default-ttl SECONDS] [--default-hide SECONDS]\n"
+    fputs("usage: burrowd --listen ADDR:PORT [--default-ttl DURATION] [--default-hide DURATION]\n"
           "               [--max-message-bytes N] [--announce URL]... [--id ID] [--zone ZONE]\n"
           "               [--weight N] [--credential SECRET | --credential-file PATH]\n"
-          "               [--public-url URL] [--service NAME] [--idle-timeout SECONDS]\n"
-          "               [--max-connections N] [--drain-timeout SECONDS] [--debug] [--help]\n"
+          "               [--public-url URL] [--service NAME] [--idle-timeout DURATION]\n"
+          "               [--max-connections N] [--drain-timeout DURATION] [--debug]\n"
+          "       burrowd --help | --version\n"
           "\n"
-          "  --listen ADDR:PORT       numeric address to serve on, [v6]:port for IPv6\n"
-          "  --default-ttl SECONDS    ttl of a PUT without ttl (600; 0: never expires)\n"
-          "  --default-hide SECONDS   hide of a PUT without hide (0)\n"
-          "  --max-message-bytes N    largest message body, 413 beyond (1048576)\n"
-          "  --announce URL           heartbeat to this shed (repeatable, up to 16)\n"
-          "  --id ID                  backend id in heartbeats (default: the listen address)\n"
-          "  --zone ZONE              failure domain in heartbeats (\"\")\n"
-          "  --weight N               ring weight in heartbeats (1)\n"
-          "  --credential SECRET      cluster credential for heartbeats\n"
-          "  --credential-file PATH   read the credential from the first line of PATH\n"
-          "  --public-url URL         where clients reach this server (http://ADDR:PORT)\n"
-          "  --service NAME           service name in heartbeats (burrow)\n"
-          "  --idle-timeout SECONDS   close idle keep-alive connections after (65)\n"
-          "  --max-connections N      concurrent connections, long-polls included (10000)\n"
-          "  --drain-timeout SECONDS  on SIGTERM (not SIGINT), announce draining and wait up to\n"
-          "                           this long for the sheds' handoff to move every message\n"
-          "                           away before deregistering (0, the default: exit at\n"
-          "                           once; a second signal stops waiting)\n",
+          "  --listen ADDR:PORT        numeric address to serve on, [v6]:port for IPv6\n"
+          "  --default-ttl DURATION    ttl of a PUT without ttl (600s; 0: never expires)\n"
+          "  --default-hide DURATION   hide of a PUT without hide (0)\n"
+          "  --max-message-bytes N     largest message body, 413 beyond (1048576)\n"
+          "  --announce URL            heartbeat to this shed (repeatable, up to 16); needs a\n"
+          "                            credential; a shed that refuses the first heartbeat\n"
+          "                            (wrong credential, weight above its weight_scale...)\n"
+          "                            makes burrowd exit 1 with the reason\n"
+          "  --id ID                   backend id in heartbeats (default: the listen address)\n"
+          "  --zone ZONE               failure domain in heartbeats (\"\")\n"
+          "  --weight N                ring weight in heartbeats, 1..65535 (1)\n"
+          "  --credential SECRET       cluster credential for heartbeats\n"
+          "  --credential-file PATH    read the credential from the first line of PATH\n"
+          "  --public-url URL          where clients reach this server (http://ADDR:PORT)\n"
+          "  --service NAME            service name in heartbeats (burrow)\n"
+          "  --idle-timeout DURATION   close idle keep-alive connections after (65s)\n"
+          "  --max-connections N       concurrent connections, long-polls included (10000)\n"
+          "  --drain-timeout DURATION  on SIGTERM (not SIGINT), announce draining and wait up to\n"
+          "                            this long for the sheds' handoff to move every message\n"
+          "                            away before deregistering (0, the default: exit at\n"
+          "                            once; a second signal stops waiting)\n"
+          "  --debug                   log at debug level\n"
+          "  -h, --help                this text;  -V, --version  the version\n"
+          "\n"
+          "DURATION: 500ms, 30s, 10m, 1h; a bare number is seconds. Besides the Burrow API\n"
+          "(docs/burrow-api.md) burrowd answers GET /metrics (Prometheus text).\n",
           f);
 }
 
@@ -90,16 +105,25 @@ drain(struct burrow_http *h, struct burrow_announce *an, const sigset_t *sigs, u
     }
 }
 
+/* A number option, or exit 2 with one line saying why. */
 static int64_t
 num_arg(const char *name, const char *s, int64_t min, int64_t max)
 {
-    char *end;
-    long long v;
+    int64_t v;
 
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (errno || end == s || *end != '\0' || v < min || v > max)
-        fatalx("%s: bad value \"%s\" (want %" PRId64 "..%" PRId64 ")", name, s, min, max);
+    if (cli_int("burrowd", name, s, min, max, &v) < 0)
+        exit(CLI_EXIT_USAGE);
+    return v;
+}
+
+/* A duration option in whole seconds, or exit 2 with one line. */
+static int64_t
+secs_arg(const char *name, const char *s, int64_t max)
+{
+    uint64_t v;
+
+    if (cli_duration("burrowd", name, s, 1000000, 0, (uint64_t)max, &v) < 0)
+        exit(CLI_EXIT_USAGE);
     return (int64_t)v;
 }
 
@@ -114,19 +138,19 @@ split_listen(const char *s, char *host, size_t hostlen, uint16_t *port)
         const char *rb = strchr(s, ']');
 
         if (rb == NULL || rb[1] != ':')
-            fatalx("--listen: bad address \"%s\"", s);
+            exit(cli_usage_error("burrowd", "--listen %s: want [V6ADDR]:PORT", s));
         n = (size_t)(rb - s - 1);
         if (n >= hostlen)
-            fatalx("--listen: address too long");
+            exit(cli_usage_error("burrowd", "--listen %s: address too long", s));
         memcpy(host, s + 1, n);
         colon = rb + 1;
     } else {
         colon = strrchr(s, ':');
         if (colon == NULL)
-            fatalx("--listen: want ADDR:PORT, got \"%s\"", s);
+            exit(cli_usage_error("burrowd", "--listen %s: want ADDR:PORT", s));
         n = (size_t)(colon - s);
         if (n >= hostlen)
-            fatalx("--listen: address too long");
+            exit(cli_usage_error("burrowd", "--listen %s: address too long", s));
         memcpy(host, s, n);
     }
     host[n] = '\0';
@@ -139,11 +163,13 @@ read_credential(const char *path, char *out, size_t outlen)
     FILE *f = fopen(path, "r");
 
     if (f == NULL)
-        fatal("--credential-file %s", path);
+        fatal("cannot read --credential-file %s", path);
     if (fgets(out, (int)outlen, f) == NULL)
         fatalx("--credential-file %s: empty", path);
     fclose(f);
     out[strcspn(out, "\r\n")] = '\0';
+    if (out[0] == '\0')
+        fatalx("--credential-file %s: the first line is empty", path);
 }
 
 /* Room for many connections: raise the soft descriptor limit. */
@@ -182,6 +208,7 @@ main(int argc, char **argv)
         O_MAXCONN,
         O_DRAIN,
         O_HELP,
+        O_VERSION,
     };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, O_LISTEN},
@@ -201,6 +228,7 @@ main(int argc, char **argv)
         {"max-connections", required_argument, NULL, O_MAXCONN},
         {"drain-timeout", required_argument, NULL, O_DRAIN},
         {"help", no_argument, NULL, O_HELP},
+        {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
     };
     struct burrow_http_config cfg = {
@@ -218,16 +246,17 @@ main(int argc, char **argv)
     int c, sig, rc;
 
     log_init("burrowd", false);
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":hV", opts, NULL)) != -1) {
         switch (c) {
         case O_LISTEN:
             listen = optarg;
             break;
         case O_TTL:
-            cfg.default_ttl = num_arg("--default-ttl", optarg, 0, PROTO_BURROW_SECONDS_MAX);
+            cfg.default_ttl = secs_arg("--default-ttl", optarg, PROTO_BURROW_SECONDS_MAX);
             break;
         case O_HIDE:
-            cfg.default_hide = num_arg("--default-hide", optarg, 0, PROTO_BURROW_SECONDS_MAX);
+            cfg.default_hide = secs_arg("--default-hide", optarg, PROTO_BURROW_SECONDS_MAX);
             break;
         case O_MAXMSG:
             cfg.max_message_bytes =
@@ -235,7 +264,8 @@ main(int argc, char **argv)
             break;
         case O_ANNOUNCE:
             if (ac.ntargets == ANNOUNCE_MAX_TARGETS)
-                fatalx("--announce: at most %d targets", ANNOUNCE_MAX_TARGETS);
+                return cli_usage_error("burrowd", "--announce: at most %d targets",
+                                       ANNOUNCE_MAX_TARGETS);
             ac.targets[ac.ntargets++] = optarg;
             break;
         case O_ID:
@@ -245,7 +275,7 @@ main(int argc, char **argv)
             ac.zone = optarg;
             break;
         case O_WEIGHT:
-            ac.weight = (uint32_t)num_arg("--weight", optarg, 1, UINT32_MAX);
+            ac.weight = (uint32_t)num_arg("--weight", optarg, 1, PROTO_HB_WEIGHT_MAX);
             break;
         case O_CRED:
             snprintf(credential, sizeof(credential), "%s", optarg);
@@ -263,10 +293,12 @@ main(int argc, char **argv)
             debug = true;
             break;
         case O_IDLE:
-            cfg.connection_timeout = (unsigned)num_arg("--idle-timeout", optarg, 1, 86400);
+            cfg.connection_timeout = (unsigned)secs_arg("--idle-timeout", optarg, 86400);
+            if (cfg.connection_timeout == 0)
+                return cli_usage_error("burrowd", "--idle-timeout %s: want 1s..86400s", optarg);
             break;
         case O_DRAIN:
-            drain_s = (unsigned)num_arg("--drain-timeout", optarg, 0, 86400);
+            drain_s = (unsigned)secs_arg("--drain-timeout", optarg, 86400);
             break;
         case O_MAXCONN:
             cfg.connection_limit = (unsigned)num_arg("--max-connections", optarg, 1, 1000000);
@@ -275,15 +307,22 @@ main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
+        case O_VERSION:
+        case 'V':
+            return cli_version("burrowd");
         default:
-            usage(stderr);
-            return 2;
+            return cli_bad_option("burrowd", c, argv);
         }
     }
-    if (optind != argc || listen == NULL) {
-        usage(stderr);
-        return 2;
-    }
+    if (optind != argc)
+        return cli_usage_error("burrowd", "unexpected argument %s", argv[optind]);
+    if (listen == NULL)
+        return cli_usage_error("burrowd", "--listen ADDR:PORT is required");
+    if (ac.ntargets > 0 && credential[0] == '\0' && credfile == NULL)
+        return cli_usage_error("burrowd", "--announce needs --credential or --credential-file "
+                                          "(the sheds refuse heartbeats without it)");
+    if (credential[0] != '\0' && credfile != NULL)
+        return cli_usage_error("burrowd", "give --credential or --credential-file, not both");
     log_set_debug(debug);
     split_listen(listen, host, sizeof(host), &cfg.port);
     cfg.host = host;
@@ -310,20 +349,33 @@ main(int argc, char **argv)
     raise_nofile(cfg.connection_limit + 64);
     rc = burrow_http_start(&cfg, &h);
     if (rc < 0)
-        fatalx("listen %s: %s", listen, strerror(-rc));
+        fatalx("cannot listen on %s: %s", listen, strerror(-rc));
     log_info("listening on %s:%u, default ttl %" PRId64 " s, max message %zu bytes", host,
              (unsigned)burrow_http_port(h), cfg.default_ttl, cfg.max_message_bytes);
     if (ac.ntargets > 0) {
         rc = burrow_announce_begin(&ac, &an);
-        if (rc < 0)
-            log_warnx("announce: %s (serving without heartbeats)", strerror(-rc));
+        if (rc < 0) {
+            burrow_http_stop(h);
+            fatalx("announce: cannot heartbeat as service=%s id=%s url=%s zone=%s: %s", ac.service,
+                   ac.id, ac.url, ac.zone,
+                   rc == -EINVAL ? "a bad service, id, url, zone or --announce URL"
+                                 : strerror(-rc));
+        }
     }
 
     for (;;) {
-        if (sigwait(&sigs, &sig) != 0)
-            continue;
+        struct timespec tick = {0, 200 * 1000000L};
+        char why[320];
+
+        sig = sigtimedwait(&sigs, NULL, &tick);
         if (sig == SIGTERM || sig == SIGINT)
             break;
+        if (an != NULL && burrow_announce_refused(an, why, sizeof(why))) {
+            /* A setting to fix: exit instead of serving unrouted. */
+            burrow_announce_end(an);
+            burrow_http_stop(h);
+            fatalx("announce: %s", why);
+        }
     }
     log_info("signal %d: shutting down", sig);
     if (an != NULL && drain_s > 0 && sig == SIGTERM)

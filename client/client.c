@@ -538,6 +538,9 @@ struct chain {
 
 /* Follow one redirect chain from <start>. Hop 0 goes through <connect_to>
  * (a shed override) when given. */
+/* Why the last transport failure of this thread failed (curl's text). */
+static _Thread_local char last_cause[CLIENT_PINS_HOST_MAX + 2048 + 128];
+
 static void
 run_chain(struct shed_client *c, CURL *e, const struct shed_client_request *req, const char *start,
           const char *connect_to, const char *shed, const char *via, const char *failed,
@@ -565,6 +568,8 @@ run_chain(struct shed_client *c, CURL *e, const struct shed_client_request *req,
             return;
         }
         if (ch->last.cc != CURLE_OK) {
+            snprintf(last_cause, sizeof(last_cause), "%s: %s", ch->url,
+                     curl_easy_strerror(ch->last.cc));
             if (c->o.trace != NULL)
                 fprintf(c->o.trace, "shedc: ! %s: %s\n", ch->url, curl_easy_strerror(ch->last.cc));
             ch->end = CHAIN_TRANSPORT;
@@ -959,6 +964,12 @@ size_t
 shed_client_pins(struct shed_client *c, struct client_pin *out, size_t max)
 {
     return client_pins_list(c->pins, shed_client_now_ms(c), out, max);
+}
+
+const char *
+shed_client_last_cause(void)
+{
+    return last_cause;
 }
 
 const char *

@@ -153,4 +153,10 @@ uint64_t shed_client_now_ms(struct shed_client *c);
  * negative errno values and proto/ring codes. */
 const char *shed_client_strerror(int err);
 
+/* What the calling thread's last transport failure was, as "URL: cause"
+ * ("http://burrow.service/v1.0/a: Couldn't resolve host name"), or "" when
+ * it had none: the detail behind SHED_CLIENT_ETRANSPORT. Thread-local, valid
+ * until the thread's next request. */
+const char *shed_client_last_cause(void);
+
 #endif /* CLIENT_CLIENT_H */

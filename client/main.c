@@ -4,7 +4,9 @@
  * put, get, list, claim, delete and update for people (plain text) and
  * scripts (--json), shows the redirect chain with --verbose, and prints what
  * it pinned with `stat` or --stat-after (pins live in the process, so they
- * are shown after the requests of the same invocation).
+ * are shown after the requests of the same invocation). The sheds come
+ * from --shed, else from the SHED environment variable, else DNS.
+ * Command-line conventions: common/cli.h.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -18,6 +20,7 @@
 
 #include "client/burrow.h"
 #include "client/client.h"
+#include "common/cli.h"
 #include "proto/body.h"
 
 #define BODY_MAX (16u << 20) /* stdin body limit for put */
@@ -36,26 +39,34 @@ static void
 usage(FILE *f)
 {
     fputs("usage: shedc [--shed HOST:PORT]... [--verbose] [--json] [--stat-after]\n"
-          "             [--max-hops N] [--retries N] [--timeout MS] [--no-pin] COMMAND ...\n"
+          "             [--max-hops N] [--retries N] [--timeout DURATION] [--no-pin] COMMAND ...\n"
+          "       shedc --help | --version\n"
           "\n"
           "commands (URL is http://burrow.service/v1.0/ACCOUNT/QUEUE/MESSAGE or a prefix):\n"
-          "  put URL [--ttl N] [--hide N]      store stdin as the message body\n"
+          "  put URL [--ttl T] [--hide T]      store stdin as the message body\n"
           "  get URL [--detail D]              print one message's body, byte for byte\n"
           "                                    (--json: the object)\n"
           "  list URL [--limit N] [--all] [--marker ID] [--detail D] [--match-hidden]\n"
-          "           [--wait N]               list accounts, queues or messages\n"
-          "  claim URL [--hide N] [--wait N] [--limit N]   claim messages of a queue\n"
+          "           [--wait T]               list accounts, queues or messages\n"
+          "  claim URL [--hide T] [--wait T] [--limit N]   claim messages of a queue\n"
           "  delete URL                        delete a message (or a list level)\n"
-          "  update URL [--ttl N] [--hide N] [--detail D]  change ttl/hide\n"
+          "  update URL [--ttl T] [--hide T] [--detail D]  change ttl/hide\n"
           "  stat [URL]...                     GET each URL, then print pins and counters\n"
           "\n"
+          "  --detail D: what the server returns: none, id, attributes, body or all\n"
+          "  (docs/burrow-api.md). T: a duration in whole seconds: 30, 30s, 10m, 1h.\n"
+          "\n"
           "options:\n"
-          "  --shed HOST:PORT  send NAME.service requests to this shed instead of DNS\n"
-          "                    (repeat for several; tried in turn on failure)\n"
-          "  --verbose, -v     show every hop of the redirect chain on stderr\n"
-          "  --json            machine-readable output on stdout\n"
-          "  --stat-after      after the command, print pins and counters (as `stat`)\n"
-          "  --no-pin          never pin: ask a shed on every request\n"
+          "  --shed HOST:PORT   send NAME.service requests to this shed instead of DNS\n"
+          "                     (repeat for several; tried in turn on failure). Default:\n"
+          "                     the SHED environment variable (HOST:PORT[,HOST:PORT...])\n"
+          "  --verbose, -v      show every hop of the redirect chain on stderr\n"
+          "  --json             machine-readable output on stdout\n"
+          "  --stat-after       after the command, print pins and counters (as `stat`)\n"
+          "  --no-pin           never pin: ask a shed on every request\n"
+          "  --max-hops N       redirects followed at most, 1..10 (5)\n"
+          "  --retries N        attempts per request, 1..100 (3)\n"
+          "  --timeout DURATION per HTTP exchange, 1ms..1h (30s; a bare number is ms)\n"
           "\n"
           "exit status: 0 ok, 1 not found (404), 2 usage error,\n"
           "             3 server or transport error (5xx, unreachable, redirect loop),\n"
@@ -81,18 +92,14 @@ exit_for(int rc)
     }
 }
 
+/* A seconds option (--ttl, --hide, --wait): a duration in whole seconds. */
 static int
-parse_i64(const char *s, const char *what, int64_t *out)
+parse_secs(const char *s, const char *what, int64_t *out)
 {
-    char *end;
-    long long v;
+    uint64_t v;
 
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0' || end == s || v < 0) {
-        fprintf(stderr, "shedc: %s: not a non-negative integer: %s\n", what, s);
+    if (cli_duration("shedc", what, s, 1000000, 0, INT64_MAX / 1000000, &v) < 0)
         return -1;
-    }
     *out = (int64_t)v;
     return 0;
 }
@@ -115,6 +122,9 @@ report_error(const char *op, const char *url, int rc, const struct client_burrow
         fprintf(stderr, "shedc: %s %s: %s (HTTP %ld)%s%.*s\n", op, url, shed_client_strerror(rc),
                 r->status, r->body_len ? ": " : "", (int)(r->body_len > 200 ? 200 : r->body_len),
                 r->body ? r->body : "");
+    else if (shed_client_last_cause()[0] != '\0')
+        fprintf(stderr, "shedc: %s %s: %s (last: %s)\n", op, url, shed_client_strerror(rc),
+                shed_client_last_cause());
     else
         fprintf(stderr, "shedc: %s %s: %s\n", op, url, shed_client_strerror(rc));
 }
@@ -295,25 +305,26 @@ parse_cmd_opts(int argc, char **argv, struct cmd_opts *co)
     memset(co, 0, sizeof(*co));
     co->ttl = co->hide = co->wait = co->limit = -1;
     optind = 0; /* glibc: full re-initialisation for the second pass */
-    while ((ch = getopt_long(argc, argv, "-", lo, NULL)) != -1) {
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "-:", lo, NULL)) != -1) {
         switch (ch) {
         case 1:
             argv[npos++] = optarg; /* positional, kept in order */
             break;
         case 't':
-            if (parse_i64(optarg, "--ttl", &co->ttl) != 0)
+            if (parse_secs(optarg, "--ttl", &co->ttl) != 0)
                 return -1;
             break;
         case 'h':
-            if (parse_i64(optarg, "--hide", &co->hide) != 0)
+            if (parse_secs(optarg, "--hide", &co->hide) != 0)
                 return -1;
             break;
         case 'w':
-            if (parse_i64(optarg, "--wait", &co->wait) != 0)
+            if (parse_secs(optarg, "--wait", &co->wait) != 0)
                 return -1;
             break;
         case 'l':
-            if (parse_i64(optarg, "--limit", &co->limit) != 0)
+            if (cli_int("shedc", "--limit", optarg, 0, INT64_MAX, &co->limit) != 0)
                 return -1;
             break;
         case 'd':
@@ -329,6 +340,7 @@ parse_cmd_opts(int argc, char **argv, struct cmd_opts *co)
             co->match_hidden = true;
             break;
         default:
+            cli_bad_option("shedc", ch, argv);
             return -1;
         }
     }
@@ -533,12 +545,19 @@ int
 main(int argc, char **argv)
 {
     static const struct option lo[] = {
-        {"shed", required_argument, NULL, 's'},     {"verbose", no_argument, NULL, 'v'},
-        {"json", no_argument, NULL, 'j'},           {"stat-after", no_argument, NULL, 'S'},
-        {"max-hops", required_argument, NULL, 'M'}, {"retries", required_argument, NULL, 'r'},
-        {"timeout", required_argument, NULL, 'T'},  {"no-pin", no_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"shed", required_argument, NULL, 's'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"json", no_argument, NULL, 'j'},
+        {"stat-after", no_argument, NULL, 'S'},
+        {"max-hops", required_argument, NULL, 'M'},
+        {"retries", required_argument, NULL, 'r'},
+        {"timeout", required_argument, NULL, 'T'},
+        {"no-pin", no_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
     };
+    static char env_sheds[1024];
     struct shed_client_options o;
     struct shed_client *c = NULL;
     struct cmd_opts co;
@@ -546,15 +565,15 @@ main(int argc, char **argv)
     const char *cmd;
     int ch, rc, npos, status = EXIT_USAGE;
     int64_t v;
+    uint64_t ms;
 
     shed_client_options_init(&o);
-    while ((ch = getopt_long(argc, argv, "+vjh", lo, NULL)) != -1) {
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "+:vjhV", lo, NULL)) != -1) {
         switch (ch) {
         case 's':
-            if (o.nsheds == SHED_CLIENT_MAX_SHEDS) {
-                fprintf(stderr, "shedc: at most %d --shed\n", SHED_CLIENT_MAX_SHEDS);
-                return EXIT_USAGE;
-            }
+            if (o.nsheds == SHED_CLIENT_MAX_SHEDS)
+                return cli_usage_error("shedc", "at most %d --shed", SHED_CLIENT_MAX_SHEDS);
             o.sheds[o.nsheds++] = optarg;
             break;
         case 'v':
@@ -567,19 +586,19 @@ main(int argc, char **argv)
             stat_after = true;
             break;
         case 'M':
-            if (parse_i64(optarg, "--max-hops", &v) != 0 || v < 1 || v > SHED_CLIENT_MAX_HOPS)
+            if (cli_int("shedc", "--max-hops", optarg, 1, SHED_CLIENT_MAX_HOPS, &v) != 0)
                 return EXIT_USAGE;
             o.max_hops = (unsigned)v;
             break;
         case 'r':
-            if (parse_i64(optarg, "--retries", &v) != 0 || v < 1 || v > 100)
+            if (cli_int("shedc", "--retries", optarg, 1, 100, &v) != 0)
                 return EXIT_USAGE;
             o.retries = (unsigned)v;
             break;
         case 'T':
-            if (parse_i64(optarg, "--timeout", &v) != 0 || v < 1 || v > 3600000)
+            if (cli_duration("shedc", "--timeout", optarg, 1000, 1, 3600000, &ms) != 0)
                 return EXIT_USAGE;
-            o.timeout_ms = (long)v;
+            o.timeout_ms = (long)ms;
             break;
         case 'n':
             o.no_pin = true;
@@ -587,46 +606,49 @@ main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return EXIT_OK;
+        case 'V':
+            return cli_version("shedc");
         default:
-            usage(stderr);
-            return EXIT_USAGE;
+            return cli_bad_option("shedc", ch, argv);
         }
     }
-    if (optind >= argc) {
-        usage(stderr);
-        return EXIT_USAGE;
+    if (o.nsheds == 0 && getenv("SHED") != NULL && getenv("SHED")[0] != '\0') {
+        /* SHED=HOST:PORT[,HOST:PORT...] (commas or spaces) */
+        snprintf(env_sheds, sizeof(env_sheds), "%s", getenv("SHED"));
+        for (char *save = NULL, *t = strtok_r(env_sheds, ", ", &save); t != NULL;
+             t = strtok_r(NULL, ", ", &save)) {
+            if (o.nsheds == SHED_CLIENT_MAX_SHEDS)
+                return cli_usage_error("shedc", "SHED: at most %d sheds", SHED_CLIENT_MAX_SHEDS);
+            o.sheds[o.nsheds++] = t;
+        }
     }
+    if (optind >= argc)
+        return cli_usage_error("shedc", "a COMMAND is required (put, get, list, claim, delete, "
+                                        "update, stat)");
     argv += optind;
     argc -= optind;
     cmd = argv[0];
-    npos = parse_cmd_opts(argc, argv, &co);
-    if (npos < 1) {
-        usage(stderr);
-        return EXIT_USAGE;
-    }
     if (strcmp(cmd, "put") != 0 && strcmp(cmd, "get") != 0 && strcmp(cmd, "list") != 0 &&
         strcmp(cmd, "claim") != 0 && strcmp(cmd, "delete") != 0 && strcmp(cmd, "update") != 0 &&
-        strcmp(cmd, "stat") != 0) {
-        fprintf(stderr, "shedc: unknown command %s\n", cmd);
-        usage(stderr);
+        strcmp(cmd, "stat") != 0)
+        return cli_usage_error("shedc", "unknown command %s", cmd);
+    npos = parse_cmd_opts(argc, argv, &co);
+    if (npos < 1)
         return EXIT_USAGE;
-    }
-    if (strcmp(cmd, "stat") != 0 && npos != 2) {
-        fprintf(stderr, "shedc: %s takes exactly one URL\n", cmd);
-        return EXIT_USAGE;
-    }
-    if (strcmp(cmd, "update") == 0 && co.ttl < 0 && co.hide < 0) {
-        fputs("shedc: update needs --ttl and/or --hide\n", stderr);
-        return EXIT_USAGE;
-    }
+    if (strcmp(cmd, "stat") != 0 && npos != 2)
+        return cli_usage_error("shedc", "%s takes exactly one URL", cmd);
+    if (strcmp(cmd, "update") == 0 && co.ttl < 0 && co.hide < 0)
+        return cli_usage_error("shedc", "update needs --ttl and/or --hide");
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fputs("shedc: libcurl initialisation failed\n", stderr);
         return EXIT_SERVER;
     }
     rc = shed_client_create(&o, &c);
     if (rc != 0) {
-        fprintf(stderr, "shedc: %s\n",
-                rc == -EINVAL ? "bad --shed (want HOST:PORT)" : shed_client_strerror(rc));
+        if (rc == -EINVAL)
+            cli_usage_error("shedc", "bad --shed or SHED (want HOST:PORT)");
+        else
+            fprintf(stderr, "shedc: %s\n", shed_client_strerror(rc));
         curl_global_cleanup();
         return EXIT_USAGE;
     }

@@ -36,6 +36,7 @@ struct target {
     uint64_t due;     /* ms, monotonic */
     uint64_t backoff; /* ms, 0 after a success */
     bool registered;  /* last heartbeat accepted */
+    bool accepted;    /* accepted at least once since the start */
     long last_status; /* to log changes only */
 };
 
@@ -50,6 +51,10 @@ struct announce {
     struct target targets[ANNOUNCE_MAX_TARGETS];
     size_t ntargets;
     uint64_t rng;
+    /* The first refusal (a 4xx) by a shed that never accepted us: a
+     * setting to fix, not a shed to wait for (announce_refused()). */
+    bool refused;
+    char refusal[300];
 };
 
 struct reply {
@@ -135,6 +140,7 @@ beat(struct announce *a, struct target *t, uint64_t now)
             log_info("announce: %s accepted %s/%s (interval %" PRIu64 "ms)", t->base, hb.service,
                      hb.id, rep.interval_ms);
         t->registered = true;
+        t->accepted = true;
         t->backoff = 0;
         t->last_status = 200;
         uint64_t iv = rep.interval_ms;
@@ -148,6 +154,16 @@ beat(struct announce *a, struct target *t, uint64_t now)
             log_warnx("announce: %s unreachable, backing off", t->base);
         else
             log_warnx("announce: %s answered %ld: %.100s", t->base, status, r.buf);
+    }
+    if (status >= 400 && status < 500 && !t->accepted) {
+        size_t n = strcspn(r.buf, "\r\n");
+        pthread_mutex_lock(&a->mu);
+        if (!a->refused) {
+            a->refused = true;
+            snprintf(a->refusal, sizeof(a->refusal), "%s refused the heartbeat: %ld %.*s", t->base,
+                     status, (int)(n > 200 ? 200 : n), r.buf);
+        }
+        pthread_mutex_unlock(&a->mu);
     }
     t->last_status = status;
     t->registered = false;
@@ -285,6 +301,21 @@ announce_set_state(struct announce *a, enum announce_state st)
         pthread_cond_signal(&a->cv);
         pthread_mutex_unlock(&a->mu);
     }
+}
+
+bool
+announce_refused(struct announce *a, char *why, size_t len)
+{
+    bool r;
+
+    if (a == NULL)
+        return false;
+    pthread_mutex_lock(&a->mu);
+    r = a->refused;
+    if (r && why != NULL && len > 0)
+        snprintf(why, len, "%s", a->refusal);
+    pthread_mutex_unlock(&a->mu);
+    return r;
 }
 
 void

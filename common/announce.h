@@ -48,6 +48,15 @@ int announce_start(const struct announce_config *cfg, struct announce **out);
 /* Change what the next heartbeat says. */
 void announce_set_state(struct announce *a, enum announce_state st);
 
+/* Has a shed refused our heartbeat (any 4xx: wrong credential, url outside
+ * its register_networks, weight above its weight_scale, unknown service, a
+ * newer incarnation) before it ever accepted one? Then a setting is wrong
+ * and waiting will not fix it: the caller should exit with the reason,
+ * copied into <why> (may be NULL). Refusals by a shed that accepted us
+ * earlier (a credential rotated meanwhile) are only logged: the heartbeats
+ * go on with backoff. 5xx and unreachable sheds are retried. */
+bool announce_refused(struct announce *a, char *why, size_t len);
+
 /* Deregister from every target (bounded by a short timeout), stop the
  * thread, free everything. */
 void announce_stop(struct announce *a);

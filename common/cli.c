@@ -82,9 +82,14 @@ cli_duration(const char *prog, const char *name, const char *s, uint64_t unit_us
     const char *unit = unit_us == 1000 ? "ms" : unit_us == 1000000 ? "s" : "us";
     uint64_t v;
 
-    if (duration_parse(s, unit_us, &v) < 0) {
+    if (duration_parse_us(s, unit_us, &v) < 0) {
         cli_usage_error(prog, "%s %s: not a duration like 500ms, 2s or 1m (a bare number is %s)",
                         name, s, unit);
+        return -1;
+    }
+    if (duration_parse(s, unit_us, &v) < 0) {
+        cli_usage_error(prog, "%s %s: not a whole number of %s", name, s,
+                        unit_us == 1000000 ? "seconds" : "milliseconds");
         return -1;
     }
     if (v < min || v > max) {

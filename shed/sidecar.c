@@ -3,7 +3,9 @@
  * shed/sidecar: `shed announce` health-checks a local backend (GET
  * <backend><health-path>, any 2xx/3xx within a second is healthy) every
  * --check-interval and drives common/announce: up while healthy, silent
- * (ANNOUNCE_DOWN) while not, deregistered on SIGTERM.
+ * (ANNOUNCE_DOWN) while not, deregistered on SIGTERM. A shed that refuses
+ * the first heartbeat (a 4xx: credential, networks, weight, service) makes
+ * it exit 1 with the reason: a wrong setting does not heal by waiting.
  */
 #include "shed/sidecar.h"
 
@@ -17,17 +19,27 @@
 #include <time.h>
 
 #include "common/announce.h"
+#include "common/cli.h"
 #include "common/log.h"
+#include "proto/heartbeat.h"
 #include "shed/config.h"
 
+#define PROG "shed announce"
+
 static void
-usage(void)
+usage(FILE *f)
 {
-    fprintf(stderr,
-            "usage: shed announce --backend URL [--health-path /] --announce SHED_URL ...\n"
-            "         --service NAME --id ID [--zone Z] [--weight N] [--url PUBLIC_URL]\n"
-            "         (--credential SECRET | --credential-file PATH) [--check-interval MS] [-d]\n");
-    exit(2);
+    fputs("usage: shed announce --backend URL [--health-path /] --announce SHED_URL ...\n"
+          "         --service NAME --id ID [--zone Z] [--weight N] [--url PUBLIC_URL]\n"
+          "         (--credential SECRET | --credential-file PATH) [--check-interval DURATION]\n"
+          "         [-d]\n"
+          "\n"
+          "Heartbeats a backend shed did not write to the sheds (docs/heartbeat.md) while\n"
+          "GET BACKEND/HEALTH-PATH answers 2xx or 3xx within a second; deregisters on\n"
+          "SIGTERM. --check-interval: 50ms..10m (1s; a bare number is milliseconds).\n"
+          "--weight: 1..65535 (1). A shed that refuses the first heartbeat makes it exit 1\n"
+          "with the reason.\n",
+          f);
 }
 
 static size_t
@@ -83,6 +95,7 @@ shed_sidecar_main(int argc, char **argv)
         {"credential-file", required_argument, NULL, 'K'},
         {"check-interval", required_argument, NULL, 'I'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     struct announce_config ac;
@@ -94,8 +107,11 @@ shed_sidecar_main(int argc, char **argv)
     long interval = 1000;
     bool debug = false;
     int ch;
+    int64_t w;
+    uint64_t iv;
     log_init("shed-announce", false);
-    while ((ch = getopt_long(argc, argv, "dh", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, ":dhV", opts, NULL)) != -1) {
         switch (ch) {
         case 'b':
             backend = optarg;
@@ -105,7 +121,7 @@ shed_sidecar_main(int argc, char **argv)
             break;
         case 'a':
             if (ac.ntargets == ANNOUNCE_MAX_TARGETS)
-                fatalx("at most %d --announce targets", ANNOUNCE_MAX_TARGETS);
+                return cli_usage_error(PROG, "at most %d --announce targets", ANNOUNCE_MAX_TARGETS);
             ac.targets[ac.ntargets++] = optarg;
             break;
         case 's':
@@ -118,7 +134,9 @@ shed_sidecar_main(int argc, char **argv)
             ac.zone = optarg;
             break;
         case 'w':
-            ac.weight = (uint32_t)strtoul(optarg, NULL, 10);
+            if (cli_int(PROG, "--weight", optarg, 1, PROTO_HB_WEIGHT_MAX, &w) < 0)
+                return CLI_EXIT_USAGE;
+            ac.weight = (uint32_t)w;
             break;
         case 'u':
             ac.url = optarg;
@@ -130,23 +148,40 @@ shed_sidecar_main(int argc, char **argv)
             credfile = optarg;
             break;
         case 'I':
-            interval = strtol(optarg, NULL, 10);
+            if (cli_duration(PROG, "--check-interval", optarg, 1000, 50, 600000, &iv) < 0)
+                return CLI_EXIT_USAGE;
+            interval = (long)iv;
             break;
         case 'd':
             debug = true;
             break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            return cli_version("shed");
         default:
-            usage();
+            return cli_bad_option(PROG, ch, argv);
         }
     }
     log_set_debug(debug);
-    if (backend == NULL || ac.ntargets == 0 || ac.service == NULL || ac.id == NULL ||
-        (ac.credential == NULL) == (credfile == NULL) || health[0] != '/' || interval < 50 ||
-        interval > 600000 || optind != argc)
-        usage();
+    if (optind != argc)
+        return cli_usage_error(PROG, "unexpected argument %s", argv[optind]);
+    if (backend == NULL)
+        return cli_usage_error(PROG, "--backend URL is required");
+    if (ac.ntargets == 0)
+        return cli_usage_error(PROG, "--announce SHED_URL is required");
+    if (ac.service == NULL || ac.id == NULL)
+        return cli_usage_error(PROG, "--service and --id are required");
+    if ((ac.credential == NULL) == (credfile == NULL))
+        return cli_usage_error(PROG, "give one of --credential or --credential-file");
+    if (health[0] != '/')
+        return cli_usage_error(PROG, "--health-path %s: must start with /", health);
     if (credfile != NULL) {
-        if (read_secret(credfile, secret, sizeof(secret)) < 0)
-            fatalx("cannot read a credential from %s", credfile);
+        int rc = read_secret(credfile, secret, sizeof(secret));
+        if (rc < 0)
+            fatalx("cannot read a credential from %s: %s", credfile,
+                   rc == -EINVAL ? "empty" : strerror(-rc));
         ac.credential = secret;
     }
     if (ac.url == NULL)
@@ -184,6 +219,12 @@ shed_sidecar_main(int argc, char **argv)
         int sig = sigtimedwait(&set, NULL, &ts);
         if (sig == SIGTERM || sig == SIGINT)
             break;
+        char why[320];
+        if (announce_refused(a, why, sizeof(why))) {
+            announce_stop(a);
+            curl_easy_cleanup(e);
+            fatalx("announce: %s", why);
+        }
     }
     log_info("stopping: deregistering");
     announce_stop(a);

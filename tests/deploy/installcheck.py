@@ -110,7 +110,8 @@ def check_binaries(t):
         f.write("install-test-credential-0123456789\n")
     with open(t.D(os.path.join(t.l["examplesdir"], "line.yaml"))) as f:
         text = f.read()
-    text = re.sub(r"/run/credentials/\S+/credential", cred, text)
+    text = text.replace("${CREDENTIALS_DIRECTORY:-/etc/shed}/credential", cred)
+    os.makedirs(os.path.join(d, "state"), exist_ok=True)  # the unit's StateDirectory=
     text = re.sub(r"/var/lib/shed/\S+", os.path.join(d, "state"), text)
     conf = os.path.join(d, "line-a.yaml")
     with open(conf, "w") as f:

@@ -26,7 +26,8 @@ def local(text, d):
         f.write("example-credential-0123456789abcdef\n")
     os.chmod(cred, 0o600)
     # The examples read the copy LoadCredential= makes for their unit.
-    text = re.sub(r"/run/credentials/shed@[^/\s]+\.service/credential", cred, text)
+    text = text.replace("${CREDENTIALS_DIRECTORY:-/etc/shed}/credential", cred)
+    os.makedirs(os.path.join(d, "state"), exist_ok=True)  # StateDirectory= makes it
     return re.sub(r"/var/lib/shed\S*", os.path.join(d, "state"), text)
 
 

@@ -76,6 +76,9 @@ def test_up_status_redirect_down():
         assert rc == 0, out
         dead = [p for p in state(run)["processes"] if p["name"].startswith("dc2-burrow")]
         assert all(p["pid"] is None for p in dead)
+        # status says so in its exit code and names them (issue 16, item 6)
+        rc, out = local(run, "status")
+        assert rc == 1 and "down: dc2-burrow" in out, (rc, out)
         for p in procs:
             if p["name"].startswith("dc2-burrow"):
                 assert not pid_alive(p["pid"]), p["name"]
@@ -83,6 +86,14 @@ def test_up_status_redirect_down():
         assert rc == 0, out
         again = [p for p in state(run)["processes"] if p["name"].startswith("dc2-burrow")]
         assert all(p["pid"] and pid_alive(p["pid"]) for p in again)
+        harness.wait_until(lambda: local(run, "status")[0] == 0, timeout=10,
+                           what="status 0 once everything runs again")
+        # a crash (not a stop) is down too
+        victim = again[0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        harness.wait_until(lambda: not pid_alive(victim["pid"]), timeout=5, what="killed")
+        rc, out = local(run, "status")
+        assert rc == 1 and ("down: " + victim["name"]) in out, (rc, out)
     finally:
         pids = [p["pid"] for p in state(run)["processes"] if p["pid"]]
         rc, out = local(run, "down")

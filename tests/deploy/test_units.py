@@ -231,11 +231,12 @@ def test_shed_unit():
         name = "shed@%s.service" % instance
         unit = parse_unit(h.render(tmpl))
         creds = h.credentials(unit, name)
-        # The config reads the credential where LoadCredential= puts it.
-        cred_path = "/run/credentials/%s/credential" % name
-        assert "credential_file: %s\n" % cred_path in text, example
-        text = text.replace(cred_path, os.path.join(creds, "credential"))
-        text = re.sub(r"/var/lib/shed/\S+", os.path.join(h.dir, "state-" + instance), text)
+        # The config reads the credential where LoadCredential= puts it:
+        # $CREDENTIALS_DIRECTORY, which the unit's environment names.
+        assert "credential_file: ${CREDENTIALS_DIRECTORY:-/etc/shed}/credential" in text, example
+        state = os.path.join(h.dir, "state-" + instance)
+        os.makedirs(state, exist_ok=True)  # StateDirectory= makes it before ExecStartPre
+        text = re.sub(r"/var/lib/shed/\S+", state, text)
         port = harness.free_port()
         text = re.sub(r'listen: \["[^"]+"\]', 'listen: ["127.0.0.1:%d"]' % port, text)
         with open(h.local("/etc/shed/%s.yaml" % instance), "w") as f:
