@@ -56,12 +56,13 @@ struct shed_handoff {
     struct server *servers;
     char svc[SHED_NAME_MAX];
     long timeout_ms;
-    uint64_t moved_this_sweep;
+    uint64_t moved_this_sweep, seen_this_sweep;
     uint64_t pace_start, pace_n;
 };
 
 static _Atomic uint64_t n_sweeps, n_moved, n_dropped, n_undone, n_errors, n_last_moved;
 static _Atomic uint64_t last_home_ms; /* wall ms of the last sweep that found everything home */
+static _Atomic uint64_t last_sweep_us, last_sweep_msgs; /* duration and messages seen */
 
 size_t
 shed_handoff_metrics(char *buf, size_t len)
@@ -96,10 +97,17 @@ shed_handoff_metrics(char *buf, size_t len)
                  "# HELP shed_handoff_home_timestamp_seconds When a sweep last found every "
                  "message home.\n"
                  "# TYPE shed_handoff_home_timestamp_seconds gauge\n"
-                 "shed_handoff_home_timestamp_seconds %.3f\n",
+                 "shed_handoff_home_timestamp_seconds %.3f\n"
+                 "# HELP shed_handoff_last_sweep_seconds How long the last sweep took.\n"
+                 "# TYPE shed_handoff_last_sweep_seconds gauge\n"
+                 "shed_handoff_last_sweep_seconds %.6f\n"
+                 "# HELP shed_handoff_last_sweep_messages Messages the last sweep looked at.\n"
+                 "# TYPE shed_handoff_last_sweep_messages gauge\n"
+                 "shed_handoff_last_sweep_messages %" PRIu64 "\n",
                  atomic_load(&n_sweeps), atomic_load(&n_moved), atomic_load(&n_dropped),
                  atomic_load(&n_undone), atomic_load(&n_errors), atomic_load(&n_last_moved),
-                 (double)atomic_load(&last_home_ms) / 1000.0);
+                 (double)atomic_load(&last_home_ms) / 1000.0,
+                 (double)atomic_load(&last_sweep_us) / 1e6, atomic_load(&last_sweep_msgs));
     if (n < 0)
         return 0;
     return (size_t)n < len ? (size_t)n : len - 1;
@@ -419,6 +427,7 @@ sweep_queue(struct shed_handoff *h, const struct server *s, struct proto_slice *
             call(h, "GET", url, NULL, 0, NULL) != 200 || (arr = array_of(h)) == NULL)
             return;
         n = json_array_size(arr);
+        h->seen_this_sweep += n;
         json_array_foreach(arr, i, o)
         {
             json_t *id = json_object_get(o, "id");
@@ -607,7 +616,9 @@ sweep(struct shed_handoff *h, char names[][SHED_NAME_MAX], size_t nsvc)
 
     h->timeout_ms = (long)cfg->backend_timeout_ms;
     shed_rcu_leave(t);
+    uint64_t t0 = clock_mono_ns();
     h->moved_this_sweep = 0;
+    h->seen_this_sweep = 0;
     for (size_t i = 0; i < nsvc && !stopping(h); i++) {
         size_t n;
 
@@ -618,6 +629,8 @@ sweep(struct shed_handoff *h, char names[][SHED_NAME_MAX], size_t nsvc)
     }
     atomic_fetch_add(&n_sweeps, 1);
     atomic_store(&n_last_moved, h->moved_this_sweep);
+    atomic_store(&last_sweep_us, (clock_mono_ns() - t0) / 1000);
+    atomic_store(&last_sweep_msgs, h->seen_this_sweep);
     if (h->moved_this_sweep == 0)
         atomic_store(&last_home_ms, clock_real_ns() / 1000000u);
     else

@@ -35,7 +35,7 @@
 #include "shed/http.h"
 
 #define HANDOFF_SETTLE_MS   2000
-#define HANDOFF_IDLE_MS     30000
+#define HANDOFF_IDLE_MS     10000
 #define HANDOFF_MOVES_PER_S 2000
 
 struct shed_handoff;
