@@ -416,6 +416,26 @@ loop_stop(void)
     loop.epfd = loop.wfd = loop.aggfd = -1;
 }
 
+/* Why MHD could not listen on <ss> (it tells only its debug log): bind a
+ * socket the way it does (SO_REUSEADDR) and take errno. */
+static void
+listen_why(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+    socklen_t sl =
+        ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int one = 1, fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    snprintf(buf, len, "unknown reason (shed -d shows libmicrohttpd's)");
+    if (fd == -1) {
+        snprintf(buf, len, "%s", strerror(errno));
+        return;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)ss, sl) == -1 || listen(fd, 1) == -1)
+        snprintf(buf, len, "%s", strerror(errno));
+    close(fd);
+}
+
 int
 shed_http_start(struct shed_ctx *ctx, const struct shed_config *cfg)
 {
@@ -455,7 +475,9 @@ shed_http_start(struct shed_ctx *ctx, const struct shed_config *cfg)
         struct MHD_Daemon *d = MHD_start_daemon(flags, 0, shed_guard_accept, NULL, handler, ctx,
                                                 MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
         if (d == NULL) {
-            log_warnx("http: cannot listen on %s", cfg->listen[i]);
+            char why[128];
+            listen_why(&ss, why, sizeof(why));
+            log_warnx("http: cannot listen on %s: %s", cfg->listen[i], why);
             shed_http_stop();
             return -EADDRINUSE;
         }

@@ -29,6 +29,23 @@ Test(line, host_service)
     cr_assert_eq(shed_line_host_service(".service", "", out), -ENOENT);
 }
 
+/* DNS wildcards (*.burrow.service) send any name under the service to the
+ * sheds: the label before ".service" names it (issue 16, item 9). */
+Test(line, host_service_wildcard_names)
+{
+    char out[SHED_NAME_MAX];
+    cr_assert_eq(shed_line_host_service("x.burrow.service", "", out), 0);
+    cr_assert_str_eq(out, "burrow");
+    cr_assert_eq(shed_line_host_service("A.b-1.Burrow.service:8080", "", out), 0);
+    cr_assert_str_eq(out, "burrow");
+    cr_assert_eq(shed_line_host_service("x.burrow.service", "storage", out), 0);
+    cr_assert_str_eq(out, "burrow");
+    cr_assert_eq(shed_line_host_service(".burrow.service", "", out), -EINVAL);
+    cr_assert_eq(shed_line_host_service("x..burrow.service", "", out), -EINVAL);
+    cr_assert_eq(shed_line_host_service("x.burrow..service", "", out), -EINVAL);
+    cr_assert_eq(shed_line_host_service("x y.burrow.service", "", out), -EINVAL);
+}
+
 Test(line, location_reencodes_and_keeps_query)
 {
     char buf[SHED_LOCATION_MAX];
