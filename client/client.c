@@ -854,6 +854,12 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
         /* CHAIN_DONE: an HTTP answer. */
         if (ch->last.status >= 500 || ch->last.status == 421) {
             bool from_shed = ch->hops == 0 && !pinned && t->is_service;
+            /* A backend is a pinned host or the end of a redirect that named
+             * a bucket; anything else that fails (a master, an aggregator)
+             * is a shed, never reported as a failed backend. */
+            bool at_backend = pinned || (ch->hops > 0 && ch->learned.have_pin);
+            bool idempotent = t->is_message || strcmp(req->method, "GET") == 0 ||
+                              strcmp(req->method, "HEAD") == 0;
 
             atomic_fetch_add(&c->m_failures, 1);
             if (pinned && resp->has_bucket &&
@@ -861,22 +867,26 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
                 atomic_fetch_add(&c->m_pins_dropped, 1);
             if (from_shed && c->o.nsheds > 0)
                 next_shed(c, shed_idx);
-            if (from_shed && ch->last.retry_after[0] != '\0') {
+            if (!at_backend && ch->last.retry_after[0] != '\0') {
                 uint64_t ra;
 
-                /* The shed's jittered Retry-After (seconds) stretches the
-                 * next wait, up to RETRY_AFTER_MAX_S. */
+                /* A shed's or master's Retry-After (seconds) stretches the
+                 * next wait, up to RETRY_AFTER_MAX_S, plus up to half of it
+                 * again so that clients turned away together spread out. */
                 if (client_wire_parse_uint(ch->last.retry_after, strlen(ch->last.retry_after),
                                            RETRY_AFTER_MAX_S, &ra) == 0)
-                    retry_after_ms = ra * 1000;
+                    retry_after_ms = ra * 1000 + (ra > 0 ? rnd64(c) % (ra * 500) : 0);
             }
-            if (!from_shed && ch->last.status != 421) {
+            if (at_backend && ch->last.status != 421) {
                 struct client_wire_url fu;
 
                 if (client_wire_parse_url(ch->url, &fu) == 0)
                     (void)client_wire_hostport(&fu, failed, sizeof(failed));
             }
-            if (!last && !(req->no_retry && ch->last.status != 421 && !from_shed) && t->is_service)
+            /* Re-send after a 5xx only what may run twice, or what a shed
+             * turned away before anything ran (hop 0). */
+            if (!last && t->is_service &&
+                (from_shed || ch->last.status == 421 || (idempotent && !req->no_retry)))
                 continue;
         } else if (ch->last.status == 404 && t->is_message && t->is_service && !lookup &&
                    (pinned || ch->hops > 0) && strcmp(req->method, "PUT") != 0 && !last) {

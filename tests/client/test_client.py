@@ -417,6 +417,18 @@ class FakeShed:
                                              % (port, "a" * 3000))])
                 if p.startswith("/v1.0/busy/"):
                     return self.reply(503, [("Retry-After", "1")])
+                if port == fake.shed_port and p.startswith("/v1.0/esc/"):
+                    # Escalated to a "master" (b1) that has no cell to offer.
+                    return self.reply(307, [("Location", "http://127.0.0.1:%d%s"
+                                             % (fake.b1_port, p))])
+                if port == fake.b1_port and p.startswith("/v1.0/esc/"):
+                    return self.reply(503, [("Retry-After", "1")])
+                if port == fake.shed_port and p.startswith("/v1.0/lst"):
+                    # A list: to the "aggregator" (b2), which fails with a 500.
+                    return self.reply(307, [("Location", "http://127.0.0.1:%d%s"
+                                             % (fake.b2_port, p))])
+                if port == fake.b2_port and p.startswith("/v1.0/lst"):
+                    return self.reply(500)
                 if p.startswith("/v1.0/hops/"):
                     n = int(p.rsplit("=", 1)[1]) if "=" in p else 0
                     return self.reply(307, [("Location", "http://127.0.0.1:%d/v1.0/hops/q/m?n=%d"
@@ -494,6 +506,22 @@ def test_loops_hops_421_and_shed_failed_on_the_wire():
         took = time.monotonic() - t0
         assert r["rc"] == 0 and r["status"] == 503 and r["attempts"] == 3, r
         assert 2.0 <= took < 4.0, "two Retry-After: 1 waits, took %.2fs" % took
+        # A master's 503 + Retry-After: waited out (with jitter), and the
+        # master is never reported as a failed backend.
+        n0 = len(fk.seen)
+        t0 = time.monotonic()
+        r = pr.req("PUT", BASE + "/esc/q/m", b"body")
+        took = time.monotonic() - t0
+        assert r["status"] == 503 and r["attempts"] == 3, r
+        assert 2.0 <= took < 4.0, "two Retry-After: 1 waits, took %.2fs" % took
+        assert not any(f for _, _, _, f in fk.seen[n0:]), fk.seen[n0:]
+        # A list DELETE/POST that failed at the aggregator may have run: not
+        # sent again (a GET list is).
+        for method, want in (("DELETE", 1), ("POST", 1), ("GET", 3)):
+            n0 = len(fk.seen)
+            r = pr.req(method, BASE + "/lst/q?limit=5")
+            assert r["status"] == 500 and r["attempts"] == want, (method, r)
+            assert not any(f for _, _, _, f in fk.seen[n0:]), "an aggregator is not a backend"
         # A dead backend is named in Shed-Failed on the next shed ask.
         r = pr.req("GET", BASE + "/dead/q/m")
         assert r["rc"] < 0 and r["attempts"] == 3, r
