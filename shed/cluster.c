@@ -517,6 +517,8 @@ serve_master_status(struct shed_call *c)
         return true;
     if (G.master == NULL)
         return text_answer(c, 404, "not a master\n");
+    if (c->cfg->ops_credential && !shed_http_authorized(c->conn, c->cfg->credential))
+        return text_answer(c, 401, "credential required (ops_credential)\n");
     json_t *root = shed_master_status(G.master, c->now_ms);
     char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);

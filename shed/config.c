@@ -752,6 +752,7 @@ enum {
     TOP_AGGREGATION,
     TOP_SERVICES,
     TOP_LOG,
+    TOP_OPS_CREDENTIAL,
 };
 static const struct cmd top_table[] = {
     [TOP_CELL] = {"cell", set_name, CFG(cell), 0, 0, NULL},
@@ -774,6 +775,7 @@ static const struct cmd top_table[] = {
     [TOP_AGGREGATION] = {"aggregation", set_map, CFG(list_all), 0, 0, aggregation_table},
     [TOP_SERVICES] = {"services", set_services, CFG(services), 0, 0, NULL},
     [TOP_LOG] = {"log", set_map, CFG(log_access_every), 0, 0, log_table},
+    [TOP_OPS_CREDENTIAL] = {"ops_credential", set_bool, CFG(ops_credential), 0, 0, NULL},
     {NULL, NULL, 0, 0, 0, NULL},
 };
 

@@ -114,6 +114,7 @@ struct shed_config {
     uint16_t code_other; /* redirect status for other methods: 307 or 302 */
     struct shed_limits limits;
     bool list_all;               /* aggregation.list_all: false -> 403 on /v1.0 */
+    bool ops_credential;         /* /metrics and status pages need the credential */
     uint64_t backend_timeout_ms; /* aggregation.backend_timeout */
     uint64_t busy_poll_us;       /* aggregation.busy_poll (0: off) */
     uint32_t log_access_every;   /* log.access_every: log every Nth redirect (0: off) */

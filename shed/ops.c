@@ -281,6 +281,8 @@ shed_ops_handle(struct shed_call *c)
             return answer_text(c, 405, "method not allowed\n");
         if (shed_http_not_yet(c))
             return true;
+        if (c->cfg->ops_credential && !shed_http_authorized(c->conn, c->cfg->credential))
+            return answer_text(c, 401, "credential required (ops_credential)\n");
         return c->path[1] == 'm' ? serve_metrics(c) : serve_status(c, page);
     }
     static const char prefix[] = PROTO_HB_PREFIX;
