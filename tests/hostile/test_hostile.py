@@ -458,15 +458,15 @@ def main():
     for n in crashes:
         print("crashed    %s\n%s" % (n, d.procs[n].output()[-3000:]))
     failed = bool(crashes or fivexx or unanswered or bad_status)
-    # A known case that is answered now should leave the list.
-    fixed = sorted(k for k in KNOWN_UNANSWERED if results[k][0] == "status")
-    for k in fixed:
-        print("known case answered now, drop it from KNOWN_UNANSWERED: %s %s" % k)
+    # A known case that is answered now should leave the list (not a
+    # failure: the shed's glue may be fixed by another change first).
+    for k in sorted(k for k in KNOWN_UNANSWERED if results[k][0] == "status"):
+        print("note: known case answered now, drop it from KNOWN_UNANSWERED: %s %s" % k)
     for n, p in d.procs.items():
         if n not in crashes and p.stop() != 0:
             print("%s did not exit cleanly:\n%s" % (n, p.output()[-3000:]))
             failed = True
-    sys.exit(1 if failed or fixed else 0)
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
