@@ -510,6 +510,19 @@ json_answer(struct shed_call *c, const char *buf, size_t len)
     return true;
 }
 
+/* Answer 200 with <root> as compact JSON (consumed; NULL: out of memory). */
+static bool
+json_send(struct shed_call *c, json_t *root)
+{
+    char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
+    json_decref(root);
+    if (text == NULL)
+        return text_answer(c, 503, "out of memory\n");
+    json_answer(c, text, strlen(text));
+    free(text);
+    return true;
+}
+
 static bool
 serve_master_status(struct shed_call *c)
 {
@@ -519,14 +532,7 @@ serve_master_status(struct shed_call *c)
         return text_answer(c, 404, "not a master\n");
     if (c->cfg->ops_credential && !shed_http_authorized(c->conn, c->cfg->credential))
         return text_answer(c, 401, "credential required (ops_credential)\n");
-    json_t *root = shed_master_status(G.master, c->now_ms);
-    char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
-    json_decref(root);
-    if (text == NULL)
-        return text_answer(c, 503, "out of memory\n");
-    json_answer(c, text, strlen(text));
-    free(text);
-    return true;
+    return json_send(c, shed_master_status(G.master, c->now_ms));
 }
 
 /* Collect a POST body (bounded), then decode and apply it. */
@@ -636,16 +642,8 @@ serve_hints(struct shed_call *c)
     const char *cell = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "cell");
     if (cell == NULL || !proto_token_name_ok(cell, strlen(cell)))
         return text_answer(c, 400, "cell=NAME required\n");
-    if (c->m == SHED_M_GET) {
-        json_t *root = shed_hints_json(G.hints, cell, SHED_HINTS_PAGE_MAX, c->now_ms);
-        char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
-        json_decref(root);
-        if (text == NULL)
-            return text_answer(c, 503, "out of memory\n");
-        json_answer(c, text, strlen(text));
-        free(text);
-        return true;
-    }
+    if (c->m == SHED_M_GET)
+        return json_send(c, shed_hints_json(G.hints, cell, SHED_HINTS_PAGE_MAX, c->now_ms));
     if (c->m != SHED_M_DELETE)
         return text_answer(c, 405, "method not allowed\n");
     const char *s = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "seq");
@@ -940,17 +938,6 @@ load_snapshot(void)
     proto_sync_msg_free(&m);
 }
 
-static bool
-same_url(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    while (la > 0 && a[la - 1] == '/')
-        la--;
-    while (lb > 0 && b[lb - 1] == '/')
-        lb--;
-    return la == lb && strncmp(a, b, la) == 0;
-}
-
 /* The sync thread's view of <cfg>; <peers> and <masters> (SHED_MAX_URLS
  * each) receive borrowed pointers into <cfg>. This shed's own URL is not a
  * peer; only the line role pushes to masters. */
@@ -961,7 +948,7 @@ sync_config(struct shed_ctx *ctx, const struct shed_config *cfg, const char **pe
     size_t np = 0, nm = 0;
 
     for (size_t i = 0; i < cfg->npeers; i++)
-        if (!same_url(cfg->peers[i], G.origin))
+        if (!shed_same_url(cfg->peers[i], G.origin))
             peers[np++] = cfg->peers[i];
     for (size_t i = 0; i < cfg->nmasters && (cfg->roles & SHED_ROLE_LINE); i++)
         masters[nm++] = cfg->masters[i];

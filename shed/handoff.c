@@ -322,27 +322,17 @@ servers_of(struct shed_handoff *h)
     return n;
 }
 
-static bool
-same_url(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-
-    while (la > 0 && a[la - 1] == '/')
-        la--;
-    while (lb > 0 && b[lb - 1] == '/')
-        lb--;
-    return la == lb && memcmp(a, b, la) == 0;
-}
-
 /* ------------------------------------------------------------- moves */
 
 /* Move message <ids> with the remaining <ttl> and <hide> from <from> to
- * <to> (see handoff.h for the steps). */
+ * <to> (see handoff.h for the steps). <stamp> > 0, the message's creation
+ * stamp at <from>, goes with it (shed_stamp=, docs/aggregator.md), so that
+ * it keeps its place in the global order. */
 static void
 move(struct shed_handoff *h, const char *from, const char *to, const struct proto_slice *ids,
-     long long ttl, long long hide)
+     long long ttl, long long hide, long long stamp)
 {
-    char ufrom[HANDOFF_URL_MAX], uto[HANDOFF_URL_MAX], q[64];
+    char ufrom[HANDOFF_URL_MAX], uto[HANDOFF_URL_MAX], q[96];
     char *body;
     size_t blen;
     long st;
@@ -372,6 +362,8 @@ move(struct shed_handoff *h, const char *from, const char *to, const struct prot
         return;
     memcpy(body, h->resp.p != NULL ? h->resp.p : "", blen);
     snprintf(q, sizeof(q), "ttl=%lld&hide=%lld", ttl > 0 ? ttl : 0, hide > 0 ? hide : 0);
+    if (stamp > 0)
+        snprintf(q + strlen(q), sizeof(q) - strlen(q), "&shed_stamp=%lld", stamp);
     url_of(uto, sizeof(uto), to, ids, 3, q);
     st = call(h, "PUT", uto, body, blen, NULL);
     free(body);
@@ -421,8 +413,8 @@ sweep_queue(struct shed_handoff *h, const struct server *s, struct proto_slice *
         json_t *arr, *o;
         size_t i, n;
 
-        snprintf(q, sizeof(q), "detail=attributes&match_hidden=true&limit=%d%s%s", HANDOFF_PAGE,
-                 marker[0] ? "&marker=" : "", marker);
+        snprintf(q, sizeof(q), "detail=attributes&match_hidden=true&shed_stamps=1&limit=%d%s%s",
+                 HANDOFF_PAGE, marker[0] ? "&marker=" : "", marker);
         if (url_of(url, sizeof(url), s->url, ids, 2, q) < 0 ||
             call(h, "GET", url, NULL, 0, NULL) != 200 || (arr = array_of(h)) == NULL)
             return;
@@ -436,10 +428,11 @@ sweep_queue(struct shed_handoff *h, const struct server *s, struct proto_slice *
                 continue;
             ids[2].ptr = json_string_value(id);
             ids[2].len = json_string_length(id);
-            if (!owner_of(h, ids, owner, sizeof(owner)) || same_url(owner, s->url))
+            if (!owner_of(h, ids, owner, sizeof(owner)) || shed_same_url(owner, s->url))
                 continue;
             move(h, s->url, owner, ids, (long long)json_integer_value(json_object_get(o, "ttl")),
-                 (long long)json_integer_value(json_object_get(o, "hide")));
+                 (long long)json_integer_value(json_object_get(o, "hide")),
+                 (long long)json_integer_value(json_object_get(o, "stamp")));
         }
         marker[0] = '\0';
         if (n > 0) {
@@ -541,7 +534,7 @@ hints_from(struct shed_handoff *h, const char *m, const char *cell, const char *
         ids[2] = bp.message;
         if (!owner_of(h, ids, owner, sizeof(owner)))
             continue; /* this cell cannot take it yet: keep the hint */
-        if (url_of(url, sizeof(url), from, ids, 3, "detail=attributes") < 0)
+        if (url_of(url, sizeof(url), from, ids, 3, "detail=attributes&shed_stamps=1") < 0)
             continue;
         st = call(h, "GET", url, NULL, 0, NULL);
         if (st == 200) {
@@ -549,7 +542,8 @@ hints_from(struct shed_handoff *h, const char *m, const char *cell, const char *
             uint64_t before = h->moved_this_sweep;
 
             move(h, from, owner, ids, (long long)json_integer_value(json_object_get(a, "ttl")),
-                 (long long)json_integer_value(json_object_get(a, "hide")));
+                 (long long)json_integer_value(json_object_get(a, "hide")),
+                 (long long)json_integer_value(json_object_get(a, "stamp")));
             json_decref(a);
             if (h->moved_this_sweep == before)
                 continue; /* not moved (yet): try again later */

@@ -156,6 +156,17 @@ shed_http_authorized(struct MHD_Connection *conn, const char *credential)
     return diff == 0;
 }
 
+bool
+shed_same_url(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    while (la > 0 && a[la - 1] == '/')
+        la--;
+    while (lb > 0 && b[lb - 1] == '/')
+        lb--;
+    return la == lb && memcmp(a, b, la) == 0;
+}
+
 static bool
 announces_body(struct MHD_Connection *conn)
 {

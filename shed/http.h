@@ -159,6 +159,9 @@ enum MHD_Result shed_http_text(struct MHD_Connection *conn, unsigned status, con
 /* Constant-time check of "Authorization: Bearer <credential>". */
 bool shed_http_authorized(struct MHD_Connection *conn, const char *credential);
 
+/* Do URLs <a> and <b> name the same base (trailing slashes ignored)? */
+bool shed_same_url(const char *a, const char *b);
+
 /* Monotonic milliseconds. */
 uint64_t shed_now_ms(void);
 

@@ -318,6 +318,22 @@ shed_line_primary_avoid(const struct registry_route *r, uint32_t bucket, const c
     return draining;
 }
 
+/* Redirect to <base> + the encoded <segs> + <q>: the list and lookup
+ * redirects (no pin headers). */
+static void
+redirect_to(const struct shed_config *cfg, enum shed_method m, const char *base,
+            const struct proto_slice *segs, size_t nsegs, const struct shed_query *q,
+            struct shed_answer *a)
+{
+    long e = shed_line_location(a->location, sizeof(a->location), base, segs, nsegs, q);
+    if (e < 0) {
+        SHED_REFUSED(a, e, txt_bad_query);
+        return;
+    }
+    a->location_len = (size_t)e;
+    redirect_code(cfg, m, a);
+}
+
 /* The id of the first member of <bucket>'s row in <ring>, or NULL. */
 static const char *
 row_head(const struct ring *ring, uint32_t bucket)
@@ -496,14 +512,7 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
             shed_line_no_server(cfg, r, m, segs, (size_t)bp.level, q, a);
             return;
         }
-        long e = shed_line_location(a->location, sizeof(a->location), cfg->aggregator, segs,
-                                    (size_t)bp.level, q);
-        if (e < 0) {
-            SHED_REFUSED(a, e, txt_bad_query);
-            return;
-        }
-        a->location_len = (size_t)e;
-        redirect_code(cfg, m, a);
+        redirect_to(cfg, m, cfg->aggregator, segs, (size_t)bp.level, q, a);
         return;
     }
 
@@ -525,13 +534,7 @@ shed_line_route(const struct shed_config *cfg, const struct registry_view *view,
         *level = SHED_LEVEL_LOOKUP;
         char base[SHED_URL_MAX + sizeof(SHED_AGG_LOOKUP_PREFIX)];
         snprintf(base, sizeof(base), "%s%s", cfg->aggregator, SHED_AGG_LOOKUP_PREFIX);
-        long e = shed_line_location(a->location, sizeof(a->location), base, segs, 4, q);
-        if (e < 0) {
-            SHED_REFUSED(a, e, txt_bad_query);
-            return;
-        }
-        a->location_len = (size_t)e;
-        redirect_code(cfg, m, a);
+        redirect_to(cfg, m, base, segs, 4, q, a);
         return;
     }
     long e = shed_line_location(a->location, sizeof(a->location), ring_member_at(r->ring, idx)->url,

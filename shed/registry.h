@@ -171,12 +171,6 @@ uint64_t registry_escalation_seq(struct registry *reg, const char *service, size
 uint64_t registry_seq(struct registry *reg);
 uint64_t registry_last_empty_seq(struct registry *reg);
 
-/* Mark every member whose url is at <hostport> suspect until <until> (ms;
- * UINT64_MAX while a probe runs), or clear it (until 0). Copies the first
- * matching url into <url> (may be NULL). Returns how many matched. */
-size_t registry_set_suspect(struct registry *reg, const char *hostport, uint64_t until, char *url,
-                            size_t urllen);
-
 /* A write of <service> was sent off its owner (around a host its client
  * reported failed): open the settle window as a liveness change does. */
 void registry_mark_moved(struct registry *reg, const char *service, size_t len);

@@ -345,7 +345,7 @@ Test(registry, hosts_of_failure_reports_follow_url_changes)
     cr_assert(registry_host_url(reg, "127.0.0.1:9049", NULL, 0));
     cr_assert_not(registry_host_url(reg, "127.0.0.1:9050", NULL, 0));
     cr_assert_not(registry_host_url(reg, "127.0.0.1:904", NULL, 0));
-    cr_assert_eq(registry_set_suspect(reg, "127.0.0.1:9049", 1000, url, sizeof(url)), 1);
+    cr_assert(registry_host_url(reg, "127.0.0.1:9049", url, sizeof(url)));
     cr_assert_str_eq(url, "http://127.0.0.1:9049");
     /* the member moves: the old host:port is nobody's, the new one is */
     strcpy(hb.service, "burrow");
@@ -354,7 +354,7 @@ Test(registry, hosts_of_failure_reports_follow_url_changes)
     cr_assert_eq(registry_heartbeat(reg, &hb, 10, &r), 0);
     cr_assert_not(registry_host_url(reg, "127.0.0.1:9049", NULL, 0));
     cr_assert(registry_host_url(reg, "127.0.0.1:7777", NULL, 0));
-    cr_assert_eq(registry_set_suspect(reg, "127.0.0.1:9049", 0, NULL, 0), 0);
+    cr_assert_eq(registry_probe_failed(reg, "127.0.0.1:9049", 10, 20), 0);
     /* a url without a port is known by its default one */
     strcpy(hb.url, "http://localhost");
     cr_assert_eq(registry_heartbeat(reg, &hb, 20, &r), 0);
