@@ -324,6 +324,7 @@ struct resp {
     size_t len;
     const char *ctype;
     bool must_free;
+    int64_t clock; /* > 0: sent as Shed-Clock (shed_stamps=1 on a list) */
 };
 
 static void
@@ -351,6 +352,12 @@ send_resp(struct MHD_Connection *conn, struct resp *o)
     }
     if (o->ctype)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, o->ctype);
+    if (o->clock > 0) {
+        char clk[24];
+
+        snprintf(clk, sizeof(clk), "%lld", (long long)o->clock);
+        MHD_add_response_header(mr, "Shed-Clock", clk);
+    }
     if (o->status == MHD_HTTP_NO_CONTENT) {
         /* MHD leaves Content-Length out of a 204; Burrow clients read it
          * from every 2xx answer, so say it. */
@@ -400,10 +407,11 @@ jstr(const char *p, size_t n)
 struct lister {
     json_t *arr;
     enum proto_burrow_detail d;
+    bool stamps; /* shed_stamps=1: objects carry "stamp" */
 };
 
 static int
-list_id(void *arg, const char *id, size_t len)
+list_id(void *arg, const char *id, size_t len, int64_t stamp)
 {
     struct lister *l = arg;
     json_t *v;
@@ -414,7 +422,8 @@ list_id(void *arg, const char *id, size_t len)
     if (v && l->d == PROTO_DETAIL_ALL) {
         json_t *o = json_object();
 
-        if (o == NULL || json_object_set_new(o, "id", v) < 0) {
+        if (o == NULL || json_object_set_new(o, "id", v) < 0 ||
+            (l->stamps && json_object_set_new(o, "stamp", json_integer(stamp)) < 0)) {
             json_decref(o);
             return -ENOMEM;
         }
@@ -426,7 +435,7 @@ list_id(void *arg, const char *id, size_t len)
 }
 
 static json_t *
-msg_json(const struct burrow_msg_view *m, enum proto_burrow_detail d)
+msg_json(const struct burrow_msg_view *m, enum proto_burrow_detail d, bool stamps)
 {
     json_t *o;
 
@@ -438,6 +447,7 @@ msg_json(const struct burrow_msg_view *m, enum proto_burrow_detail d)
     if (o == NULL || json_object_set_new(o, "id", jstr(m->id, m->id_len)) < 0 ||
         json_object_set_new(o, "ttl", json_integer(m->ttl)) < 0 ||
         json_object_set_new(o, "hide", json_integer(m->hide)) < 0 ||
+        (stamps && json_object_set_new(o, "stamp", json_integer(m->stamp)) < 0) ||
         (d == PROTO_DETAIL_ALL && proto_body_set(o, m->body, m->body_len) < 0)) {
         json_decref(o);
         return NULL;
@@ -452,7 +462,7 @@ list_msg(void *arg, const struct burrow_msg_view *m)
 
     if (l->d == PROTO_DETAIL_NONE)
         return 0;
-    if (json_array_append_new(l->arr, msg_json(m, l->d)) < 0)
+    if (json_array_append_new(l->arr, msg_json(m, l->d, l->stamps)) < 0)
         return -ENOMEM;
     return 0;
 }
@@ -461,6 +471,7 @@ list_msg(void *arg, const struct burrow_msg_view *m)
 struct single {
     enum proto_burrow_detail d;
     struct resp *o;
+    bool stamps; /* shed_stamps=1 */
 };
 
 static int
@@ -488,7 +499,7 @@ single_msg(void *arg, const struct burrow_msg_view *m)
         o->must_free = true;
         return 0;
     }
-    json_t *j = msg_json(m, s->d);
+    json_t *j = msg_json(m, s->d, s->stamps);
 
     o->body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -565,6 +576,12 @@ filter_of(const struct req *r, struct burrow_store_filter *f)
     f->marker_len = r->q.marker.len;
     f->limit = r->q.has_limit ? r->q.limit : 0;
     f->match_hidden = r->q.match_hidden;
+    f->has_after = r->q.shed.has_after;
+    f->after = r->q.shed.after;
+    f->has_upto = r->q.shed.has_upto;
+    f->upto = r->q.shed.upto;
+    f->upto_id = r->q.shed.upto_id.ptr;
+    f->upto_id_len = r->q.shed.upto_id.len;
 }
 
 #define A(r) (r)->path.account.ptr, (r)->path.account.len
@@ -581,6 +598,7 @@ lister_start(struct req *r, struct resp *o, enum proto_burrow_detail dflt,
     if (!detail_check(r, o, dflt, &l->d))
         return false;
     filter_of(r, f);
+    l->stamps = r->q.shed.stamps;
     l->arr = json_array();
     if (l->arr == NULL) {
         resp_text(o, MHD_HTTP_INTERNAL_SERVER_ERROR, "Out of memory");
@@ -593,7 +611,7 @@ static void
 op_accounts(struct burrow_http *h, struct req *r, int64_t now, bool del, struct resp *o)
 {
     struct burrow_store_filter f;
-    struct lister l = {NULL, PROTO_DETAIL_NONE};
+    struct lister l = {NULL, PROTO_DETAIL_NONE, false};
     int rc;
 
     if (!lister_start(r, o, del ? PROTO_DETAIL_NONE : PROTO_DETAIL_ID, &f, &l))
@@ -610,7 +628,7 @@ static void
 op_queues(struct burrow_http *h, struct req *r, int64_t now, bool del, struct resp *o)
 {
     struct burrow_store_filter f;
-    struct lister l = {NULL, PROTO_DETAIL_NONE};
+    struct lister l = {NULL, PROTO_DETAIL_NONE, false};
     int rc;
 
     if (!burrow_store_has_account(h->store, now, A(r))) {
@@ -632,7 +650,7 @@ static bool
 op_messages(struct burrow_http *h, struct req *r, int64_t now, const char *method, struct resp *o)
 {
     struct burrow_store_filter f;
-    struct lister l = {NULL, PROTO_DETAIL_NONE};
+    struct lister l = {NULL, PROTO_DETAIL_NONE, false};
     bool get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
     int rc;
 
@@ -660,14 +678,15 @@ op_messages(struct burrow_http *h, struct req *r, int64_t now, const char *metho
 static void
 op_message(struct burrow_http *h, struct req *r, int64_t now, const char *method, struct resp *o)
 {
-    struct single s = {PROTO_DETAIL_NONE, o};
+    struct single s = {PROTO_DETAIL_NONE, o, r->q.shed.stamps};
     bool get = !strcmp(method, "GET");
     int rc;
 
     if (!strcmp(method, "PUT")) {
-        rc = burrow_store_put(h->store, now, A(r), Q(r), M(r), r->body, r->blen,
-                              r->q.has_ttl ? r->q.ttl : h->cfg.default_ttl,
-                              r->q.has_hide ? r->q.hide : h->cfg.default_hide);
+        rc = burrow_store_put_at(h->store, now, (int64_t)(clock_real_ns() / 1000), A(r), Q(r), M(r),
+                                 r->body, r->blen, r->q.has_ttl ? r->q.ttl : h->cfg.default_ttl,
+                                 r->q.has_hide ? r->q.hide : h->cfg.default_hide,
+                                 r->q.shed.has_stamp ? r->q.shed.stamp : 0);
         if (rc < 0)
             resp_text(o, MHD_HTTP_INTERNAL_SERVER_ERROR, "Out of memory");
         else
@@ -987,6 +1006,11 @@ finish(struct burrow_http *h, struct req *r)
         op_message(h, r, now, r->method, &o);
         break;
     }
+    /* Read after the operation, under the same lock: whatever is created
+     * later has a greater stamp (docs/aggregator.md, "Backend extension"). */
+    if (r->q.shed.stamps && r->path.level >= PROTO_BURROW_ACCOUNTS &&
+        r->path.level <= PROTO_BURROW_MESSAGES)
+        o.clock = burrow_store_clock(h->store, (int64_t)(clock_real_ns() / 1000));
     unlock_wake(h);
     return send_resp(r->conn, &o);
 }

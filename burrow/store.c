@@ -56,6 +56,7 @@ struct account {
     struct account *prev, *next; /* store order */
     struct queue *qhead, *qtail; /* queue order */
     size_t nqueues;
+    int64_t stamp; /* of the message that created it */
     uint8_t id_len;
     char id[];
 };
@@ -67,7 +68,7 @@ struct queue {
     struct msg *head, *tail;   /* every message, insertion order */
     struct msg *vhead, *vtail; /* visible messages, insertion order */
     size_t nmsgs;
-    uint64_t seq; /* next insertion number */
+    int64_t stamp; /* of the message that created it */
     uint8_t id_len;
     char id[];
 };
@@ -78,7 +79,7 @@ struct msg {
     struct msg *prev, *next;   /* queue order */
     struct msg *vprev, *vnext; /* visible order; both NULL and not vhead when hidden */
     struct queue *q;
-    uint64_t seq;  /* insertion number within the queue */
+    int64_t stamp; /* creation stamp: the queue is in (stamp, id) order */
     int64_t ttl;   /* absolute expiry, 0: never */
     int64_t hide;  /* absolute un-hide time, 0: visible */
     uint32_t blen; /* body bytes */
@@ -92,6 +93,7 @@ struct burrow_store {
     size_t naccounts;
     struct msg **heap; /* min-heap on next_event() */
     size_t nheap, heapcap;
+    int64_t clock; /* the last stamp given out */
     burrow_store_notify_fn notify;
     void *notify_arg;
 };
@@ -352,7 +354,29 @@ vis_remove(struct queue *q, struct msg *m)
     m->vprev = m->vnext = NULL;
 }
 
-/* Insert <m> in seq order, walking from both ends at once. */
+/* Position order of messages: stamp, then id bytewise (a shorter id that
+ * is a prefix of a longer one first). <id> NULL with <idlen> 0 compares as
+ * before every id of the stamp. */
+static int
+key_cmp(int64_t sa, const char *ida, size_t la, int64_t sb, const char *idb, size_t lb)
+{
+    int c;
+
+    if (sa != sb)
+        return sa < sb ? -1 : 1;
+    c = memcmp(ida, idb, la < lb ? la : lb);
+    if (c != 0 || la == lb)
+        return c;
+    return la < lb ? -1 : 1;
+}
+
+static int
+msg_cmp(const struct msg *a, const struct msg *b)
+{
+    return key_cmp(a->stamp, a->data, a->id_len, b->stamp, b->data, b->id_len);
+}
+
+/* Insert <m> in (stamp, id) order, walking from both ends at once. */
 static void
 vis_insert(struct queue *q, struct msg *m)
 {
@@ -360,11 +384,11 @@ vis_insert(struct queue *q, struct msg *m)
     struct msg *fwd = q->vhead, *back = q->vtail;
 
     while (back != NULL) {
-        if (back->seq < m->seq) {
+        if (msg_cmp(back, m) < 0) {
             after = back;
             break;
         }
-        if (fwd->seq > m->seq) {
+        if (msg_cmp(fwd, m) > 0) {
             after = fwd->vprev;
             break;
         }
@@ -514,13 +538,14 @@ view(const struct msg *m, int64_t now, struct burrow_msg_view *v)
     v->body_len = m->blen;
     v->ttl = remaining(now, m->ttl);
     v->hide = remaining(now, m->hide);
+    v->stamp = m->stamp;
 }
 
 /* Find or create the account and queue for a put; nothing is left behind
  * on failure. */
 static int
 queue_get_or_create(struct burrow_store *s, const char *a, size_t alen, const char *q, size_t qlen,
-                    struct queue **out)
+                    int64_t stamp, struct queue **out)
 {
     struct account *ac = account_find(s, a, alen);
     struct queue *qu;
@@ -541,6 +566,7 @@ queue_get_or_create(struct burrow_store *s, const char *a, size_t alen, const ch
         memcpy(ac->id, a, alen);
         ac->id_len = (uint8_t)alen;
         ac->h.hash = hash_id(NULL, a, alen);
+        ac->stamp = stamp;
         new_ac = true;
     }
     if (htab_reserve(&s->queues) < 0 || (qu = calloc(1, sizeof(*qu) + qlen)) == NULL) {
@@ -555,6 +581,7 @@ queue_get_or_create(struct burrow_store *s, const char *a, size_t alen, const ch
     }
     memcpy(qu->id, q, qlen);
     qu->id_len = (uint8_t)qlen;
+    qu->stamp = stamp;
     qu->acct = ac;
     qu->h.hash = hash_id(ac, q, qlen);
     htab_insert(&s->queues, &qu->h);
@@ -596,14 +623,53 @@ msg_relink(struct burrow_store *s, struct msg *om, struct msg *nm)
         s->heap[om->heap_idx] = nm;
 }
 
+int64_t
+burrow_store_clock(struct burrow_store *s, int64_t now_us)
+{
+    if (now_us > s->clock)
+        s->clock = now_us;
+    return s->clock;
+}
+
+/* Put <m> into its queue's list at its (stamp, id) place: at the tail for
+ * a message created here, after a walk back for a stamp of its own. */
+static void
+msg_place(struct queue *q, struct msg *m)
+{
+    struct msg *after = q->tail;
+
+    while (after != NULL && msg_cmp(after, m) > 0)
+        after = after->prev;
+    m->prev = after;
+    m->next = after ? after->next : q->head;
+    if (m->next)
+        m->next->prev = m;
+    else
+        q->tail = m;
+    if (after)
+        after->next = m;
+    else
+        q->head = m;
+}
+
 int
 burrow_store_put(struct burrow_store *s, int64_t now, const char *a, size_t alen, const char *q,
                  size_t qlen, const char *m, size_t mlen, const char *body, size_t blen,
                  int64_t ttl, int64_t hide)
 {
+    return burrow_store_put_at(s, now, now * 1000000, a, alen, q, qlen, m, mlen, body, blen, ttl,
+                               hide, 0);
+}
+
+int
+burrow_store_put_at(struct burrow_store *s, int64_t now, int64_t now_us, const char *a, size_t alen,
+                    const char *q, size_t qlen, const char *m, size_t mlen, const char *body,
+                    size_t blen, int64_t ttl, int64_t hide, int64_t stamp)
+{
     struct queue *qu;
     struct msg *om, *nm;
     bool was_visible;
+    int64_t st;
     int rc;
 
     if (alen == 0 || alen > UINT8_MAX || qlen == 0 || qlen > UINT8_MAX || mlen == 0 ||
@@ -612,7 +678,9 @@ burrow_store_put(struct burrow_store *s, int64_t now, const char *a, size_t alen
     burrow_store_tick(s, now);
     if (heap_reserve(s) < 0 || htab_reserve(&s->msgs) < 0)
         return -ENOMEM;
-    rc = queue_get_or_create(s, a, alen, q, qlen, &qu);
+    /* The stamp a new message gets; only given out once it is created. */
+    st = stamp > 0 ? stamp : (now_us > s->clock ? now_us : s->clock + 1);
+    rc = queue_get_or_create(s, a, alen, q, qlen, st, &qu);
     if (rc < 0)
         return rc;
     om = msg_find(s, qu, m, mlen);
@@ -623,7 +691,7 @@ burrow_store_put(struct burrow_store *s, int64_t now, const char *a, size_t alen
         return -ENOMEM;
     }
     if (om) {
-        /* Replace: same links, same seq, new body and deadlines. */
+        /* Replace: same links, same stamp, new body and deadlines. */
         memcpy(nm, om, offsetof(struct msg, data));
         msg_relink(s, om, nm);
         was_visible = visible(om);
@@ -631,12 +699,15 @@ burrow_store_put(struct burrow_store *s, int64_t now, const char *a, size_t alen
     } else {
         memset(nm, 0, offsetof(struct msg, data));
         nm->q = qu;
-        nm->seq = qu->seq++;
+        nm->stamp = st;
+        if (st > s->clock)
+            s->clock = st;
         nm->heap_idx = HEAP_NONE;
         nm->id_len = (uint8_t)mlen;
         nm->h.hash = hash_id(qu, m, mlen);
         htab_insert(&s->msgs, &nm->h);
-        LIST_APPEND(qu->head, qu->tail, nm, prev, next);
+        memcpy(nm->data, m, mlen); /* msg_place() compares ids */
+        msg_place(qu, nm);
         qu->nmsgs++;
         was_visible = false;
     }
@@ -775,11 +846,68 @@ burrow_store_has_queue(struct burrow_store *s, int64_t now, const char *a, size_
     return resolve(s, a, alen, q, qlen, NULL, 0, &qu, NULL) == 0;
 }
 
+/* Is <m> after the position (<st>, <id>) (no id: after the whole stamp)? */
+static bool
+msg_after(const struct msg *m, int64_t st, const char *id, size_t idlen)
+{
+    if (id == NULL)
+        return m->stamp > st;
+    return key_cmp(m->stamp, m->data, m->id_len, st, id, idlen) > 0;
+}
+
+/* First message after the position (f->after, f->marker) in the whole or
+ * the visible list: from the marker itself when this queue holds it at that
+ * position, else walking from the nearer end by stamp. */
+static struct msg *
+msg_first_after(struct burrow_store *s, struct queue *qu, const struct burrow_store_filter *f)
+{
+    bool all = f->match_hidden;
+    struct msg *head = all ? qu->head : qu->vhead, *tail = all ? qu->tail : qu->vtail, *x;
+    struct msg *mk = f->marker ? msg_find(s, qu, f->marker, f->marker_len) : NULL;
+
+    if (mk != NULL && mk->stamp == f->after) {
+        if (all || visible(mk))
+            return all ? mk->next : mk->vnext;
+        for (x = mk->next; x && !visible(x); x = x->next)
+            ;
+        return x;
+    }
+    if (tail == NULL || !msg_after(tail, f->after, f->marker, f->marker_len))
+        return NULL;
+    if (f->after - head->stamp < tail->stamp - f->after) {
+        for (x = head; !msg_after(x, f->after, f->marker, f->marker_len);)
+            x = all ? x->next : x->vnext;
+        return x;
+    }
+    for (x = tail;;) {
+        struct msg *p = all ? x->prev : x->vprev;
+
+        if (p == NULL || !msg_after(p, f->after, f->marker, f->marker_len))
+            return x;
+        x = p;
+    }
+}
+
+/* Past the filter's upper bound? */
+static bool
+msg_past(const struct msg *m, const struct burrow_store_filter *f)
+{
+    if (!f->has_upto)
+        return false;
+    if (f->upto_id == NULL)
+        return m->stamp > f->upto;
+    return key_cmp(m->stamp, m->data, m->id_len, f->upto, f->upto_id, f->upto_id_len) > 0;
+}
+
 /* First message a message-list walk visits, after the marker. */
 static struct msg *
 msg_first(struct burrow_store *s, struct queue *qu, const struct burrow_store_filter *f)
 {
-    struct msg *mk = f->marker ? msg_find(s, qu, f->marker, f->marker_len) : NULL;
+    struct msg *mk;
+
+    if (f->has_after)
+        return msg_first_after(s, qu, f);
+    mk = f->marker ? msg_find(s, qu, f->marker, f->marker_len) : NULL;
 
     if (f->match_hidden)
         return mk ? mk->next : qu->head;
@@ -820,7 +948,7 @@ messages_op(struct burrow_store *s, int64_t now, const char *a, size_t alen, con
     if (rc < 0)
         return rc;
     for (ms = msg_first(s, qu, f); ms; ms = next) {
-        if (f->limit > 0 && n >= f->limit)
+        if ((f->limit > 0 && n >= f->limit) || msg_past(ms, f))
             break;
         next = msg_step(ms, f->match_hidden);
         if (op == OP_UPDATE) {
@@ -907,7 +1035,7 @@ walk_queues(struct burrow_store *s, int64_t now, const char *a, size_t alen,
     for (qu = qu ? qu->next : ac->qhead; qu; qu = next) {
         if (f->limit > 0 && n >= f->limit)
             break;
-        if (visit && (rc = visit(arg, qu->id, qu->id_len)) < 0)
+        if (visit && (rc = visit(arg, qu->id, qu->id_len, qu->stamp)) < 0)
             return rc;
         n++;
         next = qu->next;
@@ -947,7 +1075,7 @@ walk_accounts(struct burrow_store *s, int64_t now, const struct burrow_store_fil
     for (ac = ac ? ac->next : s->ahead; ac; ac = next) {
         if (f->limit > 0 && n >= f->limit)
             break;
-        if (visit && (rc = visit(arg, ac->id, ac->id_len)) < 0)
+        if (visit && (rc = visit(arg, ac->id, ac->id_len, ac->stamp)) < 0)
             return rc;
         n++;
         next = ac->next;

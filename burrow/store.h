@@ -19,6 +19,17 @@
  * ttl and hide deadlines sit in one min-heap, so expiry costs O(log n) per
  * event and nothing when nothing is due.
  *
+ * Stamps (shed's ordering extension, docs/aggregator.md "Backend
+ * extension"): every message, queue and account gets a creation stamp,
+ * microseconds of the wall clock made strictly increasing per store
+ * (max(now_us, last stamp + 1)). A queue's messages are kept in (stamp, id)
+ * order, which for messages created here is insertion order; a message put
+ * with a stamp of its own (a handoff moving it here) is placed by it. A
+ * queue or account has the stamp of the message that created it. Lists can
+ * start after and stop at a (stamp, id) position (struct
+ * burrow_store_filter); finding a position that is not a message of this
+ * queue walks from the nearer end of the list (O(distance)).
+ *
  * Time: every call takes <now> in whole seconds (floor of the wall clock);
  * deadlines are floor(now) + seconds, and reported values are the deadline
  * minus <now>, as in the reference. Each call first applies every expiry
@@ -59,22 +70,31 @@ struct burrow_msg_view {
     size_t id_len;
     const char *body; /* borrowed from the store */
     size_t body_len;
-    int64_t ttl;  /* seconds left, 0: never expires */
-    int64_t hide; /* seconds left, 0: visible */
+    int64_t ttl;   /* seconds left, 0: never expires */
+    int64_t hide;  /* seconds left, 0: visible */
+    int64_t stamp; /* creation stamp, see above */
 };
 
 /* Visitors: return 0 to go on; a negative value stops the walk and is
  * returned by the store call (nothing after that item is changed). */
-typedef int (*burrow_store_id_fn)(void *arg, const char *id, size_t len);
+typedef int (*burrow_store_id_fn)(void *arg, const char *id, size_t len, int64_t stamp);
 typedef int (*burrow_store_msg_fn)(void *arg, const struct burrow_msg_view *m);
 
 /* Filter for list operations. A marker that names no item is ignored (the
- * walk starts at the beginning); <limit> <= 0 means unlimited. */
+ * walk starts at the beginning); <limit> <= 0 means unlimited. Message
+ * lists only: with <has_after> the walk starts after the position (after,
+ * marker) instead, the marker being only its tie-break id (none: past the
+ * whole stamp); with <has_upto> it stops after (upto, upto_id) (no id: the
+ * whole stamp included). */
 struct burrow_store_filter {
     const char *marker; /* NULL: none */
     size_t marker_len;
     int64_t limit;
     bool match_hidden; /* messages only */
+    bool has_after, has_upto;
+    int64_t after, upto;
+    const char *upto_id; /* NULL: none */
+    size_t upto_id_len;
 };
 
 struct burrow_store *burrow_store_create(burrow_store_notify_fn notify, void *arg);
@@ -85,10 +105,21 @@ void burrow_store_tick(struct burrow_store *s, int64_t now);
 
 /* Create or replace a message. <ttl>, <hide> are relative seconds >= 0 (the
  * caller has applied its defaults). Returns 1 created, 0 replaced (position
- * kept), -ENOMEM. */
+ * kept), -ENOMEM. Stamps come from <now> (seconds). */
 int burrow_store_put(struct burrow_store *s, int64_t now, const char *a, size_t alen, const char *q,
                      size_t qlen, const char *m, size_t mlen, const char *body, size_t blen,
                      int64_t ttl, int64_t hide);
+/* The same with the wall clock in microseconds, <now_us>, for the stamp of
+ * a new message, and <stamp> > 0 to give a new message that stamp instead
+ * (a replaced message keeps its own). A stamp ahead of the store's clock
+ * moves the clock on, so that later stamps stay greater. */
+int burrow_store_put_at(struct burrow_store *s, int64_t now, int64_t now_us, const char *a,
+                        size_t alen, const char *q, size_t qlen, const char *m, size_t mlen,
+                        const char *body, size_t blen, int64_t ttl, int64_t hide, int64_t stamp);
+
+/* The store's clock at <now_us>: every message created here after this
+ * call, except one put with a stamp of its own, has a greater stamp. */
+int64_t burrow_store_clock(struct burrow_store *s, int64_t now_us);
 
 /* Single message: get / update (NULL ttl or hide: leave unchanged; the
  * visitor sees the message after the change) / delete (the visitor sees it
@@ -125,8 +156,8 @@ int burrow_store_delete_messages(struct burrow_store *s, int64_t now, const char
                                  burrow_store_msg_fn visit, void *arg);
 
 /* Queues of one account, accounts of the store: list, or delete with every
- * message (hidden ones included). The visitor sees each id (before the
- * delete). Return the number matched (> 0), -BURROW_STORE_ENOACCOUNT when the
+ * message (hidden ones included). The visitor sees each id and its stamp
+ * (before the delete). Return the number matched (> 0), -BURROW_STORE_ENOACCOUNT when the
  * account does not exist (queues) or nothing matched (accounts),
  * -BURROW_STORE_ENOQUEUE when no queue matched, or a visitor's value. */
 int burrow_store_list_queues(struct burrow_store *s, int64_t now, const char *a, size_t alen,

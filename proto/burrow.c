@@ -263,6 +263,63 @@ detail_word(const char *s, size_t len)
     return PROTO_DETAIL_DEFAULT;
 }
 
+/* The shed_ keys of the ordering extension (struct proto_burrow_shed);
+ * <k> is the decoded key. Unknown shed_ keys are ignored like any other. */
+static int
+shed_param(struct proto_burrow_query *q, const char *k, size_t kn, const char *val, size_t vlen,
+           char *buf, size_t buflen, size_t *used)
+{
+    struct proto_burrow_shed *x = &q->shed;
+    char small[32];
+    size_t room;
+    int64_t iv;
+    long vn;
+    int rc;
+
+    if (word_eq(k, kn, "shed_upto_id")) {
+        room = buflen - *used;
+        if (room > PROTO_BURROW_ID_MAX)
+            room = PROTO_BURROW_ID_MAX;
+        vn = decode(val, vlen, buf + *used, room, false, true);
+        if (vn < 0)
+            return (int)vn;
+        x->upto_id.ptr = buf + *used;
+        x->upto_id.len = (size_t)vn;
+        *used += (size_t)vn;
+        return 0;
+    }
+    if (!word_eq(k, kn, "shed_stamps") && !word_eq(k, kn, "shed_after") &&
+        !word_eq(k, kn, "shed_upto") && !word_eq(k, kn, "shed_stamp"))
+        return 0;
+    vn = decode(val, vlen, small, sizeof(small), true, true);
+    if (vn < 0)
+        return vn == -PROTO_ETOOLONG ? -PROTO_EBADVALUE : (int)vn;
+    if (word_eq(k, kn, "shed_stamps")) {
+        x->stamps = word_eq(small, (size_t)vn, "1") || word_caseeq(small, (size_t)vn, "true");
+        return 0;
+    }
+    rc = parse_int(small, (size_t)vn, &iv);
+    if (rc < 0)
+        return rc;
+    if (word_eq(k, kn, "shed_stamp")) {
+        if (iv <= 0)
+            return -PROTO_EBADVALUE;
+        x->stamp = iv;
+        x->has_stamp = true;
+        return 0;
+    }
+    if (iv < 0)
+        return -PROTO_EBADVALUE;
+    if (word_eq(k, kn, "shed_after")) {
+        x->after = iv;
+        x->has_after = true;
+    } else {
+        x->upto = iv;
+        x->has_upto = true;
+    }
+    return 0;
+}
+
 int
 proto_burrow_query_set(struct proto_burrow_query *q, const char *key, size_t klen, const char *val,
                        size_t vlen, char *buf, size_t buflen, size_t *used)
@@ -279,6 +336,8 @@ proto_burrow_query_set(struct proto_burrow_query *q, const char *key, size_t kle
     kn = decode(key, klen, k, sizeof(k), false, true);
     if (kn < 0)
         return 0;
+    if (kn > 5 && memcmp(k, "shed_", 5) == 0)
+        return shed_param(q, k, (size_t)kn, val, vlen, buf, buflen, used);
 
     if (word_eq(k, (size_t)kn, "marker") || word_eq(k, (size_t)kn, "detail")) {
         /* Strings are kept: decode into the caller's buffer. A marker is an

@@ -99,6 +99,22 @@ enum proto_burrow_detail {
     PROTO_DETAIL_ALL,
 };
 
+/* shed's ordering extension of the Burrow API (docs/aggregator.md, "Backend
+ * extension"): parameters only shed's aggregator and handoff send to
+ * backends. Position keys are (stamp, id) pairs compared stamp first, then
+ * id bytewise; a bound without an id covers its whole stamp. */
+struct proto_burrow_shed {
+    bool stamps;                /* shed_stamps=1 (or true): stamps in JSON objects,
+                                   Shed-Clock header */
+    bool has_after;             /* shed_after=N: items after (N, marker) */
+    int64_t after;              /* >= 0 */
+    bool has_upto;              /* shed_upto=N: items up to (N, shed_upto_id) */
+    int64_t upto;               /* >= 0 */
+    struct proto_slice upto_id; /* shed_upto_id, decoded; ptr NULL when absent */
+    bool has_stamp;             /* shed_stamp=N on a PUT: stamp of a new message */
+    int64_t stamp;              /* > 0 */
+};
+
 /* Burrow query parameters. Integers are validated; strings are decoded. */
 struct proto_burrow_query {
     int64_t limit; /* 0 when absent; <= 0 means unlimited */
@@ -110,6 +126,7 @@ struct proto_burrow_query {
     bool detail_bad;               /* detail given but not a known word */
     int64_t ttl, hide, wait;       /* seconds, >= 0 */
     bool has_ttl, has_hide, has_wait;
+    struct proto_burrow_shed shed; /* the extension's parameters */
 };
 
 void proto_burrow_query_init(struct proto_burrow_query *q);
@@ -117,7 +134,9 @@ void proto_burrow_query_init(struct proto_burrow_query *q);
 /* Apply one raw (still percent-encoded) key=value pair; the last repeat wins.
  * Keys and values are form-decoded ('+' is a space, as WebOb does). Decoded
  * strings go into <buf> at *<used> (advanced). Unknown keys are ignored as in
- * the reference. Integers are strict (optional sign, digits only).
+ * the reference. Integers are strict (optional sign, digits only). The
+ * shed_ keys of struct proto_burrow_shed are parsed too (a negative
+ * shed_after or shed_upto, a shed_stamp <= 0: -PROTO_EBADVALUE).
  * Returns 0, -PROTO_EBADVALUE (non-integer limit/ttl/hide/wait, or negative
  * or over PROTO_BURROW_SECONDS_MAX ttl/hide/wait; a negative limit is
  * accepted and means unlimited), -PROTO_EBADENC (bad escape, NUL in a

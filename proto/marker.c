@@ -3,7 +3,7 @@
  * proto/marker: pack and unpack the aggregator's paging cursor (see
  * marker.h for the format). base64url keeps the cursor safe in a query
  * string without percent-encoding; the check bytes make a truncated or
- * hand-edited cursor fail cleanly instead of pointing at a wrong backend.
+ * hand-edited cursor fail cleanly instead of pointing at a wrong place.
  */
 #include "proto/marker.h"
 
@@ -26,19 +26,19 @@ int
 proto_marker_pack(const struct proto_marker_cursor *c, char *out, size_t outlen)
 {
     unsigned char raw[PROTO_MARKER_RAW_MAX];
+    uint64_t st = (uint64_t)c->stamp;
     size_t n = 0;
     uint32_t chk;
 
-    if (c->backend_len == 0 || c->backend_len > RING_ID_MAX)
+    if (c->stamp < 0)
         return -EINVAL;
     raw[n++] = PROTO_MARKER_VERSION;
     raw[n++] = (unsigned char)(c->marker_hash >> 24);
     raw[n++] = (unsigned char)(c->marker_hash >> 16);
     raw[n++] = (unsigned char)(c->marker_hash >> 8);
     raw[n++] = (unsigned char)c->marker_hash;
-    raw[n++] = (unsigned char)c->backend_len;
-    memcpy(raw + n, c->backend, c->backend_len);
-    n += c->backend_len;
+    for (int i = 7; i >= 0; i--)
+        raw[n++] = (unsigned char)(st >> (8 * i));
     chk = XXH32(raw, n, CHECK_SEED);
     raw[n++] = (unsigned char)(chk >> 8);
     raw[n++] = (unsigned char)chk;
@@ -49,28 +49,26 @@ proto_marker_pack(const struct proto_marker_cursor *c, char *out, size_t outlen)
 int
 proto_marker_unpack(const char *s, size_t len, struct proto_marker_cursor *out)
 {
-    unsigned char raw[PROTO_MARKER_RAW_MAX];
-    size_t n;
+    unsigned char raw[PROTO_MARKER_RAW_MAX + 3];
+    uint64_t st = 0;
     uint32_t chk;
     long dl;
 
     if (len < 2 || len > PROTO_MARKER_CURSOR_MAX - 1)
         return -PROTO_EBADVALUE;
     dl = proto_b64url_decode(s, len, raw, sizeof(raw));
-    if (dl < 0)
+    if (dl != PROTO_MARKER_RAW_MAX || raw[0] != PROTO_MARKER_VERSION)
         return -PROTO_EBADVALUE;
-    n = (size_t)dl;
-    if (n < 1 + 4 + 1 + 1 + 2 || raw[0] != PROTO_MARKER_VERSION)
+    chk = XXH32(raw, PROTO_MARKER_RAW_MAX - 2, CHECK_SEED);
+    if (raw[PROTO_MARKER_RAW_MAX - 2] != (unsigned char)(chk >> 8) ||
+        raw[PROTO_MARKER_RAW_MAX - 1] != (unsigned char)chk)
         return -PROTO_EBADVALUE;
-    if (raw[5] == 0 || (size_t)raw[5] + 8 != n)
-        return -PROTO_EBADVALUE;
-    chk = XXH32(raw, n - 2, CHECK_SEED);
-    if (raw[n - 2] != (unsigned char)(chk >> 8) || raw[n - 1] != (unsigned char)chk)
+    for (int i = 5; i < 13; i++)
+        st = st << 8 | raw[i];
+    if (st > (uint64_t)INT64_MAX)
         return -PROTO_EBADVALUE;
     out->marker_hash =
         (uint32_t)raw[1] << 24 | (uint32_t)raw[2] << 16 | (uint32_t)raw[3] << 8 | raw[4];
-    out->backend_len = raw[5];
-    memcpy(out->backend, raw + 6, out->backend_len);
-    out->backend[out->backend_len] = '\0';
+    out->stamp = (int64_t)st;
     return 0;
 }

@@ -4,15 +4,24 @@
  * docs/aggregator.md). One struct shed_agg_req per client request walks
  * through phases, each a batch on the fan-out engine:
  *
- *   marker probe   which server holds the client's marker (when no cursor)
- *   fetch          list pages from every server from the marker's on
+ *   marker probe   the stamp of the client's marker (when no cursor)
+ *   fetch          a window of every server after the page's position, in
+ *                  waves: the first asks every server, the next only the
+ *                  servers whose window ran out before the page was full
  *   dedup probe    does an earlier-preference server hold a copy?
- *   sequential     destructive op with a limit, one server after the other
+ *   destr op       destructive op with a limit, in rounds: the oldest
+ *                  candidates are fetched, then each server that holds some
+ *                  changes exactly its range of them (shed_after/shed_upto)
+ *   destr clean    a claim deletes the losing copies it just hid
+ *   ids delete     deleting selected accounts / queues, in slices
  *   wait poll      non-destructive long-poll on every server, first wins
  *
- * The membership (servers, their order, each bucket's preference rows) is
- * copied out of the routing view when the request starts, so nothing here
- * touches the registry afterwards.
+ * Every list is in the global (stamp, id) order the backends' stamps give
+ * (docs/aggregator.md "The global order"). The membership (servers, each
+ * bucket's preference rows) is copied out of the routing view when the
+ * request starts, so nothing here touches the registry afterwards. Nothing
+ * runs long on the loop: big operations are cut into rounds or slices, each
+ * a batch, and the loop serves other requests in between.
  */
 #include "shed/agg.h"
 
@@ -33,48 +42,44 @@
 #include "shed/line.h"
 #include "shed/merge.h"
 
-#define NOPOS              UINT32_MAX
-#define PREF_MAX           (2 * RING_MAX_R)
-#define QBUF_MAX           (2 * PROTO_BURROW_ID_MAX + 64)
-#define BACKENDS_MAX       4096
-#define SHED_AGG_FETCH_MAX 10000            /* widest per-backend window of one page */
-#define SEQ_REVISIT_MAX    16               /* sequential walk: extra visits after losing copies */
-#define LOOKUP_WALK        (RING_MAX_R + 8) /* servers a lookup asks per generation */
-#define LOOKUP_DOWN_MS     300              /* timeout for a server the view has down */
+#define NOPOS          UINT32_MAX
+#define PREF_MAX       (2 * RING_MAX_R)
+#define QBUF_MAX       (2 * PROTO_BURROW_ID_MAX + 64)
+#define BACKENDS_MAX   4096
+#define PAGE_WAVES     4                /* waves of one page fetch, the first included */
+#define EMPTY_WAVES    16               /* ... and while it has nothing (losing copies only) */
+#define WINDOW_MAX     10000            /* widest window asked of one server */
+#define DESTR_CHUNK    1000             /* candidates per round of a destructive op */
+#define IDLE_ROUNDS    16               /* rounds in a row that took nothing: stop */
+#define DEL_SLICE      32               /* deletes in flight for one account/queue delete */
+#define DEL_MAX        262144           /* backend deletes of one account/queue delete */
+#define LOOKUP_WALK    (RING_MAX_R + 8) /* servers a lookup asks per generation */
+#define LOOKUP_DOWN_MS 300              /* timeout for a server the view has down */
 
 struct shed_agg {
     struct shed_fanout *fan;
     _Atomic bool list_all;
     _Atomic uint64_t timeout_ms;
     size_t max_probes;
-    /* Recent first waves and those whose starting server ran out: [0] for
-     * pages from a server's first message, [1] for pages after a marker
-     * (a paging client's; they cross far more often, and one kind of
-     * client must not turn speculation off for the other). */
-    struct {
-        _Atomic uint32_t pages, crossed;
-    } waves[2];
 };
 
 /* Process-wide counters, so /metrics needs no aggregator instance. */
 static _Atomic uint64_t n_requests, n_backend_reqs, n_backend_errors, n_partial, n_probes, n_waves2,
-    n_lookups;
+    n_lookups, n_rounds, n_slices;
 
 enum phase {
     PH_NONE = 0,
-    PH_IDS,       /* account / queue lists */
-    PH_IDS_DEL,   /* deleting the selected accounts / queues */
-    PH_MARKER,    /* marker probe */
-    PH_FETCH,     /* message list pages */
-    PH_DEDUP,     /* dedup probes */
-    PH_DESTR_ALL, /* destructive, unlimited, parallel */
-    PH_DESTR_SEQ, /* destructive with limit, sequential */
-    PH_WAIT,      /* long-poll */
-    PH_BADDETAIL, /* non-destructive check of a bad detail */
-    PH_SEQ_PROBE, /* sequential walk: do earlier servers hold these copies? */
-    PH_SEQ_CLEAN, /* sequential walk: delete the losing copies just hidden */
-    PH_DETACHED,  /* answered early; the batch still runs (its result is dropped) */
-    PH_LOOKUP,    /* one message asked of every server it may live on */
+    PH_IDS,         /* account / queue lists */
+    PH_IDS_DEL,     /* deleting the selected accounts / queues, one slice */
+    PH_MARKER,      /* marker probe */
+    PH_FETCH,       /* message list windows */
+    PH_DEDUP,       /* dedup probes */
+    PH_DESTR_ALL,   /* destructive, unlimited, parallel */
+    PH_DESTR_OP,    /* destructive with limit: one round's ranges */
+    PH_DESTR_CLEAN, /* destructive with limit: delete the losing copies just hidden */
+    PH_WAIT,        /* long-poll */
+    PH_BADDETAIL,   /* non-destructive check of a bad detail */
+    PH_LOOKUP,      /* one message asked of every server it may live on */
 };
 
 enum method { M_GET, M_POST, M_DELETE };
@@ -95,6 +100,23 @@ struct gen {
 struct probe {
     uint32_t list, item, be;
 };
+
+/* A position in the global order: (stamp, id). */
+struct pos {
+    bool set;    /* false: the beginning */
+    bool has_id; /* false: past the whole stamp */
+    int64_t stamp;
+    size_t idlen;
+    char id[PROTO_BURROW_ID_MAX];
+};
+
+/* One backend delete of an account/queue delete. */
+struct deljob {
+    uint32_t be, list, item;
+};
+
+/* Per list slot of a fetch. */
+enum { SLOT_FROM_START = 1, SLOT_CONTINUED = 2 };
 
 struct shed_agg_req {
     struct shed_agg *agg;
@@ -128,32 +150,40 @@ struct shed_agg_req {
 
     /* progress */
     enum phase phase;
-    uint32_t start;   /* first backend index of message ops */
-    bool marker_live; /* send the marker to be[start] */
-    uint32_t *order;  /* backend index per list */
+    struct pos start; /* where the client's list starts (its marker) */
+    struct pos after; /* where the running fetch starts */
+    uint32_t *order;  /* backend index per list slot (or batch position) */
+    uint8_t *sflags;  /* SLOT_* per list slot */
     struct shed_merge_list *lists;
-    size_t nlists;
+    size_t nlists, nlists_cap;
     struct shed_merge_pick *picks;
     size_t npicks;
-    bool more;
+    struct shed_merge_cut cut;
     struct probe *probes;
     size_t nprobes;
-    int64_t remaining;
-    size_t seq;          /* next backend position in sequential mode */
-    bool bcast;          /* DELETE of whole levels: one broadcast */
-    int64_t fetch_limit; /* per-backend limit of a page fetch (0: none) */
-    unsigned refetches;  /* page fetches widened because of dropped copies */
-    size_t nvisit;       /* servers a message op visits (order[0..nvisit)) */
-    int wave;            /* page fetch: 1 = the starting server, 2 = the rest */
-    size_t wave1;        /* servers in the first wave (see fetch()) */
-    size_t wave1_base;   /* of them, those up to the first writer */
-    size_t wave_from;    /* first list of the running wave */
+    size_t nvisit;       /* live servers of the request (order[0..nvisit) at the first wave) */
+    int wave;            /* page fetch: waves sent so far */
+    size_t wave_from;    /* first list slot of the running wave */
     int64_t wave_limit;  /* per-server limit of the running wave */
-    bool any_answer;     /* some server answered during this fetch */
-    size_t nlists_cap;   /* slots in lists[] */
-    size_t cur;          /* sequential walk: the list slot of the running step */
-    unsigned revisits;   /* sequential walk: servers asked again */
-    char notfound[128];
+    int64_t fetch_limit; /* what the running fetch wants in total (0: all) */
+    enum proto_burrow_detail fdetail; /* detail of the running fetch */
+    bool any_answer;                  /* some server answered during this fetch */
+    char notfound[128];               /* a 404 text no rank below covers */
+    int nf_rank;                      /* 1 account, 2 queue, 3 message exist somewhere */
+
+    /* destructive with a limit */
+    int64_t remaining;
+    struct pos upto;                /* the round's last candidate */
+    size_t round_cands;             /* candidates of the running round */
+    bool round_more;                /* more may follow them */
+    unsigned idle;                  /* rounds in a row that took nothing */
+    struct shed_merge_list *acc;    /* every round's answers, kept to the end */
+    uint32_t *acc_be;               /* their backends */
+    size_t nacc, acc_cap, acc_from; /* acc_from: the running round's first */
+
+    /* account / queue delete */
+    struct deljob *jobs;
+    size_t njobs, jobs_next;
 
     /* answer */
     struct shed_merge_out out;
@@ -237,19 +267,28 @@ shed_agg_metrics(char *buf, size_t len)
         "# HELP shed_agg_dedup_probes_total Single-message probes for duplicates.\n"
         "# TYPE shed_agg_dedup_probes_total counter\n"
         "shed_agg_dedup_probes_total %llu\n"
-        "# HELP shed_agg_second_waves_total Pages whose first wave ran out, so that "
-        "the servers after it were asked.\n"
+        "# HELP shed_agg_second_waves_total Pages whose first wave ran out on some "
+        "server before the page was full, so that those servers were asked again.\n"
         "# TYPE shed_agg_second_waves_total counter\n"
         "shed_agg_second_waves_total %llu\n"
         "# HELP shed_agg_lookups_total Single-message requests the aggregator "
         "looked up on every server the message may live on.\n"
         "# TYPE shed_agg_lookups_total counter\n"
-        "shed_agg_lookups_total %llu\n",
+        "shed_agg_lookups_total %llu\n"
+        "# HELP shed_agg_destructive_rounds_total Rounds of destructive operations "
+        "with a limit (candidates fetched, then their ranges changed).\n"
+        "# TYPE shed_agg_destructive_rounds_total counter\n"
+        "shed_agg_destructive_rounds_total %llu\n"
+        "# HELP shed_agg_delete_slices_total Slices of account and queue deletes "
+        "(at most 32 backend deletes each).\n"
+        "# TYPE shed_agg_delete_slices_total counter\n"
+        "shed_agg_delete_slices_total %llu\n",
         (unsigned long long)atomic_load(&n_requests),
         (unsigned long long)atomic_load(&n_backend_reqs),
         (unsigned long long)atomic_load(&n_backend_errors),
         (unsigned long long)atomic_load(&n_partial), (unsigned long long)atomic_load(&n_probes),
-        (unsigned long long)atomic_load(&n_waves2), (unsigned long long)atomic_load(&n_lookups));
+        (unsigned long long)atomic_load(&n_waves2), (unsigned long long)atomic_load(&n_lookups),
+        (unsigned long long)atomic_load(&n_rounds), (unsigned long long)atomic_load(&n_slices));
     if (n < 0)
         return 0;
     return (size_t)n < len ? (size_t)n : len - 1;
@@ -430,14 +469,29 @@ sb_path(struct sbuf *b, const struct shed_agg_req *r, const char *msg, size_t ml
     }
 }
 
+/* What one backend request carries besides the path. */
 struct urlopts {
     const char *detail; /* NULL: not sent */
     int64_t limit;      /* <= 0: not sent */
-    bool marker;        /* send the client's marker */
+    bool marker;        /* send the client's marker (plain Burrow) */
     bool attrs;         /* send ttl / hide */
     int64_t wait;       /* > 0: send */
     bool match_hidden;
+    bool stamps;            /* shed_stamps=1 */
+    const struct pos *from; /* shed_after (+ marker as its id), NULL or unset: none */
+    const struct pos *upto; /* shed_upto (+ shed_upto_id), NULL: none */
 };
+
+static void
+sb_pos(struct sbuf *b, const char *key, const char *idkey, const struct pos *p)
+{
+    sb_int(b, key, p->stamp);
+    if (p->has_id) {
+        sb_str(b, idkey);
+        sb_enc(b, p->id, p->idlen);
+        sb_str(b, "&");
+    }
+}
 
 static int
 make_url(char *out, size_t len, const struct shed_agg_req *r, uint32_t be, const char *msg,
@@ -469,6 +523,12 @@ make_url(char *out, size_t len, const struct shed_agg_req *r, uint32_t be, const
         sb_int(&b, "wait", o->wait);
     if (o->match_hidden)
         sb_str(&b, "match_hidden=true&");
+    if (o->stamps)
+        sb_str(&b, "shed_stamps=1&");
+    if (o->from != NULL && o->from->set)
+        sb_pos(&b, "shed_after", "marker=", o->from);
+    if (o->upto != NULL && o->upto->set)
+        sb_pos(&b, "shed_upto", "shed_upto_id=", o->upto);
     if (b.over)
         return -ENAMETOOLONG;
     if (out[b.len - 1] == '&' || out[b.len - 1] == '?')
@@ -541,7 +601,7 @@ batch_add(struct batch *b, const struct shed_agg_req *r, const char *method, uin
 
 /* Submit; on failure answer 503 (the request is finished either way). */
 static void
-batch_go(struct shed_agg_req *r, struct batch *b, enum phase ph, bool wait)
+batch_go(struct shed_agg_req *r, struct batch *b, enum phase ph)
 {
     int rc;
 
@@ -552,9 +612,8 @@ batch_go(struct shed_agg_req *r, struct batch *b, enum phase ph, bool wait)
         on_batch(r, NULL, 0);
         return;
     }
-    rc =
-        shed_fanout_submit(r->agg->fan, b->reqs, b->n,
-                           wait || ph == PH_FETCH || ph == PH_LOOKUP ? on_each : NULL, on_batch, r);
+    rc = shed_fanout_submit(r->agg->fan, b->reqs, b->n,
+                            ph == PH_WAIT || ph == PH_LOOKUP ? on_each : NULL, on_batch, r);
     if (rc == 0)
         atomic_fetch_add(&n_backend_reqs, b->n);
     batch_free(b);
@@ -564,6 +623,16 @@ batch_go(struct shed_agg_req *r, struct batch *b, enum phase ph, bool wait)
     }
 }
 
+static void
+mark_failed(struct shed_agg_req *r, uint32_t be, const char *why, int status, int err)
+{
+    if (r->be[be].failed)
+        return;
+    r->be[be].failed = true;
+    atomic_fetch_add(&n_backend_errors, 1);
+    log_debug("agg: backend=%s %s (status %d, err %d)", r->be[be].id, why, status, err);
+}
+
 /* Classify one backend result: true when it is a usable Burrow answer. */
 static bool
 usable(struct shed_agg_req *r, uint32_t be, const struct shed_fanout_res *res)
@@ -571,40 +640,49 @@ usable(struct shed_agg_req *r, uint32_t be, const struct shed_fanout_res *res)
     if (res->err == -ECANCELED)
         return false;
     if (res->status == 0 || res->status >= 500) {
-        if (!r->be[be].failed) {
-            r->be[be].failed = true;
-            atomic_fetch_add(&n_backend_errors, 1);
-            log_debug("agg: backend=%s unreachable (status %d, err %d)", r->be[be].id, res->status,
-                      res->err);
-        }
+        mark_failed(r, be, "unreachable", res->status, res->err);
         return false;
     }
     return true;
 }
 
+/* 404 texts, from the most to the least that exists somewhere (what one
+ * Burrow server would say for the union of the backends). */
+static const char *const nf_text[] = {NULL, "Account not found", "Queue not found",
+                                      "Message not found"};
+
+/* Note what one answer says exists: a 404's text, or that a 200 found the
+ * account (queue lists) or the queue (message lists). */
 static void
-keep_notfound(struct shed_agg_req *r, const struct shed_fanout_res *res)
+keep_notfound(struct shed_agg_req *r, int status, const char *body, size_t len)
 {
-    if (res->status == 404 && r->notfound[0] == '\0' && res->len > 0 &&
-        res->len < sizeof(r->notfound)) {
-        memcpy(r->notfound, res->body, res->len);
-        r->notfound[res->len] = '\0';
+    int rank = 0;
+
+    if (status == 200 || status == 204) {
+        rank = r->level == PROTO_BURROW_MESSAGES ? 3 : r->level == PROTO_BURROW_QUEUES ? 2 : 1;
+    } else if (status == 404) {
+        for (int i = 1; i <= 3; i++)
+            if (len == strlen(nf_text[i]) && memcmp(body, nf_text[i], len) == 0)
+                rank = i;
+        if (rank == 0 && r->notfound[0] == '\0' && len > 0 && len < sizeof(r->notfound)) {
+            memcpy(r->notfound, body, len);
+            r->notfound[len] = '\0';
+        }
     }
+    if (rank > r->nf_rank)
+        r->nf_rank = rank;
 }
 
 static const char *
 notfound_text(struct shed_agg_req *r)
 {
+    if (r->level == PROTO_BURROW_ACCOUNTS)
+        return nf_text[1];
+    if (r->nf_rank > 0)
+        return nf_text[r->nf_rank];
     if (r->notfound[0] != '\0')
         return r->notfound;
-    switch (r->level) {
-    case PROTO_BURROW_ACCOUNTS:
-        return "Account not found";
-    case PROTO_BURROW_QUEUES:
-        return "Account not found";
-    default:
-        return "Queue not found";
-    }
+    return r->level == PROTO_BURROW_QUEUES ? nf_text[1] : nf_text[2];
 }
 
 /* A 400 from any backend is the answer. Returns true when it answered. */
@@ -621,14 +699,123 @@ pass_400(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
 }
 
 static void
-lists_reset(struct shed_agg_req *r, size_t n)
+lists_reset(struct shed_agg_req *r)
 {
     for (size_t i = 0; i < r->nlists; i++)
         shed_merge_list_clear(&r->lists[i]);
     r->nlists = 0;
-    if (n > 0) {
-        memset(r->lists, 0, n * sizeof(*r->lists));
+}
+
+/* Parse answer <res> of backend <be> into <l> (zeroed here). Answers to
+ * requests with shed_stamps=1 (<stamps>) must carry Shed-Clock: a backend
+ * without shed's ordering extension cannot be merged in order, and is
+ * treated as unreachable. Returns true when <l> holds a usable answer. */
+static bool
+take_one(struct shed_agg_req *r, uint32_t be, const struct shed_fanout_res *res, int64_t asked,
+         bool stamps, struct shed_merge_list *l)
+{
+    memset(l, 0, sizeof(*l));
+    if (!usable(r, be, res))
+        return false;
+    if (stamps && res->clock <= 0 && res->status != 400) {
+        if (!r->be[be].failed)
+            log_warnx("agg: backend=%s answered without Shed-Clock: it lacks shed's ordering "
+                      "extension (docs/aggregator.md)",
+                      r->be[be].id);
+        mark_failed(r, be, "no Shed-Clock", res->status, 0);
+        return false;
     }
+    keep_notfound(r, res->status, res->body, res->len);
+    if (shed_merge_parse(l, res->status, res->body, res->len, asked) < 0) {
+        /* A backend that answers garbage is as good as unreachable. */
+        mark_failed(r, be, "answered garbage", res->status, 0);
+        l->status = 0;
+        return false;
+    }
+    l->clock = res->clock;
+    return true;
+}
+
+/* Parse <n> answers into list slots [off, off + n) (servers order[off..]). */
+static bool
+take_lists_at(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n, size_t off,
+              int64_t asked, bool stamps)
+{
+    bool any = false;
+
+    for (size_t k = 0; k < n; k++) {
+        size_t i = off + k;
+
+        any |= take_one(r, r->order[i], &res[k], asked, stamps, &r->lists[i]);
+        if (r->nlists < i + 1)
+            r->nlists = i + 1;
+    }
+    return any;
+}
+
+static size_t
+items_of(const struct shed_merge_list *lists, size_t n)
+{
+    size_t t = 0;
+
+    for (size_t i = 0; i < n; i++)
+        t += lists[i].n;
+    return t;
+}
+
+static int
+picks_room(struct shed_agg_req *r, size_t need)
+{
+    free(r->picks);
+    r->picks = calloc(need + 1, sizeof(*r->picks));
+    r->npicks = 0;
+    return r->picks == NULL ? -ENOMEM : 0;
+}
+
+static void
+render_from(struct shed_agg_req *r, const struct shed_merge_list *lists)
+{
+    shed_merge_out_clear(&r->out);
+    if (shed_merge_render(r->level, r->detail, lists, r->picks, r->npicks, notfound_text(r),
+                          &r->out) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    finish(r);
+}
+
+static void
+render(struct shed_agg_req *r)
+{
+    render_from(r, r->lists);
+}
+
+/* Room for one more list slot. */
+static int
+slot_grow(struct shed_agg_req *r)
+{
+    size_t cap = r->nlists_cap * 2;
+    struct shed_merge_list *l;
+    uint32_t *o;
+    uint8_t *f;
+
+    if (r->nlists < r->nlists_cap)
+        return 0;
+    l = realloc(r->lists, cap * sizeof(*l));
+    if (l == NULL)
+        return -ENOMEM;
+    r->lists = l;
+    o = realloc(r->order, cap * sizeof(*o));
+    if (o == NULL)
+        return -ENOMEM;
+    r->order = o;
+    f = realloc(r->sflags, cap);
+    if (f == NULL)
+        return -ENOMEM;
+    r->sflags = f;
+    memset(r->lists + r->nlists_cap, 0, (cap - r->nlists_cap) * sizeof(*l));
+    r->nlists_cap = cap;
+    return 0;
 }
 
 /* ------------------------------------------------- account / queue lists */
@@ -636,15 +823,13 @@ lists_reset(struct shed_agg_req *r, size_t n)
 static void
 ids_fetch(struct shed_agg_req *r)
 {
-    struct urlopts o = {.detail = "id"};
+    struct urlopts o = {.detail = "all", .stamps = true};
     const char *method = "GET";
     struct batch b;
 
     /* DELETE without limit or marker takes everything: one broadcast. */
-    r->bcast = r->m == M_DELETE && r->q.limit <= 0 && r->q.marker.ptr == NULL;
-    if (r->bcast)
+    if (r->m == M_DELETE && r->q.limit <= 0 && r->q.marker.ptr == NULL)
         method = "DELETE";
-
     if (batch_init(&b, r->nbe) < 0) {
         answer_unavailable(r, "out of memory");
         return;
@@ -660,128 +845,137 @@ ids_fetch(struct shed_agg_req *r)
             return;
         }
     }
-    batch_go(r, &b, PH_IDS, false);
+    batch_go(r, &b, PH_IDS);
 }
 
-static size_t
-all_items(const struct shed_agg_req *r)
-{
-    size_t t = 0;
+static void ids_del_next(struct shed_agg_req *r);
 
-    for (size_t i = 0; i < r->nlists; i++)
-        t += r->lists[i].n;
-    return t;
-}
-
-/* Parse <n> answers into lists [off, off + n) (servers order[off..]). */
-static int
-take_lists_at(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n, size_t off,
-              int64_t asked, bool *any)
-{
-    *any = false;
-    for (size_t k = 0; k < n; k++) {
-        size_t i = off + k;
-        uint32_t be = r->order[i];
-
-        memset(&r->lists[i], 0, sizeof(r->lists[i]));
-        r->nlists = i + 1;
-        if (!usable(r, be, &res[k])) {
-            r->lists[i].status = 0;
-            continue;
-        }
-        *any = true;
-        keep_notfound(r, &res[k]);
-        if (shed_merge_parse(&r->lists[i], res[k].status, res[k].body, res[k].len, asked) < 0) {
-            /* A backend that answers garbage is as good as unreachable. */
-            if (!r->be[be].failed) {
-                r->be[be].failed = true;
-                atomic_fetch_add(&n_backend_errors, 1);
-            }
-        }
-    }
-    return 0;
-}
-
-static int
-take_lists(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n, int64_t asked,
-           bool *any)
-{
-    return take_lists_at(r, res, n, 0, asked, any);
-}
-
-static int
-picks_room(struct shed_agg_req *r)
-{
-    size_t need = all_items(r) + 1;
-
-    free(r->picks);
-    r->picks = calloc(need, sizeof(*r->picks));
-    r->npicks = 0;
-    return r->picks == NULL ? -ENOMEM : 0;
-}
-
+/* DELETE with a marker or a limit: the selected ids are deleted on exactly
+ * the servers that listed them, DEL_SLICE at a time, so that the loop keeps
+ * serving while thousands of queues go. */
 static void
-render(struct shed_agg_req *r)
+ids_del_start(struct shed_agg_req *r)
 {
-    shed_merge_out_clear(&r->out);
-    if (shed_merge_render(r->level, r->detail, r->lists, r->picks, r->npicks, notfound_text(r),
-                          &r->out) < 0) {
+    struct shed_merge_set sel;
+    size_t n = 0;
+
+    if (shed_merge_set_init(&sel, r->npicks) < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }
-    finish(r);
+    for (size_t p = 0; p < r->npicks; p++) {
+        const struct shed_merge_item *it = &r->lists[r->picks[p].list].items[r->picks[p].item];
+
+        if (shed_merge_set_add(&sel, it->id, it->idlen) < 0) {
+            shed_merge_set_free(&sel);
+            answer_unavailable(r, "out of memory");
+            return;
+        }
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t li = 0; li < r->nlists; li++)
+            for (size_t ii = 0; ii < r->lists[li].n; ii++) {
+                const struct shed_merge_item *it = &r->lists[li].items[ii];
+
+                if (!shed_merge_set_has(&sel, it->id, it->idlen))
+                    continue;
+                if (pass == 1)
+                    r->jobs[n] = (struct deljob){r->order[li], (uint32_t)li, (uint32_t)ii};
+                n++;
+            }
+        if (pass == 0) {
+            if (n > DEL_MAX) {
+                char text[160];
+
+                shed_merge_set_free(&sel);
+                snprintf(text, sizeof(text),
+                         "too many to delete at once (%zu server deletes, at most %d): "
+                         "use a smaller limit and repeat",
+                         n, DEL_MAX);
+                answer_text(r, 400, text);
+                return;
+            }
+            r->jobs = calloc(n ? n : 1, sizeof(*r->jobs));
+            if (r->jobs == NULL) {
+                shed_merge_set_free(&sel);
+                answer_unavailable(r, "out of memory");
+                return;
+            }
+            n = 0;
+        }
+    }
+    shed_merge_set_free(&sel);
+    r->njobs = n;
+    r->jobs_next = 0;
+    ids_del_next(r);
+}
+
+static void
+ids_del_next(struct shed_agg_req *r)
+{
+    struct urlopts o = {.detail = "none", .match_hidden = true};
+    size_t n = r->njobs - r->jobs_next;
+    struct batch b;
+
+    if (n == 0) {
+        render(r);
+        return;
+    }
+    if (n > DEL_SLICE)
+        n = DEL_SLICE;
+    if (batch_init(&b, n) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    for (size_t k = 0; k < n; k++) {
+        const struct deljob *j = &r->jobs[r->jobs_next + k];
+        const struct shed_merge_item *it = &r->lists[j->list].items[j->item];
+
+        /* DELETE /v1.0/<account> deletes an account; DELETE
+         * /v1.0/a/<queue>?match_hidden=true empties a queue. */
+        if (batch_add(&b, r, "DELETE", j->be, it->id, it->idlen, &o, r->timeout_ms) < 0) {
+            batch_free(&b);
+            answer_text(r, 400, "request too long");
+            return;
+        }
+    }
+    atomic_fetch_add(&n_slices, 1);
+    batch_go(r, &b, PH_IDS_DEL);
+}
+
+static void
+ids_del_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        (void)usable(r, r->jobs[r->jobs_next + k].be, &res[k]);
+    r->jobs_next += n;
+    ids_del_next(r);
 }
 
 static void
 ids_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
 {
-    bool any;
     long np;
 
     if (pass_400(r, res, n))
         return;
-    take_lists(r, res, n, 0, &any);
-    if (!any) {
+    if (!take_lists_at(r, res, n, 0, 0, true)) {
         answer_unavailable(r, "no backend reachable");
         return;
     }
-    if (picks_room(r) < 0) {
+    if (picks_room(r, items_of(r->lists, r->nlists)) < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }
     np = shed_merge_window(r->lists, r->nlists, r->q.marker.ptr, r->q.marker.len, r->q.limit,
-                           r->picks, all_items(r) + 1);
+                           r->picks, items_of(r->lists, r->nlists) + 1);
     if (np < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }
     r->npicks = (size_t)np;
-    if (r->m == M_DELETE && !r->bcast && r->npicks > 0) {
-        /* Delete exactly the selected ids, on every server. */
-        struct urlopts o = {.detail = "none", .match_hidden = true};
-        struct batch b;
-        size_t cap = r->npicks * r->nbe;
-
-        if (cap > SHED_FANOUT_MAX_BATCH || batch_init(&b, cap) < 0) {
-            answer_unavailable(r, "too many ids to delete at once");
-            return;
-        }
-        for (size_t p = 0; p < r->npicks; p++) {
-            const struct shed_merge_item *it = &r->lists[r->picks[p].list].items[r->picks[p].item];
-
-            for (uint32_t i = 0; i < r->nbe; i++) {
-                if (!r->be[i].live)
-                    continue;
-                /* DELETE /v1.0/<account> deletes an account; DELETE
-                 * /v1.0/a/<queue>?match_hidden=true empties a queue. */
-                if (batch_add(&b, r, "DELETE", i, it->id, it->idlen, &o, r->timeout_ms) < 0) {
-                    batch_free(&b);
-                    answer_text(r, 400, "request too long");
-                    return;
-                }
-            }
-        }
-        batch_go(r, &b, PH_IDS_DEL, false);
+    if (r->m == M_DELETE && r->npicks > 0 && (r->q.limit > 0 || r->q.marker.ptr != NULL)) {
+        ids_del_start(r);
         return;
     }
     render(r);
@@ -821,101 +1015,6 @@ pref_of(const struct shed_agg_req *r, const char *id, size_t idlen, uint32_t *ou
     return n;
 }
 
-static void msgs_run(struct shed_agg_req *r);
-
-/* Resolve the marker's owner by asking its preference row (single-message
- * GET works on hidden messages too). */
-static void
-marker_probe(struct shed_agg_req *r)
-{
-    uint32_t pref[PREF_MAX];
-    size_t np = pref_of(r, r->q.marker.ptr, r->q.marker.len, pref);
-    struct urlopts o = {.detail = "id"};
-    struct batch b;
-
-    if (batch_init(&b, np) < 0) {
-        answer_unavailable(r, "out of memory");
-        return;
-    }
-    for (size_t i = 0; i < np; i++) {
-        if (!r->be[pref[i]].live)
-            continue;
-        r->order[b.n] = pref[i];
-        if (batch_add(&b, r, "GET", pref[i], r->q.marker.ptr, r->q.marker.len, &o, r->timeout_ms) <
-            0) {
-            batch_free(&b);
-            answer_text(r, 400, "request too long");
-            return;
-        }
-    }
-    batch_go(r, &b, PH_MARKER, false);
-}
-
-static void
-marker_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
-{
-    /* The first server in preference order that has it owns the position. */
-    r->start = 0;
-    r->marker_live = false;
-    for (size_t i = 0; i < n; i++) {
-        if (usable(r, r->order[i], &res[i]) && res[i].status == 200) {
-            r->start = r->order[i];
-            r->marker_live = true;
-            break;
-        }
-    }
-    msgs_run(r);
-}
-
-/* The servers a message op visits, in global order, from the start. */
-static size_t
-visit_list(struct shed_agg_req *r)
-{
-    size_t n = 0;
-
-    for (uint32_t i = r->start; i < r->nbe; i++)
-        if (r->be[i].live)
-            r->order[n++] = i;
-    return n;
-}
-
-static struct urlopts
-op_opts(const struct shed_agg_req *r, uint32_t be, int64_t limit)
-{
-    struct urlopts o = {0};
-
-    o.detail = detail_name(r->bdetail);
-    o.limit = limit;
-    o.marker = r->marker_live && be == r->start;
-    o.attrs = r->m == M_POST;
-    o.match_hidden = r->q.match_hidden;
-    return o;
-}
-
-/* Fetch pages from order[from..to) with a per-server limit of <limit>. */
-static void
-fetch_range(struct shed_agg_req *r, size_t from, size_t to, int64_t limit)
-{
-    struct batch b;
-
-    r->wave_from = from;
-    r->wave_limit = limit;
-    if (batch_init(&b, to - from) < 0) {
-        answer_unavailable(r, "out of memory");
-        return;
-    }
-    for (size_t i = from; i < to; i++) {
-        struct urlopts o = op_opts(r, r->order[i], limit);
-
-        if (batch_add(&b, r, "GET", r->order[i], NULL, 0, &o, r->timeout_ms) < 0) {
-            batch_free(&b);
-            answer_text(r, 400, "request too long");
-            return;
-        }
-    }
-    batch_go(r, &b, PH_FETCH, false);
-}
-
 /* Mark the backends that take the new writes of one of the account's
  * buckets: the first live server of each row, in either generation. One
  * pass over the rows (K x R per generation). */
@@ -936,48 +1035,226 @@ mark_writers(struct shed_agg_req *r)
             }
 }
 
-/* A page with a limit is fetched in two waves: first the server the page
- * starts in, up to the first server that takes writes for the account
- * (servers before it are replicas: they hold failover copies at most, so
- * they mostly answer 404 at once, and without them in the first wave a
- * page whose first servers are such replicas always took two round trips),
- * and while pages of this kind often cross, on to the next such server
- * (where the page goes on); then, only if all of those ran out, every later
- * server at once with what is missing. */
-static size_t
-next_writer(const struct shed_agg_req *r, size_t from)
+static void msgs_run(struct shed_agg_req *r);
+static void wait_poll(struct shed_agg_req *r);
+static void page_done(struct shed_agg_req *r);
+static void destr_op(struct shed_agg_req *r);
+static void destr_finish(struct shed_agg_req *r);
+
+static void
+pos_set(struct pos *p, int64_t stamp, const char *id, size_t idlen)
 {
-    while (from < r->nvisit && !r->be[r->order[from]].writer)
-        from++;
-    return from;
+    p->set = true;
+    p->stamp = stamp;
+    p->has_id = id != NULL;
+    p->idlen = idlen > sizeof(p->id) ? sizeof(p->id) : idlen;
+    if (p->idlen > 0)
+        memcpy(p->id, id, p->idlen);
 }
 
 static void
+pos_of(struct pos *p, const struct shed_merge_item *it)
+{
+    pos_set(p, it->stamp, it->id, it->idlen);
+}
+
+/* Is item <it> after position <p>? */
+static bool
+pos_before(const struct pos *p, const struct shed_merge_item *it)
+{
+    if (!p->set)
+        return true;
+    if (!p->has_id)
+        return it->stamp > p->stamp;
+    return shed_merge_key_cmp(it->stamp, it->id, it->idlen, p->stamp, p->id, p->idlen) > 0;
+}
+
+/* Is item <it> at or before position <p>? */
+static bool
+pos_within(const struct pos *p, const struct shed_merge_item *it)
+{
+    return p->set && !pos_before(p, it);
+}
+
+/* Find the marker's stamp by asking its preference row (a single-message
+ * GET finds hidden messages too). */
+static void
+marker_probe(struct shed_agg_req *r)
+{
+    uint32_t pref[PREF_MAX];
+    size_t np = pref_of(r, r->q.marker.ptr, r->q.marker.len, pref);
+    struct urlopts o = {.detail = "attributes", .stamps = true};
+    struct batch b;
+
+    if (batch_init(&b, np) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < np; i++) {
+        if (!r->be[pref[i]].live)
+            continue;
+        r->order[b.n] = pref[i];
+        if (batch_add(&b, r, "GET", pref[i], r->q.marker.ptr, r->q.marker.len, &o, r->timeout_ms) <
+            0) {
+            batch_free(&b);
+            answer_text(r, 400, "request too long");
+            return;
+        }
+    }
+    batch_go(r, &b, PH_MARKER);
+}
+
+static void
+marker_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
+    /* The first server in preference order that has it gives the position;
+     * a marker nobody has is ignored, as in Burrow. */
+    memset(&r->start, 0, sizeof(r->start));
+    for (size_t i = 0; i < n; i++) {
+        int64_t stamp;
+
+        if (!usable(r, r->order[i], &res[i]) || res[i].status != 200)
+            continue;
+        if (shed_merge_stamp_of(res[i].body, res[i].len, &stamp) < 0) {
+            mark_failed(r, r->order[i], "gave no stamp", res[i].status, 0);
+            continue;
+        }
+        pos_set(&r->start, stamp, r->q.marker.ptr, r->q.marker.len);
+        break;
+    }
+    msgs_run(r);
+}
+
+/* Every live server of the request, in order[0..n). */
+static size_t
+visit_list(struct shed_agg_req *r)
+{
+    size_t n = 0;
+
+    for (uint32_t i = 0; i < r->nbe; i++)
+        if (r->be[i].live)
+            r->order[n++] = i;
+    return n;
+}
+
+/* The first wave's per-server limit: a page of <limit> after any position
+ * holds about limit / w messages of each of the w servers that take the
+ * account's writes (messages are spread over them by hash), so each is
+ * asked for twice that (plus two); a server that runs out before the page
+ * is full gets a second wave. One writer: the whole limit. */
+static int64_t
+first_wave_limit(struct shed_agg_req *r, int64_t limit)
+{
+    size_t w = 0;
+    int64_t l;
+
+    mark_writers(r);
+    for (size_t i = 0; i < r->nbe; i++)
+        w += r->be[i].writer;
+    if (w <= 1)
+        return limit;
+    l = (2 * limit + (int64_t)w - 1) / (int64_t)w + 2;
+    return l < limit ? l : limit;
+}
+
+/* Ask order[from..from+n) with their positions (<from_pos> per slot, or
+ * r->after for all when NULL) and <limit>; the slots are the new lists. */
+static void
+fetch_send(struct shed_agg_req *r, size_t from, size_t n, const struct pos *from_pos, int64_t limit)
+{
+    struct batch b;
+
+    r->wave_from = from;
+    r->wave_limit = limit;
+    if (batch_init(&b, n) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    for (size_t k = 0; k < n; k++) {
+        struct urlopts o = {0};
+
+        o.detail = detail_name(r->fdetail);
+        o.limit = limit;
+        o.match_hidden = r->q.match_hidden;
+        o.stamps = true;
+        o.from = from_pos != NULL ? &from_pos[k] : &r->after;
+        if (batch_add(&b, r, "GET", r->order[from + k], NULL, 0, &o, r->timeout_ms) < 0) {
+            batch_free(&b);
+            answer_text(r, 400, "request too long");
+            return;
+        }
+    }
+    batch_go(r, &b, PH_FETCH);
+}
+
+/* A window of every live server after r->after: the first wave. */
+static void
 fetch(struct shed_agg_req *r)
 {
-    struct shed_agg *agg = r->agg;
+    size_t n;
 
-    r->nvisit = visit_list(r);
+    lists_reset(r);
+    r->nvisit = n = visit_list(r);
+    r->wave = 1;
     r->any_answer = false;
-    if (r->fetch_limit > 0 && r->nvisit > 1) {
-        /* Speculate only while pages of this kind often cross (more than a
-         * quarter of recent ones): otherwise it only costs. */
-        uint32_t pages = atomic_load(&agg->waves[r->marker_live].pages),
-                 crossed = atomic_load(&agg->waves[r->marker_live].crossed);
-        size_t h;
+    for (size_t i = 0; i < n; i++)
+        r->sflags[i] = r->after.set ? 0 : SLOT_FROM_START;
+    fetch_send(r, 0, n, NULL, r->fetch_limit > 0 ? first_wave_limit(r, r->fetch_limit) : 0);
+}
 
-        mark_writers(r);
-        h = next_writer(r, 0);
-        r->wave1_base = h < r->nvisit ? h + 1 : r->nvisit;
-        if (crossed * 4 > pages && h < r->nvisit)
-            h = next_writer(r, h + 1);
-        r->wave = 1;
-        r->wave1 = h < r->nvisit ? h + 1 : r->nvisit;
-        fetch_range(r, 0, r->wave1, r->fetch_limit);
-    } else {
-        r->wave = 2;
-        fetch_range(r, 0, r->nvisit, r->fetch_limit);
+/* The page is short because some windows ran out first: ask each of those
+ * servers for <want> more after the end of its window. */
+static void
+fetch_more(struct shed_agg_req *r, int64_t want)
+{
+    size_t from = r->nlists, n = 0;
+    struct pos *at;
+
+    at = calloc(r->nlists ? r->nlists : 1, sizeof(*at));
+    if (at == NULL) {
+        answer_unavailable(r, "out of memory");
+        return;
     }
+    for (size_t i = 0; i < from; i++) {
+        struct shed_merge_list *l = &r->lists[i];
+
+        if (l->status != 200 || !l->truncated || l->n == 0 || (r->sflags[i] & SLOT_CONTINUED))
+            continue;
+        if (slot_grow(r) < 0) {
+            free(at);
+            answer_unavailable(r, "out of memory");
+            return;
+        }
+        l = &r->lists[i];
+        pos_of(&at[n], &l->items[l->n - 1]);
+        l->truncated = false; /* its tail comes in the new slot */
+        r->sflags[i] |= SLOT_CONTINUED;
+        r->order[r->nlists] = r->order[i];
+        r->sflags[r->nlists] = 0;
+        memset(&r->lists[r->nlists], 0, sizeof(r->lists[0]));
+        r->nlists++;
+        n++;
+    }
+    r->nlists = from; /* take_lists_at() sets it as the answers come */
+    if (r->wave++ == 1)
+        atomic_fetch_add(&n_waves2, 1);
+    fetch_send(r, from, n, at, want);
+    free(at);
+}
+
+static void dedup(struct shed_agg_req *r);
+
+static void
+fetch_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
+    if (pass_400(r, res, n))
+        return;
+    r->any_answer |= take_lists_at(r, res, n, r->wave_from, r->wave_limit, true);
+    if (!r->any_answer && r->nvisit > 0) {
+        answer_unavailable(r, "no backend reachable");
+        return;
+    }
+    dedup(r);
 }
 
 /* Position of backend <be> in <pref> (n when absent). */
@@ -990,36 +1267,42 @@ pref_pos(const uint32_t *pref, size_t n, uint32_t be)
     return n;
 }
 
-/* The list index of backend <be> in this fetch, or NOPOS. */
-static uint32_t
-list_of(const struct shed_agg_req *r, uint32_t be)
-{
-    for (size_t i = 0; i < r->nlists; i++)
-        if (r->order[i] == be)
-            return (uint32_t)i;
-    return NOPOS;
-}
-
+/* Did backend <be> show <id> in this fetch (any of its slots)? */
 static bool
-list_has(const struct shed_merge_list *l, const char *id, size_t len)
+backend_has(const struct shed_agg_req *r, uint32_t be, const char *id, size_t len)
 {
-    for (size_t i = 0; i < l->n; i++)
-        if (l->items[i].idlen == len && memcmp(l->items[i].id, id, len) == 0)
-            return true;
+    for (size_t li = 0; li < r->nlists; li++) {
+        const struct shed_merge_list *l = &r->lists[li];
+
+        if (r->order[li] != be)
+            continue;
+        for (size_t i = 0; i < l->n; i++)
+            if (l->items[i].idlen == len && memcmp(l->items[i].id, id, len) == 0)
+                return true;
+    }
     return false;
 }
 
-static void page_done(struct shed_agg_req *r);
-
-/* Did the first <n> servers of the first wave all run out (answer their
- * whole lists)? */
+/* Was backend <be>'s whole list seen in this fetch: asked from its start,
+ * hidden messages included (a hidden copy still wins), and its last window
+ * not cut by a limit? */
 static bool
-wave1_ran_out(const struct shed_agg_req *r, size_t n)
+backend_whole(const struct shed_agg_req *r, uint32_t be)
 {
-    for (size_t i = 0; i < n; i++)
-        if (r->lists[i].truncated)
-            return false;
-    return true;
+    bool start = false;
+    size_t last = SIZE_MAX;
+
+    if (!r->q.match_hidden)
+        return false;
+
+    for (size_t li = 0; li < r->nlists; li++) {
+        if (r->order[li] != be)
+            continue;
+        start |= (r->sflags[li] & SLOT_FROM_START) != 0;
+        last = li;
+    }
+    return start && last != SIZE_MAX && r->lists[last].status != 0 && !r->lists[last].truncated &&
+           !(r->sflags[last] & SLOT_CONTINUED);
 }
 
 /* Room for <want> dedup probes (at most max_probes) and their batch. */
@@ -1028,7 +1311,8 @@ probes_begin(struct shed_agg_req *r, struct batch *b, size_t want)
 {
     if (want > r->agg->max_probes)
         want = r->agg->max_probes;
-    r->probes = calloc(want, sizeof(*r->probes));
+    free(r->probes);
+    r->probes = calloc(want ? want : 1, sizeof(*r->probes));
     if (r->probes == NULL || batch_init(b, want) < 0)
         return -ENOMEM;
     return 0;
@@ -1050,38 +1334,20 @@ probe_add(struct shed_agg_req *r, struct batch *b, size_t li, size_t ii, uint32_
     r->nprobes++;
 }
 
-/* Count a page's first wave (and whether its starting server ran out) in
- * the statistics of its kind; halved now and then, so the rate follows the
- * recent pages. */
-static void
-count_wave1(struct shed_agg_req *r, bool ran_out)
-{
-    struct shed_agg *agg = r->agg;
-    int kind = r->marker_live;
-
-    if (atomic_fetch_add(&agg->waves[kind].pages, 1) >= 1024) {
-        atomic_store(&agg->waves[kind].pages, 512);
-        atomic_store(&agg->waves[kind].crossed, atomic_load(&agg->waves[kind].crossed) / 2);
-    }
-    if (ran_out)
-        atomic_fetch_add(&agg->waves[kind].crossed, 1);
-}
-
 /* Decide which copies lose to an earlier-preference copy. A copy on its
  * bucket's first server always wins; otherwise every earlier server either
  * showed the id in this fetch (drop), showed its whole list from the start
- * without it (keep), or is asked with a single-message GET (probe). */
+ * without it (keep), or is asked with a single-message GET (probe). Only
+ * the slots of the last wave are looked at: earlier ones were settled. */
 static void
 dedup(struct shed_agg_req *r)
 {
     struct batch b = {0};
     size_t nprobe = 0;
 
-    free(r->probes);
-    r->probes = NULL;
     r->nprobes = 0;
     for (int pass = 0; pass < 2; pass++) {
-        for (size_t li = 0; li < r->nlists; li++) {
+        for (size_t li = r->wave_from; li < r->nlists; li++) {
             struct shed_merge_list *l = &r->lists[li];
             uint32_t be = r->order[li];
 
@@ -1091,17 +1357,14 @@ dedup(struct shed_agg_req *r)
                 size_t np = pref_of(r, it->id, it->idlen, pref), pos = pref_pos(pref, np, be);
 
                 for (size_t e = 0; e < pos && !it->drop; e++) {
-                    uint32_t el = list_of(r, pref[e]);
-
-                    if (el != NOPOS && list_has(&r->lists[el], it->id, it->idlen)) {
+                    if (backend_has(r, pref[e], it->id, it->idlen)) {
                         if (pass == 0)
                             it->drop = true;
                         continue;
                     }
                     if (!r->be[pref[e]].live || r->be[pref[e]].failed)
                         continue; /* cannot know; keep this copy */
-                    if (el != NOPOS && !r->lists[el].truncated &&
-                        !(r->marker_live && pref[e] == r->start))
+                    if (backend_whole(r, pref[e]))
                         continue; /* its whole list was seen: it has none */
                     if (pass == 0)
                         nprobe++;
@@ -1122,7 +1385,7 @@ dedup(struct shed_agg_req *r)
         }
     }
     atomic_fetch_add(&n_probes, r->nprobes);
-    batch_go(r, &b, PH_DEDUP, false);
+    batch_go(r, &b, PH_DEDUP);
 }
 
 static void
@@ -1143,14 +1406,12 @@ make_link(struct shed_agg_req *r)
 {
     const struct shed_merge_pick *last = &r->picks[r->npicks - 1];
     const struct shed_merge_item *it = &r->lists[last->list].items[last->item];
-    const struct backend *be = &r->be[r->order[last->list]];
     struct proto_marker_cursor c = {0};
     char cur[PROTO_MARKER_CURSOR_MAX];
     struct sbuf b = {r->link, 0, sizeof(r->link), false};
 
     c.marker_hash = proto_marker_hash(it->id, it->idlen);
-    c.backend_len = strlen(be->id);
-    memcpy(c.backend, be->id, c.backend_len + 1);
+    c.stamp = it->stamp;
     if (proto_marker_pack(&c, cur, sizeof(cur)) < 0)
         return;
     sb_str(&b, "<");
@@ -1173,71 +1434,46 @@ make_link(struct shed_agg_req *r)
         r->link[0] = '\0';
 }
 
-static void wait_poll(struct shed_agg_req *r);
-
+/* Every wave in: merge. A page short only because a window ran out asks
+ * those servers again; a GET answers; a destructive op acts on the page
+ * (its candidates). */
 static void
 page_done(struct shed_agg_req *r)
 {
     long np;
 
-    if (picks_room(r) < 0) {
+    if (picks_room(r, items_of(r->lists, r->nlists)) < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }
-    np = shed_merge_concat(r->lists, r->nlists, r->q.limit, r->picks, all_items(r) + 1, &r->more);
+    np = shed_merge_sorted(r->lists, r->nlists, r->fetch_limit, true, r->picks,
+                           items_of(r->lists, r->nlists) + 1, &r->cut);
     if (np < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }
     r->npicks = (size_t)np;
-    if (r->wave == 1 && r->q.limit > 0)
-        count_wave1(r, wave1_ran_out(r, r->wave1_base));
-    if (r->wave == 1 && r->q.limit > 0 && (int64_t)r->npicks < r->q.limit && r->nvisit > r->wave1 &&
-        wave1_ran_out(r, r->wave1)) {
-        /* The first servers ran out: the rest of the page comes from the
-         * servers after them. */
-        atomic_fetch_add(&n_waves2, 1);
-        r->wave = 2;
-        fetch_range(r, r->wave1, r->nvisit, r->fetch_limit - (int64_t)r->npicks);
+    if (r->cut.want && (r->wave < PAGE_WAVES || (np == 0 && r->wave < EMPTY_WAVES))) {
+        /* What is missing, and at least twice the last window: windows
+         * full of losing copies must not make a wave per copy. */
+        int64_t want = r->fetch_limit > 0 ? r->fetch_limit - np : 0;
+
+        if (want < 2 * r->wave_limit)
+            want = 2 * r->wave_limit;
+        fetch_more(r, want < WINDOW_MAX ? want : WINDOW_MAX);
         return;
     }
-    if (r->q.limit > 0 && (int64_t)r->npicks < r->q.limit && r->more && r->refetches < 4 &&
-        r->fetch_limit < SHED_AGG_FETCH_MAX) {
-        /* The page stopped short at a server whose window held losing
-         * copies: ask again with wider windows, so that a page is never
-         * short (or empty) just because of duplicates. */
-        r->refetches++;
-        r->fetch_limit =
-            r->fetch_limit * 4 > SHED_AGG_FETCH_MAX ? SHED_AGG_FETCH_MAX : r->fetch_limit * 4;
-        lists_reset(r, 0);
-        fetch(r);
+    if (r->m != M_GET) {
+        destr_op(r);
         return;
     }
     if (r->npicks == 0 && r->deadline != 0 && clock_mono_ms() < r->deadline) {
         wait_poll(r);
         return;
     }
-    if (r->wave == 1 && r->nvisit > r->wave1 && (int64_t)r->npicks == r->q.limit)
-        r->more = true; /* servers after the first wave were not asked */
-    if (r->npicks > 0 && r->more && r->q.limit > 0)
+    if (r->npicks > 0 && r->cut.more && r->q.limit > 0)
         make_link(r);
     render(r);
-}
-
-static void
-fetch_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
-{
-    bool any;
-
-    if (pass_400(r, res, n))
-        return;
-    take_lists_at(r, res, n, r->wave_from, r->wave_limit, &any);
-    r->any_answer |= any;
-    if (r->wave == 2 && !r->any_answer && r->nvisit > 0) {
-        answer_unavailable(r, "no backend reachable");
-        return;
-    }
-    dedup(r);
 }
 
 /* ------------------------------------------------------- destructive ops */
@@ -1248,34 +1484,47 @@ destr_all(struct shed_agg_req *r)
     size_t n = visit_list(r);
     struct batch b;
 
+    lists_reset(r);
     if (batch_init(&b, n) < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        struct urlopts o = op_opts(r, r->order[i], 0);
+        struct urlopts o = {0};
 
+        o.detail = detail_name(r->bdetail);
+        o.attrs = r->m == M_POST;
+        o.match_hidden = r->q.match_hidden;
+        o.stamps = true;
+        o.from = &r->start;
         if (batch_add(&b, r, method_name(r->m), r->order[i], NULL, 0, &o, r->timeout_ms) < 0) {
             batch_free(&b);
             answer_text(r, 400, "request too long");
             return;
         }
     }
-    batch_go(r, &b, PH_DESTR_ALL, false);
+    batch_go(r, &b, PH_DESTR_ALL);
 }
 
+/* What every server changed, in the global order, ids once. */
 static void
-destr_finish(struct shed_agg_req *r)
+destr_all_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
 {
+    struct shed_merge_cut cut;
     long np;
 
-    if (picks_room(r) < 0) {
+    if (pass_400(r, res, n))
+        return;
+    if (!take_lists_at(r, res, n, 0, 0, true) && n > 0) {
+        answer_unavailable(r, "no backend reachable");
+        return;
+    }
+    if (picks_room(r, items_of(r->lists, r->nlists)) < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }
-    for (size_t i = 0; i < r->nlists; i++)
-        r->lists[i].truncated = false;
-    np = shed_merge_concat(r->lists, r->nlists, 0, r->picks, all_items(r) + 1, &r->more);
+    np = shed_merge_sorted(r->lists, r->nlists, 0, false, r->picks,
+                           items_of(r->lists, r->nlists) + 1, &cut);
     if (np < 0) {
         answer_unavailable(r, "out of memory");
         return;
@@ -1288,241 +1537,289 @@ destr_finish(struct shed_agg_req *r)
     render(r);
 }
 
+/* A round of a destructive op with a limit: the oldest candidates, at most
+ * DESTR_CHUNK, after the last round's (or the client's marker). */
 static void
-destr_all_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+destr_round(struct shed_agg_req *r)
 {
-    bool any;
-
-    if (pass_400(r, res, n))
-        return;
-    take_lists(r, res, n, 0, &any);
-    if (!any && n > 0) {
-        answer_unavailable(r, "no backend reachable");
-        return;
-    }
-    destr_finish(r);
+    atomic_fetch_add(&n_rounds, 1);
+    r->fetch_limit = r->remaining < DESTR_CHUNK ? r->remaining : DESTR_CHUNK;
+    r->fdetail = PROTO_DETAIL_ATTRIBUTES;
+    fetch(r);
 }
 
-/* One step of the sequential walk: the next live server gets the rest. */
-/* One step of the sequential walk: the next live server gets the rest. Each
- * step's answer goes to a new list slot (a server may be asked again after
- * losing copies, see destr_seq_step_end()). */
-static void
-destr_seq_next(struct shed_agg_req *r)
+static int
+acc_room(struct shed_agg_req *r, size_t n)
 {
-    struct batch b;
-    struct urlopts o;
-    uint32_t be;
+    size_t cap = r->acc_cap ? r->acc_cap : 16;
+    struct shed_merge_list *l;
+    uint32_t *b;
 
-    if (r->remaining <= 0 || r->seq >= r->nvisit || r->nlists >= r->nlists_cap) {
+    while (cap < r->nacc + n)
+        cap *= 2;
+    if (cap == r->acc_cap)
+        return 0;
+    l = realloc(r->acc, cap * sizeof(*l));
+    if (l == NULL)
+        return -ENOMEM;
+    r->acc = l;
+    b = realloc(r->acc_be, cap * sizeof(*b));
+    if (b == NULL)
+        return -ENOMEM;
+    r->acc_be = b;
+    r->acc_cap = cap;
+    return 0;
+}
+
+/* The candidates are in: every server that holds some changes exactly its
+ * range of the page, (after, last candidate], at most as many as it showed
+ * there, visible ones only unless match_hidden. Each server does its range
+ * atomically, so a message another client took meanwhile is not taken
+ * twice; it is simply not in this round's answer. */
+static void
+destr_op(struct shed_agg_req *r)
+{
+    const struct shed_merge_item *last;
+    uint32_t *count = NULL;
+    struct batch b;
+
+    if (r->npicks == 0) {
         destr_finish(r);
         return;
     }
-    be = r->order[r->seq];
-    r->cur = r->nlists++;
-    memset(&r->lists[r->cur], 0, sizeof(r->lists[r->cur]));
-    o = op_opts(r, be, r->remaining);
-    if (batch_init(&b, 1) < 0) {
+    last = &r->lists[r->picks[r->npicks - 1].list].items[r->picks[r->npicks - 1].item];
+    pos_of(&r->upto, last);
+    r->round_cands = r->npicks;
+    r->round_more = r->cut.more;
+    count = calloc(r->nbe, sizeof(*count));
+    if (count == NULL || batch_init(&b, r->nbe) < 0 || acc_room(r, r->nbe) < 0) {
+        free(count);
         answer_unavailable(r, "out of memory");
         return;
     }
-    if (batch_add(&b, r, method_name(r->m), be, NULL, 0, &o, r->timeout_ms) < 0) {
-        batch_free(&b);
-        answer_text(r, 400, "request too long");
-        return;
-    }
-    batch_go(r, &b, PH_DESTR_SEQ, false);
-}
+    /* Per server: its items in the range, losing copies included (they go
+     * too, and must not use up its limit before its winners). */
+    for (size_t li = 0; li < r->nlists; li++)
+        for (size_t ii = 0; ii < r->lists[li].n; ii++)
+            if (pos_before(&r->after, &r->lists[li].items[ii]) &&
+                pos_within(&r->upto, &r->lists[li].items[ii]))
+                count[r->order[li]]++;
+    /* ... but only servers with a winner. */
+    {
+        bool *win = calloc(r->nbe, sizeof(*win));
 
-/* The step at r->seq is settled: count what it affected, move on. */
-/* The step in slot r->cur is settled: count what it affected, move on. A
- * server that gave losing copies is asked again (they are gone now), since
- * it may hold more after them. */
-static void
-destr_seq_step_end(struct shed_agg_req *r)
-{
-    const struct shed_merge_list *l = &r->lists[r->cur];
-    size_t dropped = 0;
-
-    for (size_t i = 0; i < l->n; i++) {
-        r->remaining -= !l->items[i].drop;
-        dropped += l->items[i].drop;
-    }
-    if (dropped > 0 && r->remaining > 0 && r->revisits < SEQ_REVISIT_MAX)
-        r->revisits++;
-    else
-        r->seq++;
-    destr_seq_next(r);
-}
-
-static void
-destr_seq_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
-{
-    struct shed_merge_list *l = &r->lists[r->cur];
-    uint32_t be = r->order[r->seq];
-    struct batch b = {0};
-    size_t want = 0;
-
-    if (n == 1 && res[0].status == 400) {
-        /* Only the first server can say 400 before anything changed. */
-        answer_text(r, 400, res[0].body);
-        return;
-    }
-    memset(l, 0, sizeof(*l));
-    if (n == 1 && usable(r, be, &res[0])) {
-        keep_notfound(r, &res[0]);
-        if (shed_merge_parse(l, res[0].status, res[0].body, res[0].len, 0) < 0)
-            r->be[be].failed = true;
-    }
-    /* A copy taken here that is not on its bucket's first server may be a
-     * losing failover copy: ask the earlier servers of its row. */
-    free(r->probes);
-    r->probes = NULL;
-    r->nprobes = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        for (size_t ii = 0; ii < l->n; ii++) {
-            uint32_t pref[PREF_MAX];
-            size_t np = pref_of(r, l->items[ii].id, l->items[ii].idlen, pref);
-            size_t pos = pref_pos(pref, np, be);
-
-            for (size_t e = 0; e < pos; e++) {
-                if (!r->be[pref[e]].live || r->be[pref[e]].failed)
-                    continue;
-                if (pass == 0)
-                    want++;
-                else
-                    probe_add(r, &b, r->cur, ii, pref[e]);
-            }
+        if (win == NULL) {
+            free(count);
+            batch_free(&b);
+            answer_unavailable(r, "out of memory");
+            return;
         }
-        if (pass == 0) {
-            if (want == 0) {
-                destr_seq_step_end(r);
-                return;
-            }
-            if (probes_begin(r, &b, want) < 0) {
-                answer_unavailable(r, "out of memory");
+        for (size_t p = 0; p < r->npicks; p++)
+            win[r->order[r->picks[p].list]] = true;
+        r->acc_from = r->nacc;
+        for (uint32_t be = 0; be < r->nbe; be++) {
+            struct urlopts o = {0};
+
+            if (!win[be])
+                continue;
+            o.detail = detail_name(r->bdetail);
+            o.limit = count[be];
+            o.attrs = r->m == M_POST;
+            o.match_hidden = r->q.match_hidden;
+            o.stamps = true;
+            o.from = &r->after;
+            o.upto = &r->upto;
+            r->acc_be[r->nacc + b.n] = be;
+            if (batch_add(&b, r, method_name(r->m), be, NULL, 0, &o, r->timeout_ms) < 0) {
+                free(win);
+                free(count);
+                batch_free(&b);
+                answer_text(r, 400, "request too long");
                 return;
             }
         }
+        free(win);
     }
-    atomic_fetch_add(&n_probes, r->nprobes);
-    batch_go(r, &b, PH_SEQ_PROBE, false);
+    free(count);
+    batch_go(r, &b, PH_DESTR_OP);
 }
 
-/* Copies that lose to an earlier copy are not the message: they are not
- * counted nor returned, and a claim (POST) deletes the copy it just hid so
- * that no later claim hands the same id out again. */
-static void
-destr_seq_probe_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+/* Was <id> a losing copy on <be> among this round's candidates? */
+static bool
+cand_dropped(const struct shed_agg_req *r, uint32_t be, const char *id, size_t len)
 {
-    struct shed_merge_list *l = &r->lists[r->cur];
+    for (size_t li = 0; li < r->nlists; li++) {
+        const struct shed_merge_list *l = &r->lists[li];
+
+        if (r->order[li] != be)
+            continue;
+        for (size_t i = 0; i < l->n; i++)
+            if (l->items[i].drop && l->items[i].idlen == len &&
+                memcmp(l->items[i].id, id, len) == 0)
+                return true;
+    }
+    return false;
+}
+
+static void destr_next(struct shed_agg_req *r);
+
+/* Was backend <be> changed in the running round? */
+static bool
+op_asked(const struct shed_agg_req *r, uint32_t be)
+{
+    for (size_t a = r->acc_from; a < r->nacc; a++)
+        if (r->acc_be[a] == be)
+            return true;
+    return false;
+}
+
+static void
+destr_op_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
+{
     struct urlopts o = {.detail = "none"};
-    size_t ndrop = 0;
+    size_t taken = 0, ndrop = 0;
     struct batch b;
 
-    for (size_t i = 0; i < n && i < r->nprobes; i++) {
-        struct shed_merge_item *it = &l->items[r->probes[i].item];
+    for (size_t k = 0; k < n; k++) {
+        struct shed_merge_list *l = &r->acc[r->nacc];
+        uint32_t be = r->acc_be[r->acc_from + k];
 
-        if (res[i].err == 0 && res[i].status == 200 && !it->drop) {
-            it->drop = true;
-            ndrop++;
+        if (res[k].status == 400 && r->nacc == 0) {
+            /* only before anything changed */
+            answer_text(r, 400, res[k].body);
+            return;
+        }
+        take_one(r, be, &res[k], 0, true, l);
+        r->acc_be[r->nacc] = be;
+        r->nacc++;
+        for (size_t i = 0; i < l->n; i++) {
+            if (cand_dropped(r, be, l->items[i].id, l->items[i].idlen)) {
+                l->items[i].drop = true;
+                ndrop++;
+            } else {
+                taken++;
+            }
         }
     }
-    if (ndrop == 0 || r->m != M_POST) {
-        destr_seq_step_end(r);
+    r->remaining -= (int64_t)taken;
+    r->idle = taken > 0 ? 0 : r->idle + 1;
+    /* Losing copies met in the range go: those a claim just hid (else a
+     * later claim would hand the id out again once the winner is gone), and
+     * visible ones on servers the round did not change. The winner is on
+     * an earlier server of the row, so no client sees a difference. */
+    if (r->m == M_DELETE)
+        ndrop = 0; /* the range's losing copies are deleted already */
+    for (size_t li = 0; li < r->nlists; li++)
+        for (size_t i = 0; i < r->lists[li].n; i++)
+            ndrop += r->lists[li].items[i].drop && !op_asked(r, r->order[li]) &&
+                     pos_before(&r->after, &r->lists[li].items[i]) &&
+                     pos_within(&r->upto, &r->lists[li].items[i]);
+    if (ndrop == 0) {
+        destr_next(r);
         return;
     }
     if (batch_init(&b, ndrop) < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }
-    for (size_t i = 0; i < l->n; i++)
-        if (l->items[i].drop)
-            batch_add(&b, r, "DELETE", r->order[r->seq], l->items[i].id, l->items[i].idlen, &o,
-                      r->timeout_ms);
-    batch_go(r, &b, PH_SEQ_CLEAN, false);
+    for (size_t a = r->acc_from; r->m == M_POST && a < r->nacc; a++)
+        for (size_t i = 0; i < r->acc[a].n; i++)
+            if (r->acc[a].items[i].drop)
+                batch_add(&b, r, "DELETE", r->acc_be[a], r->acc[a].items[i].id,
+                          r->acc[a].items[i].idlen, &o, r->timeout_ms);
+    for (size_t li = 0; li < r->nlists; li++)
+        for (size_t i = 0; i < r->lists[li].n; i++) {
+            const struct shed_merge_item *it = &r->lists[li].items[i];
+
+            if (it->drop && !op_asked(r, r->order[li]) && pos_before(&r->after, it) &&
+                pos_within(&r->upto, it))
+                batch_add(&b, r, "DELETE", r->order[li], it->id, it->idlen, &o, r->timeout_ms);
+        }
+    batch_go(r, &b, PH_DESTR_CLEAN);
+}
+
+/* Another round, after this round's last candidate, while the limit is not
+ * reached and more may follow (a round whose candidates others took
+ * meanwhile goes on too, as long as more may follow). */
+static void
+destr_next(struct shed_agg_req *r)
+{
+    if (r->remaining <= 0 || !r->round_more || r->idle >= IDLE_ROUNDS) {
+        destr_finish(r);
+        return;
+    }
+    r->after = r->upto;
+    destr_round(r);
+}
+
+/* What the rounds changed, in the global order; wait when nothing. */
+static void
+destr_finish(struct shed_agg_req *r)
+{
+    struct shed_merge_cut cut;
+    long np;
+
+    lists_reset(r);
+    if (picks_room(r, items_of(r->acc, r->nacc)) < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    np =
+        shed_merge_sorted(r->acc, r->nacc, 0, false, r->picks, items_of(r->acc, r->nacc) + 1, &cut);
+    if (np < 0) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    r->npicks = (size_t)np;
+    if (r->npicks == 0 && r->deadline != 0 && clock_mono_ms() < r->deadline) {
+        wait_poll(r);
+        return;
+    }
+    render_from(r, r->acc);
 }
 
 static void
-destr_seq(struct shed_agg_req *r)
+acc_reset(struct shed_agg_req *r)
 {
-    lists_reset(r, 0);
-    r->nvisit = visit_list(r);
-    r->seq = 0;
-    r->revisits = 0;
-    r->remaining = r->q.limit;
-    destr_seq_next(r);
+    for (size_t i = 0; i < r->nacc; i++)
+        shed_merge_list_clear(&r->acc[i]);
+    r->nacc = 0;
 }
 
 static void
 msgs_run(struct shed_agg_req *r)
 {
-    lists_reset(r, 0);
-    r->fetch_limit = r->q.limit > 0 ? r->q.limit : 0;
-    r->refetches = 0;
-    if (r->m == M_GET)
+    lists_reset(r);
+    acc_reset(r);
+    r->after = r->start;
+    r->idle = 0;
+    if (r->m == M_GET) {
+        r->fetch_limit = r->q.limit > 0 ? r->q.limit : 0;
+        r->fdetail = r->bdetail;
         fetch(r);
-    else if (r->q.limit > 0)
-        destr_seq(r);
-    else
+    } else if (r->q.limit > 0) {
+        r->remaining = r->q.limit;
+        destr_round(r);
+    } else {
         destr_all(r);
+    }
 }
 
 /* ------------------------------------------------------------------ wait */
-
-/* The first wave of a page may ask several servers at once (fetch()). When
- * the starting server alone fills the page, the page is answered as soon
- * as its answer is in, without waiting for the others (whose answers are
- * then dropped when they come: the connections stay usable, which
- * cancelling would not). Only when nothing about the page
- * could depend on other servers: every item's bucket has this server first
- * in its preference row (no copy to check). */
-static void
-fetch_early(struct shed_agg_req *r, const struct shed_fanout_res *res)
-{
-    struct shed_merge_list *l = &r->lists[0];
-    bool any;
-
-    if (r->m != M_GET || r->wave != 1 || r->q.limit <= 0 || res->err != 0 || res->status != 200)
-        return;
-    take_lists_at(r, res, 1, 0, r->wave_limit, &any);
-    if (l->status == 200 && l->truncated && (int64_t)l->n >= r->q.limit) {
-        bool solo = true;
-
-        for (size_t i = 0; i < l->n && solo; i++) {
-            uint32_t pref[PREF_MAX];
-            size_t np = pref_of(r, l->items[i].id, l->items[i].idlen, pref);
-
-            solo = np > 0 && pref[0] == r->order[0];
-        }
-        if (solo) {
-            r->any_answer = true;
-            page_done(r);
-            r->phase = PH_DETACHED;
-            return;
-        }
-    }
-    /* Not alone: parsed again with the rest when the batch completes. */
-    shed_merge_list_clear(l);
-    r->nlists = 0;
-}
 
 static bool
 on_each(void *arg, size_t idx, const struct shed_fanout_res *res)
 {
     struct shed_agg_req *r = arg;
 
-    if (r->phase == PH_FETCH) {
-        if (idx == 0 && r->wave == 1 && r->wave1 > 1)
-            fetch_early(r, res);
-        return false;
-    }
+    (void)idx;
     if (r->phase == PH_LOOKUP)
         return lookup_each(r, idx, res);
     /* PH_WAIT: the first server with something visible releases the wait. */
     return res->err == 0 && res->status == 200;
 }
 
+/* Long-poll every server for anything after the client's position. */
 static void
 wait_poll(struct shed_agg_req *r)
 {
@@ -1531,8 +1828,9 @@ wait_poll(struct shed_agg_req *r)
     size_t n = visit_list(r);
     struct batch b;
 
-    lists_reset(r, 0);
+    lists_reset(r);
     if (secs <= 0 || n == 0) {
+        r->npicks = 0;
         render(r);
         return;
     }
@@ -1545,9 +1843,9 @@ wait_poll(struct shed_agg_req *r)
 
         o.detail = "id";
         o.limit = 1;
-        o.marker = r->marker_live && r->order[i] == r->start;
         o.wait = secs;
         o.match_hidden = r->q.match_hidden;
+        o.from = &r->start;
         if (batch_add(&b, r, "GET", r->order[i], NULL, 0, &o,
                       (uint64_t)secs * 1000 + r->timeout_ms) < 0) {
             batch_free(&b);
@@ -1555,7 +1853,7 @@ wait_poll(struct shed_agg_req *r)
             return;
         }
     }
-    batch_go(r, &b, PH_WAIT, true);
+    batch_go(r, &b, PH_WAIT);
 }
 
 static void
@@ -1566,19 +1864,22 @@ wait_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (res[i].err == -ECANCELED)
             continue;
-        if (usable(r, r->order[i], &res[i]))
+        if (usable(r, r->order[i], &res[i])) {
             answered = true;
+            keep_notfound(r, res[i].status, res[i].body, res[i].len);
+        }
         hit |= res[i].err == 0 && res[i].status == 200;
     }
     if (hit) {
         /* Something is there: run the real operation (a destructive one
-         * goes through the sequential walk, so no message is taken twice). */
+         * in rounds, so no message is taken twice). */
         msgs_run(r);
         return;
     }
     if (!answered || clock_mono_ms() + 50 >= r->deadline) {
         r->deadline = 0;
-        lists_reset(r, 0);
+        lists_reset(r);
+        acc_reset(r);
         r->npicks = 0;
         render(r);
         return;
@@ -1593,6 +1894,9 @@ baddetail_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t
 {
     if (pass_400(r, res, n))
         return;
+    for (size_t i = 0; i < n; i++)
+        if (usable(r, r->order[i], &res[i]))
+            keep_notfound(r, res[i].status, res[i].body, res[i].len);
     answer_text(r, 404, notfound_text(r));
 }
 
@@ -1608,7 +1912,7 @@ on_batch(void *arg, const struct shed_fanout_res *res, size_t n)
         ids_done(r, res, n);
         break;
     case PH_IDS_DEL:
-        render(r);
+        ids_del_done(r, res, n);
         break;
     case PH_MARKER:
         marker_done(r, res, n);
@@ -1622,8 +1926,11 @@ on_batch(void *arg, const struct shed_fanout_res *res, size_t n)
     case PH_DESTR_ALL:
         destr_all_done(r, res, n);
         break;
-    case PH_DESTR_SEQ:
-        destr_seq_done(r, res, n);
+    case PH_DESTR_OP:
+        destr_op_done(r, res, n);
+        break;
+    case PH_DESTR_CLEAN:
+        destr_next(r);
         break;
     case PH_WAIT:
         wait_done(r, res, n);
@@ -1631,17 +1938,9 @@ on_batch(void *arg, const struct shed_fanout_res *res, size_t n)
     case PH_BADDETAIL:
         baddetail_done(r, res, n);
         break;
-    case PH_SEQ_PROBE:
-        destr_seq_probe_done(r, res, n);
-        break;
-    case PH_SEQ_CLEAN:
-        destr_seq_step_end(r);
-        break;
     case PH_LOOKUP:
         lookup_done(r, res, n);
         break;
-    case PH_DETACHED:
-        break; /* answered already */
     case PH_NONE:
         answer_unavailable(r, "internal error");
         break;
@@ -1790,10 +2089,12 @@ snapshot(struct shed_agg_req *r, const struct registry_route *route)
         }
         r->ngens++;
     }
-    r->order = calloc(r->nbe + 1, sizeof(*r->order));
-    r->nlists_cap = r->nbe + 1 + SEQ_REVISIT_MAX;
+    /* A slot per server for the first wave; later waves grow it. */
+    r->nlists_cap = 2 * (r->nbe + 1) > PREF_MAX ? 2 * (r->nbe + 1) : PREF_MAX;
+    r->order = calloc(r->nlists_cap, sizeof(*r->order));
+    r->sflags = calloc(r->nlists_cap, 1);
     r->lists = calloc(r->nlists_cap, sizeof(*r->lists));
-    if (r->order == NULL || r->lists == NULL)
+    if (r->order == NULL || r->sflags == NULL || r->lists == NULL)
         return -ENOMEM;
     return 0;
 }
@@ -1874,7 +2175,7 @@ lookup_run(struct shed_agg_req *r, const struct registry_route *route)
         answer_unavailable(r, "no live server for this message");
         return;
     }
-    batch_go(r, &b, PH_LOOKUP, false);
+    batch_go(r, &b, PH_LOOKUP);
 }
 
 /* A GET's answer is known once a server has it and every server before it
@@ -1908,7 +2209,11 @@ lookup_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
         if (!usable(r, r->order[i], &res[i]))
             continue;
         answered = true;
-        keep_notfound(r, &res[i]);
+        if (res[i].status == 404 && r->notfound[0] == '\0' && res[i].len > 0 &&
+            res[i].len < sizeof(r->notfound)) {
+            memcpy(r->notfound, res[i].body, res[i].len);
+            r->notfound[res[i].len] = '\0';
+        }
         if (res[i].status >= 200 && res[i].status < 300) {
             if (best == NULL)
                 best = &res[i];
@@ -2095,7 +2400,7 @@ begin(struct shed_agg_req *r, const struct registry_route *route, const char *me
             r->order[b.n] = i;
             batch_add(&b, r, "GET", i, NULL, 0, &o, r->timeout_ms);
         }
-        batch_go(r, &b, PH_BADDETAIL, false);
+        batch_go(r, &b, PH_BADDETAIL);
         return;
     }
     if (r->q.has_wait && r->q.wait > 0 && r->level == PROTO_BURROW_MESSAGES)
@@ -2104,26 +2409,15 @@ begin(struct shed_agg_req *r, const struct registry_route *route, const char *me
         ids_fetch(r);
         return;
     }
-    r->start = 0;
-    r->marker_live = false;
+    memset(&r->start, 0, sizeof(r->start));
     if (r->q.marker.ptr != NULL) {
-        if (r->has_cursor) {
-            /* Continue in the named server; if it is gone, at the next one
-             * in the global order, from its beginning. */
-            uint32_t i = 0;
-
-            while (i < r->nbe && strcmp(r->be[i].id, r->cursor.backend) < 0)
-                i++;
-            r->start = i;
-            r->marker_live = i < r->nbe && strcmp(r->be[i].id, r->cursor.backend) == 0;
-            if (i == r->nbe) {
-                answer_text(r, 404, notfound_text(r));
-                return;
-            }
-        } else {
+        if (!r->has_cursor) {
             marker_probe(r);
             return;
         }
+        /* The cursor's stamp places the marker: no probe, and the page goes
+         * on after that place even if the marker message is gone. */
+        pos_set(&r->start, r->cursor.stamp, r->q.marker.ptr, r->q.marker.len);
     }
     msgs_run(r);
 }
@@ -2162,7 +2456,13 @@ req_destroy(struct shed_agg_req *r)
     for (size_t i = 0; i < r->nlists; i++)
         shed_merge_list_clear(&r->lists[i]);
     free(r->lists);
+    for (size_t i = 0; i < r->nacc; i++)
+        shed_merge_list_clear(&r->acc[i]);
+    free(r->acc);
+    free(r->acc_be);
+    free(r->jobs);
     free(r->order);
+    free(r->sflags);
     free(r->picks);
     free(r->probes);
     free(r->lseen);

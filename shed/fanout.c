@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -48,6 +49,7 @@ struct job {
     bool finished;
     bool long_poll; /* from the request */
     bool expected;  /* counted in the engine's expecting */
+    int64_t clock;  /* Shed-Clock of the answer, 0: none */
 };
 
 struct batch {
@@ -135,6 +137,25 @@ on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
+/* Header lines: only Shed-Clock is kept (digits, within int64_t). */
+static size_t
+on_header(char *p, size_t size, size_t nmemb, void *userdata)
+{
+    static const char name[] = "shed-clock:";
+    struct job *j = userdata;
+    size_t n = size * nmemb, i = sizeof(name) - 1;
+    int64_t v = 0;
+
+    if (n <= i || strncasecmp(p, name, i) != 0)
+        return n;
+    while (i < n && (p[i] == ' ' || p[i] == '\t'))
+        i++;
+    while (i < n && p[i] >= '0' && p[i] <= '9' && v <= (INT64_MAX - 9) / 10)
+        v = v * 10 + (p[i++] - '0');
+    j->clock = v;
+    return n;
+}
+
 static CURL *
 easy_get(struct shed_fanout *f)
 {
@@ -189,6 +210,9 @@ job_start(struct shed_fanout *f, struct job *j)
     curl_easy_setopt(e, CURLOPT_PRIVATE, j);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, j);
+    j->clock = 0;
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, j->timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, f->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->max_body);
@@ -298,6 +322,7 @@ job_finish(struct shed_fanout *f, struct job *j, int status, int err)
         r->len = j->len;
     }
     r->ms = ms_since(b->t0_ns);
+    r->clock = j->clock;
     if (status == 0)
         atomic_fetch_add(&f->failed, 1);
     b->left--;

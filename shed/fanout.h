@@ -52,7 +52,8 @@ struct shed_fanout_res {
                  * max_total), -ECANCELED, -EIO */
     char *body; /* owned by the engine, NUL-terminated, never NULL */
     size_t len;
-    double ms; /* time from submit to completion */
+    double ms;     /* time from submit to completion */
+    int64_t clock; /* the answer's Shed-Clock header (docs/aggregator.md), 0: none */
 };
 
 /* Called as each request completes; return true to cancel the batch's

@@ -8,6 +8,7 @@
 #include "shed/merge.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -330,8 +331,26 @@ unescape(const char *p, const char *end, char *out)
     return (long)o;
 }
 
+/* A stamp: digits only, within int64_t. */
+static int
+stamp_value(struct shed_merge_span v, int64_t *out)
+{
+    int64_t x = 0;
+
+    if (v.len == 0 || v.len > 19)
+        return -EBADMSG;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.ptr[i] < '0' || v.ptr[i] > '9' || x > (INT64_MAX - 9) / 10)
+            return -EBADMSG;
+        x = x * 10 + (v.ptr[i] - '0');
+    }
+    *out = x;
+    return 0;
+}
+
 /* Scan one element: a string id, or an object with an "id" string member
- * (and maybe "body"). Fills <it> (id still raw) and *<escaped>. */
+ * (and maybe "ttl", "hide", "stamp", "body"). Fills <it> (id still raw) and
+ * *<escaped>. */
 static int
 scan_item(struct scan *sc, struct shed_merge_item *it, bool *escaped)
 {
@@ -380,15 +399,23 @@ scan_item(struct scan *sc, struct shed_merge_item *it, bool *escaped)
                 it->id_raw.ptr = v;
                 it->id_raw.len = (size_t)(sc->p - v);
             } else {
+                struct shed_merge_span val;
+
                 if ((rc = skip_value(sc, 1)) < 0)
                     return rc;
-                if (klen == 6 && memcmp(k, "\"body\"", 6) == 0) {
-                    it->body.ptr = v;
-                    it->body.len = (size_t)(sc->p - v);
-                } else if (klen == 16 && memcmp(k, "\"body_base64url\"", 16) == 0) {
-                    it->body64.ptr = v;
-                    it->body64.len = (size_t)(sc->p - v);
-                }
+                val.ptr = v;
+                val.len = (size_t)(sc->p - v);
+                if (klen == 6 && memcmp(k, "\"body\"", 6) == 0)
+                    it->body = val;
+                else if (klen == 16 && memcmp(k, "\"body_base64url\"", 16) == 0)
+                    it->body64 = val;
+                else if (klen == 5 && memcmp(k, "\"ttl\"", 5) == 0)
+                    it->ttl = val;
+                else if (klen == 6 && memcmp(k, "\"hide\"", 6) == 0)
+                    it->hide = val;
+                else if (klen == 7 && memcmp(k, "\"stamp\"", 7) == 0 &&
+                         (rc = stamp_value(val, &it->stamp)) < 0)
+                    return rc;
             }
             ws(sc);
             if (sc->p >= sc->end)
@@ -525,51 +552,136 @@ total_items(const struct shed_merge_list *lists, size_t n)
     return t;
 }
 
-long
-shed_merge_concat(const struct shed_merge_list *lists, size_t n, int64_t limit,
-                  struct shed_merge_pick *picks, size_t max, bool *more)
+int
+shed_merge_key_cmp(int64_t sa, const char *ida, size_t la, int64_t sb, const char *idb, size_t lb)
 {
-    struct shed_merge_set seen;
-    size_t np = 0;
-    bool full = false;
+    int c;
 
-    *more = false;
-    if (shed_merge_set_init(&seen, total_items(lists, n)) < 0)
-        return -ENOMEM;
-    for (size_t li = 0; li < n && !full; li++) {
+    if (sa != sb)
+        return sa < sb ? -1 : 1;
+    c = memcmp(ida, idb, la < lb ? la : lb);
+    if (c != 0 || la == lb)
+        return c;
+    return la < lb ? -1 : 1;
+}
+
+static int
+item_cmp(const struct shed_merge_item *a, const struct shed_merge_item *b)
+{
+    return shed_merge_key_cmp(a->stamp, a->id, a->idlen, b->stamp, b->id, b->idlen);
+}
+
+/* qsort() has no context argument: the lists of the sort running on this
+ * thread. */
+static _Thread_local const struct shed_merge_list *sort_lists;
+
+static int
+pick_cmp(const void *a, const void *b)
+{
+    const struct shed_merge_pick *x = a, *y = b;
+    int c = item_cmp(&sort_lists[x->list].items[x->item], &sort_lists[y->list].items[y->item]);
+
+    if (c != 0)
+        return c;
+    /* the same key twice (copies): the earlier list first, stable */
+    if (x->list != y->list)
+        return x->list < y->list ? -1 : 1;
+    return x->item < y->item ? -1 : x->item > y->item;
+}
+
+static void
+sort_picks(const struct shed_merge_list *lists, struct shed_merge_pick *p, size_t n)
+{
+    sort_lists = lists;
+    qsort(p, n, sizeof(*p), pick_cmp);
+    sort_lists = NULL;
+}
+
+long
+shed_merge_sorted(const struct shed_merge_list *lists, size_t n, int64_t limit, bool horizon,
+                  struct shed_merge_pick *picks, size_t max, struct shed_merge_cut *cut)
+{
+    const struct shed_merge_item *bound = NULL;
+    struct shed_merge_set seen;
+    int64_t clock = INT64_MAX;
+    size_t nc = 0, np = 0;
+    bool excluded = false;
+
+    memset(cut, 0, sizeof(*cut));
+    /* Nothing past the first end of a truncated list, nor past the horizon. */
+    for (size_t li = 0; li < n; li++) {
+        const struct shed_merge_list *l = &lists[li];
+
+        if (l->status == 200 && l->truncated && l->n > 0 &&
+            (bound == NULL || item_cmp(&l->items[l->n - 1], bound) < 0))
+            bound = &l->items[l->n - 1];
+        if (horizon && l->status != 0 && l->clock > 0 && l->clock < clock)
+            clock = l->clock;
+    }
+    for (size_t li = 0; li < n; li++) {
         for (size_t ii = 0; ii < lists[li].n; ii++) {
             const struct shed_merge_item *it = &lists[li].items[ii];
-            int rc;
 
             if (it->drop)
                 continue;
-            rc = shed_merge_set_add(&seen, it->id, it->idlen);
-            if (rc < 0) {
-                shed_merge_set_free(&seen);
-                return rc;
-            }
-            if (rc == 0)
+            if ((bound != NULL && item_cmp(it, bound) > 0) || it->stamp > clock) {
+                excluded = true;
                 continue;
-            if ((limit > 0 && (int64_t)np >= limit) || np >= max) {
-                full = true;
-                *more = true;
-                break;
             }
-            picks[np].list = (uint32_t)li;
-            picks[np].item = (uint32_t)ii;
-            np++;
-        }
-        if (!full && lists[li].truncated) {
-            /* The rest of this backend is unknown: what follows it in the
-             * global order cannot be shown before it. */
-            *more = true;
-            break;
+            if (nc == max)
+                return -ENOMEM;
+            picks[nc].list = (uint32_t)li;
+            picks[nc].item = (uint32_t)ii;
+            nc++;
         }
     }
-    if (limit > 0 && (int64_t)np >= limit)
-        *more = true;
+    sort_picks(lists, picks, nc);
+    if (shed_merge_set_init(&seen, nc) < 0)
+        return -ENOMEM;
+    for (size_t i = 0; i < nc; i++) {
+        const struct shed_merge_item *it = &lists[picks[i].list].items[picks[i].item];
+        int rc = shed_merge_set_add(&seen, it->id, it->idlen);
+
+        if (rc < 0) {
+            shed_merge_set_free(&seen);
+            return rc;
+        }
+        if (rc == 0)
+            continue;
+        if (limit > 0 && (int64_t)np >= limit) {
+            cut->more = true;
+            break;
+        }
+        picks[np++] = picks[i];
+    }
     shed_merge_set_free(&seen);
+    if (excluded || bound != NULL)
+        cut->more = true;
+    if (limit > 0 && (int64_t)np >= limit)
+        cut->more = true;
+    cut->want = bound != NULL && (limit <= 0 || (int64_t)np < limit);
     return (long)np;
+}
+
+int
+shed_merge_stamp_of(const char *body, size_t len, int64_t *stamp)
+{
+    struct shed_merge_item it;
+    struct scan sc = {body, body + len};
+    bool esc;
+    int rc;
+
+    ws(&sc);
+    if (sc.p >= sc.end || *sc.p != '{')
+        return -EBADMSG;
+    it.stamp = -1;
+    if ((rc = scan_item(&sc, &it, &esc)) < 0)
+        return rc;
+    /* scan_item() zeroes the item first: a stamp of 0 is none */
+    if (it.stamp <= 0)
+        return -EBADMSG;
+    *stamp = it.stamp;
+    return 0;
 }
 
 long
@@ -577,29 +689,51 @@ shed_merge_window(const struct shed_merge_list *lists, size_t n, const char *mar
                   int64_t limit, struct shed_merge_pick *picks, size_t max)
 {
     struct shed_merge_set seen;
-    size_t np = 0, start = 0, out = 0;
+    size_t np = 0, start = 0, out = 0, *slot = NULL;
 
     if (shed_merge_set_init(&seen, total_items(lists, n)) < 0)
         return -ENOMEM;
-    for (size_t li = 0; li < n; li++) {
-        for (size_t ii = 0; ii < lists[li].n && np < max; ii++) {
+    /* One pick per id: the copy with the smallest stamp. <slot> maps the
+     * set's slots to picks (the set keeps no values). */
+    slot = malloc((seen.cap ? seen.cap : 1) * sizeof(*slot));
+    for (size_t li = 0; slot != NULL && li < n; li++) {
+        for (size_t ii = 0; ii < lists[li].n; ii++) {
             const struct shed_merge_item *it = &lists[li].items[ii];
-            int rc = shed_merge_set_add(&seen, it->id, it->idlen);
+            size_t k;
 
-            if (rc < 0) {
-                shed_merge_set_free(&seen);
-                return rc;
-            }
-            if (rc == 0)
+            if (set_find(&seen, it->id, it->idlen, &k)) {
+                const struct shed_merge_pick *p = &picks[slot[k]];
+
+                if (it->stamp < lists[p->list].items[p->item].stamp) {
+                    picks[slot[k]].list = (uint32_t)li;
+                    picks[slot[k]].item = (uint32_t)ii;
+                }
                 continue;
-            if (marker != NULL && it->idlen == mlen && memcmp(it->id, marker, mlen) == 0)
-                start = np + 1;
+            }
+            if (np == max)
+                break;
+            /* never grows: sized for every item up front */
+            seen.keys[k] = it->id != NULL ? it->id : "";
+            seen.lens[k] = it->idlen;
+            seen.n++;
+            slot[k] = np;
             picks[np].list = (uint32_t)li;
             picks[np].item = (uint32_t)ii;
             np++;
         }
     }
     shed_merge_set_free(&seen);
+    if (slot == NULL)
+        return -ENOMEM;
+    free(slot);
+    sort_picks(lists, picks, np);
+    if (marker != NULL)
+        for (size_t i = 0; i < np; i++) {
+            const struct shed_merge_item *it = &lists[picks[i].list].items[picks[i].item];
+
+            if (it->idlen == mlen && memcmp(it->id, marker, mlen) == 0)
+                start = i + 1;
+        }
     for (size_t i = start; i < np; i++) {
         if (limit > 0 && (int64_t)out >= limit)
             break;
@@ -619,59 +753,87 @@ shed_merge_default_detail(enum proto_burrow_level level, bool is_get)
 enum proto_burrow_detail
 shed_merge_backend_detail(enum proto_burrow_level level, enum proto_burrow_detail detail)
 {
+    /* Objects, so that they carry their stamps (shed_stamps=1). */
     if (level != PROTO_BURROW_MESSAGES)
-        return PROTO_DETAIL_ID;
+        return PROTO_DETAIL_ALL;
     switch (detail) {
-    case PROTO_DETAIL_ATTRIBUTES:
-        return PROTO_DETAIL_ATTRIBUTES;
     case PROTO_DETAIL_BODY:
     case PROTO_DETAIL_ALL:
         return PROTO_DETAIL_ALL;
     default:
-        return PROTO_DETAIL_ID;
+        return PROTO_DETAIL_ATTRIBUTES;
     }
 }
 
-/* The bytes of one element of the answer at <detail>: up to three spans
- * (prefix, value, suffix) copied from the backend's element. */
+#define SPANS_MAX 9
+
+static size_t
+span_lit(struct shed_merge_span *o, const char *lit)
+{
+    o->ptr = lit;
+    o->len = strlen(lit);
+    return 1;
+}
+
+/* The bytes of one element of the answer at <detail>, as spans of literals
+ * and of the backend's element (up to SPANS_MAX; the rest zeroed). Message
+ * objects are rebuilt member by member, so that what the backend added for
+ * the aggregator ("stamp") never reaches the client. */
 static void
 project(enum proto_burrow_level level, enum proto_burrow_detail detail,
-        const struct shed_merge_item *it, struct shed_merge_span out[3])
+        const struct shed_merge_item *it, struct shed_merge_span out[SPANS_MAX])
 {
-    static const char empty[] = "\"\"";
+    size_t k = 0;
 
-    memset(out, 0, 3 * sizeof(out[0]));
+    memset(out, 0, SPANS_MAX * sizeof(out[0]));
     if (level != PROTO_BURROW_MESSAGES) {
-        out[1] = it->id_raw;
-        if (detail == PROTO_DETAIL_ALL) {
-            out[0].ptr = "{\"id\":";
-            out[0].len = 6;
-            out[2].ptr = "}";
-            out[2].len = 1;
-        }
+        if (detail == PROTO_DETAIL_ALL)
+            k += span_lit(&out[k], "{\"id\":");
+        out[k++] = it->id_raw;
+        if (detail == PROTO_DETAIL_ALL)
+            span_lit(&out[k], "}");
         return;
     }
     switch (detail) {
     case PROTO_DETAIL_ID:
-        out[1] = it->id_raw;
+        out[0] = it->id_raw;
         break;
     case PROTO_DETAIL_BODY:
         if (it->body.len > 0) {
-            out[1] = it->body;
+            out[0] = it->body;
         } else if (it->body64.len > 0) {
-            out[0].ptr = "{\"body_base64url\":";
-            out[0].len = 18;
+            span_lit(&out[0], "{\"body_base64url\":");
             out[1] = it->body64;
-            out[2].ptr = "}";
-            out[2].len = 1;
+            span_lit(&out[2], "}");
         } else {
-            out[1].ptr = empty;
-            out[1].len = 2;
+            span_lit(&out[0], "\"\"");
         }
         break;
     default:
-        /* attributes and all: the backend was asked for exactly that */
-        out[1] = it->raw;
+        /* attributes and all */
+        if (it->ttl.len == 0 || it->hide.len == 0) {
+            out[0] = it->raw; /* not a Burrow message object: as it came */
+            break;
+        }
+        k += span_lit(&out[k], "{\"id\":");
+        out[k++] = it->id_raw;
+        k += span_lit(&out[k], ",\"ttl\":");
+        out[k++] = it->ttl;
+        k += span_lit(&out[k], ",\"hide\":");
+        out[k++] = it->hide;
+        if (detail == PROTO_DETAIL_ALL) {
+            if (it->body64.len > 0 && it->body.len == 0) {
+                k += span_lit(&out[k], ",\"body_base64url\":");
+                out[k++] = it->body64;
+            } else {
+                k += span_lit(&out[k], ",\"body\":");
+                if (it->body.len > 0)
+                    out[k++] = it->body;
+                else
+                    k += span_lit(&out[k], "\"\"");
+            }
+        }
+        span_lit(&out[k], "}");
         break;
     }
 }
@@ -704,7 +866,7 @@ shed_merge_render(enum proto_burrow_level level, enum proto_burrow_detail detail
                   const struct shed_merge_list *lists, const struct shed_merge_pick *picks,
                   size_t n, const char *notfound, struct shed_merge_out *out)
 {
-    struct shed_merge_span sp[3];
+    struct shed_merge_span sp[SPANS_MAX];
     size_t total = 2, o = 0;
     char *buf;
 
@@ -717,7 +879,9 @@ shed_merge_render(enum proto_burrow_level level, enum proto_burrow_detail detail
     }
     for (size_t i = 0; i < n; i++) {
         project(level, detail, &lists[picks[i].list].items[picks[i].item], sp);
-        total += sp[0].len + sp[1].len + sp[2].len + 1;
+        for (int k = 0; k < SPANS_MAX; k++)
+            total += sp[k].len;
+        total++;
     }
     buf = malloc(total + 1);
     if (buf == NULL)
@@ -727,7 +891,7 @@ shed_merge_render(enum proto_burrow_level level, enum proto_burrow_detail detail
         project(level, detail, &lists[picks[i].list].items[picks[i].item], sp);
         if (i > 0)
             buf[o++] = ',';
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < SPANS_MAX; k++) {
             if (sp[k].len > 0)
                 memcpy(buf + o, sp[k].ptr, sp[k].len);
             o += sp[k].len;

@@ -7,11 +7,13 @@
  * lists, the detail level shaped at the end, 404 when everything is empty.
  * No network, no MHD: unit-testable with literal JSON.
  *
- * Global order (docs/aggregator.md): backends in a fixed order (member ids,
- * bytewise), then each backend's own insertion order; an id seen again later
- * in that order is a repeat and is skipped; a message copy that the caller
- * marked <drop> (a copy that loses to one on an earlier-preference server)
- * is skipped too.
+ * Global order (docs/aggregator.md): the creation stamps backends give with
+ * shed_stamps=1, then the id bytewise: a message's (stamp, id) key. An
+ * account or queue sorts by the smallest stamp any backend gives it. An id
+ * seen again later in that order is a repeat and is skipped; a message copy
+ * that the caller marked <drop> (a copy that loses to one on an
+ * earlier-preference server) is skipped too. Stamps and the backends'
+ * Shed-Clock never reach the client: objects are rebuilt without them.
  *
  * Bodies pass through as the backends wrote them: "body" or
  * "body_base64url" (proto/body.h); a detail=body page holds the string or
@@ -47,8 +49,11 @@ struct shed_merge_span {
 struct shed_merge_item {
     const char *id; /* decoded id: into the answer, or into the list's arena */
     size_t idlen;
+    int64_t stamp;                 /* the "stamp" member, 0 when none */
     struct shed_merge_span raw;    /* the whole JSON element, as the backend sent it */
     struct shed_merge_span id_raw; /* the id's JSON string token, quotes included */
+    struct shed_merge_span ttl;    /* the "ttl" member's value, len 0 if none */
+    struct shed_merge_span hide;   /* the "hide" member's value, len 0 if none */
     struct shed_merge_span body;   /* the "body" member's JSON value, len 0 if none */
     struct shed_merge_span body64; /* the "body_base64url" member's value (proto/body.h) */
     bool drop;                     /* set by the caller: a losing failover copy */
@@ -61,6 +66,7 @@ struct shed_merge_list {
     struct shed_merge_item *items; /* owned, n entries */
     size_t n;
     bool truncated; /* answered as many items as asked for: more may follow */
+    int64_t clock;  /* the backend's Shed-Clock (set by the caller), 0: none */
 };
 
 struct shed_merge_pick {
@@ -87,32 +93,53 @@ int shed_merge_parse(struct shed_merge_list *l, int status, const char *body, si
                      int64_t asked);
 void shed_merge_list_clear(struct shed_merge_list *l);
 
-/* Message lists: walk <lists> in order, skipping dropped items and ids seen
- * before, writing up to <limit> picks (<= 0: unlimited) into <picks> (room
- * for <max>). Stops after the first truncated list, whose tail is unknown,
- * so the page never jumps over items. *<more> tells whether anything may
- * follow the page. Returns the number of picks or -ENOMEM. */
-long shed_merge_concat(const struct shed_merge_list *lists, size_t n, int64_t limit,
-                       struct shed_merge_pick *picks, size_t max, bool *more);
+/* Compare the keys (<sa>, <ida>) and (<sb>, <idb>): stamp, then id bytes
+ * (a prefix first). <0, 0, >0. */
+int shed_merge_key_cmp(int64_t sa, const char *ida, size_t la, int64_t sb, const char *idb,
+                       size_t lb);
 
-/* Account and queue lists (fetched whole): de-duplicate across <lists> in
- * order, then keep the items strictly after <marker> (ignored when NULL or
- * not found, as in Burrow) up to <limit>. Returns the number of picks or
- * -ENOMEM. */
+/* How a sorted page ended (shed_merge_sorted()). */
+struct shed_merge_cut {
+    bool more; /* items may follow the page */
+    bool want; /* short of the limit only because a truncated list's tail is
+                  unknown: ask its backend for more */
+};
+
+/* Message lists: the items of <lists>, dropped ones and repeated ids
+ * skipped, in key order, up to <limit> picks (<= 0: unlimited) into
+ * <picks> (room for <max>). A truncated list's tail is unknown, so nothing
+ * past its last key is taken; with <horizon>, nothing stamped after the
+ * smallest clock of the lists that answered (a message created on one
+ * backend after another answered could still sort before it). Returns the
+ * number of picks or -ENOMEM; <cut> says how the page ended. */
+long shed_merge_sorted(const struct shed_merge_list *lists, size_t n, int64_t limit, bool horizon,
+                       struct shed_merge_pick *picks, size_t max, struct shed_merge_cut *cut);
+
+/* The "stamp" member of one JSON object (a single-message answer). Returns 0
+ * or -EBADMSG (not an object with an "id" and an integer "stamp"). */
+int shed_merge_stamp_of(const char *body, size_t len, int64_t *stamp);
+
+/* Account and queue lists (fetched whole): de-duplicate across <lists>,
+ * order by the smallest stamp each id has (then id), then keep the items
+ * strictly after <marker> (ignored when NULL or not found, as in Burrow)
+ * up to <limit>. Each pick names the copy with that smallest stamp.
+ * Returns the number of picks or -ENOMEM. */
 long shed_merge_window(const struct shed_merge_list *lists, size_t n, const char *marker,
                        size_t mlen, int64_t limit, struct shed_merge_pick *picks, size_t max);
 
 /* The operation's default detail (burrow-api.md section 1). */
 enum proto_burrow_detail shed_merge_default_detail(enum proto_burrow_level level, bool is_get);
 
-/* The detail to ask backends for so that ids can be counted and the client's
- * <detail> can still be produced. */
+/* The detail to ask backends for so that ids and stamps can be read and the
+ * client's <detail> can still be produced: objects at every level. */
 enum proto_burrow_detail shed_merge_backend_detail(enum proto_burrow_level level,
                                                    enum proto_burrow_detail detail);
 
 /* Shape the final answer from <picks>: 404 with <notfound> text when there
  * are none, 204 for detail none, else 200 with a JSON array at <detail>
- * (must not be DEFAULT). Returns 0 or -ENOMEM. */
+ * (must not be DEFAULT). Message objects are rebuilt as Burrow writes them
+ * ("id", "ttl", "hide", then "body" or "body_base64url"), without "stamp".
+ * Returns 0 or -ENOMEM. */
 int shed_merge_render(enum proto_burrow_level level, enum proto_burrow_detail detail,
                       const struct shed_merge_list *lists, const struct shed_merge_pick *picks,
                       size_t n, const char *notfound, struct shed_merge_out *out);

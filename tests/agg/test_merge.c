@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: ISC */
-/* tests/agg/test_merge: dedup, global limit, marker window, detail shaping
- * and status rules of the aggregator's merge, from literal backend answers. */
+/* tests/agg/test_merge: the (stamp, id) order, dedup, global limit, the
+ * bounds of truncated windows and of the backends' clocks, marker window,
+ * detail shaping and status rules of the aggregator's merge, from literal
+ * backend answers. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
@@ -12,6 +14,7 @@ struct in {
     int status;
     const char *body;
     int64_t asked;
+    int64_t clock; /* Shed-Clock, 0: none */
 };
 
 #define MAXL 8
@@ -20,10 +23,12 @@ static size_t
 load(struct shed_merge_list *lists, const struct in *in, size_t n)
 {
     memset(lists, 0, sizeof(*lists) * MAXL);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         cr_assert_eq(shed_merge_parse(&lists[i], in[i].status, in[i].body,
                                       in[i].body ? strlen(in[i].body) : 0, in[i].asked),
                      0, "list %zu", i);
+        lists[i].clock = in[i].clock;
+    }
     return n;
 }
 
@@ -71,48 +76,128 @@ Test(merge, parse_shapes)
     shed_merge_list_clear(&l);
 }
 
-struct concat_case {
+/* A message object with a stamp, as burrowd writes it with shed_stamps=1. */
+#define MS(id, st) "{\"id\":\"" id "\",\"ttl\":0,\"hide\":0,\"stamp\":" #st "}"
+
+struct sorted_case {
     struct in in[4];
     size_t n;
     int64_t limit;
+    bool horizon;
     const char *drop; /* "list:item" pairs, e.g. "1:0" */
     const char *want;
-    bool more;
+    bool more, want_more;
 };
 
-Test(merge, concat_table)
+Test(merge, sorted_table)
 {
-    static const struct concat_case cases[] = {
-        /* plain concatenation in backend order */
-        {{{200, "[\"a\",\"b\"]", 0}, {200, "[\"c\"]", 0}}, 2, 0, NULL, "a,b,c", false},
-        /* 404 = empty */
-        {{{404, "Queue not found", 0}, {200, "[\"c\"]", 0}}, 2, 0, NULL, "c", false},
-        /* global limit across backends */
-        {{{200, "[\"a\",\"b\"]", 3}, {200, "[\"c\",\"d\",\"e\"]", 3}}, 2, 3, NULL, "a,b,c", true},
-        /* a truncated backend stops the page (its tail is unknown) */
-        {{{200, "[\"a\",\"b\"]", 2}, {200, "[\"c\"]", 2}}, 2, 5, NULL, "a,b", true},
-        /* repeated id: first occurrence wins */
-        {{{200, "[\"a\",\"x\"]", 0}, {200, "[\"x\",\"c\"]", 0}}, 2, 0, NULL, "a,x,c", false},
-        /* a dropped (losing) copy is skipped, the other copy stays */
-        {{{200, "[\"a\",\"x\"]", 0}, {200, "[\"x\",\"c\"]", 0}}, 2, 0, "0:1", "a,x,c", false},
-        /* limit exactly reached: more may follow */
-        {{{200, "[\"a\"]", 0}, {200, "[\"b\"]", 0}}, 2, 2, NULL, "a,b", true},
-        /* everything empty */
-        {{{404, "", 0}, {204, "", 0}, {0, "", 0}}, 3, 10, NULL, "", false},
-        /* unlimited, objects */
-        {{{200, "[{\"id\":\"m1\",\"body\":\"x\"}]", 0}, {200, "[{\"id\":\"m2\"}]", 0}},
+    static const struct sorted_case cases[] = {
+        /* interleaved by stamp across backends */
+        {{{200, "[" MS("a", 1) "," MS("c", 3) "]", 0, 0},
+          {200, "[" MS("b", 2) "," MS("d", 4) "]", 0, 0}},
          2,
-         -1,
+         0,
+         false,
          NULL,
-         "m1,m2",
+         "a,b,c,d",
+         false,
+         false},
+        /* 404 = empty */
+        {{{404, "Queue not found", 0, 0}, {200, "[" MS("c", 1) "]", 0, 0}},
+         2,
+         0,
+         false,
+         NULL,
+         "c",
+         false,
+         false},
+        /* global limit; nothing past the first end of a truncated window */
+        {{{200, "[" MS("a", 1) "," MS("c", 3) "]", 2, 0},
+          {200, "[" MS("b", 2) "," MS("d", 4) "," MS("e", 5) "]", 3, 0}},
+         2,
+         3,
+         false,
+         NULL,
+         "a,b,c",
+         true,
+         false},
+        /* short only because a window ran out: ask for more */
+        {{{200, "[" MS("a", 1) "," MS("c", 3) "]", 2, 0},
+          {200, "[" MS("b", 2) "," MS("d", 4) "]", 5, 0}},
+         2,
+         5,
+         false,
+         NULL,
+         "a,b,c",
+         true,
+         true},
+        /* a repeated id: the first in key order */
+        {{{200, "[" MS("a", 1) "," MS("x", 5) "]", 0, 0},
+          {200, "[" MS("x", 2) "," MS("c", 3) "]", 0, 0}},
+         2,
+         0,
+         false,
+         NULL,
+         "a,x,c",
+         false,
+         false},
+        /* a dropped (losing) copy is skipped: the other copy's place */
+        {{{200, "[" MS("a", 1) "," MS("x", 5) "]", 0, 0},
+          {200, "[" MS("x", 2) "," MS("c", 3) "]", 0, 0}},
+         2,
+         0,
+         false,
+         "1:0",
+         "a,c,x",
+         false,
+         false},
+        /* limit exactly reached: more may follow */
+        {{{200, "[" MS("a", 1) "]", 0, 0}, {200, "[" MS("b", 2) "]", 0, 0}},
+         2,
+         2,
+         false,
+         NULL,
+         "a,b",
+         true,
+         false},
+        /* everything empty */
+        {{{404, "", 0, 0}, {204, "", 0, 0}, {0, "", 0, 0}}, 3, 10, false, NULL, "", false, false},
+        /* equal stamps: the id decides */
+        {{{200, "[" MS("b", 7) "]", 0, 0}, {200, "[" MS("a", 7) "," MS("ab", 7) "]", 0, 0}},
+         2,
+         0,
+         false,
+         NULL,
+         "a,ab,b",
+         false,
+         false},
+        /* the horizon: nothing stamped after the smallest clock */
+        {{{200, "[" MS("a", 1) "," MS("c", 6) "]", 0, 10},
+          {200, "[" MS("b", 2) "]", 0, 4},
+          {404, "Queue not found", 0, 1},
+          {0, "", 0, 0}},
+         4,
+         0,
+         true,
+         NULL,
+         "a",
+         true,
+         false},
+        {{{200, "[" MS("a", 1) "," MS("c", 6) "]", 0, 10}, {200, "[" MS("b", 2) "]", 0, 4}},
+         2,
+         0,
+         true,
+         NULL,
+         "a,b",
+         true,
          false},
     };
 
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         struct shed_merge_list lists[MAXL];
         struct shed_merge_pick picks[32];
+        struct shed_merge_cut cut;
         char got[256];
-        bool more;
         size_t n = load(lists, cases[c].in, cases[c].n);
         long np;
 
@@ -122,13 +207,32 @@ Test(merge, concat_table)
             cr_assert_eq(sscanf(cases[c].drop, "%u:%u", &li, &ii), 2);
             lists[li].items[ii].drop = true;
         }
-        np = shed_merge_concat(lists, n, cases[c].limit, picks, 32, &more);
+        np = shed_merge_sorted(lists, n, cases[c].limit, cases[c].horizon, picks, 32, &cut);
         cr_assert_geq(np, 0);
         ids(lists, picks, np, got);
         cr_assert_str_eq(got, cases[c].want, "case %zu", c);
-        cr_assert_eq(more, cases[c].more, "case %zu more", c);
+        cr_assert_eq(cut.more, cases[c].more, "case %zu more", c);
+        cr_assert_eq(cut.want, cases[c].want_more, "case %zu want", c);
         clear(lists, n);
     }
+}
+
+Test(merge, key_order_and_stamp_of)
+{
+    int64_t st = 0;
+
+    cr_assert_lt(shed_merge_key_cmp(1, "b", 1, 2, "a", 1), 0);
+    cr_assert_lt(shed_merge_key_cmp(2, "a", 1, 2, "b", 1), 0);
+    cr_assert_lt(shed_merge_key_cmp(2, "a", 1, 2, "ab", 2), 0);
+    cr_assert_eq(shed_merge_key_cmp(2, "ab", 2, 2, "ab", 2), 0);
+    cr_assert_gt(shed_merge_key_cmp(3, "a", 1, 2, "z", 1), 0);
+    cr_assert_eq(
+        shed_merge_stamp_of(MS("m", 1712345678901234), strlen(MS("m", 1712345678901234)), &st), 0);
+    cr_assert_eq(st, 1712345678901234);
+    cr_assert_eq(shed_merge_stamp_of("{\"id\":\"m\",\"ttl\":0}", 19, &st), -EBADMSG);
+    cr_assert_eq(shed_merge_stamp_of("{\"id\":\"m\",\"stamp\":-1}", 23, &st), -EBADMSG);
+    cr_assert_eq(shed_merge_stamp_of("{\"id\":\"m\",\"stamp\":1.5}", 24, &st), -EBADMSG);
+    cr_assert_eq(shed_merge_stamp_of("[\"m\"]", 5, &st), -EBADMSG);
 }
 
 struct window_case {
@@ -139,11 +243,15 @@ struct window_case {
 
 Test(merge, window_table)
 {
+    /* an account or queue sorts by its smallest stamp anywhere: a2 was
+     * created first on the second backend */
     static const struct in in[] = {
-        {200, "[\"a1\",\"a2\"]", 0}, {200, "[\"a2\",\"a3\"]", 0}, {404, "Account not found", 0}};
+        {200, "[{\"id\":\"a1\",\"stamp\":4},{\"id\":\"a2\",\"stamp\":5}]", 0, 0},
+        {200, "[{\"id\":\"a2\",\"stamp\":2},{\"id\":\"a3\",\"stamp\":3}]", 0, 0},
+        {404, "Account not found", 0, 0}};
     static const struct window_case cases[] = {
-        {NULL, 0, "a1,a2,a3"}, {"a1", 0, "a2,a3"}, {"a2", 1, "a3"}, {"unknown", 0, "a1,a2,a3"},
-        {"a3", 0, ""},         {NULL, 2, "a1,a2"}, {"a1", 1, "a2"}, {NULL, -1, "a1,a2,a3"},
+        {NULL, 0, "a2,a3,a1"}, {"a2", 0, "a3,a1"}, {"a3", 1, "a1"}, {"unknown", 0, "a2,a3,a1"},
+        {"a1", 0, ""},         {NULL, 2, "a2,a3"}, {"a2", 1, "a3"}, {NULL, -1, "a2,a3,a1"},
     };
 
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
@@ -171,13 +279,16 @@ struct render_case {
 Test(merge, render_table)
 {
     static const struct in msgs[] = {
-        {200, "[{\"id\":\"m1\",\"ttl\":5,\"hide\":0,\"body\":\"b1\"}]", 0}};
-    static const struct in qs[] = {{200, "[\"q1\",\"q2\"]", 0}};
+        {200, "[{\"id\":\"m1\",\"ttl\":5,\"hide\":0,\"stamp\":9,\"body\":\"b1\"}]", 0, 0}};
+    static const struct in qs[] = {
+        {200, "[{\"id\":\"q1\",\"stamp\":1},{\"id\":\"q2\",\"stamp\":2}]", 0, 0}};
     static const struct render_case mcases[] = {
         {PROTO_BURROW_MESSAGES, PROTO_DETAIL_ID, 200, "[\"m1\"]"},
         {PROTO_BURROW_MESSAGES, PROTO_DETAIL_BODY, 200, "[\"b1\"]"},
         {PROTO_BURROW_MESSAGES, PROTO_DETAIL_ALL, 200,
          "[{\"id\":\"m1\",\"ttl\":5,\"hide\":0,\"body\":\"b1\"}]"},
+        {PROTO_BURROW_MESSAGES, PROTO_DETAIL_ATTRIBUTES, 200,
+         "[{\"id\":\"m1\",\"ttl\":5,\"hide\":0}]"},
         {PROTO_BURROW_MESSAGES, PROTO_DETAIL_NONE, 204, ""},
     };
     static const struct render_case qcases[] = {
@@ -188,15 +299,15 @@ Test(merge, render_table)
 
     for (int set = 0; set < 2; set++) {
         const struct render_case *cs = set ? qcases : mcases;
-        size_t nc = set ? 3 : 4;
+        size_t nc = set ? 3 : 5;
 
         for (size_t c = 0; c < nc; c++) {
             struct shed_merge_list lists[MAXL];
             struct shed_merge_pick picks[8];
             struct shed_merge_out out;
-            bool more;
+            struct shed_merge_cut cut;
             size_t n = load(lists, set ? qs : msgs, 1);
-            long np = shed_merge_concat(lists, n, 0, picks, 8, &more);
+            long np = shed_merge_sorted(lists, n, 0, false, picks, 8, &cut);
 
             cr_assert_eq(
                 shed_merge_render(cs[c].level, cs[c].detail, lists, picks, (size_t)np, "nf", &out),
@@ -214,13 +325,14 @@ Test(merge, render_table)
 }
 
 /* Bodies that are not UTF-8 text come as "body_base64url" (proto/body.h):
- * detail=all passes the element through, detail=body wraps the value in an
- * object so a page never mixes it up with a text body. */
+ * detail=all keeps the member (the stamp goes), detail=body wraps the value
+ * in an object so a page never mixes it up with a text body. */
 Test(merge, base64url_bodies_pass_through)
 {
     static const struct in in[] = {
-        {200, "[{\"id\":\"t\",\"ttl\":0,\"hide\":0,\"body\":\"text\"}]", 0},
-        {200, "[{\"id\":\"b\",\"ttl\":0,\"hide\":0,\"body_base64url\":\"AP8\"}]", 0}};
+        {200, "[{\"id\":\"t\",\"ttl\":0,\"hide\":0,\"stamp\":1,\"body\":\"text\"}]", 0, 0},
+        {200, "[{\"id\":\"b\",\"ttl\":0,\"hide\":0,\"stamp\":2,\"body_base64url\":\"AP8\"}]", 0,
+         0}};
     static const struct render_case cs[] = {
         {PROTO_BURROW_MESSAGES, PROTO_DETAIL_BODY, 200, "[\"text\",{\"body_base64url\":\"AP8\"}]"},
         {PROTO_BURROW_MESSAGES, PROTO_DETAIL_ALL, 200,
@@ -233,9 +345,9 @@ Test(merge, base64url_bodies_pass_through)
         struct shed_merge_list lists[MAXL];
         struct shed_merge_pick picks[8];
         struct shed_merge_out out;
-        bool more;
+        struct shed_merge_cut cut;
         size_t n = load(lists, in, 2);
-        long np = shed_merge_concat(lists, n, 0, picks, 8, &more);
+        long np = shed_merge_sorted(lists, n, 0, false, picks, 8, &cut);
 
         cr_assert_eq(np, 2);
         cr_assert_eq(lists[1].items[0].body.len, 0);
@@ -318,13 +430,15 @@ Test(merge, details_and_defaults)
     cr_assert_eq(shed_merge_default_detail(PROTO_BURROW_QUEUES, true), PROTO_DETAIL_ID);
     cr_assert_eq(shed_merge_default_detail(PROTO_BURROW_MESSAGES, false), PROTO_DETAIL_NONE);
     cr_assert_eq(shed_merge_backend_detail(PROTO_BURROW_MESSAGES, PROTO_DETAIL_NONE),
-                 PROTO_DETAIL_ID);
+                 PROTO_DETAIL_ATTRIBUTES);
+    cr_assert_eq(shed_merge_backend_detail(PROTO_BURROW_MESSAGES, PROTO_DETAIL_ID),
+                 PROTO_DETAIL_ATTRIBUTES);
     cr_assert_eq(shed_merge_backend_detail(PROTO_BURROW_MESSAGES, PROTO_DETAIL_BODY),
                  PROTO_DETAIL_ALL);
     cr_assert_eq(shed_merge_backend_detail(PROTO_BURROW_MESSAGES, PROTO_DETAIL_ATTRIBUTES),
                  PROTO_DETAIL_ATTRIBUTES);
-    cr_assert_eq(shed_merge_backend_detail(PROTO_BURROW_ACCOUNTS, PROTO_DETAIL_ALL),
-                 PROTO_DETAIL_ID);
+    cr_assert_eq(shed_merge_backend_detail(PROTO_BURROW_ACCOUNTS, PROTO_DETAIL_ID),
+                 PROTO_DETAIL_ALL);
 }
 
 Test(merge, set_grows)

@@ -50,11 +50,12 @@ struct acc {
 };
 
 static int
-acc_id(void *arg, const char *id, size_t len)
+acc_id(void *arg, const char *id, size_t len, int64_t stamp)
 {
     struct acc *c = arg;
     size_t n = strlen(c->ids);
 
+    (void)stamp;
     snprintf(c->ids + n, sizeof(c->ids) - n, "%s%.*s", n ? "," : "", (int)len, id);
     return 0;
 }
@@ -67,7 +68,7 @@ acc_msg(void *arg, const struct burrow_msg_view *m)
     c->ttl = m->ttl;
     c->hide = m->hide;
     snprintf(c->body, sizeof(c->body), "%.*s", (int)m->body_len, m->body);
-    return acc_id(arg, m->id, m->id_len);
+    return acc_id(arg, m->id, m->id_len, m->stamp);
 }
 
 static void
@@ -83,7 +84,10 @@ msgs(int64_t now, const char *a, const char *q, const char *marker, int64_t limi
      int *rc)
 {
     static struct acc c;
-    struct burrow_store_filter f = {marker, marker ? strlen(marker) : 0, limit, hidden};
+    struct burrow_store_filter f = {.marker = marker,
+                                    .marker_len = marker ? strlen(marker) : 0,
+                                    .limit = limit,
+                                    .match_hidden = hidden};
 
     memset(&c, 0, sizeof(c));
     *rc = burrow_store_list_messages(st, now, S(a), S(q), &f, acc_msg, &c);
@@ -94,7 +98,8 @@ static const char *
 accounts(int64_t now, const char *marker, int64_t limit, int *rc)
 {
     static struct acc c;
-    struct burrow_store_filter f = {marker, marker ? strlen(marker) : 0, limit, false};
+    struct burrow_store_filter f = {
+        .marker = marker, .marker_len = marker ? strlen(marker) : 0, .limit = limit};
 
     memset(&c, 0, sizeof(c));
     *rc = burrow_store_list_accounts(st, now, &f, acc_id, &c);
@@ -211,7 +216,7 @@ Test(store, hide_and_unhide_notifies)
 Test(store, claim_updates_visible_in_order)
 {
     int rc;
-    struct burrow_store_filter f = {NULL, 0, 2, false};
+    struct burrow_store_filter f = {.limit = 2};
     int64_t hide = 60, ttl = 100, zero = 0;
     struct acc c = {0};
 
@@ -385,7 +390,7 @@ Test(store, many_messages_heap_and_tables)
 Test(store, claims_skip_hidden_in_constant_time, .timeout = 20)
 {
     enum { N = 100000 };
-    struct burrow_store_filter f = {NULL, 0, 1, false};
+    struct burrow_store_filter f = {.limit = 1};
     int64_t hide = 600;
     char id[16];
     struct acc c;
@@ -413,4 +418,139 @@ Test(store, claims_skip_hidden_in_constant_time, .timeout = 20)
     f.limit = 3;
     cr_assert_eq(burrow_store_list_messages(st, 2, S("a"), S("q"), &f, acc_msg, &c), 3);
     cr_assert_str_eq(c.ids, "m0,m2,m4");
+}
+
+/* Stamps (shed's ordering extension): strictly increasing per store even
+ * when the clock stands still or steps back; a message put with a stamp of
+ * its own goes to its place; lists after and up to a (stamp, id) position. */
+static const char *
+window(const struct burrow_store_filter *f, int *rc)
+{
+    static struct acc c;
+
+    memset(&c, 0, sizeof(c));
+    *rc = burrow_store_list_messages(st, 1, S("a"), S("q"), f, acc_msg, &c);
+    return c.ids;
+}
+
+static int
+keep_view(void *arg, const struct burrow_msg_view *m)
+{
+    *(struct burrow_msg_view *)arg = *m;
+    return 0;
+}
+
+static int64_t
+stamp_at(const char *m)
+{
+    struct burrow_msg_view v = {0};
+
+    cr_assert_eq(burrow_store_get(st, 1, S("a"), S("q"), S(m), keep_view, &v), 0, "%s", m);
+    return v.stamp;
+}
+
+Test(store, stamps_order_and_windows)
+{
+    struct burrow_store_filter f = {0};
+    int64_t hide = 60;
+    int rc;
+
+    cr_assert_eq(burrow_store_put_at(st, 1, 1000, S("a"), S("q"), S("m1"), "", 0, 0, 0, 0), 1);
+    cr_assert_eq(burrow_store_put_at(st, 1, 1000, S("a"), S("q"), S("m2"), "", 0, 0, 0, 0), 1);
+    cr_assert_eq(burrow_store_put_at(st, 1, 900, S("a"), S("q"), S("m3"), "", 0, 0, 0, 0), 1);
+    cr_assert_eq(stamp_at("m1"), 1000);
+    cr_assert_eq(stamp_at("m2"), 1001);
+    cr_assert_eq(stamp_at("m3"), 1002);
+    cr_assert_eq(burrow_store_clock(st, 500), 1002);
+    /* a replace keeps its stamp, even when it brings one */
+    cr_assert_eq(burrow_store_put_at(st, 1, 2000, S("a"), S("q"), S("m2"), "x", 1, 0, 0, 5), 0);
+    cr_assert_eq(stamp_at("m2"), 1001);
+    /* a moved message goes to its place: before, between (id breaks the
+     * tie), after; one ahead of the clock moves the clock */
+    cr_assert_eq(burrow_store_put_at(st, 1, 1100, S("a"), S("q"), S("h0"), "", 0, 0, 0, 10), 1);
+    cr_assert_eq(burrow_store_put_at(st, 1, 1100, S("a"), S("q"), S("h1"), "", 0, 0, 0, 1001), 1);
+    cr_assert_eq(burrow_store_put_at(st, 1, 1100, S("a"), S("q"), S("m0"), "", 0, 0, 0, 1001), 1);
+    cr_assert_eq(burrow_store_put_at(st, 1, 1100, S("a"), S("q"), S("h9"), "", 0, 0, 0, 5000), 1);
+    cr_assert_eq(burrow_store_put_at(st, 1, 1200, S("a"), S("q"), S("m4"), "", 0, 0, 0, 0), 1);
+    cr_assert_eq(stamp_at("m4"), 5001);
+    cr_assert_str_eq(window(&f, &rc), "h0,m1,h1,m0,m2,m3,h9,m4");
+    cr_assert_eq(rc, 8);
+
+    /* after a stamp (the whole stamp), after a position, up to one */
+    f.has_after = true;
+    f.after = 1001;
+    cr_assert_str_eq(window(&f, &rc), "m3,h9,m4");
+    f.marker = "h1";
+    f.marker_len = 2;
+    cr_assert_str_eq(window(&f, &rc), "m0,m2,m3,h9,m4");
+    f.marker = "m0"; /* the marker itself, found by id */
+    cr_assert_str_eq(window(&f, &rc), "m2,m3,h9,m4");
+    f.after = 1002; /* not the marker's stamp: the position decides */
+    cr_assert_str_eq(window(&f, &rc), "m3,h9,m4");
+    f.marker = "m4";
+    cr_assert_str_eq(window(&f, &rc), "h9,m4");
+    f.after = 5001;
+    f.marker = NULL;
+    f.marker_len = 0;
+    window(&f, &rc);
+    cr_assert_eq(rc, -BURROW_STORE_ENOMESSAGE);
+    f.after = 0;
+    cr_assert_str_eq(window(&f, &rc), "h0,m1,h1,m0,m2,m3,h9,m4");
+    f.has_upto = true;
+    f.upto = 1001;
+    cr_assert_str_eq(window(&f, &rc), "h0,m1,h1,m0,m2");
+    f.upto_id = "h1";
+    f.upto_id_len = 2;
+    cr_assert_str_eq(window(&f, &rc), "h0,m1,h1");
+    f.has_after = false;
+    f.limit = 2;
+    cr_assert_str_eq(window(&f, &rc), "h0,m1");
+
+    /* the visible list keeps the same order; a hidden marker position */
+    memset(&f, 0, sizeof(f));
+    cr_assert_eq(burrow_store_update(st, 1, S("a"), S("q"), S("m0"), NULL, &hide, NULL, NULL), 0);
+    cr_assert_eq(burrow_store_update(st, 1, S("a"), S("q"), S("m2"), NULL, &hide, NULL, NULL), 0);
+    cr_assert_str_eq(window(&f, &rc), "h0,m1,h1,m3,h9,m4");
+    f.has_after = true;
+    f.after = 1001;
+    f.marker = "m0";
+    f.marker_len = 2;
+    cr_assert_str_eq(window(&f, &rc), "m3,h9,m4");
+    f.after = 999; /* walked from the head */
+    f.marker = NULL;
+    f.marker_len = 0;
+    cr_assert_str_eq(window(&f, &rc), "m1,h1,m3,h9,m4");
+    f.after = 4000; /* walked from the tail */
+    cr_assert_str_eq(window(&f, &rc), "h9,m4");
+    /* back from hiding: in its place */
+    int64_t zero = 0;
+    cr_assert_eq(burrow_store_update(st, 1, S("a"), S("q"), S("m0"), NULL, &zero, NULL, NULL), 0);
+    memset(&f, 0, sizeof(f));
+    cr_assert_str_eq(window(&f, &rc), "h0,m1,h1,m0,m3,h9,m4");
+}
+
+static int
+acc_stamp(void *arg, const char *id, size_t len, int64_t stamp)
+{
+    struct acc *c = arg;
+    size_t n = strlen(c->ids);
+
+    snprintf(c->ids + n, sizeof(c->ids) - n, "%s%.*s=%lld", n ? "," : "", (int)len, id,
+             (long long)stamp);
+    return 0;
+}
+
+Test(store, queue_and_account_stamps)
+{
+    struct burrow_store_filter f = {0};
+    struct acc c = {0};
+
+    cr_assert_eq(burrow_store_put_at(st, 1, 100, S("a"), S("q1"), S("m"), "", 0, 0, 0, 0), 1);
+    cr_assert_eq(burrow_store_put_at(st, 1, 100, S("a"), S("q2"), S("m"), "", 0, 0, 0, 7), 1);
+    cr_assert_eq(burrow_store_put_at(st, 1, 100, S("b"), S("q"), S("m"), "", 0, 0, 0, 0), 1);
+    cr_assert_eq(burrow_store_list_queues(st, 1, S("a"), &f, acc_stamp, &c), 2);
+    cr_assert_str_eq(c.ids, "q1=100,q2=7");
+    memset(&c, 0, sizeof(c));
+    cr_assert_eq(burrow_store_list_accounts(st, 1, &f, acc_stamp, &c), 2);
+    cr_assert_str_eq(c.ids, "a=100,b=101");
 }
