@@ -839,7 +839,7 @@ defaults(struct shed_config *cfg)
     cfg->code_other = 307;
     cfg->limits = (struct shed_limits){
         .connections = 10000,
-        .connection_memory = 8192,
+        .connection_memory = 16384,
         .idle_timeout_ms = 65000,
         .max_members = 100000,
         .heartbeat_body = 4096,

@@ -18,6 +18,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/burrow.h"
 
 #define LOG_EVERY_MS 10000
 
@@ -27,6 +28,11 @@ struct gconn {
     uint64_t deadline; /* monotonic ms; UINT64_MAX: none */
     unsigned char key[16];
     bool keyed;
+    /* The current request's raw target (shed_guard_uri()): */
+    const char *raw; /* in MHD's buffer, up to the first NUL */
+    size_t raw_len;
+    int terr;       /* 0, -PROTO_ETOOMANY or -PROTO_EBADTARGET */
+    char *abs_path; /* an absolute-form target's path, owned */
 };
 
 struct slot {
@@ -220,6 +226,7 @@ shed_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
     G.open--;
     pthread_mutex_unlock(&G.mu);
     *socket_context = NULL;
+    free(g->abs_path);
     free(g);
 }
 
@@ -229,6 +236,65 @@ gconn_of(struct MHD_Connection *conn)
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     return ci != NULL ? ci->socket_context : NULL;
+}
+
+void *
+shed_guard_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct gconn *g = gconn_of(conn);
+    struct proto_burrow_target t;
+    const char *qm;
+
+    (void)cls;
+    if (g == NULL)
+        return NULL;
+    free(g->abs_path);
+    g->abs_path = NULL;
+    g->raw = uri;
+    g->raw_len = strlen(uri);
+    g->terr = 0;
+    qm = memchr(uri, '?', g->raw_len);
+    if (qm != NULL && proto_burrow_query_count(qm + 1, g->raw_len - (size_t)(qm + 1 - uri)) >
+                          PROTO_BURROW_QUERY_MAX) {
+        g->terr = -PROTO_ETOOMANY;
+#if MHD_VERSION >= 0x00097500 && MHD_VERSION <= 0x00097700
+        /* Empty the query in MHD's own (writable) buffer before its split
+         * exhausts the connection pool and loses the answer. */
+        ((char *)qm)[1] = '\0';
+#endif
+        return NULL;
+    }
+    g->terr = proto_burrow_parse_target(uri, g->raw_len, &t);
+    if (g->terr == 0 && t.authority.len > 0)
+        g->abs_path = strndup(t.path.ptr, t.path.len);
+    return NULL; /* *con_cls stays NULL: the handler sees its first call */
+}
+
+int
+shed_guard_target(struct MHD_Connection *conn, const char *version, const char **path,
+                  const char **why)
+{
+    struct gconn *g = gconn_of(conn);
+
+    if (g == NULL || g->raw == NULL)
+        return 0;
+    if (g->terr == -PROTO_ETOOMANY) {
+        *why = "too many query parameters\n";
+        return -E2BIG;
+    }
+    if (g->terr < 0) {
+        *why = "bad request target\n";
+        return -EINVAL;
+    }
+    /* The target ends where the version begins, one space before it;
+     * anything else means a NUL cut it short. */
+    if (version != NULL && g->raw + g->raw_len + 1 != version) {
+        *why = "NUL in request target\n";
+        return -EINVAL;
+    }
+    if (g->abs_path != NULL)
+        *path = g->abs_path;
+    return 0;
 }
 
 void

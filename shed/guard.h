@@ -42,6 +42,18 @@ enum MHD_Result shed_guard_accept(void *cls, const struct sockaddr *addr, sockle
 void shed_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                        enum MHD_ConnectionNotificationCode code);
 void shed_guard_request(struct MHD_Connection *conn);
+
+/* MHD's URI log callback: sees the raw request target before MHD cuts it at
+ * a NUL or splits its query (see docs/hardening.md), empties a query of more
+ * than PROTO_BURROW_QUERY_MAX parameters before that split can exhaust the
+ * connection's memory, and parses the target. Returns NULL. */
+void *shed_guard_uri(void *cls, const char *uri, struct MHD_Connection *conn);
+
+/* At a request's first handler call (<version>: MHD's version argument):
+ * 0, with *<path> replaced by an absolute-form target's path; or -E2BIG /
+ * -EINVAL with a text for the 400 in *<why>. */
+int shed_guard_target(struct MHD_Connection *conn, const char *version, const char **path,
+                      const char **why);
 void shed_guard_done(struct MHD_Connection *conn, uint64_t now_ms);
 
 /* Shut down connections past their header deadline at <now_ms> (monotonic

@@ -220,9 +220,20 @@ static enum MHD_Result
 handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
         const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
-    (void)version;
     uint64_t t0 = clock_mono_ns();
     struct shed_ctx *ctx = cls;
+    const char *why = "";
+    /* The raw target as the client sent it (shed/guard): a clear 400 for
+     * what MHD would cut short or choke on, the path of an absolute URI. */
+    if (shed_guard_target(conn, version, &url, &why) < 0) {
+        if (*con_cls != NULL)
+            return MHD_NO; /* answered on the first call already */
+        shed_metrics_response(400);
+        shed_http_text(conn, 400, why);
+        atomic_fetch_add(&inflight, 1); /* completed() takes it back */
+        *con_cls = SHED_HTTP_SEEN;
+        return MHD_YES;
+    }
     unsigned tok = shed_rcu_enter();
     struct shed_call c = {
         .ctx = ctx,
@@ -478,6 +489,7 @@ shed_http_start(struct shed_ctx *ctx, const struct shed_config *cfg)
             {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_noop, NULL},
             {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, NULL},
             {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)shed_guard_notify, NULL},
+            {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)shed_guard_uri, NULL},
             {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL},
             {cfg->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
              (intptr_t)cfg->threads, NULL},

@@ -52,17 +52,9 @@ KNOWN_UNANSWERED = {}
 for _d in DAEMONS:
     for _c in ("garbage", "binary_line", "method_only", "tab_separators"):
         KNOWN_UNANSWERED[(_d, _c)] = "libmicrohttpd 0.9.75: request line without a space"
-# The shed's glue, shed/http.c, which this change could not touch (another
-# change edits it): with limits.connection_memory 8 KB libmicrohttpd runs out
-# of the connection's pool while it splits a query of 150 or more parameters
-# into one record each and then loses its own 431 (it overwrites the state of
-# the queued error), or it cannot build the response header for a request
-# whose header block nearly fills the pool. docs/hardening.md ("The shed's
-# libmicrohttpd glue") gives the change that fixes both; burrowd has it.
-for _d in SHEDS:
-    for _c in ("params_150", "params_250", "params_500", "params_empty_3000"):
-        KNOWN_UNANSWERED[(_d, _c)] = "shed/http.c: query split exhausts the 8 KB pool"
-    KNOWN_UNANSWERED[(_d, "header_name_8k")] = "shed/http.c: no pool left for the answer"
+# The shed's glue (shed/http.c with shed/guard's URI callback, like
+# burrowd) answers 150+ parameters, NULs and absolute URIs itself, and its
+# 16 KB pool leaves room for the answer to a nearly full header block.
 
 INCOMPLETE = "incomplete"  # the client half-closes after a partial request
 

@@ -101,7 +101,7 @@ Test(config, defaults)
     cr_assert_eq(c->code_get, 302);
     cr_assert_eq(c->code_other, 307);
     cr_assert_eq(c->busy_poll_us, SHED_BUSY_POLL_DEFAULT_US);
-    cr_assert_eq(c->limits.connection_memory, 8192);
+    cr_assert_eq(c->limits.connection_memory, 16384);
     cr_assert_eq(c->limits.max_members, 100000);
     cr_assert_eq(c->nservices, 1);
     cr_assert_str_eq(c->services[0].name, "burrow");

@@ -313,7 +313,7 @@ def test_bad_input_is_4xx():
         (b"GET /v1.0/a/q/m HTTP/1.1\r\nHost: bad\x01host.service\r\n\r\n", 400),
         (b"GET /v1.0/a/q/m HTTP/1.1\r\n\r\n", 400),
         (b"OPTIONS /v1.0/a/q/m HTTP/1.1\r\nHost: burrow.service\r\n\r\n", 405),
-        (b"GET /v1.0/a/q/m HTTP/1.1\r\nHost: burrow.service\r\nX-Big: " + b"y" * 10000 +
+        (b"GET /v1.0/a/q/m HTTP/1.1\r\nHost: burrow.service\r\nX-Big: " + b"y" * 20000 +
          b"\r\n\r\n", None),
         (b"GARBAGE\r\n\r\n", None),
     ]
