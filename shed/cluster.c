@@ -22,6 +22,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "proto/token.h"
+#include "shed/etcd.h"
 #include "shed/events.h"
 #include "shed/hints.h"
 #include "shed/line.h"
@@ -707,6 +708,7 @@ shed_cluster_metrics(char *buf, size_t len)
             o += (size_t)n;
         }
     }
+    o += shed_etcd_metrics(buf + o, len - o);
     return o;
 }
 
@@ -1017,6 +1019,11 @@ shed_cluster_start(struct shed_ctx *ctx, const struct shed_config *cfg)
         log_info("cluster: syncing with %zu peer%s and %zu master%s every %" PRIu64 "ms",
                  syc.npeers, syc.npeers == 1 ? "" : "s", syc.nmasters, syc.nmasters == 1 ? "" : "s",
                  cfg->timings.sync_interval_ms);
+        if (cfg->membership.store == SHED_STORE_ETCD) {
+            rc = shed_etcd_start(ctx->reg, G.cfg, G.origin);
+            if (rc < 0)
+                return rc;
+        }
     }
     G.started = true;
     return 0;
@@ -1091,6 +1098,7 @@ shed_cluster_stop(struct shed_ctx *ctx)
     (void)ctx;
     if (G.cfg == NULL)
         return;
+    shed_etcd_stop();
     shed_sync_stop(G.sync);
     shed_suspect_destroy(G.suspect);
     if (G.started)

@@ -731,6 +731,37 @@ static const struct cmd log_table[] = {
     {NULL, NULL, 0, 0, 0, NULL},
 };
 
+static int
+set_endpoints(struct ctx *c, yaml_node_t *n, void *field, const struct cmd *cmd)
+{
+    (void)field;
+    struct shed_membership *mb = &c->cfg->membership;
+    if (n->type != YAML_SEQUENCE_NODE)
+        return errat(c, n, "%s must be a list of URLs", cmd->key);
+    mb->nendpoints = 0;
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+         it++) {
+        yaml_node_t *e = yaml_document_get_node(c->doc, *it);
+        if (mb->nendpoints == SHED_ETCD_MAX_ENDPOINTS)
+            return errat(c, e, "more than %d endpoints", SHED_ETCD_MAX_ENDPOINTS);
+        int rc = url_into(c, e, mb->endpoints[mb->nendpoints]);
+        if (rc < 0)
+            return rc;
+        mb->nendpoints++;
+    }
+    return 0;
+}
+
+static const struct cmd membership_table[] = {
+    {"store", set_str, CFG(membership.store_name), 0, 16, NULL},
+    {"endpoints", set_endpoints, CFG(membership.endpoints), 0, 0, NULL},
+    {"prefix", set_str, CFG(membership.prefix), 0, SHED_ETCD_PREFIX_MAX, NULL},
+    {"timeout", set_duration, CFG(membership.timeout_ms), 10, 60000, NULL},
+    {"lease_ttl", set_duration, CFG(membership.ttl_ms), 1000, 3600000, NULL},
+    {"queue", set_u32, CFG(membership.queue_max), 1, 1000000, NULL},
+    {NULL, NULL, 0, 0, 0, NULL},
+};
+
 /* Indices into top_table used by validate() for positions. */
 enum {
     TOP_CELL,
@@ -753,6 +784,7 @@ enum {
     TOP_SERVICES,
     TOP_LOG,
     TOP_OPS_CREDENTIAL,
+    TOP_MEMBERSHIP,
 };
 static const struct cmd top_table[] = {
     [TOP_CELL] = {"cell", set_name, CFG(cell), 0, 0, NULL},
@@ -776,6 +808,7 @@ static const struct cmd top_table[] = {
     [TOP_SERVICES] = {"services", set_services, CFG(services), 0, 0, NULL},
     [TOP_LOG] = {"log", set_map, CFG(log_access_every), 0, 0, log_table},
     [TOP_OPS_CREDENTIAL] = {"ops_credential", set_bool, CFG(ops_credential), 0, 0, NULL},
+    [TOP_MEMBERSHIP] = {"membership", set_map, CFG(membership), 0, 0, membership_table},
     {NULL, NULL, 0, 0, 0, NULL},
 };
 
@@ -855,6 +888,10 @@ defaults(struct shed_config *cfg)
     cfg->services[0].kind = SHED_KIND_BURROW;
     ring_config_default(&cfg->services[0].ring);
     cfg->nservices = 1;
+    strcpy(cfg->membership.store_name, "builtin");
+    strcpy(cfg->membership.prefix, "/shed/");
+    cfg->membership.timeout_ms = 1000;
+    cfg->membership.queue_max = 100000;
 }
 
 /* credential_file with systemd's credentials directory: a path that starts
@@ -933,6 +970,29 @@ read_credential(struct ctx *c)
     return 0;
 }
 
+/* membership: builtin (peer sync) or etcd (docs/etcd.md). */
+static int
+validate_membership(struct ctx *c)
+{
+    struct shed_membership *mb = &c->cfg->membership;
+    size_t plen = strlen(mb->prefix);
+    if (strcmp(mb->store_name, "builtin") == 0) {
+        mb->store = SHED_STORE_BUILTIN;
+        return 0;
+    }
+    if (strcmp(mb->store_name, "etcd") != 0)
+        return errmark(c, TOP_MEMBERSHIP, "membership: store must be builtin or etcd");
+    mb->store = SHED_STORE_ETCD;
+    if (mb->nendpoints == 0)
+        return errmark(c, TOP_MEMBERSHIP, "membership: store etcd needs endpoints");
+    if (plen < 2 || mb->prefix[0] != '/' || mb->prefix[plen - 1] != '/')
+        return errmark(c, TOP_MEMBERSHIP, "membership: prefix must start and end with '/'");
+    if (c->cfg->npeers > 0)
+        return errmark(c, TOP_PEERS,
+                       "peers: with membership store etcd the cell's sheds share etcd, not peers");
+    return 0;
+}
+
 /* Cross-key rules, after every value is in place. */
 static int
 validate(struct ctx *c)
@@ -976,7 +1036,7 @@ validate(struct ctx *c)
         return errmark(c, TOP_SERVICES, "services must hold at least one service");
     if ((cfg->roles & SHED_ROLE_MASTER) && cfg->ncells == 0)
         return errmark(c, TOP_CELLS, "the master role needs cells");
-    return 0;
+    return validate_membership(c);
 }
 
 static int

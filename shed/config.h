@@ -89,6 +89,26 @@ struct shed_limits {
     uint32_t per_source;        /* connections from one client address (0: off) */
 };
 
+/* membership: where a cell's membership lives (docs/etcd.md). */
+enum shed_membership_store {
+    SHED_STORE_BUILTIN = 0, /* peer sync between line sheds (the default) */
+    SHED_STORE_ETCD,        /* keys under an etcd v3 prefix, watched */
+};
+
+#define SHED_ETCD_MAX_ENDPOINTS 8
+#define SHED_ETCD_PREFIX_MAX    128 /* incl. NUL */
+
+struct shed_membership {
+    enum shed_membership_store store;
+    char endpoints[SHED_ETCD_MAX_ENDPOINTS][SHED_URL_MAX]; /* etcd client URLs */
+    size_t nendpoints;
+    char prefix[SHED_ETCD_PREFIX_MAX]; /* "/shed/": keys are prefix + cell + "/" ... */
+    char store_name[16];               /* parsed text of store */
+    uint64_t timeout_ms;               /* one etcd request */
+    uint64_t ttl_ms;                   /* this shed's etcd lease (0: from timings.lease) */
+    uint32_t queue_max;                /* changes held while etcd is unreachable */
+};
+
 struct shed_config {
     char path[SHED_PATH_MAX]; /* the file it came from */
     char cell[SHED_NAME_MAX];
@@ -121,6 +141,7 @@ struct shed_config {
     uint32_t log_access_rate;    /* log.access_rate: at most this many access lines a second */
     struct shed_service_config services[SHED_MAX_SERVICES];
     size_t nservices;
+    struct shed_membership membership; /* membership: builtin or etcd */
 };
 
 /* Load and validate <path>. On success *out owns a new config and 0 is

@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * Unit tests of shed/etcd's pure parts: the gateway's base64, the member
+ * record, key splitting and the view that turns etcd's keys (one per member
+ * and shed that heard it) into registry entries.
+ */
+#include "shed/etcd.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct proto_sync_entry
+rec(uint64_t inc, enum proto_sync_state st, const char *url)
+{
+    struct proto_sync_entry e;
+    memset(&e, 0, sizeof(e));
+    e.incarnation = inc;
+    e.state = st;
+    e.weight = 1;
+    snprintf(e.url, sizeof(e.url), "%s", url);
+    return e;
+}
+
+Test(etcd, b64_round_trips_and_refuses_junk)
+{
+    static const char *in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar", "/shed/a/"};
+    static const char *want[] = {"",         "Zg==",     "Zm8=",     "Zm9v",
+                                 "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy", "L3NoZWQvYS8="};
+    char out[64], back[64];
+    for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+        long n = shed_etcd_b64_encode(in[i], strlen(in[i]), out, sizeof(out));
+        cr_assert_eq(n, (long)strlen(want[i]));
+        cr_assert_str_eq(out, want[i]);
+        long m = shed_etcd_b64_decode(out, (size_t)n, back, sizeof(back));
+        cr_assert_eq(m, (long)strlen(in[i]));
+        cr_assert_eq(memcmp(back, in[i], (size_t)m), 0);
+    }
+    cr_assert_eq(shed_etcd_b64_encode("foo", 3, out, 4), -ERANGE);
+    cr_assert_eq(shed_etcd_b64_decode("Zm9", 3, back, sizeof(back)), -EINVAL);
+    cr_assert_eq(shed_etcd_b64_decode("Z=9v", 4, back, sizeof(back)), -EINVAL);
+    cr_assert_eq(shed_etcd_b64_decode("Zm9v", 4, back, 2), -ERANGE);
+}
+
+Test(etcd, record_round_trips)
+{
+    struct proto_sync_entry e = rec(1732280000123ull, PROTO_SYNC_DRAINING, "http://10.0.1.7:8080");
+    snprintf(e.zone, sizeof(e.zone), "rack1");
+    e.weight = 7;
+    char *s = shed_etcd_value_encode(&e, "127.0.0.1:8001");
+    cr_assert_not_null(s);
+    struct proto_sync_entry d;
+    memset(&d, 0, sizeof(d));
+    cr_assert_eq(shed_etcd_value_decode(s, strlen(s), &d), 0);
+    cr_assert_eq(d.incarnation, e.incarnation);
+    cr_assert_eq(d.state, PROTO_SYNC_DRAINING);
+    cr_assert_eq(d.weight, 7);
+    cr_assert_str_eq(d.url, e.url);
+    cr_assert_str_eq(d.zone, "rack1");
+    free(s);
+    static const char *bad[] = {"",
+                                "[]",
+                                "{\"inc\":1}",
+                                "{\"inc\":-1,\"state\":\"up\",\"url\":\"x\",\"weight\":1}",
+                                "{\"inc\":1,\"state\":\"maybe\",\"url\":\"x\",\"weight\":1}",
+                                "{\"inc\":1,\"state\":\"up\",\"url\":\"x\",\"weight\":0}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(shed_etcd_value_decode(bad[i], strlen(bad[i]), &d), -EINVAL, "%s", bad[i]);
+}
+
+Test(etcd, key_split)
+{
+    char s[64], id[256];
+    const char *k = "burrow/b7/127.0.0.1:8001";
+    cr_assert_eq(shed_etcd_key_split(k, strlen(k), s, sizeof(s), id, sizeof(id)), 0);
+    cr_assert_str_eq(s, "burrow");
+    cr_assert_str_eq(id, "b7");
+    static const char *bad[] = {"burrow", "burrow/b7", "burrow/b7/",
+                                "/b7/x",  "burrow//x", "burrow/b7/x/y"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(shed_etcd_key_split(bad[i], strlen(bad[i]), s, sizeof(s), id, sizeof(id)),
+                     -EINVAL, "%s", bad[i]);
+}
+
+Test(etcd, view_member_is_up_while_any_shed_holds_a_key)
+{
+    struct shed_etcd_view *v = shed_etcd_view_create();
+    struct proto_sync_msg m;
+    struct proto_sync_entry e = rec(5, PROTO_SYNC_UP, "http://127.0.0.1:9001");
+    proto_sync_msg_init(&m);
+
+    cr_assert_eq(shed_etcd_view_put(v, "burrow/b1/s1", &e, 10, &m), 0);
+    cr_assert_eq(shed_etcd_view_put(v, "burrow/b1/s2", &e, 11, &m), 0);
+    cr_assert_eq(shed_etcd_view_put(v, "burrow/b10/s1", &e, 12, &m), 0);
+    cr_assert_eq(m.nentries, 3);
+    cr_assert_str_eq(m.entries[0].service, "burrow");
+    cr_assert_str_eq(m.entries[0].id, "b1");
+    cr_assert_eq(m.entries[0].state, PROTO_SYNC_UP);
+    cr_assert_eq(shed_etcd_view_size(v), 3);
+    proto_sync_msg_free(&m);
+
+    /* One of two sheds' keys goes: still up. */
+    proto_sync_msg_init(&m);
+    shed_etcd_view_delete(v, "burrow/b1/s1", &m);
+    cr_assert_eq(m.nentries, 1);
+    cr_assert_eq(m.entries[0].state, PROTO_SYNC_UP);
+    proto_sync_msg_free(&m);
+    /* The last: down (b10 shares the prefix "burrow/b1" but is another member). */
+    proto_sync_msg_init(&m);
+    shed_etcd_view_delete(v, "burrow/b1/s2", &m);
+    cr_assert_eq(m.nentries, 1);
+    cr_assert_str_eq(m.entries[0].id, "b1");
+    cr_assert_eq(m.entries[0].state, PROTO_SYNC_DOWN);
+    proto_sync_msg_free(&m);
+    /* Unknown keys change nothing. */
+    proto_sync_msg_init(&m);
+    shed_etcd_view_delete(v, "burrow/b1/s2", &m);
+    cr_assert_eq(m.nentries, 0);
+    shed_etcd_view_export(v, &m);
+    cr_assert_eq(m.nentries, 1);
+    cr_assert_str_eq(m.entries[0].id, "b10");
+    proto_sync_msg_free(&m);
+    shed_etcd_view_destroy(v);
+}
+
+Test(etcd, view_highest_incarnation_and_gone_win)
+{
+    struct shed_etcd_view *v = shed_etcd_view_create();
+    struct proto_sync_msg m;
+    struct proto_sync_entry old = rec(5, PROTO_SYNC_UP, "http://127.0.0.1:9001");
+    struct proto_sync_entry new = rec(6, PROTO_SYNC_UP, "http://127.0.0.1:9002");
+    struct proto_sync_entry gone = rec(6, PROTO_SYNC_GONE, "http://127.0.0.1:9002");
+    proto_sync_msg_init(&m);
+    shed_etcd_view_put(v, "burrow/b1/s2", &new, 20, &m);
+    shed_etcd_view_put(v, "burrow/b1/s1", &old, 21, &m); /* later but older incarnation */
+    cr_assert_eq(m.entries[1].incarnation, 6);
+    cr_assert_str_eq(m.entries[1].url, "http://127.0.0.1:9002");
+    shed_etcd_view_put(v, "burrow/b1/s3", &gone, 22, &m);
+    cr_assert_eq(m.entries[2].state, PROTO_SYNC_GONE);
+    proto_sync_msg_free(&m);
+    proto_sync_msg_init(&m);
+    shed_etcd_view_export(v, &m);
+    cr_assert_eq(m.nentries, 0); /* gone members are not refreshed */
+    /* Keys deleted after "gone": what is left is older or gone (the registry
+     * keeps "gone" final for incarnation 6). */
+    shed_etcd_view_delete(v, "burrow/b1/s3", &m);
+    shed_etcd_view_delete(v, "burrow/b1/s2", &m);
+    shed_etcd_view_delete(v, "burrow/b1/s1", &m);
+    cr_assert_eq(m.nentries, 3);
+    cr_assert_eq(m.entries[2].state, PROTO_SYNC_DOWN); /* only s1's incarnation 5 was left */
+    proto_sync_msg_free(&m);
+    shed_etcd_view_destroy(v);
+}
+
+Test(etcd, view_replace_reports_members_that_went)
+{
+    struct shed_etcd_view *v = shed_etcd_view_create(), *next = shed_etcd_view_create();
+    struct proto_sync_msg m;
+    struct proto_sync_entry e = rec(1, PROTO_SYNC_UP, "http://127.0.0.1:9001");
+    proto_sync_msg_init(&m);
+    shed_etcd_view_put(v, "burrow/a/s1", &e, 1, &m);
+    shed_etcd_view_put(v, "burrow/b/s1", &e, 2, &m);
+    shed_etcd_view_put(next, "burrow/b/s2", &e, 9, &m);
+    shed_etcd_view_put(next, "burrow/c/s1", &e, 9, &m);
+    proto_sync_msg_free(&m);
+    proto_sync_msg_init(&m);
+    cr_assert_eq(shed_etcd_view_replace(v, next, &m), 0);
+    cr_assert_eq(m.nentries, 3);
+    cr_assert_str_eq(m.entries[0].id, "a");
+    cr_assert_eq(m.entries[0].state, PROTO_SYNC_DOWN);
+    cr_assert_str_eq(m.entries[1].id, "b");
+    cr_assert_eq(m.entries[1].state, PROTO_SYNC_UP);
+    cr_assert_str_eq(m.entries[2].id, "c");
+    cr_assert_eq(shed_etcd_view_size(v), 2);
+    proto_sync_msg_free(&m);
+    shed_etcd_view_destroy(v);
+}
