@@ -1,0 +1,124 @@
+# SPDX-License-Identifier: ISC
+"""Built-in peer sync and etcd membership side by side (docs/etcd.md):
+same cell (N line sheds + an aggregator, backends heartbeating to ONE line
+shed each), heartbeat 200 ms, lease 1000 ms, sync 100 ms, one etcd on
+loopback. For N = 3 and 12:
+
+  <mode>.sheds<N>.route_ms   a new backend's process start to every shed
+                             routing to it (median of ROUNDS)
+  <mode>.sheds<N>.skip_ms    its SIGKILL to every shed skipping it
+  <mode>.heartbeats_per_s    heartbeats one shed answers (8 clients, 500
+                             members, keep-alive), N = 3 only
+
+Output: "name: value unit" lines. The machine is shared (2 cores): the
+figures are for comparing the two modes, not absolutes.
+"""
+import http.client
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+
+import harness
+from etcdlib import SECRET, Etcd, EtcdCell
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+SIZES = [int(x) for x in os.environ.get("BENCH_SHEDS", "3,12").split(",")]
+
+
+def up_everywhere(C, bid, want):
+    """Wait until every shed has <bid> up (<want>) or not; return the time."""
+    pending = set(C.names)
+    deadline = time.monotonic() + 15
+    while pending:
+        for s in list(pending):
+            st = C.members(s).get(bid)
+            if (st == "up") == want:
+                pending.discard(s)
+        if time.monotonic() > deadline:
+            raise TimeoutError("%s %s at %s" % (bid, "up" if want else "down", sorted(pending)))
+    return time.monotonic()
+
+
+def convergence(C, rounds):
+    route, skip = [], []
+    for r in range(rounds):
+        i = 100 + r
+        t0 = time.monotonic()
+        bid = C.start_backend(i, C.lines[r % len(C.lines)], wait=False)
+        route.append((up_everywhere(C, bid, True) - t0) * 1000)
+        time.sleep(0.3)
+        C.backends[bid]["proc"].kill()
+        t0 = time.monotonic()
+        skip.append((up_everywhere(C, bid, False) - t0) * 1000)
+        C.backends.pop(bid)
+    return statistics.median(route), statistics.median(skip)
+
+
+def heartbeats(url, members=500, clients=8, seconds=3.0):
+    """Heartbeats a shed answers per second: <clients> keep-alive
+    connections, each renewing its share of <members> ids in turn."""
+    host, port = url[len("http://"):].split(":")
+    count = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def worker(k):
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        ids = ["hb%d" % j for j in range(k, members, clients)]
+        n = 0
+        while time.monotonic() < stop:
+            bid = ids[n % len(ids)]
+            body = json.dumps({"service": "burrow", "id": bid,
+                               "url": "http://127.0.0.2:%d" % (10000 + int(bid[2:])),
+                               "incarnation": 1}).encode()
+            conn.request("PUT", "/_shed/v1/members/burrow/" + bid, body=body,
+                         headers={"Authorization": "Bearer " + SECRET,
+                                  "Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                raise RuntimeError("heartbeat: %d" % r.status)
+            n += 1
+        count[k] = n
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    t0 = time.monotonic()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return sum(count) / (time.monotonic() - t0)
+
+
+def main():
+    E = Etcd(1)
+    out = []
+    try:
+        for n in SIZES:
+            for mode in ("builtin", "etcd"):
+                C = EtcdCell(mode, E if mode == "etcd" else None, nsheds=n, nback=2)
+                try:
+                    harness.wait_until(C.converged, timeout=30, what="%s cell converged" % mode)
+                    route, skip = convergence(C, ROUNDS)
+                    out.append("%s.sheds%d.route_ms: %.0f ms" % (mode, n, route))
+                    out.append("%s.sheds%d.skip_ms: %.0f ms" % (mode, n, skip))
+                    if n == SIZES[0]:
+                        hb = heartbeats(C.url["s1"])
+                        out.append("%s.heartbeats_per_s: %.0f /s" % (mode, hb))
+                    for line in out[-3:]:
+                        print(line, flush=True)
+                finally:
+                    C.stop()
+                if mode == "etcd":  # the next cell starts from an empty prefix
+                    E.call("/v3/kv/deleterange", {"key": "L3NoZWQv", "range_end": "L3NoZWQw"})
+    finally:
+        E.stop_all()
+    print("---")
+    for line in out:
+        print(line)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
