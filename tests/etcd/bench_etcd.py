@@ -102,13 +102,14 @@ def main():
                 try:
                     harness.wait_until(C.converged, timeout=30, what="%s cell converged" % mode)
                     route, skip = convergence(C, ROUNDS)
-                    out.append("%s.sheds%d.route_ms: %.0f ms" % (mode, n, route))
-                    out.append("%s.sheds%d.skip_ms: %.0f ms" % (mode, n, skip))
+                    lines = ["%s.sheds%d.route_ms: %.0f ms" % (mode, n, route),
+                             "%s.sheds%d.skip_ms: %.0f ms" % (mode, n, skip)]
                     if n == SIZES[0]:
                         hb = heartbeats(C.url["s1"])
-                        out.append("%s.heartbeats_per_s: %.0f /s" % (mode, hb))
-                    for line in out[-3:]:
+                        lines.append("%s.heartbeats_per_s: %.0f /s" % (mode, hb))
+                    for line in lines:
                         print(line, flush=True)
+                    out += lines
                 finally:
                     C.stop()
                 if mode == "etcd":  # the next cell starts from an empty prefix

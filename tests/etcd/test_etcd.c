@@ -177,3 +177,64 @@ Test(etcd, view_replace_reports_members_that_went)
     proto_sync_msg_free(&m);
     shed_etcd_view_destroy(v);
 }
+
+/* ---- membership: in the config (shed/config.c) ---- */
+
+static int
+parse(const char *extra, struct shed_config **out, char *err, size_t errlen)
+{
+    char text[2048];
+    snprintf(text, sizeof(text), "cell: a\ncredential: s3cret\n%s", extra);
+    return shed_config_parse(text, strlen(text), "t.yaml", out, err, errlen);
+}
+
+Test(etcd, config_default_is_builtin)
+{
+    struct shed_config *cfg = NULL;
+    char err[SHED_ERR_MAX];
+    cr_assert_eq(parse("", &cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(cfg->membership.store, SHED_STORE_BUILTIN);
+    shed_config_free(cfg);
+}
+
+Test(etcd, config_etcd)
+{
+    struct shed_config *cfg = NULL;
+    char err[SHED_ERR_MAX];
+    cr_assert_eq(parse("membership:\n  store: etcd\n  endpoints: [http://10.0.0.1:2379/, "
+                       "http://10.0.0.2:2379]\n  prefix: /svc/shed/\n  timeout: 300ms\n"
+                       "  lease_ttl: 5s\n  queue: 1000\n",
+                       &cfg, err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(cfg->membership.store, SHED_STORE_ETCD);
+    cr_assert_eq(cfg->membership.nendpoints, 2);
+    cr_assert_str_eq(cfg->membership.endpoints[0], "http://10.0.0.1:2379");
+    cr_assert_str_eq(cfg->membership.prefix, "/svc/shed/");
+    cr_assert_eq(cfg->membership.timeout_ms, 300);
+    cr_assert_eq(cfg->membership.ttl_ms, 5000);
+    cr_assert_eq(cfg->membership.queue_max, 1000);
+    shed_config_free(cfg);
+}
+
+Test(etcd, config_errors)
+{
+    static const struct {
+        const char *yaml, *want;
+    } cases[] = {
+        {"membership: {store: zookeeper}\n", "store must be builtin or etcd"},
+        {"membership: {store: etcd}\n", "needs endpoints"},
+        {"membership: {store: etcd, endpoints: [2379]}\n", "not an http"},
+        {"membership: {store: etcd, endpoints: [http://e:2379], prefix: shed}\n",
+         "prefix must start and end"},
+        {"membership: {store: etcd, endpoints: [http://e:2379]}\npeers: [http://127.0.0.1:1]\n",
+         "share etcd, not peers"},
+        {"membership: {store: etcd, endpoints: [http://e:2379], ttl: 3s}\n", "unknown key 'ttl'"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct shed_config *cfg = NULL;
+        char err[SHED_ERR_MAX] = "";
+        cr_assert_lt(parse(cases[i].yaml, &cfg, err, sizeof(err)), 0, "%s", cases[i].yaml);
+        cr_assert_not_null(strstr(err, cases[i].want), "%s: %s", cases[i].yaml, err);
+        cr_assert_null(cfg);
+    }
+}
