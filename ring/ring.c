@@ -68,7 +68,13 @@
  * and candidate streams are single blocks, 2 MB aligned with a
  * transparent-huge-page hint when large; members are sorted by an LSD radix
  * sort on a 16-byte window of the ids (after their common prefix) instead
- * of qsort() with its 4 MB temporary. Now ~20-550 faults per build.
+ * of qsort() with its 4 MB temporary. Now ~20-550 faults per build. Large
+ * blocks are mapped and unmapped, not malloc()ed (big_alloc()), so a
+ * build's temporaries leave the process when it ends: peak RSS of one
+ * build at B=2^16 went 137 -> 8.5 MB (N=10), 29.8 -> 8.7 MB (N=1000), with
+ * the first round no longer growing its streams for room it never used;
+ * build times unchanged within noise (tests/shed/bench_memory.py has what
+ * a whole shed holds).
  *
  * Measured with ring-bench / ring-bench-1thread on the shared 2-vCPU VM (gcc
  * -O3 release, R=3, 10 zones, equal weights), three runs each, alternating
@@ -131,7 +137,8 @@ struct ring {
     struct ring_config cfg;
     struct rmem *mem; /* sorted by id; one block with zone and zlist */
     size_t n;
-    char *arena; /* all strings */
+    char *arena;                        /* all strings */
+    size_t mem_len, arena_len, row_len; /* bytes of the big_alloc() blocks */
     uint32_t nzones;
     uint32_t *zone;   /* n: member -> index into the sorted distinct zones */
     uint32_t *zstart; /* nzones + 1: members of zone z are zlist[zstart[z]..] */
@@ -472,25 +479,59 @@ cmp_zref(const void *a, const void *b)
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-/* Large blocks (the rows, the candidate streams) are 2 MB aligned and ask
- * for transparent huge pages: one fault per 2 MB instead of 512, which matters when a fresh page
- * costs ~17 us (as on the shared VM). A hint only; plain pages also work. */
+/* Large blocks (the rows, the candidate streams, the build's temporaries)
+ * are mapped on their own and unmapped when freed, so that a build gives
+ * its memory back to the system at once. From malloc() they stayed in the
+ * heap: glibc raises its mmap threshold to the largest block freed (up to
+ * 32 MB), so after the first build every temporary came from the heap, and
+ * 2 MB aligned blocks cut there left free, resident holes that later
+ * allocations pinned (a shed grown to 10000 members held ~100 MB after its
+ * rebuilds, ~4 MB of it in use). Blocks of 1 MB and more are 2 MB aligned
+ * and ask for transparent huge pages: one fault per 2 MB instead of 512,
+ * which matters when a fresh page costs ~17 us (as on the shared VM). A
+ * hint only; plain pages also work. Free with big_free() and the same
+ * <bytes>. */
 #define HUGE_PAGE (2u << 20)
+#define BIG_MAP   (256u << 10) /* smaller blocks come from malloc() */
+
+static size_t
+big_len(size_t bytes)
+{
+    if (bytes >= HUGE_PAGE / 2)
+        return (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    return bytes;
+}
 
 static void *
 big_alloc(size_t bytes)
 {
+    if (bytes < BIG_MAP)
+        return malloc(bytes);
+    size_t len = big_len(bytes), extra = bytes >= HUGE_PAGE / 2 ? HUGE_PAGE : 0;
+    char *p = mmap(NULL, len + extra, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    if (extra) { /* keep the 2 MB aligned <len> bytes, unmap the rest */
+        size_t head = (HUGE_PAGE - (uintptr_t)p % HUGE_PAGE) % HUGE_PAGE;
+        if (head)
+            (void)munmap(p, head);
+        if (extra - head)
+            (void)munmap(p + head + len, extra - head);
+        p += head;
 #ifdef MADV_HUGEPAGE
-    if (bytes >= HUGE_PAGE / 2) {
-        void *p = NULL;
-        size_t len = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-        if (posix_memalign(&p, HUGE_PAGE, len) != 0)
-            return NULL;
         (void)madvise(p, len, MADV_HUGEPAGE);
-        return p;
-    }
 #endif
-    return malloc(bytes);
+    }
+    return p;
+}
+
+static void
+big_free(void *p, size_t bytes)
+{
+    if (bytes < BIG_MAP)
+        free(p);
+    else if (p != NULL)
+        (void)munmap(p, big_len(bytes));
 }
 
 /* Many arrays in one block: carve() hands out 64-byte aligned pieces; a
@@ -762,7 +803,7 @@ streams_grow(struct pass *ps)
         memcpy(blk + i * cap, ps->streams[i].key, ps->streams[i].len * sizeof(*blk));
         ps->streams[i].key = blk + i * cap;
     }
-    free(ps->sblock);
+    big_free(ps->sblock, ps->nsub * ps->scap * sizeof(*blk));
     ps->sblock = blk;
     ps->scap = cap;
     return 0;
@@ -1050,9 +1091,14 @@ vrange(const uint32_t *vb, size_t m, int r, uint32_t *lo, uint32_t *hi)
  * range (equal weights): each step's ELANES buckets are scored on the spot
  * instead of going through score_batch(), with the block's hashes, weights
  * and zone bits and the step's grid values loaded once. Same candidates as
- * enumerate() with score_batch(). Stream room is checked once per EBATCH
- * candidates. Returns the first member not done (a block of unequal
- * ranges is left to enumerate()) or a negative errno. */
+ * enumerate() with score_batch(). Stream room is checked only when the
+ * room known to be left in every stream (<budget>) runs out: a block's
+ * range is done in pieces that fit it. (It used to need room for a whole
+ * block at once: with few members, whose ranges span most of the chunk,
+ * that doubled every stream five times, to ~130 MB at 10 members, for
+ * candidates that fit in the first allocation.) Returns the first member
+ * not done (a block of unequal ranges is left to enumerate()) or a
+ * negative errno. */
 static inline __attribute__((always_inline)) int64_t
 first_round_t(struct pass *ps, uint32_t base, uint64_t *cz, uint64_t thr, uint32_t mlo,
               uint32_t mhi, unsigned ybits)
@@ -1077,18 +1123,6 @@ first_round_t(struct pass *ps, uint32_t base, uint64_t *cz, uint64_t thr, uint32
         const struct span *sp = &ps->span[(size_t)(m0 / ELANES) * MAX_ROUNDS];
         if (!sp->same)
             break;
-        uint32_t add = ELANES * (sp->vmax - sp->vmin);
-        if (budget < add) {
-            budget = add > EBATCH ? add : EBATCH;
-            for (size_t sb = 0; sb < nsub; sb++)
-                ps->streams[sb].len = (uint32_t)(wp[sb] - ps->streams[sb].key);
-            for (size_t sb = 0; sb < nsub; sb++)
-                if (ps->scap - ps->streams[sb].len < budget && streams_grow(ps) < 0)
-                    return -ENOMEM;
-            for (size_t sb = 0; sb < nsub; sb++)
-                wp[sb] = ps->streams[sb].key + ps->streams[sb].len;
-        }
-        budget -= add;
         v16x8 k0 = ln->k0 ^ kc0, k1 = ln->k1 ^ kc1;
         uint64_t h[ELANES], wm[ELANES], mk[ELANES];
         uint32_t zb[ELANES];
@@ -1098,27 +1132,47 @@ first_round_t(struct pass *ps, uint32_t base, uint64_t *cz, uint64_t thr, uint32
             zb[j] = zbit[m0 + j];
             mk[j] = (uint64_t)(m0 + j) << ybits;
         }
-        for (uint32_t v = sp->vmin; v < sp->vmax; v++) {
-            uint16_t yv = (uint16_t)(v ^ (v >> s));
-            v16x8 y = ((yv * ln->i1) ^ k1) & qmask;
-            y ^= y >> s;
-            y = ((y * ln->i0) ^ k0) & qmask;
-            bool grid = v + 1 < etlen;
-            uint64_t e0 = grid ? et[v] : 0, d = grid ? et[v + 1] - e0 : 0;
-            for (uint32_t j = 0; j < ELANES; j++) {
-                uint32_t yj = y[j], bucket = base + yj;
-                uint64_t sc;
-                if (__builtin_expect(grid, 1)) {
-                    uint64_t f = fmix(
-                        h[j] ^ ((uint64_t)bucket * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull));
-                    sc = mulhi(e0 + mulhi(d, f), wm[j]);
-                } else {
-                    sc = score_slow(ps, m0 + j, bucket, v);
+        for (uint32_t v = sp->vmin, vend; v < sp->vmax;) {
+            if (budget < ELANES) { /* room for less than one step */
+                size_t room = SIZE_MAX;
+                for (size_t sb = 0; sb < nsub; sb++) {
+                    ps->streams[sb].len = (uint32_t)(wp[sb] - ps->streams[sb].key);
+                    size_t left = ps->scap - ps->streams[sb].len;
+                    room = left < room ? left : room;
                 }
-                if (sc >= thr)
-                    continue;
-                *wp[yj >> ybits]++ = ((sc << up) & hmask) | mk[j] | (yj & ymask);
-                cz[yj] = (cz[yj] + CZ_ONE) | zb[j];
+                if (room < EBATCH) {
+                    if (streams_grow(ps) < 0)
+                        return -ENOMEM;
+                    room += ps->scap / 2;
+                }
+                for (size_t sb = 0; sb < nsub; sb++)
+                    wp[sb] = ps->streams[sb].key + ps->streams[sb].len;
+                budget = room < UINT32_MAX ? (uint32_t)room : UINT32_MAX;
+            }
+            vend = v + budget / ELANES < sp->vmax ? v + budget / ELANES : sp->vmax;
+            budget -= ELANES * (vend - v);
+            for (; v < vend; v++) {
+                uint16_t yv = (uint16_t)(v ^ (v >> s));
+                v16x8 y = ((yv * ln->i1) ^ k1) & qmask;
+                y ^= y >> s;
+                y = ((y * ln->i0) ^ k0) & qmask;
+                bool grid = v + 1 < etlen;
+                uint64_t e0 = grid ? et[v] : 0, d = grid ? et[v + 1] - e0 : 0;
+                for (uint32_t j = 0; j < ELANES; j++) {
+                    uint32_t yj = y[j], bucket = base + yj;
+                    uint64_t sc;
+                    if (__builtin_expect(grid, 1)) {
+                        uint64_t f = fmix(h[j] ^ ((uint64_t)bucket * 0xbf58476d1ce4e5b9ull +
+                                                  0x94d049bb133111ebull));
+                        sc = mulhi(e0 + mulhi(d, f), wm[j]);
+                    } else {
+                        sc = score_slow(ps, m0 + j, bucket, v);
+                    }
+                    if (sc >= thr)
+                        continue;
+                    *wp[yj >> ybits]++ = ((sc << up) & hmask) | mk[j] | (yj & ymask);
+                    cz[yj] = (cz[yj] + CZ_ONE) | zb[j];
+                }
             }
         }
     }
@@ -1310,7 +1364,7 @@ static void
 worker_free(struct worker *w)
 {
     for (int k = 0; k < 2; k++) {
-        free(w->sb[k].sblock);
+        big_free(w->sb[k].sblock, w->ps.nsub * w->sb[k].scap * sizeof(*w->sb[k].sblock));
         w->sb[k].sblock = NULL;
     }
     free(w->tmp);
@@ -1712,7 +1766,7 @@ place(struct ring *ring)
 out:
     for (int i = 0; i < 2; i++)
         worker_free(&w[i]);
-    free(cv.base);
+    big_free(cv.base, cv.used);
     return rc;
 }
 
@@ -1926,7 +1980,7 @@ sort_ids(const struct ring_member *members, size_t n, uint32_t *order)
         order[i] = a[i].idx;
     rc = 0;
 out:
-    free(blk);
+    big_free(blk, 2 * n * sizeof(*blk));
     free(hist);
     return rc;
 }
@@ -2092,7 +2146,8 @@ copy_strings(struct ring *ring)
         bytes += strlen(ring->mem[i].pub.id) + strlen(ring->mem[i].pub.url) + 2;
     for (uint32_t z = 0; z < ring->nzones; z++)
         bytes += strlen(ring->mem[ring->zlist[ring->zstart[z]]].pub.zone) + 1;
-    ring->arena = big_alloc(bytes ? bytes : 1);
+    ring->arena_len = bytes ? bytes : 1;
+    ring->arena = big_alloc(ring->arena_len);
     if (ring->arena == NULL)
         return -ENOMEM;
     ring->bytes += bytes;
@@ -2136,7 +2191,8 @@ ring_build(const struct ring_config *cfg, const struct ring_member *members, siz
     ring->rlen = n < cfg->r ? (uint32_t)n : cfg->r;
     /* One block for the records and the zone index (freed with mem). */
     size_t recbytes = (n * sizeof(*ring->mem) + 63) / 64 * 64;
-    ring->mem = big_alloc(recbytes + 2 * (n ? n : 1) * sizeof(uint32_t));
+    ring->mem_len = recbytes + 2 * (n ? n : 1) * sizeof(uint32_t);
+    ring->mem = big_alloc(ring->mem_len);
     if (!ring->mem)
         goto out;
     ring->zone = (uint32_t *)((char *)ring->mem + recbytes);
@@ -2166,10 +2222,11 @@ ring_build(const struct ring_config *cfg, const struct ring_member *members, siz
         goto out;
     rc = -ENOMEM;
     size_t cells = (size_t)cfg->buckets * ring->rlen;
+    ring->row_len = (cells ? cells : 1) * (n <= 65535 ? 2 : 4);
     if (n <= 65535)
-        ring->row16 = big_alloc((cells ? cells : 1) * sizeof(*ring->row16));
+        ring->row16 = big_alloc(ring->row_len);
     else
-        ring->row32 = big_alloc(cells * sizeof(*ring->row32));
+        ring->row32 = big_alloc(ring->row_len);
     if (!ring->row16 && !ring->row32)
         goto out;
     ring->bytes += cells * (ring->row16 ? 2 : 4);
@@ -2190,11 +2247,10 @@ ring_destroy(struct ring *ring)
 {
     if (ring == NULL)
         return;
-    free(ring->mem); /* zone and zlist too */
-    free(ring->arena);
+    big_free(ring->mem, ring->mem_len); /* zone and zlist too */
+    big_free(ring->arena, ring->arena_len);
     free(ring->zstart);
-    free(ring->row16);
-    free(ring->row32);
+    big_free(ring->row16 ? (void *)ring->row16 : (void *)ring->row32, ring->row_len);
     free(ring);
 }
 

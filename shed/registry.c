@@ -28,10 +28,12 @@
 #define HB_BUDGET_PER_S 2000 /* heartbeats a second before intervals stretch */
 #define GARBAGE_MAX     (4 * SHED_MAX_SERVICES + 8)
 
+/* Strings are sized to fit (a member is ~180 bytes, not the ~700 of
+ * fixed arrays: 5 MB of a shed's RSS at 10000 members). */
 struct member {
-    char id[PROTO_HB_ID_MAX + 1];
-    char url[PROTO_HB_URL_MAX + 1];
-    char zone[PROTO_HB_ZONE_MAX + 1];
+    const char *url;  /* into place, or "" before the first member_place() */
+    const char *zone; /* into place */
+    char *place;      /* owned: "url\0zone\0" */
     uint32_t weight;
     enum proto_hb_state announced; /* what its last heartbeat said */
     uint64_t incarnation;
@@ -50,7 +52,31 @@ struct member {
     bool remote;            /* last change learned from a peer or a snapshot */
     uint64_t suspect_until; /* suspect until then (UINT64_MAX: probe pending) */
     uint64_t host_hash;     /* of url's "host:port" (host_hash()); 0: none */
+    char id[];              /* allocated with the member */
 };
+
+/* A new member named <id>, with no placement yet; NULL without memory. */
+static struct member *
+member_new(const char *id)
+{
+    size_t len = strlen(id);
+    struct member *m = calloc(1, sizeof(*m) + len + 1);
+    if (m == NULL)
+        return NULL;
+    memcpy(m->id, id, len + 1);
+    m->url = m->zone = "";
+    m->ring_idx = RING_NONE;
+    return m;
+}
+
+static void
+member_free(struct member *m)
+{
+    if (m == NULL)
+        return;
+    free(m->place);
+    free(m);
+}
 
 /* A removed member, kept so that peers and masters learn of the removal. */
 struct tomb {
@@ -361,23 +387,37 @@ member_at(const struct member *m, const char *hostport, uint64_t h)
 }
 
 /* Take a heartbeat's or a peer's placement (url, zone, weight) for <m>; a
- * ring member whose record changed is rebuilt at the next tick. */
-static void
+ * ring member whose record changed is rebuilt at the next tick. Returns 0,
+ * or -ENOMEM with <m> unchanged. */
+static int
 member_place(struct service *s, struct member *m, const char *url, const char *zone,
              uint32_t weight)
 {
     char hp[SHED_SUSPECT_HOST_MAX];
 
     if (strcmp(m->url, url) == 0 && strcmp(m->zone, zone) == 0 && m->weight == weight)
-        return;
-    snprintf(m->url, sizeof(m->url), "%.*s", (int)sizeof(m->url) - 1, url);
-    snprintf(m->zone, sizeof(m->zone), "%.*s", (int)sizeof(m->zone) - 1, zone);
+        return 0;
+    if (strcmp(m->url, url) != 0 || strcmp(m->zone, zone) != 0) {
+        size_t ul = strnlen(url, PROTO_HB_URL_MAX), zl = strnlen(zone, PROTO_HB_ZONE_MAX);
+        char *place = malloc(ul + zl + 2);
+        if (place == NULL)
+            return -ENOMEM;
+        memcpy(place, url, ul);
+        place[ul] = '\0';
+        memcpy(place + ul + 1, zone, zl);
+        place[ul + 1 + zl] = '\0';
+        free(m->place);
+        m->place = place;
+        m->url = place;
+        m->zone = place + ul + 1;
+    }
     m->weight = weight;
     m->host_hash = shed_suspect_hostport(m->url, hp, sizeof(hp)) == 0 ? host_hash(hp) : 0;
     if (m->in_ring) {
         m->stale_record = true;
         s->dirty = true;
     }
+    return 0;
 }
 
 static struct service *
@@ -394,7 +434,7 @@ find_service(struct registry *reg, const char *name, size_t len)
 static void
 remove_member(struct registry *reg, struct service *s, size_t pos)
 {
-    free(s->members[pos]);
+    member_free(s->members[pos]);
     s->n--;
     memmove(&s->members[pos], &s->members[pos + 1], (s->n - pos) * sizeof(s->members[0]));
     reg->total--;
@@ -445,7 +485,7 @@ rebuild(struct registry *reg, struct service *s, uint64_t now)
     size_t kept = 0;
     for (size_t i = 0; i < s->n; i++) {
         if (s->members[i]->gone) {
-            free(s->members[i]);
+            member_free(s->members[i]);
             reg->total--;
         } else {
             s->members[kept++] = s->members[i]; /* compaction keeps id order */
@@ -506,7 +546,7 @@ service_free(struct service *s)
     if (s == NULL)
         return;
     for (size_t i = 0; i < s->n; i++)
-        free(s->members[i]);
+        member_free(s->members[i]);
     free(s->members);
     ring_destroy(s->gen.cur);
     ring_destroy(s->gen.prev);
@@ -649,14 +689,12 @@ registry_heartbeat(struct registry *reg, const struct proto_heartbeat *hb, uint6
             s->members = nm;
             s->cap = ncap;
         }
-        m = calloc(1, sizeof(*m));
+        m = member_new(hb->id);
         if (m == NULL) {
             rc = -ENOMEM;
             goto out;
         }
-        snprintf(m->id, sizeof(m->id), "%s", hb->id);
         m->incarnation = hb->incarnation;
-        m->ring_idx = RING_NONE;
         insert_member(s, m);
         reg->total++;
         log_info("registry: service=%s id=%s new, url=%s", s->cfg.name, hb->id, hb->url);
@@ -682,7 +720,10 @@ registry_heartbeat(struct registry *reg, const struct proto_heartbeat *hb, uint6
         else
             mark_moved(s); /* restarted: maybe empty, its data on others */
     }
-    member_place(s, m, hb->url, hb->zone, hb->weight);
+    if (member_place(s, m, hb->url, hb->zone, hb->weight) < 0) {
+        rc = -ENOMEM; /* a new member stays unplaced: it never joins */
+        goto out;
+    }
     if (m->down)
         log_info("registry: service=%s id=%s up again", s->cfg.name, m->id);
     m->announced = hb->state;
@@ -927,7 +968,7 @@ registry_reconfigure(struct registry *reg, const struct shed_config *cfg, uint64
             s->live = NULL;
             s->load = NULL;
             for (size_t i = 0; i < s->n; i++)
-                free(s->members[i]);
+                member_free(s->members[i]);
             free(s->members);
             free(s);
         }
@@ -1189,12 +1230,10 @@ registry_apply(struct registry *reg, const struct proto_sync_msg *msg, uint64_t 
                 s->members = nm;
                 s->cap = ncap;
             }
-            m = calloc(1, sizeof(*m));
+            m = member_new(e->id);
             if (m == NULL)
                 break;
-            snprintf(m->id, sizeof(m->id), "%s", e->id);
             m->incarnation = e->incarnation;
-            m->ring_idx = RING_NONE;
             m->down = true; /* until the lease below says otherwise */
             insert_member(s, m);
             reg->total++;
@@ -1210,8 +1249,9 @@ registry_apply(struct registry *reg, const struct proto_sync_msg *msg, uint64_t 
         }
         if (unconfirmed && e->state == PROTO_SYNC_DOWN)
             continue;
+        if (member_place(s, m, e->url, e->zone, e->weight) < 0)
+            break; /* a new member stays down and unplaced: it never joins */
         m->incarnation = e->incarnation;
-        member_place(s, m, e->url, e->zone, e->weight);
         m->announced = e->state == PROTO_SYNC_DRAINING ? PROTO_HB_DRAINING : PROTO_HB_UP;
         m->last_seen = heard;
         m->lease_until = heard + reg->t.lease_ms;
