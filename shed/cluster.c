@@ -744,6 +744,9 @@ probe_done(void *arg, const char *hostport, bool alive)
     shed_suspect_confirm(G.suspect, hostport, now);
     registry_probe_failed(G.ctx->reg, hostport, now, now + atomic_load(&G.lease_ms));
     shed_sync_kick(G.sync); /* the verdict reaches the peers now */
+
+    /* Membership on etcd: the cell's sheds hear it through etcd. */
+    shed_etcd_probe_failed(hostport, now);
 }
 
 void
@@ -1038,6 +1041,11 @@ shed_cluster_reload(struct shed_ctx *ctx, const struct shed_config *cfg)
         return;
     if ((cfg->roles ^ old->roles) & (SHED_ROLE_MASTER | SHED_ROLE_LINE | SHED_ROLE_AGGREGATOR))
         log_warnx("cluster: role changes take effect at the next restart");
+    if (memcmp(&cfg->membership, &old->membership, sizeof(cfg->membership)) != 0 ||
+        (cfg->membership.store == SHED_STORE_ETCD &&
+         cfg->timings.lease_ms != old->timings.lease_ms))
+        log_warnx("cluster: membership changes (and the lease the etcd mode uses) take effect "
+                  "at the next restart");
     next = malloc(sizeof(*next));
     if (next == NULL) {
         log_warnx("cluster: reload: out of memory, keeping peers, masters and cells");

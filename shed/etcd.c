@@ -33,6 +33,7 @@
 #define NBUCKETS       4096        /* writer table hash buckets */
 #define SHED_PART_MAX  (SHED_URL_MAX)
 #define VALUE_JSON_MAX 2048
+#define PROBED_MAX     64 /* probe verdicts waiting for the thread */
 
 /* ---- base64 (standard alphabet, padded: the gateway's bytes) ---- */
 
@@ -342,7 +343,8 @@ shed_etcd_view_export(const struct shed_etcd_view *v, struct proto_sync_msg *out
         while (b < v->n && strncmp(v->k[b].rel, v->k[a].rel, v->k[a].grp) == 0)
             b++;
         const struct proto_sync_entry *best = aggregate(v, a, b);
-        if (best->state != PROTO_SYNC_GONE) {
+        /* "down" (a probe's verdict) is news once, not a state to renew. */
+        if (best->state != PROTO_SYNC_GONE && best->state != PROTO_SYNC_DOWN) {
             int rc = emit(out, best, best->state);
             if (rc < 0)
                 return rc;
@@ -419,6 +421,8 @@ static struct {
     struct wmember *buckets[NBUCKETS];
     size_t nmembers, ndirty;
     uint64_t dropped;
+    char probed[PROBED_MAX][SHED_URL_MAX]; /* host:port a probe found dead */
+    size_t nprobed;
 
     /* the thread's own */
     CURLM *multi;
@@ -567,6 +571,91 @@ shed_etcd_deregister(const char *service, size_t slen, const char *id, size_t id
     }
     pthread_mutex_unlock(&G.mu);
     wake();
+}
+
+void
+shed_etcd_probe_failed(const char *hostport, uint64_t now)
+{
+    (void)now;
+    if (!G.running)
+        return;
+    pthread_mutex_lock(&G.mu);
+    if (G.nprobed < PROBED_MAX)
+        snprintf(G.probed[G.nprobed++], SHED_URL_MAX, "%s", hostport);
+    pthread_mutex_unlock(&G.mu);
+    wake();
+}
+
+/* Is <url> served at <hostport> ("host:port"; the url's port defaults to
+ * 80 or 443)? */
+static bool
+url_at(const char *url, const char *hostport)
+{
+    const char *a = strstr(url, "://"), *end;
+    char auth[SHED_URL_MAX];
+    if (a == NULL)
+        return false;
+    a += 3;
+    end = strchr(a, '/');
+    size_t n = end != NULL ? (size_t)(end - a) : strlen(a);
+    if (n >= sizeof(auth) - 8)
+        return false;
+    memcpy(auth, a, n);
+    auth[n] = '\0';
+    const char *close = strrchr(auth, ']'), *colon = strrchr(auth, ':');
+    if (colon == NULL || (close != NULL && colon < close))
+        snprintf(auth + n, sizeof(auth) - n, ":%s", strncmp(url, "https", 5) == 0 ? "443" : "80");
+    return strcmp(auth, hostport) == 0;
+}
+
+/* The thread: tell the cell what this shed's probes found. For every member
+ * of the view at a dead host, this shed's key says "down" (the latest write
+ * of that incarnation, so it outweighs the others' older "up"); every shed
+ * marks it down once, and heartbeats bring it back as they would after a
+ * peer's verdict. The key goes a lease later, like any this shed wrote. */
+static void
+probes(uint64_t now)
+{
+    char hp[PROBED_MAX][SHED_URL_MAX];
+    size_t n;
+    struct proto_sync_msg m;
+
+    pthread_mutex_lock(&G.mu);
+    n = G.nprobed;
+    memcpy(hp, G.probed, n * sizeof(hp[0]));
+    G.nprobed = 0;
+    pthread_mutex_unlock(&G.mu);
+    if (n == 0)
+        return;
+    proto_sync_msg_init(&m);
+    shed_etcd_view_export(G.view, &m);
+    pthread_mutex_lock(&G.mu);
+    for (size_t i = 0; i < m.nentries; i++) {
+        const struct proto_sync_entry *e = &m.entries[i];
+        bool hit = false;
+        for (size_t j = 0; j < n && !hit; j++)
+            hit = url_at(e->url, hp[j]);
+        if (!hit)
+            continue;
+        struct wmember **pp = wfind(e->service, e->id), *w = *pp;
+        if (w == NULL) {
+            if (G.nmembers >= G.cfgv.membership.queue_max || (w = calloc(1, sizeof(*w))) == NULL) {
+                G.dropped++;
+                continue;
+            }
+            *pp = w;
+            G.nmembers++;
+            w->st = W_CLEAN;
+        }
+        w->rec = *e;
+        w->rec.state = PROTO_SYNC_DOWN;
+        w->last_hb = now;
+        w->beats = G.join;
+        wset(w, W_PUT);
+        log_info("etcd: service=%s id=%s down in etcd (probe failed)", e->service, e->id);
+    }
+    pthread_mutex_unlock(&G.mu);
+    proto_sync_msg_free(&m);
 }
 
 /* ---- requests ---- */
@@ -1167,6 +1256,7 @@ run(void *arg)
             proto_sync_msg_free(&G.again);
             proto_sync_msg_init(&G.again);
         }
+        probes(shed_now_ms());
         writer(shed_now_ms());
         refresh(shed_now_ms());
         if (G.watching)

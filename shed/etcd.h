@@ -70,6 +70,11 @@ void shed_etcd_heartbeat(const struct proto_heartbeat *hb, uint64_t now);
 void shed_etcd_deregister(const char *service, size_t slen, const char *id, size_t idlen,
                           uint64_t incarnation, uint64_t now);
 
+/* This shed's probe found <hostport> dead (a client's failure report,
+ * docs/masters.md): every member there is written "down" so that the
+ * cell's other sheds skip it now, as the peer sync would tell them. */
+void shed_etcd_probe_failed(const char *hostport, uint64_t now);
+
 /* Prometheus text (shed_etcd_*) into <buf>; returns the length ("" and 0
  * when not running). */
 size_t shed_etcd_metrics(char *buf, size_t len);

@@ -238,3 +238,27 @@ Test(etcd, config_errors)
         cr_assert_null(cfg);
     }
 }
+
+Test(etcd, view_down_marker_is_news_once)
+{
+    struct shed_etcd_view *v = shed_etcd_view_create();
+    struct proto_sync_msg m;
+    struct proto_sync_entry up = rec(3, PROTO_SYNC_UP, "http://127.0.0.1:9001");
+    struct proto_sync_entry down = rec(3, PROTO_SYNC_DOWN, "http://127.0.0.1:9001");
+    proto_sync_msg_init(&m);
+    shed_etcd_view_put(v, "burrow/b1/s2", &up, 10, &m);
+    /* s1's probe found it dead: its later "down" outweighs s2's older "up". */
+    shed_etcd_view_put(v, "burrow/b1/s1", &down, 11, &m);
+    cr_assert_eq(m.nentries, 2);
+    cr_assert_eq(m.entries[1].state, PROTO_SYNC_DOWN);
+    proto_sync_msg_free(&m);
+    proto_sync_msg_init(&m);
+    shed_etcd_view_export(v, &m);
+    cr_assert_eq(m.nentries, 0); /* not renewed: heartbeats decide from here */
+    /* The marker goes (s1's lease for it ran out): s2's "up" again. */
+    shed_etcd_view_delete(v, "burrow/b1/s1", &m);
+    cr_assert_eq(m.nentries, 1);
+    cr_assert_eq(m.entries[0].state, PROTO_SYNC_UP);
+    proto_sync_msg_free(&m);
+    shed_etcd_view_destroy(v);
+}

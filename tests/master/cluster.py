@@ -111,6 +111,14 @@ class Cluster:
         self.lease = {"a": lease_a, "b": lease_b}
         self.sync = sync
         self.procs = {}
+        # SHED_MEMBERSHIP=etcd: the same tests with the cells' membership in
+        # a real etcd instead of peer sync (docs/etcd.md, tests/etcd).
+        self.etcd = None
+        if os.environ.get("SHED_MEMBERSHIP") == "etcd":
+            import sys
+            sys.path.insert(0, os.path.join(harness.SOURCE_DIR, "tests", "etcd"))
+            import etcdlib
+            self.etcd = etcdlib.Etcd(1)
         for m in ("m1", "m2"):
             self.start_shed(m)
         for s in ("a1", "a2", "b1", "b2"):
@@ -140,8 +148,12 @@ class Cluster:
             lease = self.lease[cell]
             sd = os.path.join(self.dir, "state-" + name)
             os.makedirs(sd, exist_ok=True)
+            if self.etcd is not None:
+                lines += ["membership:", "  store: etcd",
+                          "  endpoints: [%s]" % ", ".join(self.etcd.endpoints)]
+            else:
+                lines.append("peers: [%s, %s]" % (self.url[cell + "1"], self.url[cell + "2"]))
             lines += ["cell: %s" % cell, "roles: [line]",
-                      "peers: [%s, %s]" % (self.url[cell + "1"], self.url[cell + "2"]),
                       "masters: [%s, %s]" % (self.url["m1"], self.url["m2"]),
                       "aggregator: %s" % self.agg[cell],
                       "state_dir: %s" % sd]
