@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "shed/http.h"
@@ -1284,6 +1285,17 @@ shed_etcd_start(struct registry *reg, const struct shed_config *cfg, const char 
     memcpy(&G.cfgv, cfg, sizeof(*cfg));
     snprintf(G.base, sizeof(G.base), "%s%s/", cfg->membership.prefix, cfg->cell);
     snprintf(G.shed, sizeof(G.shed), "%s", host != NULL ? host + 3 : origin);
+    /* Every shed of a cell may listen on 0.0.0.0:80: name the host then. */
+    if (strncmp(G.shed, "0.0.0.0:", 8) == 0 || strncmp(G.shed, "[::]:", 5) == 0) {
+        char name[256] = "";
+        const char *port = strrchr(G.shed, ':');
+        if (gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0' &&
+            strchr(name, '/') == NULL) {
+            char tmp[sizeof(G.shed)];
+            snprintf(tmp, sizeof(tmp), "%.200s%s", name, port);
+            memcpy(G.shed, tmp, sizeof(tmp));
+        }
+    }
     G.lease_ms = cfg->timings.lease_ms;
     G.join = cfg->timings.join_heartbeats;
     uint64_t ttl = cfg->membership.ttl_ms != 0 ? cfg->membership.ttl_ms : cfg->timings.lease_ms;
