@@ -15,6 +15,8 @@ burrowd that each heartbeat to ONE line shed (etcd must spread them).
   watch resumes (no full reload) and every shed routes to the new backend.
 - compacted_revision_reloads: a shed whose watch revision was compacted
   while etcd was away reloads fully and still drops a member whose key went.
+- lost_lease_rewrites_keys: the sheds' leases revoked behind their backs:
+  they take new ones and write their keys again.
 """
 import glob
 import os
@@ -165,6 +167,26 @@ def compacted_revision_reloads():
     harness.wait_until(C.converged, timeout=10, what="converged after the reload")
 
 
+def lost_lease_rewrites_keys():
+    # Every shed lease revoked behind the sheds' backs (as if etcd had
+    # expired them while the sheds could not reach it): the keys go, the
+    # sheds notice at their next keepalive, take new leases and write their
+    # keys again; every shed routes to every backend again.
+    harness.wait_until(C.converged, timeout=10, what="converged before")
+    leases = E.call("/v3/lease/leases", {}).get("leases", [])
+    assert leases, "no lease"
+    for l in leases:
+        E.call("/v3/lease/revoke", {"ID": l["ID"]})
+    assert E.keys("/shed/a/") == {}
+    t0 = time.monotonic()
+    harness.wait_until(lambda: len(E.keys("/shed/a/")) == len(C.alive()), timeout=10,
+                       what="the keys written again")
+    harness.wait_until(C.converged, timeout=10, what="converged after")
+    print("keys back %.0f ms after the leases were revoked" % ((time.monotonic() - t0) * 1000),
+          flush=True)
+    assert "expired: writing this shed's keys again" in C.procs["s1"].output()
+
+
 def teardown():
     C.stop()
     E.stop_all()
@@ -180,6 +202,7 @@ if __name__ == "__main__":
             ("restarted_shed_routes_warm", restarted_shed_routes_warm),
             ("etcd_down_keeps_routing", etcd_down_keeps_routing),
             ("compacted_revision_reloads", compacted_revision_reloads),
+            ("lost_lease_rewrites_keys", lost_lease_rewrites_keys),
         ])
     finally:
         teardown()
