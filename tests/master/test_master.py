@@ -184,6 +184,9 @@ def test_failure_reports_are_verified():
     # Now it really dies: one honest report moves that client at once, the
     # probe's verdict moves everyone within milliseconds, and the peer a2
     # within a sync interval, long before the lease runs out.
+    # (A report within 250 ms of an alive verdict waits for that pause to
+    # end: start clean, after the forged reports' last verdict.)
+    time.sleep(0.3)
     c.backends[bid]["proc"].kill()
     time.sleep(0.05)
     t0 = time.monotonic()
