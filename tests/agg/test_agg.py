@@ -137,6 +137,42 @@ def test_insertion_order_across_servers():
         c.stop()
 
 
+def test_moved_message_keeps_its_place():
+    """A message written off its owner (as during a failover) sorts by its
+    stamp, and keeps that place when the handoff moves it home: the stamp
+    travels with it (shed_stamp=)."""
+    c = aggenv.settled_cell()
+    try:
+        acct = "moved0"
+        ids = ["m%02d" % i for i in range(12)]
+        stray = {}
+        for i, m in enumerate(ids):
+            if i % 4 == 1:
+                _, row = c.ring_info(acct, "q/" + m)
+                c.put(acct, "q", m, m.encode(), via=c.backend(row[1])["url"])
+                stray[m] = row
+            else:
+                c.put(acct, "q", m, m.encode())
+        r = c.agg_req("GET", "/v1.0/%s/q?detail=id" % acct)
+        assert r.json() == ids, r.json()
+
+        def home():
+            for m, row in stray.items():
+                r = c.client.request("GET", "%s/v1.0/%s/q/%s?detail=id" % (
+                    c.backend(row[0])["url"], acct, m))
+                if r.status != 200:
+                    return False
+            return True
+
+        harness.wait_until(home, timeout=30, step=0.2, what="the handoff moved the strays home")
+        r = c.agg_req("GET", "/v1.0/%s/q?detail=id" % acct)
+        assert r.json() == ids, r.json()
+        r = c.agg_req("POST", "/v1.0/%s/q?limit=3&hide=60&detail=id" % acct)
+        assert r.json() == ids[:3], r.json()
+    finally:
+        c.stop()
+
+
 def test_page_waves():
     """A page asks every server once (a spread queue: no second round
     trip); a server whose window ran out before the page was full is asked
@@ -416,6 +452,7 @@ def test_list_all_off():
         # shed_agg_reconfigure() call)
         backend = small.backends[0]["proc"]
         backend.signal(signal.SIGSTOP)
+        time.sleep(0.05)  # every thread stopped (the signal is asynchronous)
         try:
             t0 = time.monotonic()
             r = small.agg_req("GET", "/v1.0/solo/q")
@@ -461,6 +498,7 @@ def test_dead_and_stopped_servers():
     # a stopped server (accepts, never answers): the page waits its timeout only
     stopped = cell.backend(servers[0])
     stopped["proc"].signal(signal.SIGSTOP)
+    time.sleep(0.05)
     try:
         agg = cell.proc("agg")
         cpu0 = agg.cpu_seconds()
@@ -498,6 +536,7 @@ def main():
         harness.run_tests([
             ("paging_exactly_once", test_paging_exactly_once),
             ("insertion_order_across_servers", test_insertion_order_across_servers),
+            ("moved_message_keeps_its_place", test_moved_message_keeps_its_place),
             ("page_waves", test_page_waves),
             ("through_line_shed_redirect", test_through_line_shed_redirect),
             ("accounts_and_queues_dedup", test_accounts_and_queues_dedup),
