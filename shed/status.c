@@ -21,6 +21,7 @@
 #include "common/version.h"
 #include "shed/agg.h"
 #include "shed/cluster.h"
+#include "shed/etcd.h"
 #include "shed/events.h"
 #include "shed/handoff.h"
 #include "shed/master.h"
@@ -151,6 +152,8 @@ shed_status_json(struct shed_ctx *ctx, const struct shed_config *cfg, uint64_t n
     json_object_set_new(root, "uptime_s", json_integer((json_int_t)shed_status_uptime_s()));
     json_object_set_new(root, "started", json_string(started));
     json_object_set_new(root, "sync", sync_json(ctx, now_ms));
+    if (shed_etcd_metrics(buf, sizeof(buf)) > 0) /* membership store etcd (docs/etcd.md) */
+        json_object_set_new(root, "etcd", prom_object(buf, "shed_etcd_"));
     struct shed_master *m = shed_cluster_master();
     if (m != NULL)
         json_object_set_new(root, "master", shed_master_status(m, now_ms));
@@ -428,6 +431,28 @@ page_services(struct page *b, const json_t *st)
     }
 }
 
+/* Membership on etcd: is it reachable, how far the watch got. */
+static void
+page_etcd(struct page *b, const json_t *st)
+{
+    const json_t *e = json_object_get(st, "etcd");
+
+    if (!json_is_object(e))
+        return;
+    out(b, "<h2>Membership on etcd</h2>\n<p>");
+    if (num(e, "up") == 1)
+        out(b, "etcd <b>answers</b>");
+    else
+        out(b, "<span class=\"bad\">etcd is unreachable: routing on the last view</span>");
+    out(b,
+        " &middot; revision <b>%lld</b> &middot; <b>%lld</b> keys of the cell &middot; "
+        "<b>%lld</b> members written by this shed, <span class=\"%s\">%lld changes waiting"
+        "</span> &middot; %lld watch restarts, %lld full reloads (docs/etcd.md)</p>\n",
+        num(e, "revision"), num(e, "keys"), num(e, "written_members"),
+        num(e, "queued") > 0 ? "bad" : "n", num(e, "queued"), num(e, "watch_restarts_total"),
+        num(e, "reloads_total"));
+}
+
 static void
 page_sync(struct page *b, const json_t *st)
 {
@@ -635,6 +660,7 @@ shed_status_html(const json_t *st, char **outp, size_t *lenp)
         "<a href=\"/_shed/v1/status\">JSON</a> &middot; <a href=\"/metrics\">metrics</a></p>\n",
         now);
     page_services(&b, st);
+    page_etcd(&b, st);
     page_sync(&b, st);
     page_master(&b, st);
     page_events(&b, st);

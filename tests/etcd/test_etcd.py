@@ -59,6 +59,10 @@ def members_appear():
         assert v["state"] == "up" and v["url"].startswith("http://127.0.0.1:"), v
     assert C.metric("s1", "shed_etcd_up") == 1
     assert C.metric("agg", "shed_etcd_keys") == 3
+    st = harness.request("GET", C.url["s1"] + "/_shed/v1/status").json()
+    assert st["etcd"]["up"] == 1 and st["etcd"]["keys"] == 3, st["etcd"]
+    page = harness.request("GET", C.url["s1"] + "/_shed/v1/status.html").body.decode()
+    assert "Membership on etcd" in page and "etcd <b>answers</b>" in page
 
 
 def killed_backend_disappears():
@@ -112,6 +116,8 @@ def etcd_down_keeps_routing():
                        timeout=5, what="shed_etcd_up 0 everywhere")
     for s in C.names:
         assert "unreachable" in C.procs[s].output(), s
+    page = harness.request("GET", C.url["s2"] + "/_shed/v1/status.html").body.decode()
+    assert "etcd is unreachable: routing on the last view" in page
     # Three leases later every shed still routes on its last view.
     time.sleep(3.0)
     for s in C.names:
