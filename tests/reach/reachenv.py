@@ -70,7 +70,9 @@ class Site:
             self.drain = ["--drain-timeout", str(drain_timeout)]
         self.topo = local.Topology(cells=len(cells), lines=lines, aggregators=1, masters=masters,
                                    backends=max(backends.values()), host="127.0.0.1",
-                                   base_port=0, timings=self.timings, default_ttl=0)
+                                   base_port=0, timings=self.timings, default_ttl=0,
+                                   # SHED_MEMBERSHIP=etcd: the same cells on etcd
+                                   membership=os.environ.get("SHED_MEMBERSHIP", "builtin"))
         nodes = local.plan(self.topo)
         # Uneven cells: drop the backends past a cell's count.
         self.nodes = [n for n in nodes if n["role"] != "backend" or
@@ -84,6 +86,9 @@ class Site:
             if n["role"] == "backend":
                 n["argv"] = self._backend_argv(n)
                 continue
+            if n["role"] == "etcd":
+                n["argv"] = local.etcd_argv(n, os.path.join(self.dir, n["name"]))
+                continue
             sd = os.path.join(self.dir, "state-" + n["name"])
             os.makedirs(sd, exist_ok=True)
             doc = local.shed_config(n, self.nodes, self.topo, self.cred, sd, ["127.0.0.0/8"])
@@ -91,7 +96,7 @@ class Site:
             with open(path, "w") as f:
                 f.write(local.yaml_dump(doc) + "\n")
             n["argv"] = [harness.binary("shed"), "-c", path]
-        order = {"master": 0, "aggregator": 1, "line": 2, "backend": 3}
+        order = {"etcd": -1, "master": 0, "aggregator": 1, "line": 2, "backend": 3}
         for n in sorted(self.nodes, key=lambda x: order[x["role"]]):
             self._spawn(n)
         for n in self.nodes:
