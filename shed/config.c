@@ -987,7 +987,7 @@ validate_membership(struct ctx *c)
         return errmark(c, TOP_MEMBERSHIP, "membership: store etcd needs endpoints");
     if (plen < 2 || mb->prefix[0] != '/' || mb->prefix[plen - 1] != '/')
         return errmark(c, TOP_MEMBERSHIP, "membership: prefix must start and end with '/'");
-    if (c->cfg->npeers > 0)
+    if (c->cfg->npeers > 0 && (c->cfg->roles & (SHED_ROLE_LINE | SHED_ROLE_AGGREGATOR)))
         return errmark(c, TOP_PEERS,
                        "peers: with membership store etcd the cell's sheds share etcd, not peers");
     return 0;
