@@ -9,8 +9,20 @@
  *   naive   plain libcurl with CURLOPT_FOLLOWLOCATION through the shed on
  *           every request (what a redirect-following client does)
  *
+ * The sides run in interleaved rounds, their order reversed every other
+ * round; a ratio is taken per round (same round, same machine load) and
+ * printed as the median with its min and max over the rounds. CPU per
+ * request is this process's (CLOCK_PROCESS_CPUTIME_ID: the scheduler's
+ * runtime of every thread, as in /proc/self/task/<tid>/schedstat), so the
+ * library's own cost per request shows beside the request rate. The direct
+ * side keeps up to 64 connections (CURLOPT_MAXCONNECTS; libcurl's default
+ * of 5 made it reconnect with more than 5 backends), more than the
+ * client's 32.
+ *
  * Prints "name: value unit" lines; ratios are from the same run.
  * Usage: bench-client --shed HOST:PORT [--seconds S] [--messages N] [--rounds R]
+ *        [--only pinned|direct|naive]   (one side alone, for strace/callgrind:
+ *                                        prints its ops and nothing else)
  */
 #include <curl/curl.h>
 #include <getopt.h>
@@ -18,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#define MAX_ROUNDS 100
 
 #include "client/client.h"
 #include "common/clock.h"
@@ -37,6 +51,34 @@ sink_cb(char *data, size_t size, size_t n, void *arg)
 }
 
 /* Plain libcurl GETs of urls[i % n] for <secs>; returns good ops done. */
+/* CPU seconds of every thread of this process so far. */
+static double
+cpu_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* "name: median unit (min .., max .., N rounds)" of <v> (sorted here). */
+static void
+print_spread(const char *name, double *v, int n, const char *unit, int digits)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    double med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    printf("%s: %.*f %s (min %.*f, max %.*f, %d rounds)\n", name, digits, med, unit, digits, v[0],
+           digits, v[n - 1], n);
+}
+
 static long
 run_curl(CURL *e, char **urls, int n, double secs, const char *connect_to, bool follow,
          double *took)
@@ -95,20 +137,18 @@ int
 main(int argc, char **argv)
 {
     static const struct option lo[] = {
-        {"shed", required_argument, NULL, 's'},
-        {"seconds", required_argument, NULL, 't'},
-        {"messages", required_argument, NULL, 'n'},
-        {"rounds", required_argument, NULL, 'r'},
-        {NULL, 0, NULL, 0},
+        {"shed", required_argument, NULL, 's'},     {"seconds", required_argument, NULL, 't'},
+        {"messages", required_argument, NULL, 'n'}, {"rounds", required_argument, NULL, 'r'},
+        {"only", required_argument, NULL, 'o'},     {NULL, 0, NULL, 0},
     };
     struct shed_client_options o;
     struct shed_client *c;
     struct shed_client_metrics m0, m1;
     const char *shed = NULL;
-    double secs = 2.0, t;
-    double tt[3] = {0, 0, 0};
-    long ops[3] = {0, 0, 0};
-    int n = 200, rounds = 3, ch;
+    double secs = 2.0;
+    static double rate[3][MAX_ROUNDS], cpu[3][MAX_ROUNDS], vs_direct[MAX_ROUNDS],
+        vs_naive[MAX_ROUNDS], cpu_vs_direct[MAX_ROUNDS];
+    int n = 200, rounds = 7, ch, only = -1;
     char **svc, **direct;
     char cto[300];
     CURL *e_direct, *e_naive;
@@ -127,11 +167,18 @@ main(int argc, char **argv)
         case 'r':
             rounds = atoi(optarg);
             break;
+        case 'o':
+            only = strcmp(optarg, "pinned") == 0   ? 0
+                   : strcmp(optarg, "direct") == 0 ? 1
+                   : strcmp(optarg, "naive") == 0  ? 2
+                                                   : -2;
+            break;
         default:
             return 2;
         }
     }
-    if (shed == NULL || n < 1 || n > 100000 || secs <= 0 || rounds < 1 || rounds > 100) {
+    if (shed == NULL || n < 1 || n > 100000 || secs <= 0 || rounds < 1 || rounds > MAX_ROUNDS ||
+        only == -2) {
         fputs("usage: bench-client --shed HOST:PORT [--seconds S] [--messages N]\n", stderr);
         return 2;
     }
@@ -162,26 +209,57 @@ main(int argc, char **argv)
     }
     e_direct = curl_easy_init();
     e_naive = curl_easy_init();
+    curl_easy_setopt(e_direct, CURLOPT_MAXCONNECTS, 64L);
+    curl_easy_setopt(e_naive, CURLOPT_MAXCONNECTS, 64L);
     snprintf(cto, sizeof(cto), "burrow.service:80:%s", shed);
+    /* One warm-up pass per side: connections open before the first round. */
+    for (int side = 0; side < 3; side++) {
+        double t;
+        if (side == 0)
+            (void)run_pinned(c, svc, n, 0.05, &t);
+        else
+            (void)run_curl(side == 1 ? e_direct : e_naive, side == 1 ? direct : svc, n, 0.05,
+                           side == 1 ? NULL : cto, side == 2, &t);
+    }
+    if (only >= 0) { /* one side, nothing else: a profile of it alone */
+        double t;
+        long ops = only == 0   ? run_pinned(c, svc, n, secs, &t)
+                   : only == 1 ? run_curl(e_direct, direct, n, secs, NULL, false, &t)
+                               : run_curl(e_naive, svc, n, secs, cto, true, &t);
+        printf("client.only_ops: %ld ops\n", ops);
+        rounds = 0;
+    }
     shed_client_metrics(c, &m0);
     for (int r = 0; r < rounds; r++) {
-        ops[0] += run_pinned(c, svc, n, secs, &t);
-        tt[0] += t;
-        ops[1] += run_curl(e_direct, direct, n, secs, NULL, false, &t);
-        tt[1] += t;
-        ops[2] += run_curl(e_naive, svc, n, secs, cto, true, &t);
-        tt[2] += t;
+        for (int k = 0; k < 3; k++) {
+            int side = r % 2 ? 2 - k : k; /* order reversed every other round */
+            double t, c0 = cpu_s();
+            long ops;
+
+            if (side == 0)
+                ops = run_pinned(c, svc, n, secs, &t);
+            else if (side == 1)
+                ops = run_curl(e_direct, direct, n, secs, NULL, false, &t);
+            else
+                ops = run_curl(e_naive, svc, n, secs, cto, true, &t);
+            rate[side][r] = (double)ops / t;
+            cpu[side][r] = (cpu_s() - c0) * 1e6 / (double)(ops > 0 ? ops : 1);
+        }
+        vs_direct[r] = rate[0][r] / rate[1][r];
+        vs_naive[r] = rate[0][r] / rate[2][r];
+        cpu_vs_direct[r] = cpu[0][r] / cpu[1][r];
     }
     shed_client_metrics(c, &m1);
-    {
-        double pinned = (double)ops[0] / tt[0], dir = (double)ops[1] / tt[1],
-               naive = (double)ops[2] / tt[2];
-
-        printf("client.pinned_ops_per_s: %.0f ops/s\n", pinned);
-        printf("client.direct_ops_per_s: %.0f ops/s\n", dir);
-        printf("client.naive_ops_per_s: %.0f ops/s\n", naive);
-        printf("client.pinned_vs_direct: %.3f ratio\n", pinned / dir);
-        printf("client.pinned_vs_naive: %.3f ratio\n", pinned / naive);
+    if (rounds > 0) {
+        print_spread("client.pinned_ops_per_s", rate[0], rounds, "ops/s", 0);
+        print_spread("client.direct_ops_per_s", rate[1], rounds, "ops/s", 0);
+        print_spread("client.naive_ops_per_s", rate[2], rounds, "ops/s", 0);
+        print_spread("client.pinned_vs_direct", vs_direct, rounds, "ratio", 3);
+        print_spread("client.pinned_vs_naive", vs_naive, rounds, "ratio", 3);
+        print_spread("client.pinned_cpu_us_per_op", cpu[0], rounds, "us", 1);
+        print_spread("client.direct_cpu_us_per_op", cpu[1], rounds, "us", 1);
+        print_spread("client.naive_cpu_us_per_op", cpu[2], rounds, "us", 1);
+        print_spread("client.pinned_cpu_vs_direct", cpu_vs_direct, rounds, "ratio", 3);
         printf("client.pinned_share: %.4f ratio\n",
                (double)(m1.pinned - m0.pinned) / (double)(m1.requests - m0.requests));
         printf("client.shed_asks_during_bench: %llu asks\n",

@@ -3,7 +3,13 @@
 run on loopback. 1000 registered backends (127.0.0.x:port, never contacted),
 wrk with random message keys (a Lua script), servers pinned to core 0 and
 wrk to core 1, with keep-alive and with a new connection per request.
-Prints `name: value unit` lines; SHED_BENCH_SECONDS sets each wrk run."""
+
+Each mode runs SHED_BENCH_ROUNDS (>= 7) rounds, the server order alternating
+(tests/lib/benchstat.py); every figure below is the median over the rounds
+with its min and max, and the ratios are per round (line / nginx of the same
+round). CPU per request is the server's own (every thread's schedstat, ns)
+divided by the requests wrk completed. Prints `name: value unit (...)`
+lines; SHED_BENCH_SECONDS sets each wrk run (default 2)."""
 import http.client
 import json
 import os
@@ -13,24 +19,13 @@ import subprocess
 import sys
 import time
 
+import benchstat
 import harness
 
-SECONDS = int(os.environ.get("SHED_BENCH_SECONDS", "8"))
+SECONDS = int(os.environ.get("SHED_BENCH_SECONDS", "2"))
 CRED = "bench-secret"
 NBACKENDS = 1000
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_ticks(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def pin(argv, core):
-    if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1:
-        return ["taskset", "-c", str(core)] + argv
-    return argv
+pin = benchstat.pin
 
 
 def start_shed(d):
@@ -79,30 +74,15 @@ def start_nginx(d):
                          prefix=pin([], 0))
 
 
-def group_ticks(pid):
-    total = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) == os.getpgid(pid):  # pgrp
-                total += int(fields[11]) + int(fields[12])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
-
-
-def wrk(port, script, close, pid):
+def wrk(port, script, close, pids):
     argv = ["wrk", "-t1", "-c64", "-d%ds" % SECONDS, "--latency", "-s", script]
     if close:
         argv += ["-H", "Connection: close"]
     argv.append("http://127.0.0.1:%d/" % port)
-    t0 = group_ticks(pid)
+    t0 = benchstat.cpu_ns(pids)
     out = subprocess.run(pin(argv, 1), capture_output=True, text=True,
                          timeout=SECONDS + 30).stdout
-    t1 = group_ticks(pid)
+    t1 = benchstat.cpu_ns(pids)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     n = int(re.search(r"(\d+) requests in", out).group(1))
     m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
@@ -110,7 +90,7 @@ def wrk(port, script, close, pid):
     errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errs and int(errs.group(1)) > n // 100:
         raise RuntimeError("too many non-3xx responses:\n" + out)
-    cpu_us = (t1 - t0) / TICK * 1e6 / max(n, 1)
+    cpu_us = (t1 - t0) / 1e3 / max(n, 1)
     return rps, p99, cpu_us
 
 
@@ -141,22 +121,31 @@ end
     nginx, nport = start_nginx(d)
     r = harness.request("GET", "http://127.0.0.1:%d/v1.0/a/q/m" % nport)
     assert r.status == 302, r
-    res = {}
+    # nginx: the master and its worker (the worker serves).
+    pids = {"line": [shed.pid], "nginx": benchstat.group_pids(os.getpgid(nginx.pid))}
+    ports = {"line": sport, "nginx": nport}
+    print("bench_line: %d rounds of %d s per side and mode, servers %s" % (
+        benchstat.ROUNDS, SECONDS,
+        "on core 0, wrk on core 1" if benchstat.multicore() else "not pinned (1 core)"))
+    fmt = benchstat.fmt
     for mode, close in (("keepalive", False), ("close", True)):
-        # Alternate servers so that machine noise hits both alike.
-        res[("line", mode)] = wrk(sport, script, close, shed.pid)
-        res[("nginx", mode)] = wrk(nport, script, close, nginx.pid)
-    for mode in ("keepalive", "close"):
         sfx = "" if mode == "keepalive" else "_close"
-        l, n = res[("line", mode)], res[("nginx", mode)]
-        print("line.redirects_per_s%s: %.0f req/s" % (sfx, l[0]))
-        print("nginx.redirects_per_s%s: %.0f req/s" % (sfx, n[0]))
-        print("line.vs_nginx%s: %.2f ratio" % (sfx, l[0] / n[0]))
-        print("line.p99_ms%s: %.3f ms" % (sfx, l[1]))
-        print("nginx.p99_ms%s: %.3f ms" % (sfx, n[1]))
-        print("line.cpu_us_per_req%s: %.2f us" % (sfx, l[2]))
-        print("nginx.cpu_us_per_req%s: %.2f us" % (sfx, n[2]))
-    sys.stdout.flush()
+        res = benchstat.interleave(
+            ("line", "nginx"), lambda side, r: wrk(ports[side], script, close, pids[side]))
+        line, ngx = res["line"], res["nginx"]
+        col = lambda rs, i: [x[i] for x in rs]  # noqa: E731
+        print(fmt("line.redirects_per_s" + sfx, col(line, 0), "req/s", 0))
+        print(fmt("nginx.redirects_per_s" + sfx, col(ngx, 0), "req/s", 0))
+        print(fmt("line.vs_nginx" + sfx, benchstat.ratios(col(line, 0), col(ngx, 0)), "ratio"))
+        print(fmt("line.cpu_us_per_req" + sfx, col(line, 2), "us"))
+        print(fmt("nginx.cpu_us_per_req" + sfx, col(ngx, 2), "us"))
+        print(fmt("line.cpu_vs_nginx" + sfx, benchstat.ratios(col(line, 2), col(ngx, 2)),
+                  "ratio"))
+        print(fmt("line.p99_ms" + sfx, col(line, 1), "ms", 3))
+        print(fmt("nginx.p99_ms" + sfx, col(ngx, 1), "ms", 3))
+        print(fmt("line.p99_vs_nginx" + sfx, benchstat.ratios(col(line, 1), col(ngx, 1)),
+                  "ratio"))
+        sys.stdout.flush()
     shed.stop()
     nginx.stop()
 
