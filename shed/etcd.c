@@ -747,7 +747,14 @@ call(const char *path, const char *body, json_t **out)
         set_up(false, "no leader");
         rc = -EIO;
     } else if (code != 200 || *out == NULL) {
-        log_warnx("etcd: %s: HTTP %ld: %.200s", path, code, b.p != NULL ? b.p : "");
+        /* At most one line a second: a put refused for a lost lease comes
+         * once per key until the next keepalive notices. */
+        static uint64_t last_warn;
+        uint64_t now = shed_now_ms();
+        if (now - last_warn >= 1000) {
+            last_warn = now;
+            log_warnx("etcd: %s: HTTP %ld: %.200s", path, code, b.p != NULL ? b.p : "");
+        }
         rc = -EPROTO;
     } else {
         set_up(true, NULL);
@@ -1228,6 +1235,11 @@ writer(uint64_t now)
         int rc = write_one(&ops[i]);
         if (rc == -EIO)
             break;
+        if (rc == -EPROTO) {
+            /* Most likely our lease is gone: check it now, not in ttl/3. */
+            G.keepalive_at = 0;
+            break;
+        }
         if (rc == 0)
             done(&ops[i]);
     }
