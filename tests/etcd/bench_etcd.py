@@ -9,6 +9,7 @@ loopback. For N = 3 and 12:
   <mode>.sheds<N>.skip_ms    its SIGKILL to every shed skipping it
   <mode>.heartbeats_per_s    heartbeats one shed answers (8 clients, 500
                              members, keep-alive), N = 3 only
+  <mode>.heartbeats_per_s_wrk  the same from wrk (2 threads, 16 connections)
 
 Output: "name: value unit" lines. The machine is shared (2 cores): the
 figures are for comparing the two modes, not absolutes.
@@ -92,6 +93,41 @@ def heartbeats(url, members=500, clients=8, seconds=3.0):
     return sum(count) / (time.monotonic() - t0)
 
 
+WRK_LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local n = counter %% %(members)d
+  local id = "hb" .. n
+  local body = string.format('{"service":"burrow","id":"%%s","url":"http://127.0.0.2:%%d",'
+    .. '"incarnation":1}', id, 10000 + n)
+  return wrk.format("PUT", "/_shed/v1/members/burrow/" .. id,
+    {["Authorization"] = "Bearer %(secret)s", ["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+def heartbeats_wrk(url, members=500, seconds=3):
+    """The same with wrk (2 threads, 16 connections): the shed's own limit
+    rather than the Python clients'. None without wrk."""
+    import re
+    import shutil
+    import subprocess
+    if shutil.which("wrk") is None:
+        return None
+    d = harness.tmpdir("shed-etcd-wrk-")
+    script = os.path.join(d, "hb.lua")
+    with open(script, "w") as f:
+        f.write(WRK_LUA % {"members": members, "secret": SECRET})
+    r = subprocess.run(["wrk", "-t2", "-c16", "-d%ds" % seconds, "-s", script, url],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=seconds + 30)
+    out = r.stdout.decode()
+    m = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    if "Non-2xx" in out or m is None:
+        raise RuntimeError("wrk: " + out)
+    return float(m.group(1))
+
+
 def main():
     E = Etcd(1)
     out = []
@@ -107,6 +143,9 @@ def main():
                     if n == SIZES[0]:
                         hb = heartbeats(C.url["s1"])
                         lines.append("%s.heartbeats_per_s: %.0f /s" % (mode, hb))
+                        hb = heartbeats_wrk(C.url["s1"])
+                        if hb is not None:
+                            lines.append("%s.heartbeats_per_s_wrk: %.0f /s" % (mode, hb))
                     for line in lines:
                         print(line, flush=True)
                     out += lines
