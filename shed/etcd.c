@@ -695,11 +695,14 @@ set_up(bool up, const char *why)
     uint64_t now = shed_now_ms();
     bool was = atomic_exchange(&G.up, up);
     if (was && !up) {
+        pthread_mutex_lock(&G.mu);
+        size_t queued = G.ndirty;
+        pthread_mutex_unlock(&G.mu);
         G.down_since = now;
         log_warnx("etcd: %s unreachable (%s): routing on the last view (%zu keys), "
                   "changes wait (%zu queued)",
                   G.cfgv.membership.endpoints[G.ep], why, G.view ? shed_etcd_view_size(G.view) : 0,
-                  G.ndirty);
+                  queued);
     } else if (!was && up) {
         if (G.down_since != 0)
             log_info("etcd: %s reachable again after %" PRIu64 "ms: resyncing",
