@@ -26,12 +26,14 @@
 #include "shed/agg.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -56,11 +58,25 @@
 #define LOOKUP_WALK    (RING_MAX_R + 8) /* servers a lookup asks per generation */
 #define LOOKUP_DOWN_MS 300              /* timeout for a server the view has down */
 
+#define EMPTY_SLOTS  4096 /* remembered empty replicas (direct-mapped) */
+#define EMPTY_MAX_MS 1000 /* ... for this long: under the handoff's 2 s settle */
+
+/* A replica (not the first live server of any of the account's rows) that
+ * answered a page with "no such queue" at its clock: it holds nothing of
+ * the queue older than that clock. See empty_get(). */
+struct empty {
+    XXH128_hash_t key; /* of (backend, account, queue) */
+    int64_t clock;     /* its Shed-Clock then */
+    uint64_t at_ms;    /* monotonic, when it answered; 0: free */
+};
+
 struct shed_agg {
     struct shed_fanout *fan;
     _Atomic bool list_all;
     _Atomic uint64_t timeout_ms;
     size_t max_probes;
+    pthread_mutex_t elock; /* guards empty[] */
+    struct empty *empty;   /* EMPTY_SLOTS entries */
 };
 
 /* Process-wide counters, so /metrics needs no aggregator instance. */
@@ -116,7 +132,7 @@ struct deljob {
 };
 
 /* Per list slot of a fetch. */
-enum { SLOT_FROM_START = 1, SLOT_CONTINUED = 2 };
+enum { SLOT_FROM_START = 1, SLOT_CONTINUED = 2, SLOT_CACHED = 4 };
 
 struct shed_agg_req {
     struct shed_agg *agg;
@@ -154,6 +170,8 @@ struct shed_agg_req {
     struct pos after; /* where the running fetch starts */
     uint32_t *order;  /* backend index per list slot (or batch position) */
     uint8_t *sflags;  /* SLOT_* per list slot */
+    int64_t *slim;    /* the limit each list slot's server was sent (0: none) */
+    int64_t *bwin;    /* first-wave window per backend (window_of()) */
     struct shed_merge_list *lists;
     size_t nlists, nlists_cap;
     struct shed_merge_pick *picks;
@@ -167,6 +185,8 @@ struct shed_agg_req {
     int64_t wave_limit;  /* per-server limit of the running wave */
     int64_t fetch_limit; /* what the running fetch wants in total (0: all) */
     enum proto_burrow_detail fdetail; /* detail of the running fetch */
+    int64_t first_limit;              /* per-server limit of the first wave */
+    bool refreshed;                   /* the remembered empty replicas were asked after all */
     bool any_answer;                  /* some server answered during this fetch */
     char notfound[128];               /* a 404 text no rank below covers */
     int nf_rank;                      /* 1 account, 2 queue, 3 message exist somewhere */
@@ -213,6 +233,13 @@ shed_agg_create(const struct shed_agg_config *cfg, struct shed_agg **out)
         return rc;
     }
     agg->max_probes = cfg->max_probes ? cfg->max_probes : 1024;
+    agg->empty = calloc(EMPTY_SLOTS, sizeof(*agg->empty));
+    if (agg->empty == NULL) {
+        shed_fanout_destroy(agg->fan);
+        free(agg);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&agg->elock, NULL);
     shed_agg_reconfigure(agg, cfg);
     *out = agg;
     return 0;
@@ -232,6 +259,8 @@ shed_agg_destroy(struct shed_agg *agg)
     if (agg == NULL)
         return;
     shed_fanout_destroy(agg->fan);
+    pthread_mutex_destroy(&agg->elock);
+    free(agg->empty);
     free(agg);
 }
 
@@ -813,6 +842,13 @@ slot_grow(struct shed_agg_req *r)
     if (f == NULL)
         return -ENOMEM;
     r->sflags = f;
+    {
+        int64_t *sl = realloc(r->slim, cap * sizeof(*sl));
+
+        if (sl == NULL)
+            return -ENOMEM;
+        r->slim = sl;
+    }
     memset(r->lists + r->nlists_cap, 0, (cap - r->nlists_cap) * sizeof(*l));
     r->nlists_cap = cap;
     return 0;
@@ -1137,28 +1173,62 @@ visit_list(struct shed_agg_req *r)
     return n;
 }
 
-/* The first wave's per-server limit: a page of <limit> after any position
- * holds about limit / w messages of each of the w servers that take the
- * account's writes (messages are spread over them by hash), so each is
- * asked for twice that (plus two); a server that runs out before the page
- * is full gets a second wave. One writer: the whole limit. */
+/* The first wave's window of each server for a page of <limit>. A queue's
+ * messages are spread over the account's K buckets by hash, so a server
+ * that is the first live server of c of them (in either generation) holds
+ * about limit * c / K of any stretch of the queue: it is asked for that
+ * plus three standard deviations plus two, so that a page seldom needs a
+ * second wave (one in several hundred per server); a replica (c = 0) holds
+ * failover copies at most and is asked for two; the only writer, for the
+ * whole limit. */
 static int64_t
-first_wave_limit(struct shed_agg_req *r, int64_t limit)
+window_of(int64_t limit, uint32_t c, uint32_t k)
 {
-    size_t w = 0;
-    int64_t l;
+    double p, mean, w;
 
-    mark_writers(r);
-    for (size_t i = 0; i < r->nbe; i++)
-        w += r->be[i].writer;
-    if (w <= 1)
+    if (limit <= 0 || k == 0 || c >= k)
         return limit;
-    l = (2 * limit + (int64_t)w - 1) / (int64_t)w + 2;
-    return l < limit ? l : limit;
+    if (c == 0)
+        return limit < 2 ? limit : 2;
+    p = (double)c / k;
+    mean = (double)limit * p;
+    w = mean + 3.0 * sqrt(mean * (1.0 - p)) + 2.0;
+    return w >= (double)limit ? limit : (int64_t)ceil(w);
+}
+
+/* r->bwin[] for a page of <limit>; marks the writers too. */
+static void
+windows(struct shed_agg_req *r, int64_t limit)
+{
+    mark_writers(r);
+    for (size_t i = 0; i < r->nbe; i++) {
+        uint32_t best = 0, k = 1;
+
+        for (size_t g = 0; g < r->ngens; g++) {
+            uint32_t c = 0;
+
+            for (uint32_t b = 0; b < r->gens[g].cfg.k; b++)
+                for (uint32_t j = 0; j < RING_MAX_R; j++) {
+                    uint32_t x = r->gens[g].row[b][j];
+
+                    if (x != NOPOS && r->be[x].live) {
+                        c += x == i;
+                        break;
+                    }
+                }
+            /* the larger share of the two generations */
+            if ((uint64_t)c * k > (uint64_t)best * r->gens[g].cfg.k) {
+                best = c;
+                k = r->gens[g].cfg.k;
+            }
+        }
+        r->bwin[i] = window_of(limit, best, k);
+    }
 }
 
 /* Ask order[from..from+n) with their positions (<from_pos> per slot, or
- * r->after for all when NULL) and <limit>; the slots are the new lists. */
+ * r->after for all when NULL) and <limit> (< 0: each its first-wave
+ * window); the slots are the new lists. */
 static void
 fetch_send(struct shed_agg_req *r, size_t from, size_t n, const struct pos *from_pos, int64_t limit)
 {
@@ -1174,7 +1244,8 @@ fetch_send(struct shed_agg_req *r, size_t from, size_t n, const struct pos *from
         struct urlopts o = {0};
 
         o.detail = detail_name(r->fdetail);
-        o.limit = limit;
+        o.limit = limit < 0 ? r->bwin[r->order[from + k]] : limit;
+        r->slim[from + k] = o.limit;
         o.match_hidden = r->q.match_hidden;
         o.stamps = true;
         o.from = from_pos != NULL ? &from_pos[k] : &r->after;
@@ -1187,19 +1258,178 @@ fetch_send(struct shed_agg_req *r, size_t from, size_t n, const struct pos *from
     batch_go(r, &b, PH_FETCH);
 }
 
-/* A window of every live server after r->after: the first wave. */
+/* ------------------------------------------------- empty replicas */
+
+/* Servers that are not the first live server of one of the account's rows
+ * (replicas) hold a queue's messages only after a failover, so they mostly
+ * answer "Queue not found" (or "Account not found"): nothing of the queue,
+ * hidden messages included. Such an answer is remembered with the server's
+ * clock T for EMPTY_MAX_MS, and later pages skip that server and use T as
+ * its clock in the horizon: a message created there later has a stamp
+ * above T, so nothing at or below the horizon can be missing. A page that
+ * the horizon cut while a remembered clock took part asks those servers
+ * after all (fetch_refresh()). The only writes that bring an older stamp to
+ * a server are the handoff's moves, and it moves to the first live server
+ * of a row (a writer, never remembered) and only 2 s after a change: longer
+ * than an entry lives, so no entry outlives the view it was made in. */
+static XXH128_hash_t
+empty_key(const struct shed_agg_req *r, uint32_t be)
+{
+    char k[RING_ID_MAX + 2 * PROTO_BURROW_ID_MAX + 3];
+    size_t n = strlen(r->be[be].id) + 1;
+
+    memcpy(k, r->be[be].id, n);
+    memcpy(k + n, r->path.account.ptr, r->path.account.len);
+    n += r->path.account.len;
+    k[n++] = '/';
+    memcpy(k + n, r->path.queue.ptr, r->path.queue.len);
+    n += r->path.queue.len;
+    return XXH3_128bits(k, n);
+}
+
+static struct empty *
+empty_slot(struct shed_agg *agg, XXH128_hash_t k)
+{
+    return &agg->empty[k.low64 & (EMPTY_SLOTS - 1)];
+}
+
+static bool
+empty_get(struct shed_agg_req *r, uint32_t be, int64_t *clock)
+{
+    XXH128_hash_t k = empty_key(r, be);
+    uint64_t now = clock_mono_ms();
+    struct empty *e;
+    bool hit;
+
+    pthread_mutex_lock(&r->agg->elock);
+    e = empty_slot(r->agg, k);
+    hit = e->at_ms != 0 && now - e->at_ms <= EMPTY_MAX_MS && XXH128_isEqual(e->key, k);
+    if (hit)
+        *clock = e->clock;
+    pthread_mutex_unlock(&r->agg->elock);
+    return hit;
+}
+
+/* Remember (<clock> > 0) or forget (0) what replica <be> said. */
+static void
+empty_set(struct shed_agg_req *r, uint32_t be, int64_t clock)
+{
+    XXH128_hash_t k = empty_key(r, be);
+    struct empty *e;
+
+    pthread_mutex_lock(&r->agg->elock);
+    e = empty_slot(r->agg, k);
+    if (clock > 0) {
+        e->key = k;
+        e->clock = clock;
+        e->at_ms = clock_mono_ms();
+    } else if (XXH128_isEqual(e->key, k)) {
+        e->at_ms = 0;
+    }
+    pthread_mutex_unlock(&r->agg->elock);
+}
+
+/* Is this 404 body "nothing of the queue at all"? */
+static bool
+no_queue(const struct shed_fanout_res *res)
+{
+    return res->status == 404 &&
+           ((res->len == 15 && memcmp(res->body, "Queue not found", 15) == 0) ||
+            (res->len == 17 && memcmp(res->body, "Account not found", 17) == 0));
+}
+
+/* Note what the answers <res> of slots [from, from + n) say about
+ * replicas. */
+static void
+empty_note(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t from, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        const struct shed_merge_list *l = &r->lists[from + k];
+        uint32_t be = r->order[from + k];
+
+        if (r->be[be].writer || l->status == 0)
+            continue;
+        if (no_queue(&res[k]) && l->clock > 0)
+            empty_set(r, be, l->clock);
+        else if (l->status == 200)
+            empty_set(r, be, 0);
+    }
+}
+
+/* A window of every live server after r->after: the first wave. Replicas
+ * remembered empty are not asked: their slots, after the asked ones, say
+ * 404 with the remembered clock. */
 static void
 fetch(struct shed_agg_req *r)
 {
-    size_t n;
+    size_t n, m = 0, c = 0;
+    uint32_t *cached;
+    int64_t lim;
 
     lists_reset(r);
     r->nvisit = n = visit_list(r);
     r->wave = 1;
-    r->any_answer = false;
-    for (size_t i = 0; i < n; i++)
+    r->refreshed = false;
+    windows(r, r->fetch_limit);
+    lim = -1; /* per server: r->bwin[] */
+    r->first_limit = lim;
+    cached = calloc(n ? n : 1, sizeof(*cached));
+    if (cached == NULL) {
+        answer_unavailable(r, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t be = r->order[i];
+        int64_t clock;
+
+        if (!r->be[be].writer && empty_get(r, be, &clock)) {
+            struct shed_merge_list *l = &r->lists[n - 1 - c];
+
+            memset(l, 0, sizeof(*l));
+            l->status = 404;
+            l->clock = clock;
+            r->sflags[n - 1 - c] = SLOT_CACHED | SLOT_FROM_START;
+            cached[c++] = be;
+            continue;
+        }
+        r->order[m++] = be; /* m <= i: rewritten in place from the front */
+    }
+    for (size_t k = 0; k < c; k++)
+        r->order[n - 1 - k] = cached[k];
+    free(cached);
+    for (size_t i = 0; i < m; i++)
         r->sflags[i] = r->after.set ? 0 : SLOT_FROM_START;
-    fetch_send(r, 0, n, NULL, r->fetch_limit > 0 ? first_wave_limit(r, r->fetch_limit) : 0);
+    r->nlists = n;
+    r->any_answer = c > 0;
+    fetch_send(r, 0, m, NULL, lim);
+}
+
+/* The horizon cut the page while a remembered replica's clock took part:
+ * ask those replicas now, with the first wave's window, in new slots. */
+static void
+fetch_refresh(struct shed_agg_req *r)
+{
+    size_t from = r->nlists, n = 0;
+
+    for (size_t i = 0; i < from; i++) {
+        if (!(r->sflags[i] & SLOT_CACHED))
+            continue;
+        r->nlists = from + n;
+        if (slot_grow(r) < 0) {
+            answer_unavailable(r, "out of memory");
+            return;
+        }
+        r->sflags[i] &= (uint8_t)~SLOT_CACHED;
+        r->lists[i].status = 0; /* superseded: no clock, no items */
+        r->lists[i].clock = 0;
+        r->order[from + n] = r->order[i];
+        r->sflags[from + n] = r->after.set ? 0 : SLOT_FROM_START;
+        memset(&r->lists[from + n], 0, sizeof(r->lists[0]));
+        n++;
+    }
+    r->nlists = from;
+    r->refreshed = true;
+    fetch_send(r, from, n, NULL, r->first_limit);
 }
 
 /* The page is short because some windows ran out first: ask each of those
@@ -1249,11 +1479,18 @@ fetch_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
 {
     if (pass_400(r, res, n))
         return;
-    r->any_answer |= take_lists_at(r, res, n, r->wave_from, r->wave_limit, true);
+    for (size_t k = 0; k < n; k++) {
+        size_t i = r->wave_from + k;
+
+        r->any_answer |= take_one(r, r->order[i], &res[k], r->slim[i], true, &r->lists[i]);
+        if (r->nlists < i + 1)
+            r->nlists = i + 1;
+    }
     if (!r->any_answer && r->nvisit > 0) {
         answer_unavailable(r, "no backend reachable");
         return;
     }
+    empty_note(r, res, r->wave_from, n);
     dedup(r);
 }
 
@@ -1265,6 +1502,22 @@ pref_pos(const uint32_t *pref, size_t n, uint32_t be)
         if (pref[i] == be)
             return i;
     return n;
+}
+
+/* Is backend <be> the first server of the current row of message <id>'s
+ * bucket (where its copy always wins)? */
+static bool
+on_first(const struct shed_agg_req *r, const char *id, size_t idlen, uint32_t be)
+{
+    char key[2 * PROTO_BURROW_ID_MAX + 2];
+    size_t klen = r->path.queue.len + 1 + idlen;
+
+    if (r->ngens == 0 || klen > sizeof(key))
+        return false;
+    memcpy(key, r->path.queue.ptr, r->path.queue.len);
+    key[r->path.queue.len] = '/';
+    memcpy(key + r->path.queue.len + 1, id, idlen);
+    return r->gens[0].row[ring_key_index(&r->gens[0].cfg, key, klen)][0] == be;
 }
 
 /* Did backend <be> show <id> in this fetch (any of its slots)? */
@@ -1354,7 +1607,12 @@ dedup(struct shed_agg_req *r)
             for (size_t ii = 0; ii < l->n; ii++) {
                 struct shed_merge_item *it = &l->items[ii];
                 uint32_t pref[PREF_MAX];
-                size_t np = pref_of(r, it->id, it->idlen, pref), pos = pref_pos(pref, np, be);
+                size_t np, pos;
+
+                if (on_first(r, it->id, it->idlen, be))
+                    continue; /* the usual case: one hash, no row walk */
+                np = pref_of(r, it->id, it->idlen, pref);
+                pos = pref_pos(pref, np, be);
 
                 for (size_t e = 0; e < pos && !it->drop; e++) {
                     if (backend_has(r, pref[e], it->id, it->idlen)) {
@@ -1453,13 +1711,21 @@ page_done(struct shed_agg_req *r)
         return;
     }
     r->npicks = (size_t)np;
+    if (r->cut.horizon && !r->refreshed) {
+        for (size_t i = 0; i < r->nlists; i++)
+            if (r->sflags[i] & SLOT_CACHED) {
+                fetch_refresh(r);
+                return;
+            }
+    }
     if (r->cut.want && (r->wave < PAGE_WAVES || (np == 0 && r->wave < EMPTY_WAVES))) {
         /* What is missing, and at least twice the last window: windows
          * full of losing copies must not make a wave per copy. */
         int64_t want = r->fetch_limit > 0 ? r->fetch_limit - np : 0;
 
-        if (want < 2 * r->wave_limit)
-            want = 2 * r->wave_limit;
+        for (size_t i = 0; i < r->nlists; i++)
+            if (r->lists[i].truncated && want < 2 * r->slim[i])
+                want = 2 * r->slim[i];
         fetch_more(r, want < WINDOW_MAX ? want : WINDOW_MAX);
         return;
     }
@@ -2093,8 +2359,11 @@ snapshot(struct shed_agg_req *r, const struct registry_route *route)
     r->nlists_cap = 2 * (r->nbe + 1) > PREF_MAX ? 2 * (r->nbe + 1) : PREF_MAX;
     r->order = calloc(r->nlists_cap, sizeof(*r->order));
     r->sflags = calloc(r->nlists_cap, 1);
+    r->slim = calloc(r->nlists_cap, sizeof(*r->slim));
+    r->bwin = calloc(r->nbe + 1, sizeof(*r->bwin));
     r->lists = calloc(r->nlists_cap, sizeof(*r->lists));
-    if (r->order == NULL || r->sflags == NULL || r->lists == NULL)
+    if (r->order == NULL || r->sflags == NULL || r->slim == NULL || r->bwin == NULL ||
+        r->lists == NULL)
         return -ENOMEM;
     return 0;
 }
@@ -2463,6 +2732,8 @@ req_destroy(struct shed_agg_req *r)
     free(r->jobs);
     free(r->order);
     free(r->sflags);
+    free(r->slim);
+    free(r->bwin);
     free(r->picks);
     free(r->probes);
     free(r->lseen);

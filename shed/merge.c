@@ -172,6 +172,16 @@ skip_string(struct scan *sc, bool *escaped)
 
 static int skip_value(struct scan *sc, int depth);
 
+/* A byte of a JSON number, true, false or null ("+-.0123456789eEtruefalsn",
+ * without a strchr() per byte). */
+static bool
+literal_byte(char c)
+{
+    return (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E' ||
+           c == 't' || c == 'r' || c == 'u' || c == 'f' || c == 'a' || c == 'l' || c == 's' ||
+           c == 'n';
+}
+
 static int
 skip_container(struct scan *sc, int depth, char close)
 {
@@ -230,9 +240,10 @@ skip_value(struct scan *sc, int depth)
         return skip_container(sc, depth, '}');
     default:
         /* number, true, false, null: a run of these bytes */
-        if (strchr("-0123456789tfn", *sc->p) == NULL)
+        if (!((*sc->p >= '0' && *sc->p <= '9') || *sc->p == '-' || *sc->p == 't' || *sc->p == 'f' ||
+              *sc->p == 'n'))
             return -EBADMSG;
-        while (sc->p < sc->end && strchr("+-.0123456789eEtruefalsn", *sc->p) != NULL)
+        while (sc->p < sc->end && literal_byte(*sc->p))
             sc->p++;
         return 0;
     }
@@ -624,8 +635,13 @@ shed_merge_sorted(const struct shed_merge_list *lists, size_t n, int64_t limit, 
 
             if (it->drop)
                 continue;
-            if ((bound != NULL && item_cmp(it, bound) > 0) || it->stamp > clock) {
+            if (bound != NULL && item_cmp(it, bound) > 0) {
                 excluded = true;
+                continue;
+            }
+            if (it->stamp > clock) {
+                excluded = true;
+                cut->horizon = true;
                 continue;
             }
             if (nc == max)

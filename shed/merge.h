@@ -100,9 +100,10 @@ int shed_merge_key_cmp(int64_t sa, const char *ida, size_t la, int64_t sb, const
 
 /* How a sorted page ended (shed_merge_sorted()). */
 struct shed_merge_cut {
-    bool more; /* items may follow the page */
-    bool want; /* short of the limit only because a truncated list's tail is
-                  unknown: ask its backend for more */
+    bool more;    /* items may follow the page */
+    bool want;    /* short of the limit only because a truncated list's tail is
+                     unknown: ask its backend for more */
+    bool horizon; /* an item was left out for being stamped past the horizon */
 };
 
 /* Message lists: the items of <lists>, dropped ones and repeated ids

@@ -493,7 +493,11 @@ def test_list_all_off():
 
 def test_dead_and_stopped_servers():
     a, qu = ACCOUNTS[1], QUEUES[1]
-    servers, _ = cell.ring_info(a)
+    # servers holding the queue: a replica remembered empty (docs/aggregator.md,
+    # "Cost") is not asked for a second, so its death would not show yet
+    servers = [s for s in sorted(cell.ring_info(a)[0]) if cell.client.request(
+        "GET", "%s/v1.0/%s/%s?limit=1" % (cell.backend(s)["url"], a, qu)).status == 200]
+    assert len(servers) >= 2, servers
     before = cell.metric(cell.agg, "shed_agg_backend_errors_total")
     # a stopped server (accepts, never answers): the page waits its timeout only
     stopped = cell.backend(servers[0])
