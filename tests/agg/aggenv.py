@@ -100,6 +100,15 @@ class Cell:
         self.backends = []  # dicts: id, url, port, zone, proc
         self.procs = []
         self.client = Client()
+        # SHED_MEMBERSHIP=etcd: the cell's membership in a real etcd; the
+        # backends announce to the line shed only, the aggregators learn
+        # them from etcd (docs/etcd.md).
+        self.etcd = None
+        if os.environ.get("SHED_MEMBERSHIP") == "etcd":
+            import sys
+            sys.path.insert(0, os.path.join(harness.SOURCE_DIR, "tests", "etcd"))
+            import etcdlib
+            self.etcd = etcdlib.Etcd(1)
         self._start_shed("line", self.line_port, {"roles": ["line"], "aggregator": self.agg})
         aggregation = {"list_all": list_all, "backend_timeout": "%dms" % backend_timeout_ms}
         if busy_poll is not None:
@@ -147,6 +156,8 @@ class Cell:
                                     "eps": self.ring["eps"], "seeds": self.ring["seeds"]}},
         }
         doc.update(extra)
+        if self.etcd is not None:
+            doc["membership"] = {"store": "etcd", "endpoints": self.etcd.endpoints}
         path = os.path.join(self.dir, name + ".yaml")
         with open(path, "w") as f:
             f.write(self._yaml(doc) + "\n")
@@ -160,10 +171,11 @@ class Cell:
         url = "http://127.0.0.1:%d" % port
         argv = [harness.binary("burrowd"), "--listen", "127.0.0.1:%d" % port, "--default-ttl", "0",
                 "--id", bid, "--zone", zone, "--weight", "100", "--credential-file", self.cred_file,
-                "--public-url", url, "--service", "burrow", "--announce", self.line,
-                "--announce", self.agg]
-        for extra in self.extra.values():
-            argv += ["--announce", extra]
+                "--public-url", url, "--service", "burrow", "--announce", self.line]
+        if self.etcd is None:
+            argv += ["--announce", self.agg]
+            for extra in self.extra.values():
+                argv += ["--announce", extra]
         p = harness.Proc(argv, name="burrowd-" + bid)
         harness.wait_port("127.0.0.1", port, proc=p)
         self.backends.append({"id": bid, "url": url, "port": port, "zone": zone, "proc": p})
