@@ -46,6 +46,7 @@ local = importlib.util.module_from_spec(_spec)
 _loader.exec_module(local)
 
 DCS = (1, 2)
+MEMBERSHIP = os.environ.get("SHED_MEMBERSHIP", "builtin")
 BACKENDS = 3
 ACCOUNTS = ("acme", "globex", "initech")  # several accounts: buckets spread over backends
 QUEUE = "orders"
@@ -59,10 +60,16 @@ def ip(dc, last):
 
 
 def topology():
-    """deploy/local's node list, placed on namespace hosts instead of ports."""
+    """deploy/local's node list, placed on namespace hosts instead of ports.
+    SHED_MEMBERSHIP=etcd: one etcd per datacenter holds its cell's
+    membership (docs/etcd.md, tests/etcd/test_two_dc_etcd.py)."""
     nodes = []
     for dc in DCS:
         cell = "dc%d" % dc
+        if MEMBERSHIP == "etcd":
+            nodes.append({"name": "etcd%d" % dc, "role": "etcd", "cell": cell,
+                          "host": ip(dc, 51), "port": 2379, "peer_port": 2380,
+                          "url": "http://%s:2379" % ip(dc, 51)})
         nodes.append({"name": "master%d" % dc, "role": "master", "cell": cell,
                       "host": ip(dc, 31), "port": 80, "url": "http://" + ip(dc, 31)})
         for i in (1, 2):
@@ -98,7 +105,7 @@ def setup():
     ctx["tmp"] = tmp
     nodes = topology()
     ctx["nodes"] = nodes
-    topo = local.Topology(default_ttl=0)
+    topo = local.Topology(default_ttl=0, membership=MEMBERSHIP)
     cred = os.path.join(tmp, "credential")
     with open(cred, "w") as f:
         f.write("two-dc-test-credential-0123456789abcdef\n")
@@ -118,10 +125,12 @@ def setup():
                               "--conf-file=" + conf])
     shed = harness.binary("shed")
     burrowd = harness.binary("burrowd")
-    order = {"master": 0, "aggregator": 1, "line": 2, "backend": 3}
+    order = {"etcd": -1, "master": 0, "aggregator": 1, "line": 2, "backend": 3}
     for n in sorted(nodes, key=lambda x: order[x["role"]]):
         if n["role"] == "backend":
             argv = local.backend_argv(burrowd, n, nodes, topo, cred)
+        elif n["role"] == "etcd":
+            argv = local.etcd_argv(n, os.path.join(tmp, n["name"]))
         else:
             sdir = os.path.join(tmp, "state-" + n["name"])
             os.makedirs(sdir)
