@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: ISC
 """Benchmark: the line shed against nginx `return 302`, side by side in one
-run on loopback. 1000 registered backends (127.0.0.x:port, never contacted),
+run on loopback. 1000 registered backends (127.x.y.z:port, never contacted),
 wrk with random message keys (a Lua script), servers pinned to core 0 and
 wrk to core 1, with keep-alive and with a new connection per request.
 
@@ -10,61 +10,28 @@ with its min and max, and the ratios are per round (line / nginx of the same
 round). CPU per request is the server's own (every thread's schedstat, ns)
 divided by the requests wrk completed. Prints `name: value unit (...)`
 lines; SHED_BENCH_SECONDS sets each wrk run (default 2)."""
-import http.client
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import time
 
 import benchstat
 import harness
+import memlib
 
 SECONDS = int(os.environ.get("SHED_BENCH_SECONDS", "2"))
-CRED = "bench-secret"
 NBACKENDS = 1000
 pin = benchstat.pin
 
 
 def start_shed(d):
-    port = harness.free_port()
-    conf = os.path.join(d, "shed.yaml")
-    with open(conf, "w") as f:
-        f.write("""cell: bench
-listen: ["127.0.0.1:%d"]
-credential: %s
-register_networks: [127.0.0.0/8]
-aggregator: http://127.0.0.1:9
-timings: {heartbeat_interval: 30s, lease: 90s, evict_after: 5m, drain_window: 5m,
-          pin_lifetime: 30s, join_heartbeats: 1}
-limits: {connections: 10000}
-services: {burrow: {kind: burrow}}
-""" % (port, CRED))
-    p = harness.Proc(pin([harness.binary("shed"), "-c", conf], 0), name="shed")
-    harness.wait_port("127.0.0.1", port, proc=p)
-    return p, port
+    return memlib.start_shed(d, connections=10000, prefix=pin([], 0))
 
 
 def register(port):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    hdr = {"Authorization": "Bearer " + CRED, "Content-Type": "application/json"}
-    for i in range(NBACKENDS):
-        body = json.dumps({"service": "burrow", "id": "b%04d" % i,
-                           "url": "http://127.0.0.%d:%d" % (2 + i // 250, 10000 + i),
-                           "incarnation": 1})
-        c.request("PUT", "/_shed/v1/members/burrow/b%04d" % i, body=body, headers=hdr)
-        r = c.getresponse()
-        r.read()
-        if r.status != 200:
-            raise RuntimeError("heartbeat %d: %d" % (i, r.status))
-    c.close()
-
-    def ready():
-        st = harness.request("GET", "http://127.0.0.1:%d/_shed/v1/status" % port).json()
-        return st["services"][0]["ring_size"] == NBACKENDS
-    harness.wait_until(ready, timeout=20, what="1000 members in the ring")
+    memlib.register(port, 0, NBACKENDS)
+    memlib.wait_ring(port, NBACKENDS, timeout=20)
 
 
 def start_nginx(d):
@@ -117,7 +84,7 @@ end
     register(sport)
     r = harness.request("GET", "http://127.0.0.1:%d/v1.0/a/q/m" % sport,
                         headers={"Host": "burrow.service"})
-    assert r.status == 302 and r.header("location").startswith("http://127.0.0."), r
+    assert r.status == 302 and r.header("location").startswith("http://127."), r
     nginx, nport = start_nginx(d)
     r = harness.request("GET", "http://127.0.0.1:%d/v1.0/a/q/m" % nport)
     assert r.status == 302, r

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: ISC
 """A real line shed fed by heartbeats, and where its memory goes: the
-shared part of the memory benchmark (bench_memory.py) and the bounded
-integration test (test_memory.py).
+shared part of the memory benchmark (bench_memory.py), the bounded
+integration test (test_memory.py) and the line shed of bench_line.py.
 
 Members are registered the way backends do it (PUT /_shed/v1/members/...,
 one keep-alive connection, the same body a backend sends); the shed runs
@@ -18,8 +18,10 @@ import harness
 CRED = "mem-secret"
 
 
-def start_shed(d, extra=""):
-    """A line shed with one burrow service; returns (Proc, port)."""
+def start_shed(d, connections=1000, prefix=()):
+    """A line shed with one burrow service (the memory figures, and the
+    line shed of bench_line.py), started after <prefix> (taskset, say);
+    returns (Proc, port)."""
     port = harness.free_port()
     conf = os.path.join(d, "shed.yaml")
     with open(conf, "w") as f:
@@ -30,10 +32,14 @@ register_networks: [127.0.0.0/8]
 aggregator: http://127.0.0.1:9
 timings: {heartbeat_interval: 60s, lease: 300s, evict_after: 10m, drain_window: 5m,
           pin_lifetime: 30s, join_heartbeats: 1}
-limits: {connections: 1000, max_members: 20000}
+limits: {connections: %d, max_members: 20000}
 services: {burrow: {kind: burrow}}
-%s""" % (port, CRED, extra))
-    p = harness.Proc([harness.binary("shed"), "-c", conf], name="shed")
+""" % (port, CRED, connections))
+    # meson test sets MALLOC_PERTURB_ (glibc then writes every block it
+    # hands out and takes back, dirtying pages a shed in production never
+    # touches: +1.2 MB at 0 members); RSS is measured without it.
+    p = harness.Proc(list(prefix) + [harness.binary("shed"), "-c", conf], name="shed",
+                     env={"MALLOC_PERTURB_": "0"})
     harness.wait_port("127.0.0.1", port, proc=p)
     return p, port
 
@@ -79,9 +85,10 @@ def status_kb(pid):
     return out
 
 
-def settle(pid, seconds=1.0):
+def settle(pid, seconds=2.5):
     """Let the registry tick finish (rebuild, garbage after the grace
-    period), then return status_kb(pid)."""
+    period) and the main loop trim the heap (every 2 s), then return
+    status_kb(pid)."""
     time.sleep(seconds)
     return status_kb(pid)
 
