@@ -8,6 +8,8 @@
  */
 #include "burrow/store.h"
 
+#include "proto/burrow.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,20 @@
             (n)->next->prev = (n)->prev;                                                           \
         else                                                                                       \
             (tail) = (n)->prev;                                                                    \
+    } while (0)
+/* Put <n> after <at> (NULL: at the head). */
+#define LIST_INSERT_AFTER(head, tail, at, n, prev, next)                                           \
+    do {                                                                                           \
+        (n)->prev = (at);                                                                          \
+        (n)->next = (at) ? (at)->next : (head);                                                    \
+        if ((n)->next)                                                                             \
+            (n)->next->prev = (n);                                                                 \
+        else                                                                                       \
+            (tail) = (n);                                                                          \
+        if (at)                                                                                    \
+            (at)->next = (n);                                                                      \
+        else                                                                                       \
+            (head) = (n);                                                                          \
     } while (0)
 #define LIST_APPEND(head, tail, n, prev, next)                                                     \
     do {                                                                                           \
@@ -354,26 +370,11 @@ vis_remove(struct queue *q, struct msg *m)
     m->vprev = m->vnext = NULL;
 }
 
-/* Position order of messages: stamp, then id bytewise (a shorter id that
- * is a prefix of a longer one first). <id> NULL with <idlen> 0 compares as
- * before every id of the stamp. */
-static int
-key_cmp(int64_t sa, const char *ida, size_t la, int64_t sb, const char *idb, size_t lb)
-{
-    int c;
-
-    if (sa != sb)
-        return sa < sb ? -1 : 1;
-    c = memcmp(ida, idb, la < lb ? la : lb);
-    if (c != 0 || la == lb)
-        return c;
-    return la < lb ? -1 : 1;
-}
-
+/* Position order of messages (proto_burrow_key_cmp()): stamp, then id. */
 static int
 msg_cmp(const struct msg *a, const struct msg *b)
 {
-    return key_cmp(a->stamp, a->data, a->id_len, b->stamp, b->data, b->id_len);
+    return proto_burrow_key_cmp(a->stamp, a->data, a->id_len, b->stamp, b->data, b->id_len);
 }
 
 /* Insert <m> in (stamp, id) order, walking from both ends at once. */
@@ -395,16 +396,7 @@ vis_insert(struct queue *q, struct msg *m)
         back = back->vprev;
         fwd = fwd->vnext;
     }
-    m->vprev = after;
-    m->vnext = after ? after->vnext : q->vhead;
-    if (m->vnext)
-        m->vnext->vprev = m;
-    else
-        q->vtail = m;
-    if (after)
-        after->vnext = m;
-    else
-        q->vhead = m;
+    LIST_INSERT_AFTER(q->vhead, q->vtail, after, m, vprev, vnext);
 }
 
 /* ---- creation and removal ----------------------------------------------- */
@@ -640,16 +632,7 @@ msg_place(struct queue *q, struct msg *m)
 
     while (after != NULL && msg_cmp(after, m) > 0)
         after = after->prev;
-    m->prev = after;
-    m->next = after ? after->next : q->head;
-    if (m->next)
-        m->next->prev = m;
-    else
-        q->tail = m;
-    if (after)
-        after->next = m;
-    else
-        q->head = m;
+    LIST_INSERT_AFTER(q->head, q->tail, after, m, prev, next);
 }
 
 int
@@ -852,7 +835,7 @@ msg_after(const struct msg *m, int64_t st, const char *id, size_t idlen)
 {
     if (id == NULL)
         return m->stamp > st;
-    return key_cmp(m->stamp, m->data, m->id_len, st, id, idlen) > 0;
+    return proto_burrow_key_cmp(m->stamp, m->data, m->id_len, st, id, idlen) > 0;
 }
 
 /* First message after the position (f->after, f->marker) in the whole or
@@ -892,11 +875,14 @@ msg_first_after(struct burrow_store *s, struct queue *qu, const struct burrow_st
 static bool
 msg_past(const struct msg *m, const struct burrow_store_filter *f)
 {
+    int c;
+
     if (!f->has_upto)
         return false;
     if (f->upto_id == NULL)
         return m->stamp > f->upto;
-    return key_cmp(m->stamp, m->data, m->id_len, f->upto, f->upto_id, f->upto_id_len) > 0;
+    c = proto_burrow_key_cmp(m->stamp, m->data, m->id_len, f->upto, f->upto_id, f->upto_id_len);
+    return c > 0;
 }
 
 /* First message a message-list walk visits, after the marker. */

@@ -574,3 +574,16 @@ proto_strerror(int err)
         return "unknown error";
     }
 }
+
+int
+proto_burrow_key_cmp(int64_t sa, const char *ida, size_t la, int64_t sb, const char *idb, size_t lb)
+{
+    int c;
+
+    if (sa != sb)
+        return sa < sb ? -1 : 1;
+    c = memcmp(ida, idb, la < lb ? la : lb);
+    if (c != 0 || la == lb)
+        return c;
+    return la < lb ? -1 : 1;
+}

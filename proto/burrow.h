@@ -115,6 +115,11 @@ struct proto_burrow_shed {
     int64_t stamp;              /* > 0 */
 };
 
+/* Compare the positions (<sa>, <ida>) and (<sb>, <idb>) of the extension:
+ * stamp first, then the id bytes (a prefix first). <0, 0, >0. */
+int proto_burrow_key_cmp(int64_t sa, const char *ida, size_t la, int64_t sb, const char *idb,
+                         size_t lb);
+
 /* Burrow query parameters. Integers are validated; strings are decoded. */
 struct proto_burrow_query {
     int64_t limit; /* 0 when absent; <= 0 means unlimited */

@@ -782,16 +782,6 @@ take_lists_at(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t 
     return any;
 }
 
-static size_t
-items_of(const struct shed_merge_list *lists, size_t n)
-{
-    size_t t = 0;
-
-    for (size_t i = 0; i < n; i++)
-        t += lists[i].n;
-    return t;
-}
-
 static int
 picks_room(struct shed_agg_req *r, size_t need)
 {
@@ -999,12 +989,12 @@ ids_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
         answer_unavailable(r, "no backend reachable");
         return;
     }
-    if (picks_room(r, items_of(r->lists, r->nlists)) < 0) {
+    if (picks_room(r, shed_merge_items(r->lists, r->nlists)) < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }
     np = shed_merge_window(r->lists, r->nlists, r->q.marker.ptr, r->q.marker.len, r->q.limit,
-                           r->picks, items_of(r->lists, r->nlists) + 1);
+                           r->picks, shed_merge_items(r->lists, r->nlists) + 1);
     if (np < 0) {
         answer_unavailable(r, "out of memory");
         return;
@@ -1102,7 +1092,7 @@ pos_before(const struct pos *p, const struct shed_merge_item *it)
         return true;
     if (!p->has_id)
         return it->stamp > p->stamp;
-    return shed_merge_key_cmp(it->stamp, it->id, it->idlen, p->stamp, p->id, p->idlen) > 0;
+    return proto_burrow_key_cmp(it->stamp, it->id, it->idlen, p->stamp, p->id, p->idlen) > 0;
 }
 
 /* Is item <it> at or before position <p>? */
@@ -1700,12 +1690,12 @@ page_done(struct shed_agg_req *r)
 {
     long np;
 
-    if (picks_room(r, items_of(r->lists, r->nlists)) < 0) {
+    if (picks_room(r, shed_merge_items(r->lists, r->nlists)) < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }
     np = shed_merge_sorted(r->lists, r->nlists, r->fetch_limit, true, r->picks,
-                           items_of(r->lists, r->nlists) + 1, &r->cut);
+                           shed_merge_items(r->lists, r->nlists) + 1, &r->cut);
     if (np < 0) {
         answer_unavailable(r, "out of memory");
         return;
@@ -1785,12 +1775,12 @@ destr_all_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t
         answer_unavailable(r, "no backend reachable");
         return;
     }
-    if (picks_room(r, items_of(r->lists, r->nlists)) < 0) {
+    if (picks_room(r, shed_merge_items(r->lists, r->nlists)) < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }
     np = shed_merge_sorted(r->lists, r->nlists, 0, false, r->picks,
-                           items_of(r->lists, r->nlists) + 1, &cut);
+                           shed_merge_items(r->lists, r->nlists) + 1, &cut);
     if (np < 0) {
         answer_unavailable(r, "out of memory");
         return;
@@ -2026,12 +2016,12 @@ destr_finish(struct shed_agg_req *r)
     long np;
 
     lists_reset(r);
-    if (picks_room(r, items_of(r->acc, r->nacc)) < 0) {
+    if (picks_room(r, shed_merge_items(r->acc, r->nacc)) < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }
-    np =
-        shed_merge_sorted(r->acc, r->nacc, 0, false, r->picks, items_of(r->acc, r->nacc) + 1, &cut);
+    np = shed_merge_sorted(r->acc, r->nacc, 0, false, r->picks,
+                           shed_merge_items(r->acc, r->nacc) + 1, &cut);
     if (np < 0) {
         answer_unavailable(r, "out of memory");
         return;

@@ -553,8 +553,8 @@ shed_merge_parse(struct shed_merge_list *l, int status, const char *body, size_t
     return 0;
 }
 
-static size_t
-total_items(const struct shed_merge_list *lists, size_t n)
+size_t
+shed_merge_items(const struct shed_merge_list *lists, size_t n)
 {
     size_t t = 0;
 
@@ -563,23 +563,10 @@ total_items(const struct shed_merge_list *lists, size_t n)
     return t;
 }
 
-int
-shed_merge_key_cmp(int64_t sa, const char *ida, size_t la, int64_t sb, const char *idb, size_t lb)
-{
-    int c;
-
-    if (sa != sb)
-        return sa < sb ? -1 : 1;
-    c = memcmp(ida, idb, la < lb ? la : lb);
-    if (c != 0 || la == lb)
-        return c;
-    return la < lb ? -1 : 1;
-}
-
 static int
 item_cmp(const struct shed_merge_item *a, const struct shed_merge_item *b)
 {
-    return shed_merge_key_cmp(a->stamp, a->id, a->idlen, b->stamp, b->id, b->idlen);
+    return proto_burrow_key_cmp(a->stamp, a->id, a->idlen, b->stamp, b->id, b->idlen);
 }
 
 /* qsort() has no context argument: the lists of the sort running on this
@@ -707,7 +694,7 @@ shed_merge_window(const struct shed_merge_list *lists, size_t n, const char *mar
     struct shed_merge_set seen;
     size_t np = 0, start = 0, out = 0, *slot = NULL;
 
-    if (shed_merge_set_init(&seen, total_items(lists, n)) < 0)
+    if (shed_merge_set_init(&seen, shed_merge_items(lists, n)) < 0)
         return -ENOMEM;
     /* One pick per id: the copy with the smallest stamp. <slot> maps the
      * set's slots to picks (the set keeps no values). */

@@ -93,10 +93,8 @@ int shed_merge_parse(struct shed_merge_list *l, int status, const char *body, si
                      int64_t asked);
 void shed_merge_list_clear(struct shed_merge_list *l);
 
-/* Compare the keys (<sa>, <ida>) and (<sb>, <idb>): stamp, then id bytes
- * (a prefix first). <0, 0, >0. */
-int shed_merge_key_cmp(int64_t sa, const char *ida, size_t la, int64_t sb, const char *idb,
-                       size_t lb);
+/* Items of <lists> in all. */
+size_t shed_merge_items(const struct shed_merge_list *lists, size_t n);
 
 /* How a sorted page ended (shed_merge_sorted()). */
 struct shed_merge_cut {

@@ -221,11 +221,11 @@ Test(merge, key_order_and_stamp_of)
 {
     int64_t st = 0;
 
-    cr_assert_lt(shed_merge_key_cmp(1, "b", 1, 2, "a", 1), 0);
-    cr_assert_lt(shed_merge_key_cmp(2, "a", 1, 2, "b", 1), 0);
-    cr_assert_lt(shed_merge_key_cmp(2, "a", 1, 2, "ab", 2), 0);
-    cr_assert_eq(shed_merge_key_cmp(2, "ab", 2, 2, "ab", 2), 0);
-    cr_assert_gt(shed_merge_key_cmp(3, "a", 1, 2, "z", 1), 0);
+    cr_assert_lt(proto_burrow_key_cmp(1, "b", 1, 2, "a", 1), 0);
+    cr_assert_lt(proto_burrow_key_cmp(2, "a", 1, 2, "b", 1), 0);
+    cr_assert_lt(proto_burrow_key_cmp(2, "a", 1, 2, "ab", 2), 0);
+    cr_assert_eq(proto_burrow_key_cmp(2, "ab", 2, 2, "ab", 2), 0);
+    cr_assert_gt(proto_burrow_key_cmp(3, "a", 1, 2, "z", 1), 0);
     cr_assert_eq(
         shed_merge_stamp_of(MS("m", 1712345678901234), strlen(MS("m", 1712345678901234)), &st), 0);
     cr_assert_eq(st, 1712345678901234);
