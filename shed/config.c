@@ -891,7 +891,7 @@ defaults(struct shed_config *cfg)
     strcpy(cfg->membership.store_name, "builtin");
     strcpy(cfg->membership.prefix, "/shed/");
     cfg->membership.timeout_ms = 1000;
-    cfg->membership.queue_max = 100000;
+    cfg->membership.queue_max = 0; /* limits.max_members unless given */
 }
 
 /* credential_file with systemd's credentials directory: a path that starts
@@ -987,6 +987,15 @@ validate_membership(struct ctx *c)
         return errmark(c, TOP_MEMBERSHIP, "membership: store etcd needs endpoints");
     if (plen < 2 || mb->prefix[0] != '/' || mb->prefix[plen - 1] != '/')
         return errmark(c, TOP_MEMBERSHIP, "membership: prefix must start and end with '/'");
+    /* Every member the registry takes can be kept for etcd: a heartbeat
+     * acknowledged while etcd is away is written when it returns. */
+    if (mb->queue_max == 0)
+        mb->queue_max = c->cfg->limits.max_members;
+    if (mb->queue_max < c->cfg->limits.max_members)
+        return errmark(c, TOP_MEMBERSHIP,
+                       "membership: queue (%" PRIu32
+                       ") must be at least limits.max_members (%" PRIu32 ")",
+                       mb->queue_max, c->cfg->limits.max_members);
     if (c->cfg->npeers > 0 && (c->cfg->roles & (SHED_ROLE_LINE | SHED_ROLE_AGGREGATOR)))
         return errmark(c, TOP_PEERS,
                        "peers: with membership store etcd the cell's sheds share etcd, not peers");

@@ -106,7 +106,7 @@ struct shed_membership {
     char store_name[16];               /* parsed text of store */
     uint64_t timeout_ms;               /* one etcd request */
     uint64_t ttl_ms;                   /* this shed's etcd lease (0: from timings.lease) */
-    uint32_t queue_max;                /* changes held while etcd is unreachable */
+    uint32_t queue_max;                /* members kept for etcd (>= limits.max_members) */
 };
 
 struct shed_config {

@@ -195,6 +195,12 @@ Test(etcd, config_default_is_builtin)
     cr_assert_eq(parse("", &cfg, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(cfg->membership.store, SHED_STORE_BUILTIN);
     shed_config_free(cfg);
+    cr_assert_eq(parse("membership: {store: etcd, endpoints: [http://e:2379]}\n"
+                       "limits: {max_members: 5000}\n",
+                       &cfg, err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(cfg->membership.queue_max, 5000); /* limits.max_members */
+    shed_config_free(cfg);
 }
 
 Test(etcd, config_etcd)
@@ -203,7 +209,7 @@ Test(etcd, config_etcd)
     char err[SHED_ERR_MAX];
     cr_assert_eq(parse("membership:\n  store: etcd\n  endpoints: [http://10.0.0.1:2379/, "
                        "http://10.0.0.2:2379]\n  prefix: /svc/shed/\n  timeout: 300ms\n"
-                       "  lease_ttl: 5s\n  queue: 1000\n",
+                       "  lease_ttl: 5s\n  queue: 200000\n",
                        &cfg, err, sizeof(err)),
                  0, "%s", err);
     cr_assert_eq(cfg->membership.store, SHED_STORE_ETCD);
@@ -212,7 +218,7 @@ Test(etcd, config_etcd)
     cr_assert_str_eq(cfg->membership.prefix, "/svc/shed/");
     cr_assert_eq(cfg->membership.timeout_ms, 300);
     cr_assert_eq(cfg->membership.ttl_ms, 5000);
-    cr_assert_eq(cfg->membership.queue_max, 1000);
+    cr_assert_eq(cfg->membership.queue_max, 200000);
     shed_config_free(cfg);
 }
 
@@ -229,6 +235,8 @@ Test(etcd, config_errors)
         {"membership: {store: etcd, endpoints: [http://e:2379]}\npeers: [http://127.0.0.1:1]\n",
          "share etcd, not peers"},
         {"membership: {store: etcd, endpoints: [http://e:2379], ttl: 3s}\n", "unknown key 'ttl'"},
+        {"membership: {store: etcd, endpoints: [http://e:2379], queue: 10}\n",
+         "at least limits.max_members"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct shed_config *cfg = NULL;
