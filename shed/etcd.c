@@ -441,7 +441,7 @@ static struct {
     uint64_t keepalive_at, refresh_at, retry_at, down_since;
 
     _Atomic bool up;
-    _Atomic uint64_t revision, keys, writes, write_errors, reloads, resumes, queued;
+    _Atomic uint64_t revision, keys, writes, write_errors, reloads, resumes;
 } G;
 
 static uint64_t
@@ -1162,7 +1162,6 @@ collect(uint64_t now, struct op *ops)
             pp = &m->next;
         }
     }
-    atomic_store(&G.queued, G.ndirty);
     pthread_mutex_unlock(&G.mu);
     return n;
 }
@@ -1183,7 +1182,6 @@ done(const struct op *o)
             G.nmembers--;
         }
     }
-    atomic_store(&G.queued, G.ndirty);
     pthread_mutex_unlock(&G.mu);
 }
 
