@@ -54,6 +54,7 @@
 #define DESTR_CHUNK    1000             /* candidates per round of a destructive op */
 #define IDLE_ROUNDS    16               /* rounds in a row that took nothing: stop */
 #define DEL_SLICE      32               /* deletes in flight for one account/queue delete */
+#define IDS_SLICE      64               /* servers asked at once for an account/queue list */
 #define DEL_MAX        262144           /* backend deletes of one account/queue delete */
 #define LOOKUP_WALK    (RING_MAX_R + 8) /* servers a lookup asks per generation */
 #define LOOKUP_DOWN_MS 300              /* timeout for a server the view has down */
@@ -200,6 +201,9 @@ struct shed_agg_req {
     struct shed_merge_list *acc;    /* every round's answers, kept to the end */
     uint32_t *acc_be;               /* their backends */
     size_t nacc, acc_cap, acc_from; /* acc_from: the running round's first */
+
+    /* account / queue lists */
+    size_t ids_next; /* next backend to ask */
 
     /* account / queue delete */
     struct deljob *jobs;
@@ -846,8 +850,11 @@ slot_grow(struct shed_agg_req *r)
 
 /* ------------------------------------------------- account / queue lists */
 
+/* The next IDS_SLICE live servers of an account or queue list (or its
+ * broadcast DELETE), from r->ids_next: in a big cell (/v1.0 asks every
+ * member) the loop serves other requests between slices. */
 static void
-ids_fetch(struct shed_agg_req *r)
+ids_slice(struct shed_agg_req *r)
 {
     struct urlopts o = {.detail = "all", .stamps = true};
     const char *method = "GET";
@@ -856,15 +863,17 @@ ids_fetch(struct shed_agg_req *r)
     /* DELETE without limit or marker takes everything: one broadcast. */
     if (r->m == M_DELETE && r->q.limit <= 0 && r->q.marker.ptr == NULL)
         method = "DELETE";
-    if (batch_init(&b, r->nbe) < 0) {
+    if (batch_init(&b, IDS_SLICE) < 0) {
         answer_unavailable(r, "out of memory");
         return;
     }
-    r->nlists = 0;
-    for (uint32_t i = 0; i < r->nbe; i++) {
+    r->wave_from = r->nlists;
+    for (; r->ids_next < r->nbe && b.n < IDS_SLICE; r->ids_next++) {
+        uint32_t i = (uint32_t)r->ids_next;
+
         if (!r->be[i].live)
             continue;
-        r->order[b.n] = i;
+        r->order[r->wave_from + b.n] = i;
         if (batch_add(&b, r, method, i, NULL, 0, &o, r->timeout_ms) < 0) {
             batch_free(&b);
             answer_text(r, 400, "request too long");
@@ -872,6 +881,15 @@ ids_fetch(struct shed_agg_req *r)
         }
     }
     batch_go(r, &b, PH_IDS);
+}
+
+static void
+ids_fetch(struct shed_agg_req *r)
+{
+    r->nlists = 0;
+    r->ids_next = 0;
+    r->any_answer = false;
+    ids_slice(r);
 }
 
 static void ids_del_next(struct shed_agg_req *r);
@@ -985,7 +1003,12 @@ ids_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
 
     if (pass_400(r, res, n))
         return;
-    if (!take_lists_at(r, res, n, 0, 0, true)) {
+    r->any_answer |= take_lists_at(r, res, n, r->wave_from, 0, true);
+    if (r->ids_next < r->nbe) {
+        ids_slice(r);
+        return;
+    }
+    if (!r->any_answer) {
         answer_unavailable(r, "no backend reachable");
         return;
     }

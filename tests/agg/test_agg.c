@@ -2,7 +2,8 @@
 /* tests/agg/test_agg: the aggregator's request state machine without
  * burrowd: answers decided before any fan-out (405, 404, 403, 400, and 403
  * for a cell larger than the aggregator asks at once), and a
- * cell whose servers are all dead (503, Shed-Partial naming each). */
+ * cell whose servers are all dead (503, Shed-Partial naming each), a list of
+ * every server of a 200-server cell (asked in slices). */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -189,6 +190,43 @@ Test(agg, list_all_past_the_server_maximum_is_403)
     route = big;
     cr_assert_eq(run("GET", "/v1.0", NULL, NULL, NULL, 0), 403);
     cr_assert_eq(run("DELETE", "/v1.0", NULL, NULL, NULL, 0), 403);
+    ring_destroy(bring);
+    free(blive);
+    free(bload);
+}
+
+/* A cell of 200 servers: GET /v1.0 asks them in slices (IDS_SLICE), every
+ * one of them in the end. */
+Test(agg, list_all_asks_every_server_in_slices)
+{
+    enum { N = 200 };
+    static char ids[N][16];
+    static struct ring_member m[N];
+    struct shed_agg_config ac = {.list_all = true, .backend_timeout_ms = 500};
+    struct ring_config cfg;
+    struct registry_route big = route;
+    struct ring *bring = NULL;
+    _Atomic uint8_t *blive = calloc(N, sizeof(*blive));
+    _Atomic uint32_t *bload = calloc(N, sizeof(*bload));
+    uint64_t before = shed_agg_backend_errors();
+    char hdr[1024];
+
+    cr_assert(blive != NULL && bload != NULL);
+    for (size_t i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "s%03zu", i);
+        m[i] = (struct ring_member){ids[i], "http://127.0.0.1:1", "", 100};
+    }
+    ring_config_default(&cfg);
+    cfg.buckets = 1024;
+    cr_assert_eq(ring_build(&cfg, m, N, &bring), 0);
+    big.ring = bring;
+    big.live = blive;
+    big.load = bload;
+    shed_agg_reconfigure(agg, &ac);
+    route = big;
+    cr_assert_eq(run("GET", "/v1.0", NULL, "Shed-Partial", hdr, sizeof(hdr)), 503);
+    cr_assert_eq(strncmp(hdr, "200 of 200 backends unreachable: s000,s001", 42), 0, "%s", hdr);
+    cr_assert_eq(shed_agg_backend_errors() - before, N, "every server asked once");
     ring_destroy(bring);
     free(blive);
     free(bload);
