@@ -52,6 +52,9 @@
  * grows with what actually arrives: a client that only declares a large
  * body does not make the server hold it. */
 #define BODY_PREALLOC (64u * 1024)
+/* shed_clock and shed_stamp further ahead of this server's clock than this
+ * do not move it (a stamp is still kept as given). */
+#define CLOCK_AHEAD_MAX_US (3600LL * 1000000)
 
 enum wstate { W_NONE = 0, W_SUSPENDED, W_WOKEN };
 
@@ -975,6 +978,12 @@ finish(struct burrow_http *h, struct req *r)
     lock(h);
     r->wstate = W_NONE;
     now = wall_s();
+    /* The aggregator's clock (docs/aggregator.md, "Backend extension"):
+     * ours goes on to it, so that what is created here from now on sorts
+     * after what it has seen; one over an hour ahead of ours is ignored. */
+    if (r->q.shed.has_clock &&
+        r->q.shed.clock <= (int64_t)(clock_real_ns() / 1000) + CLOCK_AHEAD_MAX_US)
+        (void)burrow_store_clock(h->store, r->q.shed.clock);
     switch (r->path.level) {
     case PROTO_BURROW_ROOT:
         o.status = MHD_HTTP_OK;

@@ -16,6 +16,9 @@
 #include <xxhash.h>
 
 #define HEAP_NONE UINT32_MAX
+/* A put's own stamp further ahead of now than this does not move the clock
+ * (the message keeps it; only later stamps are not pushed that far). */
+#define STAMP_AHEAD_MAX_US (3600LL * 1000000)
 
 /* Doubly linked lists with a head and a tail, links named <prev>/<next>:
  * take <n> out, or put it at the end. */
@@ -683,7 +686,8 @@ burrow_store_put_at(struct burrow_store *s, int64_t now, int64_t now_us, const c
         memset(nm, 0, offsetof(struct msg, data));
         nm->q = qu;
         nm->stamp = st;
-        if (st > s->clock)
+        /* a stamp of its own moves the clock, unless absurdly far ahead */
+        if (st > s->clock && (stamp == 0 || st - now_us <= STAMP_AHEAD_MAX_US))
             s->clock = st;
         nm->heap_idx = HEAP_NONE;
         nm->id_len = (uint8_t)mlen;

@@ -112,13 +112,16 @@ int burrow_store_put(struct burrow_store *s, int64_t now, const char *a, size_t 
 /* The same with the wall clock in microseconds, <now_us>, for the stamp of
  * a new message, and <stamp> > 0 to give a new message that stamp instead
  * (a replaced message keeps its own). A stamp ahead of the store's clock
- * moves the clock on, so that later stamps stay greater. */
+ * (by at most an hour of <now_us>) moves the clock on, so that later stamps
+ * stay greater. */
 int burrow_store_put_at(struct burrow_store *s, int64_t now, int64_t now_us, const char *a,
                         size_t alen, const char *q, size_t qlen, const char *m, size_t mlen,
                         const char *body, size_t blen, int64_t ttl, int64_t hide, int64_t stamp);
 
 /* The store's clock at <now_us>: every message created here after this
- * call, except one put with a stamp of its own, has a greater stamp. */
+ * call, except one put with a stamp of its own, has a greater stamp. Also
+ * moves the clock on to <now_us> when that is ahead (a logical clock: the
+ * caller may pass a clock it saw elsewhere). */
 int64_t burrow_store_clock(struct burrow_store *s, int64_t now_us);
 
 /* Single message: get / update (NULL ttl or hide: leave unchanged; the

@@ -289,7 +289,8 @@ shed_param(struct proto_burrow_query *q, const char *k, size_t kn, const char *v
         return 0;
     }
     if (!word_eq(k, kn, "shed_stamps") && !word_eq(k, kn, "shed_after") &&
-        !word_eq(k, kn, "shed_upto") && !word_eq(k, kn, "shed_stamp"))
+        !word_eq(k, kn, "shed_upto") && !word_eq(k, kn, "shed_stamp") &&
+        !word_eq(k, kn, "shed_clock"))
         return 0;
     vn = decode(val, vlen, small, sizeof(small), true, true);
     if (vn < 0)
@@ -301,6 +302,8 @@ shed_param(struct proto_burrow_query *q, const char *k, size_t kn, const char *v
     rc = parse_int(small, (size_t)vn, &iv);
     if (rc < 0)
         return rc;
+    if (iv > PROTO_BURROW_STAMP_MAX)
+        return -PROTO_EBADVALUE;
     if (word_eq(k, kn, "shed_stamp")) {
         if (iv <= 0)
             return -PROTO_EBADVALUE;
@@ -313,6 +316,9 @@ shed_param(struct proto_burrow_query *q, const char *k, size_t kn, const char *v
     if (word_eq(k, kn, "shed_after")) {
         x->after = iv;
         x->has_after = true;
+    } else if (word_eq(k, kn, "shed_clock")) {
+        x->clock = iv;
+        x->has_clock = true;
     } else {
         x->upto = iv;
         x->has_upto = true;

@@ -30,6 +30,7 @@
 #define PROTO_BURROW_VERSION     "v1.0"
 #define PROTO_BURROW_SECONDS_MAX 3153600000LL /* ttl, hide, wait: 100 years; 400 beyond */
 #define PROTO_BURROW_QUERY_MAX   64 /* '&'-separated parameters in a query, empty ones too */
+#define PROTO_BURROW_STAMP_MAX   (1LL << 53) /* shed_ stamps and clocks: 400 beyond */
 
 /* Module error codes, returned negated; see proto_strerror(). */
 enum {
@@ -113,6 +114,8 @@ struct proto_burrow_shed {
     struct proto_slice upto_id; /* shed_upto_id, decoded; ptr NULL when absent */
     bool has_stamp;             /* shed_stamp=N on a PUT: stamp of a new message */
     int64_t stamp;              /* > 0 */
+    bool has_clock;             /* shed_clock=N: the backend's clock goes on to N */
+    int64_t clock;              /* >= 0 */
 };
 
 /* Compare the positions (<sa>, <ida>) and (<sb>, <idb>) of the extension:
@@ -141,7 +144,8 @@ void proto_burrow_query_init(struct proto_burrow_query *q);
  * strings go into <buf> at *<used> (advanced). Unknown keys are ignored as in
  * the reference. Integers are strict (optional sign, digits only). The
  * shed_ keys of struct proto_burrow_shed are parsed too (a negative
- * shed_after or shed_upto, a shed_stamp <= 0: -PROTO_EBADVALUE).
+ * shed_after, shed_upto or shed_clock, a shed_stamp <= 0, any of them over
+ * PROTO_BURROW_STAMP_MAX: -PROTO_EBADVALUE).
  * Returns 0, -PROTO_EBADVALUE (non-integer limit/ttl/hide/wait, or negative
  * or over PROTO_BURROW_SECONDS_MAX ttl/hide/wait; a negative limit is
  * accepted and means unlimited), -PROTO_EBADENC (bad escape, NUL in a

@@ -78,6 +78,7 @@ struct shed_agg {
     size_t max_probes;
     pthread_mutex_t elock; /* guards empty[] */
     struct empty *empty;   /* EMPTY_SLOTS entries */
+    _Atomic int64_t clock; /* the latest Shed-Clock any backend sent */
 };
 
 /* Process-wide counters, so /metrics needs no aggregator instance. */
@@ -513,6 +514,7 @@ struct urlopts {
     bool stamps;            /* shed_stamps=1 */
     const struct pos *from; /* shed_after (+ marker as its id), NULL or unset: none */
     const struct pos *upto; /* shed_upto (+ shed_upto_id), NULL: none */
+    int64_t clock;          /* > 0: shed_clock */
 };
 
 static void
@@ -558,6 +560,8 @@ make_url(char *out, size_t len, const struct shed_agg_req *r, uint32_t be, const
         sb_str(&b, "match_hidden=true&");
     if (o->stamps)
         sb_str(&b, "shed_stamps=1&");
+    if (o->clock > 0)
+        sb_int(&b, "shed_clock", o->clock);
     if (o->from != NULL && o->from->set)
         sb_pos(&b, "shed_after", "marker=", o->from);
     if (o->upto != NULL && o->upto->set)
@@ -766,7 +770,22 @@ take_one(struct shed_agg_req *r, uint32_t be, const struct shed_fanout_res *res,
         return false;
     }
     l->clock = res->clock;
+    for (int64_t seen = atomic_load(&r->agg->clock);
+         res->clock > seen && !atomic_compare_exchange_weak(&r->agg->clock, &seen, res->clock);)
+        ;
     return true;
+}
+
+/* The clock every backend a message request asks goes on to (shed_clock):
+ * the latest any backend or this host has, so that on backends whose wall
+ * clocks lag, what is created after this request still sorts after what
+ * it shows, and the horizon of its answers is at least that clock. */
+static int64_t
+agg_clock(const struct shed_agg_req *r)
+{
+    int64_t seen = atomic_load(&r->agg->clock), now = (int64_t)(clock_real_ns() / 1000);
+
+    return seen > now ? seen : now;
 }
 
 /* Parse <n> answers into list slots [off, off + n) (servers order[off..]). */
@@ -1261,6 +1280,7 @@ fetch_send(struct shed_agg_req *r, size_t from, size_t n, const struct pos *from
         r->slim[from + k] = o.limit;
         o.match_hidden = r->q.match_hidden;
         o.stamps = true;
+        o.clock = agg_clock(r);
         o.from = from_pos != NULL ? &from_pos[k] : &r->after;
         if (batch_add(&b, r, "GET", r->order[from + k], NULL, 0, &o, r->timeout_ms) < 0) {
             batch_free(&b);
@@ -1775,6 +1795,7 @@ destr_all(struct shed_agg_req *r)
         o.attrs = r->m == M_POST;
         o.match_hidden = r->q.match_hidden;
         o.stamps = true;
+        o.clock = agg_clock(r);
         o.from = &r->start;
         if (batch_add(&b, r, method_name(r->m), r->order[i], NULL, 0, &o, r->timeout_ms) < 0) {
             batch_free(&b);
@@ -1906,6 +1927,7 @@ destr_op(struct shed_agg_req *r)
             o.attrs = r->m == M_POST;
             o.match_hidden = r->q.match_hidden;
             o.stamps = true;
+            o.clock = agg_clock(r);
             o.from = &r->after;
             o.upto = &r->upto;
             r->acc_be[r->nacc + b.n] = be;
@@ -2124,6 +2146,7 @@ wait_poll(struct shed_agg_req *r)
         o.limit = 1;
         o.wait = secs;
         o.match_hidden = r->q.match_hidden;
+        o.clock = agg_clock(r);
         o.from = &r->start;
         if (batch_add(&b, r, "GET", r->order[i], NULL, 0, &o,
                       (uint64_t)secs * 1000 + r->timeout_ms) < 0) {

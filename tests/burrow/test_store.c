@@ -554,3 +554,23 @@ Test(store, queue_and_account_stamps)
     cr_assert_eq(burrow_store_list_accounts(st, 1, &f, acc_stamp, &c), 2);
     cr_assert_str_eq(c.ids, "a=100,b=101");
 }
+
+/* The clock as a logical clock: moved on by a clock seen elsewhere (later
+ * stamps are above it), and by a put's own stamp unless that is more than
+ * an hour ahead. */
+Test(store, clock_moves_on)
+{
+    int64_t hour = 3600LL * 1000000;
+
+    cr_assert_eq(burrow_store_clock(st, 1000), 1000);
+    cr_assert_eq(burrow_store_clock(st, 5000), 5000);
+    cr_assert_eq(burrow_store_clock(st, 10), 5000, "never back");
+    cr_assert_eq(burrow_store_put_at(st, 1, 100, S("a"), S("q"), S("m1"), "", 0, 0, 0, 0), 1);
+    cr_assert_eq(stamp_at("m1"), 5001);
+    cr_assert_eq(burrow_store_put_at(st, 1, 100, S("a"), S("q"), S("m2"), "", 0, 0, 0, 9000), 1);
+    cr_assert_eq(burrow_store_clock(st, 0), 9000);
+    cr_assert_eq(
+        burrow_store_put_at(st, 1, 100, S("a"), S("q"), S("m3"), "", 0, 0, 0, 100 + hour + 1), 1);
+    cr_assert_eq(stamp_at("m3"), 100 + hour + 1, "kept as given");
+    cr_assert_eq(burrow_store_clock(st, 0), 9000, "but the clock did not jump an hour");
+}

@@ -278,6 +278,51 @@ Test(burrow, query_marker_too_long)
     cr_assert_eq(proto_burrow_query_parse(&q, "marker=abcdef", 13, buf, 3), -PROTO_ETOOLONG);
 }
 
+/* shed's ordering extension (struct proto_burrow_shed). */
+Test(burrow, query_shed_extension)
+{
+    static const struct {
+        const char *qs;
+        int rc;
+    } bad[] = {
+        {"shed_after=-1", -PROTO_EBADVALUE},
+        {"shed_upto=x", -PROTO_EBADVALUE},
+        {"shed_stamp=0", -PROTO_EBADVALUE},
+        {"shed_clock=-5", -PROTO_EBADVALUE},
+        {"shed_after=9007199254740993", -PROTO_EBADVALUE}, /* over 2^53 */
+    };
+    char buf[1024];
+    struct proto_burrow_query q;
+    const char *all = "shed_stamps=1&shed_after=17&marker=m%201&shed_upto=99&shed_upto_id=z"
+                      "&shed_stamp=5&shed_clock=9007199254740992&shed_other=x";
+
+    proto_burrow_query_init(&q);
+    cr_assert_eq(proto_burrow_query_parse(&q, all, strlen(all), buf, sizeof(buf)), 0);
+    cr_assert(q.shed.stamps);
+    cr_assert(q.shed.has_after && q.shed.after == 17);
+    cr_assert(q.shed.has_upto && q.shed.upto == 99);
+    cr_assert_eq(q.shed.upto_id.len, 1);
+    cr_assert_eq(q.shed.upto_id.ptr[0], 'z');
+    cr_assert(q.shed.has_stamp && q.shed.stamp == 5);
+    cr_assert(q.shed.has_clock && q.shed.clock == PROTO_BURROW_STAMP_MAX);
+    cr_assert_eq(q.marker.len, 3, "the marker is the position's id");
+    proto_burrow_query_init(&q);
+    cr_assert_eq(proto_burrow_query_parse(&q, "shed_stamps=true", 16, buf, sizeof(buf)), 0);
+    cr_assert(q.shed.stamps);
+    proto_burrow_query_init(&q);
+    cr_assert_eq(proto_burrow_query_parse(&q, "shed_stamps=0", 13, buf, sizeof(buf)), 0);
+    cr_assert(!q.shed.stamps && !q.shed.has_after);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        proto_burrow_query_init(&q);
+        cr_assert_eq(proto_burrow_query_parse(&q, bad[i].qs, strlen(bad[i].qs), buf, sizeof(buf)),
+                     bad[i].rc, "%s", bad[i].qs);
+    }
+    cr_assert_eq(proto_burrow_key_cmp(1, "b", 1, 2, "a", 1), -1);
+    cr_assert_eq(proto_burrow_key_cmp(2, "a", 1, 2, "ab", 2), -1);
+    cr_assert_eq(proto_burrow_key_cmp(2, "ab", 2, 2, "ab", 2), 0);
+    cr_assert_eq(proto_burrow_key_cmp(2, "b", 1, 2, "ab", 2), 1);
+}
+
 Test(burrow, query_parameter_count)
 {
     char qs[8 * (PROTO_BURROW_QUERY_MAX + 2)], buf[1024];
