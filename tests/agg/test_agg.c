@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ring/ring.h"
@@ -160,74 +161,72 @@ Test(agg, metrics_text)
     cr_assert_eq(shed_agg_metrics(buf, 10), 9, "truncated, NUL-terminated");
 }
 
+/* A cell of <n> members named <prefix> and a 4-digit number, none
+ * listening, made the route of the next requests with list_all on; free
+ * with big_cell_free(). */
+struct big_cell {
+    struct ring *ring;
+    _Atomic uint8_t *live;
+    _Atomic uint32_t *load;
+};
+
+static void
+big_cell(struct big_cell *c, size_t n, char prefix, uint32_t buckets)
+{
+    static char ids[4097][16];
+    static struct ring_member m[4097];
+    struct shed_agg_config ac = {.list_all = true, .backend_timeout_ms = 500};
+    struct ring_config cfg;
+
+    cr_assert_leq(n, 4097);
+    c->live = calloc(n, sizeof(*c->live));
+    c->load = calloc(n, sizeof(*c->load));
+    cr_assert(c->live != NULL && c->load != NULL);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "%c%04zu", prefix, i);
+        m[i] = (struct ring_member){ids[i], "http://127.0.0.1:1", "", 100};
+    }
+    ring_config_default(&cfg);
+    cfg.buckets = buckets;
+    cr_assert_eq(ring_build(&cfg, m, n, &c->ring), 0);
+    route.ring = c->ring;
+    route.live = c->live;
+    route.load = c->load;
+    shed_agg_reconfigure(agg, &ac);
+}
+
+static void
+big_cell_free(struct big_cell *c)
+{
+    ring_destroy(c->ring);
+    free(c->live);
+    free(c->load);
+}
+
 /* GET /v1.0 asks every server of the cell: past the aggregator's maximum
  * it is refused with a clear 403, never answered from a silently shorter
  * list of servers. */
 Test(agg, list_all_past_the_server_maximum_is_403)
 {
-    enum { N = 4097 };
-    static char ids[N][16];
-    static struct ring_member m[N];
-    struct shed_agg_config ac = {.list_all = true, .backend_timeout_ms = 500};
-    struct ring_config cfg;
-    struct registry_route big = route;
-    struct ring *bring = NULL;
-    _Atomic uint8_t *blive = calloc(N, sizeof(*blive));
-    _Atomic uint32_t *bload = calloc(N, sizeof(*bload));
+    struct big_cell c;
 
-    cr_assert(blive != NULL && bload != NULL);
-    for (size_t i = 0; i < N; i++) {
-        snprintf(ids[i], sizeof(ids[i]), "m%zu", i);
-        m[i] = (struct ring_member){ids[i], "http://127.0.0.1:1", "", 100};
-    }
-    ring_config_default(&cfg);
-    cfg.buckets = 8192;
-    cr_assert_eq(ring_build(&cfg, m, N, &bring), 0);
-    big.ring = bring;
-    big.live = blive;
-    big.load = bload;
-    shed_agg_reconfigure(agg, &ac);
-    route = big;
+    big_cell(&c, 4097, 'm', 8192);
     cr_assert_eq(run("GET", "/v1.0", NULL, NULL, NULL, 0), 403);
     cr_assert_eq(run("DELETE", "/v1.0", NULL, NULL, NULL, 0), 403);
-    ring_destroy(bring);
-    free(blive);
-    free(bload);
+    big_cell_free(&c);
 }
 
 /* A cell of 200 servers: GET /v1.0 asks them in slices (IDS_SLICE), every
  * one of them in the end. */
 Test(agg, list_all_asks_every_server_in_slices)
 {
-    enum { N = 200 };
-    static char ids[N][16];
-    static struct ring_member m[N];
-    struct shed_agg_config ac = {.list_all = true, .backend_timeout_ms = 500};
-    struct ring_config cfg;
-    struct registry_route big = route;
-    struct ring *bring = NULL;
-    _Atomic uint8_t *blive = calloc(N, sizeof(*blive));
-    _Atomic uint32_t *bload = calloc(N, sizeof(*bload));
+    struct big_cell c;
     uint64_t before = shed_agg_backend_errors();
     char hdr[1024];
 
-    cr_assert(blive != NULL && bload != NULL);
-    for (size_t i = 0; i < N; i++) {
-        snprintf(ids[i], sizeof(ids[i]), "s%03zu", i);
-        m[i] = (struct ring_member){ids[i], "http://127.0.0.1:1", "", 100};
-    }
-    ring_config_default(&cfg);
-    cfg.buckets = 1024;
-    cr_assert_eq(ring_build(&cfg, m, N, &bring), 0);
-    big.ring = bring;
-    big.live = blive;
-    big.load = bload;
-    shed_agg_reconfigure(agg, &ac);
-    route = big;
+    big_cell(&c, 200, 's', 1024);
     cr_assert_eq(run("GET", "/v1.0", NULL, "Shed-Partial", hdr, sizeof(hdr)), 503);
-    cr_assert_eq(strncmp(hdr, "200 of 200 backends unreachable: s000,s001", 42), 0, "%s", hdr);
-    cr_assert_eq(shed_agg_backend_errors() - before, N, "every server asked once");
-    ring_destroy(bring);
-    free(blive);
-    free(bload);
+    cr_assert_eq(strncmp(hdr, "200 of 200 backends unreachable: s0000,s0001", 44), 0, "%s", hdr);
+    cr_assert_eq(shed_agg_backend_errors() - before, 200, "every server asked once");
+    big_cell_free(&c);
 }
