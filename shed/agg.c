@@ -2799,7 +2799,7 @@ shed_agg_response(struct shed_agg_req *r, unsigned *status)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->out.ctype);
     if (r->out.status == MHD_HTTP_NO_CONTENT) {
         /* MHD leaves Content-Length out of a 204; Burrow clients read it
-         * from every 2xx answer (burrow-api.md section 1.3). */
+         * from every 2xx answer (docs/aggregator.md, "Burrow status rules kept"). */
         MHD_set_response_options(resp, MHD_RF_INSANITY_HEADER_CONTENT_LENGTH, MHD_RO_END);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_LENGTH, "0");
     }

@@ -126,7 +126,8 @@ int shed_merge_stamp_of(const char *body, size_t len, int64_t *stamp);
 long shed_merge_window(const struct shed_merge_list *lists, size_t n, const char *marker,
                        size_t mlen, int64_t limit, struct shed_merge_pick *picks, size_t max);
 
-/* The operation's default detail (burrow-api.md section 1). */
+/* The operation's default detail, as Burrow has it (GET: all for messages, id
+ * for accounts and queues; POST and DELETE: none). */
 enum proto_burrow_detail shed_merge_default_detail(enum proto_burrow_level level, bool is_get);
 
 /* The detail to ask backends for so that ids and stamps can be read and the
