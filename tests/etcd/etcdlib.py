@@ -31,16 +31,26 @@ def etcd_binary():
 
 class Etcd:
     def __init__(self, n=1):
-        self.dir = harness.tmpdir("shed-etcd-")
         self.names = ["e%d" % i for i in range(n)]
-        self.client = {m: harness.free_port() for m in self.names}
-        self.peer = {m: harness.free_port() for m in self.names}
-        self.procs = {}
-        self.started_once = set()
-        for m in self.names:
-            self.start(m, wait=False)
-        for m in self.names:
-            harness.wait_port("127.0.0.1", self.client[m], proc=self.procs[m], timeout=20)
+        # free_port() cannot reserve a port: another test running at the
+        # same time may take it first. Then start over on new ports.
+        for attempt in range(3):
+            self.dir = harness.tmpdir("shed-etcd-")
+            self.client = {m: harness.free_port() for m in self.names}
+            self.peer = {m: harness.free_port() for m in self.names}
+            self.procs = {}
+            self.started_once = set()
+            for m in self.names:
+                self.start(m, wait=False)
+            try:
+                for m in self.names:
+                    harness.wait_port("127.0.0.1", self.client[m], proc=self.procs[m],
+                                      timeout=20)
+                break
+            except RuntimeError as e:
+                self.stop_all()
+                if attempt == 2 or "address already in use" not in str(e):
+                    raise
         harness.wait_until(self.healthy, timeout=20, what="etcd has a leader")
 
     def url(self, m):
