@@ -5,7 +5,8 @@
  * and checks Content-Length; upload calls collect a PUT body up to the
  * configured maximum; the final call runs the operation under the store
  * lock and queues the response. Answering on the final call, never the
- * first, keeps keep-alive (reference/libmicrohttpd-notes.md, trap 1).
+ * first, keeps keep-alive (libmicrohttpd 0.9.75 closes a connection
+ * whose response was queued on the first call).
  *
  * Hostile input (docs/hardening.md): the request target is taken raw from
  * libmicrohttpd's URI log callback, before libmicrohttpd 0.9.75 cuts it at a

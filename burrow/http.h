@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: ISC */
 /*
  * burrow/http: burrowd's HTTP front end. Maps Burrow v1.0 requests
- * (reference/burrow-api.md section 1) onto burrow/store, shapes responses
+ * (docs/burrow-api.md) onto burrow/store, shapes responses
  * per detail level, and parks long-polls (`wait`).
  *
  * Threading model: libmicrohttpd runs with one internal polling thread on

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: ISC */
 /*
  * burrow/store: the in-memory Burrow data model of burrowd (accounts ->
- * queues -> messages, reference/burrow-api.md sections 0 and 3).
+ * queues -> messages, docs/burrow-api.md).
  *
  * Accounts and queues exist only while they hold messages; everything is
  * kept in insertion order (a queue or account that vanishes and comes back

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: ISC */
 /*
- * client/burrow: the Burrow v1.0 API (reference/burrow-api.md) on top of the
+ * client/burrow: the Burrow v1.0 API (docs/burrow-api.md) on top of the
  * shed client: put, get, update, delete, list (accounts, queues, messages),
  * claim, and a paging iterator. Message operations get pinned like any other
  * request; list operations follow the shed's redirect to the aggregator.

@@ -2,7 +2,7 @@
 /*
  * proto/burrow: the Burrow v1.0 URL grammar. Paths and query strings arrive
  * raw (still percent-encoded); this file splits and decodes them with a hard
- * maximum on every piece, following reference/burrow-api.md sections 1 and 2
+ * maximum on every piece, following docs/burrow-api.md
  * and taking its suggested fixes: bad integers and negative ttl/hide/wait are
  * a 400 (the reference crashed with a 500), ids are percent-decoded and may
  * hold any byte but '/' and NUL. Hostile input (docs/hardening.md) is refused

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: ISC */
 /*
- * proto/burrow: the Burrow v1.0 URL grammar (reference/burrow-api.md
- * sections 1 and 2). Pure: no I/O, no logging.
+ * proto/burrow: the Burrow v1.0 URL grammar (docs/burrow-api.md). Pure: no I/O, no logging.
  *
  * Paths arrive raw (still percent-encoded: the daemons install a no-op
  * unescape callback in libmicrohttpd). Each segment is percent-decoded into a

@@ -4,7 +4,7 @@
  *
  * Why this placement algorithm. Members are identified by strings, not by
  * dense slots handed out by a control plane, so the probe-over-slots design of
- * reference/hashing.md 4.3 would need a slot assignment that is both a pure
+ * the first draft would need a slot assignment that is both a pure
  * function of the member set and stable under joins; every such assignment we
  * could think of (hash mod S, rank of the hash, linear hashing) either moves
  * whole members between slots on a join (2-3x optimal movement) or has a cliff

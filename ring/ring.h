@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: ISC */
 /*
  * ring: two-step consistent hashing for Burrow (see DESIGN.md section 3 and
- * reference/hashing.md section 4).
+ * the header comment of ring.c).
  *
  *   account -> K buckets out of B     ring_account_buckets()   (no membership)
  *   "queue/message" -> one of those K ring_key_index()         (jump hash)

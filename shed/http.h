@@ -12,7 +12,8 @@
  * shed_call): the first call has call->first set and no context yet. The
  * line role answers on the first call when the request announces a body (so
  * Expect: 100-continue never uploads), otherwise on the second (which keeps
- * keep-alive: see reference/libmicrohttpd-notes.md, trap 1). A role that
+ * keep-alive: libmicrohttpd 0.9.75 closes a connection whose response was
+ * queued on the first call). A role that
  * needs per-request state allocates a context whose first member is a struct
  * shed_req_ctx: it is freed through its free_fn when the request completes.
  *

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: ISC
 """Integration test for burrowd: the Burrow v1.0 HTTP API of
-reference/burrow-api.md over loopback, endpoint by endpoint, plus long-polls
+docs/burrow-api.md over loopback, endpoint by endpoint, plus long-polls
 (many at once), concurrency, bad input and a clean SIGTERM exit.
 
 burrowd runs with --default-ttl 0 like the reference test harness.
