@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "client/wire.h"
+#include "common/buf.h"
 #include "common/clock.h"
 #include "proto/burrow.h"
 #include "ring/ring.h"
@@ -346,27 +347,10 @@ write_cb(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct hop *h = arg;
     size_t len = size * nmemb;
+    int rc = buf_append(&h->body, &h->len, &h->cap, h->max, data, len);
 
-    if (h->len + len > h->max) {
-        h->too_big = true;
-        return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
-    }
-    if (h->len + len + 1 > h->cap) {
-        size_t cap = h->cap ? h->cap : 1024;
-        char *nb;
-
-        while (cap < h->len + len + 1)
-            cap *= 2;
-        nb = realloc(h->body, cap);
-        if (nb == NULL)
-            return 0;
-        h->body = nb;
-        h->cap = cap;
-    }
-    memcpy(h->body + h->len, data, len);
-    h->len += len;
-    h->body[h->len] = '\0';
-    return len;
+    h->too_big |= rc == -E2BIG;
+    return rc == 0 ? len : 0; /* 0 aborts the transfer with CURLE_WRITE_ERROR */
 }
 
 /* One HTTP exchange on a borrowed easy handle. <connect_to> routes the

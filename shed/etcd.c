@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/buf.h"
 #include "common/log.h"
 #include "shed/http.h"
 #include "shed/registry.h"
@@ -671,22 +672,7 @@ on_body(char *ptr, size_t size, size_t n, void *arg)
 {
     struct buf *b = arg;
     size_t add = size * n;
-    if (b->len + add + 1 > b->max)
-        return 0;
-    if (b->len + add + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 4096;
-        while (nc < b->len + add + 1)
-            nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (np == NULL)
-            return 0;
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->len, ptr, add);
-    b->len += add;
-    b->p[b->len] = '\0';
-    return add;
+    return buf_append(&b->p, &b->len, &b->cap, b->max - 1, ptr, add) == 0 ? add : 0;
 }
 
 static void

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/buf.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "proto/burrow.h"
@@ -120,29 +121,10 @@ on_data(char *ptr, size_t size, size_t nmemb, void *arg)
 {
     struct buf *b = arg;
     size_t n = size * nmemb;
+    int rc = buf_append(&b->p, &b->len, &b->cap, HANDOFF_BODY_MAX - 1, ptr, n);
 
-    if (b->len + n + 1 > HANDOFF_BODY_MAX) {
-        b->over = true;
-        return 0; /* aborts the transfer */
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        char *p;
-
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        if (cap > HANDOFF_BODY_MAX)
-            cap = HANDOFF_BODY_MAX;
-        p = realloc(b->p, cap);
-        if (p == NULL)
-            return 0;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, ptr, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return n;
+    b->over |= rc == -E2BIG;
+    return rc == 0 ? n : 0; /* 0 aborts the transfer */
 }
 
 /* One call; the answer is in h->resp. The HTTP status, or 0 when there is
