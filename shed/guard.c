@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,7 @@
 struct gconn {
     struct gconn *prev, *next;
     int fd;
-    uint64_t deadline; /* monotonic ms; UINT64_MAX: none */
+    _Atomic uint64_t deadline; /* monotonic ms; UINT64_MAX: none; no lock needed */
     unsigned char key[16];
     bool keyed;
     /* The current request's raw target (shed_guard_uri()): */
@@ -43,7 +44,7 @@ struct slot {
 
 static struct {
     pthread_mutex_t mu;
-    uint64_t header_ms, idle_ms;
+    _Atomic uint64_t header_ms, idle_ms; /* read on every request, without the lock */
     unsigned per_source;
     struct gconn head; /* sentinel of the list of open connections */
     size_t open;
@@ -303,9 +304,9 @@ shed_guard_request(struct MHD_Connection *conn)
     struct gconn *g = gconn_of(conn);
     if (g == NULL)
         return;
-    pthread_mutex_lock(&G.mu);
-    g->deadline = UINT64_MAX; /* headers complete: the handler has it */
-    pthread_mutex_unlock(&G.mu);
+    /* Headers complete: the handler has it. An atomic store, no lock: this
+     * runs on every request (MHD keeps <g> alive while it calls us). */
+    atomic_store_explicit(&g->deadline, UINT64_MAX, memory_order_relaxed);
 }
 
 void
@@ -314,9 +315,10 @@ shed_guard_done(struct MHD_Connection *conn, uint64_t now_ms)
     struct gconn *g = gconn_of(conn);
     if (g == NULL)
         return;
-    pthread_mutex_lock(&G.mu);
-    g->deadline = G.header_ms > 0 ? now_ms + G.idle_ms + G.header_ms : UINT64_MAX;
-    pthread_mutex_unlock(&G.mu);
+    uint64_t header = atomic_load_explicit(&G.header_ms, memory_order_relaxed);
+    uint64_t idle = atomic_load_explicit(&G.idle_ms, memory_order_relaxed);
+    atomic_store_explicit(&g->deadline, header > 0 ? now_ms + idle + header : UINT64_MAX,
+                          memory_order_relaxed);
 }
 
 size_t
@@ -330,11 +332,11 @@ shed_guard_sweep(uint64_t now_ms)
         return 0;
     }
     for (struct gconn *g = G.head.next; g != &G.head; g = g->next) {
-        if (g->deadline > now_ms || g->fd < 0)
+        if (atomic_load_explicit(&g->deadline, memory_order_relaxed) > now_ms || g->fd < 0)
             continue;
         /* MHD sees the end of the stream and closes it in its own thread. */
         shutdown(g->fd, SHUT_RDWR);
-        g->deadline = UINT64_MAX;
+        atomic_store_explicit(&g->deadline, UINT64_MAX, memory_order_relaxed);
         n++;
     }
     G.timeouts += n;
