@@ -23,8 +23,12 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/log.h"
+#include "proto/burrow.h"
+#include "shed/hints.h"
 #include "shed/http.h"
+#include "shed/master.h"
 #include "shed/registry.h"
 
 #define WATCH_BUF_MAX  (16u << 20) /* one watch message */
@@ -35,7 +39,9 @@
 #define NBUCKETS       4096        /* writer table hash buckets */
 #define SHED_PART_MAX  (SHED_URL_MAX)
 #define VALUE_JSON_MAX 2048
-#define PROBED_MAX     64 /* probe verdicts waiting for the thread */
+#define PROBED_MAX     64    /* probe verdicts waiting for the thread */
+#define HINT_QUEUE_MAX 10000 /* master: hints waiting for the thread */
+#define HINT_VALUE_MAX (3 * PROTO_BURROW_PATH_MAX + 2 * SHED_URL_MAX + 256)
 
 /* ---- base64 (standard alphabet, padded: the gateway's bytes) ---- */
 
@@ -99,6 +105,12 @@ shed_etcd_b64_decode(const char *s, size_t len, void *out, size_t outlen)
             o[n++] = (uint8_t)w;
     }
     return (long)n;
+}
+
+static uint64_t
+wall_ms(void)
+{
+    return clock_real_ns() / 1000000u;
 }
 
 /* ---- the record ---- */
@@ -180,6 +192,83 @@ shed_etcd_key_split(const char *rel, size_t len, char *service, size_t slen, cha
     memcpy(id, s1 + 1, b);
     id[b] = '\0';
     return 0;
+}
+
+int
+shed_etcd_key_class(const char *rel, size_t len, char *cell, size_t clen, const char **rest)
+{
+    static const char cells[] = SHED_ETCD_CELLS_DIR, hints[] = SHED_ETCD_HINTS_DIR;
+    int kind = SHED_ETCD_KEY_MEMBER;
+    const char *p = rel, *end = rel + len, *slash;
+
+    if (len >= sizeof(cells) - 1 && memcmp(rel, cells, sizeof(cells) - 1) == 0) {
+        kind = SHED_ETCD_KEY_CELL;
+        p += sizeof(cells) - 1;
+    } else if (len >= sizeof(hints) - 1 && memcmp(rel, hints, sizeof(hints) - 1) == 0) {
+        kind = SHED_ETCD_KEY_HINT;
+        p += sizeof(hints) - 1;
+    } else if (len > 0 && rel[0] == '~') {
+        return -EINVAL;
+    }
+    slash = memchr(p, '/', (size_t)(end - p));
+    if (slash == NULL || slash == p || (size_t)(slash - p) >= clen || slash + 1 == end)
+        return -EINVAL;
+    for (const char *c = p; c < slash; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '_'))
+            return -EINVAL;
+    memcpy(cell, p, (size_t)(slash - p));
+    cell[slash - p] = '\0';
+    *rest = slash + 1;
+    return kind;
+}
+
+int
+shed_etcd_cell_decode(const char *buf, size_t len, char *aggregator, size_t size)
+{
+    json_t *o = json_loadb(buf, len, 0, NULL);
+    int rc = json_is_object(o) ? copy_str(o, "aggregator", aggregator, size, true) : -EINVAL;
+    json_decref(o);
+    return rc;
+}
+
+int
+shed_etcd_hint_key(char *buf, size_t len, const char *prefix, const char *cell, uint64_t seq,
+                   const char *shed)
+{
+    int n = snprintf(buf, len, "%s" SHED_ETCD_HINTS_DIR "%s/%020" PRIu64 "-%s", prefix, cell, seq,
+                     shed);
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+char *
+shed_etcd_hint_encode(const char *service, const char *path, const char *url, uint64_t at_ms)
+{
+    json_t *o = json_pack("{s:s,s:s,s:s,s:I}", "service", service, "path", path, "url", url, "at",
+                          (json_int_t)at_ms);
+    char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s;
+}
+
+int
+shed_etcd_hint_decode(const char *buf, size_t len, struct shed_etcd_hint *h)
+{
+    json_t *o = json_loadb(buf, len, 0, NULL), *at;
+    int rc = -EINVAL;
+    if (!json_is_object(o))
+        goto out;
+    at = json_object_get(o, "at");
+    if (!json_is_integer(at) || json_integer_value(at) < 0 ||
+        copy_str(o, "service", h->service, sizeof(h->service), true) < 0 ||
+        copy_str(o, "path", h->path, sizeof(h->path), true) < 0 ||
+        copy_str(o, "url", h->url, sizeof(h->url), true) < 0 || h->service[0] == '\0' ||
+        h->path[0] != '/' || h->url[0] == '\0')
+        goto out;
+    h->at_ms = (uint64_t)json_integer_value(at);
+    rc = 0;
+out:
+    json_decref(o);
+    return rc;
 }
 
 /* ---- the view: every key of the cell, sorted, so one member's keys
@@ -409,41 +498,81 @@ struct op {
     char *value; /* W_PUT, W_GONE */
 };
 
-static struct {
+enum mode {
+    MODE_CELL,   /* line or aggregator: <prefix><cell>/, feeds the registry */
+    MODE_MASTER, /* master: every cell under <prefix>, feeds shed/master */
+};
+
+/* One cell's keys as held from etcd and what changed since the last apply. */
+struct sink {
+    char cell[PROTO_SYNC_NAME_MAX + 1];
+    char aggregator[PROTO_SYNC_URL_MAX + 1]; /* master mode: from ~cells/ */
+    struct shed_etcd_view *view;
+    struct proto_sync_msg out;
+};
+
+/* A hint waiting for the master's etcd thread to write it. */
+struct qhint {
+    char cell[PROTO_SYNC_NAME_MAX + 1];
+    char *value; /* the record, JSON */
+};
+
+/* Hints of one cell in etcd, as last counted (the bound). */
+struct hcount {
+    char cell[PROTO_SYNC_NAME_MAX + 1];
+    uint64_t n, counted_at;
+};
+
+struct shed_etcd {
+    enum mode mode;
     bool running;
-    struct registry *reg;
-    struct shed_config cfgv; /* copy; only the fields below are read */
+    struct registry *reg;       /* MODE_CELL */
+    struct shed_master *master; /* MODE_MASTER */
+    struct shed_config cfgv;    /* copy; only the fields below are read */
     char base[SHED_ETCD_KEY_MAX];
     char shed[SHED_PART_MAX]; /* this shed's key part: host:port */
     uint64_t lease_ms, ttl_s, join;
     pthread_t thread;
     _Atomic bool stop;
 
-    pthread_mutex_t mu; /* the writer table and counters below it */
+    pthread_mutex_t mu; /* the writer table, the hint queue and counters below it */
     struct wmember *buckets[NBUCKETS];
     size_t nmembers, ndirty;
     uint64_t dropped;
     char probed[PROBED_MAX][SHED_URL_MAX]; /* host:port a probe found dead */
     size_t nprobed;
+    struct qhint *hq; /* MODE_MASTER: HINT_QUEUE_MAX slots, a ring */
+    size_t hq_head, hq_n;
+    uint64_t hint_seq, hints_dropped, hints_written, hint_drop_log;
 
     /* the thread's own */
     CURLM *multi;
     CURL *req, *watch;
     struct curl_slist *hdrs;
-    size_t ep; /* current endpoint */
-    struct shed_etcd_view *view;
-    bool have_view, need_reload, watching, watch_abort;
+    _Atomic size_t ep;                 /* current endpoint */
+    struct sink sinks[SHED_MAX_CELLS]; /* MODE_CELL: sinks[0] only */
+    size_t nsinks;
+    bool have_view, need_reload, watching, watch_abort, cellkey_dirty;
     uint64_t rev; /* last revision seen (range or event) */
     char *wbuf;
     size_t wlen, wcap;
     char *wbody;
     struct proto_sync_msg again; /* "down" entries to apply once more */
-    int64_t lease_id;
-    uint64_t keepalive_at, refresh_at, retry_at, down_since;
+    int64_t lease_id, hint_lease;
+    uint64_t keepalive_at, refresh_at, retry_at, down_since, last_warn, hint_lease_at;
+    struct op *ops; /* BATCH */
+    struct hcount hcounts[SHED_MAX_CELLS];
+    size_t nhcounts;
+
+    /* hints read by another thread (the aggregator's handoff) */
+    pthread_mutex_t hmu; /* hreq, and cfgv's endpoints against a reload */
+    CURL *hreq;
 
     _Atomic bool up;
     _Atomic uint64_t revision, keys, writes, write_errors, reloads, resumes;
-} G;
+};
+
+static size_t keys_held(const struct shed_etcd *E);
 
 static uint64_t
 fnv(const char *a, const char *b)
@@ -458,9 +587,9 @@ fnv(const char *a, const char *b)
 }
 
 static struct wmember **
-wfind(const char *service, const char *id)
+wfind(struct shed_etcd *E, const char *service, const char *id)
 {
-    struct wmember **pp = &G.buckets[fnv(service, id) % NBUCKETS];
+    struct wmember **pp = &E->buckets[fnv(service, id) % NBUCKETS];
     for (; *pp != NULL; pp = &(*pp)->next)
         if (strcmp((*pp)->rec.service, service) == 0 && strcmp((*pp)->rec.id, id) == 0)
             break;
@@ -473,43 +602,43 @@ dirty(enum wstate s)
     return s == W_PUT || s == W_DEL || s == W_GONE;
 }
 
-/* Under G.mu. */
+/* Under E->mu. */
 static void
-wset(struct wmember *m, enum wstate st)
+wset(struct shed_etcd *E, struct wmember *m, enum wstate st)
 {
     if (dirty(m->st) && !dirty(st))
-        G.ndirty--;
+        E->ndirty--;
     else if (!dirty(m->st) && dirty(st))
-        G.ndirty++;
+        E->ndirty++;
     m->st = st;
     m->ver++;
 }
 
 static void
-wake(void)
+wake(struct shed_etcd *E)
 {
-    if (G.multi != NULL)
-        curl_multi_wakeup(G.multi);
+    if (E != NULL && E->multi != NULL)
+        curl_multi_wakeup(E->multi);
 }
 
 void
-shed_etcd_heartbeat(const struct proto_heartbeat *hb, uint64_t now)
+shed_etcd_note_heartbeat(struct shed_etcd *E, const struct proto_heartbeat *hb, uint64_t now)
 {
     bool kick = false;
-    if (!G.running)
+    if (E == NULL || !E->running || E->mode != MODE_CELL)
         return;
-    pthread_mutex_lock(&G.mu);
-    struct wmember **pp = wfind(hb->service, hb->id), *m = *pp;
+    pthread_mutex_lock(&E->mu);
+    struct wmember **pp = wfind(E, hb->service, hb->id), *m = *pp;
     if (m == NULL) {
-        if (G.nmembers >= G.cfgv.membership.queue_max) {
-            G.dropped++;
-            pthread_mutex_unlock(&G.mu);
+        if (E->nmembers >= E->cfgv.membership.queue_max) {
+            E->dropped++;
+            pthread_mutex_unlock(&E->mu);
             return;
         }
         m = calloc(1, sizeof(*m));
         if (m == NULL) {
-            G.dropped++;
-            pthread_mutex_unlock(&G.mu);
+            E->dropped++;
+            pthread_mutex_unlock(&E->mu);
             return;
         }
         snprintf(m->rec.service, sizeof(m->rec.service), "%s", hb->service);
@@ -517,7 +646,7 @@ shed_etcd_heartbeat(const struct proto_heartbeat *hb, uint64_t now)
         m->rec.state = PROTO_SYNC_UP;
         m->st = W_JOINING;
         *pp = m;
-        G.nmembers++;
+        E->nmembers++;
     }
     enum proto_sync_state st = hb->state == PROTO_HB_DRAINING ? PROTO_SYNC_DRAINING : PROTO_SYNC_UP;
     bool changed = m->rec.incarnation != hb->incarnation || m->rec.state != st ||
@@ -535,57 +664,57 @@ shed_etcd_heartbeat(const struct proto_heartbeat *hb, uint64_t now)
     m->last_hb = now;
     if (m->beats < UINT32_MAX)
         m->beats++;
-    if (m->st == W_JOINING && m->beats >= G.join) {
-        wset(m, W_PUT);
+    if (m->st == W_JOINING && m->beats >= E->join) {
+        wset(E, m, W_PUT);
         kick = true;
     } else if (m->st != W_JOINING && (changed || m->st == W_DEL || m->st == W_GONE)) {
-        wset(m, W_PUT);
+        wset(E, m, W_PUT);
         kick = true;
     }
-    pthread_mutex_unlock(&G.mu);
+    pthread_mutex_unlock(&E->mu);
     if (kick)
-        wake();
+        wake(E);
 }
 
 void
-shed_etcd_deregister(const char *service, size_t slen, const char *id, size_t idlen,
-                     uint64_t incarnation, uint64_t now)
+shed_etcd_note_deregister(struct shed_etcd *E, const char *service, size_t slen, const char *id,
+                          size_t idlen, uint64_t incarnation, uint64_t now)
 {
     char s[PROTO_SYNC_NAME_MAX + 1], i[PROTO_SYNC_ID_MAX + 1];
     (void)now;
-    if (!G.running || slen >= sizeof(s) || idlen >= sizeof(i))
+    if (E == NULL || !E->running || E->mode != MODE_CELL || slen >= sizeof(s) || idlen >= sizeof(i))
         return;
     memcpy(s, service, slen);
     s[slen] = '\0';
     memcpy(i, id, idlen);
     i[idlen] = '\0';
-    pthread_mutex_lock(&G.mu);
-    struct wmember **pp = wfind(s, i), *m = *pp;
+    pthread_mutex_lock(&E->mu);
+    struct wmember **pp = wfind(E, s, i), *m = *pp;
     if (m != NULL && incarnation >= m->rec.incarnation) {
         if (m->st == W_JOINING) {
             *pp = m->next;
             free(m);
-            G.nmembers--;
+            E->nmembers--;
         } else {
             m->rec.state = PROTO_SYNC_GONE;
-            wset(m, W_GONE);
+            wset(E, m, W_GONE);
         }
     }
-    pthread_mutex_unlock(&G.mu);
-    wake();
+    pthread_mutex_unlock(&E->mu);
+    wake(E);
 }
 
 void
-shed_etcd_probe_failed(const char *hostport, uint64_t now)
+shed_etcd_note_probe_failed(struct shed_etcd *E, const char *hostport, uint64_t now)
 {
     (void)now;
-    if (!G.running)
+    if (E == NULL || !E->running || E->mode != MODE_CELL)
         return;
-    pthread_mutex_lock(&G.mu);
-    if (G.nprobed < PROBED_MAX)
-        snprintf(G.probed[G.nprobed++], SHED_URL_MAX, "%s", hostport);
-    pthread_mutex_unlock(&G.mu);
-    wake();
+    pthread_mutex_lock(&E->mu);
+    if (E->nprobed < PROBED_MAX)
+        snprintf(E->probed[E->nprobed++], SHED_URL_MAX, "%s", hostport);
+    pthread_mutex_unlock(&E->mu);
+    wake(E);
 }
 
 /* Is <url> served at <hostport> ("host:port"; the url's port defaults to
@@ -616,22 +745,22 @@ url_at(const char *url, const char *hostport)
  * marks it down once, and heartbeats bring it back as they would after a
  * peer's verdict. The key goes a lease later, like any this shed wrote. */
 static void
-probes(uint64_t now)
+probes(struct shed_etcd *E, uint64_t now)
 {
     char hp[PROBED_MAX][SHED_URL_MAX];
     size_t n;
     struct proto_sync_msg m;
 
-    pthread_mutex_lock(&G.mu);
-    n = G.nprobed;
-    memcpy(hp, G.probed, n * sizeof(hp[0]));
-    G.nprobed = 0;
-    pthread_mutex_unlock(&G.mu);
+    pthread_mutex_lock(&E->mu);
+    n = E->nprobed;
+    memcpy(hp, E->probed, n * sizeof(hp[0]));
+    E->nprobed = 0;
+    pthread_mutex_unlock(&E->mu);
     if (n == 0)
         return;
     proto_sync_msg_init(&m);
-    shed_etcd_view_export(G.view, &m);
-    pthread_mutex_lock(&G.mu);
+    shed_etcd_view_export(E->sinks[0].view, &m);
+    pthread_mutex_lock(&E->mu);
     for (size_t i = 0; i < m.nentries; i++) {
         const struct proto_sync_entry *e = &m.entries[i];
         bool hit = false;
@@ -639,24 +768,25 @@ probes(uint64_t now)
             hit = url_at(e->url, hp[j]);
         if (!hit)
             continue;
-        struct wmember **pp = wfind(e->service, e->id), *w = *pp;
+        struct wmember **pp = wfind(E, e->service, e->id), *w = *pp;
         if (w == NULL) {
-            if (G.nmembers >= G.cfgv.membership.queue_max || (w = calloc(1, sizeof(*w))) == NULL) {
-                G.dropped++;
+            if (E->nmembers >= E->cfgv.membership.queue_max ||
+                (w = calloc(1, sizeof(*w))) == NULL) {
+                E->dropped++;
                 continue;
             }
             *pp = w;
-            G.nmembers++;
+            E->nmembers++;
             w->st = W_CLEAN;
         }
         w->rec = *e;
         w->rec.state = PROTO_SYNC_DOWN;
         w->last_hb = now;
-        w->beats = G.join;
-        wset(w, W_PUT);
+        w->beats = E->join;
+        wset(E, w, W_PUT);
         log_info("etcd: service=%s id=%s down in etcd (probe failed)", e->service, e->id);
     }
-    pthread_mutex_unlock(&G.mu);
+    pthread_mutex_unlock(&E->mu);
     proto_sync_msg_free(&m);
 }
 
@@ -676,77 +806,89 @@ on_body(char *ptr, size_t size, size_t n, void *arg)
 }
 
 static void
-set_up(bool up, const char *why)
+set_up(struct shed_etcd *E, bool up, const char *why)
 {
     uint64_t now = shed_now_ms();
-    bool was = atomic_exchange(&G.up, up);
+    bool was = atomic_exchange(&E->up, up);
     if (was && !up) {
-        pthread_mutex_lock(&G.mu);
-        size_t queued = G.ndirty;
-        pthread_mutex_unlock(&G.mu);
-        G.down_since = now;
+        pthread_mutex_lock(&E->mu);
+        size_t queued = E->ndirty;
+        pthread_mutex_unlock(&E->mu);
+        E->down_since = now;
         log_warnx("etcd: %s unreachable (%s): routing on the last view (%zu keys), "
                   "changes wait (%zu queued)",
-                  G.cfgv.membership.endpoints[G.ep], why, G.view ? shed_etcd_view_size(G.view) : 0,
-                  queued);
+                  E->cfgv.membership.endpoints[E->ep], why, keys_held(E), queued);
     } else if (!was && up) {
-        if (G.down_since != 0)
+        if (E->down_since != 0)
             log_info("etcd: %s reachable again after %" PRIu64 "ms: resyncing",
-                     G.cfgv.membership.endpoints[G.ep], now - G.down_since);
+                     E->cfgv.membership.endpoints[E->ep], now - E->down_since);
         else
-            log_info("etcd: connected to %s", G.cfgv.membership.endpoints[G.ep]);
+            log_info("etcd: connected to %s", E->cfgv.membership.endpoints[E->ep]);
     }
     if (!up) {
-        G.retry_at = now + RETRY_MS;
-        G.ep = (G.ep + 1) % G.cfgv.membership.nendpoints; /* the next endpoint */
+        E->retry_at = now + RETRY_MS;
+        E->ep = (E->ep + 1) % E->cfgv.membership.nendpoints; /* the next endpoint */
     }
+}
+
+/* POST <body> to <endpoint><path> on <h>: the HTTP status (0 when none
+ * came: *<cc> says why), the answer in <b>. */
+static long
+post(CURL *h, struct curl_slist *hdrs, const char *endpoint, const char *path, const char *body,
+     uint64_t timeout_ms, struct buf *b, CURLcode *cc)
+{
+    char url[SHED_URL_MAX + 64];
+    long code = 0;
+
+    snprintf(url, sizeof(url), "%s%s", endpoint, path);
+    curl_easy_reset(h);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    *cc = curl_easy_perform(h);
+    if (*cc == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    return code;
 }
 
 /* POST <body> to <path>; the parsed JSON answer in *<out> (owned). 0,
  * -EIO (etcd unreachable: marked down), -EPROTO (an error answer). */
 static int
-call(const char *path, const char *body, json_t **out)
+call(struct shed_etcd *E, const char *path, const char *body, json_t **out)
 {
-    char url[SHED_URL_MAX + 64];
     struct buf b = {.max = REPLY_MAX};
-    long code = 0;
+    CURLcode cc;
     int rc = 0;
 
     *out = NULL;
-    snprintf(url, sizeof(url), "%s%s", G.cfgv.membership.endpoints[G.ep], path);
-    curl_easy_reset(G.req);
-    curl_easy_setopt(G.req, CURLOPT_URL, url);
-    curl_easy_setopt(G.req, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(G.req, CURLOPT_HTTPHEADER, G.hdrs);
-    curl_easy_setopt(G.req, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(G.req, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(G.req, CURLOPT_TIMEOUT_MS, (long)G.cfgv.membership.timeout_ms);
-    curl_easy_setopt(G.req, CURLOPT_CONNECTTIMEOUT_MS, (long)G.cfgv.membership.timeout_ms);
-    curl_easy_setopt(G.req, CURLOPT_NOSIGNAL, 1L);
-    CURLcode cc = curl_easy_perform(G.req);
+    long code = post(E->req, E->hdrs, E->cfgv.membership.endpoints[E->ep], path, body,
+                     E->cfgv.membership.timeout_ms, &b, &cc);
     if (cc != CURLE_OK) {
-        set_up(false, curl_easy_strerror(cc));
+        set_up(E, false, curl_easy_strerror(cc));
         rc = -EIO;
         goto out;
     }
-    curl_easy_getinfo(G.req, CURLINFO_RESPONSE_CODE, &code);
     *out = b.p != NULL ? json_loadb(b.p, b.len, 0, NULL) : NULL;
     if (code >= 500 && code != 501) {
         /* No leader, or the member is cut off: try another endpoint. */
-        set_up(false, "no leader");
+        set_up(E, false, "no leader");
         rc = -EIO;
     } else if (code != 200 || *out == NULL) {
         /* At most one line a second: a put refused for a lost lease comes
          * once per key until the next keepalive notices. */
-        static uint64_t last_warn;
         uint64_t now = shed_now_ms();
-        if (now - last_warn >= 1000) {
-            last_warn = now;
+        if (now - E->last_warn >= 1000) {
+            E->last_warn = now;
             log_warnx("etcd: %s: HTTP %ld: %.200s", path, code, b.p != NULL ? b.p : "");
         }
         rc = -EPROTO;
     } else {
-        set_up(true, NULL);
+        set_up(E, true, NULL);
     }
 out:
     if (rc < 0) {
@@ -781,21 +923,15 @@ b64dup(const char *s, size_t len)
     return out;
 }
 
-/* JSON {"key": b64(<key>) [, "range_end": b64(end of the cell's range)] ...} */
+/* JSON {"key": b64(<key>) [, "range_end": b64(<end>)] [, <extra>]} */
 static char *
-key_body(const char *key, bool range, const char *extra)
+key_body_end(const char *key, const char *end, const char *extra)
 {
     char *k = b64dup(key, strlen(key)), *e = NULL, *out = NULL;
     if (k == NULL)
         return NULL;
-    if (range) {
-        char end[SHED_ETCD_KEY_MAX];
-        snprintf(end, sizeof(end), "%s", key);
-        end[strlen(end) - 1]++; /* the base ends with '/': "0" is just past it */
-        e = b64dup(end, strlen(end));
-        if (e == NULL)
-            goto out;
-    }
+    if (end != NULL && (e = b64dup(end, strlen(end))) == NULL)
+        goto out;
     size_t n = strlen(k) + (e ? strlen(e) : 0) + (extra ? strlen(extra) : 0) + 64;
     out = malloc(n);
     if (out != NULL)
@@ -807,252 +943,388 @@ out:
     return out;
 }
 
-/* ---- reading: range, watch, refresh ---- */
-
-static void
-apply(struct proto_sync_msg *m)
+/* The same; <range>: every key under <key> (which ends with '/'). */
+static char *
+key_body(const char *key, bool range, const char *extra)
 {
-    size_t n = 0;
-    if (m->nentries > 0)
-        registry_apply(G.reg, m, shed_now_ms(), false, &n);
-    /* A "down" lands in the same millisecond as a refresh that heard the
-     * member: the registry takes it for old news. Say it again next turn. */
-    for (size_t i = 0; n < m->nentries && i < m->nentries; i++)
-        if (m->entries[i].state == PROTO_SYNC_DOWN && G.again.nentries < PROTO_SYNC_MAX_ENTRIES)
-            proto_sync_msg_add(&G.again, &m->entries[i]);
-    proto_sync_msg_free(m);
-    proto_sync_msg_init(m);
-    atomic_store(&G.keys, G.view != NULL ? shed_etcd_view_size(G.view) : 0);
+    char end[SHED_ETCD_KEY_MAX];
+    if (!range)
+        return key_body_end(key, NULL, extra);
+    snprintf(end, sizeof(end), "%s", key);
+    end[strlen(end) - 1]++; /* the base ends with '/': "0" is just past it */
+    return key_body_end(key, end, extra);
 }
 
-/* Decode kv (a gateway KeyValue) relative to the base into <rel>; 0 or
- * -EINVAL (not ours). */
+/* What this shed reads: a cell's keys, or (a master) every cell's and the
+ * cells' records, not the hints ("~hints/" sorts after "~cells/" and
+ * after every cell name, whose characters are [a-z0-9_-]). */
+static char *
+read_body(const struct shed_etcd *E, const char *extra)
+{
+    char end[SHED_ETCD_KEY_MAX];
+    if (E->mode == MODE_CELL)
+        return key_body(E->base, true, extra);
+    snprintf(end, sizeof(end), "%.200s" SHED_ETCD_HINTS_DIR, E->base);
+    end[strlen(end) - 1] = '\0'; /* "<prefix>~hints": just past every cell's and ~cells/ */
+    return key_body_end(E->base, end, extra);
+}
+
+/* ---- reading: range, watch, refresh ---- */
+
+static size_t
+keys_held(const struct shed_etcd *E)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < E->nsinks; i++)
+        n += shed_etcd_view_size(E->sinks[i].view);
+    return n;
+}
+
+/* The sink of cell <cell>, created (with an empty view) when <create>;
+ * NULL when there is no room (SHED_MAX_CELLS) or memory. */
+static struct sink *
+sink_get(struct shed_etcd *E, const char *cell, bool create)
+{
+    for (size_t i = 0; i < E->nsinks; i++)
+        if (strcmp(E->sinks[i].cell, cell) == 0)
+            return &E->sinks[i];
+    if (!create || E->nsinks == SHED_MAX_CELLS)
+        return NULL;
+    struct sink *k = &E->sinks[E->nsinks];
+    memset(k, 0, sizeof(*k));
+    if ((k->view = shed_etcd_view_create()) == NULL)
+        return NULL;
+    snprintf(k->cell, sizeof(k->cell), "%s", cell);
+    proto_sync_msg_init(&k->out);
+    E->nsinks++;
+    return k;
+}
+
+/* Hand what changed to the registry (a line shed, an aggregator) or to the
+ * master's tables. */
+static void
+apply(struct shed_etcd *E)
+{
+    uint64_t now = shed_now_ms();
+    for (size_t s = 0; s < E->nsinks; s++) {
+        struct sink *k = &E->sinks[s];
+        struct proto_sync_msg *m = &k->out;
+        size_t n = 0;
+        if (m->nentries == 0)
+            continue;
+        if (E->mode == MODE_MASTER) {
+            snprintf(m->cell, sizeof(m->cell), "%s", k->cell);
+            snprintf(m->aggregator, sizeof(m->aggregator), "%s", k->aggregator);
+            m->lease_ms = (uint32_t)E->lease_ms;
+            int rc = shed_master_feed(E->master, m, now);
+            if (rc < 0)
+                log_debug("etcd: cell %s: master: %s", k->cell, strerror(-rc));
+        } else {
+            registry_apply(E->reg, m, now, false, &n);
+            /* A "down" lands in the same millisecond as a refresh that
+             * heard the member: the registry takes it for old news. Say it
+             * again next turn. */
+            for (size_t i = 0; n < m->nentries && i < m->nentries; i++)
+                if (m->entries[i].state == PROTO_SYNC_DOWN &&
+                    E->again.nentries < PROTO_SYNC_MAX_ENTRIES)
+                    proto_sync_msg_add(&E->again, &m->entries[i]);
+        }
+        proto_sync_msg_free(m);
+        proto_sync_msg_init(m);
+    }
+    atomic_store(&E->keys, keys_held(E));
+}
+
+/* Decode the key of kv (a gateway KeyValue) relative to the base into
+ * <rel>; 0 or -EINVAL (not ours). */
 static int
-kv_key(json_t *kv, char *rel, size_t rlen)
+kv_key(struct shed_etcd *E, json_t *kv, char *rel, size_t rlen)
 {
     json_t *k = json_object_get(kv, "key");
     char key[SHED_ETCD_KEY_MAX];
-    size_t blen = strlen(G.base);
+    size_t blen = strlen(E->base);
     if (!json_is_string(k))
         return -EINVAL;
     long n =
         shed_etcd_b64_decode(json_string_value(k), json_string_length(k), key, sizeof(key) - 1);
-    if (n < 0 || (size_t)n <= blen || memcmp(key, G.base, blen) != 0 || (size_t)n - blen >= rlen)
+    if (n < 0 || (size_t)n <= blen || memcmp(key, E->base, blen) != 0 || (size_t)n - blen >= rlen)
         return -EINVAL;
     memcpy(rel, key + blen, (size_t)n - blen);
     rel[(size_t)n - blen] = '\0';
     return 0;
 }
 
+/* The value of kv, decoded from base64 into <val> (NUL-terminated); its
+ * length or -EINVAL. */
+static long
+kv_raw(json_t *kv, char *val, size_t size)
+{
+    json_t *v = json_object_get(kv, "value");
+    if (!json_is_string(v))
+        return -EINVAL;
+    long n = shed_etcd_b64_decode(json_string_value(v), json_string_length(v), val, size - 1);
+    if (n >= 0)
+        val[n] = '\0';
+    return n < 0 ? -EINVAL : n;
+}
+
 static int
 kv_value(json_t *kv, struct proto_sync_entry *e)
 {
-    json_t *v = json_object_get(kv, "value");
     char val[VALUE_JSON_MAX];
-    if (!json_is_string(v))
-        return -EINVAL;
-    long n = shed_etcd_b64_decode(json_string_value(v), json_string_length(v), val, sizeof(val));
+    long n = kv_raw(kv, val, sizeof(val));
     if (n < 0)
         return -EINVAL;
     memset(e, 0, sizeof(*e));
     return shed_etcd_value_decode(val, (size_t)n, e);
 }
 
+/* Which sink a key <rel> (relative to the base) belongs to and the part
+ * of it below the cell (<*sub>); NULL for a key that is not a member's. A
+ * master's ~cells/<cell>/<shed> record sets that cell's aggregator. */
+static struct sink *
+route_key(struct shed_etcd *E, json_t *kv, const char *rel, bool del, const char **sub)
+{
+    char cell[PROTO_SYNC_NAME_MAX + 1];
+    const char *rest;
+    int kind;
+
+    if (E->mode == MODE_CELL) {
+        *sub = rel;
+        return &E->sinks[0];
+    }
+    kind = shed_etcd_key_class(rel, strlen(rel), cell, sizeof(cell), &rest);
+    if (kind == SHED_ETCD_KEY_MEMBER) {
+        *sub = rest;
+        return sink_get(E, cell, !del);
+    }
+    if (kind == SHED_ETCD_KEY_CELL && !del) {
+        char val[VALUE_JSON_MAX], agg[PROTO_SYNC_URL_MAX + 1];
+        long n = kv_raw(kv, val, sizeof(val));
+        struct sink *k = sink_get(E, cell, true);
+        if (k != NULL && n >= 0 && shed_etcd_cell_decode(val, (size_t)n, agg, sizeof(agg)) == 0)
+            snprintf(k->aggregator, sizeof(k->aggregator), "%s", agg);
+    }
+    return NULL;
+}
+
+/* A PUT of kv into the live views, or into <next> (a range being loaded,
+ * nsinks views parallel to the sinks) when not NULL. */
 static void
-put_kv(struct shed_etcd_view *v, json_t *kv, struct proto_sync_msg *m)
+put_kv(struct shed_etcd *E, json_t *kv, struct shed_etcd_view **next)
 {
     char rel[SHED_ETCD_KEY_MAX];
+    const char *sub;
     struct proto_sync_entry e;
-    if (kv_key(kv, rel, sizeof(rel)) < 0 || kv_value(kv, &e) < 0) {
-        log_debug("etcd: a key under %s that is not a member record: ignored", G.base);
+    struct proto_sync_msg scratch;
+    struct sink *k;
+
+    if (kv_key(E, kv, rel, sizeof(rel)) < 0 || (k = route_key(E, kv, rel, false, &sub)) == NULL)
+        return;
+    if (kv_value(kv, &e) < 0) {
+        log_debug("etcd: a key under %s that is not a member record: ignored", E->base);
         return;
     }
-    if (shed_etcd_view_put(v, rel, &e, (uint64_t)i64(kv, "mod_revision"), m) < 0)
-        log_debug("etcd: key %s%s: not <service>/<id>/<shed>: ignored", G.base, rel);
+    size_t i = (size_t)(k - E->sinks);
+    if (next != NULL && next[i] == NULL && (next[i] = shed_etcd_view_create()) == NULL)
+        return;
+    proto_sync_msg_init(&scratch);
+    if (shed_etcd_view_put(next != NULL ? next[i] : k->view, sub, &e,
+                           (uint64_t)i64(kv, "mod_revision"),
+                           next != NULL ? &scratch : &k->out) < 0)
+        log_debug("etcd: key %s%s: not <service>/<id>/<shed>: ignored", E->base, rel);
+    proto_sync_msg_free(&scratch);
 }
 
 static void
-range(void)
+del_kv(struct shed_etcd *E, json_t *kv)
 {
-    char *body = key_body(G.base, true, NULL);
+    char rel[SHED_ETCD_KEY_MAX];
+    const char *sub;
+    struct sink *k;
+    if (kv_key(E, kv, rel, sizeof(rel)) == 0 && (k = route_key(E, kv, rel, true, &sub)) != NULL)
+        shed_etcd_view_delete(k->view, sub, &k->out);
+}
+
+static void
+range(struct shed_etcd *E)
+{
+    char *body = read_body(E, NULL);
     json_t *r = NULL;
-    if (body == NULL || call("/v3/kv/range", body, &r) < 0) {
+    struct shed_etcd_view *next[SHED_MAX_CELLS] = {NULL};
+    if (body == NULL || call(E, "/v3/kv/range", body, &r) < 0) {
         free(body);
         return;
     }
     free(body);
-    struct shed_etcd_view *next = shed_etcd_view_create();
-    struct proto_sync_msg m;
-    proto_sync_msg_init(&m);
-    if (next == NULL) {
-        json_decref(r);
-        return;
-    }
     json_t *kvs = json_object_get(r, "kvs"), *kv;
     size_t i;
     json_array_foreach(kvs, i, kv)
     {
-        put_kv(next, kv, &m);
+        put_kv(E, kv, next);
     }
-    proto_sync_msg_free(&m);
-    proto_sync_msg_init(&m);
-    shed_etcd_view_replace(G.view, next, &m);
-    G.rev = (uint64_t)i64(json_object_get(r, "header"), "revision");
-    atomic_store(&G.revision, G.rev);
-    if (G.have_view)
-        atomic_fetch_add(&G.reloads, 1);
-    log_info("etcd: %s %zu keys of cell %s at revision %" PRIu64,
-             G.have_view ? "reloaded" : "loaded", shed_etcd_view_size(G.view), G.cfgv.cell, G.rev);
-    G.have_view = true;
-    G.need_reload = false;
-    apply(&m);
+    /* Every sink's view replaced (a cell that vanished: all its members
+     * down); new cells got a sink (and an empty view) from put_kv. */
+    for (size_t s = 0; s < E->nsinks; s++) {
+        struct shed_etcd_view *nv = next[s] != NULL ? next[s] : shed_etcd_view_create();
+        if (nv != NULL)
+            shed_etcd_view_replace(E->sinks[s].view, nv, &E->sinks[s].out);
+    }
+    E->rev = (uint64_t)i64(json_object_get(r, "header"), "revision");
+    atomic_store(&E->revision, E->rev);
+    if (E->have_view)
+        atomic_fetch_add(&E->reloads, 1);
+    if (E->mode == MODE_CELL)
+        log_info("etcd: %s %zu keys of cell %s at revision %" PRIu64,
+                 E->have_view ? "reloaded" : "loaded", keys_held(E), E->cfgv.cell, E->rev);
+    else
+        log_info("etcd: %s %zu keys of %zu cells under %s at revision %" PRIu64,
+                 E->have_view ? "reloaded" : "loaded", keys_held(E), E->nsinks, E->base, E->rev);
+    E->have_view = true;
+    E->need_reload = false;
+    apply(E);
     json_decref(r);
 }
 
 /* One message of the watch stream. */
 static void
-watch_message(const char *line, size_t len)
+watch_message(struct shed_etcd *E, const char *line, size_t len)
 {
     json_t *o = json_loadb(line, len, 0, NULL), *res, *ev;
-    struct proto_sync_msg m;
     size_t i;
 
-    proto_sync_msg_init(&m);
     if (o == NULL)
         return;
     res = json_object_get(o, "result");
     if (!json_is_object(res)) {
         log_warnx("etcd: watch: %.200s", line);
-        G.watch_abort = true;
+        E->watch_abort = true;
         goto out;
     }
-    set_up(true, NULL);
+    set_up(E, true, NULL);
     if (i64(res, "compact_revision") > 0) {
         log_warnx("etcd: watch: revision %" PRIu64 " was compacted (now %" PRId64 "): full reload",
-                  G.rev + 1, i64(res, "compact_revision"));
-        G.need_reload = true;
-        G.watch_abort = true;
+                  E->rev + 1, i64(res, "compact_revision"));
+        E->need_reload = true;
+        E->watch_abort = true;
         goto out;
     }
     if (json_is_true(json_object_get(res, "canceled"))) {
-        G.watch_abort = true;
+        E->watch_abort = true;
         goto out;
     }
     json_array_foreach(json_object_get(res, "events"), i, ev)
     {
         json_t *kv = json_object_get(ev, "kv"), *type = json_object_get(ev, "type");
         uint64_t rev = (uint64_t)i64(kv, "mod_revision");
-        if (json_is_string(type) && strcmp(json_string_value(type), "DELETE") == 0) {
-            char rel[SHED_ETCD_KEY_MAX];
-            if (kv_key(kv, rel, sizeof(rel)) == 0)
-                shed_etcd_view_delete(G.view, rel, &m);
-        } else {
-            put_kv(G.view, kv, &m);
-        }
-        if (rev > G.rev)
-            G.rev = rev;
+        if (json_is_string(type) && strcmp(json_string_value(type), "DELETE") == 0)
+            del_kv(E, kv);
+        else
+            put_kv(E, kv, NULL);
+        if (rev > E->rev)
+            E->rev = rev;
     }
-    atomic_store(&G.revision, G.rev);
-    apply(&m);
+    atomic_store(&E->revision, E->rev);
+    apply(E);
 out:
-    proto_sync_msg_free(&m);
     json_decref(o);
 }
 
 static size_t
 on_watch(char *ptr, size_t size, size_t n, void *arg)
 {
+    struct shed_etcd *E = arg;
     size_t add = size * n;
-    (void)arg;
-    if (G.watch_abort || G.wlen + add + 1 > WATCH_BUF_MAX)
+    if (E->watch_abort || E->wlen + add + 1 > WATCH_BUF_MAX)
         return 0;
-    if (G.wlen + add + 1 > G.wcap) {
-        size_t nc = G.wcap ? G.wcap : 16384;
-        while (nc < G.wlen + add + 1)
+    if (E->wlen + add + 1 > E->wcap) {
+        size_t nc = E->wcap ? E->wcap : 16384;
+        while (nc < E->wlen + add + 1)
             nc *= 2;
-        char *np = realloc(G.wbuf, nc);
+        char *np = realloc(E->wbuf, nc);
         if (np == NULL)
             return 0;
-        G.wbuf = np;
-        G.wcap = nc;
+        E->wbuf = np;
+        E->wcap = nc;
     }
-    memcpy(G.wbuf + G.wlen, ptr, add);
-    G.wlen += add;
+    memcpy(E->wbuf + E->wlen, ptr, add);
+    E->wlen += add;
     /* The gateway sends one JSON object per line. */
-    char *start = G.wbuf, *nl;
-    while ((nl = memchr(start, '\n', (size_t)(G.wbuf + G.wlen - start))) != NULL) {
+    char *start = E->wbuf, *nl;
+    while ((nl = memchr(start, '\n', (size_t)(E->wbuf + E->wlen - start))) != NULL) {
         if (nl > start)
-            watch_message(start, (size_t)(nl - start));
+            watch_message(E, start, (size_t)(nl - start));
         start = nl + 1;
-        if (G.watch_abort)
+        if (E->watch_abort)
             return 0;
     }
-    G.wlen -= (size_t)(start - G.wbuf);
-    memmove(G.wbuf, start, G.wlen);
+    E->wlen -= (size_t)(start - E->wbuf);
+    memmove(E->wbuf, start, E->wlen);
     return add;
 }
 
 static void
-watch_start(void)
+watch_start(struct shed_etcd *E)
 {
     char extra[64];
     char *inner;
-    snprintf(extra, sizeof(extra), "\"start_revision\":\"%" PRIu64 "\"", G.rev + 1);
-    inner = key_body(G.base, true, extra);
+    snprintf(extra, sizeof(extra), "\"start_revision\":\"%" PRIu64 "\"", E->rev + 1);
+    inner = read_body(E, extra);
     if (inner == NULL)
         return;
-    free(G.wbody);
-    G.wbody = malloc(strlen(inner) + 32);
-    if (G.wbody == NULL) {
+    free(E->wbody);
+    E->wbody = malloc(strlen(inner) + 32);
+    if (E->wbody == NULL) {
         free(inner);
         return;
     }
-    sprintf(G.wbody, "{\"create_request\":%s}", inner);
+    sprintf(E->wbody, "{\"create_request\":%s}", inner);
     free(inner);
 
     char url[SHED_URL_MAX + 64];
-    snprintf(url, sizeof(url), "%s/v3/watch", G.cfgv.membership.endpoints[G.ep]);
-    curl_easy_reset(G.watch);
-    curl_easy_setopt(G.watch, CURLOPT_URL, url);
-    curl_easy_setopt(G.watch, CURLOPT_POSTFIELDS, G.wbody);
-    curl_easy_setopt(G.watch, CURLOPT_HTTPHEADER, G.hdrs);
-    curl_easy_setopt(G.watch, CURLOPT_WRITEFUNCTION, on_watch);
-    curl_easy_setopt(G.watch, CURLOPT_CONNECTTIMEOUT_MS, (long)G.cfgv.membership.timeout_ms);
-    curl_easy_setopt(G.watch, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(G.watch, CURLOPT_TCP_KEEPALIVE, 1L);
-    G.wlen = 0;
-    G.watch_abort = false;
-    if (curl_multi_add_handle(G.multi, G.watch) == CURLM_OK) {
-        G.watching = true;
-        log_debug("etcd: watching %s from revision %" PRIu64, G.base, G.rev + 1);
+    snprintf(url, sizeof(url), "%s/v3/watch", E->cfgv.membership.endpoints[E->ep]);
+    curl_easy_reset(E->watch);
+    curl_easy_setopt(E->watch, CURLOPT_URL, url);
+    curl_easy_setopt(E->watch, CURLOPT_POSTFIELDS, E->wbody);
+    curl_easy_setopt(E->watch, CURLOPT_HTTPHEADER, E->hdrs);
+    curl_easy_setopt(E->watch, CURLOPT_WRITEFUNCTION, on_watch);
+    curl_easy_setopt(E->watch, CURLOPT_WRITEDATA, E);
+    curl_easy_setopt(E->watch, CURLOPT_CONNECTTIMEOUT_MS, (long)E->cfgv.membership.timeout_ms);
+    curl_easy_setopt(E->watch, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(E->watch, CURLOPT_TCP_KEEPALIVE, 1L);
+    E->wlen = 0;
+    E->watch_abort = false;
+    if (curl_multi_add_handle(E->multi, E->watch) == CURLM_OK) {
+        E->watching = true;
+        log_debug("etcd: watching %s from revision %" PRIu64, E->base, E->rev + 1);
     }
 }
 
 static void
-watch_stop(void)
+watch_stop(struct shed_etcd *E)
 {
-    if (!G.watching)
+    if (!E->watching)
         return;
-    curl_multi_remove_handle(G.multi, G.watch);
-    G.watching = false;
+    curl_multi_remove_handle(E->multi, E->watch);
+    E->watching = false;
 }
 
 static void
-watch_poll(void)
+watch_poll(struct shed_etcd *E)
 {
     int running, left;
     CURLMsg *msg;
-    curl_multi_perform(G.multi, &running);
-    while ((msg = curl_multi_info_read(G.multi, &left)) != NULL) {
-        if (msg->msg != CURLMSG_DONE || msg->easy_handle != G.watch)
+    curl_multi_perform(E->multi, &running);
+    while ((msg = curl_multi_info_read(E->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE || msg->easy_handle != E->watch)
             continue;
         CURLcode cc = msg->data.result;
-        watch_stop();
-        if (!G.watch_abort)
-            set_up(false, cc == CURLE_OK ? "watch closed" : curl_easy_strerror(cc));
+        watch_stop(E);
+        if (!E->watch_abort)
+            set_up(E, false, cc == CURLE_OK ? "watch closed" : curl_easy_strerror(cc));
         else
-            G.retry_at = shed_now_ms() + (G.need_reload ? 0 : RETRY_MS);
-        atomic_fetch_add(&G.resumes, 1);
+            E->retry_at = shed_now_ms() + (E->need_reload ? 0 : RETRY_MS);
+        atomic_fetch_add(&E->resumes, 1);
         break;
     }
 }
@@ -1060,134 +1332,135 @@ watch_poll(void)
 /* Every third of a lease: what etcd holds is heard now (the registry's own
  * lease would otherwise expire the members this shed does not hear). */
 static void
-refresh(uint64_t now)
+refresh(struct shed_etcd *E, uint64_t now)
 {
-    struct proto_sync_msg m;
-    if (!G.have_view || now < G.refresh_at)
+    if (!E->have_view || now < E->refresh_at)
         return;
-    G.refresh_at = now + G.lease_ms / 3;
-    proto_sync_msg_init(&m);
-    shed_etcd_view_export(G.view, &m);
-    apply(&m);
+    E->refresh_at = now + E->lease_ms / 3;
+    for (size_t i = 0; i < E->nsinks; i++)
+        shed_etcd_view_export(E->sinks[i].view, &E->sinks[i].out);
+    apply(E);
 }
 
 /* ---- writing ---- */
 
 static void
-mark_all_put(void)
+mark_all_put(struct shed_etcd *E)
 {
-    pthread_mutex_lock(&G.mu);
+    pthread_mutex_lock(&E->mu);
     for (size_t b = 0; b < NBUCKETS; b++)
-        for (struct wmember *m = G.buckets[b]; m != NULL; m = m->next)
+        for (struct wmember *m = E->buckets[b]; m != NULL; m = m->next)
             if (m->st == W_CLEAN)
-                wset(m, W_PUT);
-    pthread_mutex_unlock(&G.mu);
+                wset(E, m, W_PUT);
+    pthread_mutex_unlock(&E->mu);
 }
 
 static int
-lease(uint64_t now)
+lease(struct shed_etcd *E, uint64_t now)
 {
     char body[96];
     json_t *r;
-    if (G.lease_id == 0) {
-        snprintf(body, sizeof(body), "{\"TTL\":\"%" PRIu64 "\"}", G.ttl_s);
-        if (call("/v3/lease/grant", body, &r) < 0)
+    if (E->lease_id == 0) {
+        snprintf(body, sizeof(body), "{\"TTL\":\"%" PRIu64 "\"}", E->ttl_s);
+        if (call(E, "/v3/lease/grant", body, &r) < 0)
             return -EIO;
-        G.lease_id = i64(r, "ID");
+        E->lease_id = i64(r, "ID");
         json_decref(r);
-        if (G.lease_id == 0)
+        if (E->lease_id == 0)
             return -EPROTO;
-        G.keepalive_at = now + G.ttl_s * 1000 / 3;
-        mark_all_put(); /* keys under a lost lease are gone: write them again */
+        E->keepalive_at = now + E->ttl_s * 1000 / 3;
+        mark_all_put(E); /* keys under a lost lease are gone: write them again */
+        E->cellkey_dirty = E->cfgv.aggregator[0] != '\0';
         return 0;
     }
-    if (now < G.keepalive_at)
+    if (now < E->keepalive_at)
         return 0;
-    snprintf(body, sizeof(body), "{\"ID\":\"%" PRId64 "\"}", G.lease_id);
-    if (call("/v3/lease/keepalive", body, &r) < 0)
+    snprintf(body, sizeof(body), "{\"ID\":\"%" PRId64 "\"}", E->lease_id);
+    if (call(E, "/v3/lease/keepalive", body, &r) < 0)
         return -EIO;
     json_t *res = json_object_get(r, "result");
     if (i64(res != NULL ? res : r, "TTL") <= 0) {
         log_warnx("etcd: lease %" PRIx64 " expired: writing this shed's keys again",
-                  (uint64_t)G.lease_id);
-        G.lease_id = 0;
+                  (uint64_t)E->lease_id);
+        E->lease_id = 0;
     }
     json_decref(r);
-    G.keepalive_at = now + G.ttl_s * 1000 / 3;
+    E->keepalive_at = now + E->ttl_s * 1000 / 3;
     return 0;
 }
 
 /* Collect up to BATCH writes under the lock; local lease expiry too. */
 static size_t
-collect(uint64_t now, struct op *ops)
+collect(struct shed_etcd *E, uint64_t now, struct op *ops)
 {
     size_t n = 0;
-    pthread_mutex_lock(&G.mu);
+    pthread_mutex_lock(&E->mu);
     for (size_t b = 0; b < NBUCKETS; b++) {
-        for (struct wmember **pp = &G.buckets[b]; *pp != NULL;) {
+        for (struct wmember **pp = &E->buckets[b]; *pp != NULL;) {
             struct wmember *m = *pp;
-            bool expired = now > m->last_hb + G.lease_ms && m->st != W_GONE;
+            bool expired = now > m->last_hb + E->lease_ms && m->st != W_GONE;
             if (expired && m->st == W_JOINING) {
                 *pp = m->next;
                 free(m);
-                G.nmembers--;
+                E->nmembers--;
                 continue;
             }
             if (expired && m->st != W_DEL)
-                wset(m, W_DEL); /* (deleting a key never written is harmless) */
+                wset(E, m, W_DEL); /* (deleting a key never written is harmless) */
             if (dirty(m->st) && n < BATCH) {
                 struct op *o = &ops[n];
                 memcpy(o->service, m->rec.service, sizeof(o->service));
                 memcpy(o->id, m->rec.id, sizeof(o->id));
                 o->ver = m->ver;
                 o->st = m->st;
-                o->value = m->st != W_DEL ? shed_etcd_value_encode(&m->rec, G.shed) : NULL;
+                o->value = m->st != W_DEL ? shed_etcd_value_encode(&m->rec, E->shed) : NULL;
                 if (m->st == W_DEL || o->value != NULL)
                     n++;
             }
             pp = &m->next;
         }
     }
-    pthread_mutex_unlock(&G.mu);
+    pthread_mutex_unlock(&E->mu);
     return n;
 }
 
 /* The write for <o> is done: the member is clean, or gone from the table. */
 static void
-done(const struct op *o)
+done(struct shed_etcd *E, const struct op *o)
 {
-    pthread_mutex_lock(&G.mu);
-    struct wmember **pp = wfind(o->service, o->id), *m = *pp;
+    pthread_mutex_lock(&E->mu);
+    struct wmember **pp = wfind(E, o->service, o->id), *m = *pp;
     if (m != NULL && m->ver == o->ver) {
         if (o->st == W_PUT) {
-            wset(m, W_CLEAN);
+            wset(E, m, W_CLEAN);
         } else {
-            G.ndirty--;
+            E->ndirty--;
             *pp = m->next;
             free(m);
-            G.nmembers--;
+            E->nmembers--;
         }
     }
-    pthread_mutex_unlock(&G.mu);
+    pthread_mutex_unlock(&E->mu);
 }
 
 static int
-write_one(const struct op *o)
+write_one(struct shed_etcd *E, const struct op *o)
 {
     char key[SHED_ETCD_KEY_MAX], extra[VALUE_JSON_MAX * 2];
     json_t *r = NULL;
     int rc = 0;
-    if (snprintf(key, sizeof(key), "%s%s/%s/%s", G.base, o->service, o->id, G.shed) >=
+    if (snprintf(key, sizeof(key), "%s%s/%s/%s", E->base, o->service, o->id, E->shed) >=
         (int)sizeof(key))
         return -ENAMETOOLONG;
     if (o->st != W_DEL) {
         char *v = b64dup(o->value, strlen(o->value));
         if (v == NULL)
             return -ENOMEM;
-        snprintf(extra, sizeof(extra), "\"value\":\"%s\",\"lease\":\"%" PRId64 "\"", v, G.lease_id);
+        snprintf(extra, sizeof(extra), "\"value\":\"%s\",\"lease\":\"%" PRId64 "\"", v,
+                 E->lease_id);
         free(v);
         char *body = key_body(key, false, extra);
-        rc = body != NULL ? call("/v3/kv/put", body, &r) : -ENOMEM;
+        rc = body != NULL ? call(E, "/v3/kv/put", body, &r) : -ENOMEM;
         free(body);
         json_decref(r);
         r = NULL;
@@ -1196,42 +1469,315 @@ write_one(const struct op *o)
     }
     /* W_DEL, and W_GONE after the "gone" record: watchers saw it first. */
     char *body = key_body(key, false, NULL);
-    rc = body != NULL ? call("/v3/kv/deleterange", body, &r) : -ENOMEM;
+    rc = body != NULL ? call(E, "/v3/kv/deleterange", body, &r) : -ENOMEM;
     free(body);
     json_decref(r);
 out:
     if (rc == 0)
-        atomic_fetch_add(&G.writes, 1);
+        atomic_fetch_add(&E->writes, 1);
     else
-        atomic_fetch_add(&G.write_errors, 1);
+        atomic_fetch_add(&E->write_errors, 1);
+    return rc;
+}
+
+/* The cell's record, <prefix>~cells/<cell>/<shed> -> {"aggregator": URL},
+ * under this shed's lease: masters reading etcd send lists there. */
+static int
+write_cellkey(struct shed_etcd *E)
+{
+    char key[SHED_ETCD_KEY_MAX], extra[VALUE_JSON_MAX * 2];
+    json_t *r = NULL, *o = json_pack("{s:s}", "aggregator", E->cfgv.aggregator);
+    char *val = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL, *v = NULL, *body = NULL;
+    int rc = -ENOMEM;
+    json_decref(o);
+    if (val == NULL || (v = b64dup(val, strlen(val))) == NULL)
+        goto out;
+    snprintf(key, sizeof(key), "%s" SHED_ETCD_CELLS_DIR "%s/%s", E->cfgv.membership.prefix,
+             E->cfgv.cell, E->shed);
+    snprintf(extra, sizeof(extra), "\"value\":\"%s\",\"lease\":\"%" PRId64 "\"", v, E->lease_id);
+    body = key_body(key, false, extra);
+    rc = body != NULL ? call(E, "/v3/kv/put", body, &r) : -ENOMEM;
+    json_decref(r);
+out:
+    free(val);
+    free(v);
+    free(body);
     return rc;
 }
 
 static void
-writer(uint64_t now)
+writer(struct shed_etcd *E, uint64_t now)
 {
-    static struct op ops[BATCH];
-    if (now < G.retry_at && !atomic_load(&G.up))
+    struct op *ops = E->ops;
+    if (now < E->retry_at && !atomic_load(&E->up))
         return;
-    if (lease(now) < 0)
+    if (lease(E, now) < 0)
         return;
-    if (G.lease_id == 0 && lease(now) < 0)
+    if (E->lease_id == 0 && lease(E, now) < 0)
         return;
-    size_t n = collect(now, ops), i;
+    if (E->cellkey_dirty && write_cellkey(E) == 0)
+        E->cellkey_dirty = false;
+    size_t n = collect(E, now, ops), i;
     for (i = 0; i < n; i++) {
-        int rc = write_one(&ops[i]);
+        int rc = write_one(E, &ops[i]);
         if (rc == -EIO)
             break;
         if (rc == -EPROTO) {
             /* Most likely our lease is gone: check it now, not in ttl/3. */
-            G.keepalive_at = 0;
+            E->keepalive_at = 0;
             break;
         }
         if (rc == 0)
-            done(&ops[i]);
+            done(E, &ops[i]);
     }
     for (size_t j = 0; j < n; j++)
         free(ops[j].value);
+}
+
+/* ---- hints (a master writes, the home cell's aggregator takes) ---- */
+
+/* Hints of <cell> in etcd now: counted at most once a second (a range
+ * with count_only), plus what this master wrote since. -EIO when etcd did
+ * not answer. */
+static int
+hint_count(struct shed_etcd *E, const char *cell, uint64_t now, struct hcount **out)
+{
+    struct hcount *h = NULL;
+    for (size_t i = 0; i < E->nhcounts && h == NULL; i++)
+        if (strcmp(E->hcounts[i].cell, cell) == 0)
+            h = &E->hcounts[i];
+    if (h == NULL) {
+        if (E->nhcounts == SHED_MAX_CELLS)
+            return -ENOSPC;
+        h = &E->hcounts[E->nhcounts++];
+        memset(h, 0, sizeof(*h));
+        snprintf(h->cell, sizeof(h->cell), "%s", cell);
+    }
+    if (h->counted_at == 0 || now - h->counted_at >= 1000) {
+        char dir[SHED_ETCD_KEY_MAX];
+        json_t *r = NULL;
+        snprintf(dir, sizeof(dir), "%s" SHED_ETCD_HINTS_DIR "%s/", E->cfgv.membership.prefix, cell);
+        char *body = key_body(dir, true, "\"count_only\":true");
+        int rc = body != NULL ? call(E, "/v3/kv/range", body, &r) : -ENOMEM;
+        free(body);
+        if (rc < 0)
+            return rc;
+        h->n = (uint64_t)i64(r, "count");
+        h->counted_at = now;
+        json_decref(r);
+    }
+    *out = h;
+    return 0;
+}
+
+/* This master's hint lease: a new one every tenth of the hints' TTL, so a
+ * hint lives between 0.9 and 1 TTL unless its cell takes it first. The
+ * lease is never kept alive nor revoked: hints outlive their master. */
+static int
+hint_lease(struct shed_etcd *E, uint64_t now)
+{
+    char body[96];
+    json_t *r = NULL;
+    if (E->hint_lease != 0 && now < E->hint_lease_at)
+        return 0;
+    snprintf(body, sizeof(body), "{\"TTL\":\"%d\"}", SHED_ETCD_HINT_TTL_S);
+    if (call(E, "/v3/lease/grant", body, &r) < 0)
+        return -EIO;
+    int64_t id = i64(r, "ID");
+    json_decref(r);
+    if (id == 0)
+        return -EPROTO;
+    E->hint_lease = id;
+    E->hint_lease_at = now + SHED_ETCD_HINT_TTL_S * 1000ull / 10;
+    return 0;
+}
+
+static void
+hint_writer(struct shed_etcd *E, uint64_t now)
+{
+    if (now < E->retry_at && !atomic_load(&E->up))
+        return;
+    for (int i = 0; i < BATCH; i++) {
+        struct qhint q;
+        struct hcount *hc;
+        pthread_mutex_lock(&E->mu);
+        if (E->hq_n == 0) {
+            pthread_mutex_unlock(&E->mu);
+            return;
+        }
+        q = E->hq[E->hq_head];
+        pthread_mutex_unlock(&E->mu);
+        if (hint_lease(E, now) < 0)
+            return;
+        int rc = hint_count(E, q.cell, now, &hc);
+        if (rc == -EIO)
+            return;
+        bool drop = rc < 0 || hc->n >= SHED_HINTS_MAX;
+        if (!drop) {
+            char key[SHED_ETCD_KEY_MAX], *v = b64dup(q.value, strlen(q.value)), *body = NULL;
+            char *extra = v != NULL ? malloc(strlen(v) + 64) : NULL;
+            json_t *r = NULL;
+            if (extra != NULL) {
+                sprintf(extra, "\"value\":\"%s\",\"lease\":\"%" PRId64 "\"", v, E->hint_lease);
+                shed_etcd_hint_key(key, sizeof(key), E->cfgv.membership.prefix, q.cell,
+                                   E->hint_seq + 1, E->shed);
+                body = key_body(key, false, extra);
+            }
+            rc = body != NULL ? call(E, "/v3/kv/put", body, &r) : -ENOMEM;
+            free(v);
+            free(extra);
+            free(body);
+            json_decref(r);
+            if (rc == -EIO)
+                return; /* kept: written when etcd answers */
+            if (rc == -EPROTO)
+                E->hint_lease = 0; /* the lease ran out: a new one */
+            if (rc < 0)
+                return;
+            E->hint_seq++;
+            hc->n++;
+            atomic_fetch_add(&E->writes, 1);
+        }
+        pthread_mutex_lock(&E->mu);
+        free(E->hq[E->hq_head].value);
+        E->hq_head = (E->hq_head + 1) % HINT_QUEUE_MAX;
+        E->hq_n--;
+        if (drop) {
+            E->hints_dropped++;
+            if (E->hint_drop_log == 0 || now - E->hint_drop_log >= 60000) {
+                E->hint_drop_log = now;
+                log_warnx("etcd: %d hints of cell %s in etcd: dropping new ones (%" PRIu64
+                          " so far)",
+                          SHED_HINTS_MAX, q.cell, E->hints_dropped);
+            }
+        } else {
+            E->hints_written++;
+        }
+        pthread_mutex_unlock(&E->mu);
+    }
+}
+
+int
+shed_etcd_hint_add(struct shed_etcd *E, const char *cell, const char *service, const char *path,
+                   const char *url, uint64_t now_ms)
+{
+    if (E == NULL || !E->running || E->mode != MODE_MASTER || strlen(cell) > PROTO_SYNC_NAME_MAX)
+        return -EINVAL;
+    char *v = shed_etcd_hint_encode(service, path, url, wall_ms());
+    (void)now_ms;
+    if (v == NULL)
+        return -ENOMEM;
+    pthread_mutex_lock(&E->mu);
+    if (E->hq_n == HINT_QUEUE_MAX) {
+        E->hints_dropped++;
+        pthread_mutex_unlock(&E->mu);
+        free(v);
+        return -ENOSPC;
+    }
+    struct qhint *q = &E->hq[(E->hq_head + E->hq_n) % HINT_QUEUE_MAX];
+    snprintf(q->cell, sizeof(q->cell), "%s", cell);
+    q->value = v;
+    E->hq_n++;
+    pthread_mutex_unlock(&E->mu);
+    wake(E);
+    return 0;
+}
+
+/* A request of the hints reader (another thread than the etcd thread's):
+ * every endpoint in turn, the current one first. */
+static int
+hcall(struct shed_etcd *E, const char *path, const char *body, json_t **out)
+{
+    int rc = -EIO;
+    *out = NULL;
+    pthread_mutex_lock(&E->hmu);
+    size_t n = E->cfgv.membership.nendpoints, ep = atomic_load(&E->ep);
+    for (size_t i = 0; i < n && rc == -EIO; i++) {
+        struct buf b = {.max = REPLY_MAX};
+        CURLcode cc;
+        long code = post(E->hreq, E->hdrs, E->cfgv.membership.endpoints[(ep + i) % n], path, body,
+                         E->cfgv.membership.timeout_ms, &b, &cc);
+        if (cc == CURLE_OK && code == 200 && b.p != NULL &&
+            (*out = json_loadb(b.p, b.len, 0, NULL)) != NULL)
+            rc = 0;
+        else if (cc == CURLE_OK && code < 500)
+            rc = -EPROTO;
+        free(b.p);
+    }
+    pthread_mutex_unlock(&E->hmu);
+    return rc;
+}
+
+json_t *
+shed_etcd_hints_fetch(struct shed_etcd *E, size_t limit, uint64_t now_ms)
+{
+    char dir[SHED_ETCD_KEY_MAX], extra[64];
+    json_t *r = NULL, *arr, *kv;
+    size_t i;
+    uint64_t wall = wall_ms();
+
+    (void)now_ms;
+    if (E == NULL || E->mode != MODE_CELL)
+        return NULL;
+    if (limit == 0 || limit > SHED_HINTS_PAGE_MAX)
+        limit = SHED_HINTS_PAGE_MAX;
+    pthread_mutex_lock(&E->hmu);
+    snprintf(dir, sizeof(dir), "%s" SHED_ETCD_HINTS_DIR "%s/", E->cfgv.membership.prefix,
+             E->cfgv.cell);
+    pthread_mutex_unlock(&E->hmu);
+    snprintf(extra, sizeof(extra), "\"limit\":\"%zu\"", limit); /* sorted by key: oldest first */
+    char *body = key_body(dir, true, extra);
+    int rc = body != NULL ? hcall(E, "/v3/kv/range", body, &r) : -ENOMEM;
+    free(body);
+    if (rc < 0)
+        return NULL;
+    arr = json_array();
+    json_array_foreach(json_object_get(r, "kvs"), i, kv)
+    {
+        char key[SHED_ETCD_KEY_MAX], val[HINT_VALUE_MAX];
+        struct shed_etcd_hint h;
+        json_t *k = json_object_get(kv, "key");
+        long kn = json_is_string(k)
+                      ? shed_etcd_b64_decode(json_string_value(k), json_string_length(k), key,
+                                             sizeof(key) - 1)
+                      : -EINVAL;
+        long vn = kv_raw(kv, val, sizeof(val));
+        if (kn < 0 || vn < 0)
+            continue;
+        key[kn] = '\0';
+        if (shed_etcd_hint_decode(val, (size_t)vn, &h) < 0) {
+            log_debug("etcd: hint %s: not a hint record: ignored", key);
+            continue;
+        }
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:s,s:s,s:s,s:I}", "key", key, "seq",
+                                             (json_int_t)i64(kv, "create_revision"), "service",
+                                             h.service, "path", h.path, "url", h.url, "age_ms",
+                                             (json_int_t)(wall > h.at_ms ? wall - h.at_ms : 0)));
+    }
+    json_decref(r);
+    return json_pack("{s:o}", "hints", arr);
+}
+
+int
+shed_etcd_hint_done(struct shed_etcd *E, const char *key)
+{
+    json_t *r = NULL;
+    char prefix[SHED_ETCD_KEY_MAX];
+    if (E == NULL || E->mode != MODE_CELL)
+        return -EINVAL;
+    pthread_mutex_lock(&E->hmu);
+    snprintf(prefix, sizeof(prefix), "%s" SHED_ETCD_HINTS_DIR "%s/", E->cfgv.membership.prefix,
+             E->cfgv.cell);
+    pthread_mutex_unlock(&E->hmu);
+    if (strncmp(key, prefix, strlen(prefix)) != 0 || strlen(key) >= SHED_ETCD_KEY_MAX)
+        return -EINVAL; /* only this cell's hints */
+    char *body = key_body(key, false, NULL);
+    int rc = body != NULL ? hcall(E, "/v3/kv/deleterange", body, &r) : -ENOMEM;
+    free(body);
+    if (rc == 0 && i64(r, "deleted") == 0)
+        rc = -ENOENT;
+    json_decref(r);
+    return rc;
 }
 
 /* ---- the thread ---- */
@@ -1239,141 +1785,309 @@ writer(uint64_t now)
 static void *
 run(void *arg)
 {
-    (void)arg;
-    while (!atomic_load(&G.stop)) {
+    struct shed_etcd *E = arg;
+    while (!atomic_load(&E->stop)) {
         uint64_t now = shed_now_ms();
-        bool may = atomic_load(&G.up) || now >= G.retry_at;
-        if (may && (!G.have_view || G.need_reload) && !G.watching)
-            range();
+        bool may = atomic_load(&E->up) || now >= E->retry_at;
+        if (may && (!E->have_view || E->need_reload) && !E->watching)
+            range(E);
         now = shed_now_ms();
-        if (G.have_view && !G.need_reload && !G.watching &&
-            (atomic_load(&G.up) || now >= G.retry_at))
-            watch_start();
-        if (G.watching && !atomic_load(&G.up)) /* e.g. a keepalive timed out */
-            watch_stop();
-        if (G.again.nentries > 0) {
-            registry_apply(G.reg, &G.again, shed_now_ms(), false, NULL);
-            proto_sync_msg_free(&G.again);
-            proto_sync_msg_init(&G.again);
+        if (E->have_view && !E->need_reload && !E->watching &&
+            (atomic_load(&E->up) || now >= E->retry_at))
+            watch_start(E);
+        if (E->watching && !atomic_load(&E->up)) /* e.g. a keepalive timed out */
+            watch_stop(E);
+        if (E->again.nentries > 0) {
+            registry_apply(E->reg, &E->again, shed_now_ms(), false, NULL);
+            proto_sync_msg_free(&E->again);
+            proto_sync_msg_init(&E->again);
         }
-        probes(shed_now_ms());
-        writer(shed_now_ms());
-        refresh(shed_now_ms());
-        if (G.watching)
-            watch_poll();
+        if (E->mode == MODE_CELL) {
+            probes(E, shed_now_ms());
+            writer(E, shed_now_ms());
+        } else {
+            hint_writer(E, shed_now_ms());
+        }
+        refresh(E, shed_now_ms());
+        if (E->watching)
+            watch_poll(E);
         int numfds;
-        curl_multi_poll(G.multi, NULL, 0, POLL_MS, &numfds);
-        if (G.watching)
-            watch_poll();
+        curl_multi_poll(E->multi, NULL, 0, POLL_MS, &numfds);
+        if (E->watching)
+            watch_poll(E);
     }
     return NULL;
 }
 
-bool
-shed_etcd_running(void)
+/* The settings read from <cfg> (start and reload). */
+static void
+settings(struct shed_etcd *E, const struct shed_config *cfg)
 {
-    return G.running;
+    memcpy(&E->cfgv, cfg, sizeof(*cfg));
+    if (E->mode == MODE_CELL)
+        snprintf(E->base, sizeof(E->base), "%s%s/", cfg->membership.prefix, cfg->cell);
+    else
+        snprintf(E->base, sizeof(E->base), "%s", cfg->membership.prefix);
+    E->lease_ms = cfg->timings.lease_ms;
+    E->join = cfg->timings.join_heartbeats;
+    uint64_t ttl = cfg->membership.ttl_ms != 0 ? cfg->membership.ttl_ms : cfg->timings.lease_ms;
+    E->ttl_s = (ttl + 999) / 1000;
+    if (E->ttl_s < 2)
+        E->ttl_s = 2; /* etcd's shortest lease */
 }
 
-int
-shed_etcd_start(struct registry *reg, const struct shed_config *cfg, const char *origin)
+static int
+thread_start(struct shed_etcd *E)
 {
-    const char *host = strstr(origin, "://");
-    memset(&G, 0, sizeof(G));
-    G.reg = reg;
-    memcpy(&G.cfgv, cfg, sizeof(*cfg));
-    snprintf(G.base, sizeof(G.base), "%s%s/", cfg->membership.prefix, cfg->cell);
-    snprintf(G.shed, sizeof(G.shed), "%s", host != NULL ? host + 3 : origin);
-    /* Every shed of a cell may listen on 0.0.0.0:80: name the host then. */
-    if (strncmp(G.shed, "0.0.0.0:", 8) == 0 || strncmp(G.shed, "[::]:", 5) == 0) {
-        char name[256] = "";
-        const char *port = strrchr(G.shed, ':');
-        if (gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0' &&
-            strchr(name, '/') == NULL) {
-            char tmp[sizeof(G.shed)];
-            snprintf(tmp, sizeof(tmp), "%.200s%s", name, port);
-            memcpy(G.shed, tmp, sizeof(tmp));
-        }
-    }
-    G.lease_ms = cfg->timings.lease_ms;
-    G.join = cfg->timings.join_heartbeats;
-    uint64_t ttl = cfg->membership.ttl_ms != 0 ? cfg->membership.ttl_ms : cfg->timings.lease_ms;
-    G.ttl_s = (ttl + 999) / 1000;
-    if (G.ttl_s < 2)
-        G.ttl_s = 2; /* etcd's shortest lease */
-    pthread_mutex_init(&G.mu, NULL);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    G.multi = curl_multi_init();
-    G.req = curl_easy_init();
-    G.watch = curl_easy_init();
-    G.view = shed_etcd_view_create();
-    G.hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-    G.hdrs = curl_slist_append(G.hdrs, "Expect:");
-    if (G.multi == NULL || G.req == NULL || G.watch == NULL || G.view == NULL || G.hdrs == NULL)
-        return -ENOMEM;
-    atomic_store(&G.up, true); /* so that the first failure is logged */
-    G.down_since = 0;
-    range(); /* warm: route on what etcd holds before listening */
-    registry_tick(reg, shed_now_ms());
-    if (!G.have_view)
-        log_warnx("etcd: no membership from %s yet: starting without it, retrying",
-                  cfg->membership.endpoints[0]);
-    if (pthread_create(&G.thread, NULL, run, NULL) != 0)
+    atomic_store(&E->stop, false);
+    if (pthread_create(&E->thread, NULL, run, E) != 0)
         return -EAGAIN;
-    G.running = true;
-    log_info("etcd: membership under %s on %zu endpoint%s, lease ttl %" PRIu64 "s", G.base,
-             cfg->membership.nendpoints, cfg->membership.nendpoints == 1 ? "" : "s", G.ttl_s);
+    E->running = true;
     return 0;
 }
 
-void
-shed_etcd_stop(void)
+static void
+thread_stop(struct shed_etcd *E)
 {
-    if (!G.running)
+    if (!E->running)
         return;
-    atomic_store(&G.stop, true);
-    wake();
-    pthread_join(G.thread, NULL);
-    G.running = false;
-    watch_stop();
-    if (G.lease_id != 0 && atomic_load(&G.up)) {
+    atomic_store(&E->stop, true);
+    wake(E);
+    pthread_join(E->thread, NULL);
+    E->running = false;
+    watch_stop(E);
+}
+
+/* Revoke this shed's member lease (its keys go at once). */
+static void
+revoke_lease(struct shed_etcd *E)
+{
+    if (E->mode == MODE_CELL && E->lease_id != 0 && atomic_load(&E->up)) {
         char body[96];
         json_t *r = NULL;
-        snprintf(body, sizeof(body), "{\"ID\":\"%" PRId64 "\"}", G.lease_id);
-        if (call("/v3/lease/revoke", body, &r) == 0)
+        snprintf(body, sizeof(body), "{\"ID\":\"%" PRId64 "\"}", E->lease_id);
+        if (call(E, "/v3/lease/revoke", body, &r) == 0)
             log_info("etcd: lease revoked: this shed's keys are gone");
         json_decref(r);
     }
+    E->lease_id = 0;
+}
+
+static int
+create(enum mode mode, struct registry *reg, struct shed_master *master,
+       const struct shed_config *cfg, const char *origin, struct shed_etcd **out)
+{
+    const char *host = strstr(origin, "://");
+    struct shed_etcd *E = calloc(1, sizeof(*E));
+    int rc;
+
+    *out = NULL;
+    if (E == NULL)
+        return -ENOMEM;
+    E->mode = mode;
+    E->reg = reg;
+    E->master = master;
+    settings(E, cfg);
+    snprintf(E->shed, sizeof(E->shed), "%s", host != NULL ? host + 3 : origin);
+    /* Every shed of a cell may listen on 0.0.0.0:80: name the host then. */
+    if (strncmp(E->shed, "0.0.0.0:", 8) == 0 || strncmp(E->shed, "[::]:", 5) == 0) {
+        char name[256] = "";
+        const char *port = strrchr(E->shed, ':');
+        if (gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0' &&
+            strchr(name, '/') == NULL) {
+            char tmp[sizeof(E->shed)];
+            snprintf(tmp, sizeof(tmp), "%.200s%s", name, port);
+            memcpy(E->shed, tmp, sizeof(tmp));
+        }
+    }
+    /* Hint keys of this master sort after those it wrote before a restart. */
+    E->hint_seq = clock_real_ns() / 1000u;
+    pthread_mutex_init(&E->mu, NULL);
+    pthread_mutex_init(&E->hmu, NULL);
+    proto_sync_msg_init(&E->again);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    E->multi = curl_multi_init();
+    E->req = curl_easy_init();
+    E->watch = curl_easy_init();
+    E->hreq = curl_easy_init();
+    E->ops = calloc(BATCH, sizeof(*E->ops));
+    if (mode == MODE_MASTER)
+        E->hq = calloc(HINT_QUEUE_MAX, sizeof(*E->hq));
+    E->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    if (E->hdrs != NULL) {
+        struct curl_slist *h = curl_slist_append(E->hdrs, "Expect:");
+        if (h != NULL)
+            E->hdrs = h;
+    }
+    if (E->multi == NULL || E->req == NULL || E->watch == NULL || E->hreq == NULL ||
+        E->ops == NULL || E->hdrs == NULL || (mode == MODE_MASTER && E->hq == NULL) ||
+        (mode == MODE_CELL && sink_get(E, cfg->cell, true) == NULL)) {
+        shed_etcd_destroy(E);
+        return -ENOMEM;
+    }
+    atomic_store(&E->up, true); /* so that the first failure is logged */
+    range(E);                   /* warm: route on what etcd holds before listening */
+    if (reg != NULL)
+        registry_tick(reg, shed_now_ms());
+    if (!E->have_view)
+        log_warnx("etcd: no membership from %s yet: starting without it, retrying",
+                  cfg->membership.endpoints[0]);
+    rc = thread_start(E);
+    if (rc < 0) {
+        shed_etcd_destroy(E);
+        return rc;
+    }
+    if (mode == MODE_CELL)
+        log_info("etcd: membership under %s on %zu endpoint%s, lease ttl %" PRIu64 "s", E->base,
+                 cfg->membership.nendpoints, cfg->membership.nendpoints == 1 ? "" : "s", E->ttl_s);
+    else
+        log_info("etcd: master: every cell under %s on %zu endpoint%s, hints under "
+                 "%s" SHED_ETCD_HINTS_DIR,
+                 E->base, cfg->membership.nendpoints, cfg->membership.nendpoints == 1 ? "" : "s",
+                 E->base);
+    *out = E;
+    return 0;
+}
+
+int
+shed_etcd_create(struct registry *reg, const struct shed_config *cfg, const char *origin,
+                 struct shed_etcd **out)
+{
+    return create(MODE_CELL, reg, NULL, cfg, origin, out);
+}
+
+int
+shed_etcd_create_master(struct shed_master *m, const struct shed_config *cfg, const char *origin,
+                        struct shed_etcd **out)
+{
+    return create(MODE_MASTER, NULL, m, cfg, origin, out);
+}
+
+void
+shed_etcd_destroy(struct shed_etcd *E)
+{
+    if (E == NULL)
+        return;
+    thread_stop(E);
+    if (E->req != NULL)
+        revoke_lease(E);
     for (size_t b = 0; b < NBUCKETS; b++)
-        while (G.buckets[b] != NULL) {
-            struct wmember *m = G.buckets[b];
-            G.buckets[b] = m->next;
+        while (E->buckets[b] != NULL) {
+            struct wmember *m = E->buckets[b];
+            E->buckets[b] = m->next;
             free(m);
         }
-    curl_easy_cleanup(G.req);
-    curl_easy_cleanup(G.watch);
-    curl_multi_cleanup(G.multi);
-    curl_slist_free_all(G.hdrs);
-    shed_etcd_view_destroy(G.view);
-    free(G.wbuf);
-    free(G.wbody);
-    proto_sync_msg_free(&G.again);
-    pthread_mutex_destroy(&G.mu);
-    memset(&G, 0, sizeof(G));
+    if (E->hq != NULL) {
+        if (E->hq_n > 0)
+            log_warnx("etcd: %zu hints not written to etcd at exit", E->hq_n);
+        for (size_t i = 0; i < E->hq_n; i++)
+            free(E->hq[(E->hq_head + i) % HINT_QUEUE_MAX].value);
+        free(E->hq);
+    }
+    for (size_t i = 0; i < E->nsinks; i++) {
+        shed_etcd_view_destroy(E->sinks[i].view);
+        proto_sync_msg_free(&E->sinks[i].out);
+    }
+    curl_easy_cleanup(E->req);
+    curl_easy_cleanup(E->watch);
+    curl_easy_cleanup(E->hreq);
+    curl_multi_cleanup(E->multi);
+    curl_slist_free_all(E->hdrs);
+    free(E->wbuf);
+    free(E->wbody);
+    free(E->ops);
+    proto_sync_msg_free(&E->again);
+    pthread_mutex_destroy(&E->mu);
+    pthread_mutex_destroy(&E->hmu);
+    free(E);
+}
+
+static bool
+same_endpoints(const struct shed_membership *a, const struct shed_membership *b)
+{
+    if (a->nendpoints != b->nendpoints)
+        return false;
+    for (size_t i = 0; i < a->nendpoints; i++)
+        if (strcmp(a->endpoints[i], b->endpoints[i]) != 0)
+            return false;
+    return true;
+}
+
+int
+shed_etcd_reconfigure(struct shed_etcd *E, const struct shed_config *cfg)
+{
+    const struct shed_config *o;
+    if (E == NULL)
+        return 0;
+    o = &E->cfgv;
+    if (cfg->membership.store != SHED_STORE_ETCD) {
+        log_warnx("etcd: reload: membership store %s refused: the store changes at the next "
+                  "restart; still on etcd at %s",
+                  cfg->membership.store_name, o->membership.endpoints[0]);
+        return -EINVAL;
+    }
+    bool ends = !same_endpoints(&o->membership, &cfg->membership);
+    bool moved = strcmp(o->membership.prefix, cfg->membership.prefix) != 0 ||
+                 (E->mode == MODE_CELL && strcmp(o->cell, cfg->cell) != 0);
+    bool timing = o->membership.timeout_ms != cfg->membership.timeout_ms ||
+                  o->membership.ttl_ms != cfg->membership.ttl_ms ||
+                  o->timings.lease_ms != cfg->timings.lease_ms ||
+                  o->timings.join_heartbeats != cfg->timings.join_heartbeats;
+    bool agg = strcmp(o->aggregator, cfg->aggregator) != 0;
+    uint64_t old_ttl = E->ttl_s;
+    if (!ends && !moved && !timing && !agg) {
+        pthread_mutex_lock(&E->mu);
+        E->cfgv.membership.queue_max = cfg->membership.queue_max; /* a bound only */
+        pthread_mutex_unlock(&E->mu);
+        return 0;
+    }
+    /* Restart the client: stop the thread, and when the keys move, revoke
+     * this shed's lease at the old place (they go there at once). The
+     * writer table stays: every member this shed keeps is written again. */
+    thread_stop(E);
+    if (moved)
+        revoke_lease(E);
+    pthread_mutex_lock(&E->hmu);
+    pthread_mutex_lock(&E->mu);
+    settings(E, cfg);
+    pthread_mutex_unlock(&E->mu);
+    pthread_mutex_unlock(&E->hmu);
+    if (E->ttl_s != old_ttl)
+        E->lease_id = 0; /* a new lease; the old one runs out unused */
+    E->hint_lease = 0;
+    E->nhcounts = 0;
+    mark_all_put(E);
+    E->cellkey_dirty = E->mode == MODE_CELL && E->cfgv.aggregator[0] != '\0';
+    E->keepalive_at = 0;  /* other endpoints may be another etcd: check the lease now */
+    E->have_view = false; /* range again: members only the old place had go down */
+    E->need_reload = false;
+    if (moved && E->mode == MODE_CELL)
+        snprintf(E->sinks[0].cell, sizeof(E->sinks[0].cell), "%s", cfg->cell);
+    atomic_store(&E->ep, 0);
+    atomic_store(&E->up, true);
+    E->retry_at = 0;
+    E->down_since = 0;
+    log_info("etcd: reload: %s%s%s%s changed: client restarted on %s (%zu endpoint%s), "
+             "keys under %s",
+             ends ? "endpoints " : "", moved ? "prefix/cell " : "", timing ? "timings " : "",
+             agg ? "aggregator " : "", cfg->membership.endpoints[0], cfg->membership.nendpoints,
+             cfg->membership.nendpoints == 1 ? "" : "s", E->base);
+    return thread_start(E);
 }
 
 size_t
-shed_etcd_metrics(char *buf, size_t len)
+shed_etcd_stats(struct shed_etcd *E, char *buf, size_t len)
 {
     if (len == 0)
         return 0;
     buf[0] = '\0';
-    if (!G.running)
+    if (E == NULL || !E->running)
         return 0;
-    pthread_mutex_lock(&G.mu);
-    uint64_t dropped = G.dropped, queued = G.ndirty;
-    size_t members = G.nmembers;
-    pthread_mutex_unlock(&G.mu);
+    pthread_mutex_lock(&E->mu);
+    uint64_t dropped = E->dropped, queued = E->ndirty, hq = E->hq_n, hw = E->hints_written,
+             hd = E->hints_dropped;
+    size_t members = E->nmembers;
+    pthread_mutex_unlock(&E->mu);
     int n = snprintf(
         buf, len,
         "# HELP shed_etcd_up 1 while etcd answers (membership store etcd); 0: routing on the last "
@@ -1397,10 +2111,75 @@ shed_etcd_metrics(char *buf, size_t len)
         "\n"
         "# HELP shed_etcd_reloads_total Full reloads (the revision was compacted).\n"
         "# TYPE shed_etcd_reloads_total counter\nshed_etcd_reloads_total %" PRIu64 "\n",
-        atomic_load(&G.up) ? 1 : 0, atomic_load(&G.revision), atomic_load(&G.keys), members, queued,
-        atomic_load(&G.writes), atomic_load(&G.write_errors), dropped, atomic_load(&G.resumes),
-        atomic_load(&G.reloads));
+        atomic_load(&E->up) ? 1 : 0, atomic_load(&E->revision), atomic_load(&E->keys), members,
+        queued, atomic_load(&E->writes), atomic_load(&E->write_errors), dropped,
+        atomic_load(&E->resumes), atomic_load(&E->reloads));
     if (n < 0)
         return 0;
-    return (size_t)n < len ? (size_t)n : len - 1;
+    size_t o = (size_t)n < len ? (size_t)n : len - 1;
+    if (E->mode == MODE_MASTER) {
+        n = snprintf(buf + o, len - o,
+                     "# HELP shed_etcd_hints_queued Hints waiting to be written to etcd.\n"
+                     "# TYPE shed_etcd_hints_queued gauge\nshed_etcd_hints_queued %" PRIu64 "\n"
+                     "# HELP shed_etcd_hints_written_total Hints this master wrote to etcd.\n"
+                     "# TYPE shed_etcd_hints_written_total counter\n"
+                     "shed_etcd_hints_written_total %" PRIu64 "\n"
+                     "# HELP shed_etcd_hints_dropped_total Hints dropped (their cell's bound in "
+                     "etcd, or the queue, was full).\n"
+                     "# TYPE shed_etcd_hints_dropped_total counter\n"
+                     "shed_etcd_hints_dropped_total %" PRIu64 "\n",
+                     hq, hw, hd);
+        if (n > 0)
+            o += (size_t)n < len - o ? (size_t)n : len - o - 1;
+    }
+    return o;
+}
+
+/* ---- the process-wide instance of the old entry points: thin wrappers,
+ * kept until the daemon owns a struct shed_etcd itself ---- */
+
+static struct shed_etcd *legacy;
+
+int
+shed_etcd_start(struct registry *reg, const struct shed_config *cfg, const char *origin)
+{
+    return shed_etcd_create(reg, cfg, origin, &legacy);
+}
+
+void
+shed_etcd_stop(void)
+{
+    shed_etcd_destroy(legacy);
+    legacy = NULL;
+}
+
+bool
+shed_etcd_running(void)
+{
+    return legacy != NULL && legacy->running;
+}
+
+void
+shed_etcd_heartbeat(const struct proto_heartbeat *hb, uint64_t now)
+{
+    shed_etcd_note_heartbeat(legacy, hb, now);
+}
+
+void
+shed_etcd_deregister(const char *service, size_t slen, const char *id, size_t idlen,
+                     uint64_t incarnation, uint64_t now)
+{
+    shed_etcd_note_deregister(legacy, service, slen, id, idlen, incarnation, now);
+}
+
+void
+shed_etcd_probe_failed(const char *hostport, uint64_t now)
+{
+    shed_etcd_note_probe_failed(legacy, hostport, now);
+}
+
+size_t
+shed_etcd_metrics(char *buf, size_t len)
+{
+    return shed_etcd_stats(legacy, buf, len);
 }

@@ -309,23 +309,15 @@ rebuild(const struct shed_master *m, struct msvc *s)
     free(rm);
 }
 
-int
-shed_master_apply(struct shed_master *m, const struct proto_sync_msg *msg, uint64_t now_ms,
-                  struct proto_sync_ack *ack)
+/* Merge <msg> into its cell. Caller holds the write lock. */
+static int
+merge_msg(struct shed_master *m, const struct proto_sync_msg *msg, uint64_t now_ms)
 {
-    struct mcell *c;
+    struct mcell *c = cell_get(m, msg->cell, true);
     int rc = 0;
 
-    if (msg->cell[0] == '\0')
-        return -EINVAL;
-    if (!shed_sync_origins_check(&m->origins, msg, ack))
-        return 0;
-    pthread_rwlock_wrlock(&m->lock);
-    c = cell_get(m, msg->cell, true);
-    if (c == NULL) {
-        rc = -ENOSPC;
-        goto out;
-    }
+    if (c == NULL)
+        return -ENOSPC;
     c->pushed_ms = now_ms;
     c->lease_ms = msg->lease_ms ? msg->lease_ms : 3000;
     if (msg->aggregator[0] != '\0')
@@ -347,10 +339,37 @@ shed_master_apply(struct shed_master *m, const struct proto_sync_msg *msg, uint6
         forget_old(&c->svcs[i], now_ms, c->lease_ms);
         rebuild(m, &c->svcs[i]);
     }
-out:
+    return rc;
+}
+
+int
+shed_master_apply(struct shed_master *m, const struct proto_sync_msg *msg, uint64_t now_ms,
+                  struct proto_sync_ack *ack)
+{
+    int rc;
+
+    if (msg->cell[0] == '\0')
+        return -EINVAL;
+    if (!shed_sync_origins_check(&m->origins, msg, ack))
+        return 0;
+    pthread_rwlock_wrlock(&m->lock);
+    rc = merge_msg(m, msg, now_ms);
     pthread_rwlock_unlock(&m->lock);
     if (rc == 0)
         shed_sync_origins_done(&m->origins, msg, ack);
+    return rc;
+}
+
+int
+shed_master_feed(struct shed_master *m, const struct proto_sync_msg *msg, uint64_t now_ms)
+{
+    int rc;
+
+    if (msg->cell[0] == '\0')
+        return -EINVAL;
+    pthread_rwlock_wrlock(&m->lock);
+    rc = merge_msg(m, msg, now_ms);
+    pthread_rwlock_unlock(&m->lock);
     return rc;
 }
 

@@ -4,7 +4,8 @@
  * an escalated request goes.
  *
  * Line sheds push their cell's membership (proto/sync messages naming the
- * cell); shed_master_apply() merges them per cell and service (entries keyed
+ * cell), or the master reads every cell from etcd (shed/etcd,
+ * shed_master_feed()); shed_master_apply() merges them per cell and service (entries keyed
  * by backend id, the higher incarnation wins, then the most recently heard)
  * and rebuilds that cell's ring for the service when its member set changed,
  * with the service's ring config, so the master computes the same table as
@@ -77,6 +78,14 @@ int shed_master_reconfigure(struct shed_master *m, const struct shed_config *cfg
  * -ENOSPC (too many cells, origins or members), -ENOMEM. */
 int shed_master_apply(struct shed_master *m, const struct proto_sync_msg *msg, uint64_t now_ms,
                       struct proto_sync_ack *ack);
+
+/* Merge the membership of cell msg->cell read from etcd (docs/etcd.md):
+ * the same merge as a push, without the sender bookkeeping (no origin,
+ * sequence or ack: etcd orders the changes). Entries are heard
+ * <now_ms> - age_ms; msg->lease_ms is how long they stay live without
+ * being fed again; a non-empty msg->aggregator replaces the cell's. 0,
+ * -EINVAL (no cell name), -ENOSPC, -ENOMEM. */
+int shed_master_feed(struct shed_master *m, const struct proto_sync_msg *msg, uint64_t now_ms);
 
 /* Choose where <req> goes. Returns 0 and fills <out>; -ELOOP when the
  * token's hop count is above the maximum; -ENOENT when no cell
