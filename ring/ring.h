@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: ISC */
 /*
  * ring: two-step consistent hashing for Burrow (see DESIGN.md section 3 and
- * the header comment of ring.c).
+ * docs/hashing.md).
  *
  *   account -> K buckets out of B     ring_account_buckets()   (no membership)
  *   "queue/message" -> one of those K ring_key_index()         (jump hash)

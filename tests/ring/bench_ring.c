@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: ISC */
 /*
  * ring-bench: the ring against a ketama baseline, side by side in one run
- * (the targets in ring/ring.c's header). Prints "name: value unit" lines.
+ * (the figures in docs/hashing.md). Prints "name: value unit" lines.
  *
  *   ring-bench           full run (N = 1000, 10000, 100000; a few minutes)
  *   ring-bench --quick   smoke run (small B, N = 1000 only), for CI
