@@ -777,7 +777,10 @@ class ShedClient:
         query = "?" + u.query if u.query else ""
         msg = None
         if service is not None:
-            msg = parse_message_path(path)  # PathError: the shed would say 400
+            try:
+                msg = parse_message_path(path)
+            except PathError:
+                msg = None  # not a message the client can place: the shed answers 400
         key = None if msg is None else msg[1] + b"/" + msg[2]
         failed = ""
         lookup = False

@@ -183,6 +183,40 @@ def test_delete_and_list():
     py.close()
 
 
+def test_threads_share_one_client():
+    cl = cluster()
+    py = client(cl)
+    errors = []
+
+    def work(t):
+        try:
+            for i in range(40):
+                u = "%s/threads/q/t%d-%d" % (BASE, t, i)
+                body = b"%d/%d" % (t, i)
+                assert py.put(u, body).status == 201
+                r = py.get(u)
+                assert r.status == 200 and r.body == body, r
+        except Exception as e:  # reported below, with the thread
+            errors.append((t, repr(e)))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    m = py.metrics
+    assert m["requests"] == 480, m
+    # The account's 3 buckets: after the first asks, everything is pinned,
+    # and at most one connection per thread per host was ever opened.
+    assert m["pinned"] >= 480 - 6 * 3 * 2, m
+    assert m["connections"] <= 6 * (len(cl.backends) + 1), m
+    # The shed: a malformed id is its 400, not a client exception.
+    r = py.get(BASE + "/threads/q/%2e")
+    assert r.status == 400 and r.bucket is None, r
+    py.close()
+
+
 class FakeShed:
     """A shed and a backend in one scripted server pair: the shed redirects
     /v1.0/lk/... to the backend with pin headers; the backend answers 404 to
@@ -361,6 +395,7 @@ if __name__ == "__main__":
         ("bodies_round_trip_through_307", test_bodies_round_trip_through_307),
         ("bodies_round_trip_through_302", test_bodies_round_trip_through_302),
         ("delete_and_list", test_delete_and_list),
+        ("threads_share_one_client", test_threads_share_one_client),
         ("404_lookup_and_shed_failed_on_the_wire", test_404_lookup_and_shed_failed_on_the_wire),
         ("survives_backend_changes", test_survives_backend_changes),
     ])
