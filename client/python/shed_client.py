@@ -536,10 +536,14 @@ class ShedClient:
     backoff     (base, max) seconds of the jittered backoff (0.02, 1.0)
     body_max    largest response body accepted (16 MiB)
     clock       monotonic seconds (injectable for tests)
+    max_pins    pins held at most (65536); when full, expired pins are swept
+                and, failing that, a new pin is not kept (the request still
+                works; the next one asks a shed again)
     """
 
     def __init__(self, sheds=None, retries=3, max_hops=5, timeout=30.0, connect_timeout=2.0,
-                 backoff=(0.02, 1.0), body_max=16 << 20, clock=time.monotonic, no_pin=False):
+                 backoff=(0.02, 1.0), body_max=16 << 20, clock=time.monotonic, no_pin=False,
+                 max_pins=65536):
         if sheds is None:
             env = os.environ.get("SHED", "")
             sheds = [s.strip() for s in env.split(",") if s.strip()]
@@ -558,6 +562,7 @@ class ShedClient:
         self.body_max = body_max
         self.clock = clock
         self.no_pin = no_pin
+        self.max_pins = max_pins
         self._lock = threading.Lock()
         self._rings = {}  # service -> RingConfig
         self._pins = {}   # (service, bucket) -> _Pin
@@ -615,6 +620,12 @@ class ShedClient:
             if ttl <= 0:
                 self._pins.pop((service, b), None)
                 return
+            if (service, b) not in self._pins and len(self._pins) >= self.max_pins:
+                now = self.clock()
+                for key in [k for k, x in self._pins.items() if x.expires <= now]:
+                    del self._pins[key]
+                if len(self._pins) >= self.max_pins:
+                    return
             p = _Pin()
             p.host, p.generation, p.expires, p.hits, p.why = (
                 host, generation, self.clock() + ttl, 0, why)
@@ -771,7 +782,9 @@ class ShedClient:
         if u.scheme not in ("http", "https") or not u.hostname or u.fragment:
             raise ValueError("not an absolute http URL: %r" % url)
         host = u.hostname
-        service = host[:-len(".service")] if host.endswith(".service") and len(host) > 8 else None
+        service = None
+        if host.endswith(".service") and 8 < len(host) <= 8 + 64:
+            service = host[:-len(".service")]  # urlsplit lower-cased it
         port = u.port or (443 if u.scheme == "https" else 80)
         path = u.path or "/"
         query = "?" + u.query if u.query else ""

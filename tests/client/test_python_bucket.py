@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: ISC
 """Unit test of client/python/shed_client.py's pure parts: its XXH3 against
-libxxhash (tests/client/xxh3_dump.c, every length 0..1100, six seeds), and
-its bucket function, Shed-Ring parser and path rules against the tables of
+libxxhash (tests/client/xxh3_dump.c, every length 0..1100, six seeds), its
+bucket function, Shed-Ring parser and path rules against the tables of
 docs/bucket.md (the same rows tests/client/test_bucket.c checks against the
-C code)."""
+C code), the pin table under an injected clock and the backoff bounds."""
 import os
 import re
 import subprocess
@@ -134,6 +134,39 @@ def test_jump_moves_little_when_k_grows():
     assert 200 < moved < 470, moved
 
 
+def test_pin_table():
+    now = [100.0]
+    c = sc.ShedClient(sheds=["127.0.0.1:1"], clock=lambda: now[0], max_pins=2)
+    c._set_ring("burrow", sc.RingConfig(1024, 3, 11, 22))
+    c._pin_set("burrow", 7, "http://h1:80", 1, 30, "why")
+    c._pin_set("burrow", 8, "http://h2:80", 1, 10, "why")
+    assert c._pin_get("burrow", 7) == "http://h1:80"
+    c._pin_set("burrow", 9, "http://h3:80", 1, 30, "why")  # full of live pins: not kept
+    assert c._pin_get("burrow", 9) is None and len(c.pins()) == 2
+    now[0] += 10  # pin 8 expires exactly now
+    assert c._pin_get("burrow", 8) is None
+    c._pin_set("burrow", 9, "http://h3:80", 1, 30, "why")  # room again
+    assert c._pin_get("burrow", 9) == "http://h3:80"
+    assert [p["hits"] for p in c.pins()] == [1, 1], c.pins()
+    c._pin_set("burrow", 9, "http://h3:80", 1, 0, "why")  # Shed-Pin-TTL 0: no pin
+    assert c._pin_get("burrow", 9) is None
+    c._pin_drop_host("http://h1:80")
+    assert c.pins() == []
+    c._pin_set("burrow", 7, "http://h1:80", 1, 30, "why")
+    c._set_ring("burrow", sc.RingConfig(1024, 3, 11, 22))  # same ring: pins stay
+    assert len(c.pins()) == 1
+    c._set_ring("burrow", sc.RingConfig(2048, 3, 11, 22))  # new B: bucket numbers mean else
+    assert c.pins() == [] and c.metrics["pins_dropped"] >= 2, c.metrics
+
+
+def test_backoff_bounds():
+    c = sc.ShedClient(sheds=[], backoff=(0.02, 1.0))
+    for attempt, d in ((1, 0.02), (2, 0.04), (3, 0.08), (6, 0.64), (7, 1.0), (30, 1.0)):
+        for _ in range(50):
+            x = c._backoff(attempt)
+            assert d / 2 <= x <= d + 1e-12, (attempt, x)
+
+
 if __name__ == "__main__":
     harness.run_tests([
         ("xxh3_matches_libxxhash", test_xxh3_matches_libxxhash),
@@ -141,4 +174,6 @@ if __name__ == "__main__":
         ("refused_paths", test_refused_paths),
         ("shed_ring_parsing", test_shed_ring_parsing),
         ("jump_moves_little_when_k_grows", test_jump_moves_little_when_k_grows),
+        ("pin_table", test_pin_table),
+        ("backoff_bounds", test_backoff_bounds),
     ])
