@@ -1782,6 +1782,18 @@ shed_etcd_hint_done(struct shed_etcd *E, const char *key)
 
 /* ---- the thread ---- */
 
+/* A master writes nothing most of the time: while etcd is away, one small
+ * read every RETRY_MS tells when it is back (a line shed's keepalive does). */
+static void
+ping(struct shed_etcd *E)
+{
+    json_t *r = NULL;
+    char *body = key_body(E->base, false, "\"keys_only\":true");
+    if (body != NULL && call(E, "/v3/kv/range", body, &r) == 0)
+        json_decref(r);
+    free(body);
+}
+
 static void *
 run(void *arg)
 {
@@ -1792,6 +1804,8 @@ run(void *arg)
         if (may && (!E->have_view || E->need_reload) && !E->watching)
             range(E);
         now = shed_now_ms();
+        if (E->mode == MODE_MASTER && E->have_view && !atomic_load(&E->up) && now >= E->retry_at)
+            ping(E);
         if (E->have_view && !E->need_reload && !E->watching &&
             (atomic_load(&E->up) || now >= E->retry_at))
             watch_start(E);
@@ -2067,10 +2081,10 @@ shed_etcd_reconfigure(struct shed_etcd *E, const struct shed_config *cfg)
     atomic_store(&E->up, true);
     E->retry_at = 0;
     E->down_since = 0;
-    log_info("etcd: reload: %s%s%s%s changed: client restarted on %s (%zu endpoint%s), "
+    log_info("etcd: reload:%s%s%s%s changed: client restarted on %s (%zu endpoint%s), "
              "keys under %s",
-             ends ? "endpoints " : "", moved ? "prefix/cell " : "", timing ? "timings " : "",
-             agg ? "aggregator " : "", cfg->membership.endpoints[0], cfg->membership.nendpoints,
+             ends ? " endpoints" : "", moved ? " prefix/cell" : "", timing ? " timings" : "",
+             agg ? " aggregator" : "", cfg->membership.endpoints[0], cfg->membership.nendpoints,
              cfg->membership.nendpoints == 1 ? "" : "s", E->base);
     return thread_start(E);
 }

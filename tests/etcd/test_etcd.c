@@ -270,3 +270,83 @@ Test(etcd, view_down_marker_is_news_once)
     proto_sync_msg_free(&m);
     shed_etcd_view_destroy(v);
 }
+
+Test(etcd, key_class_of_a_masters_read)
+{
+    char cell[64];
+    const char *rest = NULL;
+    const char *k = "b/burrow/b-1/10.0.0.1:80";
+    cr_assert_eq(shed_etcd_key_class(k, strlen(k), cell, sizeof(cell), &rest),
+                 SHED_ETCD_KEY_MEMBER);
+    cr_assert_str_eq(cell, "b");
+    cr_assert_str_eq(rest, "burrow/b-1/10.0.0.1:80");
+    k = "~cells/cell_2/10.0.0.1:80";
+    cr_assert_eq(shed_etcd_key_class(k, strlen(k), cell, sizeof(cell), &rest), SHED_ETCD_KEY_CELL);
+    cr_assert_str_eq(cell, "cell_2");
+    cr_assert_str_eq(rest, "10.0.0.1:80");
+    k = "~hints/a/00000000000000000001-m:80";
+    cr_assert_eq(shed_etcd_key_class(k, strlen(k), cell, sizeof(cell), &rest), SHED_ETCD_KEY_HINT);
+    cr_assert_str_eq(cell, "a");
+    /* Not a cell name, nothing after the cell, an unknown ~ directory, too long. */
+    static const char *bad[] = {"B/x/y/z", "b", "b/", "~other/b/x", "~cells/b", "/b/x", ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(shed_etcd_key_class(bad[i], strlen(bad[i]), cell, sizeof(cell), &rest),
+                     -EINVAL, "%s", bad[i]);
+    k = "abcdef/x";
+    cr_assert_eq(shed_etcd_key_class(k, strlen(k), cell, 4, &rest), -EINVAL);
+}
+
+Test(etcd, hint_keys_sort_oldest_first_and_records_round_trip)
+{
+    char k1[SHED_ETCD_KEY_MAX], k2[SHED_ETCD_KEY_MAX], tiny[16];
+    struct shed_etcd_hint h;
+
+    cr_assert_eq(shed_etcd_hint_key(k1, sizeof(k1), "/shed/", "a", 9, "m1:80"), 0);
+    cr_assert_eq(shed_etcd_hint_key(k2, sizeof(k2), "/shed/", "a", 10, "m1:80"), 0);
+    cr_assert_str_eq(k1, "/shed/~hints/a/00000000000000000009-m1:80");
+    cr_assert_lt(strcmp(k1, k2), 0, "zero-padded: 9 sorts before 10");
+    cr_assert_eq(shed_etcd_hint_key(tiny, sizeof(tiny), "/shed/", "a", 9, "m1:80"), -ENAMETOOLONG);
+
+    char *v = shed_etcd_hint_encode("burrow", "/v1.0/a%20b/q/m", "http://10.0.2.7:8080",
+                                    1732280000123ull);
+    cr_assert_not_null(v);
+    cr_assert_eq(shed_etcd_hint_decode(v, strlen(v), &h), 0);
+    cr_assert_str_eq(h.service, "burrow");
+    cr_assert_str_eq(h.path, "/v1.0/a%20b/q/m");
+    cr_assert_str_eq(h.url, "http://10.0.2.7:8080");
+    cr_assert_eq(h.at_ms, 1732280000123ull);
+    free(v);
+    static const char *bad[] = {
+        "{}",
+        "[]",
+        "{\"service\":\"s\",\"path\":\"/p\",\"url\":\"u\"}",
+        "{\"service\":\"s\",\"path\":\"p\",\"url\":\"u\",\"at\":1}",
+        "{\"service\":\"\",\"path\":\"/p\",\"url\":\"u\",\"at\":1}",
+        "{\"service\":\"s\",\"path\":\"/p\",\"url\":\"u\",\"at\":-1}",
+        "{\"service\":1,\"path\":\"/p\",\"url\":\"u\",\"at\":1}",
+        "not json",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(shed_etcd_hint_decode(bad[i], strlen(bad[i]), &h), -EINVAL, "%s", bad[i]);
+    /* A path longer than any message path: refused, not truncated. */
+    size_t n = PROTO_BURROW_PATH_MAX + 100;
+    char *path = malloc(n + 1);
+    cr_assert_not_null(path);
+    memset(path, 'x', n);
+    path[0] = '/';
+    path[n] = '\0';
+    v = shed_etcd_hint_encode("burrow", path, "http://u", 1);
+    cr_assert_eq(shed_etcd_hint_decode(v, strlen(v), &h), -EINVAL);
+    free(v);
+    free(path);
+}
+
+Test(etcd, cell_record)
+{
+    char agg[64];
+    const char *ok = "{\"aggregator\":\"http://10.0.0.9:8080\"}";
+    cr_assert_eq(shed_etcd_cell_decode(ok, strlen(ok), agg, sizeof(agg)), 0);
+    cr_assert_str_eq(agg, "http://10.0.0.9:8080");
+    cr_assert_eq(shed_etcd_cell_decode("{}", 2, agg, sizeof(agg)), -EINVAL);
+    cr_assert_eq(shed_etcd_cell_decode(ok, strlen(ok), agg, 8), -EINVAL);
+}
