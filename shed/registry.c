@@ -1,13 +1,12 @@
 /* SPDX-License-Identifier: ISC */
 /*
  * shed/registry: member records behind one mutex (heartbeats are a few
- * thousand a second at most), and the routing view published to request
- * threads through an atomic pointer guarded by shed/rcu. Rings are rebuilt
- * only in registry_tick(), so a heartbeat never pays for a ring build.
- *
- * Generations: a rebuild pushes a new ring with ring_gen_push(); the table
- * that falls out, the old view and the old live/load arrays go on a garbage
- * list that is freed after shed_rcu_synchronize().
+ * thousand a second at most): heartbeats, leases, evictions, joins, reloads,
+ * replication and failure reports. The routing view built from them and
+ * published to request threads is shed/registry_view.c's; rings are built
+ * only by registry_tick() and registry_reconfigure(), and with the mutex
+ * released, so neither a heartbeat nor a failure-report lookup ever waits
+ * for a ring build (shed/registry_impl.h has the locking).
  */
 #include "shed/registry.h"
 
@@ -21,39 +20,12 @@
 
 #include "common/log.h"
 #include "common/rng.h"
+#include "proto/hostport.h"
 #include "shed/metrics.h"
 #include "shed/rcu.h"
-#include "shed/suspect.h"
+#include "shed/registry_impl.h"
 
 #define HB_BUDGET_PER_S 2000 /* heartbeats a second before intervals stretch */
-#define GARBAGE_MAX     (4 * SHED_MAX_SERVICES + 8)
-
-/* Strings are sized to fit (a member is ~180 bytes, not the ~700 of
- * fixed arrays: 5 MB of a shed's RSS at 10000 members). */
-struct member {
-    const char *url;  /* into place, or "" before the first member_place() */
-    const char *zone; /* into place */
-    char *place;      /* owned: "url\0zone\0" */
-    uint32_t weight;
-    enum proto_hb_state announced; /* what its last heartbeat said */
-    uint64_t incarnation;
-    uint64_t last_seen;   /* ms */
-    uint64_t lease_until; /* ms */
-    uint64_t down_since;  /* ms, when down */
-    uint32_t beats;       /* heartbeats of this incarnation */
-    bool down;            /* lease expired or deregistered */
-    bool suspect;         /* reported failed by clients (later work) */
-    bool in_ring;         /* part of the current ring */
-    bool stale_record;    /* url/zone/weight differ from the ring's copy */
-    bool gone;            /* deregistered: leaves at the next rebuild */
-    uint32_t ring_idx;    /* index in the current ring when in_ring */
-    /* Replication (docs/masters.md): */
-    uint64_t seq;           /* registry sequence of the last change */
-    bool remote;            /* last change learned from a peer or a snapshot */
-    uint64_t suspect_until; /* suspect until then (UINT64_MAX: probe pending) */
-    uint64_t host_hash;     /* of url's "host:port" (host_hash()); 0: none */
-    char id[];              /* allocated with the member */
-};
 
 /* A new member named <id>, with no placement yet; NULL without memory. */
 static struct member *
@@ -69,69 +41,14 @@ member_new(const char *id)
     return m;
 }
 
-static void
-member_free(struct member *m)
+void
+registry_member_free(struct member *m)
 {
     if (m == NULL)
         return;
     free(m->place);
     free(m);
 }
-
-/* A removed member, kept so that peers and masters learn of the removal. */
-struct tomb {
-    char service[SHED_NAME_MAX];
-    char id[PROTO_HB_ID_MAX + 1];
-    char url[PROTO_HB_URL_MAX + 1];
-    char zone[PROTO_HB_ZONE_MAX + 1];
-    uint32_t weight;
-    uint64_t incarnation, seq;
-    bool remote;
-};
-#define TOMB_MAX 512
-
-struct service {
-    struct shed_service_config cfg;
-    unsigned slot;
-    struct member **members; /* owned */
-    size_t n, cap;
-    struct ring_gen gen;    /* owns cur and prev */
-    uint64_t prev_until;    /* end of the drain window */
-    _Atomic uint8_t *live;  /* for gen.cur, owned */
-    _Atomic uint32_t *load; /* for gen.cur, owned */
-    /* Where messages are may differ from where the ring says they are:
-     * set at once by any membership or liveness change (moved), cleared
-     * by the tick once settle_until has passed (route->settle). */
-    struct registry_settle *settle; /* owned */
-    bool moved;                     /* changed since the last tick */
-    uint64_t settle_until;          /* ms */
-    bool dirty;                     /* membership changed: rebuild at the next tick */
-    uint64_t window_start;          /* eviction cap window */
-    uint32_t evicted_in_window;
-    uint64_t empty_seq; /* sequence at which the last live member went away */
-    bool had_live;      /* live members at the last tick */
-};
-
-struct registry {
-    pthread_mutex_t mu;
-    struct shed_timings t;
-    uint32_t max_members;
-    struct service *svcs[SHED_MAX_SERVICES];
-    size_t nsvcs;
-    size_t total;
-    uint64_t rng;
-    uint64_t last_decay;
-    _Atomic uint64_t evictions;
-    struct registry_view *_Atomic view;
-    void *garbage[GARBAGE_MAX]; /* freed after the next synchronize */
-    size_t ngarbage;
-    struct ring *garbage_rings[GARBAGE_MAX];
-    size_t ngarbage_rings;
-    uint64_t seq;             /* replication sequence, bumped on every change */
-    struct tomb *tombs;       /* TOMB_MAX, a ring buffer */
-    size_t ntombs, tomb_head; /* tomb_head: oldest */
-    uint64_t tomb_horizon;    /* highest seq of a tomb dropped for room */
-};
 
 static void
 tomb_add(struct registry *reg, const struct service *s, const struct member *m, bool remote)
@@ -154,169 +71,6 @@ tomb_add(struct registry *reg, const struct service *s, const struct member *m, 
     t->incarnation = m->incarnation;
     t->seq = ++reg->seq;
     t->remote = remote;
-}
-
-const char *
-registry_live_name(enum registry_live l)
-{
-    switch (l) {
-    case REGISTRY_UP:
-        return "up";
-    case REGISTRY_DRAINING:
-        return "draining";
-    case REGISTRY_SUSPECT:
-        return "suspect";
-    case REGISTRY_DOWN:
-        return "down";
-    }
-    return "?";
-}
-
-static void
-mark_moved(struct service *s)
-{
-    s->moved = true;
-    atomic_store(&s->settle->unsettled, 1);
-    atomic_fetch_add(&s->settle->changes, 1);
-}
-
-static enum registry_live
-live_of(const struct member *m)
-{
-    if (m->down || m->gone)
-        return REGISTRY_DOWN;
-    if (m->suspect)
-        return REGISTRY_SUSPECT;
-    if (m->announced == PROTO_HB_DRAINING)
-        return REGISTRY_DRAINING;
-    return REGISTRY_UP;
-}
-
-/* Store member <m>'s liveness in the current generation; a change opens
- * the service's settle window (docs/reachability.md). */
-static void
-set_live(struct service *s, const struct member *m)
-{
-    if (!m->in_ring)
-        return;
-    uint8_t v = (uint8_t)live_of(m);
-    if (atomic_exchange(&s->live[m->ring_idx], v) != v)
-        mark_moved(s);
-}
-
-static void
-garbage(struct registry *reg, void *p)
-{
-    if (p == NULL)
-        return;
-    if (reg->ngarbage == GARBAGE_MAX) {
-        /* Cannot happen with the bound above; never free under readers. */
-        log_warnx("registry: garbage list full, leaking %p", p);
-        return;
-    }
-    reg->garbage[reg->ngarbage++] = p;
-}
-
-static void
-garbage_ring(struct registry *reg, struct ring *r)
-{
-    if (r == NULL)
-        return;
-    if (reg->ngarbage_rings == GARBAGE_MAX) {
-        log_warnx("registry: ring garbage list full, leaking a table");
-        return;
-    }
-    reg->garbage_rings[reg->ngarbage_rings++] = r;
-}
-
-static void
-ring_header(const struct ring_config *rc, char *buf, size_t len)
-{
-    snprintf(buf, len, "b=%" PRIu32 "; k=%" PRIu32 "; sa=%016" PRIx64 "; sk=%016" PRIx64,
-             rc->buckets, rc->k, rc->seed_account, rc->seed_key);
-}
-
-/* What a publish retired: freed by retire() after shed_rcu_synchronize(),
- * which must never run under mu (a request thread inside a read-side
- * section may be waiting for mu in registry_heartbeat()). */
-struct retired {
-    struct registry_view *view;
-    void *p[GARBAGE_MAX];
-    size_t np;
-    struct ring *r[GARBAGE_MAX];
-    size_t nr;
-};
-
-/* Wait for readers, then free what <rt> holds. Caller does NOT hold mu. */
-static void
-retire(struct retired *rt)
-{
-    if (rt->view == NULL && rt->np == 0 && rt->nr == 0)
-        return;
-    shed_rcu_synchronize();
-    if (rt->view != NULL) {
-        free(rt->view->routes);
-        free(rt->view);
-    }
-    for (size_t i = 0; i < rt->np; i++)
-        free(rt->p[i]);
-    for (size_t i = 0; i < rt->nr; i++)
-        ring_destroy(rt->r[i]);
-    rt->view = NULL;
-    rt->np = rt->nr = 0;
-}
-
-/* Build and publish a new view from the services' current state; the old
- * view and all garbage move to <rt> for retire(). Caller holds mu. */
-static int
-publish(struct registry *reg, struct retired *rt)
-{
-    struct registry_view *v = calloc(1, sizeof(*v));
-    struct registry_route *routes = calloc(reg->nsvcs ? reg->nsvcs : 1, sizeof(*routes));
-    if (v == NULL || routes == NULL) {
-        free(v);
-        free(routes);
-        return -ENOMEM;
-    }
-    for (size_t i = 0; i < reg->nsvcs; i++) {
-        struct service *s = reg->svcs[i];
-        struct registry_route *r = &routes[i];
-        snprintf(r->name, sizeof(r->name), "%s", s->cfg.name);
-        r->name_len = strlen(r->name);
-        r->kind = s->cfg.kind;
-        r->slot = s->slot;
-        r->ring = s->gen.cur;
-        r->prev = s->gen.prev;
-        r->generation = s->gen.number;
-        r->prev_generation = s->gen.prev != NULL && s->gen.number > 0 ? s->gen.number - 1 : 0;
-        ring_digest(s->gen.cur, r->digest);
-        ring_header(&s->cfg.ring, r->ring_header, sizeof(r->ring_header));
-        r->pin_ttl_s = (uint32_t)(reg->t.pin_lifetime_ms / 1000);
-        r->max_weight = 1;
-        for (size_t k = 0; k < ring_size(s->gen.cur); k++)
-            if (ring_member_at(s->gen.cur, (uint32_t)k)->weight > r->max_weight)
-                r->max_weight = ring_member_at(s->gen.cur, (uint32_t)k)->weight;
-        r->live = s->live;
-        r->load = s->load;
-        r->settle = s->settle;
-        r->lookups = reg->t.settle_window_ms > 0;
-    }
-    v->nroutes = reg->nsvcs;
-    v->routes = routes;
-    struct registry_view *old = atomic_exchange(&reg->view, v);
-    /* Several publishes may happen before one retire(): keep the views. */
-    if (rt->view != NULL) {
-        garbage(reg, rt->view->routes);
-        garbage(reg, rt->view);
-    }
-    rt->view = old;
-    for (size_t i = 0; i < reg->ngarbage && rt->np < GARBAGE_MAX; i++)
-        rt->p[rt->np++] = reg->garbage[i];
-    reg->ngarbage = 0;
-    for (size_t i = 0; i < reg->ngarbage_rings && rt->nr < GARBAGE_MAX; i++)
-        rt->r[rt->nr++] = reg->garbage_rings[i];
-    reg->ngarbage_rings = 0;
-    return 0;
 }
 
 /* Order of member <m>'s id against <id> (<len> bytes, no NUL inside). */
@@ -380,9 +134,9 @@ host_hash(const char *hostport)
 static bool
 member_at(const struct member *m, const char *hostport, uint64_t h)
 {
-    char hp[SHED_SUSPECT_HOST_MAX];
+    char hp[PROTO_HOSTPORT_MAX];
 
-    return !m->gone && m->host_hash == h && shed_suspect_hostport(m->url, hp, sizeof(hp)) == 0 &&
+    return !m->gone && m->host_hash == h && proto_hostport(m->url, hp, sizeof(hp)) == 0 &&
            strcmp(hp, hostport) == 0;
 }
 
@@ -393,7 +147,7 @@ static int
 member_place(struct service *s, struct member *m, const char *url, const char *zone,
              uint32_t weight)
 {
-    char hp[SHED_SUSPECT_HOST_MAX];
+    char hp[PROTO_HOSTPORT_MAX];
 
     if (strcmp(m->url, url) == 0 && strcmp(m->zone, zone) == 0 && m->weight == weight)
         return 0;
@@ -412,7 +166,7 @@ member_place(struct service *s, struct member *m, const char *url, const char *z
         m->zone = place + ul + 1;
     }
     m->weight = weight;
-    m->host_hash = shed_suspect_hostport(m->url, hp, sizeof(hp)) == 0 ? host_hash(hp) : 0;
+    m->host_hash = proto_hostport(m->url, hp, sizeof(hp)) == 0 ? host_hash(hp) : 0;
     if (m->in_ring) {
         m->stale_record = true;
         s->dirty = true;
@@ -434,77 +188,10 @@ find_service(struct registry *reg, const char *name, size_t len)
 static void
 remove_member(struct registry *reg, struct service *s, size_t pos)
 {
-    member_free(s->members[pos]);
+    registry_member_free(s->members[pos]);
     s->n--;
     memmove(&s->members[pos], &s->members[pos + 1], (s->n - pos) * sizeof(s->members[0]));
     reg->total--;
-}
-
-/* Rebuild s's ring from its members: those already in the ring (but not
- * gone) and those that proved themselves. Caller holds mu. */
-static int
-rebuild(struct registry *reg, struct service *s, uint64_t now)
-{
-    struct ring_member *recs = calloc(s->n ? s->n : 1, sizeof(*recs));
-    if (recs == NULL)
-        return -ENOMEM;
-    size_t n = 0;
-    for (size_t i = 0; i < s->n; i++) {
-        struct member *m = s->members[i];
-        if (m->gone)
-            continue;
-        if (m->in_ring || (m->beats >= reg->t.join_heartbeats && !m->down))
-            recs[n++] = (struct ring_member){m->id, m->url, m->zone, m->weight};
-    }
-    struct ring *next = NULL;
-    int rc = ring_build(&s->cfg.ring, recs, n, &next);
-    free(recs);
-    if (rc < 0) {
-        log_warnx("registry: service=%s ring build failed: %s", s->cfg.name, ring_strerror(rc));
-        return rc;
-    }
-    size_t sz = ring_size(next);
-    _Atomic uint8_t *live = calloc(sz ? sz : 1, sizeof(*live));
-    _Atomic uint32_t *load = calloc(sz ? sz : 1, sizeof(*load));
-    if (live == NULL || load == NULL) {
-        free(live);
-        free(load);
-        ring_destroy(next);
-        return -ENOMEM;
-    }
-    for (size_t i = 0; i < s->n; i++) {
-        struct member *m = s->members[i];
-        uint32_t idx = m->gone ? RING_NONE : ring_find(next, m->id);
-        m->in_ring = idx != RING_NONE;
-        m->ring_idx = idx;
-        m->stale_record = false;
-        if (m->in_ring)
-            atomic_store(&live[idx], (uint8_t)live_of(m));
-    }
-    /* Drop gone members now that the ring no longer names them. */
-    size_t kept = 0;
-    for (size_t i = 0; i < s->n; i++) {
-        if (s->members[i]->gone) {
-            member_free(s->members[i]);
-            reg->total--;
-        } else {
-            s->members[kept++] = s->members[i]; /* compaction keeps id order */
-        }
-    }
-    s->n = kept;
-    garbage_ring(reg, ring_gen_push(&s->gen, next));
-    garbage(reg, (void *)s->live);
-    garbage(reg, (void *)s->load);
-    s->live = live;
-    s->load = load;
-    s->prev_until = now + reg->t.drain_window_ms;
-    s->dirty = false;
-    atomic_fetch_add(&s->settle->changes, 1);
-    char digest[33];
-    ring_digest(next, digest);
-    log_info("registry: service=%s generation=%" PRIu64 " members=%zu digest=%s", s->cfg.name,
-             s->gen.number, sz, digest);
-    return 0;
 }
 
 static int
@@ -546,7 +233,7 @@ service_free(struct service *s)
     if (s == NULL)
         return;
     for (size_t i = 0; i < s->n; i++)
-        member_free(s->members[i]);
+        registry_member_free(s->members[i]);
     free(s->members);
     ring_destroy(s->gen.cur);
     ring_destroy(s->gen.prev);
@@ -569,6 +256,7 @@ registry_create(const struct shed_config *cfg, uint64_t seed, struct registry **
     struct registry *reg = calloc(1, sizeof(*reg));
     if (reg == NULL)
         return -ENOMEM;
+    pthread_mutex_init(&reg->build_mu, NULL);
     pthread_mutex_init(&reg->mu, NULL);
     set_params(reg, cfg);
     reg->tombs = calloc(TOMB_MAX, sizeof(*reg->tombs));
@@ -585,8 +273,8 @@ registry_create(const struct shed_config *cfg, uint64_t seed, struct registry **
         reg->nsvcs++;
     }
     struct retired rt = {0};
-    rc = publish(reg, &rt);
-    retire(&rt);
+    rc = registry_publish(reg, &rt);
+    registry_retire(&rt);
     if (rc < 0)
         goto fail;
     *out = reg;
@@ -601,6 +289,9 @@ registry_destroy(struct registry *reg)
 {
     if (reg == NULL)
         return;
+    /* A tick or reload still building in another thread finishes first. */
+    pthread_mutex_lock(&reg->build_mu);
+    pthread_mutex_unlock(&reg->build_mu);
     struct registry_view *v = atomic_load(&reg->view);
     if (v != NULL) {
         free(v->routes);
@@ -613,25 +304,9 @@ registry_destroy(struct registry *reg)
     for (size_t i = 0; i < reg->nsvcs; i++)
         service_free(reg->svcs[i]);
     pthread_mutex_destroy(&reg->mu);
+    pthread_mutex_destroy(&reg->build_mu);
     free(reg->tombs);
     free(reg);
-}
-
-const struct registry_view *
-registry_view(const struct registry *reg)
-{
-    return atomic_load_explicit(&((struct registry *)reg)->view, memory_order_seq_cst);
-}
-
-const struct registry_route *
-registry_route_find(const struct registry_view *view, const char *name, size_t len)
-{
-    for (size_t i = 0; i < view->nroutes; i++) {
-        const struct registry_route *r = &view->routes[i];
-        if (r->name_len == len && memcmp(r->name, name, len) == 0)
-            return r;
-    }
-    return NULL;
 }
 
 /* Lease and interval for the next heartbeat: stretched when the registry is
@@ -718,7 +393,7 @@ registry_heartbeat(struct registry *reg, const struct proto_heartbeat *hb, uint6
         if (!m->in_ring)
             m->beats = 0;
         else
-            mark_moved(s); /* restarted: maybe empty, its data on others */
+            registry_unsettle(s); /* restarted: maybe empty, its data on others */
     }
     if (member_place(s, m, hb->url, hb->zone, hb->weight) < 0) {
         rc = -ENOMEM; /* a new member stays unplaced: it never joins */
@@ -740,7 +415,7 @@ registry_heartbeat(struct registry *reg, const struct proto_heartbeat *hb, uint6
     if (!m->in_ring && m->beats >= reg->t.join_heartbeats)
         s->dirty = true;
     if (m->in_ring)
-        set_live(s, m);
+        registry_set_live(s, m);
     pace(reg, reply);
     m->lease_until = now + reply->lease_ms;
     reply->generation = s->gen.number;
@@ -773,7 +448,7 @@ registry_deregister(struct registry *reg, const char *service, size_t slen, cons
     if (m->in_ring) {
         m->gone = true;
         m->incarnation = incarnation;
-        set_live(s, m);
+        registry_set_live(s, m);
         s->dirty = true;
     } else {
         remove_member(reg, s, pos);
@@ -783,10 +458,11 @@ out:
     return rc;
 }
 
-static bool
-tick_service(struct registry *reg, struct service *s, uint64_t now)
+/* Leases, suspicion ends, evictions and joins of <s>: what the build that
+ * follows needs to know (s->dirty). */
+static void
+tick_records(struct registry *reg, struct service *s, uint64_t now)
 {
-    bool changed = false;
     if (now - s->window_start >= reg->t.heartbeat_interval_ms || now < s->window_start) {
         s->window_start = now;
         s->evicted_in_window = 0;
@@ -802,13 +478,13 @@ tick_service(struct registry *reg, struct service *s, uint64_t now)
             m->seq = ++reg->seq;
             log_info("registry: service=%s id=%s down (lease expired)", s->cfg.name, m->id);
             if (m->in_ring)
-                set_live(s, m);
+                registry_set_live(s, m);
         }
         if (m->suspect && m->suspect_until != UINT64_MAX && now >= m->suspect_until) {
             m->suspect = false;
             m->suspect_until = 0;
             if (m->in_ring)
-                set_live(s, m);
+                registry_set_live(s, m);
         }
         if (!m->down && m->in_ring)
             nlive++;
@@ -844,13 +520,19 @@ tick_service(struct registry *reg, struct service *s, uint64_t now)
         if (!m->in_ring && !m->down && !m->gone && m->beats >= reg->t.join_heartbeats)
             s->dirty = true;
     }
-    if (s->dirty) {
-        if (rebuild(reg, s, now) == 0)
-            changed = true;
-    } else if (s->gen.prev != NULL && now >= s->prev_until) {
+}
+
+/* After the builds: the drain window, the settle window and the escalation
+ * order of <s>; <built> if it got a new generation. True if the view
+ * changed. */
+static bool
+tick_after(struct registry *reg, struct service *s, uint64_t now, bool built)
+{
+    bool changed = built;
+    if (!built && s->gen.prev != NULL && now >= s->prev_until) {
         log_info("registry: service=%s drain window of generation %" PRIu64 " over", s->cfg.name,
                  s->gen.number - 1);
-        garbage_ring(reg, ring_gen_drop_prev(&s->gen));
+        registry_garbage_ring(reg, ring_gen_drop_prev(&s->gen));
         changed = true;
     }
     if (s->moved) {
@@ -876,11 +558,15 @@ tick_service(struct registry *reg, struct service *s, uint64_t now)
 bool
 registry_tick(struct registry *reg, uint64_t now)
 {
-    bool changed = false;
+    bool changed = false, built[SHED_MAX_SERVICES];
     struct retired rt = {0};
+    pthread_mutex_lock(&reg->build_mu);
     pthread_mutex_lock(&reg->mu);
     for (size_t i = 0; i < reg->nsvcs; i++)
-        changed |= tick_service(reg, reg->svcs[i], now);
+        tick_records(reg, reg->svcs[i], now);
+    registry_build(reg, now, built); /* releases mu while it builds */
+    for (size_t i = 0; i < reg->nsvcs; i++)
+        changed |= tick_after(reg, reg->svcs[i], now, built[i]);
     /* Halve the recent-redirect counts every second: "recent" load. */
     if (now - reg->last_decay >= 1000) {
         reg->last_decay = now;
@@ -893,12 +579,13 @@ registry_tick(struct registry *reg, uint64_t now)
                                       memory_order_relaxed);
         }
     }
-    if (changed && publish(reg, &rt) < 0) {
+    if (changed && registry_publish(reg, &rt) < 0) {
         log_warnx("registry: out of memory publishing a view");
         changed = false;
     }
     pthread_mutex_unlock(&reg->mu);
-    retire(&rt);
+    registry_retire(&rt);
+    pthread_mutex_unlock(&reg->build_mu);
     return changed;
 }
 
@@ -918,6 +605,8 @@ registry_reconfigure(struct registry *reg, const struct shed_config *cfg, uint64
         }                                                                                          \
     } while (0)
     struct retired rt = {0};
+    bool built[SHED_MAX_SERVICES];
+    pthread_mutex_lock(&reg->build_mu);
     pthread_mutex_lock(&reg->mu);
     if (memcmp(&reg->t, &cfg->timings, sizeof(reg->t)) != 0)
         NOTE("timings changed; ");
@@ -959,28 +648,27 @@ registry_reconfigure(struct registry *reg, const struct shed_config *cfg, uint64
             reg->total -= reg->svcs[k]->n;
             /* Readers may still use its ring: free it after the publish. */
             struct service *s = reg->svcs[k];
-            garbage_ring(reg, s->gen.cur);
-            garbage_ring(reg, s->gen.prev);
-            garbage(reg, (void *)s->live);
-            garbage(reg, (void *)s->load);
-            garbage(reg, s->settle);
+            registry_garbage_ring(reg, s->gen.cur);
+            registry_garbage_ring(reg, s->gen.prev);
+            registry_garbage(reg, (void *)s->live);
+            registry_garbage(reg, (void *)s->load);
+            registry_garbage(reg, s->settle);
             s->gen.cur = s->gen.prev = NULL;
             s->live = NULL;
             s->load = NULL;
             for (size_t i = 0; i < s->n; i++)
-                member_free(s->members[i]);
+                registry_member_free(s->members[i]);
             free(s->members);
             free(s);
         }
     memcpy(reg->svcs, next, nnext * sizeof(next[0]));
     reg->nsvcs = nnext;
-    for (size_t i = 0; i < reg->nsvcs; i++)
-        if (reg->svcs[i]->dirty)
-            rebuild(reg, reg->svcs[i], now);
-    rc = publish(reg, &rt);
+    registry_build(reg, now, built); /* releases mu while it builds */
+    rc = registry_publish(reg, &rt);
 out:
     pthread_mutex_unlock(&reg->mu);
-    retire(&rt);
+    registry_retire(&rt);
+    pthread_mutex_unlock(&reg->build_mu);
 #undef NOTE
     return rc;
 }
@@ -1002,7 +690,7 @@ registry_counts(struct registry *reg, struct registry_counts *out, size_t max)
                 c->joining++;
                 continue;
             }
-            switch (live_of(m)) {
+            switch (registry_live_of(m)) {
             case REGISTRY_UP:
                 c->up++;
                 break;
@@ -1056,8 +744,9 @@ registry_status(struct registry *reg, uint64_t now)
         json_t *members = json_array();
         for (size_t k = 0; k < s->n; k++) {
             const struct member *m = s->members[k];
-            const char *state =
-                !m->in_ring && !m->down && !m->gone ? "joining" : registry_live_name(live_of(m));
+            const char *state = !m->in_ring && !m->down && !m->gone
+                                    ? "joining"
+                                    : registry_live_name(registry_live_of(m));
             json_array_append_new(
                 members,
                 json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:b, s:I}", "id", m->id, "url", m->url,
@@ -1188,7 +877,7 @@ apply_gone(struct registry *reg, struct service *s, const struct proto_sync_entr
     tomb_add(reg, s, m, true);
     if (m->in_ring) {
         m->gone = true;
-        set_live(s, m);
+        registry_set_live(s, m);
         s->dirty = true;
     } else {
         remove_member(reg, s, pos);
@@ -1268,7 +957,7 @@ registry_apply(struct registry *reg, const struct proto_sync_msg *msg, uint64_t 
         if (!m->in_ring && !m->down)
             s->dirty = true;
         if (m->in_ring)
-            set_live(s, m);
+            registry_set_live(s, m);
         m->seq = ++reg->seq;
         m->remote = true;
         applied++;
@@ -1325,7 +1014,7 @@ registry_mark_moved(struct registry *reg, const char *service, size_t len)
     pthread_mutex_lock(&reg->mu);
     struct service *s = find_service(reg, service, len);
     if (s != NULL)
-        mark_moved(s);
+        registry_unsettle(s);
     pthread_mutex_unlock(&reg->mu);
 }
 
@@ -1376,7 +1065,7 @@ registry_probe_failed(struct registry *reg, const char *hostport, uint64_t now, 
                 m->seq = ++reg->seq;
                 m->remote = false;
             }
-            set_live(s, m);
+            registry_set_live(s, m);
         }
     }
     pthread_mutex_unlock(&reg->mu);

@@ -32,10 +32,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SHED_SUSPECT_MAX_HOSTS   1024 /* hosts tracked at once */
-#define SHED_SUSPECT_MAX_SOURCES 1024 /* client addresses rate-limited at once */
-#define SHED_SUSPECT_HOST_MAX    300  /* bytes of "host:port" */
-#define SHED_SUSPECT_CLIENT_MAX  64   /* bytes of a client address */
+#include "proto/hostport.h"
+
+#define SHED_SUSPECT_MAX_HOSTS   1024               /* hosts tracked at once */
+#define SHED_SUSPECT_MAX_SOURCES 1024               /* client addresses rate-limited at once */
+#define SHED_SUSPECT_HOST_MAX    PROTO_HOSTPORT_MAX /* bytes of "host:port" */
+#define SHED_SUSPECT_CLIENT_MAX  64                 /* bytes of a client address */
 
 struct shed_suspect_config {
     uint64_t hold_ms;          /* a failed probe holds this long (default 3000) */
@@ -105,8 +107,7 @@ int shed_suspect_probe(struct shed_suspect *s, const char *hostport, const char 
  * within <timeout_ms>, else -EHOSTDOWN. */
 int shed_suspect_probe_sync(const char *url, uint64_t timeout_ms);
 
-/* "host:port" of an http URL ("http://h:p/..." -> "h:p"; the port defaults
- * to 80) into <out>. 0 or -EINVAL / -ERANGE. */
+/* proto_hostport() under its older name (shed/line and the tests use it). */
 int shed_suspect_hostport(const char *url, char *out, size_t outlen);
 
 #endif /* SHED_SUSPECT_H */

@@ -4,12 +4,18 @@
  * drain windows, limits and reloads. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "shed/config.h"
 #include "shed/rcu.h"
 #include "shed/registry.h"
+#include "shed/registry_impl.h" /* the build hook */
 
 /* interval 100ms, lease 300ms, evict_after 1s, drain window 2s. */
 static const char cfg_text[] =
@@ -362,5 +368,251 @@ Test(registry, hosts_of_failure_reports_follow_url_changes)
     /* a member that left is nobody's host any more */
     cr_assert_eq(registry_deregister(reg, "burrow", 6, "b1", 2, 1, 30), 0);
     cr_assert_not(registry_host_url(reg, "localhost:80", NULL, 0));
+    registry_destroy(reg);
+}
+
+/* ---- Ring builds outside the lock (issue 17) ---- */
+
+/* A big cell: many members join in one tick, so one build takes long. */
+static const char big_text[] = "cell: a\ncredential: k\n"
+                               "timings: {heartbeat_interval: 10s, lease: 60s, evict_after: 120s,\n"
+                               "          join_heartbeats: 1}\n"
+                               "limits: {max_members: 30000}\n"
+                               "services: {burrow: {kind: burrow, buckets: 65536, k: 3, r: 3}}\n";
+
+static double
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int
+big_beat(struct registry *reg, unsigned k, uint32_t weight, uint64_t now)
+{
+    struct proto_heartbeat hb = {.weight = weight, .state = PROTO_HB_UP, .incarnation = 1};
+    struct proto_heartbeat_reply r;
+    strcpy(hb.service, "burrow");
+    snprintf(hb.id, sizeof(hb.id), "m%05u", k);
+    snprintf(hb.url, sizeof(hb.url), "http://10.%u.%u.1:8080", k / 256, k % 256);
+    return registry_heartbeat(reg, &hb, now, &r);
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of <n> values (sorts a copy); n <= 16. */
+static double
+median(const double *v, size_t n)
+{
+    double c[16];
+    memcpy(c, v, n * sizeof(*v));
+    qsort(c, n, sizeof(*c), cmp_double);
+    return n % 2 ? c[n / 2] : (c[n / 2 - 1] + c[n / 2]) / 2;
+}
+
+struct beater {
+    struct registry *reg;
+    unsigned n;          /* renews m00001..m<n-1> (m00000 is the main thread's) */
+    atomic_bool stop;    /* set by the main thread */
+    atomic_bool started; /* the first heartbeat is done */
+    double max_ms;       /* slowest heartbeat */
+    unsigned count;      /* heartbeats sent */
+    int err;             /* first nonzero return */
+};
+
+/* Renew members round robin (no change to the ring), timing each call. */
+static void *
+beater_run(void *arg)
+{
+    struct beater *b = arg;
+    for (unsigned k = 0; !atomic_load(&b->stop); k = (k + 7919) % (b->n - 1)) {
+        double t0 = mono_ms();
+        int rc = big_beat(b->reg, k + 1, 1, 20);
+        double dt = mono_ms() - t0;
+        if (rc != 0 && b->err == 0)
+            b->err = rc;
+        if (dt > b->max_ms)
+            b->max_ms = dt;
+        b->count++;
+        atomic_store(&b->started, true);
+        /* Spaced as heartbeats come (not a spinning thread that the
+         * scheduler preempts mid-call on a busy machine). */
+        nanosleep(&(struct timespec){.tv_nsec = 100 * 1000}, NULL);
+    }
+    return NULL;
+}
+
+/* A tick that builds a 20000-member ring while another thread heartbeats:
+ * no heartbeat waits for the build (the lock is held only to copy the
+ * membership out and to install the result). */
+Test(registry, heartbeats_do_not_wait_for_a_ring_build, .timeout = 120)
+{
+    enum { N = 20000, ROUNDS = 5 };
+    struct shed_config *c = config(big_text);
+    struct registry *reg = NULL;
+    cr_assert_eq(registry_create(c, 1, &reg), 0);
+    shed_config_free(c);
+    for (unsigned k = 0; k < N; k++)
+        cr_assert_eq(big_beat(reg, k, 1, 0), 0);
+    double build_ms[ROUNDS], hb_ms[ROUNDS];
+    for (int round = 0; round < ROUNDS; round++) {
+        /* Round 0 builds the first generation; later ones rebuild after a
+         * weight change. */
+        if (round > 0)
+            cr_assert_eq(big_beat(reg, 0, (uint32_t)round + 1, 10), 0);
+        struct beater b = {.reg = reg, .n = N};
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, beater_run, &b), 0);
+        while (!atomic_load(&b.started))
+            sched_yield();
+        double t0 = mono_ms();
+        cr_assert(registry_tick(reg, 10 + (uint64_t)round), "a new generation");
+        build_ms[round] = mono_ms() - t0;
+        atomic_store(&b.stop, true);
+        pthread_join(th, NULL);
+        cr_assert_eq(b.err, 0);
+        hb_ms[round] = b.max_ms;
+        fprintf(stderr, "registry: round %d tick_ms=%.1f heartbeat_max_ms=%.2f heartbeats=%u\n",
+                round, build_ms[round], hb_ms[round], b.count);
+    }
+    unsigned t = shed_rcu_enter();
+    const struct registry_route *r = registry_route_find(registry_view(reg), "burrow", 6);
+    cr_assert_eq(ring_size(r->ring), N);
+    cr_assert_eq(r->generation, ROUNDS);
+    cr_assert_eq(ring_member_at(r->ring, 0)->weight, ROUNDS);
+    shed_rcu_leave(t);
+    /* Medians of the rounds: the machine is shared, so one descheduled
+     * heartbeat must not fail the test; a lock held for the build would. */
+    double mb = median(build_ms, ROUNDS), mh = median(hb_ms, ROUNDS);
+    fprintf(stderr, "registry: median tick_ms=%.1f heartbeat_max_ms=%.2f\n", mb, mh);
+    cr_assert(mh < mb / 4, "slowest heartbeat %.2f ms, build %.1f ms (medians)", mh, mb);
+    registry_destroy(reg);
+}
+
+/* interval 100ms, lease 300ms, join after 2 heartbeats, room for 20. */
+static const char mid_text[] =
+    "cell: a\ncredential: k\n"
+    "timings: {heartbeat_interval: 100ms, lease: 300ms, evict_after: 1s, drain_window: 2s,\n"
+    "          pin_lifetime: 1s, join_heartbeats: 2, evict_cap: 1}\n"
+    "limits: {max_members: 20}\n"
+    "services: {burrow: {kind: burrow, buckets: 64, k: 2, r: 2, weight_scale: 10}}\n";
+
+static int
+beat_w(struct registry *reg, const char *id, uint64_t inc, uint32_t weight, uint64_t now,
+       enum proto_hb_state st)
+{
+    struct proto_heartbeat hb = {.weight = weight, .state = st, .incarnation = inc};
+    struct proto_heartbeat_reply r;
+    strcpy(hb.service, "burrow");
+    snprintf(hb.id, sizeof(hb.id), "%s", id);
+    snprintf(hb.url, sizeof(hb.url), "http://127.0.0.1:%u", 9000 + (unsigned)id[1]);
+    return registry_heartbeat(reg, &hb, now, &r);
+}
+
+/* Weight of member "b<n>" in the current ring, 0 if it is not there. */
+static uint32_t
+weight_of(struct registry *reg, int n)
+{
+    char id[3] = {'b', (char)('0' + n), 0};
+    uint32_t w = 0;
+    unsigned t = shed_rcu_enter();
+    const struct registry_route *r = registry_route_find(registry_view(reg), "burrow", 6);
+    uint32_t idx = ring_find(r->ring, id);
+    if (idx != RING_NONE)
+        w = ring_member_at(r->ring, idx)->weight;
+    shed_rcu_leave(t);
+    return w;
+}
+
+/* What other threads do while the tick below builds (mu released). */
+static void
+during_build(void *arg)
+{
+    struct registry *reg = arg;
+    uint64_t now = 215;
+    reg->build_hook = NULL; /* once */
+    /* b8 joins: two heartbeats */
+    cr_assert_eq(beat_w(reg, "b8", 1, 1, now, PROTO_HB_UP), 0);
+    cr_assert_eq(beat_w(reg, "b8", 1, 1, now, PROTO_HB_UP), 0);
+    /* b2 (in the ring) leaves */
+    cr_assert_eq(registry_deregister(reg, "burrow", 6, "b2", 2, 1, now), 0);
+    /* b3 changes its weight */
+    cr_assert_eq(beat_w(reg, "b3", 1, 5, now, PROTO_HB_UP), 0);
+    /* liveness: b4 drains, b5's host is found dead by a probe */
+    cr_assert_eq(beat_w(reg, "b4", 1, 1, now, PROTO_HB_DRAINING), 0);
+    cr_assert_eq(registry_probe_failed(reg, "127.0.0.1:9053", now, now + 5000), 1);
+    /* b7 (joining: in the copy the build works on) leaves and comes back
+     * as a new incarnation that has not proved itself yet */
+    cr_assert_eq(registry_deregister(reg, "burrow", 6, "b7", 2, 1, now), 0);
+    cr_assert_eq(beat_w(reg, "b7", 2, 1, now, PROTO_HB_UP), 0);
+}
+
+/* Changes made while a ring builds (mu released) are not lost: liveness
+ * lands in the table the build installs, membership changes in the one the
+ * next tick builds. */
+Test(registry, changes_during_a_build_land)
+{
+    struct shed_config *c = config(mid_text);
+    struct registry *reg = NULL;
+    cr_assert_eq(registry_create(c, 1, &reg), 0);
+    shed_config_free(c);
+    run(reg, "123456", 0, 200); /* t=0 and t=100: b1..b6 join */
+    struct snap s = look(reg);
+    cr_assert_eq(s.size, 6);
+    uint64_t gen = s.gen;
+    /* b7 proves itself: the next tick builds, and the hook runs then */
+    cr_assert_eq(beat_w(reg, "b7", 1, 1, 200, PROTO_HB_UP), 0);
+    cr_assert_eq(beat_w(reg, "b7", 1, 1, 205, PROTO_HB_UP), 0);
+    for (const char *p = "123456"; *p; p++) {
+        char id[3] = {'b', *p, 0};
+        cr_assert_eq(beat_w(reg, id, 1, 1, 200, PROTO_HB_UP), 0);
+    }
+    reg->build_hook = during_build;
+    reg->build_hook_arg = reg;
+    cr_assert(registry_tick(reg, 210));
+    cr_assert_null(reg->build_hook, "the hook ran during the build");
+    s = look(reg);
+    /* The table built from the copy: b1..b7 at the weights of the copy. */
+    cr_assert_eq(s.gen, gen + 1);
+    cr_assert_eq(s.size, 7);
+    cr_assert_eq(weight_of(reg, 3), 1);
+    cr_assert_eq(weight_of(reg, 8), 0, "joined after the copy");
+    /* ...with every liveness change made during the build */
+    cr_assert_eq(s.live[1], REGISTRY_UP);
+    cr_assert_eq(s.live[2], REGISTRY_DOWN, "left during the build");
+    cr_assert_eq(s.live[3], REGISTRY_UP);
+    cr_assert_eq(s.live[4], REGISTRY_DRAINING);
+    cr_assert_eq(s.live[5], REGISTRY_DOWN, "probe failed during the build");
+    cr_assert_eq(s.live[6], REGISTRY_UP);
+    cr_assert_eq(s.live[7], REGISTRY_DOWN, "left and came back unproved");
+    struct registry_counts cn[2];
+    cr_assert_eq(registry_counts(reg, cn, 2), 1);
+    cr_assert_eq(cn[0].joining, 2, "b7 (new incarnation) and b8");
+    /* The next tick builds again from the records as they are now. */
+    cr_assert(registry_tick(reg, 220));
+    s = look(reg);
+    cr_assert_eq(s.gen, gen + 2);
+    cr_assert_eq(s.size, 6, "b1 b3 b4 b5 b6 b8");
+    cr_assert_eq(s.live[2], -1, "b2 left the ring");
+    cr_assert_eq(s.live[7], -1, "b7 must prove itself again");
+    cr_assert_eq(s.live[8], REGISTRY_UP, "b8 joined");
+    cr_assert_eq(weight_of(reg, 3), 5, "b3's new weight");
+    cr_assert_eq(s.live[4], REGISTRY_DRAINING);
+    cr_assert_eq(s.live[5], REGISTRY_DOWN);
+    /* Nothing changed since: no further generation. */
+    cr_assert_not(registry_tick(reg, 230));
+    cr_assert_eq(look(reg).gen, gen + 2);
+    /* b7 proves itself again and joins. */
+    cr_assert_eq(beat_w(reg, "b7", 2, 1, 240, PROTO_HB_UP), 0);
+    cr_assert(registry_tick(reg, 250));
+    s = look(reg);
+    cr_assert_eq(s.gen, gen + 3);
+    cr_assert_eq(s.live[7], REGISTRY_UP);
     registry_destroy(reg);
 }
