@@ -219,14 +219,18 @@ def test_threads_share_one_client():
 
 class FakeShed:
     """A shed and a backend in one scripted server pair: the shed redirects
-    /v1.0/lk/... to the backend with pin headers; the backend answers 404 to
-    GET (the message "moved") and 201 to PUT. Every request is recorded with
-    its Shed-Lookup and Shed-Failed headers."""
+    every message to the backend with pin headers (before reading a body
+    offered with Expect: 100-continue, as a real shed does); the backend
+    answers 404 to GET (the message "moved") and 201 to PUT. Every request
+    is recorded with its Shed-Lookup and Shed-Failed headers."""
 
     RING = "b=1024; k=3; sa=000000000000000b; sk=0000000000000016"
 
     def __init__(self):
         self.seen = []
+        self.expects = 0
+        self.shed_body_bytes = 0
+        self.backend_bodies = []
         fake = self
         cfg = sc.parse_ring(self.RING)
 
@@ -246,27 +250,43 @@ class FakeShed:
 
             def handle_one(self):
                 n = int(self.headers.get("Content-Length") or 0)
-                if n:
-                    self.rfile.read(n)
+                self.rfile_body = self.rfile.read(n) if n else b""
                 port = self.server.server_address[1]
                 fake.seen.append((port, self.command, self.path,
                                   self.headers.get("Shed-Lookup"),
                                   self.headers.get("Shed-Failed")))
-                path = self.path.split("?")[0]
                 if port == fake.shed_port:
                     if self.headers.get("Shed-Lookup") == "1":
                         return self.reply(200, [("Content-Type", "application/octet-stream")],
                                           b"found by lookup")
-                    a, q, m = sc.parse_message_path(path)
-                    target = fake.dead_port if a == b"dead" else fake.backend_port
-                    return self.reply(307, [
-                        ("Location", "http://127.0.0.1:%d%s" % (target, self.path)),
-                        ("Shed-Bucket", str(sc.message_bucket(cfg, a, q, m))),
-                        ("Shed-Generation", "1"), ("Shed-Pin-TTL", "30"),
-                        ("Shed-Ring", FakeShed.RING)])
+                    return self.shed_redirect()
                 if self.command == "GET":
                     return self.reply(404)
+                fake.backend_bodies.append(self.rfile_body)
                 return self.reply(201)
+
+            def shed_redirect(self):
+                a, q, m = sc.parse_message_path(self.path.split("?")[0])
+                target = fake.dead_port if a == b"dead" else fake.backend_port
+                return self.reply(307, [
+                    ("Location", "http://127.0.0.1:%d%s" % (target, self.path)),
+                    ("Shed-Bucket", str(sc.message_bucket(cfg, a, q, m))),
+                    ("Shed-Generation", "1"), ("Shed-Pin-TTL", "30"),
+                    ("Shed-Ring", FakeShed.RING)])
+
+            def handle_expect_100(self):
+                if self.server.server_address[1] != fake.shed_port:
+                    return super().handle_expect_100()
+                # As a shed does: the redirect at once, before any body.
+                fake.expects += 1
+                self.shed_redirect()
+                self.connection.settimeout(2)
+                try:
+                    fake.shed_body_bytes += len(self.rfile.read(1))  # b"" when the client closes
+                except OSError:
+                    fake.shed_body_bytes += 1  # neither body nor close: wrong too
+                self.close_connection = True
+                return False
 
             do_GET = do_PUT = do_POST = do_DELETE = handle_one
 
@@ -309,6 +329,13 @@ def test_404_lookup_and_shed_failed_on_the_wire():
         r = py.get(BASE + "/lk/q/other")
         assert r.status == 200 and r.hops == 0 and r.attempts == 2, r
         assert [lk for _, _, _, lk, _ in fk.seen[n0:]] == [None, None, "1"], fk.seen[n0:]
+        # A body over 1024 bytes is offered to the shed with Expect:
+        # 100-continue; the shed redirects at once and never receives it.
+        big = bytes(range(256)) * 20
+        r = py.put(BASE + "/big/q/m", big)
+        assert r.status == 201 and r.hops == 1, r
+        assert fk.expects == 1 and fk.shed_body_bytes == 0, (fk.expects, fk.shed_body_bytes)
+        assert fk.backend_bodies[-1] == big
         # A backend that does not answer is named to the shed next time.
         n0 = len(fk.seen)
         try:
