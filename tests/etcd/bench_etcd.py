@@ -10,6 +10,11 @@ loopback. For N = 3 and 12:
   <mode>.heartbeats_per_s    heartbeats one shed answers (8 clients, 500
                              members, keep-alive), N = 3 only
   <mode>.heartbeats_per_s_wrk  the same from wrk (2 threads, 16 connections)
+  <mode>.sheds<N>.master_route_ms  a new backend's process start to a master
+                             counting it live: pushed to by the line sheds
+                             (built-in), or reading etcd with no line shed
+                             pushing to it (etcd)
+  <mode>.sheds<N>.master_skip_ms   its SIGKILL to the master not counting it
 
 Output: "name: value unit" lines. The machine is shared (2 cores): the
 figures are for comparing the two modes, not absolutes.
@@ -54,6 +59,27 @@ def convergence(C, rounds):
         C.backends[bid]["proc"].kill()
         t0 = time.monotonic()
         skip.append((up_everywhere(C, bid, False) - t0) * 1000)
+        C.backends.pop(bid)
+    return statistics.median(route), statistics.median(skip)
+
+
+def master_rounds(C, rounds):
+    """The master's view: a new backend live there, then not once killed."""
+    route, skip = [], []
+    for r in range(rounds):
+        i = 200 + r
+        want = len(C.alive()) + 1
+        t0 = time.monotonic()
+        bid = C.start_backend(i, C.lines[r % len(C.lines)], wait=False)
+        harness.wait_until(lambda: C.master_live() == want, timeout=15, step=0.005,
+                           what="the master counts %s" % bid)
+        route.append((time.monotonic() - t0) * 1000)
+        time.sleep(0.3)
+        C.backends[bid]["proc"].kill()
+        t0 = time.monotonic()
+        harness.wait_until(lambda: C.master_live() == want - 1, timeout=15, step=0.005,
+                           what="the master drops %s" % bid)
+        skip.append((time.monotonic() - t0) * 1000)
         C.backends.pop(bid)
     return statistics.median(route), statistics.median(skip)
 
@@ -134,12 +160,18 @@ def main():
     try:
         for n in SIZES:
             for mode in ("builtin", "etcd"):
-                C = EtcdCell(mode, E if mode == "etcd" else None, nsheds=n, nback=2)
+                C = EtcdCell(mode, E if mode == "etcd" else None, nsheds=n, nback=2,
+                             master=True)
                 try:
                     harness.wait_until(C.converged, timeout=30, what="%s cell converged" % mode)
                     route, skip = convergence(C, ROUNDS)
                     lines = ["%s.sheds%d.route_ms: %.0f ms" % (mode, n, route),
                              "%s.sheds%d.skip_ms: %.0f ms" % (mode, n, skip)]
+                    harness.wait_until(lambda: C.master_live() == len(C.alive()), timeout=15,
+                                       what="the master sees the cell")
+                    mroute, mskip = master_rounds(C, ROUNDS)
+                    lines += ["%s.sheds%d.master_route_ms: %.0f ms" % (mode, n, mroute),
+                              "%s.sheds%d.master_skip_ms: %.0f ms" % (mode, n, mskip)]
                     if n == SIZES[0]:
                         hb = heartbeats(C.url["s1"])
                         lines.append("%s.heartbeats_per_s: %.0f /s" % (mode, hb))

@@ -128,34 +128,44 @@ def get_json(url, timeout=5):
 class EtcdCell:
     """Cell "a": line sheds s1..sN, aggregator "agg", backends that each
     heartbeat to ONE line shed (round robin): the store must spread them.
-    <mode> is "etcd" (needs <etcd>) or "builtin" (peer sync)."""
+    <mode> is "etcd" (needs <etcd>) or "builtin" (peer sync). <master>: a
+    master "m1" too, that reads etcd (etcd mode) or that the line sheds
+    push to (built-in mode)."""
 
     def __init__(self, mode, etcd=None, nsheds=2, nback=3, lease="1000ms", interval="200ms",
-                 sync="100ms", debug=False):
+                 sync="100ms", debug=False, master=False):
         self.mode, self.etcd, self.debug = mode, etcd, debug
         self.dir = harness.tmpdir("shed-etcdcell-")
         self.lines = ["s%d" % (i + 1) for i in range(nsheds)]
         self.names = self.lines + ["agg"]
-        self.ports = {n: harness.free_port() for n in self.names}
+        self.masters = ["m1"] if master else []
+        self.ports = {n: harness.free_port() for n in self.names + self.masters}
         self.url = {n: "http://127.0.0.1:%d" % p for n, p in self.ports.items()}
         self.lease, self.interval, self.sync = lease, interval, sync
         self.procs = {}
         self.backends = {}
-        for n in self.names:
+        for n in self.names + self.masters:
             self.start_shed(n, wait=False)
-        for n in self.names:
+        for n in self.names + self.masters:
             harness.wait_port("127.0.0.1", self.ports[n], proc=self.procs[n])
         for i in range(nback):
             self.start_backend(i, self.lines[i % nsheds])
 
     def config(self, name):
-        lines = ['listen: ["127.0.0.1:%d"]' % self.ports[name],
-                 "cell: a", "default_service: burrow",
-                 "credential: %s" % SECRET,
-                 'register_networks: ["127.0.0.0/8"]',
-                 "aggregator: %s" % self.url["agg"],
-                 "roles: [%s]" % ("aggregator" if name == "agg" else "line")]
-        if name != "agg":
+        if name in self.masters:
+            lines = ['listen: ["127.0.0.1:%d"]' % self.ports[name], "cell: m",
+                     "default_service: burrow", "credential: %s" % SECRET, "roles: [master]",
+                     "cells:", "  - {name: a, proximity: 10}"]
+        else:
+            lines = ['listen: ["127.0.0.1:%d"]' % self.ports[name],
+                     "cell: a", "default_service: burrow",
+                     "credential: %s" % SECRET,
+                     'register_networks: ["127.0.0.0/8"]',
+                     "aggregator: %s" % self.url["agg"],
+                     "roles: [%s]" % ("aggregator" if name == "agg" else "line")]
+        if self.masters and self.mode != "etcd" and name in self.lines:
+            lines.append("masters: [%s]" % ", ".join(self.url[m] for m in self.masters))
+        if name != "agg" and name not in self.masters:
             sd = os.path.join(self.dir, "state-" + name)
             os.makedirs(sd, exist_ok=True)
             lines.append("state_dir: %s" % sd)
@@ -163,7 +173,7 @@ class EtcdCell:
             lines += ["membership:", "  store: etcd",
                       "  endpoints: [%s]" % ", ".join(self.etcd.endpoints),
                       "  prefix: /shed/", "  timeout: 500ms"]
-        else:
+        elif name not in self.masters:
             lines.append("peers: [%s]" % ", ".join(self.url[n] for n in self.names))
         lines += ["timings:", "  heartbeat_interval: %s" % self.interval,
                   "  lease: %s" % self.lease, "  evict_after: 60s", "  drain_window: 60s",
@@ -213,6 +223,14 @@ class EtcdCell:
     def converged(self, sheds=None):
         want = self.alive()
         return all(self.up(s) == want for s in (sheds or self.names) if self.procs[s].alive())
+
+    def master_live(self, m="m1"):
+        """Live members of cell a in master <m>'s table (-1: no answer)."""
+        try:
+            st = get_json(self.url[m] + "/_shed/v1/master", timeout=2)
+        except (OSError, AssertionError):
+            return -1
+        return sum(s["live"] for c in st["cells"] if c["name"] == "a" for s in c["services"])
 
     def metrics(self, shed):
         return harness.request("GET", self.url[shed] + "/metrics", timeout=2).body.decode()
