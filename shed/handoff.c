@@ -46,6 +46,13 @@ struct server {
     char url[SHED_URL_MAX];
 };
 
+/* The counters of struct shed_handoff_stats. */
+struct handoff_counters {
+    _Atomic uint64_t sweeps, moved, dropped, undone, errors, last_moved;
+    _Atomic uint64_t home_ms; /* wall ms of the last sweep that found everything home */
+    _Atomic uint64_t last_sweep_us, last_sweep_msgs; /* duration and messages seen */
+};
+
 struct shed_handoff {
     struct shed_ctx *ctx;
     pthread_t thread;
@@ -59,14 +66,32 @@ struct shed_handoff {
     long timeout_ms;
     uint64_t moved_this_sweep, seen_this_sweep;
     uint64_t pace_start, pace_n;
+    struct handoff_counters n;
 };
 
-static _Atomic uint64_t n_sweeps, n_moved, n_dropped, n_undone, n_errors, n_last_moved;
-static _Atomic uint64_t last_home_ms; /* wall ms of the last sweep that found everything home */
-static _Atomic uint64_t last_sweep_us, last_sweep_msgs; /* duration and messages seen */
+/* The transitional process-wide entry point (shed_handoff_metrics()) reads
+ * the running sweeper's counters; running_lock keeps it from a stop. */
+static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shed_handoff *running;
+
+void
+shed_handoff_stats(const struct shed_handoff *h, struct shed_handoff_stats *out)
+{
+    const struct handoff_counters *n = &h->n;
+
+    out->sweeps = atomic_load(&n->sweeps);
+    out->moved = atomic_load(&n->moved);
+    out->dropped = atomic_load(&n->dropped);
+    out->undone = atomic_load(&n->undone);
+    out->errors = atomic_load(&n->errors);
+    out->last_sweep_moved = atomic_load(&n->last_moved);
+    out->home_ms = atomic_load(&n->home_ms);
+    out->last_sweep_us = atomic_load(&n->last_sweep_us);
+    out->last_sweep_msgs = atomic_load(&n->last_sweep_msgs);
+}
 
 size_t
-shed_handoff_metrics(char *buf, size_t len)
+shed_handoff_stats_text(const struct shed_handoff_stats *s, char *buf, size_t len)
 {
     int n;
 
@@ -105,13 +130,23 @@ shed_handoff_metrics(char *buf, size_t len)
                  "# HELP shed_handoff_last_sweep_messages Messages the last sweep looked at.\n"
                  "# TYPE shed_handoff_last_sweep_messages gauge\n"
                  "shed_handoff_last_sweep_messages %" PRIu64 "\n",
-                 atomic_load(&n_sweeps), atomic_load(&n_moved), atomic_load(&n_dropped),
-                 atomic_load(&n_undone), atomic_load(&n_errors), atomic_load(&n_last_moved),
-                 (double)atomic_load(&last_home_ms) / 1000.0,
-                 (double)atomic_load(&last_sweep_us) / 1e6, atomic_load(&last_sweep_msgs));
+                 s->sweeps, s->moved, s->dropped, s->undone, s->errors, s->last_sweep_moved,
+                 (double)s->home_ms / 1000.0, (double)s->last_sweep_us / 1e6, s->last_sweep_msgs);
     if (n < 0)
         return 0;
     return (size_t)n < len ? (size_t)n : len - 1;
+}
+
+size_t
+shed_handoff_metrics(char *buf, size_t len)
+{
+    struct shed_handoff_stats s = {0};
+
+    pthread_mutex_lock(&running_lock);
+    if (running != NULL)
+        shed_handoff_stats(running, &s);
+    pthread_mutex_unlock(&running_lock);
+    return shed_handoff_stats_text(&s, buf, len);
 }
 
 /* ------------------------------------------------------------- HTTP */
@@ -167,7 +202,7 @@ call(struct shed_handoff *h, const char *method, const char *url, const char *bo
     curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, NULL);
     curl_slist_free_all(hdrs);
     if (rc != CURLE_OK || h->resp.over) {
-        atomic_fetch_add(&n_errors, 1);
+        atomic_fetch_add(&h->n.errors, 1);
         log_debug("handoff: %s %s: %s", method, url,
                   h->resp.over ? "answer too long" : curl_easy_strerror(rc));
         return 0;
@@ -330,7 +365,7 @@ move(struct shed_handoff *h, const char *from, const char *to, const struct prot
         /* The owner has it: written there after the change, so newer. */
         url_of(ufrom, sizeof(ufrom), from, ids, 3, "");
         if (call(h, "DELETE", ufrom, NULL, 0, NULL) / 100 == 2) {
-            atomic_fetch_add(&n_dropped, 1);
+            atomic_fetch_add(&h->n.dropped, 1);
             h->moved_this_sweep++;
         }
         return;
@@ -351,7 +386,7 @@ move(struct shed_handoff *h, const char *from, const char *to, const struct prot
     free(body);
     if (st / 100 != 2) {
         if (st != 0)
-            atomic_fetch_add(&n_errors, 1);
+            atomic_fetch_add(&h->n.errors, 1);
         log_info("handoff: service=%s PUT to %s failed (%ld), kept at %s", h->svc, to, st, from);
         return;
     }
@@ -361,10 +396,10 @@ move(struct shed_handoff *h, const char *from, const char *to, const struct prot
         /* A client deleted it between our read and now: so must we. */
         url_of(uto, sizeof(uto), to, ids, 3, "");
         call(h, "DELETE", uto, NULL, 0, NULL);
-        atomic_fetch_add(&n_undone, 1);
+        atomic_fetch_add(&h->n.undone, 1);
         return;
     }
-    atomic_fetch_add(&n_moved, 1);
+    atomic_fetch_add(&h->n.moved, 1);
     h->moved_this_sweep++;
 }
 
@@ -377,7 +412,7 @@ array_of(struct shed_handoff *h)
 
     if (j == NULL || !json_is_array(j)) {
         json_decref(j);
-        atomic_fetch_add(&n_errors, 1);
+        atomic_fetch_add(&h->n.errors, 1);
         return NULL;
     }
     return j;
@@ -603,12 +638,12 @@ sweep(struct shed_handoff *h, char names[][SHED_NAME_MAX], size_t nsvc)
         for (size_t k = 0; k < n && !stopping(h); k++)
             sweep_server(h, &h->servers[k]);
     }
-    atomic_fetch_add(&n_sweeps, 1);
-    atomic_store(&n_last_moved, h->moved_this_sweep);
-    atomic_store(&last_sweep_us, (clock_mono_ns() - t0) / 1000);
-    atomic_store(&last_sweep_msgs, h->seen_this_sweep);
+    atomic_fetch_add(&h->n.sweeps, 1);
+    atomic_store(&h->n.last_moved, h->moved_this_sweep);
+    atomic_store(&h->n.last_sweep_us, (clock_mono_ns() - t0) / 1000);
+    atomic_store(&h->n.last_sweep_msgs, h->seen_this_sweep);
     if (h->moved_this_sweep == 0)
-        atomic_store(&last_home_ms, clock_real_ns() / 1000000u);
+        atomic_store(&h->n.home_ms, clock_real_ns() / 1000000u);
     else
         log_info("handoff: %" PRIu64 " message%s brought home", h->moved_this_sweep,
                  h->moved_this_sweep == 1 ? "" : "s");
@@ -680,6 +715,10 @@ shed_handoff_start(struct shed_ctx *ctx, struct shed_handoff **out)
         free(h);
         return -EAGAIN;
     }
+    pthread_mutex_lock(&running_lock);
+    if (running == NULL)
+        running = h;
+    pthread_mutex_unlock(&running_lock);
     *out = h;
     return 0;
 }
@@ -689,6 +728,10 @@ shed_handoff_stop(struct shed_handoff *h)
 {
     if (h == NULL)
         return;
+    pthread_mutex_lock(&running_lock);
+    if (running == h)
+        running = NULL;
+    pthread_mutex_unlock(&running_lock);
     pthread_mutex_lock(&h->mu);
     h->stop = true;
     pthread_cond_signal(&h->cv);

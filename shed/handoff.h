@@ -24,7 +24,7 @@
  * (anti-entropy). Moves are paced at HANDOFF_MOVES_PER_S.
  *
  * Ownership: shed_handoff_start() keeps <ctx>; shed_handoff_stop(NULL) is a
- * no-op. The counters are process-wide (shed_handoff_metrics()).
+ * no-op. The counters belong to the sweeper (shed_handoff_stats()).
  */
 #ifndef SHED_HANDOFF_H
 #define SHED_HANDOFF_H
@@ -46,7 +46,27 @@ int shed_handoff_start(struct shed_ctx *ctx, struct shed_handoff **out);
 /* Stop it (an HTTP call in flight ends within the backend timeout). */
 void shed_handoff_stop(struct shed_handoff *h);
 
-/* Prometheus text of the counters into <buf>; returns the length. */
+/* The sweeper's counters, for /metrics and the status page. */
+struct shed_handoff_stats {
+    uint64_t sweeps;           /* sweeps over every server */
+    uint64_t moved;            /* messages moved to their owner */
+    uint64_t dropped;          /* stray copies deleted: the owner had the message */
+    uint64_t undone;           /* moves undone: a client deleted the message meanwhile */
+    uint64_t errors;           /* calls that failed (retried at the next sweep) */
+    uint64_t last_sweep_moved; /* moved or dropped by the last sweep (0: all home) */
+    uint64_t home_ms;          /* wall ms when a sweep last found everything home; 0: never */
+    uint64_t last_sweep_us;    /* how long the last sweep took */
+    uint64_t last_sweep_msgs;  /* messages the last sweep looked at */
+};
+void shed_handoff_stats(const struct shed_handoff *h, struct shed_handoff_stats *out);
+
+/* Prometheus text of <s> (shed_handoff_sweeps_total and friends) into <buf>
+ * (at most <len> bytes, NUL-terminated); returns the length. */
+size_t shed_handoff_stats_text(const struct shed_handoff_stats *s, char *buf, size_t len);
+
+/* The same for the sweeper started first and not yet stopped (zeros when
+ * none): until shed/metrics.c and status.c hold the daemon's sweeper, then
+ * it goes. */
 size_t shed_handoff_metrics(char *buf, size_t len);
 
 #endif /* SHED_HANDOFF_H */
