@@ -7,8 +7,9 @@ demand.
 
 Witnesses that do not trust the client under test: client-probe (the C
 library) for the pins, the shed's shed_redirects_total and
-shed_failed_reports_total, the kernel's socket table (/proc/net/tcp) for
-connection reuse, and plain GETs straight to a backend for the bytes.
+shed_failed_reports_total, the kernel's socket table (/proc/net/tcp with
+this process's socket inodes) for connection reuse, and plain GETs straight
+to a backend for the bytes.
 """
 import http.server
 import os
@@ -42,22 +43,29 @@ def hostport(url):
     return url.split("//", 1)[1].split("/", 1)[0]
 
 
-def sockets_to(ports):
-    """(local, remote) port pairs of every TCP socket in the kernel's table
-    whose remote port is one of <ports> (any state, TIME_WAIT included)."""
+def own_connections(ports):
+    """(inode, local port, remote port) of every established TCP connection
+    of this process to one of <ports>, from the kernel's socket table and
+    /proc/self/fd: a connection opened anew has a new inode."""
+    mine = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            mine.add(int(link[8:-1]))
     out = set()
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(path) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    lport = int(parts[1].rsplit(":", 1)[1], 16)
-                    rport = int(parts[2].rsplit(":", 1)[1], 16)
-                    if rport in ports:
-                        out.add((lport, rport))
-        except FileNotFoundError:
-            pass
+        with open(path) as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                lport = int(parts[1].rsplit(":", 1)[1], 16)
+                rport = int(parts[2].rsplit(":", 1)[1], 16)
+                inode = int(parts[9])
+                if parts[3] == "01" and rport in ports and inode in mine:
+                    out.add((inode, lport, rport))
     return out
 
 
@@ -107,15 +115,16 @@ def test_reuses_one_connection_per_host():
     for u in urls:
         assert py.get(u).pinned  # every bucket of the account pinned now
     ports = {int(h.rsplit(":", 1)[1]) for h in cl.backends}
-    before_socks = sockets_to(ports)
-    before_conns = py.metrics["connections"]
-    redirects = cl.redirects()
     served = sum(cl.metric_sum("burrowd_responses_total", "http://" + h) for h in cl.backends)
+    redirects = cl.redirects()
+    before_conns = py.metrics["connections"]
+    before = own_connections(ports)
+    assert 1 <= len(before) <= len(ports), before
     for i in range(500):
         r = py.get(urls[i % len(urls)])
         assert r.status == 200 and r.pinned and r.body == b"r", r
-    new = sockets_to(ports) - before_socks
-    assert not new, "500 pinned GETs opened %d new connections: %r" % (len(new), new)
+    after = own_connections(ports)
+    assert after == before, "500 pinned GETs: connections %r, then %r" % (before, after)
     assert py.metrics["connections"] == before_conns
     assert cl.redirects() == redirects, "pinned requests never reach the shed"
     served_after = sum(cl.metric_sum("burrowd_responses_total", "http://" + h)
