@@ -32,6 +32,7 @@ import http.client
 import json
 import os
 import random
+import select
 import socket
 import struct
 import threading
@@ -746,14 +747,18 @@ class ShedClient:
         follow (a 100, or no answer within a second, as curl does), False
         when a final answer came first (then the body is never sent and the
         connection is not reused)."""
-        import select
-        r, _, _ = select.select([c.sock], [], [], 1.0)
-        if not r:
-            return True
-        head = c.sock.recv(64, socket.MSG_PEEK)
-        if not head:
-            raise _Transport("connection closed before an answer")
-        if not head.startswith(b"HTTP/1.1 100") and not head.startswith(b"HTTP/1.0 100"):
+        deadline = time.monotonic() + 1.0
+        head = b""
+        while len(head) < 12:  # "HTTP/1.1 100" decides; a short read waits for more
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([c.sock], [], [], left)[0]:
+                return True
+            head = c.sock.recv(64, socket.MSG_PEEK)
+            if not head:
+                raise _Transport("connection closed before an answer")
+            if len(head) < 12:
+                time.sleep(0.001)
+        if head[:12] not in (b"HTTP/1.1 100", b"HTTP/1.0 100"):
             return False
         buf = b""
         while not buf.endswith(b"\r\n\r\n"):  # consume exactly the interim answer
