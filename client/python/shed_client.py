@@ -665,6 +665,12 @@ class ShedClient:
                 return
         c.close()
 
+    def _drop_idle(self, origin):
+        with self._lock:
+            conns = self._idle.pop(origin, [])
+        for c in conns:
+            c.close()
+
     def close(self):
         """Close every pooled connection."""
         with self._lock:
@@ -690,6 +696,7 @@ class ShedClient:
             except (OSError, http.client.HTTPException) as e:
                 c.close()
                 if reused and not isinstance(e, socket.timeout):
+                    self._drop_idle(origin)  # the others idled as long: fresh one next
                     continue
                 raise _Transport("%s://%s:%d: %s" % (origin + (e,))) from e
             status, headers, data, keep = r

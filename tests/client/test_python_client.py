@@ -226,6 +226,42 @@ def test_threads_share_one_client():
     py.close()
 
 
+def test_stale_keepalive_is_replaced():
+    # burrowd closes keep-alive connections idle for 1 s: the next pinned
+    # request finds its pooled connection closed and sends again on a new
+    # one, without counting a failure or dropping the pin.
+    d = harness.tmpdir("py-stale-")
+    port = harness.free_port()
+    conf = os.path.join(d, "shed.yaml")
+    with open(conf, "w") as f:
+        f.write(tc.shed_config(port, pin_lifetime="30s"))
+    procs = [harness.Proc([harness.binary("shed"), "-c", conf], name="shed")]
+    try:
+        harness.wait_port("127.0.0.1", port, proc=procs[0])
+        bport = harness.free_port()
+        procs.append(harness.Proc([harness.binary("burrowd"), "--listen",
+                                   "127.0.0.1:%d" % bport, "--idle-timeout", "1s", "--announce",
+                                   "http://127.0.0.1:%d" % port, "--id", "s0", "--credential",
+                                   tc.SECRET], name="burrowd-s0"))
+        harness.wait_port("127.0.0.1", bport, proc=procs[1])
+        harness.wait_until(lambda: in_ring("http://127.0.0.1:%d" % port, "s0"), timeout=15,
+                           what="s0 in the ring")
+        py = sc.ShedClient(sheds=["127.0.0.1:%d" % port])
+        url = BASE + "/stale/q/m"
+        assert py.put(url, b"s").status == 201
+        assert py.get(url).pinned
+        conns = py.metrics["connections"]
+        time.sleep(1.6)
+        r = py.get(url)
+        assert r.status == 200 and r.pinned and r.attempts == 1 and r.body == b"s", r
+        assert py.metrics["connections"] == conns + 1, py.metrics
+        assert py.metrics["failures"] == 0 and py.metrics["pins_dropped"] == 0, py.metrics
+        py.close()
+    finally:
+        for pr in procs:
+            pr.stop()
+
+
 class FakeShed:
     """A shed and a backend in one scripted server pair: the shed redirects
     every message to the backend with pin headers (before reading a body
@@ -438,6 +474,7 @@ if __name__ == "__main__":
         ("bodies_round_trip_through_302", test_bodies_round_trip_through_302),
         ("delete_and_list", test_delete_and_list),
         ("threads_share_one_client", test_threads_share_one_client),
+        ("stale_keepalive_is_replaced", test_stale_keepalive_is_replaced),
         ("404_lookup_and_shed_failed_on_the_wire", test_404_lookup_and_shed_failed_on_the_wire),
         ("survives_backend_changes", test_survives_backend_changes),
     ])
