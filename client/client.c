@@ -37,13 +37,20 @@ static void easy_free(struct easy_node *n);
 static size_t scratch_target_size(void);
 static size_t scratch_chain_size(void);
 
+/* The method options an easy handle holds (exchange()). */
+enum easy_mode { EASY_UNSET, EASY_GET, EASY_HEAD, EASY_OTHER };
+
 /* A pooled easy handle with the scratch memory of one request, so the hot
- * path does not allocate. */
+ * path does not allocate, and what exchange() last set on it. */
 struct easy_node {
     struct easy_node *next;
     CURL *h;
-    struct target *t; /* owned scratch */
-    struct chain *ch; /* owned scratch */
+    bool configured;     /* the options that never change are set */
+    enum easy_mode mode; /* CUSTOMREQUEST / NOBODY / HTTPGET as last set */
+    long timeout_ms;     /* CURLOPT_TIMEOUT_MS as last set */
+    void *writedata;     /* CURLOPT_WRITEDATA as last set */
+    struct target *t;    /* owned scratch */
+    struct chain *ch;    /* owned scratch */
 };
 
 struct shed_client {
@@ -310,36 +317,52 @@ copy_val(struct hop *h, char *dst, size_t dstlen, const struct client_wire_slice
     dst[v->len] = '\0';
 }
 
-static size_t
-header_cb(char *line, size_t size, size_t nitems, void *arg)
+/* The last value of header <name> in the response of the last exchange on
+ * <e> (libcurl keeps every header of it: curl_easy_header(), origin
+ * CURLH_HEADER, so a 100 Continue before it is not looked at), copied into
+ * <dst>; "" when absent. */
+static void
+get_header(struct hop *h, CURL *e, const char *name, char *dst, size_t dstlen)
 {
-    struct hop *h = arg;
-    size_t len = size * nitems;
+    struct curl_header *ch;
     struct client_wire_slice v;
 
-    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        /* A new response (after a 100 Continue): forget the interim one. */
-        h->location[0] = h->sh_bucket[0] = h->sh_gen[0] = h->sh_ttl[0] = '\0';
-        h->sh_ring[0] = h->link[0] = h->ctype[0] = h->retry_after[0] = '\0';
-        h->overlong = false;
-    } else if (client_wire_header(line, len, "Location", &v)) {
-        copy_val(h, h->location, sizeof(h->location), &v);
-    } else if (client_wire_header(line, len, "Shed-Bucket", &v)) {
-        copy_val(h, h->sh_bucket, sizeof(h->sh_bucket), &v);
-    } else if (client_wire_header(line, len, "Shed-Generation", &v)) {
-        copy_val(h, h->sh_gen, sizeof(h->sh_gen), &v);
-    } else if (client_wire_header(line, len, "Shed-Pin-TTL", &v)) {
-        copy_val(h, h->sh_ttl, sizeof(h->sh_ttl), &v);
-    } else if (client_wire_header(line, len, "Shed-Ring", &v)) {
-        copy_val(h, h->sh_ring, sizeof(h->sh_ring), &v);
-    } else if (client_wire_header(line, len, "Retry-After", &v)) {
-        copy_val(h, h->retry_after, sizeof(h->retry_after), &v);
-    } else if (client_wire_header(line, len, "Link", &v)) {
-        copy_val(h, h->link, sizeof(h->link), &v);
-    } else if (client_wire_header(line, len, "Content-Type", &v)) {
+    dst[0] = '\0';
+    if (curl_easy_header(e, name, 0, CURLH_HEADER, -1, &ch) != CURLHE_OK)
+        return;
+    if (ch->amount > 1 &&
+        curl_easy_header(e, name, ch->amount - 1, CURLH_HEADER, -1, &ch) != CURLHE_OK)
+        return;
+    v.ptr = ch->value;
+    v.len = strlen(ch->value);
+    copy_val(h, dst, dstlen, &v);
+}
+
+/* Read the headers this hop needs after the transfer, instead of a header
+ * callback on every header line: Content-Type and Link always, the
+ * redirect's Location and Shed-* headers after a 3xx, Retry-After after a
+ * 5xx or 421. */
+static void
+read_headers(struct hop *h, CURL *e)
+{
+    char *ct = NULL;
+
+    h->ctype[0] = '\0';
+    if (curl_easy_getinfo(e, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct != NULL) {
+        struct client_wire_slice v = {ct, strlen(ct)};
+
         copy_val(h, h->ctype, sizeof(h->ctype), &v);
     }
-    return len;
+    get_header(h, e, "Link", h->link, sizeof(h->link));
+    if (h->status == 301 || h->status == 302 || h->status == 307 || h->status == 308) {
+        get_header(h, e, "Location", h->location, sizeof(h->location));
+        get_header(h, e, "Shed-Bucket", h->sh_bucket, sizeof(h->sh_bucket));
+        get_header(h, e, "Shed-Generation", h->sh_gen, sizeof(h->sh_gen));
+        get_header(h, e, "Shed-Pin-TTL", h->sh_ttl, sizeof(h->sh_ttl));
+        get_header(h, e, "Shed-Ring", h->sh_ring, sizeof(h->sh_ring));
+    }
+    if (h->status >= 500 || h->status == 421)
+        get_header(h, e, "Retry-After", h->retry_after, sizeof(h->retry_after));
 }
 
 static size_t
@@ -354,47 +377,68 @@ write_cb(char *data, size_t size, size_t nmemb, void *arg)
 }
 
 /* One HTTP exchange on a borrowed easy handle. <connect_to> routes the
- * request to a shed ("HOST:PORT:SHEDHOST:SHEDPORT") or is NULL. */
+ * request to a shed ("HOST:PORT:SHEDHOST:SHEDPORT") or is NULL.
+ *
+ * libcurl keeps every option in the handle, and each curl_easy_setopt()
+ * costs ~100 instructions: options that never change are set once per
+ * handle, and the per-request ones only when they differ from what the
+ * handle holds (en->timeout_ms, en->mode), so a pinned GET after another
+ * sets only its URL. The lists and the body are taken out again after the
+ * transfer, when they were set. */
 static void
-exchange(struct shed_client *c, CURL *e, const struct shed_client_request *req, const char *url,
-         const char *connect_to, const char *failed, bool expect, bool lookup, struct hop *h)
+exchange(struct shed_client *c, struct easy_node *en, const struct shed_client_request *req,
+         const char *url, const char *connect_to, const char *failed, bool expect, bool lookup,
+         struct hop *h)
 {
+    CURL *e = en->h;
     struct curl_slist *hdrs = NULL, *cto = NULL;
     char line[CLIENT_WIRE_ORIGIN_MAX + 32];
-    bool has_body =
-        req->body != NULL || strcmp(req->method, "PUT") == 0 || strcmp(req->method, "POST") == 0;
+    bool is_get = strcmp(req->method, "GET") == 0;
+    bool is_head = !is_get && strcmp(req->method, "HEAD") == 0;
+    bool has_body = req->body != NULL ||
+                    (!is_get && !is_head &&
+                     (strcmp(req->method, "PUT") == 0 || strcmp(req->method, "POST") == 0));
+    long timeout = (long)(req->timeout_ms ? req->timeout_ms : c->o.timeout_ms);
+    enum easy_mode mode = has_body  ? EASY_OTHER
+                          : is_get  ? EASY_GET
+                          : is_head ? EASY_HEAD
+                                    : EASY_OTHER;
 
-    char *configured = NULL;
-
-    /* Options that never change are set once per easy handle (marked with
-     * CURLOPT_PRIVATE); a curl_easy_reset() per call costs more than it
-     * looks on the pinned path. Everything per request is set every time. */
-    curl_easy_getinfo(e, CURLINFO_PRIVATE, &configured);
-    if ((void *)configured != (void *)c) {
+    if (!en->configured) {
         curl_easy_reset(e);
         curl_easy_setopt(e, CURLOPT_SHARE, c->share);
         curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(e, CURLOPT_MAXCONNECTS, 32L);
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->o.connect_timeout_ms);
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(e, CURLOPT_USERAGENT, "shedc/0.1");
-        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
-        curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)c);
+        en->configured = true;
+        en->mode = EASY_UNSET;
+        en->timeout_ms = -1;
+        en->writedata = NULL;
     }
     curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms ? req->timeout_ms : c->o.timeout_ms);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, h);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
-    /* HTTPGET clears whatever method and body the previous call left. */
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
-    curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
-    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-    if (strcmp(req->method, "HEAD") == 0)
-        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    else if (strcmp(req->method, "GET") != 0)
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
-    if (has_body && strcmp(req->method, "HEAD") != 0) {
+    if (timeout != en->timeout_ms) {
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
+        en->timeout_ms = timeout;
+    }
+    if (en->writedata != h) {
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
+        en->writedata = h;
+    }
+    /* HTTPGET clears whatever method and body the previous call left (a
+     * body, even taken out again, leaves the handle a POST). */
+    if (mode != en->mode || mode == EASY_OTHER) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+        curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+        if (is_head)
+            curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+        else if (!is_get)
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+        en->mode = mode;
+    }
+    if (has_body && !is_head) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? (const char *)req->body : "");
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
         snprintf(line, sizeof(line), "Content-Type: %s",
@@ -410,22 +454,27 @@ exchange(struct shed_client *c, CURL *e, const struct shed_client_request *req, 
     }
     if (lookup)
         hdrs = curl_slist_append(hdrs, "Shed-Lookup: 1");
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
-    if (connect_to != NULL)
+    if (hdrs != NULL)
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+    if (connect_to != NULL) {
         cto = curl_slist_append(NULL, connect_to);
-    curl_easy_setopt(e, CURLOPT_CONNECT_TO, cto);
+        curl_easy_setopt(e, CURLOPT_CONNECT_TO, cto);
+    }
     atomic_fetch_add(&c->m_http, 1);
     h->cc = curl_easy_perform(e);
     h->status = 0;
-    if (h->cc == CURLE_OK)
+    if (h->cc == CURLE_OK) {
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &h->status);
-    else if (h->too_big)
-        h->status = 0;
+        read_headers(h, e);
+    }
     /* The lists and the body are the caller's or freed now: leave no
      * pointer to them in the handle. */
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(e, CURLOPT_CONNECT_TO, NULL);
+    if (has_body && !is_head)
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+    if (hdrs != NULL)
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+    if (cto != NULL)
+        curl_easy_setopt(e, CURLOPT_CONNECT_TO, NULL);
     curl_slist_free_all(hdrs);
     curl_slist_free_all(cto);
 }
@@ -444,11 +493,19 @@ copy_str(char *dst, size_t size, const char *src)
     dst[n] = '\0';
 }
 
+/* A hop as new: every field is set, no memset of its ~4.7 KB of header
+ * buffers (only their first bytes are read while empty). */
 static void
 hop_reset(struct hop *h, size_t max)
 {
     free(h->body);
-    memset(h, 0, sizeof(*h));
+    h->status = 0;
+    h->cc = CURLE_OK;
+    h->too_big = h->overlong = false;
+    h->location[0] = h->sh_bucket[0] = h->sh_gen[0] = h->sh_ttl[0] = '\0';
+    h->sh_ring[0] = h->retry_after[0] = h->link[0] = h->ctype[0] = '\0';
+    h->body = NULL;
+    h->len = h->cap = 0;
     h->max = max;
 }
 
@@ -534,15 +591,35 @@ struct chain {
     bool lookup; /* ask the shed for a lookup (docs/reachability.md) */
 };
 
+/* A chain as new for one attempt, without a memset of its ~7 KB (the URL
+ * and header buffers are read only after they are written): frees the
+ * previous attempt's body. */
+static void
+chain_reset(struct chain *ch, bool lookup)
+{
+    hop_reset(&ch->last, 0);
+    ch->end = CHAIN_DONE;
+    ch->rc = 0;
+    ch->url[0] = '\0';
+    ch->hops = 0;
+    memset(&ch->learned.ring, 0, sizeof(ch->learned.ring));
+    ch->learned.have_pin = ch->learned.have_ring = false;
+    ch->learned.bucket = 0;
+    ch->learned.generation = ch->learned.ttl_s = 0;
+    ch->learned.from[0] = '\0';
+    ch->learned.code = 0;
+    ch->lookup = lookup;
+}
+
 /* Follow one redirect chain from <start>. Hop 0 goes through <connect_to>
  * (a shed override) when given. */
 /* Why the last transport failure of this thread failed (curl's text). */
 static _Thread_local char last_cause[CLIENT_PINS_HOST_MAX + 2048 + 128];
 
 static void
-run_chain(struct shed_client *c, CURL *e, const struct shed_client_request *req, const char *start,
-          const char *connect_to, const char *shed, const char *via, const char *failed,
-          bool to_shed, struct chain *ch)
+run_chain(struct shed_client *c, struct easy_node *en, const struct shed_client_request *req,
+          const char *start, const char *connect_to, const char *shed, const char *via,
+          const char *failed, bool to_shed, struct chain *ch)
 {
     char visited[SHED_CLIENT_MAX_HOPS + 1][sizeof(ch->url)];
     unsigned nvisited = 0;
@@ -556,7 +633,7 @@ run_chain(struct shed_client *c, CURL *e, const struct shed_client_request *req,
         if (c->o.trace != NULL)
             fprintf(c->o.trace, "shedc: > %s %s%s%s%s\n", req->method, ch->url,
                     first && via ? " (" : "", first && via ? via : "", first && via ? ")" : "");
-        exchange(c, e, req, ch->url, first ? connect_to : NULL, first ? failed : NULL, expect,
+        exchange(c, en, req, ch->url, first ? connect_to : NULL, first ? failed : NULL, expect,
                  first && to_shed && ch->lookup, &ch->last);
         if (first && to_shed)
             atomic_fetch_add(&c->m_shed_asks, 1);
@@ -741,6 +818,20 @@ finish(struct shed_client_response *resp, struct chain *ch)
     }
 }
 
+/* Every field of <resp> as memset() would leave it, without writing its
+ * ~4.5 KB of strings (each is read only up to its NUL). */
+static void
+response_reset(struct shed_client_response *resp)
+{
+    resp->status = 0;
+    resp->body = NULL;
+    resp->body_len = 0;
+    resp->content_type[0] = resp->final_url[0] = resp->link_next[0] = '\0';
+    resp->hops = resp->attempts = 0;
+    resp->pinned = resp->has_bucket = false;
+    resp->bucket = 0;
+}
+
 int
 shed_client_request(struct shed_client *c, const struct shed_client_request *req,
                     struct shed_client_response *resp)
@@ -755,7 +846,7 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
     bool lookup = false, skip_backoff = false;
     int rc;
 
-    memset(resp, 0, sizeof(*resp));
+    response_reset(resp);
     atomic_fetch_add(&c->m_requests, 1);
     if (req->method == NULL || req->url == NULL)
         return -EINVAL;
@@ -790,9 +881,7 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
             sleep_ms(d > retry_after_ms ? d : retry_after_ms);
             retry_after_ms = 0;
         }
-        free(ch->last.body); /* the previous attempt's; run_chain() resets the hop */
-        memset(ch, 0, sizeof(*ch));
-        ch->lookup = lookup;
+        chain_reset(ch, lookup);
         resp->has_bucket = false;
         if (!lookup && t->is_message && client_pins_get_ring(c->pins, t->service, &rcfg) == 0) {
             resp->bucket =
@@ -826,7 +915,7 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
                      failed[0] ? ", Shed-Failed: " : "", failed);
         else
             via[0] = '\0';
-        run_chain(c, en->h, req, start, connect_to, connect_to ? c->o.sheds[shed_idx] : NULL,
+        run_chain(c, en, req, start, connect_to, connect_to ? c->o.sheds[shed_idx] : NULL,
                   via[0] ? via : NULL, t->is_service && !pinned ? failed : NULL,
                   t->is_service && !pinned, ch);
         resp->attempts = attempt + 1;
