@@ -41,6 +41,7 @@
 #define VALUE_JSON_MAX 2048
 #define PROBED_MAX     64    /* probe verdicts waiting for the thread */
 #define HINT_QUEUE_MAX 10000 /* master: hints waiting for the thread */
+#define RANGE_PAGE     10000 /* keys in one answer of a load */
 #define HINT_VALUE_MAX (3 * PROTO_BURROW_PATH_MAX + 2 * SHED_URL_MAX + 256)
 
 /* ---- base64 (standard alphabet, padded: the gateway's bytes) ---- */
@@ -282,7 +283,7 @@ struct vkey {
 };
 
 struct shed_etcd_view {
-    struct vkey *k;
+    struct vkey **k; /* one allocation per key: an insert or a delete moves pointers */
     size_t n, cap;
 };
 
@@ -297,8 +298,10 @@ shed_etcd_view_destroy(struct shed_etcd_view *v)
 {
     if (v == NULL)
         return;
-    for (size_t i = 0; i < v->n; i++)
-        free(v->k[i].rel);
+    for (size_t i = 0; i < v->n; i++) {
+        free(v->k[i]->rel);
+        free(v->k[i]);
+    }
     free(v->k);
     free(v);
 }
@@ -316,8 +319,8 @@ lower(const struct shed_etcd_view *v, const char *s, size_t len)
     size_t lo = 0, hi = v->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        size_t ml = strlen(v->k[mid].rel);
-        int c = memcmp(v->k[mid].rel, s, ml < len ? ml : len);
+        size_t ml = strlen(v->k[mid]->rel);
+        int c = memcmp(v->k[mid]->rel, s, ml < len ? ml : len);
         if (c < 0 || (c == 0 && ml < len))
             lo = mid + 1;
         else
@@ -332,7 +335,7 @@ group(const struct shed_etcd_view *v, const char *g, size_t glen, size_t *a, siz
 {
     size_t i = lower(v, g, glen);
     *a = i;
-    while (i < v->n && strncmp(v->k[i].rel, g, glen) == 0)
+    while (i < v->n && strncmp(v->k[i]->rel, g, glen) == 0)
         i++;
     *b = i;
 }
@@ -344,7 +347,7 @@ aggregate(const struct shed_etcd_view *v, size_t a, size_t b)
 {
     const struct vkey *best = NULL;
     for (size_t i = a; i < b; i++) {
-        const struct vkey *k = &v->k[i];
+        const struct vkey *k = v->k[i];
         if (best == NULL || k->e.incarnation > best->e.incarnation)
             best = k;
         else if (k->e.incarnation == best->e.incarnation) {
@@ -378,28 +381,33 @@ shed_etcd_view_put(struct shed_etcd_view *v, const char *rel, const struct proto
         return -EINVAL;
     s2 = strchr(strchr(rel, '/') + 1, '/');
     size_t i = lower(v, rel, len);
-    if (i == v->n || strcmp(v->k[i].rel, rel) != 0) {
+    if (i == v->n || strcmp(v->k[i]->rel, rel) != 0) {
         if (v->n == v->cap) {
             size_t nc = v->cap ? v->cap * 2 : 64;
-            struct vkey *nk = realloc(v->k, nc * sizeof(*nk));
+            struct vkey **nk = realloc(v->k, nc * sizeof(*nk));
             if (nk == NULL)
                 return -ENOMEM;
             v->k = nk;
             v->cap = nc;
         }
         char *copy = strdup(rel);
-        if (copy == NULL)
+        struct vkey *nk = malloc(sizeof(*nk));
+        if (copy == NULL || nk == NULL) {
+            free(copy);
+            free(nk);
             return -ENOMEM;
+        }
         memmove(&v->k[i + 1], &v->k[i], (v->n - i) * sizeof(*v->k));
         v->n++;
-        v->k[i].rel = copy;
-        v->k[i].grp = (size_t)(s2 + 1 - rel);
+        v->k[i] = nk;
+        v->k[i]->rel = copy;
+        v->k[i]->grp = (size_t)(s2 + 1 - rel);
     }
-    v->k[i].rev = rev;
-    v->k[i].e = *e;
-    snprintf(v->k[i].e.service, sizeof(v->k[i].e.service), "%s", svc);
-    snprintf(v->k[i].e.id, sizeof(v->k[i].e.id), "%s", id);
-    group(v, rel, v->k[i].grp, &a, &b);
+    v->k[i]->rev = rev;
+    v->k[i]->e = *e;
+    snprintf(v->k[i]->e.service, sizeof(v->k[i]->e.service), "%s", svc);
+    snprintf(v->k[i]->e.id, sizeof(v->k[i]->e.id), "%s", id);
+    group(v, rel, v->k[i]->grp, &a, &b);
     const struct proto_sync_entry *best = aggregate(v, a, b);
     return emit(out, best, best->state);
 }
@@ -408,12 +416,13 @@ int
 shed_etcd_view_delete(struct shed_etcd_view *v, const char *rel, struct proto_sync_msg *out)
 {
     size_t len = strlen(rel), i = lower(v, rel, len), a, b, grp;
-    if (i == v->n || strcmp(v->k[i].rel, rel) != 0)
+    if (i == v->n || strcmp(v->k[i]->rel, rel) != 0)
         return 0;
-    grp = v->k[i].grp;
+    grp = v->k[i]->grp;
     group(v, rel, grp, &a, &b);
     struct proto_sync_entry was = *aggregate(v, a, b);
-    free(v->k[i].rel);
+    free(v->k[i]->rel);
+    free(v->k[i]);
     memmove(&v->k[i], &v->k[i + 1], (v->n - i - 1) * sizeof(*v->k));
     v->n--;
     group(v, rel, grp, &a, &b);
@@ -427,11 +436,31 @@ shed_etcd_view_delete(struct shed_etcd_view *v, const char *rel, struct proto_sy
 }
 
 int
+shed_etcd_view_export_at(const struct shed_etcd_view *v, size_t *pos, struct proto_sync_msg *out)
+{
+    size_t a = *pos;
+    while (a < v->n && out->nentries < PROTO_SYNC_MAX_ENTRIES) {
+        size_t b = a + 1;
+        while (b < v->n && strncmp(v->k[b]->rel, v->k[a]->rel, v->k[a]->grp) == 0)
+            b++;
+        const struct proto_sync_entry *best = aggregate(v, a, b);
+        if (best->state != PROTO_SYNC_GONE && best->state != PROTO_SYNC_DOWN) {
+            int rc = emit(out, best, best->state);
+            if (rc < 0)
+                return rc;
+        }
+        a = b;
+    }
+    *pos = a;
+    return 0;
+}
+
+int
 shed_etcd_view_export(const struct shed_etcd_view *v, struct proto_sync_msg *out)
 {
     for (size_t a = 0; a < v->n;) {
         size_t b = a + 1;
-        while (b < v->n && strncmp(v->k[b].rel, v->k[a].rel, v->k[a].grp) == 0)
+        while (b < v->n && strncmp(v->k[b]->rel, v->k[a]->rel, v->k[a]->grp) == 0)
             b++;
         const struct proto_sync_entry *best = aggregate(v, a, b);
         /* "down" (a probe's verdict) is news once, not a state to renew. */
@@ -453,9 +482,9 @@ shed_etcd_view_replace(struct shed_etcd_view *v, struct shed_etcd_view *next,
      * not watch). */
     for (size_t a = 0; a < v->n;) {
         size_t b = a + 1, na, nb;
-        while (b < v->n && strncmp(v->k[b].rel, v->k[a].rel, v->k[a].grp) == 0)
+        while (b < v->n && strncmp(v->k[b]->rel, v->k[a]->rel, v->k[a]->grp) == 0)
             b++;
-        group(next, v->k[a].rel, v->k[a].grp, &na, &nb);
+        group(next, v->k[a]->rel, v->k[a]->grp, &na, &nb);
         if (na == nb) {
             const struct proto_sync_entry *was = aggregate(v, a, b);
             if (was->state != PROTO_SYNC_GONE)
@@ -463,8 +492,10 @@ shed_etcd_view_replace(struct shed_etcd_view *v, struct shed_etcd_view *next,
         }
         a = b;
     }
-    for (size_t i = 0; i < v->n; i++)
-        free(v->k[i].rel);
+    for (size_t i = 0; i < v->n; i++) {
+        free(v->k[i]->rel);
+        free(v->k[i]);
+    }
     free(v->k);
     *v = *next;
     free(next);
@@ -525,7 +556,7 @@ struct hcount {
 
 struct shed_etcd {
     enum mode mode;
-    bool running;
+    _Atomic bool running;       /* read by the heartbeat path, cleared by a reload */
     struct registry *reg;       /* MODE_CELL */
     struct shed_master *master; /* MODE_MASTER */
     struct shed_config cfgv;    /* copy; only the fields below are read */
@@ -544,6 +575,7 @@ struct shed_etcd {
     struct qhint *hq; /* MODE_MASTER: HINT_QUEUE_MAX slots, a ring */
     size_t hq_head, hq_n;
     uint64_t hint_seq, hints_dropped, hints_written, hint_drop_log;
+    unsigned hint_refused; /* puts of the queue's head etcd refused in a row */
 
     /* the thread's own */
     CURLM *multi;
@@ -739,30 +771,14 @@ url_at(const char *url, const char *hostport)
     return strcmp(auth, hostport) == 0;
 }
 
-/* The thread: tell the cell what this shed's probes found. For every member
- * of the view at a dead host, this shed's key says "down" (the latest write
- * of that incarnation, so it outweighs the others' older "up"); every shed
- * marks it down once, and heartbeats bring it back as they would after a
- * peer's verdict. The key goes a lease later, like any this shed wrote. */
+/* The members of <m> served at one of the <n> dead <hp>: "down" in etcd. */
 static void
-probes(struct shed_etcd *E, uint64_t now)
+probes_mark(struct shed_etcd *E, const struct proto_sync_msg *m, char hp[][SHED_URL_MAX], size_t n,
+            uint64_t now)
 {
-    char hp[PROBED_MAX][SHED_URL_MAX];
-    size_t n;
-    struct proto_sync_msg m;
-
     pthread_mutex_lock(&E->mu);
-    n = E->nprobed;
-    memcpy(hp, E->probed, n * sizeof(hp[0]));
-    E->nprobed = 0;
-    pthread_mutex_unlock(&E->mu);
-    if (n == 0)
-        return;
-    proto_sync_msg_init(&m);
-    shed_etcd_view_export(E->sinks[0].view, &m);
-    pthread_mutex_lock(&E->mu);
-    for (size_t i = 0; i < m.nentries; i++) {
-        const struct proto_sync_entry *e = &m.entries[i];
+    for (size_t i = 0; i < m->nentries; i++) {
+        const struct proto_sync_entry *e = &m->entries[i];
         bool hit = false;
         for (size_t j = 0; j < n && !hit; j++)
             hit = url_at(e->url, hp[j]);
@@ -787,6 +803,38 @@ probes(struct shed_etcd *E, uint64_t now)
         log_info("etcd: service=%s id=%s down in etcd (probe failed)", e->service, e->id);
     }
     pthread_mutex_unlock(&E->mu);
+}
+
+/* The thread: tell the cell what this shed's probes found. For every member
+ * of the view at a dead host, this shed's key says "down" (the latest write
+ * of that incarnation, so it outweighs the others' older "up"); every shed
+ * marks it down once, and heartbeats bring it back as they would after a
+ * peer's verdict. The key goes a lease later, like any this shed wrote. */
+static void
+probes(struct shed_etcd *E, uint64_t now)
+{
+    char hp[PROBED_MAX][SHED_URL_MAX];
+    size_t n;
+    struct proto_sync_msg m;
+
+    pthread_mutex_lock(&E->mu);
+    n = E->nprobed;
+    memcpy(hp, E->probed, n * sizeof(hp[0]));
+    E->nprobed = 0;
+    pthread_mutex_unlock(&E->mu);
+    if (n == 0)
+        return;
+    proto_sync_msg_init(&m);
+    for (size_t pos = 0; pos < shed_etcd_view_size(E->sinks[0].view);) {
+        if (m.nentries == PROTO_SYNC_MAX_ENTRIES) {
+            probes_mark(E, &m, hp, n, now);
+            proto_sync_msg_free(&m);
+            proto_sync_msg_init(&m);
+        }
+        if (shed_etcd_view_export_at(E->sinks[0].view, &pos, &m) < 0)
+            break;
+    }
+    probes_mark(E, &m, hp, n, now);
     proto_sync_msg_free(&m);
 }
 
@@ -925,9 +973,9 @@ b64dup(const char *s, size_t len)
 
 /* JSON {"key": b64(<key>) [, "range_end": b64(<end>)] [, <extra>]} */
 static char *
-key_body_end(const char *key, const char *end, const char *extra)
+key_body_end(const char *key, size_t klen, const char *end, const char *extra)
 {
-    char *k = b64dup(key, strlen(key)), *e = NULL, *out = NULL;
+    char *k = b64dup(key, klen), *e = NULL, *out = NULL;
     if (k == NULL)
         return NULL;
     if (end != NULL && (e = b64dup(end, strlen(end))) == NULL)
@@ -949,24 +997,33 @@ key_body(const char *key, bool range, const char *extra)
 {
     char end[SHED_ETCD_KEY_MAX];
     if (!range)
-        return key_body_end(key, NULL, extra);
+        return key_body_end(key, strlen(key), NULL, extra);
     snprintf(end, sizeof(end), "%s", key);
     end[strlen(end) - 1]++; /* the base ends with '/': "0" is just past it */
-    return key_body_end(key, end, extra);
+    return key_body_end(key, strlen(key), end, extra);
 }
 
 /* What this shed reads: a cell's keys, or (a master) every cell's and the
  * cells' records, not the hints ("~hints/" sorts after "~cells/" and
  * after every cell name, whose characters are [a-z0-9_-]). */
+static void
+read_end(const struct shed_etcd *E, char end[SHED_ETCD_KEY_MAX])
+{
+    if (E->mode == MODE_CELL) {
+        snprintf(end, SHED_ETCD_KEY_MAX, "%s", E->base);
+        end[strlen(end) - 1]++; /* the base ends with '/': "0" is just past it */
+        return;
+    }
+    snprintf(end, SHED_ETCD_KEY_MAX, "%.200s" SHED_ETCD_HINTS_DIR, E->base);
+    end[strlen(end) - 1] = '\0'; /* "<prefix>~hints": just past every cell's and ~cells/ */
+}
+
 static char *
 read_body(const struct shed_etcd *E, const char *extra)
 {
     char end[SHED_ETCD_KEY_MAX];
-    if (E->mode == MODE_CELL)
-        return key_body(E->base, true, extra);
-    snprintf(end, sizeof(end), "%.200s" SHED_ETCD_HINTS_DIR, E->base);
-    end[strlen(end) - 1] = '\0'; /* "<prefix>~hints": just past every cell's and ~cells/ */
-    return key_body_end(E->base, end, extra);
+    read_end(E, end);
+    return key_body_end(E->base, strlen(E->base), end, extra);
 }
 
 /* ---- reading: range, watch, refresh ---- */
@@ -1033,6 +1090,53 @@ apply(struct shed_etcd *E)
         proto_sync_msg_init(m);
     }
     atomic_store(&E->keys, keys_held(E));
+}
+
+/* One message holds PROTO_SYNC_MAX_ENTRIES: apply what it holds before a
+ * change would not fit (a load, a refresh or one watch message may carry
+ * many more: a big cell, a deleterange). */
+static void
+room(struct shed_etcd *E, struct sink *k)
+{
+    if (k->out.nentries >= PROTO_SYNC_MAX_ENTRIES)
+        apply(E);
+}
+
+/* Feed the whole view of <k> (the refresh), in messages that fit. */
+static void
+export_all(struct shed_etcd *E, struct sink *k)
+{
+    size_t pos = 0;
+    do {
+        room(E, k);
+        if (shed_etcd_view_export_at(k->view, &pos, &k->out) < 0)
+            break;
+    } while (pos < shed_etcd_view_size(k->view));
+}
+
+/* The view of <k> replaced by <next> (consumed): "down" for every member
+ * only the old view had, then everything <next> holds, all applied. */
+static void
+replace_view(struct shed_etcd *E, struct sink *k, struct shed_etcd_view *next)
+{
+    struct shed_etcd_view *v = k->view;
+    for (size_t a = 0; a < v->n;) {
+        size_t b = a + 1, na, nb;
+        while (b < v->n && strncmp(v->k[b]->rel, v->k[a]->rel, v->k[a]->grp) == 0)
+            b++;
+        group(next, v->k[a]->rel, v->k[a]->grp, &na, &nb);
+        if (na == nb) {
+            const struct proto_sync_entry *was = aggregate(v, a, b);
+            if (was->state != PROTO_SYNC_GONE) {
+                room(E, k);
+                emit(&k->out, was, PROTO_SYNC_DOWN);
+            }
+        }
+        a = b;
+    }
+    shed_etcd_view_destroy(v);
+    k->view = next;
+    export_all(E, k);
 }
 
 /* Decode the key of kv (a gateway KeyValue) relative to the base into
@@ -1129,6 +1233,8 @@ put_kv(struct shed_etcd *E, json_t *kv, struct shed_etcd_view **next)
     if (next != NULL && next[i] == NULL && (next[i] = shed_etcd_view_create()) == NULL)
         return;
     proto_sync_msg_init(&scratch);
+    if (next == NULL)
+        room(E, k);
     if (shed_etcd_view_put(next != NULL ? next[i] : k->view, sub, &e,
                            (uint64_t)i64(kv, "mod_revision"),
                            next != NULL ? &scratch : &k->out) < 0)
@@ -1142,48 +1248,87 @@ del_kv(struct shed_etcd *E, json_t *kv)
     char rel[SHED_ETCD_KEY_MAX];
     const char *sub;
     struct sink *k;
-    if (kv_key(E, kv, rel, sizeof(rel)) == 0 && (k = route_key(E, kv, rel, true, &sub)) != NULL)
+    if (kv_key(E, kv, rel, sizeof(rel)) == 0 && (k = route_key(E, kv, rel, true, &sub)) != NULL) {
+        room(E, k);
         shed_etcd_view_delete(k->view, sub, &k->out);
+    }
 }
 
+/* Load everything this shed reads at one revision, in pages of RANGE_PAGE
+ * keys (each answer stays far below REPLY_MAX however big the cells are),
+ * and replace the views with it. */
 static void
 range(struct shed_etcd *E)
 {
-    char *body = read_body(E, NULL);
-    json_t *r = NULL;
     struct shed_etcd_view *next[SHED_MAX_CELLS] = {NULL};
-    if (body == NULL || call(E, "/v3/kv/range", body, &r) < 0) {
+    char from[SHED_ETCD_KEY_MAX + 1], end[SHED_ETCD_KEY_MAX], extra[96];
+    size_t flen = strlen(E->base), i, pages = 0;
+    uint64_t at = 0;
+    bool more = true;
+    json_t *kv;
+
+    memcpy(from, E->base, flen);
+    read_end(E, end);
+    while (more) {
+        json_t *r = NULL;
+        if (at == 0)
+            snprintf(extra, sizeof(extra), "\"limit\":\"%d\"", RANGE_PAGE);
+        else
+            snprintf(extra, sizeof(extra), "\"limit\":\"%d\",\"revision\":\"%" PRIu64 "\"",
+                     RANGE_PAGE, at);
+        char *body = key_body_end(from, flen, end, extra);
+        int rc = body != NULL ? call(E, "/v3/kv/range", body, &r) : -ENOMEM;
         free(body);
-        return;
-    }
-    free(body);
-    json_t *kvs = json_object_get(r, "kvs"), *kv;
-    size_t i;
-    json_array_foreach(kvs, i, kv)
-    {
-        put_kv(E, kv, next);
+        if (rc < 0) {
+            for (size_t s = 0; s < SHED_MAX_CELLS; s++)
+                shed_etcd_view_destroy(next[s]);
+            return; /* tried again from the start (a compacted revision too) */
+        }
+        if (at == 0)
+            at = (uint64_t)i64(json_object_get(r, "header"), "revision");
+        json_t *kvs = json_object_get(r, "kvs");
+        json_array_foreach(kvs, i, kv)
+        {
+            put_kv(E, kv, next);
+        }
+        pages++;
+        more = json_is_true(json_object_get(r, "more")) && json_array_size(kvs) > 0;
+        if (more) { /* the next page starts just after the last key */
+            json_t *k = json_object_get(json_array_get(kvs, json_array_size(kvs) - 1), "key");
+            long n = json_is_string(k)
+                         ? shed_etcd_b64_decode(json_string_value(k), json_string_length(k), from,
+                                                sizeof(from) - 1)
+                         : -EINVAL;
+            more = n >= 0;
+            if (more) {
+                from[n] = '\0';
+                flen = (size_t)n + 1;
+            }
+        }
+        json_decref(r);
     }
     /* Every sink's view replaced (a cell that vanished: all its members
      * down); new cells got a sink (and an empty view) from put_kv. */
     for (size_t s = 0; s < E->nsinks; s++) {
         struct shed_etcd_view *nv = next[s] != NULL ? next[s] : shed_etcd_view_create();
         if (nv != NULL)
-            shed_etcd_view_replace(E->sinks[s].view, nv, &E->sinks[s].out);
+            replace_view(E, &E->sinks[s], nv);
     }
-    E->rev = (uint64_t)i64(json_object_get(r, "header"), "revision");
+    E->rev = at;
     atomic_store(&E->revision, E->rev);
     if (E->have_view)
         atomic_fetch_add(&E->reloads, 1);
     if (E->mode == MODE_CELL)
-        log_info("etcd: %s %zu keys of cell %s at revision %" PRIu64,
-                 E->have_view ? "reloaded" : "loaded", keys_held(E), E->cfgv.cell, E->rev);
+        log_info("etcd: %s %zu keys of cell %s at revision %" PRIu64 " (%zu page%s)",
+                 E->have_view ? "reloaded" : "loaded", keys_held(E), E->cfgv.cell, E->rev, pages,
+                 pages == 1 ? "" : "s");
     else
-        log_info("etcd: %s %zu keys of %zu cells under %s at revision %" PRIu64,
-                 E->have_view ? "reloaded" : "loaded", keys_held(E), E->nsinks, E->base, E->rev);
+        log_info("etcd: %s %zu keys of %zu cells under %s at revision %" PRIu64 " (%zu page%s)",
+                 E->have_view ? "reloaded" : "loaded", keys_held(E), E->nsinks, E->base, E->rev,
+                 pages, pages == 1 ? "" : "s");
     E->have_view = true;
     E->need_reload = false;
     apply(E);
-    json_decref(r);
 }
 
 /* One message of the watch stream. */
@@ -1338,7 +1483,7 @@ refresh(struct shed_etcd *E, uint64_t now)
         return;
     E->refresh_at = now + E->lease_ms / 3;
     for (size_t i = 0; i < E->nsinks; i++)
-        shed_etcd_view_export(E->sinks[i].view, &E->sinks[i].out);
+        export_all(E, &E->sinks[i]);
     apply(E);
 }
 
@@ -1613,6 +1758,7 @@ hint_writer(struct shed_etcd *E, uint64_t now)
         if (rc == -EIO)
             return;
         bool drop = rc < 0 || hc->n >= SHED_HINTS_MAX;
+        const char *why = rc < 0 ? "no room for its cell" : "its cell's bound reached";
         if (!drop) {
             char key[SHED_ETCD_KEY_MAX], *v = b64dup(q.value, strlen(q.value)), *body = NULL;
             char *extra = v != NULL ? malloc(strlen(v) + 64) : NULL;
@@ -1630,10 +1776,18 @@ hint_writer(struct shed_etcd *E, uint64_t now)
             json_decref(r);
             if (rc == -EIO)
                 return; /* kept: written when etcd answers */
-            if (rc == -EPROTO)
-                E->hint_lease = 0; /* the lease ran out: a new one */
-            if (rc < 0)
+            if (rc == -EPROTO) {
+                E->hint_lease = 0; /* most likely the lease ran out: a new one */
+                if (++E->hint_refused < 3)
+                    return;
+                drop = true; /* refused under fresh leases too: not for etcd */
+                why = "refused by etcd";
+            } else if (rc < 0) {
                 return;
+            }
+        }
+        E->hint_refused = 0;
+        if (!drop) {
             E->hint_seq++;
             hc->n++;
             atomic_fetch_add(&E->writes, 1);
@@ -1646,9 +1800,9 @@ hint_writer(struct shed_etcd *E, uint64_t now)
             E->hints_dropped++;
             if (E->hint_drop_log == 0 || now - E->hint_drop_log >= 60000) {
                 E->hint_drop_log = now;
-                log_warnx("etcd: %d hints of cell %s in etcd: dropping new ones (%" PRIu64
-                          " so far)",
-                          SHED_HINTS_MAX, q.cell, E->hints_dropped);
+                log_warnx("etcd: a hint of cell %s dropped: %s (at most %d per cell; %" PRIu64
+                          " dropped so far)",
+                          q.cell, why, SHED_HINTS_MAX, E->hints_dropped);
             }
         } else {
             E->hints_written++;

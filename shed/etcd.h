@@ -192,6 +192,12 @@ int shed_etcd_view_replace(struct shed_etcd_view *v, struct shed_etcd_view *next
 /* Every member's entry (gone ones left out), heard now, into <out>. 0. */
 int shed_etcd_view_export(const struct shed_etcd_view *v, struct proto_sync_msg *out);
 
+/* The same from key index *<pos> on, until <out> holds
+ * PROTO_SYNC_MAX_ENTRIES or the view ends; *<pos> is where the next call
+ * goes on (shed_etcd_view_size() when done). 0. */
+int shed_etcd_view_export_at(const struct shed_etcd_view *v, size_t *pos,
+                             struct proto_sync_msg *out);
+
 /* Keys relative to <prefix> as a master reads them: a member's
  * "<cell>/<service>/<id>/<shed>" (SHED_ETCD_KEY_MEMBER, *rest = what
  * follows "<cell>/"), a cell's record "~cells/<cell>/<shed>"

@@ -350,3 +350,56 @@ Test(etcd, cell_record)
     cr_assert_eq(shed_etcd_cell_decode("{}", 2, agg, sizeof(agg)), -EINVAL);
     cr_assert_eq(shed_etcd_cell_decode(ok, strlen(ok), agg, 8), -EINVAL);
 }
+
+Test(etcd, view_export_in_messages_that_fit)
+{
+    struct shed_etcd_view *v = shed_etcd_view_create();
+    struct proto_sync_msg m;
+    struct proto_sync_entry e = rec(1, PROTO_SYNC_UP, "http://127.0.0.1:9001");
+    size_t pos = 0, total = 0, msgs = 0;
+    char rel[64];
+
+    proto_sync_msg_init(&m);
+    for (int i = 0; i < 10000; i++) { /* two sheds' keys for each of 10 000 members */
+        snprintf(rel, sizeof(rel), "burrow/b%05d/s1", i);
+        cr_assert_eq(shed_etcd_view_put(v, rel, &e, (uint64_t)i, &m), 0);
+        snprintf(rel, sizeof(rel), "burrow/b%05d/s2", i);
+        cr_assert_eq(shed_etcd_view_put(v, rel, &e, (uint64_t)i, &m), 0);
+        if (m.nentries == PROTO_SYNC_MAX_ENTRIES) {
+            proto_sync_msg_free(&m);
+            proto_sync_msg_init(&m);
+        }
+    }
+    proto_sync_msg_free(&m);
+    cr_assert_eq(shed_etcd_view_size(v), 20000);
+    while (pos < shed_etcd_view_size(v)) {
+        proto_sync_msg_init(&m);
+        cr_assert_eq(shed_etcd_view_export_at(v, &pos, &m), 0);
+        cr_assert_leq(m.nentries, PROTO_SYNC_MAX_ENTRIES);
+        cr_assert_gt(m.nentries, 0);
+        if (msgs == 0)
+            cr_assert_str_eq(m.entries[0].id, "b00000");
+        total += m.nentries;
+        msgs++;
+        proto_sync_msg_free(&m);
+    }
+    cr_assert_eq(total, 10000, "every member once, none cut off at the message limit");
+    cr_assert_eq(msgs, 2);
+    /* Deleting every key of the view, front first, stays linear enough
+     * (pointers move, not records) and ends with every member down. */
+    proto_sync_msg_init(&m);
+    size_t downs = 0;
+    for (int i = 0; i < 10000; i++) {
+        for (int s = 1; s <= 2; s++) {
+            snprintf(rel, sizeof(rel), "burrow/b%05d/s%d", i, s);
+            cr_assert_eq(shed_etcd_view_delete(v, rel, &m), 0);
+        }
+        downs += m.nentries == 2 && m.entries[1].state == PROTO_SYNC_DOWN;
+        proto_sync_msg_free(&m);
+        proto_sync_msg_init(&m);
+    }
+    cr_assert_eq(downs, 10000);
+    cr_assert_eq(shed_etcd_view_size(v), 0);
+    proto_sync_msg_free(&m);
+    shed_etcd_view_destroy(v);
+}

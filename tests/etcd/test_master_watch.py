@@ -10,7 +10,9 @@ down and resyncs (resumed watch, no reload) when it returns; SIGHUP moves
 a line shed's and a master's keys to another prefix, and a switch to the
 built-in store is refused with a log line.
 """
+import json
 import os
+import re
 import signal
 import sys
 import time
@@ -236,6 +238,38 @@ def test_master_survives_etcd_restart():
     agree()
 
 
+def test_master_loads_a_big_cell_in_pages():
+    """A cell c of 10 200 keys (3 services of 3400 members, written straight
+    to etcd): a restarted master loads them at one revision in pages of at
+    most 10 000 keys and counts every member live; one deleterange of the
+    cell reaches it as one watch message and nothing of c is live."""
+    e = S["etcd"]
+    rec = etcdlib.b64(json.dumps({"inc": 1, "state": "up", "url": "http://127.0.0.9:1",
+                                  "weight": 1, "shed": "x:1"}))
+    keys = ["/shed/c/svc%d/m%05d/x:1" % (s, i) for s in range(3) for i in range(3400)]
+    for i in range(0, len(keys), 100):
+        e.call("/v3/kv/txn", {"success": [{"request_put": {"key": etcdlib.b64(k), "value": rec}}
+                                          for k in keys[i:i + 100]]})
+    assert S["procs"]["m1"].stop(signal.SIGTERM) == 0
+    t0 = time.monotonic()
+    start("m1")
+
+    def all_live():
+        c = master().get("c")
+        return c and sum(s["live"] for s in c["services"]) == len(keys)
+
+    harness.wait_until(all_live, timeout=20, what="the master counts cell c")
+    print("master restarted to 10 200 members of c live: %.2f s" % (time.monotonic() - t0))
+    out = S["procs"]["m1"].output()
+    assert re.search(r"etcd: loaded \d+ keys of 3 cells under /shed/ at revision \d+ \(2 pages\)",
+                     out), out[-3000:]
+    assert live("b") == 3
+    e.call("/v3/kv/deleterange", {"key": etcdlib.b64("/shed/c/"), "range_end":
+                                  etcdlib.b64("/shed/c0")})
+    harness.wait_until(lambda: live("c") == 0, timeout=10, what="cell c gone at the master")
+    agree()
+
+
 def test_sighup_moves_prefix():
     """SIGHUP with another prefix: b1's keys leave /shed/b/ at once (its
     lease revoked) and appear under /other/b/; the master, still on
@@ -279,5 +313,6 @@ if __name__ == "__main__":
     harness.run_tests([(f.__name__, f) for f in (
         test_setup, test_master_knows_b_from_etcd_only, test_escalation_goes_to_b_primary,
         test_line_shed_escalates_through_master_into_b, test_hint_round_trip_through_etcd,
-        test_master_survives_etcd_restart, test_sighup_moves_prefix, test_sighup_refuses_builtin,
+        test_master_survives_etcd_restart, test_master_loads_a_big_cell_in_pages,
+        test_sighup_moves_prefix, test_sighup_refuses_builtin,
         test_stop)])
