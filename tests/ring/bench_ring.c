@@ -510,6 +510,40 @@ scenario_n10000(void)
            mprim * (double)(n + 1));
     ring_destroy(join);
     ring_destroy(r);
+
+    /* Issue 18 item 5, with the default eps (0.03): primaries moved by one
+     * join against the optimal B/(n+1), and peak/mean of primaries. One
+     * join is a noisy sample (a few hundred buckets, chains of them), so
+     * three different members join the same table: mean, min and max. */
+    cfg.eps = 0.03;
+    r = build(&cfg, s.m, n, &ms);
+    printf("ring.build_ms_balanced_eps3.n10000: %.1f ms (B=2^22, eps=0.03; cpu %.1f ms)\n", ms,
+           last_cpu);
+    balance(r, &prim, &all);
+    printf("ring.peak_over_mean.primaries: %.4f ratio (n=10000, B=2^22, eps=0.03)\n", prim);
+    printf("ring.peak_over_mean.all: %.4f ratio (n=10000, B=2^22, eps=0.03)\n", all);
+    enum { JOINS = 3 };
+    double jp[JOINS], ja[JOINS], psum = 0, asum = 0;
+    for (int j = 0; j < JOINS; j++) {
+        snprintf(s.id[n], sizeof(s.id[n]), "srv-%07zu", n + (size_t)j);
+        join = build(&cfg, s.m, n + 1, NULL);
+        movement(r, join, &mall, &mprim);
+        jp[j] = mprim * (double)(n + 1);
+        ja[j] = mall * (double)(n + 1);
+        psum += jp[j];
+        asum += ja[j];
+        ring_destroy(join);
+    }
+    snprintf(s.id[n], sizeof(s.id[n]), "srv-%07zu", n);
+    qsort(jp, JOINS, sizeof(*jp), cmp_double);
+    qsort(ja, JOINS, sizeof(*ja), cmp_double);
+    printf("ring.join_move.primaries.vs_optimal: %.3f ratio (n=10000, B=2^22, eps=0.03; mean of "
+           "%d joins, min %.3f, max %.3f)\n",
+           psum / JOINS, JOINS, jp[0], jp[JOINS - 1]);
+    printf("ring.join_move.all.vs_optimal: %.3f ratio (same joins, all replicas; min %.3f, max "
+           "%.3f)\n",
+           asum / JOINS, ja[0], ja[JOINS - 1]);
+    ring_destroy(r);
     set_free(&s);
 }
 
