@@ -12,6 +12,12 @@
  *           window) and ends drain windows. The daemon calls it every ~50 ms;
  *           tests call it with their own clock. Every function takes the time
  *           as <now> (milliseconds, any monotonic origin): the clock is injected.
+ * Builds:   a ring build (tens of ms at thousands of members) runs with the
+ *           records' mutex released: heartbeats, deregistrations, peers'
+ *           entries and failure-report lookups never wait for one. Builds
+ *           are one at a time (registry_tick() and registry_reconfigure()
+ *           wait for each other); what changed during a build is in the next
+ *           tick's ring, liveness at once (docs/membership.md).
  *
  * Routing view: an immutable struct registry_view (per service: the current
  * and previous ring, generation, digest, header text) published with an
@@ -26,8 +32,10 @@
  * current generation's live[] array (indexed like ring_member_at()).
  *
  * Ownership: registry_create() returns an owned registry; registry_destroy
- * (NULL) is a no-op. Views belong to the registry and stay valid inside the
- * read-side section that loaded them. All functions are thread-safe.
+ * (NULL) is a no-op, and registry_destroy() waits for a build in progress
+ * (no other call may start on <reg> then). Views belong to the registry and
+ * stay valid inside the read-side section that loaded them. All functions
+ * are thread-safe.
  */
 #ifndef SHED_REGISTRY_H
 #define SHED_REGISTRY_H
