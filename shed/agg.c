@@ -25,6 +25,16 @@ static void req_destroy(struct shed_agg_req *r);
 
 /* ---------------------------------------------------------------- setup */
 
+void
+shed_agg_config_of(const struct shed_config *cfg, bool external, struct shed_agg_config *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->list_all = cfg->list_all;
+    out->backend_timeout_ms = cfg->backend_timeout_ms;
+    out->busy_poll_us = cfg->busy_poll_us;
+    out->external = external;
+}
+
 int
 shed_agg_create(const struct shed_agg_config *cfg, struct registry *reg, struct shed_agg **out)
 {
@@ -135,6 +145,12 @@ shed_agg_loop_run(struct shed_agg *agg)
     if (agg->open && agg->fan != NULL)
         shed_fanout_run(agg->fan);
     pthread_mutex_unlock(&agg->lock);
+}
+
+uint64_t
+shed_agg_answered(const struct shed_agg *agg)
+{
+    return atomic_load(&agg->n.answered);
 }
 
 void

@@ -99,6 +99,10 @@ struct shed_agg_answer {
  * shed_agg_answer(req). */
 typedef void (*shed_agg_done_fn)(void *arg, const struct shed_agg_answer *a);
 
+/* The engine's settings from the daemon's <cfg> (the aggregation section)
+ * and <external> (the front end's loop drives the fan-out). */
+void shed_agg_config_of(const struct shed_config *cfg, bool external, struct shed_agg_config *out);
+
 /* Start the engine (and its fan-out) for the routing view of <reg>
  * (borrowed; NULL when every request carries its route). 0 or a negative
  * errno. */
@@ -167,6 +171,9 @@ struct shed_agg_stats {
     uint64_t slices;           /* slices of account and queue deletes */
 };
 void shed_agg_stats(const struct shed_agg *agg, struct shed_agg_stats *out);
+/* stats.answered alone (one atomic load), for a loop that runs the front
+ * end again at once when the engine answered during its turn. */
+uint64_t shed_agg_answered(const struct shed_agg *agg);
 
 /* Prometheus text of <s> (shed_agg_requests_total and friends) into <buf>
  * (at most <len> bytes, NUL-terminated); returns the length written. */

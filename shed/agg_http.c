@@ -217,13 +217,10 @@ static struct {
 static struct shed_agg *
 instance(const struct shed_call *c)
 {
-    struct shed_agg_config ac = {0};
+    struct shed_agg_config ac;
     struct shed_agg *agg;
 
-    ac.list_all = c->cfg->list_all;
-    ac.backend_timeout_ms = c->cfg->backend_timeout_ms;
-    ac.busy_poll_us = c->cfg->busy_poll_us;
-    ac.external = atomic_load(&proc.external);
+    shed_agg_config_of(c->cfg, atomic_load(&proc.external), &ac);
     pthread_mutex_lock(&proc.lock);
     agg = atomic_load(&proc.agg);
     if (agg != NULL)
@@ -304,11 +301,8 @@ uint64_t
 shed_agg_resumes(void)
 {
     struct shed_agg *agg = atomic_load(&proc.agg);
-    struct shed_agg_stats s = {0};
 
-    if (agg != NULL)
-        shed_agg_stats(agg, &s);
-    return s.answered;
+    return agg != NULL ? shed_agg_answered(agg) : 0;
 }
 
 size_t

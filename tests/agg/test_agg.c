@@ -681,3 +681,24 @@ Test(engine, positions)
     cr_assert(!agg_pos_before(&p, &c), "past the whole stamp 5");
     cr_assert(agg_pos_before(&p, &b));
 }
+
+/* A marker without the cursor is placed by asking its preference row for
+ * its stamp; a marker no server has is ignored, as in Burrow. */
+Test(engine, marker_without_cursor_is_probed)
+{
+    char ids[1024], want[1024], link[SHED_AGG_HEADER_MAX], q[64];
+    unsigned status;
+    int64_t st;
+    char id[16];
+
+    fake_msg(0, 2, &st, id); /* stamp 1006 */
+    snprintf(q, sizeof(q), "limit=7&marker=%s", id);
+    page_ids("GET", "/v1.0/a/q", q, ids, sizeof(ids), link, sizeof(link), &status);
+    cr_assert_eq(status, 200);
+    expect_ids(1007, 7, want, sizeof(want));
+    cr_assert_str_eq(ids, want);
+    page_ids("GET", "/v1.0/a/q", "limit=3&marker=nobody", ids, sizeof(ids), link, sizeof(link),
+             &status);
+    expect_ids(1000, 3, want, sizeof(want));
+    cr_assert_str_eq(ids, want);
+}
