@@ -41,7 +41,7 @@
 #define VALUE_JSON_MAX 2048
 #define PROBED_MAX     64    /* probe verdicts waiting for the thread */
 #define HINT_QUEUE_MAX 10000 /* master: hints waiting for the thread */
-#define RANGE_PAGE     10000 /* keys in one answer of a load */
+#define RANGE_PAGE     1000  /* keys in one answer of a load (~0.3 MB) */
 #define HINT_VALUE_MAX (3 * PROTO_BURROW_PATH_MAX + 2 * SHED_URL_MAX + 256)
 
 /* ---- base64 (standard alphabet, padded: the gateway's bytes) ---- */
@@ -1072,7 +1072,10 @@ apply(struct shed_etcd *E)
         if (E->mode == MODE_MASTER) {
             snprintf(m->cell, sizeof(m->cell), "%s", k->cell);
             snprintf(m->aggregator, sizeof(m->aggregator), "%s", k->aggregator);
-            m->lease_ms = (uint32_t)E->lease_ms;
+            /* Live for two leases without a refresh (one comes every third
+             * of one): a key's delete marks a member down at once anyway,
+             * this only covers a thread held up by a big load. */
+            m->lease_ms = (uint32_t)(2 * E->lease_ms);
             int rc = shed_master_feed(E->master, m, now);
             if (rc < 0)
                 log_debug("etcd: cell %s: master: %s", k->cell, strerror(-rc));
@@ -1370,7 +1373,8 @@ watch_message(struct shed_etcd *E, const char *line, size_t len)
             E->rev = rev;
     }
     atomic_store(&E->revision, E->rev);
-    apply(E);
+    /* Applied once per turn of the thread (watch_poll), not per message: a
+     * burst of small transactions costs one merge and one ring build. */
 out:
     json_decref(o);
 }
@@ -1397,6 +1401,8 @@ on_watch(char *ptr, size_t size, size_t n, void *arg)
     /* The gateway sends one JSON object per line. */
     char *start = E->wbuf, *nl;
     while ((nl = memchr(start, '\n', (size_t)(E->wbuf + E->wlen - start))) != NULL) {
+        if (atomic_load(&E->stop))
+            return 0; /* stopping: the rest is not for us */
         if (nl > start)
             watch_message(E, start, (size_t)(nl - start));
         start = nl + 1;
@@ -1460,11 +1466,14 @@ watch_poll(struct shed_etcd *E)
     int running, left;
     CURLMsg *msg;
     curl_multi_perform(E->multi, &running);
+    apply(E); /* what the messages of this turn changed */
     while ((msg = curl_multi_info_read(E->multi, &left)) != NULL) {
         if (msg->msg != CURLMSG_DONE || msg->easy_handle != E->watch)
             continue;
         CURLcode cc = msg->data.result;
         watch_stop(E);
+        if (atomic_load(&E->stop))
+            break; /* we cut it: stopping or reloading */
         if (!E->watch_abort)
             set_up(E, false, cc == CURLE_OK ? "watch closed" : curl_easy_strerror(cc));
         else
