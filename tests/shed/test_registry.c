@@ -616,3 +616,50 @@ Test(registry, changes_during_a_build_land)
     cr_assert_eq(s.live[7], REGISTRY_UP);
     registry_destroy(reg);
 }
+
+struct slow_build {
+    struct registry *reg;
+    atomic_bool in_build;  /* the hook started */
+    _Atomic double end_ms; /* when the hook returned */
+};
+
+static void
+slow_hook(void *arg)
+{
+    struct slow_build *sb = arg;
+    atomic_store(&sb->in_build, true);
+    nanosleep(&(struct timespec){.tv_nsec = 200 * 1000 * 1000}, NULL);
+    atomic_store(&sb->end_ms, mono_ms());
+}
+
+static void *
+slow_tick(void *arg)
+{
+    struct slow_build *sb = arg;
+    registry_tick(sb->reg, 210); /* sb->reg may be freed once this returns */
+    return NULL;
+}
+
+/* registry_destroy() called in the middle of a build waits for it (no
+ * use after free under ASan, and it returns after the build). */
+Test(registry, destroy_waits_for_a_build)
+{
+    struct shed_config *c = config(mid_text);
+    struct registry *reg = NULL;
+    cr_assert_eq(registry_create(c, 1, &reg), 0);
+    shed_config_free(c);
+    run(reg, "12", 0, 100);                                /* one heartbeat each */
+    cr_assert_eq(beat(reg, "b1", 1, 200, PROTO_HB_UP), 0); /* b1 proves itself */
+    struct slow_build sb = {.reg = reg};
+    reg->build_hook = slow_hook;
+    reg->build_hook_arg = &sb;
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, slow_tick, &sb), 0);
+    while (!atomic_load(&sb.in_build))
+        sched_yield();
+    registry_destroy(reg);
+    double done = mono_ms();
+    double end = atomic_load(&sb.end_ms);
+    cr_assert(end > 0 && done >= end, "destroy returned after the build (%.1f >= %.1f)", done, end);
+    pthread_join(th, NULL);
+}
