@@ -9,9 +9,12 @@
  *   naive   plain libcurl with CURLOPT_FOLLOWLOCATION through the shed on
  *           every request (what a redirect-following client does)
  *
- * The sides run in interleaved rounds, their order reversed every other
- * round; a ratio is taken per round (same round, same machine load) and
- * printed as the median with its min and max over the rounds. CPU per
+ * Within a round the sides take turns in batches of BATCH requests (a few
+ * milliseconds each), the order reversed every other turn, until each has
+ * run <seconds>; a ratio is taken per round (same round, same machine
+ * load, sampled the same way) and printed as the median with its min and
+ * max over the rounds. (Whole-side windows of 0.5 s gave pinned/direct
+ * ranges of 0.4-1.6 on the loaded VM.) CPU per
  * request is this process's (CLOCK_PROCESS_CPUTIME_ID: the scheduler's
  * runtime of every thread, as in /proc/self/task/<tid>/schedstat), so the
  * library's own cost per request shows beside the request rate. The direct
@@ -32,6 +35,7 @@
 #include <time.h>
 
 #define MAX_ROUNDS 100
+#define BATCH      16 /* requests per turn of a side */
 
 #include "client/client.h"
 #include "common/clock.h"
@@ -50,7 +54,6 @@ sink_cb(char *data, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-/* Plain libcurl GETs of urls[i % n] for <secs>; returns good ops done. */
 /* CPU seconds of every thread of this process so far. */
 static double
 cpu_s(void)
@@ -79,57 +82,87 @@ print_spread(const char *name, double *v, int n, const char *unit, int digits)
            digits, v[n - 1], n);
 }
 
+/* <nops> plain libcurl GETs of urls[*pos % n] on, *pos moved on; returns
+ * the good ones, the wall time in <took>. */
 static long
-run_curl(CURL *e, char **urls, int n, double secs, const char *connect_to, bool follow,
+run_curl(CURL *e, char **urls, int n, int *pos, int nops, const char *connect_to, bool follow,
          double *took)
 {
     struct curl_slist *cto = connect_to ? curl_slist_append(NULL, connect_to) : NULL;
     struct sink s = {0};
-    double t0 = clock_mono_s(), t;
+    double t0 = clock_mono_s();
     long ok = 0;
-    int i = 0;
 
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sink_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &s);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, follow ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_CONNECT_TO, cto);
-    do {
-        for (int k = 0; k < 64; k++, i++) {
-            long status = 0;
+    for (int k = 0; k < nops; k++, (*pos)++) {
+        long status = 0;
 
-            curl_easy_setopt(e, CURLOPT_URL, urls[i % n]);
-            if (curl_easy_perform(e) == CURLE_OK &&
-                curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200)
-                ok++;
-        }
-        t = clock_mono_s() - t0;
-    } while (t < secs);
+        curl_easy_setopt(e, CURLOPT_URL, urls[*pos % n]);
+        if (curl_easy_perform(e) == CURLE_OK &&
+            curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200)
+            ok++;
+    }
+    *took = clock_mono_s() - t0;
     curl_easy_setopt(e, CURLOPT_CONNECT_TO, NULL);
     curl_slist_free_all(cto);
-    *took = t;
     return ok;
 }
 
+/* <nops> GETs of urls[*pos % n] through the shed client. */
 static long
-run_pinned(struct shed_client *c, char **urls, int n, double secs, double *took)
+run_pinned(struct shed_client *c, char **urls, int n, int *pos, int nops, double *took)
 {
-    double t0 = clock_mono_s(), t;
+    double t0 = clock_mono_s();
     long ok = 0;
-    int i = 0;
+
+    for (int k = 0; k < nops; k++, (*pos)++) {
+        struct shed_client_request req = {.method = "GET", .url = urls[*pos % n]};
+        struct shed_client_response resp;
+
+        if (shed_client_request(c, &req, &resp) == 0 && resp.status == 200)
+            ok++;
+        shed_client_response_free(&resp);
+    }
+    *took = clock_mono_s() - t0;
+    return ok;
+}
+
+/* The sides, for one batch of <nops> each. */
+struct sides {
+    struct shed_client *c;
+    CURL *e_direct, *e_naive;
+    char **svc, **direct;
+    int n;
+    const char *cto;
+    int pos[3];
+};
+
+static long
+run_side(struct sides *s, int side, int nops, double *took)
+{
+    if (side == 0)
+        return run_pinned(s->c, s->svc, s->n, &s->pos[0], nops, took);
+    if (side == 1)
+        return run_curl(s->e_direct, s->direct, s->n, &s->pos[1], nops, NULL, false, took);
+    return run_curl(s->e_naive, s->svc, s->n, &s->pos[2], nops, s->cto, true, took);
+}
+
+/* Batches of <nops> of <side> until <secs> have passed; ops done. */
+static long
+run_for(struct sides *s, int side, double secs, int nops, double *took)
+{
+    double t, sum = 0;
+    long ok = 0;
 
     do {
-        for (int k = 0; k < 64; k++, i++) {
-            struct shed_client_request req = {.method = "GET", .url = urls[i % n]};
-            struct shed_client_response resp;
-
-            if (shed_client_request(c, &req, &resp) == 0 && resp.status == 200)
-                ok++;
-            shed_client_response_free(&resp);
-        }
-        t = clock_mono_s() - t0;
-    } while (t < secs);
-    *took = t;
+        ok += run_side(s, side, nops, &t);
+        sum += t;
+    } while (sum < secs);
+    *took = sum;
     return ok;
 }
 
@@ -212,38 +245,46 @@ main(int argc, char **argv)
     curl_easy_setopt(e_direct, CURLOPT_MAXCONNECTS, 64L);
     curl_easy_setopt(e_naive, CURLOPT_MAXCONNECTS, 64L);
     snprintf(cto, sizeof(cto), "burrow.service:80:%s", shed);
+    struct sides sd = {.c = c,
+                       .e_direct = e_direct,
+                       .e_naive = e_naive,
+                       .svc = svc,
+                       .direct = direct,
+                       .n = n,
+                       .cto = cto};
     /* One warm-up pass per side: connections open before the first round. */
     for (int side = 0; side < 3; side++) {
         double t;
-        if (side == 0)
-            (void)run_pinned(c, svc, n, 0.05, &t);
-        else
-            (void)run_curl(side == 1 ? e_direct : e_naive, side == 1 ? direct : svc, n, 0.05,
-                           side == 1 ? NULL : cto, side == 2, &t);
+        (void)run_for(&sd, side, 0.05, BATCH, &t);
     }
     if (only >= 0) { /* one side, nothing else: a profile of it alone */
         double t;
-        long ops = only == 0   ? run_pinned(c, svc, n, secs, &t)
-                   : only == 1 ? run_curl(e_direct, direct, n, secs, NULL, false, &t)
-                               : run_curl(e_naive, svc, n, secs, cto, true, &t);
+        long ops = run_for(&sd, only, secs, BATCH, &t);
         printf("client.only_ops: %ld ops\n", ops);
         rounds = 0;
     }
     shed_client_metrics(c, &m0);
     for (int r = 0; r < rounds; r++) {
-        for (int k = 0; k < 3; k++) {
-            int side = r % 2 ? 2 - k : k; /* order reversed every other round */
-            double t, c0 = cpu_s();
-            long ops;
+        double took[3] = {0}, used[3] = {0}, t;
+        long ops[3] = {0};
 
-            if (side == 0)
-                ops = run_pinned(c, svc, n, secs, &t);
-            else if (side == 1)
-                ops = run_curl(e_direct, direct, n, secs, NULL, false, &t);
-            else
-                ops = run_curl(e_naive, svc, n, secs, cto, true, &t);
-            rate[side][r] = (double)ops / t;
-            cpu[side][r] = (cpu_s() - c0) * 1e6 / (double)(ops > 0 ? ops : 1);
+        /* Within the round the sides take turns in batches of BATCH
+         * requests (a few ms each), the order reversed every other turn,
+         * until each had <secs>: a load swing on the shared machine lasts
+         * longer than a turn and hits the three sides alike. */
+        for (int turn = 0; took[0] < secs || took[1] < secs || took[2] < secs; turn++) {
+            for (int k = 0; k < 3; k++) {
+                int side = (r + turn) % 2 ? 2 - k : k;
+                double c0 = cpu_s();
+
+                ops[side] += run_side(&sd, side, BATCH, &t);
+                took[side] += t;
+                used[side] += cpu_s() - c0;
+            }
+        }
+        for (int side = 0; side < 3; side++) {
+            rate[side][r] = (double)ops[side] / took[side];
+            cpu[side][r] = used[side] * 1e6 / (double)(ops[side] > 0 ? ops[side] : 1);
         }
         vs_direct[r] = rate[0][r] / rate[1][r];
         vs_naive[r] = rate[0][r] / rate[2][r];
