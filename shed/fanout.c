@@ -13,6 +13,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -32,6 +33,7 @@
 #define FREE_EASY_MAX 64
 #define EVENTS_MAX    64
 #define FDS_MAX       (1u << 20) /* fds tracked in fds[]; above: plain ADD/DEL */
+#define LOAD_LOOK_NS  20000000u  /* the run queue is read at most this often */
 
 struct batch;
 
@@ -88,8 +90,12 @@ struct shed_fanout {
     uint8_t *fds; /* FD_* state per fd number, nfds entries */
     size_t nfds;
     _Atomic uint64_t started, failed, connects;
-    _Atomic size_t expecting;      /* running jobs that are not long-polls */
-    _Atomic uint64_t busy_poll_ns; /* shed_fanout_set_busy_poll() */
+    _Atomic size_t expecting;                /* running jobs that are not long-polls */
+    _Atomic uint64_t busy_poll_ns;           /* shed_fanout_set_busy_poll() */
+    size_t ncpus;                            /* online CPUs at creation (busy poll rule) */
+    _Atomic uint64_t load_look_ns;           /* when the run queue was last looked at */
+    _Atomic bool crowded;                    /* more tasks runnable than CPUs then */
+    unsigned long (*_Atomic runnable)(void); /* shed_fanout_set_runnable_fn() */
 };
 
 static double
@@ -156,17 +162,35 @@ on_header(char *p, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
+static curl_socket_t on_open(void *clientp, curlsocktype purpose, struct curl_sockaddr *a);
+
+/* A handle for one transfer. Options that are the same for every transfer
+ * are set once, when the handle is made; a recycled handle keeps them (no
+ * curl_easy_reset(), which frees and rebuilds the whole option set), and
+ * job_start() sets only what differs per request. */
 static CURL *
 easy_get(struct shed_fanout *f)
 {
     CURL *e;
 
-    if (f->nfree > 0) {
-        e = f->free_easy[--f->nfree];
-        curl_easy_reset(e);
-        return e;
-    }
-    return curl_easy_init();
+    if (f->nfree > 0)
+        return f->free_easy[--f->nfree];
+    e = curl_easy_init();
+    if (e == NULL)
+        return NULL;
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, f->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->max_body);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);
+    /* Backends are reached directly: no proxy, and so no look at the
+     * *_proxy environment variables on every transfer. */
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+    return e;
 }
 
 static void
@@ -205,23 +229,14 @@ job_start(struct shed_fanout *f, struct job *j)
     if (e == NULL)
         return -ENOMEM;
     j->max = f->max_body;
-    curl_easy_setopt(e, CURLOPT_URL, j->url);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, j);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, j);
     j->clock = 0;
+    curl_easy_setopt(e, CURLOPT_URL, j->url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, j);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, j);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, j->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, f->connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->max_body);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);
-    if (strcmp(j->method, "GET") != 0)
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, j->method);
+    /* NULL for GET: a recycled handle may have had another method. */
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, strcmp(j->method, "GET") != 0 ? j->method : NULL);
     if (curl_multi_add_handle(f->multi, e) != CURLM_OK) {
         easy_put(f, e);
         return -ENOMEM;
@@ -633,6 +648,7 @@ shed_fanout_create(const struct shed_fanout_config *cfg, struct shed_fanout **ou
 {
     struct shed_fanout *f;
     pthread_mutexattr_t ma;
+    long ncpu;
     int rc;
 
     if (cfg->max_body > SHED_FANOUT_BODY_MAX)
@@ -647,6 +663,8 @@ shed_fanout_create(const struct shed_fanout_config *cfg, struct shed_fanout **ou
     f->max_total = cfg->max_total ? cfg->max_total : SHED_FANOUT_TOTAL_DEFAULT;
     f->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 1000;
     f->pending_tail = &f->pending;
+    ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    f->ncpus = ncpu > 0 ? (size_t)ncpu : 1;
     rc = fds_open(f);
     if (rc < 0)
         goto out;
@@ -793,10 +811,66 @@ shed_fanout_set_busy_poll(struct shed_fanout *f, uint64_t ns)
     atomic_store(&f->busy_poll_ns, ns);
 }
 
+/* Tasks runnable on the whole machine now, this thread included (the
+ * "running" of "running/total", the fourth field of /proc/loadavg); 0 when
+ * it cannot be read. */
+static unsigned long
+runnable_now(void)
+{
+    char buf[128], *p = buf;
+    int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    ssize_t n;
+
+    if (fd == -1)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    for (int field = 0; field < 3; field++) {
+        p = strchr(p, ' ');
+        if (p == NULL)
+            return 0;
+        p++;
+    }
+    return strtoul(p, NULL, 10);
+}
+
+/* Spin only while it can pay: fewer answers are due than there are CPUs
+ * (every backend that owes one can run on another CPU while this one stays
+ * awake; with as many due as CPUs or more, as when a page asks nine servers
+ * on two CPUs, the backends want this CPU too), and the machine is not
+ * crowded: at the last look (at most LOAD_LOOK_NS ago, taken while an
+ * answer was due) no more tasks were runnable than there are CPUs. Under a
+ * competing load the spin would take CPU time the backends and the client
+ * need, so the loop sleeps at once (docs/aggregator.md, "Busy poll"). */
 uint64_t
 shed_fanout_busy_poll(const struct shed_fanout *f)
 {
-    return atomic_load(&f->expecting) > 0 ? atomic_load(&f->busy_poll_ns) : 0;
+    /* The look's cache is the engine's own state, updated by any caller. */
+    struct shed_fanout *m = (struct shed_fanout *)f;
+    size_t due = atomic_load(&f->expecting);
+    uint64_t ns = atomic_load(&f->busy_poll_ns), now, last;
+
+    if (ns == 0 || due == 0 || due >= f->ncpus)
+        return 0;
+    now = clock_mono_ns();
+    last = atomic_load(&m->load_look_ns);
+    if (now - last >= LOAD_LOOK_NS &&
+        atomic_compare_exchange_strong(&m->load_look_ns, &last, now)) {
+        unsigned long (*fn)(void) = atomic_load(&m->runnable);
+
+        atomic_store(&m->crowded, (fn != NULL ? fn() : runnable_now()) > f->ncpus);
+    }
+    return atomic_load(&f->crowded) ? 0 : ns;
+}
+
+void
+shed_fanout_set_runnable_fn(struct shed_fanout *f, unsigned long (*fn)(void))
+{
+    atomic_store(&f->runnable, fn);
+    atomic_store(&f->load_look_ns, 0);
 }
 
 uint64_t

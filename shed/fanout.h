@@ -101,8 +101,15 @@ size_t shed_fanout_expecting(const struct shed_fanout *f);
  * shed_fanout_busy_poll() tells an external loop how long to. 0 (the
  * default): never. Thread-safe. */
 void shed_fanout_set_busy_poll(struct shed_fanout *f, uint64_t ns);
-/* The set time while shed_fanout_expecting() > 0, else 0. */
+/* The set time while the spin can pay, else 0: while 0 <
+ * shed_fanout_expecting() < the online CPUs, and the machine was not
+ * crowded at the last look (at most 20 ms ago: no more tasks runnable than
+ * CPUs). */
 uint64_t shed_fanout_busy_poll(const struct shed_fanout *f);
+/* Where shed_fanout_busy_poll() learns how many tasks are runnable on the
+ * machine (NULL: /proc/loadavg, the default); the next call looks again.
+ * For tests. Thread-safe. */
+void shed_fanout_set_runnable_fn(struct shed_fanout *f, unsigned long (*fn)(void));
 
 /* Requests started since creation; thread-safe. */
 uint64_t shed_fanout_started(const struct shed_fanout *f);

@@ -4,8 +4,11 @@
  * benchmark, on shed/fanout itself (libcurl multi, keep-alive): <conc>
  * GET <url> always in flight for <seconds>; prints "ok=N bad=M secs=S".
  * A C client, so the figure is the server's rate, not a Python client's.
+ * With more URLs after SECONDS, each of the <conc> is a batch of all the
+ * URLs in parallel (counted ok when every answer is a 200): a fan-out done
+ * by the client itself, without an aggregator.
  *
- *   agg_load URL CONC SECONDS
+ *   agg_load URL CONC SECONDS [URL...]
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -16,19 +19,24 @@
 #include "shed/fanout.h"
 
 static struct shed_fanout *fan;
-static struct shed_fanout_req req;
+static struct shed_fanout_req reqs[16];
+static size_t nreqs;
 static _Atomic bool stop;
 static _Atomic long ok, bad, inflight;
 
 static void
 on_done(void *arg, const struct shed_fanout_res *res, size_t n)
 {
+    size_t good = 0;
+
     (void)arg;
-    if (n == 1 && res[0].status == 200)
+    for (size_t i = 0; i < n; i++)
+        good += res[i].status == 200;
+    if (n == nreqs && good == n)
         atomic_fetch_add(&ok, 1);
     else
         atomic_fetch_add(&bad, 1);
-    if (atomic_load(&stop) || shed_fanout_submit(fan, &req, 1, NULL, on_done, NULL) < 0)
+    if (atomic_load(&stop) || shed_fanout_submit(fan, reqs, nreqs, NULL, on_done, NULL) < 0)
         atomic_fetch_sub(&inflight, 1);
 }
 
@@ -48,13 +56,16 @@ main(int argc, char **argv)
     double t0, secs;
     int conc;
 
-    if (argc != 4) {
-        fprintf(stderr, "usage: agg_load URL CONC SECONDS\n");
+    if (argc < 4 || argc - 3 > (int)(sizeof(reqs) / sizeof(reqs[0]))) {
+        fprintf(stderr, "usage: agg_load URL CONC SECONDS [URL...] (at most 16 URLs)\n");
         return 2;
     }
-    req.method = "GET";
-    req.url = argv[1];
-    req.timeout_ms = 10000;
+    for (int i = 0; i < argc - 3; i++) {
+        reqs[i].method = "GET";
+        reqs[i].url = argv[i == 0 ? 1 : i + 3];
+        reqs[i].timeout_ms = 10000;
+    }
+    nreqs = (size_t)(argc - 3);
     conc = atoi(argv[2]);
     secs = atof(argv[3]);
     if (conc < 1 || conc > 256 || secs <= 0 || secs > 60)
@@ -64,7 +75,7 @@ main(int argc, char **argv)
     t0 = now_s();
     for (int i = 0; i < conc; i++) {
         atomic_fetch_add(&inflight, 1);
-        if (shed_fanout_submit(fan, &req, 1, NULL, on_done, NULL) < 0)
+        if (shed_fanout_submit(fan, reqs, nreqs, NULL, on_done, NULL) < 0)
             atomic_fetch_sub(&inflight, 1);
     }
     usleep((useconds_t)(secs * 1e6));

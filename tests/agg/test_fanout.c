@@ -212,6 +212,59 @@ Test(fanout, first_answer_cancels_the_rest)
     shed_fanout_destroy(f);
 }
 
+/* The machine as shed_fanout_busy_poll() sees it: one task runnable (the
+ * loop itself), or far more than CPUs. */
+static unsigned long
+runnable_idle(void)
+{
+    return 1;
+}
+
+static unsigned long
+runnable_crowded(void)
+{
+    return 100000;
+}
+
+Test(fanout, busy_poll_only_while_it_can_pay)
+{
+    struct shed_fanout_config cfg = {0};
+    struct shed_fanout *f;
+    struct waiter w[64];
+    char u[64];
+    struct shed_fanout_req slow = {"GET", u, 5000, false};
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t i;
+
+    cr_assert_gt(ncpu, 0);
+    snprintf(u, sizeof(u), "http://127.0.0.1:%u/slow", port);
+    memset(w, 0, sizeof(w));
+    for (i = 0; i < 64; i++) {
+        pthread_mutex_init(&w[i].lock, NULL);
+        pthread_cond_init(&w[i].cond, NULL);
+    }
+    cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
+    shed_fanout_set_runnable_fn(f, runnable_idle);
+    cr_assert_eq(shed_fanout_busy_poll(f), 0, "busy_poll 0: never");
+    shed_fanout_set_busy_poll(f, 150000);
+    cr_assert_eq(shed_fanout_submit(f, &slow, 1, NULL, on_done, &w[0]), 0);
+    /* One answer due: the spin pays on a machine with another CPU. */
+    cr_assert_eq(shed_fanout_busy_poll(f), ncpu > 1 ? 150000u : 0u);
+    shed_fanout_set_runnable_fn(f, runnable_crowded);
+    cr_assert_eq(shed_fanout_busy_poll(f), 0, "more tasks runnable than CPUs: sleep at once");
+    shed_fanout_set_runnable_fn(f, runnable_idle);
+    cr_assert_eq(shed_fanout_busy_poll(f), ncpu > 1 ? 150000u : 0u, "looked again");
+    /* As many answers due as CPUs: the backends want this CPU too. */
+    for (i = 1; i < (size_t)ncpu && i < 64; i++)
+        cr_assert_eq(shed_fanout_submit(f, &slow, 1, NULL, on_done, &w[i]), 0);
+    cr_assert_eq(shed_fanout_expecting(f), i);
+    if (i == (size_t)ncpu)
+        cr_assert_eq(shed_fanout_busy_poll(f), 0, "%zu answers due on %ld CPUs", i, ncpu);
+    shed_fanout_destroy(f);
+    for (size_t k = 0; k < i; k++)
+        cr_assert(w[k].done && w[k].res[0].err == -ECANCELED);
+}
+
 Test(fanout, expecting_counts_running_requests_but_not_long_polls)
 {
     struct shed_fanout_config cfg = {0};
@@ -223,6 +276,7 @@ Test(fanout, expecting_counts_running_requests_but_not_long_polls)
     snprintf(u1, sizeof(u1), "http://127.0.0.1:%u/slow", port);
     snprintf(u2, sizeof(u2), "http://127.0.0.1:%u/slow", port);
     cr_assert_eq(shed_fanout_create(&cfg, &f), 0);
+    shed_fanout_set_runnable_fn(f, runnable_idle);
     shed_fanout_set_busy_poll(f, 150000);
     cr_assert_eq(shed_fanout_expecting(f), 0);
     cr_assert_eq(shed_fanout_busy_poll(f), 0, "nothing expected: no busy poll");
@@ -234,7 +288,7 @@ Test(fanout, expecting_counts_running_requests_but_not_long_polls)
     pthread_cond_init(&w.cond, NULL);
     cr_assert_eq(shed_fanout_submit(f, &slow, 1, NULL, on_done, &w), 0);
     cr_assert_eq(shed_fanout_expecting(f), 1);
-    cr_assert_eq(shed_fanout_busy_poll(f), 150000);
+    cr_assert_eq(shed_fanout_busy_poll(f), sysconf(_SC_NPROCESSORS_ONLN) > 1 ? 150000u : 0u);
     pthread_mutex_lock(&w.lock);
     while (!w.done)
         pthread_cond_wait(&w.cond, &w.lock);

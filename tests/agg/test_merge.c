@@ -380,6 +380,10 @@ Test(merge, scanner_shapes_and_escapes)
         "{\"id\":\"a\"}",
         "[nul]x",
         "",
+        "[\"a\nb\"]",                          /* a raw control byte in a string */
+        "[{\"id\":\"a\",\"body\":\"x\x1f\"}]", /* ... in a body */
+        "[\"ab\\",                             /* a backslash at the very end */
+        "[\"ab",                               /* no closing quote */
     };
     struct shed_merge_list l = {0};
     struct shed_merge_pick picks[2] = {{0, 0}, {0, 1}};
