@@ -663,3 +663,152 @@ Test(registry, destroy_waits_for_a_build)
     cr_assert(end > 0 && done >= end, "destroy returned after the build (%.1f >= %.1f)", done, end);
     pthread_join(th, NULL);
 }
+
+/* ---- Many threads at once: churn while ticks build ---- */
+
+#define CHURN_IDS 600 /* per thread */
+
+static const char churn_text[] =
+    "cell: a\ncredential: k\n"
+    "timings: {heartbeat_interval: 10s, lease: 60s, evict_after: 120s,\n"
+    "          drain_window: 60s, join_heartbeats: 1}\n"
+    "limits: {max_members: 5000}\n"
+    "services: {burrow: {kind: burrow, buckets: 4096, k: 2, r: 3,\n"
+    "                    weight_scale: 10}}\n";
+
+struct churner {
+    struct registry *reg;
+    unsigned base; /* ids c<base>..c<base + CHURN_IDS - 1> are this thread's */
+    uint64_t rng;  /* xorshift state */
+    atomic_bool *stop;
+    bool present[CHURN_IDS];
+    uint32_t weight[CHURN_IDS];
+    uint64_t inc[CHURN_IDS];
+    int err;
+};
+
+static uint64_t
+churn_rand(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static int
+churn_beat(struct registry *reg, unsigned id, uint64_t inc, uint32_t weight)
+{
+    struct proto_heartbeat hb = {.weight = weight, .state = PROTO_HB_UP, .incarnation = inc};
+    struct proto_heartbeat_reply r;
+    strcpy(hb.service, "burrow");
+    snprintf(hb.id, sizeof(hb.id), "c%04u", id);
+    snprintf(hb.url, sizeof(hb.url), "http://10.9.%u.%u:80", id / 256, id % 256);
+    return registry_heartbeat(reg, &hb, 100, &r);
+}
+
+/* Joins, leaves, comebacks and weight changes on this thread's own ids,
+ * remembering what each id's record must end as. */
+static void *
+churn_run(void *arg)
+{
+    struct churner *c = arg;
+    while (!atomic_load(c->stop) && c->err == 0) {
+        unsigned k = (unsigned)(churn_rand(&c->rng) % CHURN_IDS), id = c->base + k;
+        if (c->present[k] && churn_rand(&c->rng) % 3 == 0) {
+            char name[8];
+            int n = snprintf(name, sizeof(name), "c%04u", id);
+            c->err = registry_deregister(c->reg, "burrow", 6, name, (size_t)n, c->inc[k], 100);
+            c->present[k] = false;
+            c->inc[k]++; /* a comeback is a new incarnation */
+        } else {
+            uint32_t w = 1 + (uint32_t)(churn_rand(&c->rng) % 3);
+            c->err = churn_beat(c->reg, id, c->inc[k], w);
+            c->present[k] = true;
+            c->weight[k] = w;
+        }
+    }
+    return NULL;
+}
+
+/* Readers route on whatever view is published while it is replaced. */
+static void *
+churn_read(void *arg)
+{
+    struct churner *c = arg;
+    unsigned long sum = 0;
+    while (!atomic_load(c->stop)) {
+        unsigned t = shed_rcu_enter();
+        const struct registry_route *r = registry_route_find(registry_view(c->reg), "burrow", 6);
+        uint32_t row[RING_MAX_R];
+        size_t n = ring_row(r->ring, (uint32_t)(churn_rand(&c->rng) % 4096), row);
+        for (size_t i = 0; i < n; i++)
+            sum += atomic_load(&r->live[row[i]]) + ring_member_at(r->ring, row[i])->weight;
+        shed_rcu_leave(t);
+    }
+    c->err = sum == 0 ? -1 : 0; /* routed at least once */
+    return NULL;
+}
+
+/* Two threads churn membership, one routes, the main thread ticks (each
+ * tick builds with the records' mutex released); once they stop, one tick
+ * brings the ring to exactly the records, and the one after has nothing
+ * to build. */
+Test(registry, concurrent_churn_converges, .timeout = 120)
+{
+    struct shed_config *cfg = config(churn_text);
+    struct registry *reg = NULL;
+    cr_assert_eq(registry_create(cfg, 1, &reg), 0);
+    shed_config_free(cfg);
+    atomic_bool stop = false;
+    static struct churner ch[3];
+    pthread_t th[3];
+    memset(ch, 0, sizeof(ch));
+    for (int i = 0; i < 3; i++) {
+        ch[i].reg = reg;
+        ch[i].base = (unsigned)i * CHURN_IDS;
+        ch[i].rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
+        ch[i].stop = &stop;
+        for (unsigned k = 0; k < CHURN_IDS; k++)
+            ch[i].inc[k] = 1;
+    }
+    registry_tick(reg, 100);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, i < 2 ? churn_run : churn_read, &ch[i]), 0);
+    unsigned ticks = 0, built = 0;
+    for (double t0 = mono_ms(); mono_ms() - t0 < 1000; ticks++) {
+        built += registry_tick(reg, 100);
+        nanosleep(&(struct timespec){.tv_nsec = 2 * 1000 * 1000},
+                  NULL); /* as the daemon, not a spin */
+    }
+    atomic_store(&stop, true);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(ch[i].err, 0, "thread %d", i);
+    }
+    fprintf(stderr, "registry: churn: %u ticks, %u new generations\n", ticks, built);
+    cr_assert_gt(built, 1);
+    registry_tick(reg, 100);
+    cr_assert_not(registry_tick(reg, 100), "the ring matches the records");
+    size_t want = 0;
+    unsigned t = shed_rcu_enter();
+    const struct registry_route *r = registry_route_find(registry_view(reg), "burrow", 6);
+    for (int i = 0; i < 2; i++)
+        for (unsigned k = 0; k < CHURN_IDS; k++) {
+            char id[8];
+            snprintf(id, sizeof(id), "c%04u", ch[i].base + k);
+            uint32_t idx = ring_find(r->ring, id);
+            if (!ch[i].present[k]) {
+                cr_assert_eq(idx, RING_NONE, "%s left", id);
+                continue;
+            }
+            want++;
+            cr_assert_neq(idx, RING_NONE, "%s is in the ring", id);
+            cr_assert_eq(ring_member_at(r->ring, idx)->weight, ch[i].weight[k], "%s", id);
+            cr_assert_eq(atomic_load(&r->live[idx]), REGISTRY_UP, "%s", id);
+        }
+    cr_assert_eq(ring_size(r->ring), want);
+    shed_rcu_leave(t);
+    cr_assert_eq(registry_size(reg), want);
+    registry_destroy(reg);
+}
