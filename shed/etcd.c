@@ -1767,7 +1767,9 @@ hint_writer(struct shed_etcd *E, uint64_t now)
         if (rc == -EIO)
             return;
         bool drop = rc < 0 || hc->n >= SHED_HINTS_MAX;
-        const char *why = rc < 0 ? "no room for its cell" : "its cell's bound reached";
+        const char *why = rc == -ENOSPC ? "hints of too many cells"
+                          : rc < 0      ? "etcd did not count the cell's hints"
+                                        : "the cell's bound reached";
         if (!drop) {
             char key[SHED_ETCD_KEY_MAX], *v = b64dup(q.value, strlen(q.value)), *body = NULL;
             char *extra = v != NULL ? malloc(strlen(v) + 64) : NULL;
