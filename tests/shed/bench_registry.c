@@ -5,7 +5,9 @@
  * makes it dirty) while another thread renews members, a heartbeat every
  * ~0.1 ms, timing each call. A build that held the records' mutex would
  * make one heartbeat wait about as long as the build; a build outside it
- * leaves heartbeats waiting only for the copy and the install.
+ * leaves heartbeats waiting only for the copy and the install. A third
+ * thread looks members' hosts up as a Shed-Failed report does
+ * (registry_host_url(), the same mutex), also timed.
  *
  * SHED_BENCH_ROUNDS rounds (default 9). Prints `name: value unit (...)`
  * lines: medians over the rounds with min and max; the ratio is per round
@@ -56,6 +58,7 @@ struct beater {
     struct registry *reg;
     atomic_bool stop, started;
     atomic_bool during; /* the tick runs: time the heartbeats */
+    bool lookups;       /* look hosts up instead of heartbeating */
     double max_ms;
     unsigned count;
     int err;
@@ -67,8 +70,11 @@ beater_run(void *arg)
     struct beater *b = arg;
     for (unsigned k = 0; !atomic_load(&b->stop); k = (k + 7919) % (N - 1)) {
         bool during = atomic_load(&b->during);
+        char hp[64];
+        snprintf(hp, sizeof(hp), "10.%u.%u.1:8080", (k + 1) / 256, (k + 1) % 256);
         double t0 = mono_ms();
-        int rc = beat(b->reg, k + 1, 1, 20); /* m00000 is the main thread's */
+        int rc = b->lookups ? (registry_host_url(b->reg, hp, NULL, 0) ? 0 : -ENOENT)
+                            : beat(b->reg, k + 1, 1, 20); /* m00000 is the main thread's */
         double dt = mono_ms() - t0;
         if (rc != 0 && b->err == 0)
             b->err = rc;
@@ -123,35 +129,44 @@ main(void)
         }
     registry_tick(reg, 5); /* generation 1 */
     double tick[ROUNDS_MAX], hb[ROUNDS_MAX], ratio[ROUNDS_MAX], count[ROUNDS_MAX];
+    double lookup[ROUNDS_MAX];
     for (int i = 0; i < rounds; i++) {
         beat(reg, 0, 2 + (uint32_t)(i % 2), 10); /* a new weight: rebuild */
-        struct beater b = {.reg = reg};
-        pthread_t th;
-        if (pthread_create(&th, NULL, beater_run, &b) != 0)
+        struct beater b = {.reg = reg}, l = {.reg = reg, .lookups = true};
+        pthread_t th, tl;
+        if (pthread_create(&th, NULL, beater_run, &b) != 0 ||
+            pthread_create(&tl, NULL, beater_run, &l) != 0)
             return 1;
-        while (!atomic_load(&b.started))
+        while (!atomic_load(&b.started) || !atomic_load(&l.started))
             sched_yield();
         atomic_store(&b.during, true);
+        atomic_store(&l.during, true);
         double t0 = mono_ms();
         bool built = registry_tick(reg, 10 + (uint64_t)i);
         tick[i] = mono_ms() - t0;
         atomic_store(&b.during, false);
+        atomic_store(&l.during, false);
         atomic_store(&b.stop, true);
+        atomic_store(&l.stop, true);
         pthread_join(th, NULL);
-        if (!built || b.err != 0) {
-            fprintf(stderr, "bench_registry: round %d: built=%d heartbeat error %d\n", i, built,
-                    b.err);
+        pthread_join(tl, NULL);
+        if (!built || b.err != 0 || l.err != 0) {
+            fprintf(stderr, "bench_registry: round %d: built=%d errors %d %d\n", i, built, b.err,
+                    l.err);
             return 1;
         }
         hb[i] = b.max_ms;
         ratio[i] = b.max_ms / tick[i];
         count[i] = b.count;
+        lookup[i] = l.max_ms;
     }
     registry_destroy(reg);
     report("registry.build_tick_ms", tick, rounds, "ms", "one tick rebuilding 20000 members");
     report("registry.heartbeat_max_during_build_ms", hb, rounds, "ms",
            "slowest heartbeat while the tick ran");
     report("registry.heartbeat_max_to_build", ratio, rounds, "x", "per round");
+    report("registry.host_lookup_max_during_build_ms", lookup, rounds, "ms",
+           "slowest registry_host_url() while the tick ran");
     report("registry.heartbeats_during_build", count, rounds, "calls", "per tick");
     return 0;
 }
