@@ -198,6 +198,7 @@ wanted(const struct registry *reg, const struct member *m)
     return !m->gone && (m->in_ring || (m->beats >= reg->t.join_heartbeats && !m->down));
 }
 
+/* Copy <s> with its NUL to *<p> (sized by the caller) and move past it. */
 static const char *
 put(char **p, const char *s)
 {
