@@ -8,13 +8,19 @@ Each mode runs SHED_BENCH_ROUNDS (>= 7) rounds, the server order alternating
 (tests/lib/benchstat.py); every figure below is the median over the rounds
 with its min and max, and the ratios are per round (line / nginx of the same
 round). CPU per request is the server's own (every thread's schedstat, ns)
-divided by the requests wrk completed. Prints `name: value unit (...)`
-lines; SHED_BENCH_SECONDS sets each wrk run (default 2)."""
+divided by the requests wrk completed. Then, when strace is installed, one
+short wrk run per server and mode under `strace -f -c` gives the system
+calls the server makes per request (a count that repeats where wall-clock
+does not; the threads that only wait are left out). Prints
+`name: value unit (...)` lines; SHED_BENCH_SECONDS sets each wrk run
+(default 2)."""
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import benchstat
 import harness
@@ -59,6 +65,41 @@ def wrk(port, script, close, pids):
         raise RuntimeError("too many non-3xx responses:\n" + out)
     cpu_us = (t1 - t0) / 1e3 / max(n, 1)
     return rps, p99, cpu_us
+
+
+# What a server's request path calls; waits of other threads (the shed's
+# signal and timer threads: rt_sigtimedwait, poll, futex, nanosleep) and
+# memory calls are not part of a request.
+NET_CALLS = {"accept", "accept4", "recvfrom", "recvmsg", "read", "readv", "sendto", "sendmsg",
+             "write", "writev", "sendfile", "close", "shutdown", "setsockopt", "getsockopt",
+             "fcntl", "ioctl", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2"}
+
+
+def syscalls_per_req(port, script, close, pids):
+    """System calls per request of the server <pids> under one 1 s wrk run
+    (16 connections), counted by `strace -f -c`: {name: calls/request}."""
+    out = os.path.join(harness.tmpdir("shedstrace-"), "strace.txt")
+    argv = ["strace", "-f", "-c", "-o", out]
+    for pid in pids:
+        argv += ["-p", str(pid)]
+    st = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached to every thread
+    w = ["wrk", "-t1", "-c16", "-d1s", "-s", script]
+    if close:
+        w += ["-H", "Connection: close"]
+    w.append("http://127.0.0.1:%d/" % port)
+    res = subprocess.run(benchstat.pin(w, 1), capture_output=True, text=True, timeout=60).stdout
+    time.sleep(0.2)
+    st.send_signal(signal.SIGINT)
+    st.wait(timeout=30)
+    n = int(re.search(r"(\d+) requests in", res).group(1))
+    calls = {}
+    with open(out) as f:
+        for line in f:
+            m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
+            if m and m.group(2) in NET_CALLS:
+                calls[m.group(2)] = int(m.group(1)) / max(n, 1)
+    return calls
 
 
 def main():
@@ -113,6 +154,18 @@ end
         print(fmt("line.p99_vs_nginx" + sfx, benchstat.ratios(col(line, 1), col(ngx, 1)),
                   "ratio"))
         sys.stdout.flush()
+    if shutil.which("strace"):
+        for mode, close in (("keepalive", False), ("close", True)):
+            sfx = "" if mode == "keepalive" else "_close"
+            for side in ("line", "nginx"):
+                c = syscalls_per_req(ports[side], script, close, pids[side])
+                print("%s.syscalls_per_req%s: %.2f calls (%s)" % (
+                    side, sfx, sum(c.values()),
+                    ", ".join("%s %.2f" % kv for kv in sorted(c.items(), key=lambda kv: -kv[1])
+                              if kv[1] >= 0.01)))
+                sys.stdout.flush()
+    else:
+        print("bench_line: strace missing, no syscall counts")
     shed.stop()
     nginx.stop()
 
