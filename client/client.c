@@ -712,7 +712,7 @@ struct target {
     bool is_message;
     char idbuf[3 * PROTO_BURROW_ID_MAX + 8];
     struct proto_burrow_path path;
-    char key[2 * PROTO_BURROW_ID_MAX + 2]; /* "queue/message", decoded */
+    char key[PROTO_BURROW_KEY_MAX + 1]; /* the ring key, NUL-terminated */
     size_t keylen;
 };
 
@@ -731,10 +731,11 @@ classify(const char *url, struct target *t)
                                 &t->path) != 0)
         return 0; /* not a Burrow path: the shed will say so */
     if (t->path.level == PROTO_BURROW_MESSAGE) {
-        t->keylen = t->path.queue.len + 1 + t->path.message.len;
-        memcpy(t->key, t->path.queue.ptr, t->path.queue.len);
-        t->key[t->path.queue.len] = '/';
-        memcpy(t->key + t->path.queue.len + 1, t->path.message.ptr, t->path.message.len);
+        long k = proto_burrow_ring_key(t->path.queue.ptr, t->path.queue.len, t->path.message.ptr,
+                                       t->path.message.len, t->key, sizeof(t->key) - 1);
+        if (k < 0)
+            return 0; /* the shed will say so */
+        t->keylen = (size_t)k;
         t->key[t->keylen] = '\0';
         t->is_message = true;
     }

@@ -471,6 +471,18 @@ scheme_prefix(const char *t, size_t len, const char *scheme)
     return word_caseeq(t, n, scheme) ? n + 3 : 0;
 }
 
+long
+proto_burrow_ring_key(const char *queue, size_t qlen, const char *msg, size_t mlen, char *out,
+                      size_t outlen)
+{
+    if (qlen > outlen || mlen >= outlen - qlen)
+        return -PROTO_ETOOLONG;
+    memcpy(out, queue, qlen);
+    out[qlen] = '/';
+    memcpy(out + qlen + 1, msg, mlen);
+    return (long)(qlen + 1 + mlen);
+}
+
 int
 proto_burrow_parse_target(const char *t, size_t len, struct proto_burrow_target *out)
 {

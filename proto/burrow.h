@@ -71,6 +71,14 @@ struct proto_burrow_path {
 int proto_burrow_parse_path(const char *path, size_t len, char *buf, size_t buflen,
                             struct proto_burrow_path *out);
 
+/* The ring key of message <msg> in queue <queue>: "queue/message" (the
+ * decoded ids joined by one '/'), the string shed and its clients hash to
+ * pick the account's bucket (ring_bucket(), docs/bucket.md). Written into
+ * <out> (<outlen> bytes, no NUL); returns its length or -PROTO_ETOOLONG. */
+#define PROTO_BURROW_KEY_MAX (2 * PROTO_BURROW_ID_MAX + 1)
+long proto_burrow_ring_key(const char *queue, size_t qlen, const char *msg, size_t mlen, char *out,
+                           size_t outlen);
+
 /* A raw request target split into its parts (RFC 9112 section 3.2). */
 struct proto_burrow_target {
     struct proto_slice authority; /* absolute-form only; len 0 otherwise */

@@ -131,19 +131,6 @@ ring_bucket(const struct ring_config *cfg, const char *account, size_t alen, con
     return b[j];
 }
 
-uint32_t
-ring_message_bucket(const struct ring_config *cfg, const char *account, size_t alen,
-                    const char *queue, size_t qlen, const char *msg, size_t mlen)
-{
-    char key[RING_ID_KEY_MAX];
-    if (qlen + 1 + mlen > sizeof(key))
-        return RING_NONE;
-    memcpy(key, queue, qlen);
-    key[qlen] = '/';
-    memcpy(key + qlen + 1, msg, mlen);
-    return ring_bucket(cfg, account, alen, key, qlen + 1 + mlen);
-}
-
 /* ---- queries ------------------------------------------------------------ */
 
 const struct ring_config *

@@ -80,12 +80,8 @@ uint32_t ring_key_index(const struct ring_config *cfg, const char *key, size_t l
 uint32_t ring_bucket(const struct ring_config *cfg, const char *account, size_t alen,
                      const char *key, size_t klen);
 
-/* The bucket of message <msg> of queue <queue> under <account>: the one
- * key ("queue/message") that shed and clients must agree on byte for byte.
- * Ids longer than RING_ID_KEY_MAX bytes together give RING_NONE. */
-#define RING_ID_KEY_MAX 1024
-uint32_t ring_message_bucket(const struct ring_config *cfg, const char *account, size_t alen,
-                             const char *queue, size_t qlen, const char *msg, size_t mlen);
+/* The key of a Burrow message ("queue/message") is built in one place,
+ * proto_burrow_ring_key() (proto/burrow.h, docs/bucket.md). */
 
 /* Jump consistent hash (Lamping & Veach): a bucket in [0, n). n >= 1. */
 uint32_t ring_jump(uint64_t key, uint32_t n);

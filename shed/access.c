@@ -15,11 +15,6 @@
 
 #include "common/log.h"
 
-static _Atomic uint64_t seen;      /* redirects counted for sampling */
-static _Atomic uint64_t window_s;  /* the current one-second window */
-static _Atomic uint32_t in_window; /* lines asked for in it */
-static _Atomic uint64_t over;      /* sampled but over the rate, not logged yet */
-
 void
 shed_log_printable(char *dst, size_t cap, const char *s)
 {
@@ -61,21 +56,22 @@ shed_client_addr(struct MHD_Connection *conn, char *buf, size_t len)
 void
 shed_access_redirect(const struct shed_call *c, const char *host, const struct shed_answer *a)
 {
+    struct shed_access_counters *k = &c->ctx->access;
     uint32_t every = c->cfg->log_access_every;
     char who[INET6_ADDRSTRLEN + 1], path[256], hostp[128], loc[512];
 
     if (every == 0)
         return;
-    if (atomic_fetch_add_explicit(&seen, 1, memory_order_relaxed) % every != 0)
+    if (atomic_fetch_add_explicit(&k->seen, 1, memory_order_relaxed) % every != 0)
         return;
-    uint64_t sec = c->now_ms / 1000, cur = atomic_load(&window_s);
-    if (cur != sec && atomic_compare_exchange_strong(&window_s, &cur, sec))
-        atomic_store(&in_window, 0);
-    if (atomic_fetch_add(&in_window, 1) >= c->cfg->log_access_rate) {
-        atomic_fetch_add(&over, 1);
+    uint64_t sec = c->now_ms / 1000, cur = atomic_load(&k->window_s);
+    if (cur != sec && atomic_compare_exchange_strong(&k->window_s, &cur, sec))
+        atomic_store(&k->in_window, 0);
+    if (atomic_fetch_add(&k->in_window, 1) >= c->cfg->log_access_rate) {
+        atomic_fetch_add(&k->over, 1);
         return;
     }
-    uint64_t skipped = atomic_exchange(&over, 0);
+    uint64_t skipped = atomic_exchange(&k->over, 0);
     shed_client_addr(c->conn, who, sizeof(who));
     shed_log_printable(path, sizeof(path), c->path);
     shed_log_printable(hostp, sizeof(hostp), host != NULL ? host : "-");

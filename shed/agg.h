@@ -37,6 +37,7 @@
 #include <stdint.h>
 
 #include "shed/registry.h"
+#include "shed/route.h"
 
 #define SHED_AGG_HEADER_MAX 1024 /* bytes in Shed-Partial or Link */
 #define SHED_AGG_QUERY_MAX  2048 /* bytes of a request's query joined again, NUL included */
@@ -124,10 +125,9 @@ void shed_agg_destroy(struct shed_agg *agg);
 bool shed_agg_wants(const char *path, size_t len);
 
 /* Line sheds send single-message requests whose message may live off its
- * owner to SHED_AGG_LOOKUP_PREFIX + the Burrow path: the aggregator asks
- * every server of the message's bucket, both generations, and answers
- * itself (docs/reachability.md). */
-#define SHED_AGG_LOOKUP_PREFIX "/_shed/lookup"
+ * owner to SHED_AGG_LOOKUP_PREFIX (shed/route.h) + the Burrow path: the
+ * aggregator asks every server of the message's bucket, both generations,
+ * and answers itself (docs/reachability.md). */
 bool shed_agg_is_lookup(const char *path);
 
 /* Start one request. On 0 <done> fires exactly once (possibly before this
@@ -178,22 +178,5 @@ uint64_t shed_agg_answered(const struct shed_agg *agg);
 /* Prometheus text of <s> (shed_agg_requests_total and friends) into <buf>
  * (at most <len> bytes, NUL-terminated); returns the length written. */
 size_t shed_agg_stats_text(const struct shed_agg_stats *s, char *buf, size_t len);
-
-/* ------------------------------------------------------------------
- * Until shed/http.c, metrics.c and status.c hold a struct shed_agg of the
- * daemon, these keep one process-wide engine (agg_http.c), created on the
- * first request from the config of that call and reconfigured by every
- * later call, exactly as before the engine was split out. They go once the
- * callers use the functions above.
- */
-struct shed_call;
-bool shed_agg_handle(struct shed_call *c);      /* shed_agg_http_handle() */
-void shed_agg_shutdown(void);                   /* shed_agg_stop() */
-void shed_agg_set_external(bool on);            /* cfg->external */
-int shed_agg_fd(uint64_t *busy_poll_ns);        /* shed_agg_loop_fd() */
-void shed_agg_run(void);                        /* shed_agg_loop_run() */
-uint64_t shed_agg_resumes(void);                /* stats.answered */
-size_t shed_agg_metrics(char *buf, size_t len); /* shed_agg_stats_text() */
-uint64_t shed_agg_backend_errors(void);         /* stats.backend_errors */
 
 #endif /* SHED_AGG_H */

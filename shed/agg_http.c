@@ -24,8 +24,8 @@
 
 #include "shed/agg.h"
 #include "shed/http.h"
-#include "shed/line.h"
 #include "shed/metrics.h"
+#include "shed/route.h"
 
 /* Per-request context in *con_cls (shed/http frees it on completion). */
 struct agg_ctx {
@@ -165,8 +165,8 @@ shed_agg_http_handle(struct shed_agg *agg, struct shed_call *c)
         free(args.v);
         return answer_now(c, 400, "query too long\n");
     }
-    if (shed_line_host_service(MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Host"),
-                               c->cfg->default_service, svc) < 0) {
+    if (shed_route_host_service(MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Host"),
+                                c->cfg->default_service, svc) < 0) {
         free(args.v);
         return answer_now(c, 404, "unknown service\n");
     }
@@ -200,129 +200,18 @@ shed_agg_http_handle(struct shed_agg *agg, struct shed_call *c)
     return true;
 }
 
-/* ------------------------------------------------------------------
- * The process-wide engine of the transitional entry points (agg.h).
- */
-
-static struct {
-    pthread_mutex_t lock;         /* creating / reconfiguring / stopping the engine */
-    struct shed_agg *_Atomic agg; /* stopped at shutdown, never freed */
-    bool stopping;
-    _Atomic bool external;
-} proc = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-/* The process-wide engine, created on the first request from the config
- * of that call, reconfigured by every later one (so it follows SIGHUP
- * reloads); NULL when it cannot be created or is stopped. */
-static struct shed_agg *
-instance(const struct shed_call *c)
-{
-    struct shed_agg_config ac;
-    struct shed_agg *agg;
-
-    shed_agg_config_of(c->cfg, atomic_load(&proc.external), &ac);
-    pthread_mutex_lock(&proc.lock);
-    agg = atomic_load(&proc.agg);
-    if (agg != NULL)
-        shed_agg_reconfigure(agg, &ac);
-    else if (!proc.stopping && shed_agg_create(&ac, c->ctx->reg, &agg) == 0)
-        atomic_store(&proc.agg, agg);
-    else
-        agg = NULL;
-    pthread_mutex_unlock(&proc.lock);
-    return agg;
-}
-
 bool
 shed_agg_handle(struct shed_call *c)
 {
-    struct shed_agg *agg;
+    struct shed_agg *agg = c->ctx->agg;
 
     /* Nothing is created for a call the role declines. */
-    if ((*c->con_cls == NULL || *c->con_cls == SHED_HTTP_SEEN) &&
-        !shed_agg_wants(c->path, strlen(c->path)))
+    if (agg == NULL || ((*c->con_cls == NULL || *c->con_cls == SHED_HTTP_SEEN) &&
+                        !shed_agg_wants(c->path, strlen(c->path))))
         return false;
     if (*c->con_cls == NULL && c->first) {
         *c->con_cls = SHED_HTTP_SEEN;
         return true;
     }
-    agg = instance(c);
-    if (agg == NULL) {
-        if (*c->con_cls != NULL && *c->con_cls != SHED_HTTP_SEEN)
-            return false;
-        if (*c->upload_data_size != 0) {
-            *c->upload_data_size = 0;
-            return true;
-        }
-        return answer_now(c, 503, "aggregator unavailable\n");
-    }
     return shed_agg_http_handle(agg, c);
-}
-
-void
-shed_agg_shutdown(void)
-{
-    struct shed_agg *agg;
-
-    pthread_mutex_lock(&proc.lock);
-    proc.stopping = true;
-    agg = atomic_load(&proc.agg);
-    pthread_mutex_unlock(&proc.lock);
-    /* Stopped, not freed: a handler may still hold the pointer. */
-    if (agg != NULL)
-        shed_agg_stop(agg);
-}
-
-void
-shed_agg_set_external(bool on)
-{
-    atomic_store(&proc.external, on);
-}
-
-int
-shed_agg_fd(uint64_t *busy_poll_ns)
-{
-    struct shed_agg *agg = atomic_load(&proc.agg);
-
-    *busy_poll_ns = 0;
-    return agg != NULL ? shed_agg_loop_fd(agg, busy_poll_ns) : -1;
-}
-
-void
-shed_agg_run(void)
-{
-    struct shed_agg *agg = atomic_load(&proc.agg);
-
-    if (agg != NULL)
-        shed_agg_loop_run(agg);
-}
-
-uint64_t
-shed_agg_resumes(void)
-{
-    struct shed_agg *agg = atomic_load(&proc.agg);
-
-    return agg != NULL ? shed_agg_answered(agg) : 0;
-}
-
-size_t
-shed_agg_metrics(char *buf, size_t len)
-{
-    struct shed_agg *agg = atomic_load(&proc.agg);
-    struct shed_agg_stats s = {0};
-
-    if (agg != NULL)
-        shed_agg_stats(agg, &s);
-    return shed_agg_stats_text(&s, buf, len);
-}
-
-uint64_t
-shed_agg_backend_errors(void)
-{
-    struct shed_agg *agg = atomic_load(&proc.agg);
-    struct shed_agg_stats s = {0};
-
-    if (agg != NULL)
-        shed_agg_stats(agg, &s);
-    return s.backend_errors;
 }

@@ -21,4 +21,8 @@ struct shed_call;
 /* Answer <c> with <agg> (true), or decline it (false). */
 bool shed_agg_http_handle(struct shed_agg *agg, struct shed_call *c);
 
+/* The dispatch table's adapter: the daemon's engine (c->ctx->agg), or
+ * decline when there is none or the path is not the aggregator's. */
+bool shed_agg_handle(struct shed_call *c);
+
 #endif /* SHED_AGG_HTTP_H */

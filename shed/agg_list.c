@@ -24,14 +24,13 @@ static void page_done(struct shed_agg_req *r);
 static size_t
 pref_of(const struct shed_agg_req *r, const char *id, size_t idlen, uint32_t *out)
 {
-    char key[2 * PROTO_BURROW_ID_MAX + 2];
-    size_t klen = r->path.queue.len + 1 + idlen, n = 0;
+    char key[PROTO_BURROW_KEY_MAX];
+    long kl =
+        proto_burrow_ring_key(r->path.queue.ptr, r->path.queue.len, id, idlen, key, sizeof(key));
+    size_t klen = (size_t)kl, n = 0;
 
-    if (klen > sizeof(key))
+    if (kl < 0)
         return 0;
-    memcpy(key, r->path.queue.ptr, r->path.queue.len);
-    key[r->path.queue.len] = '/';
-    memcpy(key + r->path.queue.len + 1, id, idlen);
     for (size_t g = 0; g < r->ngens; g++) {
         const struct gen *gn = &r->gens[g];
         uint32_t ki = ring_key_index(&gn->cfg, key, klen);

@@ -31,11 +31,7 @@ lookup_snapshot(struct shed_agg_req *r, const struct registry_route *route)
 
         if (ring == NULL || ring_size(ring) == 0)
             continue;
-        nw = ring_walk(ring,
-                       ring_message_bucket(ring_config(ring), p->account.ptr, p->account.len,
-                                           p->queue.ptr, p->queue.len, p->message.ptr,
-                                           p->message.len),
-                       walk, LOOKUP_WALK);
+        nw = ring_walk(ring, shed_route_bucket(ring_config(ring), p), walk, LOOKUP_WALK);
         for (size_t i = 0; i < nw; i++)
             if (!agg_member_gone(route, ring, walk[i]))
                 agg_add_member(r, 2 * LOOKUP_WALK, ring_member_at(ring, walk[i]),

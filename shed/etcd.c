@@ -26,8 +26,8 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "proto/burrow.h"
+#include "shed/answer.h"
 #include "shed/hints.h"
-#include "shed/http.h"
 #include "shed/master.h"
 #include "shed/registry.h"
 

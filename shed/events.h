@@ -8,7 +8,7 @@
  * row. Not on the redirect hot path: callers are the paths that leave the
  * cell, the failure reports and the heartbeat refusals.
  *
- * Process-wide, thread-safe (one mutex).
+ * One table per daemon (struct shed_ctx.events), thread-safe (one mutex).
  */
 #ifndef SHED_EVENTS_H
 #define SHED_EVENTS_H
@@ -29,18 +29,25 @@ enum shed_event_kind {
     SHED_EV_COUNT,
 };
 
-/* Record an event of <kind>, text from <fmt> (cut to SHED_EVENT_TEXT). */
-void shed_events_add(enum shed_event_kind kind, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+struct shed_events;
+
+/* 0 or -ENOMEM; destroy(NULL) is a no-op. */
+int shed_events_create(struct shed_events **out);
+void shed_events_destroy(struct shed_events *ev);
+
+/* Record an event of <kind>, text from <fmt> (cut to SHED_EVENT_TEXT), in
+ * <ev> (NULL: nowhere). */
+void shed_events_add(struct shed_events *ev, enum shed_event_kind kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* A new JSON array of the events, newest first: [{time (ISO 8601 UTC),
  * age_ms, kind, text, count}]. NULL on allocation failure. */
-json_t *shed_events_json(void);
+json_t *shed_events_json(struct shed_events *ev);
 
 /* Text for <kind> ("escalated", "master", "suspect", "probe", "heartbeat"). */
 const char *shed_event_kind_name(enum shed_event_kind kind);
 
 /* Forget every event (tests). */
-void shed_events_clear(void);
+void shed_events_clear(struct shed_events *ev);
 
 #endif /* SHED_EVENTS_H */

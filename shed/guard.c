@@ -42,7 +42,7 @@ struct slot {
     bool used;
 };
 
-static struct {
+struct shed_guard {
     pthread_mutex_t mu;
     _Atomic uint64_t header_ms, idle_ms; /* read on every request, without the lock */
     unsigned per_source;
@@ -51,7 +51,7 @@ static struct {
     struct slot *tab;
     size_t cap, used;
     uint64_t timeouts, refused, logged_timeouts, logged_refused, last_log;
-} G = {.mu = PTHREAD_MUTEX_INITIALIZER};
+};
 
 /* <addr> as 16 bytes (IPv4 mapped into IPv6); false for other families. */
 static bool
@@ -82,14 +82,15 @@ hash(const unsigned char key[16])
 }
 
 /* The slot of <key>, inserting it when <add>; NULL if absent (or no room).
- * Caller holds G.mu. */
+ * Caller holds gd->mu. */
 static struct slot *
-slot_of(const unsigned char key[16], bool add)
+slot_of(struct shed_guard *gd, const unsigned char key[16], bool add)
 {
-    if (G.tab == NULL)
+    if (gd->tab == NULL)
         return NULL;
-    for (size_t i = hash(key) & (G.cap - 1), k = 0; k < G.cap; i = (i + 1) & (G.cap - 1), k++) {
-        struct slot *s = &G.tab[i];
+    for (size_t i = hash(key) & (gd->cap - 1), k = 0; k < gd->cap;
+         i = (i + 1) & (gd->cap - 1), k++) {
+        struct slot *s = &gd->tab[i];
         if (s->used && memcmp(s->key, key, 16) == 0)
             return s;
         if (!s->used) {
@@ -98,7 +99,7 @@ slot_of(const unsigned char key[16], bool add)
             memcpy(s->key, key, 16);
             s->used = true;
             s->n = 0;
-            G.used++;
+            gd->used++;
             return s;
         }
     }
@@ -107,75 +108,80 @@ slot_of(const unsigned char key[16], bool add)
 
 /* Drop addresses with no connection left once 3/4 of the slots are used. */
 static void
-maybe_rebuild(void)
+maybe_rebuild(struct shed_guard *gd)
 {
-    if (G.used * 4 < G.cap * 3)
+    if (gd->used * 4 < gd->cap * 3)
         return;
-    struct slot *old = G.tab, *fresh = calloc(G.cap, sizeof(*fresh));
+    struct slot *old = gd->tab, *fresh = calloc(gd->cap, sizeof(*fresh));
     if (fresh == NULL)
         return; /* keep the full table: new addresses go uncounted */
-    G.tab = fresh;
-    G.used = 0;
-    for (size_t i = 0; i < G.cap; i++)
+    gd->tab = fresh;
+    gd->used = 0;
+    for (size_t i = 0; i < gd->cap; i++)
         if (old[i].used && old[i].n > 0)
-            slot_of(old[i].key, true)->n = old[i].n;
+            slot_of(gd, old[i].key, true)->n = old[i].n;
     free(old);
 }
 
 int
-shed_guard_init(uint64_t header_ms, uint64_t idle_ms, unsigned per_source, size_t max_conns)
+shed_guard_create(size_t max_conns, struct shed_guard **out)
 {
-    int rc = 0;
+    struct shed_guard *gd = calloc(1, sizeof(*gd));
+    size_t cap = 64;
 
-    pthread_mutex_lock(&G.mu);
-    G.header_ms = header_ms;
-    G.idle_ms = idle_ms;
-    G.per_source = per_source;
-    if (G.head.next == NULL)
-        G.head.next = G.head.prev = &G.head;
-    if (G.tab == NULL) {
-        size_t cap = 64;
-        while (cap < 2 * max_conns + 16)
-            cap *= 2;
-        G.tab = calloc(cap, sizeof(*G.tab));
-        if (G.tab == NULL)
-            rc = -ENOMEM;
-        else
-            G.cap = cap;
-    }
-    pthread_mutex_unlock(&G.mu);
-    return rc;
+    *out = gd;
+    if (gd == NULL)
+        return -ENOMEM;
+    pthread_mutex_init(&gd->mu, NULL);
+    gd->head.next = gd->head.prev = &gd->head;
+    while (cap < 2 * max_conns + 16)
+        cap *= 2;
+    gd->tab = calloc(cap, sizeof(*gd->tab));
+    if (gd->tab == NULL)
+        return -ENOMEM;
+    gd->cap = cap;
+    return 0;
 }
 
 void
-shed_guard_fini(void)
+shed_guard_set(struct shed_guard *gd, uint64_t header_ms, uint64_t idle_ms, unsigned per_source)
 {
-    pthread_mutex_lock(&G.mu);
-    free(G.tab);
-    G.tab = NULL;
-    G.cap = G.used = 0;
-    pthread_mutex_unlock(&G.mu);
+    pthread_mutex_lock(&gd->mu);
+    gd->header_ms = header_ms;
+    gd->idle_ms = idle_ms;
+    gd->per_source = per_source;
+    pthread_mutex_unlock(&gd->mu);
+}
+
+void
+shed_guard_destroy(struct shed_guard *gd)
+{
+    if (gd == NULL)
+        return;
+    free(gd->tab);
+    pthread_mutex_destroy(&gd->mu);
+    free(gd);
 }
 
 enum MHD_Result
 shed_guard_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
+    struct shed_guard *gd = cls;
     unsigned char key[16];
     enum MHD_Result r = MHD_YES;
 
-    (void)cls;
     (void)addrlen;
     if (!key_of(addr, key))
         return MHD_YES;
-    pthread_mutex_lock(&G.mu);
-    if (G.per_source > 0) {
-        const struct slot *s = slot_of(key, false);
-        if (s != NULL && s->n >= G.per_source) {
-            G.refused++;
+    pthread_mutex_lock(&gd->mu);
+    if (gd->per_source > 0) {
+        const struct slot *s = slot_of(gd, key, false);
+        if (s != NULL && s->n >= gd->per_source) {
+            gd->refused++;
             r = MHD_NO;
         }
     }
-    pthread_mutex_unlock(&G.mu);
+    pthread_mutex_unlock(&gd->mu);
     return r;
 }
 
@@ -183,7 +189,7 @@ void
 shed_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                   enum MHD_ConnectionNotificationCode code)
 {
-    (void)cls;
+    struct shed_guard *gd = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         struct gconn *g = calloc(1, sizeof(*g));
         if (g == NULL)
@@ -194,38 +200,38 @@ shed_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         g->fd = fi != NULL ? fi->connect_fd : -1;
         g->keyed = ai != NULL && key_of(ai->client_addr, g->key);
-        pthread_mutex_lock(&G.mu);
-        g->deadline = G.header_ms > 0 ? clock_mono_ms() + G.header_ms : UINT64_MAX;
+        pthread_mutex_lock(&gd->mu);
+        g->deadline = gd->header_ms > 0 ? clock_mono_ms() + gd->header_ms : UINT64_MAX;
         if (g->keyed) {
-            maybe_rebuild();
-            struct slot *s = slot_of(g->key, true);
+            maybe_rebuild(gd);
+            struct slot *s = slot_of(gd, g->key, true);
             if (s != NULL)
                 s->n++;
             else
                 g->keyed = false;
         }
-        g->next = G.head.next;
-        g->prev = &G.head;
-        G.head.next->prev = g;
-        G.head.next = g;
-        G.open++;
-        pthread_mutex_unlock(&G.mu);
+        g->next = gd->head.next;
+        g->prev = &gd->head;
+        gd->head.next->prev = g;
+        gd->head.next = g;
+        gd->open++;
+        pthread_mutex_unlock(&gd->mu);
         *socket_context = g;
         return;
     }
     struct gconn *g = *socket_context;
     if (code != MHD_CONNECTION_NOTIFY_CLOSED || g == NULL)
         return;
-    pthread_mutex_lock(&G.mu);
+    pthread_mutex_lock(&gd->mu);
     if (g->keyed) {
-        struct slot *s = slot_of(g->key, false);
+        struct slot *s = slot_of(gd, g->key, false);
         if (s != NULL && s->n > 0)
             s->n--;
     }
     g->prev->next = g->next;
     g->next->prev = g->prev;
-    G.open--;
-    pthread_mutex_unlock(&G.mu);
+    gd->open--;
+    pthread_mutex_unlock(&gd->mu);
     *socket_context = NULL;
     free(g->abs_path);
     free(g);
@@ -246,7 +252,7 @@ shed_guard_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     struct proto_burrow_target t;
     const char *qm;
 
-    (void)cls;
+    (void)cls; /* the guard: the connection's own record is all it needs */
     if (g == NULL)
         return NULL;
     free(g->abs_path);
@@ -310,28 +316,28 @@ shed_guard_request(struct MHD_Connection *conn)
 }
 
 void
-shed_guard_done(struct MHD_Connection *conn, uint64_t now_ms)
+shed_guard_done(struct shed_guard *gd, struct MHD_Connection *conn, uint64_t now_ms)
 {
     struct gconn *g = gconn_of(conn);
     if (g == NULL)
         return;
-    uint64_t header = atomic_load_explicit(&G.header_ms, memory_order_relaxed);
-    uint64_t idle = atomic_load_explicit(&G.idle_ms, memory_order_relaxed);
+    uint64_t header = atomic_load_explicit(&gd->header_ms, memory_order_relaxed);
+    uint64_t idle = atomic_load_explicit(&gd->idle_ms, memory_order_relaxed);
     atomic_store_explicit(&g->deadline, header > 0 ? now_ms + idle + header : UINT64_MAX,
                           memory_order_relaxed);
 }
 
 size_t
-shed_guard_sweep(uint64_t now_ms)
+shed_guard_sweep(struct shed_guard *gd, uint64_t now_ms)
 {
     size_t n = 0;
 
-    pthread_mutex_lock(&G.mu);
-    if (G.head.next == NULL) {
-        pthread_mutex_unlock(&G.mu);
+    pthread_mutex_lock(&gd->mu);
+    if (gd->head.next == NULL) {
+        pthread_mutex_unlock(&gd->mu);
         return 0;
     }
-    for (struct gconn *g = G.head.next; g != &G.head; g = g->next) {
+    for (struct gconn *g = gd->head.next; g != &gd->head; g = g->next) {
         if (atomic_load_explicit(&g->deadline, memory_order_relaxed) > now_ms || g->fd < 0)
             continue;
         /* MHD sees the end of the stream and closes it in its own thread. */
@@ -339,30 +345,31 @@ shed_guard_sweep(uint64_t now_ms)
         atomic_store_explicit(&g->deadline, UINT64_MAX, memory_order_relaxed);
         n++;
     }
-    G.timeouts += n;
-    if (now_ms - G.last_log >= LOG_EVERY_MS &&
-        (G.timeouts != G.logged_timeouts || G.refused != G.logged_refused)) {
+    gd->timeouts += n;
+    if (now_ms - gd->last_log >= LOG_EVERY_MS &&
+        (gd->timeouts != gd->logged_timeouts || gd->refused != gd->logged_refused)) {
         log_warnx("guard: %" PRIu64 " connection%s closed past the header deadline, %" PRIu64
                   " refused over the per-source cap (%u) in the last %llu s; %zu open",
-                  G.timeouts - G.logged_timeouts, G.timeouts - G.logged_timeouts == 1 ? "" : "s",
-                  G.refused - G.logged_refused, G.per_source,
-                  (unsigned long long)((now_ms - G.last_log) / 1000), G.open);
-        G.logged_timeouts = G.timeouts;
-        G.logged_refused = G.refused;
-        G.last_log = now_ms;
+                  gd->timeouts - gd->logged_timeouts,
+                  gd->timeouts - gd->logged_timeouts == 1 ? "" : "s",
+                  gd->refused - gd->logged_refused, gd->per_source,
+                  (unsigned long long)((now_ms - gd->last_log) / 1000), gd->open);
+        gd->logged_timeouts = gd->timeouts;
+        gd->logged_refused = gd->refused;
+        gd->last_log = now_ms;
     }
-    pthread_mutex_unlock(&G.mu);
+    pthread_mutex_unlock(&gd->mu);
     return n;
 }
 
 size_t
-shed_guard_metrics(char *buf, size_t len)
+shed_guard_metrics(struct shed_guard *gd, char *buf, size_t len)
 {
     int n;
 
     if (len == 0)
         return 0;
-    pthread_mutex_lock(&G.mu);
+    pthread_mutex_lock(&gd->mu);
     n = snprintf(buf, len,
                  "# HELP shed_connections_open Client connections open now.\n"
                  "# TYPE shed_connections_open gauge\n"
@@ -375,8 +382,8 @@ shed_guard_metrics(char *buf, size_t len)
                  "client address had limits.per_source connections open.\n"
                  "# TYPE shed_connections_refused_total counter\n"
                  "shed_connections_refused_total %" PRIu64 "\n",
-                 G.open, G.timeouts, G.refused);
-    pthread_mutex_unlock(&G.mu);
+                 gd->open, gd->timeouts, gd->refused);
+    pthread_mutex_unlock(&gd->mu);
     if (n < 0)
         return 0;
     return (size_t)n < len ? (size_t)n : len - 1;

@@ -19,10 +19,10 @@
  * shed_guard_request() on a request's first call and the completion
  * callback shed_guard_done(). The main loop calls shed_guard_sweep().
  *
- * One process-wide guard (like MHD's own per-daemon state it wraps), with a
- * mutex; all functions are thread-safe. Sockets are shut down under that
- * mutex, and MHD notifies a close before it closes the socket, so a swept
- * descriptor is never one that was reused.
+ * One guard per daemon (struct shed_ctx.guard; the <cls> of MHD's accept,
+ * notify and URI callbacks), with a mutex; all functions are thread-safe. Sockets are shut down
+ * under that mutex, and MHD notifies a close before it closes the socket, so a swept descriptor is
+ * never one that was reused.
  */
 #ifndef SHED_GUARD_H
 #define SHED_GUARD_H
@@ -33,10 +33,16 @@
 
 #include <microhttpd.h>
 
-/* Set the limits (0 turns either off) for at most <max_conns> connections;
- * again on reload. 0 or -ENOMEM. */
-int shed_guard_init(uint64_t header_ms, uint64_t idle_ms, unsigned per_source, size_t max_conns);
-void shed_guard_fini(void);
+struct shed_guard;
+
+/* A guard for at most <max_conns> connections, no limit set yet. 0 or
+ * -ENOMEM (*out may then hold a guard to destroy). */
+int shed_guard_create(size_t max_conns, struct shed_guard **out);
+/* Set the limits (0 turns either off); again on reload. */
+void shed_guard_set(struct shed_guard *gd, uint64_t header_ms, uint64_t idle_ms,
+                    unsigned per_source);
+/* After the front end stopped; NULL is a no-op. */
+void shed_guard_destroy(struct shed_guard *gd);
 
 enum MHD_Result shed_guard_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen);
 void shed_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
@@ -54,14 +60,14 @@ void *shed_guard_uri(void *cls, const char *uri, struct MHD_Connection *conn);
  * -EINVAL with a text for the 400 in *<why>. */
 int shed_guard_target(struct MHD_Connection *conn, const char *version, const char **path,
                       const char **why);
-void shed_guard_done(struct MHD_Connection *conn, uint64_t now_ms);
+void shed_guard_done(struct shed_guard *gd, struct MHD_Connection *conn, uint64_t now_ms);
 
 /* Shut down connections past their header deadline at <now_ms> (monotonic
  * ms); returns how many. Logs what was closed and refused, at most once
  * every 10 s. */
-size_t shed_guard_sweep(uint64_t now_ms);
+size_t shed_guard_sweep(struct shed_guard *gd, uint64_t now_ms);
 
 /* Prometheus text into <buf>; returns the length. */
-size_t shed_guard_metrics(char *buf, size_t len);
+size_t shed_guard_metrics(struct shed_guard *gd, char *buf, size_t len);
 
 #endif /* SHED_GUARD_H */

@@ -24,9 +24,9 @@
 #include "proto/burrow.h"
 #include "proto/token.h"
 #include "ring/ring.h"
-#include "shed/line.h"
 #include "shed/rcu.h"
 #include "shed/registry.h"
+#include "shed/route.h"
 
 #define HANDOFF_BODY_MAX (16u << 20) /* largest answer read (a page of ids, a body) */
 #define HANDOFF_PAGE     500         /* message ids asked per list call */
@@ -68,11 +68,6 @@ struct shed_handoff {
     uint64_t pace_start, pace_n;
     struct handoff_counters n;
 };
-
-/* The transitional process-wide entry point (shed_handoff_metrics()) reads
- * the running sweeper's counters; running_lock keeps it from a stop. */
-static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct shed_handoff *running;
 
 void
 shed_handoff_stats(const struct shed_handoff *h, struct shed_handoff_stats *out)
@@ -135,18 +130,6 @@ shed_handoff_stats_text(const struct shed_handoff_stats *s, char *buf, size_t le
     if (n < 0)
         return 0;
     return (size_t)n < len ? (size_t)n : len - 1;
-}
-
-size_t
-shed_handoff_metrics(char *buf, size_t len)
-{
-    struct shed_handoff_stats s = {0};
-
-    pthread_mutex_lock(&running_lock);
-    if (running != NULL)
-        shed_handoff_stats(running, &s);
-    pthread_mutex_unlock(&running_lock);
-    return shed_handoff_stats_text(&s, buf, len);
 }
 
 /* ------------------------------------------------------------- HTTP */
@@ -302,8 +285,9 @@ owner_of(struct shed_handoff *h, const struct proto_slice *ids, char *url, size_
     bool ok = false;
 
     if (r != NULL && r->kind == SHED_KIND_BURROW && ring_size(r->ring) > 0) {
-        uint32_t b = ring_message_bucket(ring_config(r->ring), ids[0].ptr, ids[0].len, ids[1].ptr,
-                                         ids[1].len, ids[2].ptr, ids[2].len);
+        struct proto_burrow_path p = {
+            .level = PROTO_BURROW_MESSAGE, .account = ids[0], .queue = ids[1], .message = ids[2]};
+        uint32_t b = shed_route_bucket(ring_config(r->ring), &p);
         uint32_t idx = b == RING_NONE ? RING_NONE : shed_line_primary(r, b);
 
         if (idx != RING_NONE && atomic_load(&r->live[idx]) == REGISTRY_UP) {
@@ -715,10 +699,6 @@ shed_handoff_start(struct shed_ctx *ctx, struct shed_handoff **out)
         free(h);
         return -EAGAIN;
     }
-    pthread_mutex_lock(&running_lock);
-    if (running == NULL)
-        running = h;
-    pthread_mutex_unlock(&running_lock);
     *out = h;
     return 0;
 }
@@ -728,10 +708,6 @@ shed_handoff_stop(struct shed_handoff *h)
 {
     if (h == NULL)
         return;
-    pthread_mutex_lock(&running_lock);
-    if (running == h)
-        running = NULL;
-    pthread_mutex_unlock(&running_lock);
     pthread_mutex_lock(&h->mu);
     h->stop = true;
     pthread_cond_signal(&h->cv);

@@ -32,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "shed/http.h"
+#include "shed/daemon.h"
 
 #define HANDOFF_SETTLE_MS   2000
 #define HANDOFF_IDLE_MS     10000
@@ -63,10 +63,5 @@ void shed_handoff_stats(const struct shed_handoff *h, struct shed_handoff_stats 
 /* Prometheus text of <s> (shed_handoff_sweeps_total and friends) into <buf>
  * (at most <len> bytes, NUL-terminated); returns the length. */
 size_t shed_handoff_stats_text(const struct shed_handoff_stats *s, char *buf, size_t len);
-
-/* The same for the sweeper started first and not yet stopped (zeros when
- * none): until shed/metrics.c and status.c hold the daemon's sweeper, then
- * it goes. */
-size_t shed_handoff_metrics(char *buf, size_t len);
 
 #endif /* SHED_HANDOFF_H */

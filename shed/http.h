@@ -1,28 +1,28 @@
 /* SPDX-License-Identifier: ISC */
 /*
- * shed/http: the libmicrohttpd front end and the dispatch of every request.
+ * shed/http: what every libmicrohttpd adapter shares: the per-call record
+ * (struct shed_call), the two-call pattern, sending a struct shed_answer
+ * (shed/answer.h), collecting the query, the shed's own request headers
+ * and an upload, and the bearer-credential check. Only the front end
+ * includes this header (it includes <microhttpd.h>); the core works on
+ * shed/answer.h's value types. The listeners and the one dispatch table
+ * are shed/server.
  *
- * Dispatch (http.c, one place): shed-internal endpoints first (/metrics,
- * /_shed/v1/status, /_shed/v1/members/...), then one handler per role in the
- * order of the roles[] table: a role handler either answers (returns true
- * with a response queued or the request kept) or declines (false) so the
- * next role may. A role added later (aggregator, master) adds one line there.
- *
- * Role handlers see every access-handler call of a request (struct
- * shed_call): the first call has call->first set and no context yet. The
- * line role answers on the first call when the request announces a body (so
- * Expect: 100-continue never uploads), otherwise on the second (which keeps
- * keep-alive: libmicrohttpd 0.9.75 closes a connection whose response was
- * queued on the first call). A role that
- * needs per-request state allocates a context whose first member is a struct
- * shed_req_ctx: it is freed through its free_fn when the request completes.
- *
- * Responses are built from a struct shed_answer (status, static body,
- * redirect headers) with shed_http_answer(); nothing from the request is
- * copied into a header unless it was validated and re-encoded first.
+ * Adapters see every access-handler call of a request (struct shed_call):
+ * the first call has call->first set and no context yet. A bodiless
+ * request is answered on the second call (libmicrohttpd 0.9.75 closes a
+ * connection whose response was queued on the first call, so answering
+ * there would cost keep-alive), one that announces a body on the first
+ * (Expect: 100-continue never uploads). An adapter that needs per-request
+ * state allocates a context whose first member is a struct shed_req_ctx:
+ * it is freed through its free_fn when the request completes.
  */
 #ifndef SHED_HTTP_H
 #define SHED_HTTP_H
+
+#ifdef SHED_CORE
+#error "shed/http.h belongs to the front end: the core (shed/meson.build) must not include it"
+#endif
 
 #include <microhttpd.h>
 #include <stdatomic.h>
@@ -30,18 +30,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shed/answer.h"
 #include "shed/config.h"
+#include "shed/daemon.h"
 #include "shed/metrics.h"
 #include "shed/registry.h"
-
-#define SHED_LOCATION_MAX 8192 /* bytes in a Location header */
-#define SHED_QUERY_ARGS   64   /* query parameters in one request */
-
-/* The daemon state shared by all request threads. */
-struct shed_ctx {
-    struct shed_config *_Atomic cfg; /* published under shed/rcu; swapped on SIGHUP */
-    struct registry *reg;            /* owned by main */
-};
 
 /* The marker a role stores in *con_cls after a first call that needs no
  * state ("seen, answer on the next call"). Anything else non-NULL in
@@ -52,29 +45,6 @@ extern char shed_http_seen;
 /* Per-request context header for roles that keep state across calls. */
 struct shed_req_ctx {
     void (*free_fn)(struct shed_req_ctx *ctx);
-};
-
-enum shed_method {
-    SHED_M_GET = 0,
-    SHED_M_HEAD,
-    SHED_M_PUT,
-    SHED_M_POST,
-    SHED_M_DELETE,
-    SHED_M_OTHER,
-};
-
-/* One raw query argument (still percent-encoded), as MHD split it. */
-struct shed_arg {
-    const char *key;
-    const char *val; /* NULL when the argument had no '=' */
-};
-
-struct shed_query {
-    struct shed_arg args[SHED_QUERY_ARGS];
-    size_t n;
-    bool overflow;     /* more than SHED_QUERY_ARGS arguments */
-    bool lookup;       /* Shed-Lookup: the client found no message where it was sent */
-    const char *avoid; /* Shed-Failed host:port, routed around for this request */
 };
 
 /* One access-handler call, with what every role needs. */
@@ -94,62 +64,11 @@ struct shed_call {
     uint64_t now_ms;
 };
 
-/* What to answer: built by routing code, sent by shed_http_answer(). */
-struct shed_answer {
-    unsigned status;
-    const char *body; /* static text or NULL */
-    size_t body_len;
-    const char *content_type; /* NULL: text/plain */
-    char location[SHED_LOCATION_MAX];
-    size_t location_len; /* 0: no Location */
-    /* Redirect headers, "" when absent. */
-    char bucket[16];
-    char generation[24];
-    char pin_ttl[16];
-    const char *ring;     /* Shed-Ring value or NULL; borrowed from the view */
-    unsigned retry_after; /* seconds; 0: no Retry-After */
-    /* An escalation waits for a master's acknowledgement: the handler may
-     * hold the request (shed_cluster_park()) instead of sending the 503
-     * this answer also holds. */
-    bool await_masters;
-    /* A write routed around the host its client reported failed: it lands
-     * off its owner, so the service must settle (registry_mark_moved()). */
-    const char *stray_service; /* borrowed from the view, or NULL */
-};
-
-/* A plain-text answer <status> with static <body> (no Location). */
-static inline void
-shed_answer_text(struct shed_answer *a, unsigned status, const char *body, size_t len)
-{
-    a->status = status;
-    a->body = body;
-    a->body_len = len;
-    a->content_type = NULL;
-    a->location_len = 0;
-}
-/* The same for a string literal. */
-#define SHED_TEXT(a, st, s) shed_answer_text((a), (st), (s), sizeof(s) - 1)
-
 /* The two-call pattern for a handler that answers without reading a body:
  * true means "return true now, MHD will call again"; false means answer now.
  * (See libmicrohttpd-notes: keep-alive for bodiless requests, no upload to
  * the shed for requests with a body.) */
 bool shed_http_not_yet(struct shed_call *c);
-
-/* Start one MHD daemon per listen address of <cfg>. 0 or -errno (logged). */
-int shed_http_start(struct shed_ctx *ctx, const struct shed_config *cfg);
-
-/* Stop accepting on every listener (SIGTERM). */
-void shed_http_quiesce(void);
-
-/* Connections still open on all listeners. */
-unsigned shed_http_connections(void);
-
-/* Requests being handled (started, not yet completed) on all listeners. */
-unsigned shed_http_inflight(void);
-
-/* Stop every daemon and close every connection. */
-void shed_http_stop(void);
 
 /* Queue <a> on <conn>. Returns the MHD result. */
 enum MHD_Result shed_http_answer(struct MHD_Connection *conn, const struct shed_answer *a);
@@ -160,10 +79,30 @@ enum MHD_Result shed_http_text(struct MHD_Connection *conn, unsigned status, con
 /* Constant-time check of "Authorization: Bearer <credential>". */
 bool shed_http_authorized(struct MHD_Connection *conn, const char *credential);
 
-/* Do URLs <a> and <b> name the same base (trailing slashes ignored)? */
-bool shed_same_url(const char *a, const char *b);
+/* The request's raw query arguments into <q> (overflow set beyond
+ * SHED_QUERY_ARGS) and the shed's request headers: Shed-Lookup, and
+ * Shed-Failed when well-formed (q->avoid). Slices live as long as the
+ * request. */
+void shed_http_query(struct MHD_Connection *conn, struct shed_query *q);
 
-/* Monotonic milliseconds. */
-uint64_t shed_now_ms(void);
+/* A header of the request, or NULL. */
+const char *shed_http_header(struct MHD_Connection *conn, const char *name);
+
+/* An upload collected into memory (at most <max> bytes: too_big set
+ * beyond, the rest dropped). The request context of an adapter that reads
+ * a body; shed_http_body_collect() returns true while the upload goes on. */
+struct shed_http_body {
+    struct shed_req_ctx base;
+    char *data; /* NUL-terminated when not NULL */
+    size_t len, cap, max;
+    bool too_big;
+};
+/* First call: allocate the body context in *c->con_cls (false on no
+ * memory: answer 500). Later calls: take the upload; true while it goes
+ * on (return MHD_YES), false at its end (answer now, with the body). */
+bool shed_http_body_collect(struct shed_call *c, size_t max);
+
+/* Queue a JSON text <buf> of <len> bytes (copied), 200, no-store. */
+enum MHD_Result shed_http_json(struct MHD_Connection *conn, const char *buf, size_t len);
 
 #endif /* SHED_HTTP_H */

@@ -30,13 +30,17 @@
 #include "common/cli.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "shed/agg.h"
 #include "shed/cluster.h"
 #include "shed/config.h"
+#include "shed/events.h"
+#include "shed/front.h"
 #include "shed/guard.h"
 #include "shed/handoff.h"
-#include "shed/http.h"
+#include "shed/park.h"
 #include "shed/rcu.h"
 #include "shed/registry.h"
+#include "shed/server.h"
 #include "shed/sidecar.h"
 #include "shed/status.h"
 
@@ -173,9 +177,14 @@ reload(struct shed_ctx *ctx, const char *path)
     char what[1024];
     if (registry_reconfigure(ctx->reg, next, shed_now_ms(), what, sizeof(what)) < 0)
         log_warnx("config: registry reconfigure failed (out of memory)");
-    shed_cluster_reload(ctx, next);
-    shed_guard_init(next->limits.header_timeout_ms, next->limits.idle_timeout_ms,
-                    next->limits.per_source, next->limits.connections);
+    shed_cluster_reload(ctx->cluster, next);
+    if (ctx->agg != NULL) {
+        struct shed_agg_config ac;
+        shed_agg_config_of(next, shed_server_shares_loop(next), &ac);
+        shed_agg_reconfigure(ctx->agg, &ac);
+    }
+    shed_guard_set(ctx->guard, next->limits.header_timeout_ms, next->limits.idle_timeout_ms,
+                   next->limits.per_source);
     log_info("config: reloaded %s%s%s", path, what[0] ? ": " : "", what);
     shed_rcu_synchronize();
     shed_config_free(old);
@@ -242,7 +251,6 @@ main(int argc, char **argv)
         return 0;
     }
     raise_nofile(cfg);
-    shed_status_started();
 
     /* Signals: blocked in every thread, taken by this one. */
     sigset_t set;
@@ -253,17 +261,30 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    struct shed_ctx ctx;
+    /* The daemon: every module's state hangs off it (shed/daemon.h). */
+    struct shed_ctx ctx = {.sync_turn = shed_park_resume_all};
     atomic_init(&ctx.cfg, cfg);
+    shed_status_started(&ctx);
+    if (shed_park_create(&ctx.park) < 0 || shed_events_create(&ctx.events) < 0 ||
+        shed_guard_create(cfg->limits.connections, &ctx.guard) < 0)
+        fatalx("out of memory");
+    shed_guard_set(ctx.guard, cfg->limits.header_timeout_ms, cfg->limits.idle_timeout_ms,
+                   cfg->limits.per_source);
+    ctx.sync_turn_arg = ctx.park;
     int rc = registry_create(cfg, clock_real_ns() ^ (uint64_t)getpid() << 32, &ctx.reg);
     if (rc < 0)
         fatalx("registry: %s", rc == -ENOMEM ? "out of memory" : ring_strerror(rc));
-    if (shed_cluster_start(&ctx, cfg) < 0)
+    if (shed_cluster_start(&ctx, cfg, &ctx.cluster) < 0)
         fatalx("cannot start sync, master or snapshot (see above)");
-    if (shed_http_start(&ctx, cfg) < 0)
+    if (cfg->roles & SHED_ROLE_AGGREGATOR) {
+        struct shed_agg_config ac;
+        shed_agg_config_of(cfg, shed_server_shares_loop(cfg), &ac);
+        if (shed_agg_create(&ac, ctx.reg, &ctx.agg) < 0)
+            fatalx("cannot start the aggregator");
+    }
+    if (shed_server_start(&ctx, cfg, &ctx.server) < 0)
         fatalx("cannot start the HTTP front end");
-    struct shed_handoff *handoff = NULL;
-    if ((cfg->roles & SHED_ROLE_AGGREGATOR) && shed_handoff_start(&ctx, &handoff) < 0)
+    if ((cfg->roles & SHED_ROLE_AGGREGATOR) && shed_handoff_start(&ctx, &ctx.handoff) < 0)
         fatalx("cannot start the handoff thread");
     log_info("cell=%s started, %zu service%s", cfg->cell, cfg->nservices,
              cfg->nservices == 1 ? "" : "s");
@@ -277,21 +298,28 @@ main(int argc, char **argv)
             break;
         }
         registry_tick(ctx.reg, shed_now_ms());
-        shed_cluster_tick(&ctx, shed_now_ms());
-        shed_guard_sweep(clock_mono_ms());
+        shed_cluster_tick(ctx.cluster, shed_now_ms());
+        shed_guard_sweep(ctx.guard, clock_mono_ms());
         trim_heap(clock_mono_ms());
     }
 
     log_info("stopping: no new connections, finishing in-flight requests");
-    shed_handoff_stop(handoff);
-    shed_http_quiesce();
+    shed_handoff_stop(ctx.handoff);
+    shed_server_quiesce(ctx.server);
     uint64_t deadline = shed_now_ms() + DRAIN_WAIT_MS;
-    while (shed_http_inflight() > 0 && shed_now_ms() < deadline) {
+    while (shed_server_inflight(ctx.server) > 0 && shed_now_ms() < deadline) {
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    shed_http_stop();
-    shed_cluster_stop(&ctx);
+    /* The order: the front end first (no request can reach the core any
+     * more), then the core's threads (sync, probes, etcd), the held
+     * requests' table, the registry, the config. */
+    shed_server_stop(ctx.server); /* stops the aggregator's requests first */
+    shed_agg_destroy(ctx.agg);
+    shed_cluster_stop(ctx.cluster);
+    shed_park_destroy(ctx.park);
+    shed_events_destroy(ctx.events);
+    shed_guard_destroy(ctx.guard);
     registry_destroy(ctx.reg);
     shed_config_free(atomic_load(&ctx.cfg));
     log_info("stopped");

@@ -17,13 +17,7 @@
 #include <string.h>
 
 #include "common/version.h"
-#include "shed/agg.h"
-#include "shed/cluster.h"
 #include "shed/config.h"
-#include "shed/guard.h"
-#include "shed/handoff.h"
-#include "shed/registry.h"
-#include "shed/status.h"
 
 #define RENDER_MAX (4u << 20) /* bytes of metrics text */
 
@@ -149,14 +143,26 @@ struct buf {
     bool err;
 };
 
+/* Double <b>'s room (at most RENDER_MAX), or set b->err. */
+static void
+grow(struct buf *b)
+{
+    size_t ncap = b->cap * 2;
+    char *np = ncap <= RENDER_MAX ? realloc(b->p, ncap) : NULL;
+    if (np == NULL) {
+        b->err = true;
+        return;
+    }
+    b->p = np;
+    b->cap = ncap;
+}
+
 static void bprintf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void
 bprintf(struct buf *b, const char *fmt, ...)
 {
-    if (b->err)
-        return;
-    for (;;) {
+    while (!b->err) {
         va_list ap;
         va_start(ap, fmt);
         int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
@@ -169,23 +175,12 @@ bprintf(struct buf *b, const char *fmt, ...)
             b->len += (size_t)n;
             return;
         }
-        size_t ncap = b->cap * 2;
-        if (ncap > RENDER_MAX) {
-            b->err = true;
-            return;
-        }
-        char *np = realloc(b->p, ncap);
-        if (np == NULL) {
-            b->err = true;
-            return;
-        }
-        b->p = np;
-        b->cap = ncap;
+        grow(b);
     }
 }
 
 int
-shed_metrics_render(struct registry *reg, char **out, size_t *len)
+shed_metrics_render(uint64_t uptime_s, const char *more, size_t morelen, char **out, size_t *len)
 {
     struct buf b = {.p = malloc(16384), .len = 0, .cap = 16384};
     if (b.p == NULL)
@@ -196,7 +191,7 @@ shed_metrics_render(struct registry *reg, char **out, size_t *len)
             "# TYPE shed_build_info gauge\nshed_build_info{version=\"%s\"} 1\n"
             "# HELP shed_uptime_seconds Seconds since the daemon started.\n"
             "# TYPE shed_uptime_seconds gauge\nshed_uptime_seconds %" PRIu64 "\n",
-            SHED_VERSION, shed_status_uptime_s());
+            SHED_VERSION, uptime_s);
     bprintf(&b, "# HELP shed_redirects_total Redirects given.\n"
                 "# TYPE shed_redirects_total counter\n");
     for (unsigned s = 0; s < n; s++)
@@ -235,45 +230,13 @@ shed_metrics_render(struct registry *reg, char **out, size_t *len)
             "# TYPE shed_failed_reports_unknown_total counter\n"
             "shed_failed_reports_unknown_total %" PRIu64 "\n",
             atomic_load(&failed_unknown));
-    if (reg != NULL) {
-        struct registry_counts counts[SHED_MAX_SERVICES];
-        size_t ns = registry_counts(reg, counts, SHED_MAX_SERVICES);
-        if (ns > SHED_MAX_SERVICES)
-            ns = SHED_MAX_SERVICES;
-        bprintf(&b,
-                "# HELP shed_registry_members Members in the registry, every state.\n"
-                "# TYPE shed_registry_members gauge\nshed_registry_members %zu\n",
-                registry_size(reg));
-        bprintf(&b, "# HELP shed_members Members by service and state.\n"
-                    "# TYPE shed_members gauge\n");
-        for (size_t i = 0; i < ns; i++) {
-            const struct registry_counts *c = &counts[i];
-            const char *states[] = {"joining", "up", "draining", "suspect", "down"};
-            uint32_t vals[] = {c->joining, c->up, c->draining, c->suspect, c->down};
-            for (int k = 0; k < 5; k++)
-                bprintf(&b, "shed_members{service=\"%s\",state=\"%s\"} %u\n", c->name, states[k],
-                        vals[k]);
+    if (morelen > 0 && !b.err) {
+        while (b.cap - b.len <= morelen && !b.err)
+            grow(&b);
+        if (!b.err) {
+            memcpy(b.p + b.len, more, morelen);
+            b.len += morelen;
         }
-        bprintf(&b, "# HELP shed_ring_generation Current ring generation.\n"
-                    "# TYPE shed_ring_generation gauge\n");
-        for (size_t i = 0; i < ns; i++)
-            bprintf(&b, "shed_ring_generation{service=\"%s\"} %" PRIu64 "\n", counts[i].name,
-                    counts[i].generation);
-        bprintf(&b,
-                "# HELP shed_evictions_total Members evicted from a ring.\n"
-                "# TYPE shed_evictions_total counter\nshed_evictions_total %" PRIu64 "\n",
-                registry_evictions(reg));
-    }
-    {
-        char agg[4096]; /* the aggregator's counters (shed/agg, shed/handoff) */
-        if (shed_agg_metrics(agg, sizeof(agg)) > 0)
-            bprintf(&b, "%s", agg);
-        if (shed_handoff_metrics(agg, sizeof(agg)) > 0)
-            bprintf(&b, "%s", agg);
-        if (shed_cluster_metrics(agg, sizeof(agg)) > 0)
-            bprintf(&b, "%s", agg);
-        if (shed_guard_metrics(agg, sizeof(agg)) > 0)
-            bprintf(&b, "%s", agg);
     }
     bprintf(&b, "# HELP shed_request_duration_seconds Time the shed spends deciding a request.\n"
                 "# TYPE shed_request_duration_seconds histogram\n");

@@ -21,17 +21,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct registry;
+#include "shed/answer.h"
 
 #define SHED_METRICS_SLOTS 64 /* distinct service names ever seen */
-
-enum shed_level {
-    SHED_LEVEL_MESSAGE = 0, /* /v1.0/a/q/m */
-    SHED_LEVEL_LIST,        /* /v1.0, /v1.0/a, /v1.0/a/q (to the aggregator) */
-    SHED_LEVEL_ANY,         /* a stateless service */
-    SHED_LEVEL_LOOKUP,      /* a message request sent to the aggregator's lookup */
-    SHED_LEVEL_COUNT,
-};
 
 enum shed_hb_result {
     SHED_HB_OK = 0,
@@ -58,9 +50,12 @@ void shed_metrics_failed_report(void);
 void shed_metrics_failed_unknown(void);
 void shed_metrics_duration(uint64_t ns);
 
-/* Render every series as Prometheus text into a new buffer (*out, *len);
- * the caller frees *out. 0 or -ENOMEM. */
-int shed_metrics_render(struct registry *reg, char **out, size_t *len);
+/* Render these counters as Prometheus text, with shed_build_info,
+ * shed_uptime_seconds <uptime_s> and the other modules' series <more>
+ * (<morelen> bytes, written by the /metrics adapter, shed/ops.c), into a
+ * new buffer (*out, *len); the caller frees *out. 0 or -ENOMEM. */
+int shed_metrics_render(uint64_t uptime_s, const char *more, size_t morelen, char **out,
+                        size_t *len);
 
 /* Read one counter (tests). */
 uint64_t shed_metrics_redirects(unsigned slot, enum shed_level level, unsigned code);

@@ -17,8 +17,12 @@
 #include "common/log.h"
 #include "proto/heartbeat.h"
 #include "shed/access.h"
+#include "shed/agg.h"
+#include "shed/cluster.h"
 #include "shed/etcd.h"
 #include "shed/events.h"
+#include "shed/guard.h"
+#include "shed/handoff.h"
 #include "shed/status.h"
 
 static const char status_path[] = "/_shed/v1/status";
@@ -74,7 +78,8 @@ hb_refused(struct shed_call *c, enum shed_hb_result r, unsigned status, const ch
     wl = strlen(why);
     while (wl > 0 && why[wl - 1] == '\n')
         why[--wl] = '\0';
-    shed_events_add(SHED_EV_HEARTBEAT, "%s %s from %s: %u %s", c->method, path, who, status, why);
+    shed_events_add(c->ctx->events, SHED_EV_HEARTBEAT, "%s %s from %s: %u %s", c->method, path, who,
+                    status, why);
     uint64_t due = atomic_load(&next_log[r]);
     if (c->now_ms < due ||
         !atomic_compare_exchange_strong(&next_log[r], &due, c->now_ms + HB_LOG_EVERY_MS)) {
@@ -117,12 +122,76 @@ answer_owned(struct shed_call *c, char *text, size_t len, const char *ctype)
     return true;
 }
 
+/* The registry's gauges and every module's series, for shed/metrics to
+ * append to its counters. 0 or -ENOMEM. */
+static int
+module_series(const struct shed_ctx *ctx, char **out, size_t *len)
+{
+    FILE *f = open_memstream(out, len);
+    if (f == NULL)
+        return -ENOMEM;
+    struct registry_counts counts[SHED_MAX_SERVICES];
+    size_t ns = registry_counts(ctx->reg, counts, SHED_MAX_SERVICES);
+    if (ns > SHED_MAX_SERVICES)
+        ns = SHED_MAX_SERVICES;
+    fprintf(f,
+            "# HELP shed_registry_members Members in the registry, every state.\n"
+            "# TYPE shed_registry_members gauge\nshed_registry_members %zu\n",
+            registry_size(ctx->reg));
+    fprintf(f, "# HELP shed_members Members by service and state.\n"
+               "# TYPE shed_members gauge\n");
+    for (size_t i = 0; i < ns; i++) {
+        const struct registry_counts *k = &counts[i];
+        const char *states[] = {"joining", "up", "draining", "suspect", "down"};
+        uint32_t vals[] = {k->joining, k->up, k->draining, k->suspect, k->down};
+        for (int s = 0; s < 5; s++)
+            fprintf(f, "shed_members{service=\"%s\",state=\"%s\"} %u\n", k->name, states[s],
+                    vals[s]);
+    }
+    fprintf(f, "# HELP shed_ring_generation Current ring generation.\n"
+               "# TYPE shed_ring_generation gauge\n");
+    for (size_t i = 0; i < ns; i++)
+        fprintf(f, "shed_ring_generation{service=\"%s\"} %" PRIu64 "\n", counts[i].name,
+                counts[i].generation);
+    fprintf(f,
+            "# HELP shed_evictions_total Members evicted from a ring.\n"
+            "# TYPE shed_evictions_total counter\nshed_evictions_total %" PRIu64 "\n",
+            registry_evictions(ctx->reg));
+    char buf[4096]; /* each module's counters */
+    if (ctx->agg != NULL) {
+        struct shed_agg_stats s;
+        shed_agg_stats(ctx->agg, &s);
+        if (shed_agg_stats_text(&s, buf, sizeof(buf)) > 0)
+            fputs(buf, f);
+    }
+    if (ctx->handoff != NULL) {
+        struct shed_handoff_stats s;
+        shed_handoff_stats(ctx->handoff, &s);
+        if (shed_handoff_stats_text(&s, buf, sizeof(buf)) > 0)
+            fputs(buf, f);
+    }
+    if (shed_cluster_metrics(ctx->cluster, buf, sizeof(buf)) > 0)
+        fputs(buf, f);
+    if (shed_guard_metrics(ctx->guard, buf, sizeof(buf)) > 0)
+        fputs(buf, f);
+    bool err = ferror(f) != 0;
+    if (fclose(f) != 0 || err) {
+        free(*out);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
 static bool
 serve_metrics(struct shed_call *c)
 {
-    char *text;
-    size_t len;
-    if (shed_metrics_render(c->ctx->reg, &text, &len) < 0)
+    char *more = NULL, *text;
+    size_t morelen = 0, len;
+    int rc = module_series(c->ctx, &more, &morelen);
+    if (rc == 0)
+        rc = shed_metrics_render(shed_status_uptime_s(c->ctx), more, morelen, &text, &len);
+    free(more);
+    if (rc < 0)
         return answer_text(c, 503, "out of memory\n");
     return answer_owned(c, text, len, "text/plain; version=0.0.4");
 }

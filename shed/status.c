@@ -28,20 +28,17 @@
 #include "shed/metrics.h"
 #include "shed/sync.h"
 
-static _Atomic uint64_t started_mono_ms;
-static _Atomic uint64_t started_real_ms;
-
 void
-shed_status_started(void)
+shed_status_started(struct shed_ctx *ctx)
 {
-    atomic_store(&started_mono_ms, clock_mono_ms());
-    atomic_store(&started_real_ms, clock_real_ns() / 1000000u);
+    ctx->started_mono_ms = clock_mono_ms();
+    ctx->started_real_ms = clock_real_ns() / 1000000u;
 }
 
 uint64_t
-shed_status_uptime_s(void)
+shed_status_uptime_s(const struct shed_ctx *ctx)
 {
-    uint64_t t0 = atomic_load(&started_mono_ms), now = clock_mono_ms();
+    uint64_t t0 = ctx != NULL ? ctx->started_mono_ms : 0, now = clock_mono_ms();
     return t0 != 0 && now > t0 ? (now - t0) / 1000 : 0;
 }
 
@@ -91,7 +88,7 @@ prom_object(const char *text, const char *prefix)
 static json_t *
 sync_json(struct shed_ctx *ctx, uint64_t now_ms)
 {
-    struct shed_sync *s = shed_cluster_sync();
+    struct shed_sync *s = shed_cluster_sync(ctx != NULL ? ctx->cluster : NULL);
     static const size_t max = SHED_SYNC_MAX_TARGETS;
     struct shed_sync_target_info *t;
     uint64_t seq = ctx != NULL && ctx->reg != NULL ? registry_seq(ctx->reg) : 0;
@@ -144,29 +141,37 @@ shed_status_json(struct shed_ctx *ctx, const struct shed_config *cfg, uint64_t n
     for (unsigned bit = 1; bit <= SHED_ROLE_MASTER; bit <<= 1)
         if (cfg->roles & bit)
             json_array_append_new(roles, json_string(shed_role_name(bit)));
-    if (atomic_load(&started_real_ms) != 0)
-        iso_time(atomic_load(&started_real_ms), started, sizeof(started));
+    if (ctx != NULL && ctx->started_real_ms != 0)
+        iso_time(ctx->started_real_ms, started, sizeof(started));
     json_object_set_new(root, "cell", json_string(cfg->cell));
     json_object_set_new(root, "roles", roles);
     json_object_set_new(root, "version", json_string(SHED_VERSION));
-    json_object_set_new(root, "uptime_s", json_integer((json_int_t)shed_status_uptime_s()));
+    json_object_set_new(root, "uptime_s", json_integer((json_int_t)shed_status_uptime_s(ctx)));
     json_object_set_new(root, "started", json_string(started));
     json_object_set_new(root, "sync", sync_json(ctx, now_ms));
     if (shed_etcd_metrics(buf, sizeof(buf)) > 0) /* membership store etcd (docs/etcd.md) */
         json_object_set_new(root, "etcd", prom_object(buf, "shed_etcd_"));
-    struct shed_master *m = shed_cluster_master();
+    struct shed_master *m = shed_cluster_master(ctx != NULL ? ctx->cluster : NULL);
     if (m != NULL)
         json_object_set_new(root, "master", shed_master_status(m, now_ms));
-    json_object_set_new(root, "events", shed_events_json());
+    json_object_set_new(root, "events", shed_events_json(ctx != NULL ? ctx->events : NULL));
     for (int r = 0; r < SHED_HB_COUNT; r++)
         json_object_set_new(hb, shed_metrics_hb_name((enum shed_hb_result)r),
                             json_integer((json_int_t)shed_metrics_heartbeats(r)));
     json_object_set_new(root, "heartbeats", hb);
     if (cfg->roles & SHED_ROLE_AGGREGATOR) {
-        if (shed_agg_metrics(buf, sizeof(buf)) > 0)
-            json_object_set_new(root, "aggregator", prom_object(buf, "shed_agg_"));
-        if (shed_handoff_metrics(buf, sizeof(buf)) > 0)
-            json_object_set_new(root, "handoff", prom_object(buf, "shed_handoff_"));
+        if (ctx != NULL && ctx->agg != NULL) {
+            struct shed_agg_stats s;
+            shed_agg_stats(ctx->agg, &s);
+            if (shed_agg_stats_text(&s, buf, sizeof(buf)) > 0)
+                json_object_set_new(root, "aggregator", prom_object(buf, "shed_agg_"));
+        }
+        if (ctx != NULL && ctx->handoff != NULL) {
+            struct shed_handoff_stats s;
+            shed_handoff_stats(ctx->handoff, &s);
+            if (shed_handoff_stats_text(&s, buf, sizeof(buf)) > 0)
+                json_object_set_new(root, "handoff", prom_object(buf, "shed_handoff_"));
+        }
     }
     return root;
 }

@@ -22,17 +22,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "shed/http.h"
+#include "shed/daemon.h"
 
 #define SHED_STATUS_HTML_MAX    (2u << 20) /* bytes of the page */
 #define SHED_STATUS_MEMBERS_MAX 500        /* member rows per service on the page */
 #define SHED_STATUS_EVENTS_MAX  30         /* event rows on the page */
 
-/* Remember when the daemon started (main, once). */
-void shed_status_started(void);
+/* Record <ctx>'s start time (before any thread starts). */
+void shed_status_started(struct shed_ctx *ctx);
 
 /* Seconds since shed_status_started() (0 before it). */
-uint64_t shed_status_uptime_s(void);
+uint64_t shed_status_uptime_s(const struct shed_ctx *ctx);
 
 /* The status object described above; the caller owns it. <ctx> and <cfg>
  * are read during the call. NULL on allocation failure. */

@@ -120,6 +120,7 @@ struct shed_sync {
     uint32_t lease_ms;
     shed_sync_export_fn *export_fn;
     void (*turn_fn)(void *arg);
+    void *turn_arg;
     void *arg;
     struct target targets[SHED_SYNC_MAX_TARGETS];
     size_t ntargets, nmasters;
@@ -356,7 +357,7 @@ run(void *arg)
             release(s->multi, p);
         }
         if (s->turn_fn != NULL)
-            s->turn_fn(s->arg);
+            s->turn_fn(s->turn_arg);
         uint64_t wait = next > ms ? next - ms : 0;
         curl_multi_poll(s->multi, NULL, 0, (int)(wait < 50 ? wait : 50), NULL);
     }
@@ -451,6 +452,7 @@ shed_sync_start(const struct shed_sync_config *cfg, struct shed_sync **out)
     s->export_fn = cfg->export_fn;
     s->arg = cfg->arg;
     s->turn_fn = cfg->turn_fn;
+    s->turn_arg = cfg->turn_arg;
     for (size_t i = 0; i < cfg->nmasters; i++)
         if ((rc = add_target(s, cfg->masters[i], true)) < 0)
             goto fail;

@@ -87,8 +87,10 @@ struct shed_sync_config {
     shed_sync_export_fn *export_fn;
     void *arg;
     /* Called by the sender thread after every turn of its loop (at least
-     * every 50 ms, and right after acknowledgements arrive). May be NULL. */
+     * every 50 ms, and right after acknowledgements arrive), with
+     * <turn_arg>. May be NULL. */
     void (*turn_fn)(void *arg);
+    void *turn_arg;
 };
 
 struct shed_sync;

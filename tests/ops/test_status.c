@@ -103,11 +103,12 @@ Test(status, page_is_bounded)
 
 Test(status, events_newest_first_folded_bounded)
 {
-    shed_events_clear();
-    shed_events_add(SHED_EV_SUSPECT, "h:1 suspect");
-    shed_events_add(SHED_EV_ESCALATED, "service=%s", "burrow");
-    shed_events_add(SHED_EV_ESCALATED, "service=%s", "burrow");
-    json_t *ev = shed_events_json();
+    struct shed_events *e;
+    cr_assert_eq(shed_events_create(&e), 0);
+    shed_events_add(e, SHED_EV_SUSPECT, "h:1 suspect");
+    shed_events_add(e, SHED_EV_ESCALATED, "service=%s", "burrow");
+    shed_events_add(e, SHED_EV_ESCALATED, "service=%s", "burrow");
+    json_t *ev = shed_events_json(e);
     cr_assert_eq(json_array_size(ev), 2, "a repeat is folded into the newest");
     cr_assert_str_eq(json_string_value(json_object_get(json_array_get(ev, 0), "kind")),
                      "escalated");
@@ -116,11 +117,16 @@ Test(status, events_newest_first_folded_bounded)
                      "h:1 suspect");
     json_decref(ev);
     for (int i = 0; i < 3 * SHED_EVENTS_MAX; i++)
-        shed_events_add(SHED_EV_HEARTBEAT, "refused %d", i);
-    ev = shed_events_json();
+        shed_events_add(e, SHED_EV_HEARTBEAT, "refused %d", i);
+    ev = shed_events_json(e);
     cr_assert_eq(json_array_size(ev), SHED_EVENTS_MAX);
     char want[32];
     snprintf(want, sizeof(want), "refused %d", 3 * SHED_EVENTS_MAX - 1);
     cr_assert_str_eq(json_string_value(json_object_get(json_array_get(ev, 0), "text")), want);
     json_decref(ev);
+    shed_events_clear(e);
+    ev = shed_events_json(e);
+    cr_assert_eq(json_array_size(ev), 0);
+    json_decref(ev);
+    shed_events_destroy(e);
 }
