@@ -40,7 +40,9 @@ struct shed_cluster {
     _Atomic uint64_t lease_ms; /* cfg's lease, for the probe thread */
     struct shed_sync *sync;
     struct shed_master *master;
-    struct shed_hints *hints; /* master role: escalated writes to bring home */
+    struct shed_hints *hints;      /* master role: escalated writes to bring home */
+    struct shed_etcd *etcd;        /* line/aggregator: membership store etcd */
+    struct shed_etcd *etcd_master; /* master: every cell and the hints in etcd */
     struct shed_suspect *suspect;
     struct shed_escalator esc;        /* what shed/route escalates with */
     struct shed_sync_origins origins; /* peers, for the line role */
@@ -84,6 +86,14 @@ shed_cluster_sync_apply(struct shed_cluster *cl, const struct proto_sync_msg *ms
             log_warnx("cluster: no room to push to peer %s", msg->origin);
     }
     return 0;
+}
+
+struct shed_etcd *
+shed_cluster_etcd(const struct shed_cluster *cl)
+{
+    if (cl == NULL)
+        return NULL;
+    return cl->etcd != NULL ? cl->etcd : cl->etcd_master;
 }
 
 const struct shed_escalator *
@@ -141,7 +151,7 @@ shed_cluster_metrics(const struct shed_cluster *cl, char *buf, size_t len)
             o += (size_t)n;
         }
     }
-    o += shed_etcd_metrics(buf + o, len - o);
+    o += shed_etcd_stats(shed_cluster_etcd(cl), buf + o, len - o);
     return o;
 }
 
@@ -167,7 +177,7 @@ probe_done(void *arg, const char *hostport, bool alive)
     shed_sync_kick(cl->sync); /* the verdict reaches the peers now */
 
     /* Membership on etcd: the cell's sheds hear it through etcd. */
-    shed_etcd_probe_failed(hostport, now);
+    shed_etcd_note_probe_failed(cl->etcd, hostport, now);
 }
 
 void
@@ -306,6 +316,11 @@ shed_cluster_start(struct shed_ctx *ctx, const struct shed_config *cfg, struct s
         rc = shed_hints_create(&cl->hints);
         if (rc < 0)
             return rc;
+        if (cfg->membership.store == SHED_STORE_ETCD) {
+            rc = shed_etcd_create_master(cl->master, cl->cfg, cl->origin, &cl->etcd_master);
+            if (rc < 0)
+                return rc;
+        }
     }
     if (cfg->roles & (SHED_ROLE_LINE | SHED_ROLE_AGGREGATOR)) {
         struct shed_suspect_config sc = {.hold_ms = cfg->timings.lease_ms,
@@ -332,7 +347,7 @@ shed_cluster_start(struct shed_ctx *ctx, const struct shed_config *cfg, struct s
                  syc.npeers, syc.npeers == 1 ? "" : "s", syc.nmasters, syc.nmasters == 1 ? "" : "s",
                  cfg->timings.sync_interval_ms);
         if (cfg->membership.store == SHED_STORE_ETCD) {
-            rc = shed_etcd_start(ctx->reg, cl->cfg, cl->origin);
+            rc = shed_etcd_create(ctx->reg, cl->cfg, cl->origin, &cl->etcd);
             if (rc < 0)
                 return rc;
         }
@@ -341,6 +356,7 @@ shed_cluster_start(struct shed_ctx *ctx, const struct shed_config *cfg, struct s
     cl->esc.sync = cl->sync;
     cl->esc.master = cl->master;
     cl->esc.hints = cl->hints;
+    cl->esc.etcd_hints = cl->etcd_master;
     cl->esc.events = ctx->events;
     cl->started = true;
     return 0;
@@ -355,11 +371,15 @@ shed_cluster_reload(struct shed_cluster *cl, const struct shed_config *cfg)
         return;
     if ((cfg->roles ^ old->roles) & (SHED_ROLE_MASTER | SHED_ROLE_LINE | SHED_ROLE_AGGREGATOR))
         log_warnx("cluster: role changes take effect at the next restart");
-    if (memcmp(&cfg->membership, &old->membership, sizeof(cfg->membership)) != 0 ||
-        (cfg->membership.store == SHED_STORE_ETCD &&
-         cfg->timings.lease_ms != old->timings.lease_ms))
-        log_warnx("cluster: membership changes (and the lease the etcd mode uses) take effect "
-                  "at the next restart");
+    if (cl->etcd == NULL && cl->etcd_master == NULL &&
+        cfg->membership.store != old->membership.store)
+        log_warnx("cluster: reload: membership store %s refused: the store changes at the next "
+                  "restart",
+                  cfg->membership.store_name);
+    /* etcd endpoints, prefix, timeouts, lease: the client restarts with
+     * them (or refuses a switch to the built-in store, logged). */
+    shed_etcd_reconfigure(cl->etcd, cfg);
+    shed_etcd_reconfigure(cl->etcd_master, cfg);
     next = malloc(sizeof(*next));
     if (next == NULL) {
         log_warnx("cluster: reload: out of memory, keeping peers, masters and cells");
@@ -418,7 +438,8 @@ shed_cluster_stop(struct shed_cluster *cl)
 {
     if (cl == NULL)
         return;
-    shed_etcd_stop();
+    shed_etcd_destroy(cl->etcd);
+    shed_etcd_destroy(cl->etcd_master);
     shed_sync_stop(cl->sync);
     shed_suspect_destroy(cl->suspect);
     if (cl->started)

@@ -64,6 +64,10 @@ void shed_cluster_failed(struct shed_cluster *cl, const char *hostport, const ch
  * status page; valid between shed_cluster_start() and shed_cluster_stop(). */
 struct shed_sync *shed_cluster_sync(const struct shed_cluster *cl);
 struct shed_master *shed_cluster_master(const struct shed_cluster *cl);
+/* The etcd client (membership store etcd: a line shed's or aggregator's,
+ * else a master's), NULL in the built-in mode or for NULL <cl>. */
+struct shed_etcd *shed_cluster_etcd(const struct shed_cluster *cl);
+
 /* The master's hints (master role; NULL otherwise). */
 struct shed_hints *shed_cluster_hints(const struct shed_cluster *cl);
 

@@ -45,9 +45,9 @@
  * The HTTP/JSON gateway of etcd 3.4 (/v3/kv/range, /v3/kv/put,
  * /v3/kv/deleterange, /v3/lease/grant, /v3/lease/keepalive, /v3/watch),
  * libcurl and jansson, one thread per struct shed_etcd, which the caller
- * creates and destroys (no process-wide state; the shed_etcd_start() family
- * below are thin wrappers around one instance, until the daemon holds its
- * own). Functions are thread-safe.
+ * creates and destroys (the daemon's cluster holds one per role that needs
+ * it: shed_cluster_etcd()). No process-wide state. Functions are
+ * thread-safe.
  *
  * The view (struct shed_etcd_view) is the reader's pure part, exposed for
  * tests: it owns copies of every key's record; view functions are not
@@ -136,18 +136,6 @@ json_t *shed_etcd_hints_fetch(struct shed_etcd *e, size_t limit, uint64_t now_ms
 /* Delete hint <key> (brought home). 0, -ENOENT (already gone), -EINVAL
  * (not a hint of this cell), -EIO / -EPROTO (etcd). */
 int shed_etcd_hint_done(struct shed_etcd *e, const char *key);
-
-/* ---- the old entry points: wrappers around one process-wide instance,
- * kept until the daemon holds its struct shed_etcd (docs/etcd.md) ---- */
-
-int shed_etcd_start(struct registry *reg, const struct shed_config *cfg, const char *origin);
-void shed_etcd_stop(void);
-bool shed_etcd_running(void);
-void shed_etcd_heartbeat(const struct proto_heartbeat *hb, uint64_t now);
-void shed_etcd_deregister(const char *service, size_t slen, const char *id, size_t idlen,
-                          uint64_t incarnation, uint64_t now);
-void shed_etcd_probe_failed(const char *hostport, uint64_t now);
-size_t shed_etcd_metrics(char *buf, size_t len);
 
 /* ---- pure parts, for tests ---- */
 

@@ -24,6 +24,9 @@
 #include "proto/burrow.h"
 #include "proto/token.h"
 #include "ring/ring.h"
+#include "shed/cluster.h"
+#include "shed/etcd.h"
+#include "shed/hints.h"
 #include "shed/rcu.h"
 #include "shed/registry.h"
 #include "shed/route.h"
@@ -496,12 +499,54 @@ sweep_server(struct shed_handoff *h, const struct server *s)
 
 /* ------------------------------------------------------------- hints */
 
+/* Bring the message of hint <o> home (or find it gone): true when the
+ * hint can be forgotten. */
+static bool
+hint_home(struct shed_handoff *h, json_t *o)
+{
+    char url[HANDOFF_URL_MAX], owner[SHED_URL_MAX];
+    const char *svc = json_string_value(json_object_get(o, "service"));
+    const char *path = json_string_value(json_object_get(o, "path"));
+    const char *from = json_string_value(json_object_get(o, "url"));
+    char dec[3 * PROTO_BURROW_ID_MAX + 3];
+    struct proto_burrow_path bp;
+    struct proto_slice ids[3];
+    json_error_t err;
+    long st;
+
+    if (svc == NULL || path == NULL || from == NULL || stopping(h) ||
+        strlen(svc) >= sizeof(h->svc) ||
+        proto_burrow_parse_path(path, strlen(path), dec, sizeof(dec), &bp) != 0 ||
+        bp.level != PROTO_BURROW_MESSAGE)
+        return false;
+    snprintf(h->svc, sizeof(h->svc), "%s", svc);
+    ids[0] = bp.account;
+    ids[1] = bp.queue;
+    ids[2] = bp.message;
+    if (!owner_of(h, ids, owner, sizeof(owner)))
+        return false; /* this cell cannot take it yet: keep the hint */
+    if (url_of(url, sizeof(url), from, ids, 3, "detail=attributes&shed_stamps=1") < 0)
+        return false;
+    st = call(h, "GET", url, NULL, 0, NULL);
+    if (st == 200) {
+        json_t *a = json_loadb(h->resp.p, h->resp.len, 0, &err);
+        uint64_t before = h->moved_this_sweep;
+
+        move(h, from, owner, ids, (long long)json_integer_value(json_object_get(a, "ttl")),
+             (long long)json_integer_value(json_object_get(a, "hide")),
+             (long long)json_integer_value(json_object_get(a, "stamp")));
+        json_decref(a);
+        return h->moved_this_sweep != before; /* not moved (yet): try again later */
+    }
+    return st == 404; /* otherwise the other cell's server did not answer: later */
+}
+
 /* The escalated writes of this cell that master <m> remembers: bring each
  * home (or find it gone) and tell the master. */
 static void
 hints_from(struct shed_handoff *h, const char *m, const char *cell, const char *cred)
 {
-    char url[HANDOFF_URL_MAX], owner[SHED_URL_MAX], cellq[3 * PROTO_TOKEN_NAME_MAX + 8];
+    char url[HANDOFF_URL_MAX], cellq[3 * PROTO_TOKEN_NAME_MAX + 8];
     json_t *root, *arr, *o;
     json_error_t err;
     size_t i;
@@ -515,44 +560,28 @@ hints_from(struct shed_handoff *h, const char *m, const char *cell, const char *
     arr = json_object_get(root, "hints");
     json_array_foreach(arr, i, o)
     {
-        const char *svc = json_string_value(json_object_get(o, "service"));
-        const char *path = json_string_value(json_object_get(o, "path"));
-        const char *from = json_string_value(json_object_get(o, "url"));
         json_int_t seq = json_integer_value(json_object_get(o, "seq"));
-        char dec[3 * PROTO_BURROW_ID_MAX + 3];
-        struct proto_burrow_path bp;
-        struct proto_slice ids[3];
-        long st;
-
-        if (svc == NULL || path == NULL || from == NULL || stopping(h) ||
-            strlen(svc) >= sizeof(h->svc) ||
-            proto_burrow_parse_path(path, strlen(path), dec, sizeof(dec), &bp) != 0 ||
-            bp.level != PROTO_BURROW_MESSAGE)
+        if (!hint_home(h, o))
             continue;
-        snprintf(h->svc, sizeof(h->svc), "%s", svc);
-        ids[0] = bp.account;
-        ids[1] = bp.queue;
-        ids[2] = bp.message;
-        if (!owner_of(h, ids, owner, sizeof(owner)))
-            continue; /* this cell cannot take it yet: keep the hint */
-        if (url_of(url, sizeof(url), from, ids, 3, "detail=attributes&shed_stamps=1") < 0)
-            continue;
-        st = call(h, "GET", url, NULL, 0, NULL);
-        if (st == 200) {
-            json_t *a = json_loadb(h->resp.p, h->resp.len, 0, &err);
-            uint64_t before = h->moved_this_sweep;
-
-            move(h, from, owner, ids, (long long)json_integer_value(json_object_get(a, "ttl")),
-                 (long long)json_integer_value(json_object_get(a, "hide")),
-                 (long long)json_integer_value(json_object_get(a, "stamp")));
-            json_decref(a);
-            if (h->moved_this_sweep == before)
-                continue; /* not moved (yet): try again later */
-        } else if (st != 404) {
-            continue; /* the other cell's server did not answer: later */
-        }
         snprintf(url, sizeof(url), "%s/_shed/v1/hints?cell=%s&seq=%lld", m, cellq, (long long)seq);
         call(h, "DELETE", url, NULL, 0, cred);
+    }
+    json_decref(root);
+}
+
+/* Membership store etcd: the masters wrote this cell's hints to etcd
+ * (docs/etcd.md); each brought home is deleted there. */
+static void
+hints_etcd(struct shed_handoff *h, struct shed_etcd *e)
+{
+    json_t *root = shed_etcd_hints_fetch(e, SHED_HINTS_PAGE_MAX, clock_mono_ms()), *o;
+    size_t i;
+
+    json_array_foreach(json_object_get(root, "hints"), i, o)
+    {
+        const char *key = json_string_value(json_object_get(o, "key"));
+        if (key != NULL && hint_home(h, o))
+            shed_etcd_hint_done(e, key);
     }
     json_decref(root);
 }
@@ -573,6 +602,11 @@ hints(struct shed_handoff *h)
     snprintf(cred, sizeof(cred), "%s", cfg->credential);
     h->timeout_ms = (long)cfg->backend_timeout_ms;
     shed_rcu_leave(t);
+    /* Masters on etcd keep this cell's hints there; masters on the
+     * built-in store keep them in memory (one on etcd answers none). */
+    struct shed_etcd *e = shed_cluster_etcd(h->ctx->cluster);
+    if (e != NULL)
+        hints_etcd(h, e);
     for (size_t i = 0; i < n && !stopping(h); i++)
         hints_from(h, masters[i], cell, cred);
 }

@@ -304,7 +304,8 @@ heartbeat_put(struct shed_call *c, const char *svc, size_t slen, const char *id,
     default:
         return hb_result(c, SHED_HB_FULL, 503, "heartbeat: out of memory\n");
     }
-    shed_etcd_heartbeat(&hb, c->now_ms); /* membership store etcd (no-op otherwise) */
+    /* membership store etcd (a no-op otherwise) */
+    shed_etcd_note_heartbeat(shed_cluster_etcd(c->ctx->cluster), &hb, c->now_ms);
     char buf[256];
     long n = proto_heartbeat_reply_encode(&reply, buf, sizeof(buf));
     if (n < 0)
@@ -340,7 +341,8 @@ heartbeat_delete(struct shed_call *c, const char *svc, size_t slen, const char *
         return hb_result(c, SHED_HB_UNKNOWN, 404, "deregister: no such member\n");
     if (rc == -ESTALE)
         return hb_result(c, SHED_HB_STALE, 409, "deregister: a newer incarnation is registered\n");
-    shed_etcd_deregister(svc, slen, id, idlen, n, c->now_ms);
+    shed_etcd_note_deregister(shed_cluster_etcd(c->ctx->cluster), svc, slen, id, idlen, n,
+                              c->now_ms);
     return hb_result(c, SHED_HB_DEREGISTERED, 200, "deregistered\n");
 }
 

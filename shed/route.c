@@ -18,6 +18,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "proto/token.h"
+#include "shed/etcd.h"
 #include "shed/events.h"
 #include "shed/hints.h"
 #include "shed/master.h"
@@ -746,9 +747,15 @@ hint(const struct shed_escalator *esc, const struct proto_token *tok, const stru
 {
     char path[PROTO_BURROW_PATH_MAX + 1];
 
-    if (esc->hints == NULL || tok->ncells == 0 || t->level != SHED_LEVEL_MESSAGE ||
+    if ((esc->hints == NULL && esc->etcd_hints == NULL) || tok->ncells == 0 ||
+        t->level != SHED_LEVEL_MESSAGE ||
         shed_route_location(path, sizeof(path), "", t->segs, t->nsegs, NULL, NULL) < 0)
         return;
+    if (esc->etcd_hints != NULL) { /* the home cell reads them from etcd */
+        if (shed_etcd_hint_add(esc->etcd_hints, tok->cells[0], t->service, path, url, now_ms) < 0)
+            log_debug("route: master: a hint of cell %s not queued for etcd", tok->cells[0]);
+        return;
+    }
     if (shed_hints_add(esc->hints, tok->cells[0], t->service, path, url, now_ms) < 0)
         log_warnx("route: master: no memory for a hint of cell %s", tok->cells[0]);
 }

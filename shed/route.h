@@ -40,6 +40,7 @@
 struct shed_sync;
 struct shed_master;
 struct shed_hints;
+struct shed_etcd;
 struct shed_events;
 
 #define SHED_ROUTE_SEGS_MAX    256             /* path segments of a stateless service's request */
@@ -49,11 +50,12 @@ struct shed_events;
 /* What escalation needs from the rest of the daemon; every member may be
  * NULL (no escalation: the line role answers 503). Owned by the daemon. */
 struct shed_escalator {
-    struct registry *reg;       /* the escalation sequence of a service */
-    struct shed_sync *sync;     /* line role with masters: who acknowledged what */
-    struct shed_master *master; /* master role in this process: decide in place */
-    struct shed_hints *hints;   /* master role: escalated writes to bring home */
-    struct shed_events *events; /* recent escalations, for the status page */
+    struct registry *reg;         /* the escalation sequence of a service */
+    struct shed_sync *sync;       /* line role with masters: who acknowledged what */
+    struct shed_master *master;   /* master role in this process: decide in place */
+    struct shed_hints *hints;     /* master role: escalated writes to bring home */
+    struct shed_etcd *etcd_hints; /* master on etcd: the hints go there instead */
+    struct shed_events *events;   /* recent escalations, for the status page */
 };
 
 /* Everything routing reads, borrowed for one request. */

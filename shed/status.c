@@ -149,7 +149,8 @@ shed_status_json(struct shed_ctx *ctx, const struct shed_config *cfg, uint64_t n
     json_object_set_new(root, "uptime_s", json_integer((json_int_t)shed_status_uptime_s(ctx)));
     json_object_set_new(root, "started", json_string(started));
     json_object_set_new(root, "sync", sync_json(ctx, now_ms));
-    if (shed_etcd_metrics(buf, sizeof(buf)) > 0) /* membership store etcd (docs/etcd.md) */
+    /* membership store etcd (docs/etcd.md) */
+    if (shed_etcd_stats(shed_cluster_etcd(ctx != NULL ? ctx->cluster : NULL), buf, sizeof(buf)) > 0)
         json_object_set_new(root, "etcd", prom_object(buf, "shed_etcd_"));
     struct shed_master *m = shed_cluster_master(ctx != NULL ? ctx->cluster : NULL);
     if (m != NULL)
