@@ -30,6 +30,7 @@ shed_agg_config_of(const struct shed_config *cfg, bool external, struct shed_agg
 {
     memset(out, 0, sizeof(*out));
     out->list_all = cfg->list_all;
+    out->list_all_running = cfg->list_all_running;
     out->backend_timeout_ms = cfg->backend_timeout_ms;
     out->busy_poll_us = cfg->busy_poll_us;
     out->external = external;
@@ -73,6 +74,7 @@ void
 shed_agg_reconfigure(struct shed_agg *agg, const struct shed_agg_config *cfg)
 {
     atomic_store(&agg->list_all, cfg->list_all);
+    atomic_store(&agg->list_all_max, cfg->list_all_running ? cfg->list_all_running : 2);
     atomic_store(&agg->timeout_ms, cfg->backend_timeout_ms ? cfg->backend_timeout_ms : 2000);
     pthread_mutex_lock(&agg->lock);
     if (agg->fan != NULL)
@@ -291,9 +293,17 @@ agg_finish(struct shed_agg_req *r)
     r->ans.partial = r->partial[0] != '\0' ? r->partial : NULL;
     r->ans.link = r->link[0] != '\0' ? r->link : NULL;
     r->ans.retry_after = r->retry_after ? 1 : 0;
+    agg_uncount_all(r);
     atomic_store(&r->finished, true);
     atomic_fetch_add(&r->agg->n.answered, 1);
     r->done(r->done_arg, &r->ans);
+}
+
+void
+agg_uncount_all(struct shed_agg_req *r)
+{
+    if (atomic_exchange(&r->counted_all, false))
+        atomic_fetch_sub(&r->agg->list_all_now, 1);
 }
 
 void
@@ -897,6 +907,7 @@ shed_agg_req_free(struct shed_agg_req *r)
 static void
 req_destroy(struct shed_agg_req *r)
 {
+    agg_uncount_all(r);
     for (size_t i = 0; i < r->nlists; i++)
         shed_merge_list_clear(&r->lists[i]);
     free(r->lists);

@@ -44,6 +44,7 @@
 
 struct shed_agg_config {
     bool list_all;               /* false: /v1.0 answers 403 */
+    uint32_t list_all_running;   /* /v1.0 lists at once; more answer 503 (0: 2) */
     uint64_t backend_timeout_ms; /* per backend request (0: 2000) */
     uint64_t busy_poll_us;       /* see shed_agg_loop_fd() */
     size_t max_body;             /* bytes accepted from one backend (0: 16 MiB) */

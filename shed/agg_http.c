@@ -76,7 +76,7 @@ collect(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 static bool
 answer_now(struct shed_call *c, unsigned status, const char *text)
 {
-    shed_metrics_response(status);
+    shed_metrics_response(c->ctx->metrics, status);
     shed_http_text(c->conn, status, text);
     return true;
 }
@@ -118,7 +118,7 @@ send_answer(struct shed_call *c, struct agg_ctx *x, const struct shed_agg_answer
         snprintf(ra, sizeof(ra), "%u", a->retry_after);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
-    shed_metrics_response(a->status);
+    shed_metrics_response(c->ctx->metrics, a->status);
     MHD_queue_response(c->conn, a->status, resp);
     MHD_destroy_response(resp);
     return true;

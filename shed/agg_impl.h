@@ -96,6 +96,8 @@ struct shed_agg {
     bool open;               /* under lock: false once shed_agg_stop() began */
     struct shed_fanout *fan; /* NULL once stopped */
     _Atomic bool list_all;
+    _Atomic uint32_t list_all_max; /* list_all_running */
+    _Atomic uint32_t list_all_now; /* /v1.0 lists running */
     _Atomic uint64_t timeout_ms;
     size_t max_probes;
     pthread_mutex_t elock; /* guards empty[] */
@@ -165,9 +167,10 @@ struct shed_agg_req {
     /* request */
     uint64_t now; /* monotonic ms when it arrived */
     enum method m;
-    bool lookup;         /* a single-message lookup (SHED_AGG_LOOKUP_PREFIX) */
-    const char *lmethod; /* its method, as sent to every candidate */
-    uint8_t *lseen;      /* lookup: per batch position 0 pending, 1 done, 2 a 2xx */
+    bool lookup;              /* a single-message lookup (SHED_AGG_LOOKUP_PREFIX) */
+    _Atomic bool counted_all; /* counted in agg->list_all_now until answered */
+    const char *lmethod;      /* its method, as sent to every candidate */
+    uint8_t *lseen;           /* lookup: per batch position 0 pending, 1 done, 2 a 2xx */
     enum proto_burrow_level level;
     char ids[3 * PROTO_BURROW_ID_MAX + 3];
     struct proto_burrow_path path;
@@ -269,6 +272,9 @@ struct batch {
 /* agg.c */
 void agg_answer_empty(struct shed_agg_req *r, int status);
 void agg_answer_text(struct shed_agg_req *r, int status, const char *text);
+/* A list of all accounts that counted against list_all_running stops
+ * counting (when answered, or destroyed unanswered); idempotent. */
+void agg_uncount_all(struct shed_agg_req *r);
 void agg_answer_unavailable(struct shed_agg_req *r, const char *why);
 int agg_batch_add(struct batch *b, const struct shed_agg_req *r, const char *method, uint32_t be,
                   const char *msg, size_t mlen, const struct urlopts *o, uint64_t timeout_ms);

@@ -250,6 +250,16 @@ agg_begin(struct shed_agg_req *r, const struct registry_route *route, const char
         agg_answer_text(r, 403, "listing all accounts is disabled");
         return;
     }
+    if (r->level == PROTO_BURROW_ACCOUNTS) {
+        /* Each one asks every member (docs/aggregator.md, "Listing every
+         * account"): at most list_all_running at once, the rest retry. */
+        uint32_t now = atomic_fetch_add(&r->agg->list_all_now, 1);
+        atomic_store(&r->counted_all, true);
+        if (now >= atomic_load(&r->agg->list_all_max)) {
+            agg_answer_unavailable(r, "too many account lists running, retry later");
+            return;
+        }
+    }
     /* The cursor rides next to the marker (see proto/marker.h). */
     if (query != NULL && r->q.marker.ptr != NULL) {
         const char *p = query, *end = query + qlen;

@@ -189,7 +189,7 @@ shed_cluster_failed(struct shed_cluster *cl, const char *hostport, const char *c
     if (cl->suspect == NULL || client[0] == '\0' || strcmp(client, "?") == 0)
         return;
     if (!registry_host_url(cl->ctx->reg, hostport, url, sizeof(url))) {
-        shed_metrics_failed_unknown(); /* never takes one of the report slots */
+        shed_metrics_failed_unknown(cl->ctx->metrics); /* never takes one of the report slots */
         return;
     }
     /* A report only asks for a look: the probe's verdict decides. */

@@ -31,7 +31,7 @@ static const char path_master[] = "/_shed/v1/master";
 static bool
 text_answer(struct shed_call *c, unsigned status, const char *txt)
 {
-    shed_metrics_response(status);
+    shed_metrics_response(c->ctx->metrics, status);
     shed_http_text(c->conn, status, txt);
     return true;
 }
@@ -41,7 +41,7 @@ json_answer(struct shed_call *c, const char *buf, size_t len)
 {
     if (shed_http_json(c->conn, buf, len) != MHD_YES)
         return text_answer(c, 503, "out of memory\n");
-    shed_metrics_response(200);
+    shed_metrics_response(c->ctx->metrics, 200);
     return true;
 }
 
@@ -157,7 +157,7 @@ serve_hints(struct shed_call *c)
         return text_answer(c, 400, "seq=N required\n");
     if (shed_hints_done(shed_cluster_hints(c->ctx->cluster), cell, seq) < 0)
         return text_answer(c, 404, "no such hint\n");
-    shed_metrics_response(204);
+    shed_metrics_response(c->ctx->metrics, 204);
     shed_http_text(c->conn, 204, "");
     return true;
 }

@@ -720,6 +720,7 @@ static const struct cmd limits_table[] = {
 };
 static const struct cmd aggregation_table[] = {
     {"list_all", set_bool, CFG(list_all), 0, 0, NULL},
+    {"list_all_running", set_u32, CFG(list_all_running), 1, 64, NULL},
     {"backend_timeout", set_duration, CFG(backend_timeout_ms), 1, 600000, NULL},
     {"busy_poll", set_duration_us, CFG(busy_poll_us), 0, 10000, NULL},
     {NULL, NULL, 0, 0, 0, NULL},
@@ -880,6 +881,7 @@ defaults(struct shed_config *cfg)
         .per_source = 1000,
     };
     cfg->list_all = true;
+    cfg->list_all_running = 2;
     cfg->backend_timeout_ms = 2000;
     cfg->busy_poll_us = SHED_BUSY_POLL_DEFAULT_US;
     cfg->log_access_every = 0;

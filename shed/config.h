@@ -134,6 +134,7 @@ struct shed_config {
     uint16_t code_other; /* redirect status for other methods: 307 or 302 */
     struct shed_limits limits;
     bool list_all;               /* aggregation.list_all: false -> 403 on /v1.0 */
+    uint32_t list_all_running;   /* aggregation.list_all_running: /v1.0 lists at once */
     bool ops_credential;         /* /metrics and status pages need the credential */
     uint64_t backend_timeout_ms; /* aggregation.backend_timeout */
     uint64_t busy_poll_us;       /* aggregation.busy_poll (0: off) */

@@ -31,6 +31,7 @@ struct shed_ctx {
     struct shed_handoff *handoff;    /* aggregator role: strays to their owners, or NULL */
     struct shed_events *events;      /* recent events for the status page (shed/events) */
     struct shed_guard *guard;        /* slow and greedy clients (shed/guard) */
+    struct shed_metrics *metrics;    /* the counters of /metrics (shed/metrics) */
     struct shed_access_counters access;
     uint64_t started_mono_ms, started_real_ms; /* set before any thread starts */
     /* Called by the sync thread after each of its turns with

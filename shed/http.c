@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shed/suspect.h"
+#include "proto/hostport.h"
 
 char shed_http_seen;
 
@@ -113,7 +113,7 @@ failed_report(struct MHD_Connection *conn)
     if (v == NULL)
         return NULL;
     size_t len = strlen(v);
-    if (len == 0 || len >= SHED_SUSPECT_HOST_MAX)
+    if (len == 0 || len >= PROTO_HOSTPORT_MAX)
         return NULL;
     for (size_t i = 0; i < len; i++)
         if (!isalnum((unsigned char)v[i]) && strchr(".:-[]", v[i]) == NULL)

@@ -266,7 +266,8 @@ main(int argc, char **argv)
     atomic_init(&ctx.cfg, cfg);
     shed_status_started(&ctx);
     if (shed_park_create(&ctx.park) < 0 || shed_events_create(&ctx.events) < 0 ||
-        shed_guard_create(cfg->limits.connections, &ctx.guard) < 0)
+        shed_guard_create(cfg->limits.connections, &ctx.guard) < 0 ||
+        shed_metrics_create(&ctx.metrics) < 0)
         fatalx("out of memory");
     shed_guard_set(ctx.guard, cfg->limits.header_timeout_ms, cfg->limits.idle_timeout_ms,
                    cfg->limits.per_source);
@@ -320,6 +321,7 @@ main(int argc, char **argv)
     shed_park_destroy(ctx.park);
     shed_events_destroy(ctx.events);
     shed_guard_destroy(ctx.guard);
+    shed_metrics_destroy(ctx.metrics);
     registry_destroy(ctx.reg);
     shed_config_free(atomic_load(&ctx.cfg));
     log_info("stopped");

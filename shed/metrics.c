@@ -35,94 +35,84 @@ static const char *hb_names[SHED_HB_COUNT] = {
 };
 static const char *level_names[SHED_LEVEL_COUNT] = {"message", "list", "any", "lookup"};
 
-static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER;
-static char slot_names[SHED_METRICS_SLOTS][SHED_NAME_MAX];
-static _Atomic unsigned nslots;
+struct shed_metrics {
+    _Atomic uint64_t redirects[SHED_METRICS_SLOTS][SHED_LEVEL_COUNT][2]; /* 302, 307 */
+    _Atomic uint64_t responses[NRESP];
+    _Atomic uint64_t heartbeats[SHED_HB_COUNT];
+    _Atomic uint64_t failed_reports;
+    _Atomic uint64_t failed_unknown;
+    _Atomic uint64_t hist[NHIST + 1];
+    _Atomic uint64_t hist_sum_ns;
+};
 
-static _Atomic uint64_t redirects[SHED_METRICS_SLOTS][SHED_LEVEL_COUNT][2]; /* 302, 307 */
-static _Atomic uint64_t responses[NRESP];
-static _Atomic uint64_t heartbeats[SHED_HB_COUNT];
-static _Atomic uint64_t failed_reports;
-static _Atomic uint64_t failed_unknown;
-static _Atomic uint64_t hist[NHIST + 1];
-static _Atomic uint64_t hist_sum_ns;
-
-unsigned
-shed_metrics_service_slot(const char *name)
+int
+shed_metrics_create(struct shed_metrics **out)
 {
-    pthread_mutex_lock(&slot_mu);
-    unsigned n = atomic_load(&nslots), i;
-    for (i = 0; i < n; i++)
-        if (strcmp(slot_names[i], name) == 0)
-            goto out;
-    if (n == SHED_METRICS_SLOTS - 1) {
-        i = n;
-        snprintf(slot_names[i], SHED_NAME_MAX, "%s", "_other");
-        goto out;
-    }
-    snprintf(slot_names[n], SHED_NAME_MAX, "%s", name);
-    atomic_store(&nslots, n + 1);
-    i = n;
-out:
-    pthread_mutex_unlock(&slot_mu);
-    return i;
+    *out = calloc(1, sizeof(**out));
+    return *out != NULL ? 0 : -ENOMEM;
 }
 
 void
-shed_metrics_redirect(unsigned slot, enum shed_level level, unsigned code)
+shed_metrics_destroy(struct shed_metrics *m)
+{
+    free(m);
+}
+
+void
+shed_metrics_redirect(struct shed_metrics *m, unsigned slot, enum shed_level level, unsigned code)
 {
     if (slot >= SHED_METRICS_SLOTS || level >= SHED_LEVEL_COUNT)
         return;
-    atomic_fetch_add_explicit(&redirects[slot][level][code == 307], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->redirects[slot][level][code == 307], 1, memory_order_relaxed);
 }
 
 void
-shed_metrics_response(unsigned code)
+shed_metrics_response(struct shed_metrics *m, unsigned code)
 {
     size_t i;
     for (i = 0; i < NRESP - 1; i++)
         if (resp_codes[i] == code)
             break;
-    atomic_fetch_add_explicit(&responses[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->responses[i], 1, memory_order_relaxed);
 }
 
 void
-shed_metrics_heartbeat(enum shed_hb_result r)
+shed_metrics_heartbeat(struct shed_metrics *m, enum shed_hb_result r)
 {
     if (r < SHED_HB_COUNT)
-        atomic_fetch_add_explicit(&heartbeats[r], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->heartbeats[r], 1, memory_order_relaxed);
 }
 
 void
-shed_metrics_failed_report(void)
+shed_metrics_failed_report(struct shed_metrics *m)
 {
-    atomic_fetch_add_explicit(&failed_reports, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->failed_reports, 1, memory_order_relaxed);
 }
 
 void
-shed_metrics_failed_unknown(void)
+shed_metrics_failed_unknown(struct shed_metrics *m)
 {
-    atomic_fetch_add_explicit(&failed_unknown, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->failed_unknown, 1, memory_order_relaxed);
 }
 
 void
-shed_metrics_duration(uint64_t ns)
+shed_metrics_duration(struct shed_metrics *m, uint64_t ns)
 {
     size_t i;
     double s = (double)ns / 1e9;
     for (i = 0; i < NHIST; i++)
         if (s <= hist_bounds[i])
             break;
-    atomic_fetch_add_explicit(&hist[i], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&hist_sum_ns, ns, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->hist[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->hist_sum_ns, ns, memory_order_relaxed);
 }
 
 uint64_t
-shed_metrics_redirects(unsigned slot, enum shed_level level, unsigned code)
+shed_metrics_redirects(struct shed_metrics *m, unsigned slot, enum shed_level level, unsigned code)
 {
     if (slot >= SHED_METRICS_SLOTS || level >= SHED_LEVEL_COUNT)
         return 0;
-    return atomic_load(&redirects[slot][level][code == 307]);
+    return atomic_load(&m->redirects[slot][level][code == 307]);
 }
 
 const char *
@@ -132,9 +122,9 @@ shed_metrics_hb_name(enum shed_hb_result r)
 }
 
 uint64_t
-shed_metrics_heartbeats(enum shed_hb_result r)
+shed_metrics_heartbeats(struct shed_metrics *m, enum shed_hb_result r)
 {
-    return r < SHED_HB_COUNT ? atomic_load(&heartbeats[r]) : 0;
+    return r < SHED_HB_COUNT ? atomic_load(&m->heartbeats[r]) : 0;
 }
 
 struct buf {
@@ -180,12 +170,13 @@ bprintf(struct buf *b, const char *fmt, ...)
 }
 
 int
-shed_metrics_render(uint64_t uptime_s, const char *more, size_t morelen, char **out, size_t *len)
+shed_metrics_render(struct shed_metrics *m, const char (*slot_names)[SHED_NAME_MAX], size_t nslots,
+                    uint64_t uptime_s, const char *more, size_t morelen, char **out, size_t *len)
 {
     struct buf b = {.p = malloc(16384), .len = 0, .cap = 16384};
     if (b.p == NULL)
         return -ENOMEM;
-    unsigned n = atomic_load(&nslots);
+    size_t n = nslots < SHED_METRICS_SLOTS ? nslots : SHED_METRICS_SLOTS;
     bprintf(&b,
             "# HELP shed_build_info The shed version; the value is always 1.\n"
             "# TYPE shed_build_info gauge\nshed_build_info{version=\"%s\"} 1\n"
@@ -194,10 +185,10 @@ shed_metrics_render(uint64_t uptime_s, const char *more, size_t morelen, char **
             SHED_VERSION, uptime_s);
     bprintf(&b, "# HELP shed_redirects_total Redirects given.\n"
                 "# TYPE shed_redirects_total counter\n");
-    for (unsigned s = 0; s < n; s++)
+    for (size_t s = 0; s < n; s++)
         for (int l = 0; l < SHED_LEVEL_COUNT; l++)
             for (int c = 0; c < 2; c++) {
-                uint64_t v = atomic_load_explicit(&redirects[s][l][c], memory_order_relaxed);
+                uint64_t v = atomic_load_explicit(&m->redirects[s][l][c], memory_order_relaxed);
                 if (v != 0)
                     bprintf(&b,
                             "shed_redirects_total{service=\"%s\",level=\"%s\",code=\"%d\"} %" PRIu64
@@ -207,7 +198,7 @@ shed_metrics_render(uint64_t uptime_s, const char *more, size_t morelen, char **
     bprintf(&b, "# HELP shed_responses_total Responses that are not redirects.\n"
                 "# TYPE shed_responses_total counter\n");
     for (size_t i = 0; i < NRESP; i++) {
-        uint64_t v = atomic_load_explicit(&responses[i], memory_order_relaxed);
+        uint64_t v = atomic_load_explicit(&m->responses[i], memory_order_relaxed);
         if (v != 0) {
             if (resp_codes[i] != 0)
                 bprintf(&b, "shed_responses_total{code=\"%u\"} %" PRIu64 "\n", resp_codes[i], v);
@@ -219,17 +210,17 @@ shed_metrics_render(uint64_t uptime_s, const char *more, size_t morelen, char **
                 "# TYPE shed_heartbeats_total counter\n");
     for (int i = 0; i < SHED_HB_COUNT; i++)
         bprintf(&b, "shed_heartbeats_total{result=\"%s\"} %" PRIu64 "\n", hb_names[i],
-                atomic_load_explicit(&heartbeats[i], memory_order_relaxed));
+                atomic_load_explicit(&m->heartbeats[i], memory_order_relaxed));
     bprintf(&b,
             "# HELP shed_failed_reports_total Shed-Failed reports from clients.\n"
             "# TYPE shed_failed_reports_total counter\nshed_failed_reports_total %" PRIu64 "\n",
-            atomic_load(&failed_reports));
+            atomic_load(&m->failed_reports));
     bprintf(&b,
             "# HELP shed_failed_reports_unknown_total Shed-Failed reports naming no member's "
             "host:port (ignored).\n"
             "# TYPE shed_failed_reports_unknown_total counter\n"
             "shed_failed_reports_unknown_total %" PRIu64 "\n",
-            atomic_load(&failed_unknown));
+            atomic_load(&m->failed_unknown));
     if (morelen > 0 && !b.err) {
         while (b.cap - b.len <= morelen && !b.err)
             grow(&b);
@@ -242,14 +233,14 @@ shed_metrics_render(uint64_t uptime_s, const char *more, size_t morelen, char **
                 "# TYPE shed_request_duration_seconds histogram\n");
     uint64_t cum = 0;
     for (size_t i = 0; i < NHIST; i++) {
-        cum += atomic_load_explicit(&hist[i], memory_order_relaxed);
+        cum += atomic_load_explicit(&m->hist[i], memory_order_relaxed);
         bprintf(&b, "shed_request_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", hist_bounds[i],
                 cum);
     }
-    cum += atomic_load_explicit(&hist[NHIST], memory_order_relaxed);
+    cum += atomic_load_explicit(&m->hist[NHIST], memory_order_relaxed);
     bprintf(&b, "shed_request_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
     bprintf(&b, "shed_request_duration_seconds_sum %.9f\n",
-            (double)atomic_load(&hist_sum_ns) / 1e9);
+            (double)atomic_load(&m->hist_sum_ns) / 1e9);
     bprintf(&b, "shed_request_duration_seconds_count %" PRIu64 "\n", cum);
     if (b.err) {
         free(b.p);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: ISC */
 /*
- * shed/metrics: Prometheus counters for the daemon. Process-wide, lock-free
- * on the hot path (relaxed atomic adds); rendering reads them with no lock
- * and asks the registry for membership gauges.
+ * shed/metrics: Prometheus counters for the daemon, one set per daemon
+ * (struct shed_ctx.metrics). Lock-free on the hot path (relaxed atomic
+ * adds); rendering reads them with no lock; the /metrics adapter
+ * (shed/ops.c) adds the registry's gauges and the other modules' series.
  *
  * Series: shed_build_info{version} (always 1), shed_uptime_seconds,
  * shed_redirects_total{service,level,code}, shed_responses_total{code},
@@ -22,6 +23,7 @@
 #include <stdint.h>
 
 #include "shed/answer.h"
+#include "shed/config.h"
 
 #define SHED_METRICS_SLOTS 64 /* distinct service names ever seen */
 
@@ -38,28 +40,37 @@ enum shed_hb_result {
     SHED_HB_COUNT,
 };
 
-/* A stable slot for service <name> (same name, same slot, across reloads);
- * SHED_METRICS_SLOTS - 1 collects overflow. */
-unsigned shed_metrics_service_slot(const char *name);
+struct shed_metrics;
 
-void shed_metrics_redirect(unsigned slot, enum shed_level level, unsigned code);
-void shed_metrics_response(unsigned code);
-void shed_metrics_heartbeat(enum shed_hb_result r);
-void shed_metrics_failed_report(void);
+/* One set of counters per daemon (struct shed_ctx.metrics). 0 or -ENOMEM;
+ * destroy(NULL) is a no-op. */
+int shed_metrics_create(struct shed_metrics **out);
+void shed_metrics_destroy(struct shed_metrics *m);
+
+/* A redirect of a service's <slot> (struct registry_route.slot; the
+ * registry keeps the names: registry_slot_names()). */
+void shed_metrics_redirect(struct shed_metrics *m, unsigned slot, enum shed_level level,
+                           unsigned code);
+void shed_metrics_response(struct shed_metrics *m, unsigned code);
+void shed_metrics_heartbeat(struct shed_metrics *m, enum shed_hb_result r);
+void shed_metrics_failed_report(struct shed_metrics *m);
 /* A Shed-Failed report that named no member's host:port. */
-void shed_metrics_failed_unknown(void);
-void shed_metrics_duration(uint64_t ns);
+void shed_metrics_failed_unknown(struct shed_metrics *m);
+void shed_metrics_duration(struct shed_metrics *m, uint64_t ns);
 
-/* Render these counters as Prometheus text, with shed_build_info,
- * shed_uptime_seconds <uptime_s> and the other modules' series <more>
- * (<morelen> bytes, written by the /metrics adapter, shed/ops.c), into a
- * new buffer (*out, *len); the caller frees *out. 0 or -ENOMEM. */
-int shed_metrics_render(uint64_t uptime_s, const char *more, size_t morelen, char **out,
-                        size_t *len);
+/* Render <m> as Prometheus text, with shed_build_info, shed_uptime_seconds
+ * <uptime_s>, the services' names of the <nslots> slots <slot_names>, and
+ * the other modules' series <more> (<morelen> bytes, written by the
+ * /metrics adapter, shed/ops.c), into a new buffer (*out, *len); the caller
+ * frees *out. 0 or -ENOMEM. */
+int shed_metrics_render(struct shed_metrics *m, const char (*slot_names)[SHED_NAME_MAX],
+                        size_t nslots, uint64_t uptime_s, const char *more, size_t morelen,
+                        char **out, size_t *len);
 
-/* Read one counter (tests). */
-uint64_t shed_metrics_redirects(unsigned slot, enum shed_level level, unsigned code);
-uint64_t shed_metrics_heartbeats(enum shed_hb_result r);
+/* Read one counter (tests, status). */
+uint64_t shed_metrics_redirects(struct shed_metrics *m, unsigned slot, enum shed_level level,
+                                unsigned code);
+uint64_t shed_metrics_heartbeats(struct shed_metrics *m, enum shed_hb_result r);
 
 /* The result label of <r> ("ok", "unauthorized", ...). */
 const char *shed_metrics_hb_name(enum shed_hb_result r);

@@ -56,7 +56,7 @@ shed_ops_match(const char *path)
 static bool
 answer_text(struct shed_call *c, unsigned status, const char *txt)
 {
-    shed_metrics_response(status);
+    shed_metrics_response(c->ctx->metrics, status);
     shed_http_text(c->conn, status, txt);
     return true;
 }
@@ -99,7 +99,7 @@ hb_refused(struct shed_call *c, enum shed_hb_result r, unsigned status, const ch
 static bool
 hb_result(struct shed_call *c, enum shed_hb_result r, unsigned status, const char *txt)
 {
-    shed_metrics_heartbeat(r);
+    shed_metrics_heartbeat(c->ctx->metrics, r);
     if (r != SHED_HB_OK && r != SHED_HB_DEREGISTERED)
         hb_refused(c, r, status, txt);
     return answer_text(c, status, txt);
@@ -118,7 +118,7 @@ answer_owned(struct shed_call *c, char *text, size_t len, const char *ctype)
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_queue_response(c->conn, 200, resp);
     MHD_destroy_response(resp);
-    shed_metrics_response(200);
+    shed_metrics_response(c->ctx->metrics, 200);
     return true;
 }
 
@@ -188,8 +188,12 @@ serve_metrics(struct shed_call *c)
     char *more = NULL, *text;
     size_t morelen = 0, len;
     int rc = module_series(c->ctx, &more, &morelen);
-    if (rc == 0)
-        rc = shed_metrics_render(shed_status_uptime_s(c->ctx), more, morelen, &text, &len);
+    if (rc == 0) {
+        char names[SHED_METRICS_SLOTS][SHED_NAME_MAX];
+        size_t n = registry_slot_names(c->ctx->reg, names, SHED_METRICS_SLOTS);
+        rc = shed_metrics_render(c->ctx->metrics, (const char(*)[SHED_NAME_MAX])names, n,
+                                 shed_status_uptime_s(c->ctx), more, morelen, &text, &len);
+    }
     free(more);
     if (rc < 0)
         return answer_text(c, 503, "out of memory\n");
@@ -318,8 +322,8 @@ heartbeat_put(struct shed_call *c, const char *svc, size_t slen, const char *id,
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_queue_response(c->conn, 200, resp);
     MHD_destroy_response(resp);
-    shed_metrics_heartbeat(SHED_HB_OK);
-    shed_metrics_response(200);
+    shed_metrics_heartbeat(c->ctx->metrics, SHED_HB_OK);
+    shed_metrics_response(c->ctx->metrics, 200);
     return true;
 }
 

@@ -194,6 +194,37 @@ remove_member(struct registry *reg, struct service *s, size_t pos)
     reg->total--;
 }
 
+/* The metrics slot of service <name> (same name, same slot, for the
+ * registry's life); the last slot collects overflow. Caller holds mu or
+ * owns <reg> alone. */
+static unsigned
+slot_of(struct registry *reg, const char *name)
+{
+    unsigned i;
+    for (i = 0; i < reg->nslots; i++)
+        if (strcmp(reg->slot_names[i], name) == 0)
+            return i;
+    if (reg->nslots == SHED_METRICS_SLOTS - 1) {
+        snprintf(reg->slot_names[i], SHED_NAME_MAX, "%s", "_other");
+        return i;
+    }
+    snprintf(reg->slot_names[i], SHED_NAME_MAX, "%s", name);
+    reg->nslots++;
+    return i;
+}
+
+size_t
+registry_slot_names(struct registry *reg, char (*out)[SHED_NAME_MAX], size_t max)
+{
+    pthread_mutex_lock(&reg->mu);
+    size_t n = reg->nslots < SHED_METRICS_SLOTS - 1 ? reg->nslots : SHED_METRICS_SLOTS;
+    if (n > max)
+        n = max;
+    memcpy(out, reg->slot_names, n * sizeof(out[0]));
+    pthread_mutex_unlock(&reg->mu);
+    return n;
+}
+
 static int
 service_new(struct registry *reg, const struct shed_service_config *cfg, struct service **out)
 {
@@ -201,7 +232,7 @@ service_new(struct registry *reg, const struct shed_service_config *cfg, struct 
     if (s == NULL)
         return -ENOMEM;
     s->cfg = *cfg;
-    s->slot = shed_metrics_service_slot(cfg->name);
+    s->slot = slot_of(reg, cfg->name);
     struct ring *empty = NULL;
     int rc = ring_build(&cfg->ring, NULL, 0, &empty);
     if (rc < 0) {

@@ -102,6 +102,10 @@ struct registry_counts {
 
 struct registry;
 
+/* The metrics slot names (route->slot indexes them; SHED_METRICS_SLOTS at
+ * most, the last "_other" once full) into <out>; returns how many. */
+size_t registry_slot_names(struct registry *reg, char (*out)[SHED_NAME_MAX], size_t max);
+
 /* Build a registry for <cfg>'s services and timings (<cfg> is copied from,
  * not kept). <seed> seeds the interval jitter. 0 or -ENOMEM / -RING_E*. */
 int registry_create(const struct shed_config *cfg, uint64_t seed, struct registry **out);

@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shed/metrics.h"
 #include "shed/registry.h"
 
 #define GARBAGE_MAX (4 * SHED_MAX_SERVICES + 8)
@@ -112,6 +113,10 @@ struct registry {
     struct tomb *tombs;       /* TOMB_MAX, a ring buffer */
     size_t ntombs, tomb_head; /* tomb_head: oldest */
     uint64_t tomb_horizon;    /* highest seq of a tomb dropped for room */
+    /* Metrics slots (route->slot): every service name ever seen keeps its
+     * slot across reloads; the last one collects overflow ("_other"). */
+    char slot_names[SHED_METRICS_SLOTS][SHED_NAME_MAX];
+    unsigned nslots;
     /* Tests only (NULL in the daemon): called by registry_build() with mu
      * released, after the records were copied and before ring_build(), so
      * a test can change the records in the middle of a build. */

@@ -17,13 +17,13 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/hostport.h"
 #include "proto/token.h"
 #include "shed/etcd.h"
 #include "shed/events.h"
 #include "shed/hints.h"
 #include "shed/master.h"
 #include "shed/metrics.h"
-#include "shed/suspect.h"
 #include "shed/sync.h"
 
 #define WALK_MAX 64 /* handoff candidates looked at beyond the R of a row */
@@ -427,8 +427,8 @@ shed_route_target(enum shed_service_kind kind, const char *path, bool root_ok,
 static bool
 served_at(const struct registry_route *r, uint32_t idx, const char *hostport)
 {
-    char hp[SHED_SUSPECT_HOST_MAX];
-    return shed_suspect_hostport(ring_member_at(r->ring, idx)->url, hp, sizeof(hp)) == 0 &&
+    char hp[PROTO_HOSTPORT_MAX];
+    return proto_hostport(ring_member_at(r->ring, idx)->url, hp, sizeof(hp)) == 0 &&
            strcmp(hp, hostport) == 0;
 }
 
@@ -691,8 +691,8 @@ token_error(struct shed_answer *a, int rc)
     }
 }
 
-/* Verify the request's token, if any. 1 (verified, in *t), 0 (none), or
- * <0 with a 400 already in <a>. */
+/* Verify the request's token, if any, for <service> (NULL: any). 1
+ * (verified, in *t), 0 (none), or <0 with a 400 already in <a>. */
 static int
 token_from_query(const struct shed_router *rt, const struct shed_query *q, const char *service,
                  struct proto_token *t, struct shed_answer *a)
@@ -711,7 +711,7 @@ token_from_query(const struct shed_router *rt, const struct shed_query *q, const
         token_error(a, rc);
         return rc;
     }
-    if (strcmp(t->service, service) != 0) {
+    if (service != NULL && strcmp(t->service, service) != 0) {
         SHED_TEXT(a, 400, txt_tok_service);
         return -EINVAL;
     }
@@ -887,9 +887,13 @@ shed_master_route_request(const struct shed_router *rt, const struct shed_reques
         SHED_TEXT(a, 400, txt_bad_host);
         return;
     }
+    /* A client that followed the line shed's redirect names the master's
+     * address in Host, not NAME.service: without a default service, the
+     * verified token says which service it is. */
+    bool by_token = rc == -ENOENT;
     const struct shed_service_config *sc =
         rc == 0 ? shed_config_service(cfg, t.service, strlen(t.service)) : NULL;
-    if (sc == NULL) {
+    if (sc == NULL && !by_token) {
         SHED_TEXT(a, 404, txt_unknown_service);
         return;
     }
@@ -901,14 +905,24 @@ shed_master_route_request(const struct shed_router *rt, const struct shed_reques
         SHED_TEXT(a, 405, txt_method);
         return;
     }
-    rc = token_from_query(rt, req->q, t.service, &tok, a);
+    rc = token_from_query(rt, req->q, by_token ? NULL : t.service, &tok, a);
     if (rc < 0)
         return;
     if (rc == 0) {
         SHED_TEXT(a, 400, txt_tok_missing);
         return;
     }
-    *slot = shed_metrics_service_slot(t.service);
+    if (by_token) {
+        snprintf(t.service, sizeof(t.service), "%s", tok.service);
+        sc = shed_config_service(cfg, t.service, strlen(t.service));
+        if (sc == NULL) {
+            SHED_TEXT(a, 404, txt_unknown_service);
+            return;
+        }
+    }
+    const struct registry_route *r =
+        rt->view != NULL ? registry_route_find(rt->view, t.service, strlen(t.service)) : NULL;
+    *slot = r != NULL ? r->slot : SHED_METRICS_SLOTS - 1;
     if (shed_route_target(sc->kind, req->path, false, &t, a) < 0)
         return;
     *level = t.level;

@@ -42,9 +42,9 @@ static bool
 send_answer(struct shed_call *c, const struct shed_answer *a, unsigned slot, enum shed_level level)
 {
     if (a->location_len > 0)
-        shed_metrics_redirect(slot, level, a->status);
+        shed_metrics_redirect(c->ctx->metrics, slot, level, a->status);
     else
-        shed_metrics_response(a->status);
+        shed_metrics_response(c->ctx->metrics, a->status);
     shed_http_answer(c->conn, a);
     return true;
 }
@@ -65,7 +65,7 @@ shed_line_handle(struct shed_call *c)
     router_of(c, &rt);
     if (q.avoid != NULL) {
         char client[64];
-        shed_metrics_failed_report();
+        shed_metrics_failed_report(c->ctx->metrics);
         shed_client_addr(c->conn, client, sizeof(client));
         shed_cluster_failed(c->ctx->cluster, q.avoid, client, c->now_ms);
     }

@@ -112,7 +112,7 @@ dispatch(struct shed_call *c)
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
         if ((c->cfg->roles & table[i].roles) && table[i].match(c->path) && table[i].fn(c))
             return true;
-    shed_metrics_response(404);
+    shed_metrics_response(c->ctx->metrics, 404);
     shed_http_text(c->conn, 404, "not found\n");
     return true;
 }
@@ -130,7 +130,7 @@ handler(void *cls, struct MHD_Connection *conn, const char *url, const char *met
     if (shed_guard_target(conn, version, &url, &why) < 0) {
         if (*con_cls != NULL)
             return MHD_NO; /* answered on the first call already */
-        shed_metrics_response(400);
+        shed_metrics_response(ctx->metrics, 400);
         shed_http_text(conn, 400, why);
         atomic_fetch_add(&srv->inflight, 1); /* completed() takes it back */
         *con_cls = SHED_HTTP_SEEN;
@@ -159,7 +159,7 @@ handler(void *cls, struct MHD_Connection *conn, const char *url, const char *met
     bool queued = dispatch(&c);
     shed_rcu_leave(tok);
     if (*con_cls == NULL || !c.first)
-        shed_metrics_duration(clock_mono_ns() - t0);
+        shed_metrics_duration(ctx->metrics, clock_mono_ns() - t0);
     if (*con_cls == NULL)
         *con_cls = SHED_HTTP_SEEN; /* any later call of this request is not its first */
     return queued ? MHD_YES : MHD_NO;

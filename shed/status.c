@@ -156,9 +156,9 @@ shed_status_json(struct shed_ctx *ctx, const struct shed_config *cfg, uint64_t n
     if (m != NULL)
         json_object_set_new(root, "master", shed_master_status(m, now_ms));
     json_object_set_new(root, "events", shed_events_json(ctx != NULL ? ctx->events : NULL));
-    for (int r = 0; r < SHED_HB_COUNT; r++)
+    for (int r = 0; r < SHED_HB_COUNT && ctx != NULL && ctx->metrics != NULL; r++)
         json_object_set_new(hb, shed_metrics_hb_name((enum shed_hb_result)r),
-                            json_integer((json_int_t)shed_metrics_heartbeats(r)));
+                            json_integer((json_int_t)shed_metrics_heartbeats(ctx->metrics, r)));
     json_object_set_new(root, "heartbeats", hb);
     if (cfg->roles & SHED_ROLE_AGGREGATOR) {
         if (ctx != NULL && ctx->agg != NULL) {

@@ -412,9 +412,3 @@ out:
     pthread_mutex_unlock(&s->lock);
     return rc;
 }
-
-int
-shed_suspect_hostport(const char *url, char *out, size_t outlen)
-{
-    return proto_hostport(url, out, outlen);
-}

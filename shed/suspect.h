@@ -107,7 +107,4 @@ int shed_suspect_probe(struct shed_suspect *s, const char *hostport, const char 
  * within <timeout_ms>, else -EHOSTDOWN. */
 int shed_suspect_probe_sync(const char *url, uint64_t timeout_ms);
 
-/* proto_hostport() under its older name (shed/line and the tests use it). */
-int shed_suspect_hostport(const char *url, char *out, size_t outlen);
-
 #endif /* SHED_SUSPECT_H */

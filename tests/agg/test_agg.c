@@ -6,16 +6,20 @@
  * servers are all dead (503, Retry-After, Shed-Partial naming each), a
  * list of every server of a 200-server cell (asked in slices), the
  * engine's counters and its stop. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ring/ring.h"
 #include "shed/agg.h"
@@ -303,6 +307,9 @@ struct big_cell {
     _Atomic uint32_t *load;
 };
 
+/* Where big_cell()'s members are: nothing listens there. */
+static const char *big_cell_url = "http://127.0.0.1:1";
+
 static void
 big_cell(struct big_cell *c, size_t n, char prefix, uint32_t buckets)
 {
@@ -317,7 +324,7 @@ big_cell(struct big_cell *c, size_t n, char prefix, uint32_t buckets)
     cr_assert(c->live != NULL && c->load != NULL);
     for (size_t i = 0; i < n; i++) {
         snprintf(ids[i], sizeof(ids[i]), "%c%04zu", prefix, i);
-        m[i] = (struct ring_member){ids[i], "http://127.0.0.1:1", "", 100};
+        m[i] = (struct ring_member){ids[i], big_cell_url, "", 100};
     }
     ring_config_default(&cfg);
     cfg.buckets = buckets;
@@ -362,6 +369,56 @@ Test(agg, list_all_asks_every_server_in_slices)
     cr_assert_eq(strncmp(hdr, "200 of 200 backends unreachable: s0000,s0001", 44), 0, "%s", hdr);
     cr_assert_eq(backend_errors() - before, 200, "every server asked once");
     big_cell_free(&c);
+}
+
+/* GET /v1.0 asks every member: at most aggregation.list_all_running run at
+ * once; one more is answered 503 with Retry-After (no backend asked), and
+ * once the first is done the next one runs again. */
+Test(agg, list_all_runs_at_most_list_all_running_at_once)
+{
+    struct big_cell c;
+    struct shed_agg_config ac = {
+        .list_all = true, .list_all_running = 1, .backend_timeout_ms = 500};
+    struct wait w1 = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
+    struct shed_agg_request rq = {0};
+    struct shed_agg_req *first;
+    char hdr[1024], url[64];
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+
+    /* Members that take the connection and never answer: the first list
+     * runs until backend_timeout, certainly while the second starts. */
+    cr_assert(lfd >= 0 && bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+              listen(lfd, 1024) == 0 && getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+    big_cell_url = url;
+    big_cell(&c, 200, 'r', 1024);
+    big_cell_url = "http://127.0.0.1:1";
+    shed_agg_reconfigure(agg, &ac);
+    rq.method = "GET";
+    rq.path = "/v1.0";
+    rq.plen = 5;
+    rq.service = "burrow";
+    rq.route = &route;
+    /* The first counts until it is answered. */
+    uint64_t before = backend_errors();
+    cr_assert_eq(shed_agg_start(agg, &rq, on_done, &w1, &first), 0);
+    cr_assert_eq(run("GET", "/v1.0", NULL, "Retry-After", hdr, sizeof(hdr)), 503);
+    cr_assert_str_eq(hdr, "1");
+    pthread_mutex_lock(&w1.lock);
+    while (!w1.done)
+        pthread_cond_wait(&w1.cond, &w1.lock);
+    pthread_mutex_unlock(&w1.lock);
+    cr_assert_eq(w1.status, 503);
+    cr_assert_not_null(shed_agg_answer(first)->partial, "the first one asked the servers");
+    shed_agg_req_free(first);
+    cr_assert_eq(backend_errors() - before, 200, "only the first one asked (200 servers)");
+    /* Answered: the next one runs. */
+    cr_assert_eq(run("GET", "/v1.0", NULL, "Shed-Partial", hdr, sizeof(hdr)), 503);
+    cr_assert_eq(strncmp(hdr, "200 of 200 backends unreachable", 31), 0, "%s", hdr);
+    big_cell_free(&c);
+    close(lfd);
 }
 
 /* ------------------------------------------------------------------

@@ -148,22 +148,6 @@ Test(suspect, tables_are_bounded)
     shed_suspect_destroy(s);
 }
 
-Test(suspect, hostport)
-{
-    char out[64];
-
-    cr_assert_eq(shed_suspect_hostport("http://127.0.0.1:9001", out, sizeof(out)), 0);
-    cr_assert_str_eq(out, "127.0.0.1:9001");
-    cr_assert_eq(shed_suspect_hostport("http://h/x?y", out, sizeof(out)), 0);
-    cr_assert_str_eq(out, "h:80");
-    cr_assert_eq(shed_suspect_hostport("http://[::1]:81/", out, sizeof(out)), 0);
-    cr_assert_str_eq(out, "[::1]:81");
-    cr_assert_eq(shed_suspect_hostport("http://[::1]", out, sizeof(out)), 0);
-    cr_assert_str_eq(out, "[::1]:80");
-    cr_assert_eq(shed_suspect_hostport("ftp://h", out, sizeof(out)), -EINVAL);
-    cr_assert_eq(shed_suspect_hostport("http://abcdefgh:1", out, 5), -ERANGE);
-}
-
 /* A one-shot HTTP server on a loopback port for the probe. */
 static void *
 serve_once(void *arg)

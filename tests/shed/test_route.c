@@ -414,14 +414,22 @@ Test(route, escalation_in_place_to_the_other_cell)
 }
 
 static void
-master_route(const struct fixture *f, const struct shed_escalator *esc, enum shed_method m,
-             const char *path, const struct shed_query *q, struct shed_answer *a)
+master_route_host(const struct fixture *f, const struct shed_escalator *esc, enum shed_method m,
+                  const char *host, const char *path, const struct shed_query *q,
+                  struct shed_answer *a)
 {
     struct shed_router rt = {.cfg = f->cfg, .esc = esc, .unix_s = 1000};
-    struct shed_request req = {.m = m, .host = "burrow.service", .path = path, .q = q, .now_ms = 5};
+    struct shed_request req = {.m = m, .host = host, .path = path, .q = q, .now_ms = 5};
     unsigned slot;
     enum shed_level level;
     shed_master_route_request(&rt, &req, a, &slot, &level);
+}
+
+static void
+master_route(const struct fixture *f, const struct shed_escalator *esc, enum shed_method m,
+             const char *path, const struct shed_query *q, struct shed_answer *a)
+{
+    master_route_host(f, esc, m, "burrow.service", path, q, a);
 }
 
 /* The master role: a token is required and checked; with one, the request
@@ -455,6 +463,16 @@ Test(route, master_needs_a_token_and_skips_visited_cells)
     }
     master_route(&f, &esc, SHED_M_OTHER, "/v1.0/acct/q/m1", &q, &a);
     cr_assert_eq(a.status, 405);
+    /* A client that followed the redirect sends the master's address as
+     * Host: the verified token names the service (no default_service). */
+    master_route_host(&f, &esc, SHED_M_GET, "10.0.0.31:80", "/v1.0/acct/q/m1", &q, &a);
+    cr_assert_eq(a.status, 302, "%u", a.status);
+    cr_assert(strncmp(a.location, "http://b-", 9) == 0, "%s", a.location);
+    /* Without a token there is no service to take: 400. */
+    struct shed_query none;
+    shed_query_init(&none);
+    master_route_host(&f, &esc, SHED_M_GET, "10.0.0.31:80", "/v1.0/acct/q/m1", &none, &a);
+    cr_assert_eq(a.status, 400);
     master_route(&f, &esc, SHED_M_GET, "/", &q, &a);
     cr_assert_eq(a.status, 404);
 
