@@ -863,13 +863,13 @@ shed_agg_start(struct shed_agg *agg, const struct shed_agg_request *rq, shed_agg
     *out = r;
     if (route == NULL && rq->service != NULL && agg->reg != NULL) {
         /* The route is read only while the request starts (its snapshot). */
-        tok = shed_rcu_enter();
+        tok = shed_rcu_enter(registry_rcu(agg->reg));
         in_view = true;
         route = registry_route_find(registry_view(agg->reg), rq->service, strlen(rq->service));
     }
     agg_begin(r, route, rq->method, rq->path, rq->plen, query, qlen);
     if (in_view)
-        shed_rcu_leave(tok);
+        shed_rcu_leave(registry_rcu(agg->reg), tok);
     pthread_mutex_unlock(&agg->lock);
     return 0;
 }

@@ -282,7 +282,7 @@ pace(struct shed_handoff *h)
 static bool
 owner_of(struct shed_handoff *h, const struct proto_slice *ids, char *url, size_t cap)
 {
-    unsigned t = shed_rcu_enter();
+    unsigned t = shed_rcu_enter(registry_rcu(h->ctx->reg));
     const struct registry_view *v = registry_view(h->ctx->reg);
     const struct registry_route *r = registry_route_find(v, h->svc, strlen(h->svc));
     bool ok = false;
@@ -298,7 +298,7 @@ owner_of(struct shed_handoff *h, const struct proto_slice *ids, char *url, size_
             ok = true;
         }
     }
-    shed_rcu_leave(t);
+    shed_rcu_leave(registry_rcu(h->ctx->reg), t);
     return ok;
 }
 
@@ -307,7 +307,7 @@ owner_of(struct shed_handoff *h, const struct proto_slice *ids, char *url, size_
 static size_t
 servers_of(struct shed_handoff *h)
 {
-    unsigned t = shed_rcu_enter();
+    unsigned t = shed_rcu_enter(registry_rcu(h->ctx->reg));
     const struct registry_view *v = registry_view(h->ctx->reg);
     const struct registry_route *r = registry_route_find(v, h->svc, strlen(h->svc));
     size_t n = 0;
@@ -322,7 +322,7 @@ servers_of(struct shed_handoff *h)
                  ring_member_at(r->ring, i)->url);
         n++;
     }
-    shed_rcu_leave(t);
+    shed_rcu_leave(registry_rcu(h->ctx->reg), t);
     return n;
 }
 
@@ -592,7 +592,7 @@ hints(struct shed_handoff *h)
     char masters[SHED_MAX_URLS][SHED_URL_MAX], cell[SHED_NAME_MAX];
     char cred[SHED_CREDENTIAL_MAX];
     size_t n;
-    unsigned t = shed_rcu_enter();
+    unsigned t = shed_rcu_enter(registry_rcu(h->ctx->reg));
     const struct shed_config *cfg = atomic_load(&h->ctx->cfg);
 
     n = cfg->nmasters;
@@ -601,7 +601,7 @@ hints(struct shed_handoff *h)
     snprintf(cell, sizeof(cell), "%s", cfg->cell);
     snprintf(cred, sizeof(cred), "%s", cfg->credential);
     h->timeout_ms = (long)cfg->backend_timeout_ms;
-    shed_rcu_leave(t);
+    shed_rcu_leave(registry_rcu(h->ctx->reg), t);
     /* Masters on etcd keep this cell's hints there; masters on the
      * built-in store keep them in memory (one on etcd answers none). */
     struct shed_etcd *e = shed_cluster_etcd(h->ctx->cluster);
@@ -618,7 +618,7 @@ hints(struct shed_handoff *h)
 static size_t
 services(struct shed_handoff *h, char names[][SHED_NAME_MAX], uint64_t *sig)
 {
-    unsigned t = shed_rcu_enter();
+    unsigned t = shed_rcu_enter(registry_rcu(h->ctx->reg));
     const struct registry_view *v = registry_view(h->ctx->reg);
     size_t n = 0;
 
@@ -633,18 +633,18 @@ services(struct shed_handoff *h, char names[][SHED_NAME_MAX], uint64_t *sig)
         if (r->settle != NULL)
             *sig = *sig * 1000003u + atomic_load(&r->settle->changes);
     }
-    shed_rcu_leave(t);
+    shed_rcu_leave(registry_rcu(h->ctx->reg), t);
     return n;
 }
 
 static void
 sweep(struct shed_handoff *h, char names[][SHED_NAME_MAX], size_t nsvc)
 {
-    unsigned t = shed_rcu_enter();
+    unsigned t = shed_rcu_enter(registry_rcu(h->ctx->reg));
     const struct shed_config *cfg = atomic_load(&h->ctx->cfg);
 
     h->timeout_ms = (long)cfg->backend_timeout_ms;
-    shed_rcu_leave(t);
+    shed_rcu_leave(registry_rcu(h->ctx->reg), t);
     uint64_t t0 = clock_mono_ns();
     h->moved_this_sweep = 0;
     h->seen_this_sweep = 0;

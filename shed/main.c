@@ -186,7 +186,7 @@ reload(struct shed_ctx *ctx, const char *path)
     shed_guard_set(ctx->guard, next->limits.header_timeout_ms, next->limits.idle_timeout_ms,
                    next->limits.per_source);
     log_info("config: reloaded %s%s%s", path, what[0] ? ": " : "", what);
-    shed_rcu_synchronize();
+    shed_rcu_synchronize(registry_rcu(ctx->reg));
     shed_config_free(old);
 }
 

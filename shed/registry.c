@@ -213,6 +213,12 @@ slot_of(struct registry *reg, const char *name)
     return i;
 }
 
+struct shed_rcu *
+registry_rcu(struct registry *reg)
+{
+    return &reg->rcu;
+}
+
 size_t
 registry_slot_names(struct registry *reg, char (*out)[SHED_NAME_MAX], size_t max)
 {
@@ -288,6 +294,7 @@ registry_create(const struct shed_config *cfg, uint64_t seed, struct registry **
     if (reg == NULL)
         return -ENOMEM;
     pthread_mutex_init(&reg->build_mu, NULL);
+    shed_rcu_init(&reg->rcu);
     pthread_mutex_init(&reg->mu, NULL);
     set_params(reg, cfg);
     reg->tombs = calloc(TOMB_MAX, sizeof(*reg->tombs));
@@ -305,7 +312,7 @@ registry_create(const struct shed_config *cfg, uint64_t seed, struct registry **
     }
     struct retired rt = {0};
     rc = registry_publish(reg, &rt);
-    registry_retire(&rt);
+    registry_retire(reg, &rt);
     if (rc < 0)
         goto fail;
     *out = reg;
@@ -336,6 +343,7 @@ registry_destroy(struct registry *reg)
         service_free(reg->svcs[i]);
     pthread_mutex_destroy(&reg->mu);
     pthread_mutex_destroy(&reg->build_mu);
+    shed_rcu_fini(&reg->rcu);
     free(reg->tombs);
     free(reg);
 }
@@ -615,7 +623,7 @@ registry_tick(struct registry *reg, uint64_t now)
         changed = false;
     }
     pthread_mutex_unlock(&reg->mu);
-    registry_retire(&rt);
+    registry_retire(reg, &rt);
     pthread_mutex_unlock(&reg->build_mu);
     return changed;
 }
@@ -698,7 +706,7 @@ registry_reconfigure(struct registry *reg, const struct shed_config *cfg, uint64
     rc = registry_publish(reg, &rt);
 out:
     pthread_mutex_unlock(&reg->mu);
-    registry_retire(&rt);
+    registry_retire(reg, &rt);
     pthread_mutex_unlock(&reg->build_mu);
 #undef NOTE
     return rc;

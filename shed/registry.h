@@ -23,10 +23,10 @@
  * and previous ring, generation, digest, header text) published with an
  * atomic pointer. Readers take no lock:
  *
- *     unsigned t = shed_rcu_enter();
+ *     unsigned t = shed_rcu_enter(registry_rcu(reg));
  *     const struct registry_view *v = registry_view(reg);
  *     ... use v, route->live[], route->load[] ...
- *     shed_rcu_leave(t);
+ *     shed_rcu_leave(registry_rcu(reg), t);
  *
  * Liveness changes do not rebuild anything: they are atomic stores into the
  * current generation's live[] array (indexed like ring_member_at()).
@@ -104,6 +104,10 @@ struct registry;
 
 /* The metrics slot names (route->slot indexes them; SHED_METRICS_SLOTS at
  * most, the last "_other" once full) into <out>; returns how many. */
+/* The read-side domain of the views (shed/rcu), also the daemon's for its
+ * config: valid for the registry's life. */
+struct shed_rcu *registry_rcu(struct registry *reg);
+
 size_t registry_slot_names(struct registry *reg, char (*out)[SHED_NAME_MAX], size_t max);
 
 /* Build a registry for <cfg>'s services and timings (<cfg> is copied from,

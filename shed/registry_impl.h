@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "shed/metrics.h"
+#include "shed/rcu.h"
 #include "shed/registry.h"
 
 #define GARBAGE_MAX (4 * SHED_MAX_SERVICES + 8)
@@ -95,6 +96,7 @@ struct service {
 
 struct registry {
     pthread_mutex_t build_mu; /* one build at a time; taken before mu */
+    struct shed_rcu rcu;      /* readers of the views (registry_rcu()) */
     pthread_mutex_t mu;       /* everything below but the atomics */
     struct shed_timings t;
     uint32_t max_members;
@@ -160,7 +162,7 @@ int registry_publish(struct registry *reg, struct retired *rt);
 
 /* Wait for readers, then free what <rt> holds. The caller may hold
  * build_mu, never mu. */
-void registry_retire(struct retired *rt);
+void registry_retire(struct registry *reg, struct retired *rt);
 
 /* Rebuild the ring of every dirty service. The caller holds build_mu and
  * mu; mu is released while the rings are built and held again on return.

@@ -107,11 +107,11 @@ ring_header(const struct ring_config *rc, char *buf, size_t len)
 }
 
 void
-registry_retire(struct retired *rt)
+registry_retire(struct registry *reg, struct retired *rt)
 {
     if (rt->view == NULL && rt->np == 0 && rt->nr == 0)
         return;
-    shed_rcu_synchronize();
+    shed_rcu_synchronize(&reg->rcu);
     if (rt->view != NULL) {
         free(rt->view->routes);
         free(rt->view);

@@ -136,7 +136,7 @@ handler(void *cls, struct MHD_Connection *conn, const char *url, const char *met
         *con_cls = SHED_HTTP_SEEN;
         return MHD_YES;
     }
-    unsigned tok = shed_rcu_enter();
+    unsigned tok = shed_rcu_enter(registry_rcu(ctx->reg));
     struct shed_call c = {
         .ctx = ctx,
         .cfg = atomic_load(&ctx->cfg),
@@ -157,7 +157,7 @@ handler(void *cls, struct MHD_Connection *conn, const char *url, const char *met
         shed_guard_request(conn);            /* its headers are complete */
     }
     bool queued = dispatch(&c);
-    shed_rcu_leave(tok);
+    shed_rcu_leave(registry_rcu(ctx->reg), tok);
     if (*con_cls == NULL || !c.first)
         shed_metrics_duration(ctx->metrics, clock_mono_ns() - t0);
     if (*con_cls == NULL)

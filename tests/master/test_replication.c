@@ -53,7 +53,7 @@ beat(struct registry *reg, int i, uint64_t now)
 static void
 digest(struct registry *reg, char out[33], size_t *nlive)
 {
-    unsigned t = shed_rcu_enter();
+    unsigned t = shed_rcu_enter(registry_rcu(reg));
     const struct registry_route *r = registry_route_find(registry_view(reg), "burrow", 6);
     cr_assert_not_null(r);
     memcpy(out, r->digest, 33);
@@ -61,7 +61,7 @@ digest(struct registry *reg, char out[33], size_t *nlive)
     for (size_t i = 0; i < ring_size(r->ring); i++)
         if (atomic_load(&r->live[i]) == REGISTRY_UP)
             (*nlive)++;
-    shed_rcu_leave(t);
+    shed_rcu_leave(registry_rcu(reg), t);
 }
 
 /* Export from <from> since <since> and apply to <to>; returns the seq. */

@@ -77,7 +77,7 @@ look(struct registry *reg)
     memset(&s, 0, sizeof(s));
     for (int i = 0; i < 16; i++)
         s.live[i] = -1;
-    unsigned t = shed_rcu_enter();
+    unsigned t = shed_rcu_enter(registry_rcu(reg));
     const struct registry_route *r = registry_route_find(registry_view(reg), "burrow", 6);
     cr_assert_not_null(r);
     s.gen = r->generation;
@@ -87,7 +87,7 @@ look(struct registry *reg)
         const char *id = ring_member_at(r->ring, (uint32_t)i)->id;
         s.live[id[1] - '0'] = atomic_load(&r->live[i]);
     }
-    shed_rcu_leave(t);
+    shed_rcu_leave(registry_rcu(reg), t);
     return s;
 }
 
@@ -271,10 +271,10 @@ Test(registry, reconfigure_keeps_members_and_rebuilds_changed_rings)
     struct snap s = look(reg);
     cr_assert_eq(s.size, 2, "members kept");
     cr_assert_eq(s.gen, gen + 1);
-    unsigned t = shed_rcu_enter();
+    unsigned t = shed_rcu_enter(registry_rcu(reg));
     const struct registry_route *r = registry_route_find(registry_view(reg), "burrow", 6);
     cr_assert_eq(ring_config(r->ring)->buckets, 32);
-    shed_rcu_leave(t);
+    shed_rcu_leave(registry_rcu(reg), t);
     shed_config_free(c);
     /* Same config again: nothing changes. */
     c = config(text);
@@ -481,12 +481,12 @@ Test(registry, heartbeats_do_not_wait_for_a_ring_build, .timeout = 120)
         fprintf(stderr, "registry: round %d tick_ms=%.1f heartbeat_max_ms=%.2f heartbeats=%u\n",
                 round, build_ms[round], hb_ms[round], b.count);
     }
-    unsigned t = shed_rcu_enter();
+    unsigned t = shed_rcu_enter(registry_rcu(reg));
     const struct registry_route *r = registry_route_find(registry_view(reg), "burrow", 6);
     cr_assert_eq(ring_size(r->ring), N);
     cr_assert_eq(r->generation, ROUNDS);
     cr_assert_eq(ring_member_at(r->ring, 0)->weight, ROUNDS);
-    shed_rcu_leave(t);
+    shed_rcu_leave(registry_rcu(reg), t);
     /* Medians of the rounds: the machine is shared, so one descheduled
      * heartbeat must not fail the test; a lock held for the build would. */
     double mb = median(build_ms, ROUNDS), mh = median(hb_ms, ROUNDS);
@@ -521,12 +521,12 @@ weight_of(struct registry *reg, int n)
 {
     char id[3] = {'b', (char)('0' + n), 0};
     uint32_t w = 0;
-    unsigned t = shed_rcu_enter();
+    unsigned t = shed_rcu_enter(registry_rcu(reg));
     const struct registry_route *r = registry_route_find(registry_view(reg), "burrow", 6);
     uint32_t idx = ring_find(r->ring, id);
     if (idx != RING_NONE)
         w = ring_member_at(r->ring, idx)->weight;
-    shed_rcu_leave(t);
+    shed_rcu_leave(registry_rcu(reg), t);
     return w;
 }
 
@@ -738,13 +738,13 @@ churn_read(void *arg)
     struct churner *c = arg;
     unsigned long sum = 0;
     while (!atomic_load(c->stop)) {
-        unsigned t = shed_rcu_enter();
+        unsigned t = shed_rcu_enter(registry_rcu(c->reg));
         const struct registry_route *r = registry_route_find(registry_view(c->reg), "burrow", 6);
         uint32_t row[RING_MAX_R];
         size_t n = ring_row(r->ring, (uint32_t)(churn_rand(&c->rng) % 4096), row);
         for (size_t i = 0; i < n; i++)
             sum += atomic_load(&r->live[row[i]]) + ring_member_at(r->ring, row[i])->weight;
-        shed_rcu_leave(t);
+        shed_rcu_leave(registry_rcu(c->reg), t);
     }
     c->err = sum == 0 ? -1 : 0; /* routed at least once */
     return NULL;
@@ -791,7 +791,7 @@ Test(registry, concurrent_churn_converges, .timeout = 120)
     registry_tick(reg, 100);
     cr_assert_not(registry_tick(reg, 100), "the ring matches the records");
     size_t want = 0;
-    unsigned t = shed_rcu_enter();
+    unsigned t = shed_rcu_enter(registry_rcu(reg));
     const struct registry_route *r = registry_route_find(registry_view(reg), "burrow", 6);
     for (int i = 0; i < 2; i++)
         for (unsigned k = 0; k < CHURN_IDS; k++) {
@@ -808,7 +808,7 @@ Test(registry, concurrent_churn_converges, .timeout = 120)
             cr_assert_eq(atomic_load(&r->live[idx]), REGISTRY_UP, "%s", id);
         }
     cr_assert_eq(ring_size(r->ring), want);
-    shed_rcu_leave(t);
+    shed_rcu_leave(registry_rcu(reg), t);
     cr_assert_eq(registry_size(reg), want);
     registry_destroy(reg);
 }

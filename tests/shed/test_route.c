@@ -118,13 +118,13 @@ route_esc(struct fixture *f, const struct shed_escalator *esc, enum shed_method 
     unsigned slot;
     enum shed_level level;
     shed_query_init(&none);
-    unsigned t = shed_rcu_enter();
+    unsigned t = shed_rcu_enter(registry_rcu(f->reg));
     struct shed_router rt = {
         .cfg = f->cfg, .view = registry_view(f->reg), .esc = esc, .unix_s = 1000};
     struct shed_request req = {
         .m = m, .host = host, .path = path, .q = q != NULL ? q : &none, .now_ms = 5};
     shed_line_route(&rt, &req, a, &slot, &level);
-    shed_rcu_leave(t);
+    shed_rcu_leave(registry_rcu(f->reg), t);
 }
 
 static void
@@ -145,7 +145,7 @@ Test(route, message_goes_to_live_primary_then_next_replica)
     cr_assert_not_null(a.ring);
     cr_assert(strncmp(a.ring, "b=64; k=2; sa=", 14) == 0, "%s", a.ring);
     /* The primary is the first of the bucket's row. */
-    unsigned t = shed_rcu_enter();
+    unsigned t = shed_rcu_enter(registry_rcu(f.reg));
     const struct registry_route *r = registry_route_find(registry_view(f.reg), "burrow", 6);
     uint32_t bucket = ring_bucket(ring_config(r->ring), "acct", 4, "q/m1", 4);
     char want[64];
@@ -156,7 +156,7 @@ Test(route, message_goes_to_live_primary_then_next_replica)
     const char *primary = ring_member_at(r->ring, row[0])->url;
     const char *second = ring_member_at(r->ring, row[1])->url;
     const char *primary_id = ring_member_at(r->ring, row[0])->id;
-    shed_rcu_leave(t);
+    shed_rcu_leave(registry_rcu(f.reg), t);
     snprintf(want, sizeof(want), "%s/v1.0/acct/q/m1", primary);
     cr_assert_str_eq(a.location, want);
 
