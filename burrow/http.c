@@ -14,6 +14,11 @@
  * message framing that libmicrohttpd would misread (Transfer-Encoding other
  * than chunked, Content-Length with chunked, two different Content-Lengths)
  * is refused on the first call, which also closes the connection.
+ *
+ * Size: about 1280 lines, over the house's ~1200, on purpose: one handler
+ * per Burrow operation (docs/burrow-api.md), each short, and the three
+ * request stages above only read well side by side; the JSON rendering
+ * already lives in proto/body and the store in burrow/store.
  */
 #include "burrow/http.h"
 
