@@ -73,14 +73,6 @@ collect(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
     return MHD_YES;
 }
 
-static bool
-answer_now(struct shed_call *c, unsigned status, const char *text)
-{
-    shed_metrics_response(c->ctx->metrics, status);
-    shed_http_text(c->conn, status, text);
-    return true;
-}
-
 /* Queue the engine's answer (the body moves into the response). */
 static bool
 send_answer(struct shed_call *c, struct agg_ctx *x, const struct shed_agg_answer *a)
@@ -112,12 +104,7 @@ send_answer(struct shed_call *c, struct agg_ctx *x, const struct shed_agg_answer
         MHD_add_response_header(resp, "Shed-Partial", a->partial);
     if (a->link != NULL)
         MHD_add_response_header(resp, "Link", a->link);
-    if (a->retry_after > 0) {
-        char ra[16];
-
-        snprintf(ra, sizeof(ra), "%u", a->retry_after);
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
-    }
+    shed_http_retry_after(resp, a->retry_after);
     shed_metrics_response(c->ctx->metrics, a->status);
     MHD_queue_response(c->conn, a->status, resp);
     MHD_destroy_response(resp);
@@ -159,21 +146,21 @@ shed_agg_http_handle(struct shed_agg *agg, struct shed_call *c)
     args.cap = nargs > 0 ? (size_t)nargs : 0;
     args.v = calloc(args.cap ? args.cap : 1, sizeof(*args.v));
     if (args.v == NULL)
-        return answer_now(c, 503, "out of memory\n");
+        return shed_http_reply(c, 503, "out of memory\n");
     MHD_get_connection_values(c->conn, MHD_GET_ARGUMENT_KIND, collect, &args);
     if (args.joined >= SHED_AGG_QUERY_MAX) {
         free(args.v);
-        return answer_now(c, 400, "query too long\n");
+        return shed_http_reply(c, 400, "query too long\n");
     }
     if (shed_route_host_service(MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Host"),
                                 c->cfg->default_service, svc) < 0) {
         free(args.v);
-        return answer_now(c, 404, "unknown service\n");
+        return shed_http_reply(c, 404, "unknown service\n");
     }
     x = calloc(1, sizeof(*x));
     if (x == NULL) {
         free(args.v);
-        return answer_now(c, 503, "out of memory\n");
+        return shed_http_reply(c, 503, "out of memory\n");
     }
     x->hdr.free_fn = ctx_free;
     *c->con_cls = x;
@@ -192,10 +179,10 @@ shed_agg_http_handle(struct shed_agg *agg, struct shed_call *c)
     if (rc < 0) {
         MHD_resume_connection(c->conn);
         if (rc == -ESHUTDOWN)
-            return answer_now(c, 503, "aggregator unavailable\n");
+            return shed_http_reply(c, 503, "aggregator unavailable\n");
         if (rc == -E2BIG)
-            return answer_now(c, 400, "query too long\n");
-        return answer_now(c, 503, "out of memory\n");
+            return shed_http_reply(c, 400, "query too long\n");
+        return shed_http_reply(c, 503, "out of memory\n");
     }
     return true;
 }

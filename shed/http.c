@@ -48,14 +48,29 @@ shed_http_answer(struct MHD_Connection *conn, const struct shed_answer *a)
         if (a->ring != NULL)
             MHD_add_response_header(r, "Shed-Ring", a->ring);
     }
-    if (a->retry_after > 0) {
-        char ra[16];
-        snprintf(ra, sizeof(ra), "%u", a->retry_after);
-        MHD_add_response_header(r, "Retry-After", ra);
-    }
+    shed_http_retry_after(r, a->retry_after);
     enum MHD_Result ret = MHD_queue_response(conn, a->status, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+void
+shed_http_retry_after(struct MHD_Response *r, unsigned seconds)
+{
+    char ra[16];
+
+    if (seconds == 0)
+        return;
+    snprintf(ra, sizeof(ra), "%u", seconds);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+}
+
+bool
+shed_http_reply(struct shed_call *c, unsigned status, const char *text)
+{
+    shed_metrics_response(c->ctx->metrics, status);
+    shed_http_text(c->conn, status, text);
+    return true;
 }
 
 bool

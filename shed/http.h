@@ -76,6 +76,13 @@ enum MHD_Result shed_http_answer(struct MHD_Connection *conn, const struct shed_
 /* Queue a short text answer. */
 enum MHD_Result shed_http_text(struct MHD_Connection *conn, unsigned status, const char *text);
 
+/* Count <status> in the daemon's metrics and queue <text> (static) as a
+ * text/plain answer: what an adapter returns for a short answer (true). */
+bool shed_http_reply(struct shed_call *c, unsigned status, const char *text);
+
+/* Add "Retry-After: <seconds>" to <r> unless <seconds> is 0. */
+void shed_http_retry_after(struct MHD_Response *r, unsigned seconds);
+
 /* Constant-time check of "Authorization: Bearer <credential>". */
 bool shed_http_authorized(struct MHD_Connection *conn, const char *credential);
 

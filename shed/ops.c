@@ -53,14 +53,6 @@ shed_ops_match(const char *path)
     return strcmp(path, metrics_path) == 0 || strncmp(path, "/_shed/", 7) == 0;
 }
 
-static bool
-answer_text(struct shed_call *c, unsigned status, const char *txt)
-{
-    shed_metrics_response(c->ctx->metrics, status);
-    shed_http_text(c->conn, status, txt);
-    return true;
-}
-
 /* A refused heartbeat: an event for the status page, and a log line with
  * the reason, at most one per HB_LOG_EVERY_MS per kind of refusal (a
  * misconfigured backend retries every few hundred ms). */
@@ -102,7 +94,7 @@ hb_result(struct shed_call *c, enum shed_hb_result r, unsigned status, const cha
     shed_metrics_heartbeat(c->ctx->metrics, r);
     if (r != SHED_HB_OK && r != SHED_HB_DEREGISTERED)
         hb_refused(c, r, status, txt);
-    return answer_text(c, status, txt);
+    return shed_http_reply(c, status, txt);
 }
 
 /* Answer 200 with <text> (malloc'ed, consumed) as an uncacheable body. */
@@ -112,7 +104,7 @@ answer_owned(struct shed_call *c, char *text, size_t len, const char *ctype)
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (resp == NULL) {
         free(text);
-        return answer_text(c, 503, "out of memory\n");
+        return shed_http_reply(c, 503, "out of memory\n");
     }
     MHD_add_response_header(resp, "Content-Type", ctype);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
@@ -196,7 +188,7 @@ serve_metrics(struct shed_call *c)
     }
     free(more);
     if (rc < 0)
-        return answer_text(c, 503, "out of memory\n");
+        return shed_http_reply(c, 503, "out of memory\n");
     return answer_owned(c, text, len, "text/plain; version=0.0.4");
 }
 
@@ -205,22 +197,22 @@ serve_status(struct shed_call *c, bool html)
 {
     json_t *root = shed_status_json(c->ctx, c->cfg, c->now_ms);
     if (root == NULL)
-        return answer_text(c, 503, "out of memory\n");
+        return shed_http_reply(c, 503, "out of memory\n");
     char *text = NULL;
     size_t len = 0;
     if (html) {
         int rc = shed_status_html(root, &text, &len);
         json_decref(root);
         if (rc == -EFBIG)
-            return answer_text(c, 503, "status page too large: see /_shed/v1/status\n");
+            return shed_http_reply(c, 503, "status page too large: see /_shed/v1/status\n");
         if (rc < 0)
-            return answer_text(c, 503, "out of memory\n");
+            return shed_http_reply(c, 503, "out of memory\n");
         return answer_owned(c, text, len, "text/html; charset=utf-8");
     }
     text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     if (text == NULL)
-        return answer_text(c, 503, "out of memory\n");
+        return shed_http_reply(c, 503, "out of memory\n");
     return answer_owned(c, text, strlen(text), "application/json");
 }
 
@@ -249,7 +241,7 @@ heartbeat_put(struct shed_call *c, const char *svc, size_t slen, const char *id,
             return hb_result(c, SHED_HB_TOO_LARGE, 413, "heartbeat body too large\n");
         h = malloc(sizeof(*h) + max);
         if (h == NULL)
-            return answer_text(c, 503, "out of memory\n");
+            return shed_http_reply(c, 503, "out of memory\n");
         h->base.free_fn = hb_free;
         h->len = 0;
         h->max = max;
@@ -313,11 +305,11 @@ heartbeat_put(struct shed_call *c, const char *svc, size_t slen, const char *id,
     char buf[256];
     long n = proto_heartbeat_reply_encode(&reply, buf, sizeof(buf));
     if (n < 0)
-        return answer_text(c, 503, "heartbeat: reply too long\n");
+        return shed_http_reply(c, 503, "heartbeat: reply too long\n");
     struct MHD_Response *resp =
         MHD_create_response_from_buffer((size_t)n, buf, MHD_RESPMEM_MUST_COPY);
     if (resp == NULL)
-        return answer_text(c, 503, "out of memory\n");
+        return shed_http_reply(c, 503, "out of memory\n");
     MHD_add_response_header(resp, "Content-Type", "application/json");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_queue_response(c->conn, 200, resp);
@@ -356,18 +348,18 @@ shed_ops_handle(struct shed_call *c)
     bool page = strcmp(c->path, page_path) == 0 || strcmp(c->path, page_root) == 0;
     if (strcmp(c->path, metrics_path) == 0 || strcmp(c->path, status_path) == 0 || page) {
         if (c->m != SHED_M_GET && c->m != SHED_M_HEAD)
-            return answer_text(c, 405, "method not allowed\n");
+            return shed_http_reply(c, 405, "method not allowed\n");
         if (shed_http_not_yet(c))
             return true;
         if (c->cfg->ops_credential && !shed_http_authorized(c->conn, c->cfg->credential))
-            return answer_text(c, 401, "credential required (ops_credential)\n");
+            return shed_http_reply(c, 401, "credential required (ops_credential)\n");
         return c->path[1] == 'm' ? serve_metrics(c) : serve_status(c, page);
     }
     static const char prefix[] = PROTO_HB_PREFIX;
     if (strncmp(c->path, prefix, sizeof(prefix) - 1) != 0)
-        return answer_text(c, 404, "not found\n");
+        return shed_http_reply(c, 404, "not found\n");
     if (c->m != SHED_M_PUT && c->m != SHED_M_DELETE)
-        return answer_text(c, 405, "method not allowed\n");
+        return shed_http_reply(c, 405, "method not allowed\n");
     if (c->first && !shed_http_authorized(c->conn, c->cfg->credential))
         return hb_result(c, SHED_HB_UNAUTHORIZED, 401, "credential required\n");
     const char *rest = c->path + sizeof(prefix) - 1;

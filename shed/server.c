@@ -112,9 +112,7 @@ dispatch(struct shed_call *c)
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
         if ((c->cfg->roles & table[i].roles) && table[i].match(c->path) && table[i].fn(c))
             return true;
-    shed_metrics_response(c->ctx->metrics, 404);
-    shed_http_text(c->conn, 404, "not found\n");
-    return true;
+    return shed_http_reply(c, 404, "not found\n");
 }
 
 static enum MHD_Result
