@@ -35,7 +35,7 @@
 #define SNAPSHOT_EVERY_MS 2000
 
 struct shed_cluster {
-    struct shed_ctx *ctx;
+    struct shed_daemon *ctx;
     struct shed_config *cfg;   /* private copy, replaced by shed_cluster_reload() (main thread) */
     _Atomic uint64_t lease_ms; /* cfg's lease, for the probe thread */
     struct shed_sync *sync;
@@ -206,7 +206,7 @@ shed_cluster_failed(struct shed_cluster *cl, const char *hostport, const char *c
 static int64_t
 export_cb(void *arg, uint64_t since, bool for_peer, struct proto_sync_msg *m)
 {
-    struct shed_ctx *ctx = arg;
+    struct shed_daemon *ctx = arg;
     return registry_export(ctx->reg, since, for_peer, shed_now_ms(), m);
 }
 
@@ -292,7 +292,8 @@ sync_config(struct shed_cluster *cl, const struct shed_config *cfg, const char *
 }
 
 int
-shed_cluster_start(struct shed_ctx *ctx, const struct shed_config *cfg, struct shed_cluster **out)
+shed_cluster_start(struct shed_daemon *ctx, const struct shed_config *cfg,
+                   struct shed_cluster **out)
 {
     int rc;
     struct shed_cluster *cl = calloc(1, sizeof(*cl));

@@ -31,7 +31,7 @@
  * the master view. 0 or a negative errno (logged). */
 struct shed_cluster;
 
-int shed_cluster_start(struct shed_ctx *ctx, const struct shed_config *cfg,
+int shed_cluster_start(struct shed_daemon *ctx, const struct shed_config *cfg,
                        struct shed_cluster **out);
 
 /* SIGHUP (main thread, after the new <cfg> is published): peers, masters,

@@ -21,7 +21,7 @@ struct shed_access_counters {
     _Atomic uint64_t over;      /* sampled but over the rate, not logged yet */
 };
 
-struct shed_ctx {
+struct shed_daemon {
     struct shed_config *_Atomic cfg; /* published under shed/rcu; swapped on SIGHUP */
     struct registry *reg;            /* owned by main */
     struct shed_cluster *cluster;    /* sync, masters, escalation, reports (shed/cluster) */

@@ -8,7 +8,7 @@
  * row. Not on the redirect hot path: callers are the paths that leave the
  * cell, the failure reports and the heartbeat refusals.
  *
- * One table per daemon (struct shed_ctx.events), thread-safe (one mutex).
+ * One table per daemon (struct shed_daemon.events), thread-safe (one mutex).
  */
 #ifndef SHED_EVENTS_H
 #define SHED_EVENTS_H

@@ -19,7 +19,7 @@
  * shed_guard_request() on a request's first call and the completion
  * callback shed_guard_done(). The main loop calls shed_guard_sweep().
  *
- * One guard per daemon (struct shed_ctx.guard; the <cls> of MHD's accept,
+ * One guard per daemon (struct shed_daemon.guard; the <cls> of MHD's accept,
  * notify and URI callbacks), with a mutex; all functions are thread-safe. Sockets are shut down
  * under that mutex, and MHD notifies a close before it closes the socket, so a swept descriptor is
  * never one that was reused.

@@ -57,7 +57,7 @@ struct handoff_counters {
 };
 
 struct shed_handoff {
-    struct shed_ctx *ctx;
+    struct shed_daemon *ctx;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -703,7 +703,7 @@ run(void *arg)
 }
 
 int
-shed_handoff_start(struct shed_ctx *ctx, struct shed_handoff **out)
+shed_handoff_start(struct shed_daemon *ctx, struct shed_handoff **out)
 {
     struct shed_handoff *h = calloc(1, sizeof(*h));
 

@@ -41,7 +41,7 @@
 struct shed_handoff;
 
 /* Start the sweeping thread. 0 or a negative errno. */
-int shed_handoff_start(struct shed_ctx *ctx, struct shed_handoff **out);
+int shed_handoff_start(struct shed_daemon *ctx, struct shed_handoff **out);
 
 /* Stop it (an HTTP call in flight ends within the backend timeout). */
 void shed_handoff_stop(struct shed_handoff *h);

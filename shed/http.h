@@ -49,7 +49,7 @@ struct shed_req_ctx {
 
 /* One access-handler call, with what every role needs. */
 struct shed_call {
-    struct shed_ctx *ctx;
+    struct shed_daemon *ctx;
     const struct shed_config *cfg;    /* borrowed for this call (rcu) */
     const struct registry_view *view; /* borrowed for this call (rcu) */
     struct MHD_Connection *conn;

@@ -151,7 +151,7 @@ raise_nofile(const struct shed_config *cfg)
 }
 
 static void
-reload(struct shed_ctx *ctx, const char *path)
+reload(struct shed_daemon *ctx, const char *path)
 {
     char err[SHED_ERR_MAX];
     struct shed_config *next;
@@ -262,7 +262,7 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     /* The daemon: every module's state hangs off it (shed/daemon.h). */
-    struct shed_ctx ctx = {.sync_turn = shed_park_resume_all};
+    struct shed_daemon ctx = {.sync_turn = shed_park_resume_all};
     atomic_init(&ctx.cfg, cfg);
     shed_status_started(&ctx);
     if (shed_park_create(&ctx.park) < 0 || shed_events_create(&ctx.events) < 0 ||

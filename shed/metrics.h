@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: ISC */
 /*
  * shed/metrics: Prometheus counters for the daemon, one set per daemon
- * (struct shed_ctx.metrics). Lock-free on the hot path (relaxed atomic
+ * (struct shed_daemon.metrics). Lock-free on the hot path (relaxed atomic
  * adds); rendering reads them with no lock; the /metrics adapter
  * (shed/ops.c) adds the registry's gauges and the other modules' series.
  *
@@ -42,7 +42,7 @@ enum shed_hb_result {
 
 struct shed_metrics;
 
-/* One set of counters per daemon (struct shed_ctx.metrics). 0 or -ENOMEM;
+/* One set of counters per daemon (struct shed_daemon.metrics). 0 or -ENOMEM;
  * destroy(NULL) is a no-op. */
 int shed_metrics_create(struct shed_metrics **out);
 void shed_metrics_destroy(struct shed_metrics *m);

@@ -117,7 +117,7 @@ answer_owned(struct shed_call *c, char *text, size_t len, const char *ctype)
 /* The registry's gauges and every module's series, for shed/metrics to
  * append to its counters. 0 or -ENOMEM. */
 static int
-module_series(const struct shed_ctx *ctx, char **out, size_t *len)
+module_series(const struct shed_daemon *ctx, char **out, size_t *len)
 {
     FILE *f = open_memstream(out, len);
     if (f == NULL)

@@ -4,7 +4,7 @@
  * no master has yet acknowledged the change that left this cell without a
  * live member (an answer with await_masters, shed/route). The sync thread
  * resumes them after each of its turns (at least every 50 ms, and at once
- * when an acknowledgement arrives: struct shed_ctx.sync_turn); each one is
+ * when an acknowledgement arrives: struct shed_daemon.sync_turn); each one is
  * routed again, and held again until 2 s after it first was. An entry
  * stays (resumed) until its request comes back or completes, which is how a
  * request knows since when it waits. At most 1024 held at once.

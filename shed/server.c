@@ -79,7 +79,7 @@ static const struct {
 };
 
 struct shed_server {
-    struct shed_ctx *ctx;
+    struct shed_daemon *ctx;
     struct MHD_Daemon *daemons[SHED_MAX_LISTEN];
     size_t ndaemons;
     /* Requests whose handler ran and whose completion MHD has not
@@ -121,7 +121,7 @@ handler(void *cls, struct MHD_Connection *conn, const char *url, const char *met
 {
     uint64_t t0 = clock_mono_ns();
     struct shed_server *srv = cls;
-    struct shed_ctx *ctx = srv->ctx;
+    struct shed_daemon *ctx = srv->ctx;
     const char *why = "";
     /* The raw target as the client sent it (shed/guard): a clear 400 for
      * what MHD would cut short or choke on, the path of an absolute URI. */
@@ -375,7 +375,7 @@ listen_why(const struct sockaddr_storage *ss, char *buf, size_t len)
 }
 
 int
-shed_server_start(struct shed_ctx *ctx, const struct shed_config *cfg, struct shed_server **out)
+shed_server_start(struct shed_daemon *ctx, const struct shed_config *cfg, struct shed_server **out)
 {
     /* One thread and the aggregator role: one shared loop (see the top). */
     bool external = shed_server_shares_loop(cfg);

@@ -21,7 +21,7 @@ bool shed_server_shares_loop(const struct shed_config *cfg);
 /* Start one MHD daemon per listen address of <cfg>. 0 or -errno (logged). */
 struct shed_server;
 
-int shed_server_start(struct shed_ctx *ctx, const struct shed_config *cfg,
+int shed_server_start(struct shed_daemon *ctx, const struct shed_config *cfg,
                       struct shed_server **out);
 
 /* Stop accepting on every listener (SIGTERM). */

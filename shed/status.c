@@ -29,14 +29,14 @@
 #include "shed/sync.h"
 
 void
-shed_status_started(struct shed_ctx *ctx)
+shed_status_started(struct shed_daemon *ctx)
 {
     ctx->started_mono_ms = clock_mono_ms();
     ctx->started_real_ms = clock_real_ns() / 1000000u;
 }
 
 uint64_t
-shed_status_uptime_s(const struct shed_ctx *ctx)
+shed_status_uptime_s(const struct shed_daemon *ctx)
 {
     uint64_t t0 = ctx != NULL ? ctx->started_mono_ms : 0, now = clock_mono_ms();
     return t0 != 0 && now > t0 ? (now - t0) / 1000 : 0;
@@ -86,7 +86,7 @@ prom_object(const char *text, const char *prefix)
 }
 
 static json_t *
-sync_json(struct shed_ctx *ctx, uint64_t now_ms)
+sync_json(struct shed_daemon *ctx, uint64_t now_ms)
 {
     struct shed_sync *s = shed_cluster_sync(ctx != NULL ? ctx->cluster : NULL);
     static const size_t max = SHED_SYNC_MAX_TARGETS;
@@ -126,7 +126,7 @@ sync_json(struct shed_ctx *ctx, uint64_t now_ms)
 }
 
 json_t *
-shed_status_json(struct shed_ctx *ctx, const struct shed_config *cfg, uint64_t now_ms)
+shed_status_json(struct shed_daemon *ctx, const struct shed_config *cfg, uint64_t now_ms)
 {
     json_t *root = registry_status(ctx->reg, now_ms);
     json_t *roles = json_array(), *hb = json_object();

@@ -29,14 +29,14 @@
 #define SHED_STATUS_EVENTS_MAX  30         /* event rows on the page */
 
 /* Record <ctx>'s start time (before any thread starts). */
-void shed_status_started(struct shed_ctx *ctx);
+void shed_status_started(struct shed_daemon *ctx);
 
 /* Seconds since shed_status_started() (0 before it). */
-uint64_t shed_status_uptime_s(const struct shed_ctx *ctx);
+uint64_t shed_status_uptime_s(const struct shed_daemon *ctx);
 
 /* The status object described above; the caller owns it. <ctx> and <cfg>
  * are read during the call. NULL on allocation failure. */
-json_t *shed_status_json(struct shed_ctx *ctx, const struct shed_config *cfg, uint64_t now_ms);
+json_t *shed_status_json(struct shed_daemon *ctx, const struct shed_config *cfg, uint64_t now_ms);
 
 /* Render <status> (from shed_status_json()) as the HTML page into a new
  * buffer (*out, *len; the caller frees *out). 0, -ENOMEM, or -EFBIG when
