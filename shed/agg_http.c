@@ -7,10 +7,8 @@
  * resumes it from the engine's callback, and turns the struct
  * shed_agg_answer into an MHD response.
  *
- * It also holds, for now, the process-wide engine behind the entry points
- * that shed/http.c, metrics.c and status.c still call without an engine
- * (agg.h, the end): the last mutable process state of the aggregator,
- * which goes once they pass the daemon's engine.
+ * The engine is the daemon's (struct shed_daemon.agg, made by main.c);
+ * shed_agg_handle() is the dispatch table's entry (shed/server.c).
  */
 #include "shed/agg_http.h"
 

@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: ISC */
 /*
  * shed/agg_http: the libmicrohttpd adapter of the aggregator engine
- * (shed/agg.h). The role handler for shed/http's dispatch: a list-level
+ * (shed/agg.h). The adapter for shed/server's dispatch: a list-level
  * Burrow request or a lookup is handed to the engine as a struct
  * shed_agg_request while its connection is suspended; the engine's
  * callback resumes it, and the next access-handler call queues the answer
  * (Content-Length always set, a 204's too). Anything else is declined.
  *
  * Thread-safe. The per-request context lives in *con_cls and is freed by
- * shed/http when the request completes.
+ * shed/server when the request completes.
  */
 #ifndef SHED_AGG_HTTP_H
 #define SHED_AGG_HTTP_H

@@ -3,7 +3,8 @@
  * shed/answer: the value types a request and its answer are made of, with
  * no HTTP library in sight. Routing (shed/route), the aggregator engine and
  * every other part of the core read a struct shed_query and fill a struct
- * shed_answer; only the front end (shed/http.c and the adapters next to it)
+ * shed_answer; only the front end (shed/server.c, shed/http.c and the
+ * adapters next to them)
  * turns them into libmicrohttpd calls.
  *
  * Nothing from a request is copied into an answer's header unless it was

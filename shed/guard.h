@@ -14,7 +14,7 @@
  *   per-source cap    at most <per_source> connections from one client
  *                     address; more are refused at accept (counted)
  *
- * Wiring (shed/http): shed_guard_accept() is MHD's accept policy callback,
+ * Wiring (shed/server): shed_guard_accept() is MHD's accept policy callback,
  * shed_guard_notify() its connection notifier; the access handler calls
  * shed_guard_request() on a request's first call and the completion
  * callback shed_guard_done(). The main loop calls shed_guard_sweep().

@@ -15,7 +15,7 @@
  * address may report <source_rate> times a second; beyond that its reports
  * are dropped (counted), so no client can turn reports into unbounded
  * probes or log lines. The reporting request itself is routed around the
- * host it names at once (shed/line), which only affects the reporter.
+ * host it names at once (shed/route), which only affects the reporter.
  *
  * The counting logic takes the time as an argument (testable without
  * threads); shed_suspect_probe_start() runs probes in one worker thread with

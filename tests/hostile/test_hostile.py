@@ -52,7 +52,7 @@ KNOWN_UNANSWERED = {}
 for _d in DAEMONS:
     for _c in ("garbage", "binary_line", "method_only", "tab_separators"):
         KNOWN_UNANSWERED[(_d, _c)] = "libmicrohttpd 0.9.75: request line without a space"
-# The shed's glue (shed/http.c with shed/guard's URI callback, like
+# The shed's front end (shed/server.c with shed/guard's URI callback, like
 # burrowd) answers 150+ parameters, NULs and absolute URIs itself, and its
 # 16 KB pool leaves room for the answer to a nearly full header block.
 
