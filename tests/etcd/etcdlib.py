@@ -108,6 +108,13 @@ class Etcd:
             out[base64.b64decode(kv["key"]).decode()] = json.loads(base64.b64decode(kv["value"]))
         return out
 
+    def leases(self, prefix):
+        """The lease ID (a string, "0" for none) of every key under <prefix>."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        r = self.call("/v3/kv/range", {"key": b64(prefix), "range_end": b64(end)})
+        return {base64.b64decode(kv["key"]).decode(): str(kv.get("lease", "0"))
+                for kv in r.get("kvs", [])}
+
     def revision(self):
         return int(self.call("/v3/kv/range", {"key": b64("/x")})["header"]["revision"])
 
