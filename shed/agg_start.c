@@ -20,23 +20,18 @@ cmp_backend(const void *a, const void *b)
     return strcmp(((const struct backend *)a)->id, ((const struct backend *)b)->id);
 }
 
+static int
+cmp_id_backend(const void *key, const void *b)
+{
+    return strcmp(key, ((const struct backend *)b)->id);
+}
+
+/* The index of backend <id> in r->be (sorted by cmp_backend), or NOPOS. */
 static uint32_t
 find_backend(const struct shed_agg_req *r, const char *id)
 {
-    size_t lo = 0, hi = r->nbe;
-
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = strcmp(r->be[mid].id, id);
-
-        if (c == 0)
-            return (uint32_t)mid;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NOPOS;
+    const struct backend *b = bsearch(id, r->be, r->nbe, sizeof(r->be[0]), cmp_id_backend);
+    return b != NULL ? (uint32_t)(b - r->be) : NOPOS;
 }
 
 int
