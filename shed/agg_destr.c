@@ -45,35 +45,45 @@ agg_destr_all(struct shed_agg_req *r)
     agg_batch_go(r, &b, PH_DESTR_ALL);
 }
 
+/* Merge <lists> (<n>) into r->picks in the global order, ids once. false
+ * when the request is answered (no memory) or waits again (nothing to give
+ * yet and a `wait` left): then the caller has nothing to render. */
+static bool
+picks_of(struct shed_agg_req *r, const struct shed_merge_list *lists, size_t n)
+{
+    struct shed_merge_cut cut;
+    size_t items = shed_merge_items(lists, n);
+    long np;
+
+    if (agg_picks_room(r, items) < 0) {
+        agg_answer_unavailable(r, "out of memory");
+        return false;
+    }
+    np = shed_merge_sorted(lists, n, 0, false, r->picks, items + 1, &cut);
+    if (np < 0) {
+        agg_answer_unavailable(r, "out of memory");
+        return false;
+    }
+    r->npicks = (size_t)np;
+    if (r->npicks == 0 && r->deadline != 0 && clock_mono_ms() < r->deadline) {
+        agg_wait_poll(r);
+        return false;
+    }
+    return true;
+}
+
 /* What every server changed, in the global order, ids once. */
 void
 agg_destr_all_done(struct shed_agg_req *r, const struct shed_fanout_res *res, size_t n)
 {
-    struct shed_merge_cut cut;
-    long np;
-
     if (agg_pass_400(r, res, n))
         return;
     if (!agg_take_lists_at(r, res, n, 0, 0, true) && n > 0) {
         agg_answer_unavailable(r, "no backend reachable");
         return;
     }
-    if (agg_picks_room(r, shed_merge_items(r->lists, r->nlists)) < 0) {
-        agg_answer_unavailable(r, "out of memory");
-        return;
-    }
-    np = shed_merge_sorted(r->lists, r->nlists, 0, false, r->picks,
-                           shed_merge_items(r->lists, r->nlists) + 1, &cut);
-    if (np < 0) {
-        agg_answer_unavailable(r, "out of memory");
-        return;
-    }
-    r->npicks = (size_t)np;
-    if (r->npicks == 0 && r->deadline != 0 && clock_mono_ms() < r->deadline) {
-        agg_wait_poll(r);
-        return;
-    }
-    agg_render(r);
+    if (picks_of(r, r->lists, r->nlists))
+        agg_render(r);
 }
 
 /* A round of a destructive op with a limit: the oldest candidates, at most
@@ -294,24 +304,7 @@ agg_destr_next(struct shed_agg_req *r)
 static void
 destr_finish(struct shed_agg_req *r)
 {
-    struct shed_merge_cut cut;
-    long np;
-
     agg_lists_reset(r);
-    if (agg_picks_room(r, shed_merge_items(r->acc, r->nacc)) < 0) {
-        agg_answer_unavailable(r, "out of memory");
-        return;
-    }
-    np = shed_merge_sorted(r->acc, r->nacc, 0, false, r->picks,
-                           shed_merge_items(r->acc, r->nacc) + 1, &cut);
-    if (np < 0) {
-        agg_answer_unavailable(r, "out of memory");
-        return;
-    }
-    r->npicks = (size_t)np;
-    if (r->npicks == 0 && r->deadline != 0 && clock_mono_ms() < r->deadline) {
-        agg_wait_poll(r);
-        return;
-    }
-    agg_render_from(r, r->acc);
+    if (picks_of(r, r->acc, r->nacc))
+        agg_render_from(r, r->acc);
 }

@@ -171,6 +171,7 @@ shed_etcd_view_export_at(const struct shed_etcd_view *v, size_t *pos, struct pro
         while (b < v->n && strncmp(v->k[b]->rel, v->k[a]->rel, v->k[a]->grp) == 0)
             b++;
         const struct proto_sync_entry *best = etcd_view_aggregate(v, a, b);
+        /* "down" (a probe's verdict) is news once, not a state to renew. */
         if (best->state != PROTO_SYNC_GONE && best->state != PROTO_SYNC_DOWN) {
             int rc = etcd_view_emit(out, best, best->state);
             if (rc < 0)
@@ -185,20 +186,8 @@ shed_etcd_view_export_at(const struct shed_etcd_view *v, size_t *pos, struct pro
 int
 shed_etcd_view_export(const struct shed_etcd_view *v, struct proto_sync_msg *out)
 {
-    for (size_t a = 0; a < v->n;) {
-        size_t b = a + 1;
-        while (b < v->n && strncmp(v->k[b]->rel, v->k[a]->rel, v->k[a]->grp) == 0)
-            b++;
-        const struct proto_sync_entry *best = etcd_view_aggregate(v, a, b);
-        /* "down" (a probe's verdict) is news once, not a state to renew. */
-        if (best->state != PROTO_SYNC_GONE && best->state != PROTO_SYNC_DOWN) {
-            int rc = etcd_view_emit(out, best, best->state);
-            if (rc < 0)
-                return rc;
-        }
-        a = b;
-    }
-    return 0;
+    size_t pos = 0;
+    return shed_etcd_view_export_at(v, &pos, out);
 }
 
 int

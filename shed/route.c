@@ -654,6 +654,15 @@ no_cell(const struct shed_config *cfg, struct shed_answer *a)
     a->retry_after = shed_route_retry_after(cfg);
 }
 
+/* Seconds since the epoch for token expiry: the router's, or the wall
+ * clock read now (only escalations and the master role need it, never a
+ * plain redirect). */
+static uint64_t
+unix_now(const struct shed_router *rt)
+{
+    return rt->unix_s != 0 ? rt->unix_s : clock_real_ns() / 1000000000u;
+}
+
 /* Find shed_esc in <q>; decode it into <raw>. 1 found, 0 absent, <0 bad. */
 static int
 token_arg(const struct shed_query *q, char *raw, size_t rawlen, size_t *len)
@@ -705,7 +714,7 @@ token_from_query(const struct shed_router *rt, const struct shed_query *q, const
         return 0;
     if (rc > 0)
         rc = proto_token_decode(raw, len, rt->cfg->credential, strlen(rt->cfg->credential),
-                                rt->unix_s, t);
+                                unix_now(rt), t);
     if (rc < 0) {
         log_debug("route: token refused: %s", proto_token_strerror(rc));
         token_error(a, rc);
@@ -829,7 +838,7 @@ shed_route_escalate(const struct shed_router *rt, const struct registry_route *r
     int rc = token_from_query(rt, req->q, r->name, &tok, a);
     if (rc < 0)
         return;
-    if (rc == 0 && proto_token_init(&tok, r->name, rt->unix_s + SHED_ROUTE_TOKEN_TTL_S,
+    if (rc == 0 && proto_token_init(&tok, r->name, unix_now(rt) + SHED_ROUTE_TOKEN_TTL_S,
                                     shed_route_random()) < 0) {
         SHED_TEXT(a, 400, txt_bad);
         return;

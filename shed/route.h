@@ -63,7 +63,7 @@ struct shed_router {
     const struct shed_config *cfg;
     const struct registry_view *view; /* line role */
     const struct shed_escalator *esc; /* NULL: no escalation */
-    uint64_t unix_s;                  /* wall clock, for token expiry */
+    uint64_t unix_s; /* wall clock for token expiry; 0: read it when a token needs it */
 };
 
 /* A request as routing sees it. */

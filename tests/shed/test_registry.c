@@ -285,6 +285,48 @@ Test(registry, reconfigure_keeps_members_and_rebuilds_changed_rings)
     registry_destroy(reg);
 }
 
+/* The metrics slot of a service is the registry's: a name keeps its slot
+ * when services come and go with reloads, and a new name takes the next. */
+static unsigned
+slot_of(struct registry *reg, const char *name)
+{
+    unsigned t = shed_rcu_enter(registry_rcu(reg));
+    const struct registry_route *r = registry_route_find(registry_view(reg), name, strlen(name));
+    unsigned slot = r != NULL ? r->slot : 9999;
+    shed_rcu_leave(registry_rcu(reg), t);
+    return slot;
+}
+
+Test(registry, metrics_slots_stay_with_their_names)
+{
+    struct registry *reg = make();
+    char names[SHED_METRICS_SLOTS][SHED_NAME_MAX], log[512];
+    unsigned b = slot_of(reg, "burrow"), st = slot_of(reg, "storage");
+    cr_assert_neq(b, st);
+    cr_assert_eq(registry_slot_names(reg, names, SHED_METRICS_SLOTS), 2);
+    cr_assert_str_eq(names[b], "burrow");
+    cr_assert_str_eq(names[st], "storage");
+    /* storage goes, queue comes: a new slot, burrow's unchanged. */
+    struct shed_config *c = config("cell: a\ncredential: k\n"
+                                   "services: {burrow: {kind: burrow, buckets: 64, k: 2, r: 2, "
+                                   "weight_scale: 10}, queue: {kind: any}}\n");
+    cr_assert_eq(registry_reconfigure(reg, c, 300, log, sizeof(log)), 0);
+    shed_config_free(c);
+    cr_assert_eq(slot_of(reg, "burrow"), b);
+    unsigned q = slot_of(reg, "queue");
+    cr_assert(q != b && q != st, "queue got slot %u", q);
+    /* storage back: its old slot. */
+    c = config(cfg_text);
+    cr_assert_eq(registry_reconfigure(reg, c, 300, log, sizeof(log)), 0);
+    shed_config_free(c);
+    cr_assert_eq(slot_of(reg, "storage"), st);
+    cr_assert_eq(registry_slot_names(reg, names, SHED_METRICS_SLOTS), 3);
+    cr_assert_str_eq(names[q], "queue");
+    /* At most <max> names are copied. */
+    cr_assert_eq(registry_slot_names(reg, names, 1), 1);
+    registry_destroy(reg);
+}
+
 Test(registry, status_json)
 {
     struct registry *reg = make();
