@@ -9,6 +9,7 @@ SHED_SOURCE_DIR), never from the current directory.
 import atexit
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,8 @@ BUILD_DIR = os.environ.get("SHED_BUILD_DIR", os.path.join(os.path.dirname(__file
 SOURCE_DIR = os.environ.get("SHED_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 
 _procs = []
+_tmpdirs = []
+_failed = False
 
 
 def binary(name):
@@ -40,7 +43,24 @@ def free_port(host="127.0.0.1"):
 
 
 def tmpdir(prefix="shedtest-"):
-    return tempfile.mkdtemp(prefix=prefix)
+    """A fresh directory, removed when the test process ends well: kept
+    after a failure (an uncaught exception or run_tests() counting one) or
+    with SHED_KEEP_TMP=1 in the environment, for the logs inside."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    _tmpdirs.append(d)
+    return d
+
+
+_excepthook = sys.excepthook
+
+
+def _note_failure(*args):
+    global _failed
+    _failed = True
+    _excepthook(*args)
+
+
+sys.excepthook = _note_failure
 
 
 class Proc:
@@ -116,6 +136,12 @@ def _cleanup():
                 pr.p.wait(5)
         except Exception:
             pass
+    if _failed or os.environ.get("SHED_KEEP_TMP") == "1":
+        if _tmpdirs:
+            print("kept: %s" % " ".join(_tmpdirs), file=sys.stderr, flush=True)
+        return
+    for d in _tmpdirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def wait_port(host, port, timeout=10.0, proc=None):
@@ -231,4 +257,7 @@ def run_tests(tests):
             print("FAIL %s" % name, flush=True)
             traceback.print_exc()
     print("%d/%d passed" % (len(tests) - failed, len(tests)), flush=True)
+    if failed:
+        global _failed
+        _failed = True
     sys.exit(1 if failed else 0)

@@ -47,6 +47,22 @@ def start_nginx(d):
                          prefix=pin([], 0))
 
 
+def start_h2o(d):
+    # h2o's own redirect handler, one thread: the other fast HTTP/1.1
+    # server in Debian, as a second reference (a reason for the goal, not a
+    # side the shed is judged against).
+    port = harness.free_port()
+    conf = os.path.join(d, "h2o.conf")
+    with open(conf, "w") as f:
+        f.write("listen:\n  host: 127.0.0.1\n  port: %d\nnum-threads: 1\n"
+                "max-connections: 10000\nhosts:\n  default:\n    paths:\n"
+                "      /:\n        redirect:\n          url: http://127.0.0.1:9/x\n"
+                "          status: 302\n" % port)
+    p = harness.Proc(pin(["h2o", "-c", conf], 0), name="h2o")
+    harness.wait_port("127.0.0.1", port, proc=p)
+    return p, port
+
+
 def wrk(port, script, close, pids):
     argv = ["wrk", "-t1", "-c64", "-d%ds" % SECONDS, "--latency", "-s", script]
     if close:
@@ -132,6 +148,17 @@ end
     # nginx: the master and its worker (the worker serves).
     pids = {"line": [shed.pid], "nginx": benchstat.group_pids(os.getpgid(nginx.pid))}
     ports = {"line": sport, "nginx": nport}
+    sides = ("line", "nginx")
+    h2o = None
+    if shutil.which("h2o"):
+        h2o, hport = start_h2o(d)
+        r = harness.request("GET", "http://127.0.0.1:%d/v1.0/a/q/m" % hport)
+        assert r.status == 302, r
+        pids["h2o"] = benchstat.group_pids(os.getpgid(h2o.pid))
+        ports["h2o"] = hport
+        sides = ("line", "nginx", "h2o")
+    else:
+        print("bench_line: h2o missing, no h2o reference side")
     print("bench_line: %d rounds of %d s per side and mode, servers %s" % (
         benchstat.ROUNDS, SECONDS,
         "on core 0, wrk on core 1" if benchstat.multicore() else "not pinned (1 core)"))
@@ -139,7 +166,7 @@ end
     for mode, close in (("keepalive", False), ("close", True)):
         sfx = "" if mode == "keepalive" else "_close"
         res = benchstat.interleave(
-            ("line", "nginx"), lambda side, r: wrk(ports[side], script, close, pids[side]))
+            sides, lambda side, r: wrk(ports[side], script, close, pids[side]))
         line, ngx = res["line"], res["nginx"]
         col = lambda rs, i: [x[i] for x in rs]  # noqa: E731
         print(fmt("line.redirects_per_s" + sfx, col(line, 0), "req/s", 0))
@@ -153,11 +180,19 @@ end
         print(fmt("nginx.p99_ms" + sfx, col(ngx, 1), "ms", 3))
         print(fmt("line.p99_vs_nginx" + sfx, benchstat.ratios(col(line, 1), col(ngx, 1)),
                   "ratio"))
+        if h2o is not None:
+            hh = res["h2o"]
+            print(fmt("h2o.cpu_us_per_req" + sfx, col(hh, 2), "us"))
+            print(fmt("h2o.cpu_vs_nginx" + sfx, benchstat.ratios(col(hh, 2), col(ngx, 2)),
+                      "ratio"))
+            print(fmt("line.cpu_vs_h2o" + sfx, benchstat.ratios(col(line, 2), col(hh, 2)),
+                      "ratio"))
+            print(fmt("h2o.p99_ms" + sfx, col(hh, 1), "ms", 3))
         sys.stdout.flush()
     if shutil.which("strace"):
         for mode, close in (("keepalive", False), ("close", True)):
             sfx = "" if mode == "keepalive" else "_close"
-            for side in ("line", "nginx"):
+            for side in sides:
                 c = syscalls_per_req(ports[side], script, close, pids[side])
                 print("%s.syscalls_per_req%s: %.2f calls (%s)" % (
                     side, sfx, sum(c.values()),
@@ -168,6 +203,8 @@ end
         print("bench_line: strace missing, no syscall counts")
     shed.stop()
     nginx.stop()
+    if h2o is not None:
+        h2o.stop()
 
 
 main()
