@@ -840,13 +840,14 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
     struct target *t = NULL;
     struct easy_node *en = NULL;
     struct chain *ch = NULL;
-    char failed[CLIENT_WIRE_ORIGIN_MAX] = "";
+    char failed[CLIENT_WIRE_ORIGIN_MAX];
     char start[sizeof(ch->url)];
     char cto[2 * CLIENT_WIRE_ORIGIN_MAX];
     uint64_t retry_after_ms = 0;
     bool lookup = false, skip_backoff = false;
     int rc;
 
+    failed[0] = '\0'; /* not "= \"\"": that zeroes all its bytes per request */
     response_reset(resp);
     atomic_fetch_add(&c->m_requests, 1);
     if (req->method == NULL || req->url == NULL)
@@ -864,7 +865,6 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
     rc = -SHED_CLIENT_ETRANSPORT;
     for (unsigned attempt = 0; attempt <= c->o.retries; attempt++) {
         struct ring_config rcfg;
-        struct client_pin pin;
         const char *connect_to = NULL;
         bool pinned = false;
         bool last = attempt == c->o.retries;
@@ -884,14 +884,16 @@ shed_client_request(struct shed_client *c, const struct shed_client_request *req
         }
         chain_reset(ch, lookup);
         resp->has_bucket = false;
-        if (!lookup && t->is_message && client_pins_get_ring(c->pins, t->service, &rcfg) == 0) {
-            resp->bucket =
-                ring_bucket(&rcfg, t->path.account.ptr, t->path.account.len, t->key, t->keylen);
-            resp->has_bucket = true;
-            if (!c->o.no_pin &&
-                client_pins_get(c->pins, t->service, resp->bucket, shed_client_now_ms(c), &pin) ==
-                    0 &&
-                pinned_url(t, pin.host, start, sizeof(start)) == 0)
+        if (!lookup && t->is_message) {
+            /* The bucket and the pin holding it in one lookup (one shared
+             * lock, only the host copied out). */
+            int pr =
+                client_pins_route(c->pins, t->service, t->path.account.ptr, t->path.account.len,
+                                  t->key, t->keylen, c->o.no_pin ? 0 : shed_client_now_ms(c),
+                                  &resp->bucket, c->o.no_pin ? NULL : host, sizeof(host));
+
+            resp->has_bucket = pr == 0 || pr == -ENOENT;
+            if (pr == 0 && pinned_url(t, host, start, sizeof(start)) == 0)
                 pinned = true;
         }
         if (!pinned) {

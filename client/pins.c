@@ -252,6 +252,24 @@ out:
     return rc;
 }
 
+/* Remove the pin <service>/<bucket> if it has expired at <now_ms>: re-checked
+ * under the write lock, since another thread may have renewed it. */
+static void
+drop_expired(struct client_pins *p, const char *service, uint32_t bucket, uint64_t now_ms)
+{
+    struct pin_entry **pp;
+
+    pthread_rwlock_wrlock(&p->lock);
+    pp = find_locked(p, service, bucket);
+    if (pp != NULL && (*pp)->pin.expires_ms <= now_ms) {
+        struct pin_entry *e = *pp;
+        *pp = e->next;
+        free(e);
+        p->count--;
+    }
+    pthread_rwlock_unlock(&p->lock);
+}
+
 int
 client_pins_get(struct client_pins *p, const char *service, uint32_t bucket, uint64_t now_ms,
                 struct client_pin *out)
@@ -276,18 +294,50 @@ client_pins_get(struct client_pins *p, const char *service, uint32_t bucket, uin
         }
     }
     pthread_rwlock_unlock(&p->lock);
-    if (expired) {
-        /* Re-check under the write lock: another thread may have renewed it. */
-        pthread_rwlock_wrlock(&p->lock);
-        pp = find_locked(p, service, bucket);
-        if (pp != NULL && (*pp)->pin.expires_ms <= now_ms) {
-            struct pin_entry *e = *pp;
-            *pp = e->next;
-            free(e);
-            p->count--;
+    if (expired)
+        drop_expired(p, service, bucket, now_ms);
+    return rc;
+}
+
+int
+client_pins_route(struct client_pins *p, const char *service, const char *account, size_t alen,
+                  const char *key, size_t klen, uint64_t now_ms, uint32_t *bucket, char *host,
+                  size_t hostlen)
+{
+    const struct service_ring *r = NULL;
+    struct pin_entry **pp;
+    bool expired = false;
+    int rc = -ESRCH;
+
+    pthread_rwlock_rdlock(&p->lock);
+    for (size_t i = 0; i < p->nrings; i++) {
+        if (strcmp(p->rings[i].name, service) == 0) {
+            r = &p->rings[i];
+            break;
         }
-        pthread_rwlock_unlock(&p->lock);
     }
+    if (r == NULL)
+        goto out;
+    *bucket = ring_bucket(&r->cfg, account, alen, key, klen);
+    rc = -ENOENT;
+    if (host == NULL)
+        goto out;
+    pp = find_locked(p, service, *bucket);
+    if (pp == NULL)
+        goto out;
+    if ((*pp)->pin.expires_ms <= now_ms) {
+        expired = true;
+        goto out;
+    }
+    if (strlen((*pp)->pin.host) < hostlen) {
+        (void)atomic_fetch_add(&(*pp)->hits, 1);
+        copy_str(host, hostlen, (*pp)->pin.host);
+        rc = 0;
+    }
+out:
+    pthread_rwlock_unlock(&p->lock);
+    if (expired)
+        drop_expired(p, service, *bucket, now_ms);
     return rc;
 }
 

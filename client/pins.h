@@ -69,6 +69,18 @@ int client_pins_set(struct client_pins *p, const char *service, uint32_t bucket,
 int client_pins_get(struct client_pins *p, const char *service, uint32_t bucket, uint64_t now_ms,
                     struct client_pin *out);
 
+/* A request's route in one shared lock (the pinned path's lookups, without
+ * copying a whole struct client_pin out): the bucket of <account>/<key>
+ * (ring_bucket()) under <service>'s ring parameters into <bucket> and, when
+ * <host> is not NULL and a live pin holds that bucket, the pin's host into
+ * <host> (<hostlen> bytes) with a hit counted. Returns 0 (pinned), -ENOENT
+ * (bucket set, no live pin or one whose host does not fit <hostlen>; an
+ * expired pin is removed as client_pins_get() does), -ESRCH (no ring parameters for <service>: no
+ * bucket). */
+int client_pins_route(struct client_pins *p, const char *service, const char *account, size_t alen,
+                      const char *key, size_t klen, uint64_t now_ms, uint32_t *bucket, char *host,
+                      size_t hostlen);
+
 /* Drop one pin: 0 or -ENOENT. */
 int client_pins_drop(struct client_pins *p, const char *service, uint32_t bucket);
 

@@ -24,8 +24,11 @@
  *
  * Prints "name: value unit" lines; ratios are from the same run.
  * Usage: bench-client --shed HOST:PORT [--seconds S] [--messages N] [--rounds R]
- *        [--only pinned|direct|naive]   (one side alone, for strace/callgrind:
- *                                        prints its ops and nothing else)
+ *        [--only pinned|direct|naive [--ops N]]
+ *   --only runs one side alone, for strace/callgrind, and prints its ops and
+ *   nothing else: for <seconds>, or exactly N requests with --ops, so that
+ *   two runs (say --ops 16 and --ops 4016) subtract to the cost of 4000
+ *   requests without the setup (the PUTs, the warm-up of each side).
  */
 #include <curl/curl.h>
 #include <getopt.h>
@@ -35,13 +38,19 @@
 #include <time.h>
 
 #define MAX_ROUNDS 100
-#define BATCH      16 /* requests per turn of a side */
+#define BATCH      16  /* requests per turn of a side */
+#define WARM_OPS   320 /* warm-up requests per side: every message once */
 
 #include "client/client.h"
 #include "common/clock.h"
 
+/* The body of one plain libcurl response, kept in memory: the pinned side
+ * hands the caller its body, so the plain side copies it out too, into one
+ * buffer reused by the requests of a batch (no allocation per request: the
+ * cheapest a libcurl program can do). */
 struct sink {
-    size_t len;
+    char *buf;
+    size_t len, cap;
 };
 
 static size_t
@@ -49,8 +58,18 @@ sink_cb(char *data, size_t size, size_t n, void *arg)
 {
     struct sink *s = arg;
 
-    (void)data;
+    if (s->len + size * n + 1 > s->cap) {
+        size_t cap = 2 * (s->len + size * n + 1);
+        char *nb = realloc(s->buf, cap);
+
+        if (nb == NULL)
+            return 0;
+        s->buf = nb;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, data, size * n);
     s->len += size * n;
+    s->buf[s->len] = '\0';
     return size * n;
 }
 
@@ -105,10 +124,13 @@ run_curl(CURL *e, char **urls, int n, int *pos, int nops, const char *connect_to
         if (curl_easy_perform(e) == CURLE_OK &&
             curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200)
             ok++;
+        s.len = 0;
     }
     *took = clock_mono_s() - t0;
     curl_easy_setopt(e, CURLOPT_CONNECT_TO, NULL);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
     curl_slist_free_all(cto);
+    free(s.buf);
     return ok;
 }
 
@@ -170,9 +192,13 @@ int
 main(int argc, char **argv)
 {
     static const struct option lo[] = {
-        {"shed", required_argument, NULL, 's'},     {"seconds", required_argument, NULL, 't'},
-        {"messages", required_argument, NULL, 'n'}, {"rounds", required_argument, NULL, 'r'},
-        {"only", required_argument, NULL, 'o'},     {NULL, 0, NULL, 0},
+        {"shed", required_argument, NULL, 's'},
+        {"seconds", required_argument, NULL, 't'},
+        {"messages", required_argument, NULL, 'n'},
+        {"rounds", required_argument, NULL, 'r'},
+        {"only", required_argument, NULL, 'o'},
+        {"ops", required_argument, NULL, 'p'},
+        {NULL, 0, NULL, 0},
     };
     struct shed_client_options o;
     struct shed_client *c;
@@ -182,6 +208,7 @@ main(int argc, char **argv)
     static double rate[3][MAX_ROUNDS], cpu[3][MAX_ROUNDS], vs_direct[MAX_ROUNDS],
         vs_naive[MAX_ROUNDS], cpu_vs_direct[MAX_ROUNDS];
     int n = 200, rounds = 7, ch, only = -1;
+    long only_ops = 0;
     char **svc, **direct;
     char cto[300];
     CURL *e_direct, *e_naive;
@@ -206,12 +233,15 @@ main(int argc, char **argv)
                    : strcmp(optarg, "naive") == 0  ? 2
                                                    : -2;
             break;
+        case 'p':
+            only_ops = atol(optarg);
+            break;
         default:
             return 2;
         }
     }
     if (shed == NULL || n < 1 || n > 100000 || secs <= 0 || rounds < 1 || rounds > MAX_ROUNDS ||
-        only == -2) {
+        only == -2 || only_ops < 0 || only_ops > 100000000) {
         fputs("usage: bench-client --shed HOST:PORT [--seconds S] [--messages N]\n", stderr);
         return 2;
     }
@@ -242,8 +272,16 @@ main(int argc, char **argv)
     }
     e_direct = curl_easy_init();
     e_naive = curl_easy_init();
-    curl_easy_setopt(e_direct, CURLOPT_MAXCONNECTS, 64L);
-    curl_easy_setopt(e_naive, CURLOPT_MAXCONNECTS, 64L);
+    /* The plain libcurl sides get the options the library sets on its
+     * handles (its default timeouts, http and https only), and up to 64
+     * cached connections. */
+    CURL *plain[2] = {e_direct, e_naive};
+    for (int i = 0; i < 2; i++) {
+        curl_easy_setopt(plain[i], CURLOPT_MAXCONNECTS, 64L);
+        curl_easy_setopt(plain[i], CURLOPT_CONNECTTIMEOUT_MS, 2000L);
+        curl_easy_setopt(plain[i], CURLOPT_TIMEOUT_MS, 30000L);
+        curl_easy_setopt(plain[i], CURLOPT_PROTOCOLS_STR, "http,https");
+    }
     snprintf(cto, sizeof(cto), "burrow.service:80:%s", shed);
     struct sides sd = {.c = c,
                        .e_direct = e_direct,
@@ -252,14 +290,17 @@ main(int argc, char **argv)
                        .direct = direct,
                        .n = n,
                        .cto = cto};
-    /* One warm-up pass per side: connections open before the first round. */
+    /* One warm-up pass per side over every message: connections open (and
+     * pins taken) before the first round; a fixed count, so that a profile
+     * of two --only runs subtracts it exactly. */
     for (int side = 0; side < 3; side++) {
         double t;
-        (void)run_for(&sd, side, 0.05, BATCH, &t);
+        (void)run_side(&sd, side, n > WARM_OPS ? n : WARM_OPS, &t);
     }
     if (only >= 0) { /* one side, nothing else: a profile of it alone */
         double t;
-        long ops = run_for(&sd, only, secs, BATCH, &t);
+        long ops = only_ops > 0 ? run_side(&sd, only, (int)only_ops, &t)
+                                : run_for(&sd, only, secs, BATCH, &t);
         printf("client.only_ops: %ld ops\n", ops);
         rounds = 0;
     }

@@ -63,6 +63,38 @@ Test(wire, url_table)
     }
 }
 
+/* The byte check reads eight bytes at a time: every bad byte at every
+ * offset (so in every lane of a word and in the tail) is refused, and the
+ * bytes next to the bad ones in value pass. */
+Test(wire, url_bad_byte_every_offset)
+{
+    static const unsigned char bad[] = {0x01, 0x1f, 0x20, 0x7f, '#'};
+    static const unsigned char good[] = {0x21, 0x22, 0x24, 0x7e, 0x80, 0xa3, 0xff};
+    const char *base = "http://burrow.service/v1.0/acct/queue/message-0123456789";
+    size_t blen = strlen(base);
+    struct client_wire_url u;
+    char url[128];
+
+    for (size_t off = strlen("http://burrow.service/"); off < blen; off++) {
+        for (size_t b = 0; b < sizeof(bad); b++) {
+            memcpy(url, base, blen + 1);
+            url[off] = (char)bad[b];
+            cr_assert_eq(client_wire_parse_url(url, &u), -EINVAL, "byte 0x%02x at %zu", bad[b],
+                         off);
+        }
+        for (size_t g = 0; g < sizeof(good); g++) {
+            memcpy(url, base, blen + 1);
+            url[off] = (char)good[g];
+            cr_assert_eq(client_wire_parse_url(url, &u), 0, "byte 0x%02x at %zu", good[g], off);
+        }
+    }
+    cr_assert_eq(client_wire_parse_url("HTTPS://Burrow.Service/v1.0", &u), 0);
+    cr_assert_eq(u.port, 443);
+    cr_assert_eq(client_wire_parse_url("httpx://h/p", &u), -EINVAL);
+    cr_assert_eq(client_wire_parse_url("http:/h/p", &u), -EINVAL);
+    cr_assert_eq(client_wire_parse_url("http", &u), -EINVAL);
+}
+
 Test(wire, url_too_long)
 {
     static char big[CLIENT_WIRE_URL_MAX + 64];
@@ -321,6 +353,46 @@ Test(pins, ring_change_clears_service)
     cr_assert_eq(client_pins_count(p), 1u, "a new ring drops that service's pins");
     cr_assert_eq(client_pins_get_ring(p, "burrow", &got), 0);
     cr_assert_eq(got.k, b.k);
+    client_pins_destroy(p);
+}
+
+/* client_pins_route(): the bucket ring_bucket() gives, and the pin's host
+ * only while it lives, a hit counted per route. */
+Test(pins, route_bucket_and_host)
+{
+    struct client_pins *p;
+    struct ring_config cfg;
+    struct client_pin pin;
+    uint32_t bucket = 0, want;
+    char host[CLIENT_PINS_HOST_MAX];
+
+    ring_config_default(&cfg);
+    want = ring_bucket(&cfg, "acct", 4, "q/m1", 4);
+    cr_assert_eq(client_pins_create(100, &p), 0);
+    cr_assert_eq(
+        client_pins_route(p, "burrow", "acct", 4, "q/m1", 4, 0, &bucket, host, sizeof(host)),
+        -ESRCH, "no ring parameters yet");
+    cr_assert_eq(client_pins_set_ring(p, "burrow", &cfg), 0);
+    cr_assert_eq(
+        client_pins_route(p, "burrow", "acct", 4, "q/m1", 4, 0, &bucket, host, sizeof(host)),
+        -ENOENT);
+    cr_assert_eq(bucket, want);
+    cr_assert_eq(client_pins_set(p, "burrow", want, "http://h:1", 1, 1000, 0, NULL), 0);
+    bucket = 0;
+    cr_assert_eq(
+        client_pins_route(p, "burrow", "acct", 4, "q/m1", 4, 999, &bucket, host, sizeof(host)), 0);
+    cr_assert_eq(bucket, want);
+    cr_assert_str_eq(host, "http://h:1");
+    cr_assert_eq(client_pins_route(p, "burrow", "acct", 4, "q/m1", 4, 999, &bucket, NULL, 0),
+                 -ENOENT, "no host asked: bucket only");
+    cr_assert_eq(client_pins_route(p, "burrow", "acct", 4, "q/m1", 4, 999, &bucket, host, 5),
+                 -ENOENT, "a host that does not fit is no pin");
+    cr_assert_eq(client_pins_get(p, "burrow", want, 999, &pin), 0);
+    cr_assert_eq(pin.hits, 2u, "one hit for the route, one for this get");
+    cr_assert_eq(
+        client_pins_route(p, "burrow", "acct", 4, "q/m1", 4, 1000, &bucket, host, sizeof(host)),
+        -ENOENT, "expired");
+    cr_assert_eq(client_pins_count(p), 0u, "an expired pin is removed");
     client_pins_destroy(p);
 }
 
