@@ -24,7 +24,7 @@
 #include "proto/burrow.h"
 #include "ring/ring.h"
 
-#define POOL_MAX          64   /* idle easy handles kept */
+#define POOL_MAX          64   /* idle easy handles kept (and one in hot) */
 #define HDR_VAL_MAX       2048 /* bytes kept of any one header we read */
 #define PIN_TTL_MAX_S     86400
 #define RETRY_AFTER_MAX_S 5 /* longest shed Retry-After honoured */
@@ -58,8 +58,12 @@ struct shed_client {
     char shed_store[SHED_CLIENT_MAX_SHEDS][CLIENT_WIRE_ORIGIN_MAX];
     CURLSH *share; /* DNS cache shared by every easy handle */
     pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+    /* The idle handle most recently put back, taken and given back with one
+     * atomic exchange each: a thread making one request after another
+     * never takes pool_lock. */
+    _Atomic(struct easy_node *) hot;
     pthread_mutex_t pool_lock; /* guards pool */
-    struct easy_node *pool;    /* idle easy handles, owned */
+    struct easy_node *pool;    /* more idle easy handles, owned */
     size_t npool;
     struct client_pins *pins;   /* owned */
     _Atomic uint64_t rng;       /* splitmix64 state */
@@ -233,6 +237,7 @@ shed_client_destroy(struct shed_client *c)
 {
     if (c == NULL)
         return;
+    easy_free(atomic_exchange(&c->hot, NULL));
     while (c->pool != NULL) {
         struct easy_node *n = c->pool;
         c->pool = n->next;
@@ -250,6 +255,8 @@ shed_client_destroy(struct shed_client *c)
 static void
 easy_free(struct easy_node *n)
 {
+    if (n == NULL)
+        return;
     if (n->h != NULL)
         curl_easy_cleanup(n->h);
     free(n->t);
@@ -261,8 +268,10 @@ easy_free(struct easy_node *n)
 static struct easy_node *
 easy_get(struct shed_client *c)
 {
-    struct easy_node *n;
+    struct easy_node *n = atomic_exchange(&c->hot, NULL);
 
+    if (n != NULL)
+        return n;
     pthread_mutex_lock(&c->pool_lock);
     n = c->pool;
     if (n != NULL) {
@@ -288,7 +297,9 @@ easy_get(struct shed_client *c)
 static void
 easy_put(struct shed_client *c, struct easy_node *n)
 {
-    if (n == NULL)
+    struct easy_node *none = NULL;
+
+    if (n == NULL || atomic_compare_exchange_strong(&c->hot, &none, n))
         return;
     pthread_mutex_lock(&c->pool_lock);
     if (c->npool < POOL_MAX) {
