@@ -51,7 +51,7 @@ struct server {
 
 /* The counters of struct shed_handoff_stats. */
 struct handoff_counters {
-    _Atomic uint64_t sweeps, moved, dropped, undone, errors, last_moved;
+    _Atomic uint64_t sweeps, moved, dropped, undone, errors, last_moved, abandoned;
     _Atomic uint64_t home_ms; /* wall ms of the last sweep that found everything home */
     _Atomic uint64_t last_sweep_us, last_sweep_msgs; /* duration and messages seen */
 };
@@ -69,6 +69,8 @@ struct shed_handoff {
     long timeout_ms;
     uint64_t moved_this_sweep, seen_this_sweep;
     uint64_t pace_start, pace_n;
+    uint64_t pass_sig; /* view_sig() when this sweep or hint pass began */
+    bool unsettled;    /* the view changed since: decide nothing more */
     struct handoff_counters n;
 };
 
@@ -81,6 +83,7 @@ shed_handoff_stats(const struct shed_handoff *h, struct shed_handoff_stats *out)
     out->moved = atomic_load(&n->moved);
     out->dropped = atomic_load(&n->dropped);
     out->undone = atomic_load(&n->undone);
+    out->abandoned = atomic_load(&n->abandoned);
     out->errors = atomic_load(&n->errors);
     out->last_sweep_moved = atomic_load(&n->last_moved);
     out->home_ms = atomic_load(&n->home_ms);
@@ -110,6 +113,10 @@ shed_handoff_stats_text(const struct shed_handoff_stats *s, char *buf, size_t le
                  "message meanwhile.\n"
                  "# TYPE shed_handoff_undone_total counter\n"
                  "shed_handoff_undone_total %" PRIu64 "\n"
+                 "# HELP shed_handoff_abandoned_total Sweeps stopped because membership "
+                 "changed during them (the next one waits for the change to settle).\n"
+                 "# TYPE shed_handoff_abandoned_total counter\n"
+                 "shed_handoff_abandoned_total %" PRIu64 "\n"
                  "# HELP shed_handoff_errors_total Handoff calls that failed (retried at the "
                  "next sweep).\n"
                  "# TYPE shed_handoff_errors_total counter\n"
@@ -128,8 +135,9 @@ shed_handoff_stats_text(const struct shed_handoff_stats *s, char *buf, size_t le
                  "# HELP shed_handoff_last_sweep_messages Messages the last sweep looked at.\n"
                  "# TYPE shed_handoff_last_sweep_messages gauge\n"
                  "shed_handoff_last_sweep_messages %" PRIu64 "\n",
-                 s->sweeps, s->moved, s->dropped, s->undone, s->errors, s->last_sweep_moved,
-                 (double)s->home_ms / 1000.0, (double)s->last_sweep_us / 1e6, s->last_sweep_msgs);
+                 s->sweeps, s->moved, s->dropped, s->undone, s->abandoned, s->errors,
+                 s->last_sweep_moved, (double)s->home_ms / 1000.0, (double)s->last_sweep_us / 1e6,
+                 s->last_sweep_msgs);
     if (n < 0)
         return 0;
     return (size_t)n < len ? (size_t)n : len - 1;
@@ -276,6 +284,43 @@ pace(struct shed_handoff *h)
 
 /* ------------------------------------------------------------ owners */
 
+/* A number that changes with every liveness change, restart or generation
+ * of any Burrow service of view <v>. */
+static uint64_t
+sig_of(const struct registry_view *v)
+{
+    uint64_t sig = 0;
+
+    for (size_t i = 0; i < v->nroutes; i++) {
+        const struct registry_route *r = &v->routes[i];
+
+        if (r->kind != SHED_KIND_BURROW)
+            continue;
+        sig = sig * 1000003u + r->generation;
+        if (r->settle != NULL)
+            sig = sig * 1000003u + atomic_load(&r->settle->changes);
+    }
+    return sig;
+}
+
+/* True once the view moved since the pass began (h->pass_sig). Every
+ * owner is decided on a view that has settled (HANDOFF_SETTLE_MS: the line
+ * sheds route on it); a pass that outlives its view (a server that stopped
+ * answering mid-sweep holds a call up to the backend timeout) would decide
+ * on a view nobody routes on any more, moving a message off a server that
+ * is coming back only to move it back later. So it stops, and the next
+ * pass waits for the new view to settle. */
+static bool
+unsettled(struct shed_handoff *h)
+{
+    if (!h->unsettled) {
+        unsigned t = shed_rcu_enter(registry_rcu(h->ctx->reg));
+        h->unsettled = sig_of(registry_view(h->ctx->reg)) != h->pass_sig;
+        shed_rcu_leave(registry_rcu(h->ctx->reg), t);
+    }
+    return h->unsettled;
+}
+
 /* The url of the owner of message <ids> (account, queue, message) of
  * service h->svc into <url>: the server a PUT goes to, when it is up (a
  * draining or suspect owner takes nothing). False when there is none. */
@@ -342,6 +387,8 @@ move(struct shed_handoff *h, const char *from, const char *to, const struct prot
     long st;
 
     pace(h);
+    if (unsettled(h))
+        return;
     if (url_of(uto, sizeof(uto), to, ids, 3, "detail=id") < 0 ||
         url_of(ufrom, sizeof(ufrom), from, ids, 3, "detail=body") < 0)
         return;
@@ -428,7 +475,7 @@ sweep_queue(struct shed_handoff *h, const struct server *s, struct proto_slice *
         {
             json_t *id = json_object_get(o, "id");
 
-            if (!json_is_string(id) || stopping(h))
+            if (!json_is_string(id) || stopping(h) || unsettled(h))
                 continue;
             ids[2].ptr = json_string_value(id);
             ids[2].len = json_string_length(id);
@@ -448,7 +495,7 @@ sweep_queue(struct shed_handoff *h, const struct server *s, struct proto_slice *
                 marker[0] = '\0';
         }
         json_decref(arr);
-        if (n < HANDOFF_PAGE || marker[0] == '\0' || stopping(h))
+        if (n < HANDOFF_PAGE || marker[0] == '\0' || stopping(h) || unsettled(h))
             return;
     }
 }
@@ -477,7 +524,7 @@ sweep_server(struct shed_handoff *h, const struct server *s)
     {
         struct proto_slice ids[3];
 
-        if (!json_is_string(a) || stopping(h))
+        if (!json_is_string(a) || stopping(h) || unsettled(h))
             continue;
         ids[0].ptr = json_string_value(a);
         ids[0].len = json_string_length(a);
@@ -486,7 +533,7 @@ sweep_server(struct shed_handoff *h, const struct server *s)
             continue;
         json_array_foreach(queues, k, q)
         {
-            if (!json_is_string(q) || stopping(h))
+            if (!json_is_string(q) || stopping(h) || unsettled(h))
                 continue;
             ids[1].ptr = json_string_value(q);
             ids[1].len = json_string_length(q);
@@ -514,7 +561,7 @@ hint_home(struct shed_handoff *h, json_t *o)
     json_error_t err;
     long st;
 
-    if (svc == NULL || path == NULL || from == NULL || stopping(h) ||
+    if (svc == NULL || path == NULL || from == NULL || stopping(h) || unsettled(h) ||
         strlen(svc) >= sizeof(h->svc) ||
         proto_burrow_parse_path(path, strlen(path), dec, sizeof(dec), &bp) != 0 ||
         bp.level != PROTO_BURROW_MESSAGE)
@@ -622,16 +669,12 @@ services(struct shed_handoff *h, char names[][SHED_NAME_MAX], uint64_t *sig)
     const struct registry_view *v = registry_view(h->ctx->reg);
     size_t n = 0;
 
-    *sig = 0;
+    *sig = sig_of(v);
     for (size_t i = 0; i < v->nroutes && n < HANDOFF_SVC_MAX; i++) {
         const struct registry_route *r = &v->routes[i];
 
-        if (r->kind != SHED_KIND_BURROW)
-            continue;
-        snprintf(names[n++], SHED_NAME_MAX, "%s", r->name);
-        *sig = *sig * 1000003u + r->generation;
-        if (r->settle != NULL)
-            *sig = *sig * 1000003u + atomic_load(&r->settle->changes);
+        if (r->kind == SHED_KIND_BURROW)
+            snprintf(names[n++], SHED_NAME_MAX, "%s", r->name);
     }
     shed_rcu_leave(registry_rcu(h->ctx->reg), t);
     return n;
@@ -653,10 +696,17 @@ sweep(struct shed_handoff *h, char names[][SHED_NAME_MAX], size_t nsvc)
 
         memcpy(h->svc, names[i], sizeof(h->svc));
         n = servers_of(h);
-        for (size_t k = 0; k < n && !stopping(h); k++)
+        for (size_t k = 0; k < n && !stopping(h) && !unsettled(h); k++)
             sweep_server(h, &h->servers[k]);
     }
     atomic_fetch_add(&h->n.sweeps, 1);
+    if (h->unsettled) {
+        atomic_fetch_add(&h->n.abandoned, 1);
+        atomic_store(&h->n.last_moved, h->moved_this_sweep);
+        log_info("handoff: sweep stopped after %" PRIu64 " move%s: membership changed during it",
+                 h->moved_this_sweep, h->moved_this_sweep == 1 ? "" : "s");
+        return;
+    }
     atomic_store(&h->n.last_moved, h->moved_this_sweep);
     atomic_store(&h->n.last_sweep_us, (clock_mono_ns() - t0) / 1000);
     atomic_store(&h->n.last_sweep_msgs, h->seen_this_sweep);
@@ -688,6 +738,8 @@ run(void *arg)
             continue;
         if (now - last_hints >= 1000) {
             last_hints = now;
+            h->pass_sig = sig;
+            h->unsettled = false;
             hints(h);
         }
         if (sig == swept_sig && !again && now - last < HANDOFF_IDLE_MS)
@@ -696,6 +748,8 @@ run(void *arg)
             continue;
         swept_sig = sig;
         last = now;
+        h->pass_sig = sig;
+        h->unsettled = false;
         sweep(h, names, n);
         again = h->moved_this_sweep > 0;
     }

@@ -52,6 +52,7 @@ struct shed_handoff_stats {
     uint64_t moved;            /* messages moved to their owner */
     uint64_t dropped;          /* stray copies deleted: the owner had the message */
     uint64_t undone;           /* moves undone: a client deleted the message meanwhile */
+    uint64_t abandoned;        /* sweeps stopped: membership changed during them */
     uint64_t errors;           /* calls that failed (retried at the next sweep) */
     uint64_t last_sweep_moved; /* moved or dropped by the last sweep (0: all home) */
     uint64_t home_ms;          /* wall ms when a sweep last found everything home; 0: never */

@@ -376,6 +376,14 @@ def test_nothing_acknowledged_is_lost():
         if m["effective"]:  # and where it was acknowledged, directly
             st, _, _, text = curl("client1", "GET", m["effective"] + "?detail=body",
                                   follow=False)
+            if st != 200:  # say where it is instead, and what the handoff did
+                where = ["%s %d" % (b, curl("client1", "GET", "http://%s:8080/v1.0/%s/%s/%s"
+                                            % (b, m["account"], QUEUE, m["id"]),
+                                            follow=False)[0])
+                         for dc in DCS for b in sorted(dc_backends(dc))]
+                print("     %s: %s; dc1 aggregator: %s" % (
+                    m["id"], ", ".join(where),
+                    [(x[0], x[2]) for x in metrics(node("dc1-agg1")) if "handoff" in x[0]]))
             assert st == 200 and text.encode() == m["body"], \
                 "direct GET %s -> %d" % (m["effective"], st)
     away = [m for m in ctx["acked"] if m["phase"] == "away"]

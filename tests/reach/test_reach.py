@@ -18,6 +18,10 @@ configs, short timings: heartbeat 200 ms, lease 600 ms, drain window 5 s):
                 clients), writes go to a replica, then it is back
   cross_cell    every backend of dc1 frozen, writes escalate through a master
                 into dc2, dc1 comes back: dc1's line shed finds them
+  write_around_a_reported_host, client_asks_for_a_lookup (see each)
+  sweep_stops_when_membership_changes
+                3000 strays on one server, a backend joins while the
+                handoff moves them: the sweep stops, the next one settles
 
 Every case prints its counts; a failure names the counts that are not zero.
 """
@@ -320,6 +324,54 @@ def test_client_asks_for_a_lookup():
         site.stop()
 
 
+def test_sweep_stops_when_membership_changes():
+    """A handoff sweep decides every owner on a view that has settled: when
+    membership changes while a sweep runs, the sweep stops
+    (shed_handoff_abandoned_total) and the next one starts only after the
+    new view settled. Messages written straight to one server, most of them
+    off their owner, make a sweep that moves for a second or more (at most
+    2000 moves a second); a backend joins while it runs. Afterwards every
+    message reads back and sits on exactly one server, its owner."""
+    site = Site({"dc1": 3})
+    try:
+        web, book = Web(), Book()
+        line, agg = site.line(), site.agg()
+        site.wait_settled(timeout=3 * DRAIN_S)
+        src = site.backends("dc1")[0]
+        base = site.url(src)
+        # Right after an idle sweep the next is HANDOFF_IDLE_MS (10 s) away:
+        # the strays are all written before a sweep sees any of them.
+        sweeps0 = harness.metric(agg, "shed_handoff_sweeps_total")
+        harness.wait_until(lambda: harness.metric(agg, "shed_handoff_sweeps_total") > sweeps0,
+                           timeout=15, step=0.05, what="an idle sweep")
+        moved0 = harness.metric(agg, "shed_handoff_moved_total")
+        for i in range(3000):
+            a, q, m = "swa%d" % (i % 4), "q", "swm%05d" % i
+            body = ("body of %s/%s/%s" % (a, q, m)).encode()
+            r = web.call("PUT", "%s/v1.0/%s/%s/%s?ttl=0" % (base, a, q, m), body)
+            assert r.status_code == 201, r.status_code
+            book.add(a, q, m, body, src)
+        off = sum(1 for k, o in book.owners(web, site).items() if o != src)
+        assert off >= 1000, "only %d messages off their owner" % off
+        harness.wait_until(lambda: harness.metric(agg, "shed_handoff_moved_total") > moved0,
+                           timeout=15, step=0.02, what="a sweep moving messages")
+        new = site.add_backend()
+        harness.wait_until(lambda: harness.metric(agg, "shed_handoff_abandoned_total") >= 1,
+                           timeout=10, step=0.05, what="the sweep to stop on the join")
+        moved_then = harness.metric(agg, "shed_handoff_moved_total") - moved0
+        print("  sweep stopped after %d of %d moves when %s joined" % (moved_then, off, new))
+        assert moved_then < off, (moved_then, off)
+        site.wait_states({new: "up"})
+        site.wait_settled(timeout=3 * DRAIN_S)
+        bad, took = poll_until_zero(lambda: book.misplaced(web, site), 30)
+        print("  settled after %.1fs" % took)
+        expect_zero("sweep_stops", bad, list(bad))
+        missing, wrong = book.read(web, line)
+        assert not missing and not wrong, (missing[:5], wrong[:5])
+    finally:
+        site.stop()
+
+
 if __name__ == "__main__":
     harness.run_tests([
         ("join", test_join),
@@ -329,4 +381,5 @@ if __name__ == "__main__":
         ("cross_cell", test_cross_cell),
         ("write_around_a_reported_host", test_write_around_a_reported_host),
         ("client_asks_for_a_lookup", test_client_asks_for_a_lookup),
+        ("sweep_stops_when_membership_changes", test_sweep_stops_when_membership_changes),
     ])
