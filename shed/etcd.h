@@ -177,6 +177,13 @@ int shed_etcd_view_delete(struct shed_etcd_view *v, const char *rel, struct prot
 int shed_etcd_view_replace(struct shed_etcd_view *v, struct shed_etcd_view *next,
                            struct proto_sync_msg *out);
 
+/* "down" into <out> for every member of <v> that <next> does not have,
+ * from key index *<pos> on, until <out> holds PROTO_SYNC_MAX_ENTRIES or
+ * <v> ends; *<pos> is where the next call goes on (shed_etcd_view_size(v)
+ * when done). 0. */
+int shed_etcd_view_downs_at(const struct shed_etcd_view *v, const struct shed_etcd_view *next,
+                            size_t *pos, struct proto_sync_msg *out);
+
 /* Every member's entry (gone ones left out), heard now, into <out>. 0. */
 int shed_etcd_view_export(const struct shed_etcd_view *v, struct proto_sync_msg *out);
 

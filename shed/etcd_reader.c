@@ -133,20 +133,11 @@ static void
 replace_view(struct shed_etcd *E, struct sink *k, struct shed_etcd_view *next)
 {
     struct shed_etcd_view *v = k->view;
-    for (size_t a = 0; a < v->n;) {
-        size_t b = a + 1, na, nb;
-        while (b < v->n && strncmp(v->k[b]->rel, v->k[a]->rel, v->k[a]->grp) == 0)
-            b++;
-        etcd_view_group(next, v->k[a]->rel, v->k[a]->grp, &na, &nb);
-        if (na == nb) {
-            const struct proto_sync_entry *was = etcd_view_aggregate(v, a, b);
-            if (was->state != PROTO_SYNC_GONE) {
-                room(E, k);
-                etcd_view_emit(&k->out, was, PROTO_SYNC_DOWN);
-            }
-        }
-        a = b;
-    }
+    size_t pos = 0;
+    do {
+        room(E, k);
+        shed_etcd_view_downs_at(v, next, &pos, &k->out);
+    } while (pos < shed_etcd_view_size(v));
     shed_etcd_view_destroy(v);
     k->view = next;
     export_all(E, k);

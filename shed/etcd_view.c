@@ -191,12 +191,12 @@ shed_etcd_view_export(const struct shed_etcd_view *v, struct proto_sync_msg *out
 }
 
 int
-shed_etcd_view_replace(struct shed_etcd_view *v, struct shed_etcd_view *next,
-                       struct proto_sync_msg *out)
+shed_etcd_view_downs_at(const struct shed_etcd_view *v, const struct shed_etcd_view *next,
+                        size_t *pos, struct proto_sync_msg *out)
 {
-    /* Members only the old view had: down (their keys went while we did
-     * not watch). */
-    for (size_t a = 0; a < v->n;) {
+    size_t a = *pos;
+
+    while (a < v->n && out->nentries < PROTO_SYNC_MAX_ENTRIES) {
         size_t b = a + 1, na, nb;
         while (b < v->n && strncmp(v->k[b]->rel, v->k[a]->rel, v->k[a]->grp) == 0)
             b++;
@@ -208,6 +208,19 @@ shed_etcd_view_replace(struct shed_etcd_view *v, struct shed_etcd_view *next,
         }
         a = b;
     }
+    *pos = a;
+    return 0;
+}
+
+int
+shed_etcd_view_replace(struct shed_etcd_view *v, struct shed_etcd_view *next,
+                       struct proto_sync_msg *out)
+{
+    size_t pos = 0;
+
+    /* Members only the old view had: down (their keys went while we did
+     * not watch). */
+    shed_etcd_view_downs_at(v, next, &pos, out);
     for (size_t i = 0; i < v->n; i++) {
         free(v->k[i]->rel);
         free(v->k[i]);

@@ -178,6 +178,44 @@ Test(etcd, view_replace_reports_members_that_went)
     shed_etcd_view_destroy(v);
 }
 
+Test(etcd, view_downs_come_in_pages_of_a_message)
+{
+    /* More members went than one sync message holds: every one of them
+     * comes out "down", in pages, none twice (the reader applies each
+     * full page before the next). */
+    enum { N = PROTO_SYNC_MAX_ENTRIES + 100 };
+    struct shed_etcd_view *v = shed_etcd_view_create(), *next = shed_etcd_view_create();
+    struct proto_sync_msg m;
+    struct proto_sync_entry e = rec(1, PROTO_SYNC_UP, "http://127.0.0.1:9001");
+    char rel[64];
+    size_t pos = 0, total = 0, pages = 0;
+
+    proto_sync_msg_init(&m);
+    for (int i = 0; i < N; i++) {
+        snprintf(rel, sizeof(rel), "burrow/m%05d/s1", i);
+        cr_assert_eq(shed_etcd_view_put(v, rel, &e, (uint64_t)i + 1, &m), 0);
+        proto_sync_msg_free(&m);
+        proto_sync_msg_init(&m);
+    }
+    shed_etcd_view_put(next, "burrow/m00000/s1", &e, 1, &m); /* the one that stays */
+    proto_sync_msg_free(&m);
+    do {
+        proto_sync_msg_init(&m);
+        cr_assert_eq(shed_etcd_view_downs_at(v, next, &pos, &m), 0);
+        for (size_t i = 0; i < m.nentries; i++) {
+            cr_assert_eq(m.entries[i].state, PROTO_SYNC_DOWN);
+            cr_assert_str_neq(m.entries[i].id, "m00000");
+        }
+        total += m.nentries;
+        pages++;
+        proto_sync_msg_free(&m);
+    } while (pos < shed_etcd_view_size(v));
+    cr_assert_eq(total, (size_t)N - 1);
+    cr_assert_eq(pages, 2);
+    shed_etcd_view_destroy(v);
+    shed_etcd_view_destroy(next);
+}
+
 /* ---- membership: in the config (shed/config.c) ---- */
 
 static int
